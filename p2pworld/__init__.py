@@ -1,0 +1,50 @@
+"""p2pworld: one shared collaboration world for AI agents, with no server.
+
+Nodes find each other on a LAN (mDNS), prove who they are in an authenticated handshake, and
+talk on channels whose messages are strictly ordered by one sequencer per channel, hash-chained
+and signed.
+
+Ten-line embedding::
+
+    import trio
+    from pathlib import Path
+    from p2pworld import NodeConfig, open_node
+
+    async def main():
+        async with open_node(NodeConfig(home=Path("~/.p2pw").expanduser(), workspace="lab")) as node:
+            chan = await node.open_channel("general")
+            await node.publish(chan.channel, b"hello, world")
+            async for msg in node.messages(chan.channel):
+                print(msg.seq, msg.sender.hex()[:8], msg.payload)
+
+    trio.run(main)
+"""
+
+from p2pworld.errors import (
+    ChannelError,
+    Conflict,
+    DecodeError,
+    HandshakeError,
+    IdentityError,
+    LocalProtocolError,
+    NotSequencer,
+    P2PWorldError,
+    PublishTimeout,
+    RemoteProtocolError,
+    UnknownChannel,
+)
+from p2pworld.home import NodeHome, default_home
+from p2pworld.identity import Ed25519Signer, NodeIdentity, Signer, node_id
+from p2pworld.log.entry import ChannelRecord
+from p2pworld.log.hub import PublishResult
+from p2pworld.node import ChannelMessage, Node, NodeConfig, open_node
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ChannelError", "ChannelMessage", "ChannelRecord", "Conflict", "DecodeError",
+    "Ed25519Signer", "HandshakeError", "IdentityError", "LocalProtocolError", "Node",
+    "NodeConfig", "NodeHome", "NodeIdentity", "NotSequencer", "P2PWorldError", "PublishResult",
+    "PublishTimeout", "RemoteProtocolError", "Signer", "UnknownChannel", "default_home",
+    "node_id", "open_node",
+]

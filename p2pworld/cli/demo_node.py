@@ -1,0 +1,135 @@
+"""One node of ``p2pworld demo``: a real node process that reports to the demo parent.
+
+It is given only its index, the node count, the message count, a workspace and a home; it
+learns its peers through discovery (mDNS) like any other node. It prints one JSON object per
+line on stdout (``up``, ``peer``, ``message``, ``result``) and stops when its stdin closes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from p2pworld.errors import P2PWorldError
+from p2pworld.node import Node, NodeConfig, open_node
+
+DEMO_CHANNEL = "demo"
+
+
+def emit(obj: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(obj, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+async def _wait_stdin_closed() -> None:
+    await trio.to_thread.run_sync(sys.stdin.read, abandon_on_cancel=True)
+
+
+async def _watch_peers(node: Node) -> None:
+    seen: set[bytes] = set()
+    while True:
+        now = set(node.sessions)
+        for pid in sorted(now - seen):
+            emit({"event": "peer", "node": node.node_id.hex(), "peer": pid.hex(), "up": True,
+                  "via": sorted(node.peers[pid].via)})
+        for pid in sorted(seen - now):
+            emit({"event": "peer", "node": node.node_id.hex(), "peer": pid.hex(), "up": False})
+        seen = now
+        await node._peers_changed.wait()
+
+
+async def run(args: argparse.Namespace) -> int:
+    cfg = NodeConfig(home=Path(args.home), workspace=args.workspace,
+                     interfaces=[args.interface], mdns=not args.no_mdns)
+    n, m, idx = args.nodes, args.messages, args.index
+    async with open_node(cfg) as node, trio.open_nursery() as nursery:
+        me = node.node_id.hex()
+        emit({"event": "up", "node": me, "index": idx, "url": node.url})
+        nursery.start_soon(_watch_peers, node)
+        status = "ok"
+        delivered: list[int] = []
+        publish_errors: dict[str, int] = {}
+        ch = b""
+        with trio.move_on_after(args.timeout) as setup:
+            await node.wait_peers(n - 1)
+            rec = (await node.open_channel(DEMO_CHANNEL) if idx == 0
+                   else await node.wait_channel(DEMO_CHANNEL))
+            ch = rec.channel
+
+        async def reader() -> None:
+            async for msg in node.messages(ch):
+                delivered.append(msg.seq)
+                if args.live:
+                    emit({"event": "message", "node": me, "seq": msg.seq,
+                          "sender": msg.sender.hex(),
+                          "text": msg.payload.decode(errors="replace")})
+                elif len(delivered) >= m:
+                    return
+
+        async def writer() -> None:
+            k = idx + 1
+            while k <= m or args.live:
+                text = f"message {k} from node {idx}"
+                try:
+                    await node.publish(ch, text.encode(), key=f"demo-{k}".encode())
+                except P2PWorldError as e:
+                    publish_errors[e.code] = publish_errors.get(e.code, 0) + 1
+                    await trio.sleep(0.2)
+                    continue  # same key: a retry can never duplicate
+                k += n
+                if args.live and k > m:
+                    await trio.sleep(args.interval)
+
+        if setup.cancelled_caught:
+            status = "timeout"
+        elif args.live:
+            async with trio.open_nursery() as work:
+                work.start_soon(writer)
+                work.start_soon(reader)
+                await _wait_stdin_closed()
+                work.cancel_scope.cancel()
+            nursery.cancel_scope.cancel()
+            return 0
+        else:
+            with trio.move_on_after(args.timeout) as scope:
+                async with trio.open_nursery() as work:
+                    work.start_soon(writer)
+                    await reader()
+            if scope.cancelled_caught:
+                status = "timeout"
+        head = node.head(ch)[1].hex() if ch else None
+        emit({
+            "event": "result", "node": me, "index": idx, "status": status,
+            "discovered_mdns": sorted(p.node_id.hex() for p in node.peers.values()
+                                      if "mdns" in p.via),
+            "sessions": sorted(pid.hex() for pid in node.sessions),
+            "delivered": len(delivered),
+            "in_order": delivered == list(range(1, m + 1)),
+            "head_hash": head, "publish_errors": publish_errors,
+            "health": node.health(),
+        })
+        await _wait_stdin_closed()
+        nursery.cancel_scope.cancel()
+    return 0 if status == "ok" else 1
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--index", type=int, required=True)
+    p.add_argument("--nodes", type=int, required=True)
+    p.add_argument("--messages", type=int, required=True)
+    p.add_argument("--workspace", required=True)
+    p.add_argument("--home", required=True)
+    p.add_argument("--interface", default="127.0.0.1")
+    p.add_argument("--no-mdns", action="store_true")
+    p.add_argument("--live", action="store_true")
+    p.add_argument("--interval", type=float, default=2.0)
+    p.add_argument("--timeout", type=float, default=45.0)
+
+
+def main(args: argparse.Namespace) -> int:
+    return trio.run(run, args)

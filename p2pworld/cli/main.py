@@ -1,0 +1,38 @@
+"""The ``p2pworld`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from p2pworld.cli import demo, demo_node, id_cmd, node_cmd
+
+    parser = argparse.ArgumentParser(prog="p2pworld", description=(
+        "A serverless shared world for AI agents: discovery, authenticated sessions and "
+        "strictly ordered channels."))
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("demo", help="start N local nodes that meet over mDNS and talk")
+    demo.add_arguments(p)
+    p.set_defaults(func=demo.main)
+    p = sub.add_parser("node", help="run one node until interrupted")
+    node_cmd.add_arguments(p)
+    p.set_defaults(func=node_cmd.main)
+    p = sub.add_parser("id", help="show (or create / import) this node's identity")
+    id_cmd.add_arguments(p)
+    p.set_defaults(func=id_cmd.main)
+    p = sub.add_parser("demo-node", help=argparse.SUPPRESS)
+    demo_node.add_arguments(p)
+    p.set_defaults(func=demo_node.main)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    rc: int = args.func(args)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,155 @@
+"""``p2pworld node``: one node for real use, until interrupted.
+
+Commands on stdin (one per line)::
+
+    peers                 sessions and discovered peers
+    health                the full health report (JSON)
+    channels              known channels
+    open NAME             open a channel sequenced by this node
+    send NAME TEXT...     publish TEXT to channel NAME
+    follow NAME           print the channel's messages as they arrive
+    quit
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from p2pworld.errors import P2PWorldError
+from p2pworld.home import default_home
+from p2pworld.identity import short_id
+from p2pworld.node import Node, NodeConfig, open_node
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--home", default=None, help="node home (keys and log store)")
+    p.add_argument("--workspace", default="default")
+    p.add_argument("--interface", action="append", default=None,
+                   help="IPv4 address or interface name for sessions and mDNS "
+                        "(repeatable; default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=0, help="websocket port (default: any free)")
+    p.add_argument("--peer", action="append", default=[], metavar="URL",
+                   help="also dial ws://HOST:PORT/ (static seed)")
+    p.add_argument("--no-mdns", action="store_true")
+    p.add_argument("--open", action="append", default=[], metavar="NAME",
+                   help="open channel NAME at start (repeatable)")
+    p.add_argument("--follow", action="append", default=[], metavar="NAME",
+                   help="print messages of channel NAME (repeatable)")
+    p.add_argument("--send", nargs=2, action="append", default=[], metavar=("NAME", "TEXT"),
+                   help="publish TEXT to NAME once the channel is known (repeatable)")
+    p.add_argument("--json", action="store_true", help="print events as JSON lines")
+
+
+class _Out:
+    def __init__(self, as_json: bool) -> None:
+        self.as_json = as_json
+
+    def __call__(self, kind: str, line: str, **data: Any) -> None:
+        if self.as_json:
+            print(json.dumps({"event": kind, **data}, sort_keys=True), flush=True)
+        else:
+            print(f"[{kind}] {line}", flush=True)
+
+
+async def _follow(node: Node, name: str, out: _Out) -> None:
+    rec = await node.wait_channel(name)
+    async for msg in node.messages(rec.channel):
+        out("message", f"{name} #{msg.seq} {short_id(msg.sender)}: "
+            f"{msg.payload.decode(errors='replace')}", channel=name, seq=msg.seq,
+            sender=msg.sender.hex(), text=msg.payload.decode(errors="replace"))
+
+
+async def _send(node: Node, name: str, text: str, out: _Out) -> None:
+    rec = await node.wait_channel(name)
+    if rec.sequencer_id != node.node_id:
+        await node.wait_peers(1)
+    try:
+        res = await node.publish(rec.channel, text.encode())
+        out("ack", f"{name} #{res.seq} {res.status} ({res.strength})", channel=name,
+            seq=res.seq, status=res.status, strength=res.strength)
+    except P2PWorldError as e:
+        out("error", f"{name}: {e.code}: {e.message}", channel=name, code=e.code)
+
+
+async def _watch(node: Node, out: _Out) -> None:
+    seen: set[bytes] = set()
+    while True:
+        now = set(node.sessions)
+        for pid in sorted(now - seen):
+            s = node.sessions[pid]
+            out("peer", f"session up {short_id(pid)} at {s.address} "
+                f"via {','.join(sorted(node.peers[pid].via)) or 'incoming'}",
+                peer=pid.hex(), up=True)
+        for pid in sorted(seen - now):
+            out("peer", f"session down {short_id(pid)} "
+                f"({node.peers[pid].last_error or 'closed'})", peer=pid.hex(), up=False)
+        seen = now
+        await node._peers_changed.wait()
+
+
+async def _commands(node: Node, nursery: trio.Nursery, out: _Out) -> None:
+    stdin = trio.wrap_file(sys.stdin)
+    async for line in stdin:
+        parts = line.split(maxsplit=2)
+        if not parts:
+            continue
+        cmd = parts[0]
+        try:
+            if cmd == "quit":
+                nursery.cancel_scope.cancel()
+                return
+            if cmd == "peers":
+                for p in node.health()["peers"]:
+                    out("peers", f"{p['node_id'][:8]} {p['state']} lane={p['lane']} "
+                        f"rtt={p['rtt_ms']}ms via={','.join(p['via'])} "
+                        f"error={p['last_error']}", **p)
+            elif cmd == "health":
+                print(json.dumps(node.health(), indent=2), flush=True)
+            elif cmd == "channels":
+                for c in node.health()["channels"]:
+                    out("channel", f"{c['name']} {c['channel'][:8]} {c['role']} "
+                        f"head={c['head_seq']}", **c)
+            elif cmd == "open" and len(parts) >= 2:
+                rec = await node.open_channel(parts[1])
+                out("open", f"{rec.name} {rec.channel.hex()}", channel=rec.channel.hex())
+            elif cmd == "send" and len(parts) == 3:
+                nursery.start_soon(_send, node, parts[1], parts[2], out)
+            elif cmd == "follow" and len(parts) >= 2:
+                nursery.start_soon(_follow, node, parts[1], out)
+            else:
+                out("error", f"unknown command: {line.strip()}")
+        except P2PWorldError as e:
+            out("error", f"{e.code}: {e.message}", code=e.code)
+
+
+async def run(args: argparse.Namespace) -> int:
+    cfg = NodeConfig(home=Path(args.home) if args.home else default_home(),
+                     workspace=args.workspace, interfaces=args.interface or ["127.0.0.1"],
+                     port=args.port, mdns=not args.no_mdns, peers=args.peer)
+    out = _Out(args.json)
+    async with open_node(cfg) as node, trio.open_nursery() as nursery:
+        out("up", f"node {node.node_id.hex()} workspace {cfg.workspace} at {node.url}",
+            node=node.node_id.hex(), url=node.url, workspace=cfg.workspace)
+        nursery.start_soon(_watch, node, out)
+        for name in args.open:
+            rec = await node.open_channel(name)
+            out("open", f"{name} {rec.channel.hex()}", channel=rec.channel.hex(), name=name)
+        for name in args.follow:
+            nursery.start_soon(_follow, node, name, out)
+        for name, text in args.send:
+            nursery.start_soon(_send, node, name, text, out)
+        nursery.start_soon(_commands, node, nursery, out)
+    return 0
+
+
+def main(args: argparse.Namespace) -> int:
+    try:
+        return trio.run(run, args)
+    except KeyboardInterrupt:
+        return 0

@@ -1,0 +1,173 @@
+"""Canonical CBOR: the one encoding of every wire frame, disk record, hash and signature.
+
+Rules (see ``docs/protocol.md``):
+
+* Values are limited to ``None``, ``bool``, ``int`` (64-bit signed range), ``bytes``, ``str``,
+  ``list`` and ``dict`` with ``str`` keys. No floats (their encodings are not unique enough to
+  sign), no tags, no indefinite lengths.
+* Maps are encoded in RFC 8949 §4.2.1 canonical order (cbor2 ``canonical=True``).
+* A *frame* is one version byte (:data:`FORMAT_VERSION`) followed by one CBOR item.
+* Anything that is signed or hashed is prefixed with a *domain tag*: the ASCII tag, a NUL,
+  then the canonical CBOR bytes. A signature over one kind of structure can never be replayed
+  as another kind.
+* Decoding is bounded (size, nesting depth, collection lengths) and *strict*: the input must be
+  exactly the canonical encoding of the value it decodes to, so two different byte strings
+  never decode to the same signed value.
+
+Example:
+    >>> frame = encode_frame({"t": "ping", "n": 1})
+    >>> decode_frame(frame)
+    {'n': 1, 't': 'ping'}
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import cbor2
+
+from p2pworld.errors import DecodeError, LocalProtocolError, UnsupportedVersion
+
+FORMAT_VERSION = 1
+"""Version byte that starts every frame and every disk record."""
+
+MAX_FRAME_BYTES = 1 << 20
+MAX_DEPTH = 16
+MAX_ITEMS = 4096
+_INT_MIN = -(1 << 63)
+_INT_MAX = (1 << 64) - 1
+
+Value = Any
+"""A value of the canonical data model (see module docs)."""
+
+
+def _check(value: Value, depth: int, *, where: str) -> None:
+    if depth > MAX_DEPTH:
+        raise _err(where, "nesting too deep", limit=MAX_DEPTH)
+    if value is None or isinstance(value, (bool, bytes, str)):
+        return
+    if isinstance(value, int):
+        if not _INT_MIN <= value <= _INT_MAX:
+            raise _err(where, "integer out of range")
+        return
+    if isinstance(value, list):
+        if len(value) > MAX_ITEMS:
+            raise _err(where, "array too long", limit=MAX_ITEMS)
+        for item in value:
+            _check(item, depth + 1, where=where)
+        return
+    if isinstance(value, dict):
+        if len(value) > MAX_ITEMS:
+            raise _err(where, "map too large", limit=MAX_ITEMS)
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise _err(where, "map key is not a text string")
+            _check(item, depth + 1, where=where)
+        return
+    raise _err(where, f"type {type(value).__name__} is not in the canonical data model")
+
+
+def _err(where: str, message: str, **details: Any) -> Exception:
+    if where == "encode":
+        return LocalProtocolError(f"cannot encode: {message}", **details)
+    return DecodeError(message, **details)
+
+
+def encode(value: Value) -> bytes:
+    """Encode ``value`` as canonical CBOR (no version byte).
+
+    Raises:
+        LocalProtocolError: ``value`` is outside the canonical data model.
+    """
+    _check(value, 0, where="encode")
+    return cbor2.dumps(value, canonical=True)
+
+
+def decode(data: bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Value:
+    """Decode strict canonical CBOR produced by :func:`encode`.
+
+    Raises:
+        DecodeError: the bytes are too long, malformed, non-canonical, nested too deeply, or
+            hold a type outside the data model.
+    """
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        raise DecodeError("input is not bytes")
+    data = bytes(data)
+    if len(data) > max_bytes:
+        raise DecodeError("input too large", limit=max_bytes, size=len(data))
+    try:
+        value = cbor2.loads(
+            data,
+            max_depth=MAX_DEPTH + 1,
+            allow_indefinite=False,
+            allow_duplicate_keys=False,
+        )
+    except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as e:
+        raise DecodeError(f"malformed CBOR: {e}") from None
+    _check(value, 0, where="decode")
+    if cbor2.dumps(value, canonical=True) != data:
+        raise DecodeError("not the canonical encoding of its value")
+    return value
+
+
+def encode_frame(value: Value) -> bytes:
+    """Version byte + canonical CBOR."""
+    return bytes([FORMAT_VERSION]) + encode(value)
+
+
+def decode_frame(data: bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Value:
+    """Inverse of :func:`encode_frame`; refuses unknown versions with :class:`UnsupportedVersion`."""
+    if not data:
+        raise DecodeError("empty frame")
+    if data[0] != FORMAT_VERSION:
+        raise UnsupportedVersion(f"frame version {data[0]} not supported", version=data[0])
+    return decode(data[1:], max_bytes=max_bytes)
+
+
+def tagged(domain: str, value: Value) -> bytes:
+    """Domain-separated bytes to sign or hash: ``domain || 0x00 || canonical CBOR(value)``."""
+    if "\x00" in domain or not domain.isascii():
+        raise LocalProtocolError("domain tag must be ASCII without NUL")
+    return domain.encode() + b"\x00" + encode(value)
+
+
+# --- typed field access for decoders ------------------------------------------------------
+
+
+def need_map(value: Value, what: str) -> dict[str, Value]:
+    if not isinstance(value, dict):
+        raise DecodeError(f"{what}: expected a map")
+    return value
+
+
+def field(m: dict[str, Value], key: str, typ: type | tuple[type, ...], what: str) -> Any:
+    """``m[key]`` checked against ``typ`` (bool is never accepted as int)."""
+    if key not in m:
+        raise DecodeError(f"{what}: missing field {key!r}")
+    v = m[key]
+    if isinstance(v, bool) and typ in (int, (int,)):
+        raise DecodeError(f"{what}: field {key!r} has the wrong type")
+    if not isinstance(v, typ):
+        raise DecodeError(f"{what}: field {key!r} has the wrong type")
+    return v
+
+
+def bytes_field(m: dict[str, Value], key: str, what: str, *, size: int | None = None) -> bytes:
+    v: bytes = field(m, key, bytes, what)
+    if size is not None and len(v) != size:
+        raise DecodeError(f"{what}: field {key!r} must be {size} bytes")
+    return v
+
+
+def str_field(m: dict[str, Value], key: str, what: str, *, max_len: int = 256) -> str:
+    v: str = field(m, key, str, what)
+    if len(v) > max_len:
+        raise DecodeError(f"{what}: field {key!r} too long")
+    return v
+
+
+def int_field(m: dict[str, Value], key: str, what: str, *, lo: int = 0, hi: int = _INT_MAX) -> int:
+    v: int = field(m, key, int, what)
+    if not lo <= v <= hi:
+        raise DecodeError(f"{what}: field {key!r} out of range")
+    return v

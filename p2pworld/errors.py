@@ -1,0 +1,224 @@
+"""Typed errors with stable codes.
+
+Every error a caller can branch on is a subclass of :class:`P2PWorldError` and carries a
+``code`` that never changes between releases (log lines and metrics use it). As in h11, errors
+split by who is at fault:
+
+* :class:`LocalProtocolError` — this program misused a core (a bug on our side of the wire).
+* :class:`RemoteProtocolError` — the peer (or a file on disk) sent something invalid. Cores
+  that raise it move to a sticky error state: the connection or log is dead.
+
+Example:
+    >>> try:
+    ...     raise DecodeError("frame too large", limit=1024)
+    ... except P2PWorldError as e:
+    ...     e.code
+    'DECODE_ERROR'
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class P2PWorldError(Exception):
+    """Base of every p2pworld error. ``code`` is stable; ``details`` are for logs."""
+
+    code: str = "P2PWORLD_ERROR"
+
+    def __init__(self, message: str = "", **details: Any) -> None:
+        super().__init__(message or self.code)
+        self.message = message or self.code
+        self.details = details
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.code}: {self.message})"
+
+
+class LocalProtocolError(P2PWorldError):
+    """This side misused a protocol core (wrong state, wrong argument)."""
+
+    code = "LOCAL_PROTOCOL_ERROR"
+
+
+class RemoteProtocolError(P2PWorldError):
+    """The peer or the disk sent input that is invalid. Nothing was changed by it."""
+
+    code = "REMOTE_PROTOCOL_ERROR"
+
+
+# --- encoding -----------------------------------------------------------------------------
+
+
+class DecodeError(RemoteProtocolError):
+    """Bytes are not a valid, canonical, bounded p2pworld encoding."""
+
+    code = "DECODE_ERROR"
+
+
+class UnsupportedVersion(RemoteProtocolError):
+    """A frame or file carries a format version this build does not speak."""
+
+    code = "UNSUPPORTED_VERSION"
+
+
+# --- identity -----------------------------------------------------------------------------
+
+
+class IdentityError(P2PWorldError):
+    """A key file or identity record is missing, unreadable or corrupt."""
+
+    code = "IDENTITY_ERROR"
+
+
+class InvalidSignature(RemoteProtocolError):
+    """A signature does not verify under the key it claims."""
+
+    code = "INVALID_SIGNATURE"
+
+
+class InvalidAttestation(RemoteProtocolError):
+    """A node attestation (node key <-> Nostr key binding) does not verify."""
+
+    code = "INVALID_ATTESTATION"
+
+
+# --- sessions -----------------------------------------------------------------------------
+
+
+class HandshakeError(RemoteProtocolError):
+    """The peer's handshake is malformed, unauthenticated or inconsistent."""
+
+    code = "HANDSHAKE_FAILED"
+
+
+class VersionMismatch(HandshakeError):
+    """The two sides share no protocol version."""
+
+    code = "VERSION_MISMATCH"
+
+
+class WorkspaceMismatch(HandshakeError):
+    """The peer belongs to another workspace."""
+
+    code = "WORKSPACE_MISMATCH"
+
+
+class PeerIdentityMismatch(HandshakeError):
+    """The peer proved a different node id than the one we dialled (or it is ourselves)."""
+
+    code = "PEER_IDENTITY_MISMATCH"
+
+
+class HandshakeRefused(HandshakeError):
+    """The peer refused our handshake and said why (``details['peer_code']``)."""
+
+    code = "HANDSHAKE_REFUSED"
+
+
+class FrameRejected(RemoteProtocolError):
+    """A session frame failed authentication: forged, replayed, reordered or truncated."""
+
+    code = "FRAME_REJECTED"
+
+
+class FrameTooLarge(RemoteProtocolError):
+    """A frame exceeds the negotiated size bound."""
+
+    code = "FRAME_TOO_LARGE"
+
+
+class SessionClosed(P2PWorldError):
+    """The session is closed; nothing more can be sent on it."""
+
+    code = "SESSION_CLOSED"
+
+
+class Backpressure(P2PWorldError):
+    """A bounded queue is full; the caller may retry later."""
+
+    code = "BACKPRESSURE"
+
+
+# --- channels and logs --------------------------------------------------------------------
+
+
+class ChannelError(P2PWorldError):
+    code = "CHANNEL_ERROR"
+
+
+class UnknownChannel(ChannelError):
+    code = "UNKNOWN_CHANNEL"
+
+
+class NotSequencer(ChannelError):
+    """A submission reached a node that is not the channel's current sequencer."""
+
+    code = "NOT_SEQUENCER"
+
+
+class ChannelClosed(ChannelError):
+    code = "CHANNEL_CLOSED"
+
+
+class NotParticipant(ChannelError):
+    code = "NOT_PARTICIPANT"
+
+
+class Conflict(ChannelError):
+    """Same idempotency key, different payload. ``details`` carry the original seq and hash."""
+
+    code = "CONFLICT"
+
+
+class ChainBroken(RemoteProtocolError):
+    """An entry does not extend the verified chain (bad prev hash, gap, bad signature)."""
+
+    code = "CHAIN_BROKEN"
+
+
+class Forked(RemoteProtocolError):
+    """Two different signed entries exist for one (channel, epoch, seq)."""
+
+    code = "FORKED"
+
+
+class StoreCorrupt(P2PWorldError):
+    """A durable store failed verification somewhere other than its tail."""
+
+    code = "STORE_CORRUPT"
+
+
+class PublishTimeout(ChannelError):
+    """The publish outcome is indeterminate: the lane died or timed out after sending."""
+
+    code = "INDETERMINATE"
+
+
+ERROR_CODES: dict[str, type[P2PWorldError]] = {}
+
+
+def _register() -> None:
+    stack: list[type[P2PWorldError]] = [P2PWorldError]
+    while stack:
+        cls = stack.pop()
+        ERROR_CODES[cls.code] = cls
+        stack.extend(cls.__subclasses__())
+
+
+_register()
+
+
+def error_from_code(code: str, message: str = "", **details: Any) -> P2PWorldError:
+    """Rebuild a typed error from a code received on the wire (unknown codes -> base)."""
+    cls = ERROR_CODES.get(code, RemoteProtocolError)
+    return cls(message, **details)
+
+
+class HandshakeTimeout(HandshakeError):
+    """The handshake did not finish within its time bound."""
+
+    code = "HANDSHAKE_TIMEOUT"
+
+
+_register()

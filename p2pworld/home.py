@@ -1,0 +1,147 @@
+"""The node home directory: key files, written atomically with mode 0600.
+
+Layout (see ``docs/protocol.md``, "Disk formats"):
+
+* ``node.key`` — a frame ``{"kind": "p2pworld-node-key", "seed": <32 bytes>}``.
+* ``nostr.key`` — a frame ``{"kind": "p2pworld-nostr-key", "mnemonic": str, "account": int,
+  "passphrase": str}``; the NIP-06 key is derived from it on load.
+
+A home with neither file gets a new identity. A home with one of them, or with a file that is
+unreadable or corrupt, is an :class:`~p2pworld.errors.IdentityError`: a node never silently
+becomes somebody else.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> home = NodeHome(pathlib.Path(tempfile.mkdtemp()))
+    >>> ident = home.load_or_create()
+    >>> home.load().node_id == ident.node_id
+    True
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from pathlib import Path
+
+from p2pworld import codec
+from p2pworld.errors import DecodeError, IdentityError
+from p2pworld.identity import Ed25519Signer, NodeIdentity
+from p2pworld.nostr.keys import NostrKey, check_mnemonic, mnemonic_from_entropy
+
+NODE_KEY_FILE = "node.key"
+NOSTR_KEY_FILE = "nostr.key"
+
+
+def default_home() -> Path:
+    """``$P2PWORLD_HOME``, else ``$XDG_DATA_HOME/p2pworld``, else ``~/.local/share/p2pworld``."""
+    env = os.environ.get("P2PWORLD_HOME")
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_DATA_HOME")
+    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
+    return base / "p2pworld"
+
+
+def write_atomic(path: Path, data: bytes, *, mode: int = 0o600) -> None:
+    """Write ``data`` to ``path`` so a crash leaves either the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+class NodeHome:
+    """A node's home directory."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    @property
+    def node_key_path(self) -> Path:
+        return self.path / NODE_KEY_FILE
+
+    @property
+    def nostr_key_path(self) -> Path:
+        return self.path / NOSTR_KEY_FILE
+
+    def exists(self) -> bool:
+        return self.node_key_path.exists() or self.nostr_key_path.exists()
+
+    def create(
+        self, *, mnemonic: str | None = None, passphrase: str = "", account: int = 0
+    ) -> NodeIdentity:
+        """Write a new identity; ``mnemonic`` imports an existing NIP-06 identity."""
+        if self.exists():
+            raise IdentityError(f"{self.path} already holds an identity; refusing to replace it")
+        words = check_mnemonic(mnemonic) if mnemonic else mnemonic_from_entropy(secrets.token_bytes(16))
+        NostrKey.from_mnemonic(words, passphrase=passphrase, account=account)  # validate first
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        write_atomic(
+            self.nostr_key_path,
+            codec.encode_frame(
+                {"kind": "p2pworld-nostr-key", "mnemonic": words, "account": account,
+                 "passphrase": passphrase}
+            ),
+        )
+        write_atomic(
+            self.node_key_path,
+            codec.encode_frame({"kind": "p2pworld-node-key", "seed": secrets.token_bytes(32)}),
+        )
+        return self.load()
+
+    def load(self) -> NodeIdentity:
+        """Load the identity; every problem is an :class:`IdentityError` naming the file."""
+        node = self._read(self.node_key_path, "p2pworld-node-key")
+        nostr = self._read(self.nostr_key_path, "p2pworld-nostr-key")
+        try:
+            seed = codec.bytes_field(node, "seed", "node.key", size=32)
+            words = codec.str_field(nostr, "mnemonic", "nostr.key", max_len=1024)
+            account = codec.int_field(nostr, "account", "nostr.key", hi=2**31 - 1)
+            passphrase = codec.str_field(nostr, "passphrase", "nostr.key", max_len=1024)
+        except DecodeError as e:
+            raise IdentityError(f"corrupt key file: {e.message}") from None
+        signer = Ed25519Signer(seed)
+        nostr_key = NostrKey.from_mnemonic(words, passphrase=passphrase, account=account)
+        created = int(self.node_key_path.stat().st_mtime)
+        return NodeIdentity.create(signer, nostr_key, created_at=created,
+                                   aux=secrets.token_bytes(32))
+
+    def load_or_create(self) -> NodeIdentity:
+        return self.load() if self.exists() else self.create()
+
+    def mnemonic(self) -> str:
+        """The stored mnemonic (for backup / export)."""
+        m = self._read(self.nostr_key_path, "p2pworld-nostr-key")
+        return str(m.get("mnemonic", ""))
+
+    def _read(self, path: Path, kind: str) -> dict[str, codec.Value]:
+        try:
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise IdentityError(f"{path} is missing (identity incomplete)") from None
+        except OSError as e:
+            raise IdentityError(f"{path} is unreadable: {e.strerror}") from None
+        try:
+            m = codec.need_map(codec.decode_frame(data, max_bytes=4096), path.name)
+        except DecodeError as e:
+            raise IdentityError(f"{path} is corrupt: {e.message}") from None
+        if m.get("kind") != kind:
+            raise IdentityError(f"{path} is not a {kind} file")
+        return m
+
+
+__all__ = ["NodeHome", "default_home", "write_atomic"]

@@ -1,0 +1,1 @@
+"""Channel logs: entries, the sequencer core, verifying replicas and stores."""

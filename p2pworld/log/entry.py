@@ -1,0 +1,274 @@
+"""Channel records, writer submissions, sequenced entries and signed heads.
+
+Byte layouts are canonical CBOR with domain tags (``docs/protocol.md``, "Channel log"):
+
+* :class:`ChannelRecord` — signed by the channel owner (``p2pworld/channel/v1``).
+* :class:`Submission` — signed by the writer (``p2pworld/submission/v1``), so the sequencer
+  cannot forge a sender.
+* :class:`Entry` — a submission placed at ``(channel, epoch, seq)`` after ``prev_hash`` at
+  ``sequencer_time``; its hash (``p2pworld/entry/v1``) chains the log.
+* :class:`SignedHead` — the sequencer's signature over ``(channel, epoch, seq, head_hash)``
+  (``p2pworld/head/v1``). One head signature authenticates a whole batch of entries, because
+  each entry's hash covers its predecessor's (as hypercore signs its tree root, not each block).
+
+Example:
+    >>> from p2pworld.identity import Ed25519Signer
+    >>> w = Ed25519Signer(bytes(32))
+    >>> sub = Submission.create(w, channel=bytes(16), idem_key=b"k1", payload=b"hi")
+    >>> sub.verify()
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any
+
+from p2pworld import codec
+from p2pworld.codec import Value
+from p2pworld.errors import DecodeError, InvalidSignature
+from p2pworld.identity import Signer, node_id, verify
+
+CHANNEL_DOMAIN = "p2pworld/channel/v1"
+CHANNEL_ID_DOMAIN = "p2pworld/channel-id/v1"
+SUBMISSION_DOMAIN = "p2pworld/submission/v1"
+ENTRY_DOMAIN = "p2pworld/entry/v1"
+HEAD_DOMAIN = "p2pworld/head/v1"
+
+GENESIS_HASH = bytes(32)
+"""``prev_hash`` of the first entry of epoch 1."""
+
+MAX_PAYLOAD = 256 * 1024
+MAX_IDEM_KEY = 64
+MAX_NAME = 64
+
+
+def hash_bytes(data: bytes) -> bytes:
+    return hashlib.blake2b(data, digest_size=32).digest()
+
+
+def channel_id_for(workspace: str, owner: bytes, name: str) -> bytes:
+    """Channel ids are derived, so reopening a channel after a restart gives the same id."""
+    return hash_bytes(codec.tagged(CHANNEL_ID_DOMAIN, {"ws": workspace, "owner": owner,
+                                                       "name": name}))[:16]
+
+
+@dataclass(frozen=True, kw_only=True)
+class ChannelRecord:
+    """The channel's identity and who sequences it."""
+
+    channel: bytes
+    workspace: str
+    name: str
+    owner_key: bytes
+    sequencer_key: bytes
+    epoch: int
+    created_at: int
+    signature: bytes = b""
+
+    def body(self) -> dict[str, Value]:
+        return {
+            "ch": self.channel, "ws": self.workspace, "name": self.name,
+            "owner": self.owner_key, "seqr": self.sequencer_key, "epoch": self.epoch,
+            "at": self.created_at,
+        }
+
+    @property
+    def sequencer_id(self) -> bytes:
+        return node_id(self.sequencer_key)
+
+    @property
+    def owner_id(self) -> bytes:
+        return node_id(self.owner_key)
+
+    @classmethod
+    def create(cls, owner: Signer, *, workspace: str, name: str, created_at: int) -> ChannelRecord:
+        ch = channel_id_for(workspace, node_id(owner.public_key), name)
+        rec = cls(channel=ch, workspace=workspace, name=name, owner_key=owner.public_key,
+                  sequencer_key=owner.public_key, epoch=1, created_at=created_at)
+        return rec.signed(owner)
+
+    def signed(self, owner: Signer) -> ChannelRecord:
+        from dataclasses import replace
+
+        sig = owner.sign(codec.tagged(CHANNEL_DOMAIN, self.body()))
+        return replace(self, signature=sig)
+
+    def verify(self) -> None:
+        if not verify(self.owner_key, CHANNEL_DOMAIN, self.body(), self.signature):
+            raise InvalidSignature("channel record signature does not verify")
+        expected = channel_id_for(self.workspace, node_id(self.owner_key), self.name)
+        if expected != self.channel:
+            raise InvalidSignature("channel id does not match its owner and name")
+
+    def to_wire(self) -> dict[str, Value]:
+        return {**self.body(), "sig": self.signature}
+
+    @classmethod
+    def from_wire(cls, value: Any) -> ChannelRecord:
+        w = "channel record"
+        m = codec.need_map(value, w)
+        return cls(
+            channel=codec.bytes_field(m, "ch", w, size=16),
+            workspace=codec.str_field(m, "ws", w),
+            name=codec.str_field(m, "name", w, max_len=MAX_NAME),
+            owner_key=codec.bytes_field(m, "owner", w, size=32),
+            sequencer_key=codec.bytes_field(m, "seqr", w, size=32),
+            epoch=codec.int_field(m, "epoch", w, lo=1),
+            created_at=codec.int_field(m, "at", w),
+            signature=codec.bytes_field(m, "sig", w, size=64),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Submission:
+    """What a writer asks the sequencer to append, signed by the writer."""
+
+    channel: bytes
+    sender_key: bytes
+    idem_key: bytes
+    payload: bytes
+    signature: bytes
+
+    def body(self) -> dict[str, Value]:
+        return {"ch": self.channel, "sender": self.sender_key, "key": self.idem_key,
+                "payload": self.payload}
+
+    @property
+    def sender(self) -> bytes:
+        return node_id(self.sender_key)
+
+    @property
+    def payload_hash(self) -> bytes:
+        return hash_bytes(self.payload)
+
+    @classmethod
+    def create(cls, writer: Signer, *, channel: bytes, idem_key: bytes, payload: bytes) -> Submission:
+        body = {"ch": channel, "sender": writer.public_key, "key": idem_key, "payload": payload}
+        return cls(channel=channel, sender_key=writer.public_key, idem_key=idem_key,
+                   payload=payload, signature=writer.sign(codec.tagged(SUBMISSION_DOMAIN, body)))
+
+    def verify(self) -> None:
+        if not verify(self.sender_key, SUBMISSION_DOMAIN, self.body(), self.signature):
+            raise InvalidSignature("writer signature does not verify")
+
+    def to_wire(self) -> dict[str, Value]:
+        return {**self.body(), "sig": self.signature}
+
+    @classmethod
+    def from_wire(cls, value: Any) -> Submission:
+        w = "submission"
+        m = codec.need_map(value, w)
+        key = codec.bytes_field(m, "key", w)
+        if not 1 <= len(key) <= MAX_IDEM_KEY:
+            raise DecodeError("submission: idempotency key must be 1..64 bytes")
+        payload = codec.bytes_field(m, "payload", w)
+        if len(payload) > MAX_PAYLOAD:
+            raise DecodeError("submission: payload too large", limit=MAX_PAYLOAD)
+        return cls(
+            channel=codec.bytes_field(m, "ch", w, size=16),
+            sender_key=codec.bytes_field(m, "sender", w, size=32),
+            idem_key=key,
+            payload=payload,
+            signature=codec.bytes_field(m, "sig", w, size=64),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class Entry:
+    """A sequenced submission: one link of the channel's hash chain."""
+
+    channel: bytes
+    epoch: int
+    seq: int
+    prev_hash: bytes
+    sender_key: bytes
+    sender_sig: bytes
+    idem_key: bytes
+    payload: bytes
+    sequencer_time: int
+    """Milliseconds since the Unix epoch on the sequencer's clock (informational)."""
+
+    def body(self) -> dict[str, Value]:
+        return {
+            "ch": self.channel, "epoch": self.epoch, "seq": self.seq, "prev": self.prev_hash,
+            "sender": self.sender_key, "ssig": self.sender_sig, "key": self.idem_key,
+            "payload": self.payload, "t": self.sequencer_time,
+        }
+
+    @property
+    def hash(self) -> bytes:
+        return hash_bytes(codec.tagged(ENTRY_DOMAIN, self.body()))
+
+    @property
+    def sender(self) -> bytes:
+        return node_id(self.sender_key)
+
+    def submission(self) -> Submission:
+        return Submission(channel=self.channel, sender_key=self.sender_key,
+                          idem_key=self.idem_key, payload=self.payload, signature=self.sender_sig)
+
+    def to_wire(self) -> dict[str, Value]:
+        return self.body()
+
+    @classmethod
+    def from_wire(cls, value: Any) -> Entry:
+        w = "entry"
+        m = codec.need_map(value, w)
+        payload = codec.bytes_field(m, "payload", w)
+        if len(payload) > MAX_PAYLOAD:
+            raise DecodeError("entry: payload too large")
+        key = codec.bytes_field(m, "key", w)
+        if not 1 <= len(key) <= MAX_IDEM_KEY:
+            raise DecodeError("entry: idempotency key must be 1..64 bytes")
+        return cls(
+            channel=codec.bytes_field(m, "ch", w, size=16),
+            epoch=codec.int_field(m, "epoch", w, lo=1),
+            seq=codec.int_field(m, "seq", w, lo=1),
+            prev_hash=codec.bytes_field(m, "prev", w, size=32),
+            sender_key=codec.bytes_field(m, "sender", w, size=32),
+            sender_sig=codec.bytes_field(m, "ssig", w, size=64),
+            idem_key=key,
+            payload=payload,
+            sequencer_time=codec.int_field(m, "t", w),
+        )
+
+
+@dataclass(frozen=True, kw_only=True)
+class SignedHead:
+    """The sequencer's signature over the chain head; authenticates every entry up to ``seq``."""
+
+    channel: bytes
+    epoch: int
+    seq: int
+    head_hash: bytes
+    signature: bytes
+
+    def body(self) -> dict[str, Value]:
+        return {"ch": self.channel, "epoch": self.epoch, "seq": self.seq, "head": self.head_hash}
+
+    @classmethod
+    def create(cls, sequencer: Signer, *, channel: bytes, epoch: int, seq: int,
+               head_hash: bytes) -> SignedHead:
+        body = {"ch": channel, "epoch": epoch, "seq": seq, "head": head_hash}
+        return cls(channel=channel, epoch=epoch, seq=seq, head_hash=head_hash,
+                   signature=sequencer.sign(codec.tagged(HEAD_DOMAIN, body)))
+
+    def verify(self, sequencer_key: bytes) -> None:
+        if not verify(sequencer_key, HEAD_DOMAIN, self.body(), self.signature):
+            raise InvalidSignature("head signature does not verify")
+
+    def to_wire(self) -> dict[str, Value]:
+        return {**self.body(), "sig": self.signature}
+
+    @classmethod
+    def from_wire(cls, value: Any) -> SignedHead:
+        w = "head"
+        m = codec.need_map(value, w)
+        return cls(
+            channel=codec.bytes_field(m, "ch", w, size=16),
+            epoch=codec.int_field(m, "epoch", w, lo=1),
+            seq=codec.int_field(m, "seq", w),
+            head_hash=codec.bytes_field(m, "head", w, size=32),
+            signature=codec.bytes_field(m, "sig", w, size=64),
+        )

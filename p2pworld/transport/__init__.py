@@ -1,0 +1,1 @@
+"""Peer sessions: the handshake and framing core, the websocket shell, reconnect backoff."""

@@ -1,0 +1,185 @@
+"""The session shell: runs the handshake core over a trio-websocket connection, then carries
+encrypted frames. One reader loop feeds the caller; one writer drains a bounded queue.
+
+Example (see ``tests/test_session.py`` for a full run)::
+
+    async with trio.open_nursery() as n:
+        session = await open_session(n, url, config, timeout=10)
+        n.start_soon(session.run, on_message)
+        session.send_nowait(Ping(1))
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Awaitable, Callable
+
+import trio
+import trio_websocket
+from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
+
+from p2pworld.errors import (
+    Backpressure,
+    HandshakeError,
+    HandshakeTimeout,
+    P2PWorldError,
+    RemoteProtocolError,
+    SessionClosed,
+)
+from p2pworld.transport.handshake import (
+    MAX_HANDSHAKE_BYTES,
+    Handshake,
+    HandshakeConfig,
+    HandshakeResult,
+    Transport,
+)
+from p2pworld.wire import Message, decode_message, encode_message
+
+SEND_QUEUE = 1024
+_system_rng = random.SystemRandom()
+
+
+async def _handshake(ws: WebSocketConnection, config: HandshakeConfig, *, initiator: bool,
+                     rng: random.Random, timeout: float) -> HandshakeResult:
+    hs = Handshake(config, initiator=initiator, rng=rng)
+    try:
+        with trio.fail_after(timeout):
+            if initiator:
+                await ws.send_message(hs.start())
+            while not hs.done:
+                data = await ws.get_message()
+                if not isinstance(data, bytes):
+                    raise HandshakeError("text frame during handshake")
+                try:
+                    out = hs.receive(data)
+                except HandshakeError:
+                    if hs.error is not None and not _is_refusal(hs.error):
+                        with trio.move_on_after(1):
+                            await ws.send_message(hs.refusal())
+                    raise
+                if out is not None:
+                    await ws.send_message(out)
+    except trio.TooSlowError:
+        raise HandshakeTimeout(f"handshake took longer than {timeout} s") from None
+    except ConnectionClosed:
+        raise HandshakeError("connection closed during handshake") from None
+    return hs.result
+
+
+def _is_refusal(e: P2PWorldError) -> bool:
+    return e.code == "HANDSHAKE_REFUSED"
+
+
+class Session:
+    """An authenticated, encrypted session with one peer."""
+
+    def __init__(self, ws: WebSocketConnection, result: HandshakeResult, *, address: str) -> None:
+        self.ws = ws
+        self.result = result
+        self.transport: Transport = result.transport()
+        self.address = address
+        self.peer_id = result.peer_id
+        self.closed = trio.Event()
+        self.close_reason: P2PWorldError | None = None
+        self._send, self._recv = trio.open_memory_channel[bytes](SEND_QUEUE)
+        self.frames_in = 0
+        self.frames_out = 0
+
+    @property
+    def initiator(self) -> bool:
+        return self.result.initiator
+
+    def send_nowait(self, msg: Message) -> None:
+        """Queue a message. Raises :class:`Backpressure` when the queue is full."""
+        if self.closed.is_set():
+            raise SessionClosed("session is closed")
+        try:
+            self._send.send_nowait(self.transport.seal(encode_message(msg)))
+        except trio.WouldBlock:
+            raise Backpressure("session send queue is full", limit=SEND_QUEUE) from None
+
+    async def run(self, on_message: Callable[[Message], Awaitable[None] | None]) -> None:
+        """Pump frames until the session ends; returns with ``close_reason`` set."""
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._writer)
+                await self._reader(on_message)
+                nursery.cancel_scope.cancel()
+        finally:
+            self.closed.set()
+            with trio.CancelScope(shield=True), trio.move_on_after(1):
+                await self.ws.aclose()
+
+    async def _reader(self, on_message: Callable[[Message], Awaitable[None] | None]) -> None:
+        max_frame = self.transport.max_frame
+        while True:
+            try:
+                data = await self.ws.get_message()
+            except ConnectionClosed:
+                self.close_reason = self.close_reason or SessionClosed("peer closed the session")
+                return
+            try:
+                if not isinstance(data, bytes):
+                    raise RemoteProtocolError("text frame on a binary session")
+                msg = decode_message(self.transport.open(data), max_bytes=max_frame)
+            except RemoteProtocolError as e:
+                self.close_reason = e
+                return
+            self.frames_in += 1
+            r = on_message(msg)
+            if r is not None:
+                await r
+
+    async def _writer(self) -> None:
+        async for frame in self._recv:
+            try:
+                await self.ws.send_message(frame)
+            except ConnectionClosed:
+                return
+            self.frames_out += 1
+
+    async def aclose(self, reason: P2PWorldError | None = None) -> None:
+        self.close_reason = self.close_reason or reason or SessionClosed("closed locally")
+        await self.ws.aclose()
+
+
+async def open_session(nursery: trio.Nursery, url: str, config: HandshakeConfig, *,
+                       timeout: float = 10.0, rng: random.Random | None = None) -> Session:
+    """Dial ``url`` (``ws://host:port/``) and run the initiator side of the handshake.
+
+    trio-websocket runs each connection's background reader in ``nursery``, which must
+    outlive the session.
+    """
+    try:
+        with trio.fail_after(timeout):
+            ws = await trio_websocket.connect_websocket_url(
+                nursery, url, message_queue_size=64,
+                max_message_size=max(config.max_frame, MAX_HANDSHAKE_BYTES))
+    except trio.TooSlowError:
+        raise HandshakeTimeout(f"connecting to {url} took longer than {timeout} s") from None
+    except (OSError, trio_websocket.HandshakeError) as e:
+        raise SessionClosed(f"cannot connect to {url}: {e}") from None
+    try:
+        result = await _handshake(ws, config, initiator=True, rng=rng or _system_rng,
+                                  timeout=timeout)
+    except BaseException:
+        with trio.CancelScope(shield=True), trio.move_on_after(1):
+            await ws.aclose()
+        raise
+    return Session(ws, result, address=url)
+
+
+async def accept_session(request: WebSocketRequest, config: HandshakeConfig, *,
+                         timeout: float = 10.0, rng: random.Random | None = None) -> Session:
+    """Accept an incoming connection and run the responder side of the handshake."""
+    ws = await request.accept()
+    remote = ws.remote
+    address = f"{getattr(remote, 'address', '?')}:{getattr(remote, 'port', '?')}"
+    try:
+        result = await _handshake(ws, config, initiator=False, rng=rng or _system_rng,
+                                  timeout=timeout)
+    except BaseException:
+        with trio.CancelScope(shield=True), trio.move_on_after(1):
+            await ws.aclose()
+        raise
+    return Session(ws, result, address=address)

@@ -1,0 +1,228 @@
+"""Session messages: the registry of every message type peers exchange after the handshake.
+
+Each message is a frozen dataclass with a wire name ``TYPE`` and a ``MUTATES`` flag (does
+accepting it change shared state?). :data:`MESSAGE_TYPES` is the one registry: the decoder
+uses it, and the auth tests iterate it so no mutation path can be forgotten.
+
+A session frame's plaintext is ``encode_frame({"t": TYPE, ...fields})``.
+
+Example:
+    >>> raw = encode_message(Ping(n=3))
+    >>> decode_message(raw)
+    Ping(n=3)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from p2pworld import codec
+from p2pworld.codec import Value
+from p2pworld.errors import DecodeError
+from p2pworld.log.entry import ChannelRecord, Entry, SignedHead, Submission
+
+MAX_BATCH = 512
+
+
+class Message:
+    TYPE: ClassVar[str]
+    MUTATES: ClassVar[bool] = False
+
+    def fields(self) -> dict[str, Value]:
+        raise NotImplementedError
+
+    @classmethod
+    def parse(cls, m: dict[str, Value]) -> Message:
+        raise NotImplementedError
+
+
+MESSAGE_TYPES: dict[str, type[Message]] = {}
+
+
+def message(cls: type[Message]) -> type[Message]:
+    if cls.TYPE in MESSAGE_TYPES:
+        raise RuntimeError(f"duplicate message type {cls.TYPE}")
+    MESSAGE_TYPES[cls.TYPE] = cls
+    return cls
+
+
+@message
+@dataclass(frozen=True)
+class Ping(Message):
+    TYPE = "ping"
+    n: int
+
+    def fields(self) -> dict[str, Value]:
+        return {"n": self.n}
+
+    @classmethod
+    def parse(cls, m: dict[str, Value]) -> Ping:
+        return cls(codec.int_field(m, "n", "ping"))
+
+
+@message
+@dataclass(frozen=True)
+class Pong(Message):
+    TYPE = "pong"
+    n: int
+
+    def fields(self) -> dict[str, Value]:
+        return {"n": self.n}
+
+    @classmethod
+    def parse(cls, m: dict[str, Value]) -> Pong:
+        return cls(codec.int_field(m, "n", "pong"))
+
+
+@message
+@dataclass(frozen=True)
+class ChannelAnnounce(Message):
+    """``open_channel`` as seen by peers: a channel record signed by its owner."""
+
+    TYPE = "chan"
+    MUTATES = True
+    record: ChannelRecord
+
+    def fields(self) -> dict[str, Value]:
+        return {"rec": self.record.to_wire()}
+
+    @classmethod
+    def parse(cls, m: dict[str, Value]) -> ChannelAnnounce:
+        return cls(ChannelRecord.from_wire(m.get("rec")))
+
+
+@message
+@dataclass(frozen=True)
+class Subscribe(Message):
+    """Ask a channel's sequencer for every entry after ``after`` and then live traffic."""
+
+    TYPE = "sub"
+    channel: bytes
+    after: int
+
+    def fields(self) -> dict[str, Value]:
+        return {"ch": self.channel, "after": self.after}
+
+    @classmethod
+    def parse(cls, m: dict[str, Value]) -> Subscribe:
+        return cls(codec.bytes_field(m, "ch", "sub", size=16), codec.int_field(m, "after", "sub"))
+
+
+@message
+@dataclass(frozen=True)
+class Entries(Message):
+    """A batch of consecutive entries and the signed head that covers the last one."""
+
+    TYPE = "ents"
+    entries: tuple[Entry, ...]
+    head: SignedHead
+
+    def fields(self) -> dict[str, Value]:
+        return {"ents": [e.to_wire() for e in self.entries], "head": self.head.to_wire()}
+
+    @classmethod
+    def parse(cls, m: dict[str, Value]) -> Entries:
+        raw = codec.field(m, "ents", list, "ents")
+        if len(raw) > MAX_BATCH:
+            raise DecodeError("ents: batch too large", limit=MAX_BATCH)
+        return cls(tuple(Entry.from_wire(e) for e in raw), SignedHead.from_wire(m.get("head")))
+
+
+@message
+@dataclass(frozen=True)
+class Submit(Message):
+    """``publish_message``: a writer's signed submission, sent to the sequencer."""
+
+    TYPE = "submit"
+    MUTATES = True
+    req: int
+    submission: Submission
+
+    def fields(self) -> dict[str, Value]:
+        return {"req": self.req, "sub": self.submission.to_wire()}
+
+    @classmethod
+    def parse(cls, m: dict[str, Value]) -> Submit:
+        return cls(codec.int_field(m, "req", "submit"), Submission.from_wire(m.get("sub")))
+
+
+@message
+@dataclass(frozen=True)
+class Ack(Message):
+    """The sequencer's answer to ``submit``: ``appended`` or ``duplicate``, after fsync."""
+
+    TYPE = "ack"
+    req: int
+    channel: bytes
+    status: str
+    seq: int
+    entry_hash: bytes
+    strength: str
+
+    def fields(self) -> dict[str, Value]:
+        return {"req": self.req, "ch": self.channel, "status": self.status, "seq": self.seq,
+                "hash": self.entry_hash, "strength": self.strength}
+
+    @classmethod
+    def parse(cls, m: dict[str, Value]) -> Ack:
+        w = "ack"
+        status = codec.str_field(m, "status", w, max_len=16)
+        strength = codec.str_field(m, "strength", w, max_len=16)
+        if status not in ("appended", "duplicate") or strength not in ("local", "replicated"):
+            raise DecodeError("ack: unknown status or strength")
+        return cls(codec.int_field(m, "req", w), codec.bytes_field(m, "ch", w, size=16), status,
+                   codec.int_field(m, "seq", w, lo=1), codec.bytes_field(m, "hash", w, size=32),
+                   strength)
+
+
+@message
+@dataclass(frozen=True)
+class Nack(Message):
+    """A refused submission, with the typed error's stable code."""
+
+    TYPE = "nack"
+    req: int
+    channel: bytes
+    code: str
+    reason: str
+    seq: int = 0
+    entry_hash: bytes = b""
+
+    def fields(self) -> dict[str, Value]:
+        return {"req": self.req, "ch": self.channel, "code": self.code, "reason": self.reason,
+                "seq": self.seq, "hash": self.entry_hash}
+
+    @classmethod
+    def parse(cls, m: dict[str, Value]) -> Nack:
+        w = "nack"
+        return cls(codec.int_field(m, "req", w), codec.bytes_field(m, "ch", w, size=16),
+                   codec.str_field(m, "code", w, max_len=64),
+                   codec.str_field(m, "reason", w, max_len=512), codec.int_field(m, "seq", w),
+                   codec.field(m, "hash", bytes, w))
+
+
+def encode_message(msg: Message) -> bytes:
+    return codec.encode_frame({"t": msg.TYPE, **msg.fields()})
+
+
+def decode_message(data: bytes, *, max_bytes: int = codec.MAX_FRAME_BYTES) -> Message:
+    """Decode one session message; any problem is a :class:`DecodeError` (or subclass)."""
+    m = codec.need_map(codec.decode_frame(data, max_bytes=max_bytes), "message")
+    t = m.get("t")
+    cls = MESSAGE_TYPES.get(t) if isinstance(t, str) else None
+    if cls is None:
+        raise DecodeError(f"unknown message type {str(t)[:32]!r}")
+    return cls.parse(m)
+
+
+def message_types(*, mutating: bool | None = None) -> list[type[Message]]:
+    """Every registered message type (optionally only the mutating ones)."""
+    out = list(MESSAGE_TYPES.values())
+    if mutating is not None:
+        out = [c for c in out if c.MUTATES == mutating]
+    return out
+
+
+__all__ = ["Message", "MESSAGE_TYPES", "encode_message", "decode_message", "message_types",
+           "Ping", "Pong", "ChannelAnnounce", "Subscribe", "Entries", "Submit", "Ack", "Nack"]
