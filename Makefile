@@ -17,9 +17,9 @@ demo: $(STAMP)
 	$(BIN)/p2pworld demo
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
 	$(BIN)/ruff check p2pworld discovery tests
 	$(BIN)/mypy
+	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
 	$(BIN)/ruff check p2pworld discovery tests

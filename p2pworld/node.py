@@ -103,6 +103,27 @@ class ChannelMessage:
                    entry_hash=e.hash, sequencer_time_ms=e.sequencer_time)
 
 
+class MessageCursor:
+    """An async iterator over a channel's verified messages, from a position onwards."""
+
+    def __init__(self, node: Node, channel: bytes, after: int) -> None:
+        self._node = node
+        self.channel = channel
+        self.position = after
+
+    def __aiter__(self) -> MessageCursor:
+        return self
+
+    async def __anext__(self) -> ChannelMessage:
+        while True:
+            ents = self._node.hub.entries(self.channel)
+            if self.position < len(ents):
+                e = ents[self.position]
+                self.position += 1
+                return ChannelMessage.from_entry(e)
+            await self._node._changed_event(self.channel).wait()
+
+
 @dataclass
 class PeerInfo:
     node_id: bytes
@@ -133,8 +154,6 @@ class Node:
         self.node_id = identity.node_id
         self.store = store
         self.hub = ChannelHub(identity.signer, workspace=config.workspace)
-        for rec, ents in store.load():
-            self.hub.load(rec, ents)
         self._nursery = nursery
         self._rng = random.SystemRandom()
         self.sessions: dict[bytes, Session] = {}
@@ -205,15 +224,14 @@ class Node:
             raise out
         return out
 
-    async def messages(self, channel: bytes, *, after: int = 0) -> AsyncIterator[ChannelMessage]:
-        """Every message of ``channel`` with ``seq > after``, in order, then live ones."""
-        pos = after
-        while True:
-            ents = self.hub.entries(channel)
-            while pos < len(ents):
-                yield ChannelMessage.from_entry(ents[pos])
-                pos += 1
-            await self._changed_event(channel).wait()
+    def messages(self, channel: bytes, *, after: int = 0) -> MessageCursor:
+        """Every message of ``channel`` with ``seq > after``, in order, then live ones.
+
+        Returns an async iterator (not a generator, so breaking out of ``async for`` needs no
+        cleanup); ``cursor.position`` is the last ``seq`` yielded.
+        """
+        self.hub.record(channel)  # raises UnknownChannel now, not on first iteration
+        return MessageCursor(self, channel, after)
 
     def head(self, channel: bytes) -> tuple[int, bytes]:
         return self.hub.head(channel)
@@ -541,8 +559,11 @@ async def open_node(config: NodeConfig, *, identity: NodeIdentity | None = None
     ident = identity or home.load_or_create()
     store = LogStore(home.path / "log.db")
     try:
+        loaded = store.load()  # StoreCorrupt surfaces here, before anything runs
         async with trio.open_nursery() as nursery:
             node = Node(config, ident, store, nursery)
+            for rec, ents in loaded:
+                node.hub.load(rec, ents)
             await node._serve()
             nursery.start_soon(node._effect_runner)
             nursery.start_soon(node._keepalive)

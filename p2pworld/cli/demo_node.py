@@ -102,6 +102,12 @@ async def run(args: argparse.Namespace) -> int:
                     await reader()
             if scope.cancelled_caught:
                 status = "timeout"
+            # A session may come from the peer's dial before our own browser saw the peer;
+            # report discovery only as it is observed, waiting (bounded) for the browser.
+            with trio.move_on_after(10):
+                while any("mdns" not in node.peers[p].via for p in node.sessions) \
+                        and not args.no_mdns:
+                    await trio.sleep(0.1)
         head = node.head(ch)[1].hex() if ch else None
         emit({
             "event": "result", "node": me, "index": idx, "status": status,

@@ -110,7 +110,10 @@ async def _commands(node: Node, nursery: trio.Nursery, out: _Out) -> None:
                         f"rtt={p['rtt_ms']}ms via={','.join(p['via'])} "
                         f"error={p['last_error']}", **p)
             elif cmd == "health":
-                print(json.dumps(node.health(), indent=2), flush=True)
+                if out.as_json:
+                    out("health", "", **node.health())
+                else:
+                    print(json.dumps(node.health(), indent=2), flush=True)
             elif cmd == "channels":
                 for c in node.health()["channels"]:
                     out("channel", f"{c['name']} {c['channel'][:8]} {c['role']} "

@@ -66,6 +66,24 @@ async def _handshake(ws: WebSocketConnection, config: HandshakeConfig, *, initia
     return hs.result
 
 
+async def close_websocket(ws: WebSocketConnection) -> None:
+    """Close a websocket and its TCP stream, within a second, even when cancelled.
+
+    trio-websocket 0.12's client never closes its TCP stream when the server closes first
+    (it waits for a TCP close that already happened, then returns early from ``aclose``), so
+    we close the stream ourselves rather than leave a socket to the garbage collector.
+    """
+    with trio.CancelScope(shield=True), trio.move_on_after(1):
+        await ws.aclose()
+    stream = getattr(ws, "_stream", None)
+    if stream is not None:
+        with trio.CancelScope(shield=True):
+            try:
+                await stream.aclose()
+            except (trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+                pass
+
+
 def _is_refusal(e: P2PWorldError) -> bool:
     return e.code == "HANDSHAKE_REFUSED"
 
@@ -107,8 +125,7 @@ class Session:
                 nursery.cancel_scope.cancel()
         finally:
             self.closed.set()
-            with trio.CancelScope(shield=True), trio.move_on_after(1):
-                await self.ws.aclose()
+            await close_websocket(self.ws)
 
     async def _reader(self, on_message: Callable[[Message], Awaitable[None] | None]) -> None:
         max_frame = self.transport.max_frame
@@ -140,7 +157,7 @@ class Session:
 
     async def aclose(self, reason: P2PWorldError | None = None) -> None:
         self.close_reason = self.close_reason or reason or SessionClosed("closed locally")
-        await self.ws.aclose()
+        await close_websocket(self.ws)
 
 
 async def open_session(nursery: trio.Nursery, url: str, config: HandshakeConfig, *,
@@ -163,8 +180,7 @@ async def open_session(nursery: trio.Nursery, url: str, config: HandshakeConfig,
         result = await _handshake(ws, config, initiator=True, rng=rng or _system_rng,
                                   timeout=timeout)
     except BaseException:
-        with trio.CancelScope(shield=True), trio.move_on_after(1):
-            await ws.aclose()
+        await close_websocket(ws)
         raise
     return Session(ws, result, address=url)
 
@@ -179,7 +195,6 @@ async def accept_session(request: WebSocketRequest, config: HandshakeConfig, *,
         result = await _handshake(ws, config, initiator=False, rng=rng or _system_rng,
                                   timeout=timeout)
     except BaseException:
-        with trio.CancelScope(shield=True), trio.move_on_after(1):
-            await ws.aclose()
+        await close_websocket(ws)
         raise
     return Session(ws, result, address=address)
