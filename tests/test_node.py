@@ -120,3 +120,20 @@ async def test_mdns_on_loopback_finds_peers_and_ignores_other_workspaces(tmp_pat
             assert m.payload == b"over mdns"
             # c saw the others (other workspace) but never joined them.
             assert not c.sessions and not a.peers.get(c.node_id)
+
+
+async def test_lost_session_is_re_established_and_traffic_resumes(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with open_node(cfg(tmp_path, "a")) as a:
+            async with open_node(cfg(tmp_path, "b", peers=[a.url])) as b:
+                chan = await a.open_channel("general")
+                await b.wait_channel("general")
+                await b.publish(chan.channel, b"before")
+                old = b.sessions[a.node_id]
+                await old.aclose()
+                while b.sessions.get(a.node_id) in (None, old):
+                    await b._peers_changed.wait()
+                await b.publish(chan.channel, b"after")
+                got = await collect(b, chan.channel, 2)
+                assert [m.payload for m in got] == [b"before", b"after"]
+                assert b.peers[a.node_id].handshakes >= 2

@@ -191,7 +191,9 @@ def main(args: argparse.Namespace) -> int:
     if args.nodes < 1 or args.messages < 0:
         print("p2pworld demo: --nodes must be >= 1 and --messages >= 0", file=sys.stderr)
         return 2
+    rc = 0
     try:
-        return trio.run(run, args)
-    except KeyboardInterrupt:
-        return 0
+        rc = trio.run(run, args)
+    except* KeyboardInterrupt:
+        pass
+    return rc

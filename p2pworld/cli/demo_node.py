@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import signal
 import sys
 from pathlib import Path
 from typing import Any
@@ -138,4 +139,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def main(args: argparse.Namespace) -> int:
+    # The demo parent owns our lifetime (it closes our stdin); Ctrl-C in the terminal reaches
+    # the whole process group, so leave it to the parent.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     return trio.run(run, args)

@@ -152,7 +152,9 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
+    rc = 0
     try:
-        return trio.run(run, args)
-    except KeyboardInterrupt:
-        return 0
+        rc = trio.run(run, args)
+    except* KeyboardInterrupt:
+        pass
+    return rc
