@@ -189,6 +189,24 @@ class StoreCorrupt(P2PWorldError):
     code = "STORE_CORRUPT"
 
 
+class CheckpointTooOld(ChannelError):
+    """A cursor is older than the channel's retention: catch up from a snapshot plus tail."""
+
+    code = "CHECKPOINT_TOO_OLD"
+
+
+class CheckpointMismatch(ChannelError):
+    """A cursor's hash does not match the log at its seq (another history, or a bad cursor)."""
+
+    code = "CHECKPOINT_MISMATCH"
+
+
+class LostWrite(ChannelError):
+    """A ``local`` ack was lost: an unplanned handoff started the new epoch before it."""
+
+    code = "LOST_WRITE"
+
+
 class PublishTimeout(ChannelError):
     """The publish outcome is indeterminate: the lane died or timed out after sending."""
 
@@ -213,6 +231,18 @@ def error_from_code(code: str, message: str = "", **details: Any) -> P2PWorldErr
     """Rebuild a typed error from a code received on the wire (unknown codes -> base)."""
     cls = ERROR_CODES.get(code, RemoteProtocolError)
     return cls(message, **details)
+
+
+class Unauthorized(RemoteProtocolError):
+    """The signer may not perform this operation (not the owner, not the authority, ...)."""
+
+    code = "UNAUTHORIZED"
+
+
+class Fenced(RemoteProtocolError):
+    """An entry or head of an epoch that a signed epoch change has superseded."""
+
+    code = "FENCED"
 
 
 class HandshakeTimeout(HandshakeError):

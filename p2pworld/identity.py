@@ -20,6 +20,7 @@ import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+import nacl.bindings
 import nacl.exceptions
 import nacl.signing
 
@@ -84,6 +85,11 @@ class Ed25519Signer:
 
     def sign(self, message: bytes) -> bytes:
         return bytes(self._key.sign(message).signature)
+
+    def x25519(self, peer_public: bytes) -> bytes:
+        """X25519 with this key in Montgomery form (private channels' key wrapping)."""
+        sk = nacl.bindings.crypto_sign_ed25519_sk_to_curve25519(self.seed + self.public_key)
+        return bytes(nacl.bindings.crypto_scalarmult(sk, peer_public))
 
 
 def sign(signer: Signer, domain: str, value: Value) -> bytes:

@@ -30,6 +30,7 @@ import trio_websocket
 
 from discovery.candidate import Candidate
 from discovery.mdns import Found, Lost, MdnsDiscovery
+from p2pworld import codec
 from p2pworld.errors import (
     Backpressure,
     P2PWorldError,
@@ -37,20 +38,27 @@ from p2pworld.errors import (
     SessionClosed,
 )
 from p2pworld.home import NodeHome
-from p2pworld.identity import NodeIdentity, short_id
-from p2pworld.log.entry import ChannelRecord, Entry
+from p2pworld.identity import NodeIdentity, Signer, short_id
+from p2pworld.log.entry import ChannelPolicy, ChannelRecord, Entry
 from p2pworld.log.hub import (
     ChannelHub,
     ChannelKnown,
+    Checkpoint,
     Delivered,
     Effect,
+    Notice,
+    OutboxDone,
+    OutboxPut,
     PeerMisbehaved,
     Persist,
     PublishResult,
+    RecordFork,
     Resolved,
+    SaveCursor,
     Send,
 )
-from p2pworld.log.store import LogStore
+from p2pworld.log.state import EpochChange
+from p2pworld.log.store import LogStore, Write
 from p2pworld.transport.backoff import Backoff
 from p2pworld.transport.handshake import PROTOCOL_VERSIONS, HandshakeConfig
 from p2pworld.transport.session import Session, accept_session, open_session
@@ -96,11 +104,22 @@ class ChannelMessage:
     payload: bytes
     entry_hash: bytes
     sequencer_time_ms: int
+    kind: str = "msg"
+    """``msg`` (application payload) or ``ctl`` (membership / lifecycle entry)."""
+    readable: bool = True
+    """False when a private channel's payload could not be opened on this node (it was sent
+    under a key this node never held); ``payload`` is then the sealed bytes."""
 
     @classmethod
-    def from_entry(cls, e: Entry) -> ChannelMessage:
-        return cls(channel=e.channel, seq=e.seq, sender=e.sender, payload=e.payload,
-                   entry_hash=e.hash, sequencer_time_ms=e.sequencer_time)
+    def from_entry(cls, e: Entry, hub: ChannelHub) -> ChannelMessage:
+        readable = True
+        try:
+            payload = hub.open_payload(e)
+        except P2PWorldError:
+            payload, readable = e.payload, False
+        return cls(channel=e.channel, seq=e.seq, sender=e.sender, payload=payload,
+                   entry_hash=e.hash, sequencer_time_ms=e.sequencer_time, kind=e.kind,
+                   readable=readable)
 
 
 class MessageCursor:
@@ -116,12 +135,48 @@ class MessageCursor:
 
     async def __anext__(self) -> ChannelMessage:
         while True:
-            ents = self._node.hub.entries(self.channel)
-            if self.position < len(ents):
-                e = ents[self.position]
+            log = self._node.hub.log(self.channel)
+            ents = log.entries
+            self.position = min(self.position, log.seq)  # a recovery truncated the log
+            if self.position < log.seq:
+                e = ents[self.position - log.floor] if self.position >= log.floor else None
+                if e is None:
+                    # Below retention: skip to what is held (the node reported it).
+                    self.position = log.floor
+                    continue
                 self.position += 1
-                return ChannelMessage.from_entry(e)
+                return ChannelMessage.from_entry(e, self._node.hub)
             await self._node._changed_event(self.channel).wait()
+
+
+class NodeSubscription:
+    """Node-scoped subscription: every channel this node participates in, each resumed after
+    its checkpoint. Yields messages per channel in ``seq`` order (channels interleave)."""
+
+    def __init__(self, node: Node) -> None:
+        self._node = node
+        self._pos: dict[bytes, int] = {}
+
+    def __aiter__(self) -> NodeSubscription:
+        return self
+
+    async def __anext__(self) -> ChannelMessage:
+        node = self._node
+        while True:
+            for rec in sorted(node.hub.records(), key=lambda r: r.channel):
+                ch = rec.channel
+                if not node.hub.participates(ch):
+                    continue
+                if ch not in self._pos:
+                    cp = node.hub.cursors.get(ch)
+                    self._pos[ch] = cp.seq if cp else 0
+                log = node.hub.log(ch)
+                pos = max(min(self._pos[ch], log.seq), log.floor)
+                if pos < log.seq:
+                    self._pos[ch] = pos + 1
+                    return ChannelMessage.from_entry(log.entries[pos - log.floor], node.hub)
+            ev = node._any_delivered
+            await ev.wait()
 
 
 @dataclass
@@ -153,9 +208,14 @@ class Node:
         self.identity = identity
         self.node_id = identity.node_id
         self.store = store
-        self.hub = ChannelHub(identity.signer, workspace=config.workspace)
-        self._nursery = nursery
         self._rng = random.SystemRandom()
+        self.hub = ChannelHub(identity.signer, workspace=config.workspace, rng=self._rng)
+        self._running = False
+        self._idle = trio.Event()
+        self._any_delivered = trio.Event()
+        self._notices_send, self._notices_recv = trio.open_memory_channel[Notice](256)
+        self.tracer: Any = None
+        self._nursery = nursery
         self.sessions: dict[bytes, Session] = {}
         self.peers: dict[bytes, PeerInfo] = {}
         self._queue: list[Effect] = []
@@ -180,10 +240,25 @@ class Node:
     def url(self) -> str:
         return f"ws://{self.listen_host}:{self.listen_port}/"
 
-    async def open_channel(self, name: str) -> ChannelRecord:
-        """Open (or reopen) a channel sequenced by this node and announce it to peers."""
-        rec, fx = self.hub.open_channel(name, now_ms=_now_ms())
+    async def open_channel(self, name: str, *, private: bool = False,
+                           participants: tuple[bytes, ...] = (),
+                           policy: ChannelPolicy | None = None,
+                           authority_key: bytes | None = None) -> ChannelRecord:
+        """``open_channel``: open (or reopen) a channel sequenced by this node.
+
+        Args:
+            private: payloads are end-to-end encrypted with a channel key shared with
+                participants only.
+            participants: node public keys allowed besides this node (empty and not private:
+                open to the workspace).
+            policy: retention, replication factor ``k``, Nostr mirror / fallback flags.
+            authority_key: signs unplanned handoffs (default: this node's key).
+        """
+        rec, fx = self.hub.open_channel(name, now_ms=_now_ms(), private=private,
+                                        participants=participants, policy=policy,
+                                        authority_key=authority_key)
         self._submit(fx)
+        await self._settle()
         return rec
 
     def channels(self) -> list[ChannelRecord]:
@@ -198,19 +273,27 @@ class Node:
             await self._channels_changed.wait()
 
     async def publish(self, channel: bytes, payload: bytes, *, key: bytes | None = None,
-                      timeout: float = 10.0) -> PublishResult:
-        """Publish ``payload`` to ``channel``; returns once the sequencer acknowledged it.
+                      durability: str = "local", timeout: float = 10.0) -> PublishResult:
+        """``publish_message``: returns once the sequencer acknowledged the message.
 
         ``key`` is the idempotency key (random if omitted): publishing again with the same key
         and payload returns the original ``seq`` (``status="duplicate"``); with another
-        payload it raises :class:`~p2pworld.errors.Conflict`.
+        payload it raises :class:`~p2pworld.errors.Conflict`. ``durability="replicated"``
+        waits until k participants besides the sequencer have the entry on disk.
 
         Raises:
-            PublishTimeout: the outcome is indeterminate; resubmit with the same key.
-            Conflict, NotSequencer, ChannelError: the publish was refused.
+            PublishTimeout: the outcome is indeterminate. A submission to a remote sequencer
+                stays in the durable outbox and is resubmitted with the same key when a lane
+                returns; calling ``publish`` again with the same key is also safe.
+            Conflict, NotSequencer, NotParticipant, ChannelClosed: the publish was refused.
         """
         key = key or secrets.token_bytes(16)
-        req, fx = self.hub.publish(channel, payload, idem_key=key, now_ms=_now_ms())
+        req, fx = self.hub.publish(channel, payload, idem_key=key, now_ms=_now_ms(),
+                                   want=durability)
+        return await self._await_outcome(req, fx, timeout, key)
+
+    async def _await_outcome(self, req: int, fx: list[Effect], timeout: float,
+                             key: bytes) -> PublishResult:
         ev = self._outcome_events[req] = trio.Event()
         self._submit(fx)
         with trio.move_on_after(timeout):
@@ -224,6 +307,47 @@ class Node:
             raise out
         return out
 
+    async def add_participant(self, channel: bytes, member: bytes,
+                              timeout: float = 10.0) -> PublishResult:
+        """Owner only: add a member (a sequenced control entry; private channels rekey)."""
+        req, fx = self.hub.add_participant(channel, member, now_ms=_now_ms())
+        return await self._await_outcome(req, fx, timeout, b"")
+
+    async def remove_participant(self, channel: bytes, member: bytes,
+                                 timeout: float = 10.0) -> PublishResult:
+        """Owner only: remove a member; on private channels the key is rotated."""
+        req, fx = self.hub.remove_participant(channel, member, now_ms=_now_ms())
+        return await self._await_outcome(req, fx, timeout, b"")
+
+    async def close_channel(self, channel: bytes, timeout: float = 10.0) -> PublishResult:
+        """``close_channel`` (owner only): no more appends; readers can still catch up."""
+        req, fx = self.hub.close_channel(channel, now_ms=_now_ms())
+        return await self._await_outcome(req, fx, timeout, b"")
+
+    async def handoff(self, channel: bytes, next_sequencer: bytes) -> EpochChange:
+        """Planned handoff of a channel this node sequences to ``next_sequencer`` (a key)."""
+        ec, fx = self.hub.handoff(channel, next_sequencer, now_ms=_now_ms())
+        self._submit(fx)
+        await self._settle()
+        return ec
+
+    async def recover(self, channel: bytes, authority: Signer,
+                      new_sequencer: bytes) -> EpochChange:
+        """Unplanned handoff, signed by the channel's authority key (see ``docs/``)."""
+        ec, fx = self.hub.recover(channel, authority, new_sequencer, now_ms=_now_ms())
+        self._submit(fx)
+        await self._settle()
+        return ec
+
+    async def ack(self, channel: bytes, seq: int) -> Checkpoint | None:
+        """``ack_message``: durably record that this node consumed ``channel`` up to ``seq``."""
+        self._submit(self.hub.ack_message(channel, seq))
+        await self._settle()
+        return self.hub.cursors.get(channel)
+
+    def checkpoint(self, channel: bytes) -> Checkpoint | None:
+        return self.hub.cursors.get(channel)
+
     def messages(self, channel: bytes, *, after: int = 0) -> MessageCursor:
         """Every message of ``channel`` with ``seq > after``, in order, then live ones.
 
@@ -232,6 +356,20 @@ class Node:
         """
         self.hub.record(channel)  # raises UnknownChannel now, not on first iteration
         return MessageCursor(self, channel, after)
+
+    def subscribe(self) -> NodeSubscription:
+        """The node-scoped subscription: traffic of every channel this node participates in,
+        resumed after each channel's checkpoint (``ack``), live after that."""
+        return NodeSubscription(self)
+
+    async def notices(self) -> Notice:
+        """The next channel notice (``Forked``, ``LostWrite``, ``CheckpointTooOld``, ...)."""
+        return await self._notices_recv.receive()
+
+    async def _settle(self) -> None:
+        """Wait until the effect runner has carried out everything queued so far."""
+        while self._queue or self.hub._dirty or self._running:
+            await self._idle.wait()
 
     def head(self, channel: bytes) -> tuple[int, bytes]:
         return self.hub.head(channel)
@@ -258,16 +396,25 @@ class Node:
             })
         chans = []
         for rec in self.hub.records():
-            seq, h = self.hub.head(rec.channel)
-            own = rec.channel in self.hub.own
+            ch = rec.channel
+            log = self.hub.log(ch)
+            st = log.state
+            own = ch in self.hub.own
+            seqr = self.hub.sequencer_of(ch)
+            cp = self.hub.cursors.get(ch)
             chans.append({
-                "channel": rec.channel.hex(), "name": rec.name,
+                "channel": ch.hex(), "name": rec.name,
                 "role": "sequencer" if own else "replica",
-                "sequencer": rec.sequencer_id.hex(), "epoch": rec.epoch,
-                "head_seq": seq, "head_hash": h.hex(),
-                "lane": "local" if own else ("direct" if rec.sequencer_id in self.sessions
-                                              else None),
-                "lag": 0, "subscribers": len(self.hub.own[rec.channel].subscribers) if own else 0,
+                "sequencer": seqr.hex(), "epoch": st.epoch,
+                "head_seq": log.seq, "head_hash": log.head_hash.hex(), "floor": log.floor,
+                "lane": "local" if own else ("direct" if seqr in self.sessions else None),
+                "lag": max(0, self.hub.seen_head.get(ch, log.seq) - log.seq),
+                "checkpoint": cp.seq if cp else None,
+                "private": rec.private, "closed": st.closed,
+                "participants": len(st.participants) if st.restricted else None,
+                "subscribers": len(self.hub.own[ch].subscribers) if own else 0,
+                "replicated_seq": self.hub.replicated_seq(ch) if own else None,
+                "last_error": self.hub.channel_errors.get(ch),
             })
         return {"node_id": self.node_id.hex(), "workspace": self.config.workspace,
                 "listen": self.url, "peers": peers, "channels": chans,
@@ -291,12 +438,16 @@ class Node:
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
+            self._running = True
             while True:
                 fx, self._queue = self._queue, []
                 fx += self.hub.flush(now_ms=_now_ms())
                 if not fx:
                     break
                 await self._carry_out(fx)
+            self._running = False
+            self._idle.set()
+            self._idle = trio.Event()
 
     async def _carry_out(self, fx: list[Effect]) -> None:
         i = 0
@@ -310,15 +461,21 @@ class Node:
                     nxt = fx[i]
                     assert isinstance(nxt, Persist)
                     batch.append(nxt)
-                await trio.to_thread.run_sync(
-                    self.store.persist_many, [(p.record, p.entries) for p in batch])
+                writes = [Write(record=p.record, epochs=p.epochs, entries=p.entries,
+                                base=p.base, floor=p.floor, truncate_after=p.truncate_after)
+                          for p in batch]
+                await trio.to_thread.run_sync(self.store.write, writes)
+                self.trace("persist", sum(len(p.entries) for p in batch))
             elif isinstance(e, Send):
                 self._send(e.peer, e.message)
             elif isinstance(e, Delivered):
+                self._any_delivered.set()
+                self._any_delivered = trio.Event()
                 ev = self._changed.pop(e.channel, None)
                 if ev is not None:
                     ev.set()
             elif isinstance(e, Resolved):
+                self.trace("resolved", e.req)
                 if e.req in self._outcome_events:
                     self._outcomes[e.req] = e.outcome
                     self._outcome_events[e.req].set()
@@ -330,7 +487,28 @@ class Node:
                 p = self.peers.get(e.peer)
                 if p is not None:
                     p.last_error = e.error.code
+            elif isinstance(e, Notice):
+                self._count(e.error.code)
+                try:
+                    self._notices_send.send_nowait(e)
+                except trio.WouldBlock:
+                    self._count("NOTICES_DROPPED")
+            elif isinstance(e, SaveCursor):
+                await trio.to_thread.run_sync(
+                    self.store.save_cursor, e.checkpoint.channel,
+                    codec.encode_frame(e.checkpoint.to_wire()))
+            elif isinstance(e, OutboxPut):
+                await trio.to_thread.run_sync(self.store.outbox_put, e.submission, e.want)
+            elif isinstance(e, OutboxDone):
+                await trio.to_thread.run_sync(self.store.outbox_done, e.channel, e.idem_key)
+            elif isinstance(e, RecordFork):
+                await trio.to_thread.run_sync(self.store.record_fork, e.channel, e.held, e.other)
             i += 1
+
+    def trace(self, what: str, arg: object) -> None:
+        """Hook for tests that observe the order of effects (no-op unless set)."""
+        if self.tracer is not None:
+            self.tracer(what, arg)
 
     def _send(self, peer: bytes, msg: Message) -> None:
         s = self.sessions.get(peer)
@@ -379,7 +557,7 @@ class Node:
         self._last_rx[pid] = time.monotonic()
         self._peers_changed.set()
         self._peers_changed = trio.Event()
-        self._submit(self.hub.peer_up(pid))
+        self._submit(self.hub.peer_up(pid, s.result.peer_key))
         return True
 
     def _forget(self, pid: bytes, s: Session) -> None:
@@ -559,11 +737,18 @@ async def open_node(config: NodeConfig, *, identity: NodeIdentity | None = None
     ident = identity or home.load_or_create()
     store = LogStore(home.path / "log.db")
     try:
-        loaded = store.load()  # StoreCorrupt surfaces here, before anything runs
+        # StoreCorrupt surfaces here, before anything runs.
+        loaded = store.load_channels()
+        cursors = [Checkpoint.from_wire(codec.decode_frame(b)) for b in store.load_cursors()]
+        outbox = store.load_outbox()
         async with trio.open_nursery() as nursery:
             node = Node(config, ident, store, nursery)
-            for rec, ents in loaded:
-                node.hub.load(rec, ents)
+            for c in loaded:
+                node.hub.load(c.record, c.epochs, c.base, c.entries)
+            for cp in cursors:
+                node.hub.load_cursor(cp)
+            for sub, want in outbox:
+                node.hub.load_outbox(sub, want)
             await node._serve()
             nursery.start_soon(node._effect_runner)
             nursery.start_soon(node._keepalive)

@@ -21,6 +21,7 @@ from p2pworld import codec
 from p2pworld.codec import Value
 from p2pworld.errors import DecodeError
 from p2pworld.log.entry import ChannelRecord, Entry, SignedHead, Submission
+from p2pworld.log.state import EpochChange, Snapshot
 
 MAX_BATCH = 512
 
@@ -83,13 +84,18 @@ class ChannelAnnounce(Message):
     TYPE = "chan"
     MUTATES = True
     record: ChannelRecord
+    epochs: tuple[EpochChange, ...] = ()
 
     def fields(self) -> dict[str, Value]:
-        return {"rec": self.record.to_wire()}
+        return {"rec": self.record.to_wire(), "epochs": [e.to_wire() for e in self.epochs]}
 
     @classmethod
     def parse(cls, m: dict[str, Value]) -> ChannelAnnounce:
-        return cls(ChannelRecord.from_wire(m.get("rec")))
+        raw = codec.field(m, "epochs", list, "chan")
+        if len(raw) > MAX_BATCH:
+            raise DecodeError("chan: too many epoch changes")
+        return cls(ChannelRecord.from_wire(m.get("rec")),
+                   tuple(EpochChange.from_wire(e) for e in raw))
 
 
 @message
@@ -100,13 +106,99 @@ class Subscribe(Message):
     TYPE = "sub"
     channel: bytes
     after: int
+    after_hash: bytes = bytes(32)
+    epoch: int = 1
 
     def fields(self) -> dict[str, Value]:
-        return {"ch": self.channel, "after": self.after}
+        return {"ch": self.channel, "after": self.after, "hash": self.after_hash,
+                "epoch": self.epoch}
 
     @classmethod
     def parse(cls, m: dict[str, Value]) -> Subscribe:
-        return cls(codec.bytes_field(m, "ch", "sub", size=16), codec.int_field(m, "after", "sub"))
+        w = "sub"
+        return cls(codec.bytes_field(m, "ch", w, size=16), codec.int_field(m, "after", w),
+                   codec.bytes_field(m, "hash", w, size=32), codec.int_field(m, "epoch", w, lo=1))
+
+
+@message
+@dataclass(frozen=True)
+class SubscribeRefused(Message):
+    """The cursor sent with ``sub`` does not match the log (``CHECKPOINT_MISMATCH``) or the
+    peer may not read the channel (``NOT_PARTICIPANT``)."""
+
+    TYPE = "subr"
+    channel: bytes
+    code: str
+    reason: str
+
+    def fields(self) -> dict[str, Value]:
+        return {"ch": self.channel, "code": self.code, "reason": self.reason}
+
+    @classmethod
+    def parse(cls, m: dict[str, Value]) -> SubscribeRefused:
+        w = "subr"
+        return cls(codec.bytes_field(m, "ch", w, size=16), codec.str_field(m, "code", w, max_len=64),
+                   codec.str_field(m, "reason", w, max_len=512))
+
+
+@message
+@dataclass(frozen=True)
+class SnapshotMsg(Message):
+    """A signed snapshot: the answer to a cursor older than retention (``CHECKPOINT_TOO_OLD``)."""
+
+    TYPE = "snap"
+    channel: bytes
+    snapshot: Snapshot
+
+    def fields(self) -> dict[str, Value]:
+        return {"ch": self.channel, "snap": self.snapshot.to_wire()}
+
+    @classmethod
+    def parse(cls, m: dict[str, Value]) -> SnapshotMsg:
+        return cls(codec.bytes_field(m, "ch", "snap", size=16), Snapshot.from_wire(m.get("snap")))
+
+
+@message
+@dataclass(frozen=True)
+class EpochMsg(Message):
+    """An epoch change, with the old-epoch entries a subscriber lacks up to its start."""
+
+    TYPE = "epoch"
+    MUTATES = True
+    change: EpochChange
+    entries: tuple[Entry, ...] = ()
+
+    def fields(self) -> dict[str, Value]:
+        return {"ec": self.change.to_wire(), "ents": [e.to_wire() for e in self.entries]}
+
+    @classmethod
+    def parse(cls, m: dict[str, Value]) -> EpochMsg:
+        raw = codec.field(m, "ents", list, "epoch")
+        if len(raw) > MAX_BATCH:
+            raise DecodeError("epoch: batch too large")
+        return cls(EpochChange.from_wire(m.get("ec")), tuple(Entry.from_wire(e) for e in raw))
+
+
+@message
+@dataclass(frozen=True)
+class Stored(Message):
+    """A replica's durable cursor, sent to the sequencer after it fsynced entries up to
+    ``seq``: what ``replicated`` acks are counted from."""
+
+    TYPE = "stored"
+    channel: bytes
+    epoch: int
+    seq: int
+    head_hash: bytes
+
+    def fields(self) -> dict[str, Value]:
+        return {"ch": self.channel, "epoch": self.epoch, "seq": self.seq, "head": self.head_hash}
+
+    @classmethod
+    def parse(cls, m: dict[str, Value]) -> Stored:
+        w = "stored"
+        return cls(codec.bytes_field(m, "ch", w, size=16), codec.int_field(m, "epoch", w, lo=1),
+                   codec.int_field(m, "seq", w), codec.bytes_field(m, "head", w, size=32))
 
 
 @message
@@ -138,13 +230,18 @@ class Submit(Message):
     MUTATES = True
     req: int
     submission: Submission
+    want: str = "local"
+    """The ack strength the writer waits for: ``local`` or ``replicated``."""
 
     def fields(self) -> dict[str, Value]:
-        return {"req": self.req, "sub": self.submission.to_wire()}
+        return {"req": self.req, "sub": self.submission.to_wire(), "want": self.want}
 
     @classmethod
     def parse(cls, m: dict[str, Value]) -> Submit:
-        return cls(codec.int_field(m, "req", "submit"), Submission.from_wire(m.get("sub")))
+        want = codec.str_field(m, "want", "submit", max_len=16)
+        if want not in ("local", "replicated"):
+            raise DecodeError("submit: unknown ack strength")
+        return cls(codec.int_field(m, "req", "submit"), Submission.from_wire(m.get("sub")), want)
 
 
 @message
@@ -225,4 +322,5 @@ def message_types(*, mutating: bool | None = None) -> list[type[Message]]:
 
 
 __all__ = ["Message", "MESSAGE_TYPES", "encode_message", "decode_message", "message_types",
-           "Ping", "Pong", "ChannelAnnounce", "Subscribe", "Entries", "Submit", "Ack", "Nack"]
+           "Ping", "Pong", "ChannelAnnounce", "Subscribe", "SubscribeRefused", "SnapshotMsg",
+           "EpochMsg", "Stored", "Entries", "Submit", "Ack", "Nack"]

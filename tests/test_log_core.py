@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import random
+
 from dataclasses import replace
 
 import pytest
@@ -29,13 +31,13 @@ def sub(key: bytes, payload: bytes, signer: Ed25519Signer = WRITER) -> Submissio
 
 
 def test_seq_is_monotonic_and_gapless() -> None:
-    s = Sequencer(channel(), OWNER)
+    s = Sequencer.create(channel(), OWNER)
     seqs = [s.submit(sub(b"k%d" % i, b"p"), now_ms=i).seq for i in range(50)]
     assert seqs == list(range(1, 51))
 
 
 def test_idempotency_duplicate_and_conflict() -> None:
-    s = Sequencer(channel(), OWNER)
+    s = Sequencer.create(channel(), OWNER)
     first = s.submit(sub(b"k", b"hello"), now_ms=0)
     again = s.submit(sub(b"k", b"hello"), now_ms=5)
     assert (again.status, again.seq, again.entry_hash) == ("duplicate", 1, first.entry_hash)
@@ -49,7 +51,7 @@ def test_idempotency_duplicate_and_conflict() -> None:
 
 
 def test_forged_sender_is_refused() -> None:
-    s = Sequencer(channel(), OWNER)
+    s = Sequencer.create(channel(), OWNER)
     forged = replace(sub(b"k", b"x"), sender_key=OWNER.public_key)
     with pytest.raises(InvalidSignature):
         s.submit(forged, now_ms=0)
@@ -57,14 +59,14 @@ def test_forged_sender_is_refused() -> None:
 
 
 def test_closed_channel_refuses_appends() -> None:
-    s = Sequencer(channel(), OWNER)
-    s.closed = True
+    s = Sequencer.create(channel(), OWNER)
+    s.state.closed = True
     with pytest.raises(ChannelClosed):
         s.submit(sub(b"k", b"x"), now_ms=0)
 
 
 def _filled(n: int) -> Sequencer:
-    s = Sequencer(channel(), OWNER)
+    s = Sequencer.create(channel(), OWNER)
     for i in range(n):
         s.submit(sub(b"k%d" % i, b"payload %d" % i), now_ms=i)
     return s
@@ -72,7 +74,7 @@ def _filled(n: int) -> Sequencer:
 
 def test_replica_accepts_a_signed_batch() -> None:
     s = _filled(10)
-    r = Replica(channel())
+    r = Replica.create(channel())
     assert [e.seq for e in r.receive(s.entries[:4], s.signed_head_at(4))] == [1, 2, 3, 4]
     assert [e.seq for e in r.receive(s.entries[2:], s.signed_head())] == list(range(5, 11))
     assert r.head_hash == s.head_hash
@@ -99,7 +101,7 @@ def test_replica_refuses_tampered_batches_and_changes_nothing(attack: str) -> No
                                  head_hash=head.head_hash)
     elif attack == "short_of_head":
         ents = ents[:3]
-    r = Replica(channel())
+    r = Replica.create(channel())
     with pytest.raises(ChainBroken):
         r.receive(ents, head)
     assert r.seq == 0
@@ -107,10 +109,10 @@ def test_replica_refuses_tampered_batches_and_changes_nothing(attack: str) -> No
 
 def test_fork_is_detected_with_proof() -> None:
     s = _filled(3)
-    r = Replica(channel())
+    r = Replica.create(channel())
     r.receive(s.entries, s.signed_head())
     # The same sequencer key signs a different history (equivocation).
-    s2 = Sequencer(channel(), OWNER)
+    s2 = Sequencer.create(channel(), OWNER)
     s2.submit(sub(b"k0", b"payload 0"), now_ms=0)
     s2.submit(sub(b"x", b"different"), now_ms=1)
     with pytest.raises(Forked):
@@ -123,7 +125,7 @@ def test_fork_is_detected_with_proof() -> None:
 def test_unsigned_conflicting_entry_is_not_a_fork() -> None:
     # A relay cannot freeze a channel by sending junk at an old seq.
     s = _filled(3)
-    r = Replica(channel())
+    r = Replica.create(channel())
     r.receive(s.entries, s.signed_head())
     junk = replace(s.entries[1], payload=b"junk")
     with pytest.raises(ChainBroken):
@@ -152,11 +154,11 @@ def run_hubs(a: ChannelHub, b: ChannelHub, fx_a: list, fx_b: list) -> dict[str, 
 
 
 def test_two_hubs_exchange_ordered_messages() -> None:
-    a = ChannelHub(OWNER, workspace="w")
-    b = ChannelHub(WRITER, workspace="w")
+    a = ChannelHub(OWNER, workspace="w", rng=random.Random(1))
+    b = ChannelHub(WRITER, workspace="w", rng=random.Random(2))
     rec, fx = a.open_channel("general", now_ms=0)
-    fx_a = fx + a.peer_up(b.node_id)
-    fx_b = b.peer_up(a.node_id)
+    fx_a = fx + a.peer_up(b.node_id, WRITER.public_key)
+    fx_b = b.peer_up(a.node_id, OWNER.public_key)
     run_hubs(a, b, fx_a, fx_b)
     assert rec.channel in b.replicas
     reqs = []
@@ -190,24 +192,40 @@ def test_two_hubs_exchange_ordered_messages() -> None:
     assert isinstance(out, Conflict) and out.details["seq"] == 2
 
 
-def test_publish_without_lane_and_lane_loss_are_explicit() -> None:
-    a = ChannelHub(OWNER, workspace="w")
-    b = ChannelHub(WRITER, workspace="w")
+def test_outbox_survives_lane_loss_and_resubmits_without_duplicates() -> None:
+    a = ChannelHub(OWNER, workspace="w", rng=random.Random(1))
+    b = ChannelHub(WRITER, workspace="w", rng=random.Random(2))
     rec, fx = a.open_channel("general", now_ms=0)
-    run_hubs(a, b, fx + a.peer_up(b.node_id), b.peer_up(a.node_id))
+    run_hubs(a, b, fx + a.peer_up(b.node_id, WRITER.public_key),
+             b.peer_up(a.node_id, OWNER.public_key))
     _, fx = b.publish(rec.channel, b"x", idem_key=b"1", now_ms=1)
-    assert isinstance(fx[0], Send)  # sent, not yet answered
+    assert [type(e).__name__ for e in fx] == ["OutboxPut", "Send"]
+    # The submission reached the sequencer, but the lane dies before the ack comes back.
+    sent = fx[1]
+    assert isinstance(sent, Send)
+    a.receive(b.node_id, decode_message(encode_message(sent.message)), now_ms=1)
+    a.flush(now_ms=1)
     (lost,) = b.peer_down(a.node_id)
+    a.peer_down(b.node_id)
     assert isinstance(lost, Resolved) and lost.outcome.code == "INDETERMINATE"
+    # Without a lane a publish is only queued in the durable outbox.
     _, fx = b.publish(rec.channel, b"y", idem_key=b"2", now_ms=1)
-    assert isinstance(fx[0], Resolved) and fx[0].outcome.code == "CHANNEL_ERROR"
+    assert [type(e).__name__ for e in fx] == ["OutboxPut"]
+    assert len(b.outbox) == 2
+    # The lane returns: both are resubmitted with their keys; "x" is answered as a duplicate.
+    seen = run_hubs(a, b, a.peer_up(b.node_id, WRITER.public_key),
+                    b.peer_up(a.node_id, OWNER.public_key))
+    done = [e for e in seen["b"] if type(e).__name__ == "OutboxDone"]
+    assert sorted(e.idem_key for e in done) == [b"1", b"2"] and not b.outbox
+    assert [e.payload for e in a.entries(rec.channel)] == [b"x", b"y"]
+    assert b.head(rec.channel) == a.head(rec.channel)
 
 
 def test_catch_up_after_reconnect_gets_exactly_the_tail() -> None:
-    a = ChannelHub(OWNER, workspace="w")
-    b = ChannelHub(WRITER, workspace="w")
+    a = ChannelHub(OWNER, workspace="w", rng=random.Random(1))
+    b = ChannelHub(WRITER, workspace="w", rng=random.Random(2))
     rec, fx = a.open_channel("general", now_ms=0)
-    run_hubs(a, b, fx + a.peer_up(b.node_id), b.peer_up(a.node_id))
+    run_hubs(a, b, fx + a.peer_up(b.node_id, WRITER.public_key), b.peer_up(a.node_id, OWNER.public_key))
     for i in range(3):
         a.publish(rec.channel, b"%d" % i, idem_key=b"%d" % i, now_ms=1)
     run_hubs(a, b, [], [])
@@ -216,7 +234,7 @@ def test_catch_up_after_reconnect_gets_exactly_the_tail() -> None:
     for i in range(3, 600):
         a.publish(rec.channel, b"%d" % i, idem_key=b"%d" % i, now_ms=1)
     a.flush(now_ms=1)
-    seen = run_hubs(a, b, a.peer_up(b.node_id), b.peer_up(a.node_id))
+    seen = run_hubs(a, b, a.peer_up(b.node_id, WRITER.public_key), b.peer_up(a.node_id, OWNER.public_key))
     delivered = [x.seq for e in seen["b"] if isinstance(e, Delivered) for x in e.entries]
     assert delivered == list(range(4, 601))
     assert b.head(rec.channel) == a.head(rec.channel)
@@ -225,10 +243,10 @@ def test_catch_up_after_reconnect_gets_exactly_the_tail() -> None:
 
 
 def test_announce_of_foreign_workspace_is_refused() -> None:
-    a = ChannelHub(OWNER, workspace="other")
-    b = ChannelHub(WRITER, workspace="w")
+    a = ChannelHub(OWNER, workspace="other", rng=random.Random(1))
+    b = ChannelHub(WRITER, workspace="w", rng=random.Random(2))
     rec, fx = a.open_channel("general", now_ms=0)
-    seen = run_hubs(a, b, fx + a.peer_up(b.node_id), b.peer_up(a.node_id))
+    seen = run_hubs(a, b, fx + a.peer_up(b.node_id, WRITER.public_key), b.peer_up(a.node_id, OWNER.public_key))
     assert rec.channel not in b.replicas
     assert any(type(e).__name__ == "PeerMisbehaved" for e in seen["b"])
 
@@ -237,7 +255,7 @@ def test_announce_of_foreign_workspace_is_refused() -> None:
 @given(st.lists(st.tuples(st.integers(0, 5), st.binary(min_size=0, max_size=8)), max_size=40))
 def test_sequencer_idempotency_property(ops: list[tuple[int, bytes]]) -> None:
     """Model: a dict key -> first payload. Every submit agrees with the model."""
-    s = Sequencer(channel(), OWNER)
+    s = Sequencer.create(channel(), OWNER)
     model: dict[int, tuple[bytes, int]] = {}
     for k, payload in ops:
         key = b"k%d" % k
@@ -254,7 +272,7 @@ def test_sequencer_idempotency_property(ops: list[tuple[int, bytes]]) -> None:
             assert out.status == "appended" and out.seq == len(model) + 1
             model[k] = (payload, out.seq)
     assert s.seq == len(model)
-    r = Replica(channel())
+    r = Replica.create(channel())
     if s.seq:
         r.receive(s.entries, s.signed_head())
     assert r.head_hash == s.head_hash

@@ -67,7 +67,7 @@ async def _follow(node: Node, name: str, out: _Out) -> None:
 
 async def _send(node: Node, name: str, text: str, out: _Out) -> None:
     rec = await node.wait_channel(name)
-    if rec.sequencer_id != node.node_id:
+    if node.hub.sequencer_of(rec.channel) != node.node_id:
         await node.wait_peers(1)
     try:
         res = await node.publish(rec.channel, text.encode())

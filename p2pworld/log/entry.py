@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 from p2pworld import codec
@@ -54,38 +55,91 @@ def channel_id_for(workspace: str, owner: bytes, name: str) -> bytes:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ChannelPolicy:
+    """Per-channel policy flags (part of the signed genesis record)."""
+
+    retention: int = 0
+    """Entries kept behind the head (0 = keep everything). Older ones live on as a snapshot."""
+    replication: int = 1
+    """``k``: participants (besides the sequencer) that must fsync an entry for a
+    ``replicated`` ack."""
+    nostr_mirror: bool = False
+    """The Nostr mirror lane may carry this channel's entries."""
+    nostr_fallback: bool = False
+    """The Nostr fallback lane may carry submissions when the direct lane is down."""
+
+    def to_wire(self) -> dict[str, Value]:
+        return {"retention": self.retention, "k": self.replication,
+                "mirror": self.nostr_mirror, "fallback": self.nostr_fallback}
+
+    @classmethod
+    def from_wire(cls, value: Any) -> ChannelPolicy:
+        w = "policy"
+        m = codec.need_map(value, w)
+        return cls(retention=codec.int_field(m, "retention", w, hi=2**40),
+                   replication=codec.int_field(m, "k", w, hi=64),
+                   nostr_mirror=codec.field(m, "mirror", bool, w),
+                   nostr_fallback=codec.field(m, "fallback", bool, w))
+
+
+MAX_PARTICIPANTS = 1024
+
+
+@dataclass(frozen=True, kw_only=True)
 class ChannelRecord:
-    """The channel's identity and who sequences it."""
+    """The channel's genesis: identity, owner, first sequencer, authority, policy, members.
+
+    The record never changes; what changes (epoch, sequencer, participants, closed, channel
+    key) is folded from the log into :class:`~p2pworld.log.state.ChannelState`.
+    """
 
     channel: bytes
     workspace: str
     name: str
     owner_key: bytes
-    sequencer_key: bytes
-    epoch: int
+    authority_key: bytes
+    """Signs unplanned epoch changes (the sequencer is gone) and fork recoveries."""
+    private: bool
+    """Payloads are end-to-end encrypted with a channel key shared with participants only."""
+    participants: tuple[bytes, ...]
+    """Initial member keys besides the owner; empty and not private = open to the workspace."""
+    policy: ChannelPolicy
     created_at: int
     signature: bytes = b""
 
     def body(self) -> dict[str, Value]:
         return {
             "ch": self.channel, "ws": self.workspace, "name": self.name,
-            "owner": self.owner_key, "seqr": self.sequencer_key, "epoch": self.epoch,
+            "owner": self.owner_key, "authority": self.authority_key, "private": self.private,
+            "members": list(self.participants), "policy": self.policy.to_wire(),
             "at": self.created_at,
         }
 
     @property
-    def sequencer_id(self) -> bytes:
-        return node_id(self.sequencer_key)
+    def sequencer_key(self) -> bytes:
+        """The epoch-1 sequencer (the owner). Later sequencers come from epoch changes."""
+        return self.owner_key
 
     @property
     def owner_id(self) -> bytes:
         return node_id(self.owner_key)
 
+    @property
+    def genesis_hash(self) -> bytes:
+        """Pins the record: ``p2pworld log verify --genesis`` checks a log against it."""
+        return hash_bytes(codec.tagged(CHANNEL_DOMAIN, self.to_wire()))
+
     @classmethod
-    def create(cls, owner: Signer, *, workspace: str, name: str, created_at: int) -> ChannelRecord:
+    def create(cls, owner: Signer, *, workspace: str, name: str, created_at: int,
+               private: bool = False, participants: tuple[bytes, ...] = (),
+               authority_key: bytes | None = None,
+               policy: ChannelPolicy | None = None) -> ChannelRecord:
         ch = channel_id_for(workspace, node_id(owner.public_key), name)
+        members = tuple(sorted(set(participants) - {owner.public_key}))
         rec = cls(channel=ch, workspace=workspace, name=name, owner_key=owner.public_key,
-                  sequencer_key=owner.public_key, epoch=1, created_at=created_at)
+                  authority_key=authority_key or owner.public_key, private=private,
+                  participants=members, policy=policy or ChannelPolicy(),
+                  created_at=created_at)
         return rec.signed(owner)
 
     def signed(self, owner: Signer) -> ChannelRecord:
@@ -100,6 +154,8 @@ class ChannelRecord:
         expected = channel_id_for(self.workspace, node_id(self.owner_key), self.name)
         if expected != self.channel:
             raise InvalidSignature("channel id does not match its owner and name")
+        if list(self.participants) != sorted(set(self.participants)):
+            raise InvalidSignature("participants must be sorted and unique")
 
     def to_wire(self) -> dict[str, Value]:
         return {**self.body(), "sig": self.signature}
@@ -108,16 +164,27 @@ class ChannelRecord:
     def from_wire(cls, value: Any) -> ChannelRecord:
         w = "channel record"
         m = codec.need_map(value, w)
+        members = codec.field(m, "members", list, w)
+        if len(members) > MAX_PARTICIPANTS or not all(
+                isinstance(x, bytes) and len(x) == 32 for x in members):
+            raise DecodeError("channel record: members must be <= 1024 32-byte keys")
         return cls(
             channel=codec.bytes_field(m, "ch", w, size=16),
             workspace=codec.str_field(m, "ws", w),
             name=codec.str_field(m, "name", w, max_len=MAX_NAME),
             owner_key=codec.bytes_field(m, "owner", w, size=32),
-            sequencer_key=codec.bytes_field(m, "seqr", w, size=32),
-            epoch=codec.int_field(m, "epoch", w, lo=1),
+            authority_key=codec.bytes_field(m, "authority", w, size=32),
+            private=codec.field(m, "private", bool, w),
+            participants=tuple(members),
+            policy=ChannelPolicy.from_wire(m.get("policy")),
             created_at=codec.int_field(m, "at", w),
             signature=codec.bytes_field(m, "sig", w, size=64),
         )
+
+
+KINDS = ("msg", "ctl")
+"""Entry kinds: ``msg`` carries an application payload; ``ctl`` a membership or lifecycle
+operation (see :mod:`p2pworld.log.state`), valid only from the channel owner."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,10 +196,11 @@ class Submission:
     idem_key: bytes
     payload: bytes
     signature: bytes
+    kind: str = "msg"
 
     def body(self) -> dict[str, Value]:
         return {"ch": self.channel, "sender": self.sender_key, "key": self.idem_key,
-                "payload": self.payload}
+                "payload": self.payload, "kind": self.kind}
 
     @property
     def sender(self) -> bytes:
@@ -143,10 +211,13 @@ class Submission:
         return hash_bytes(self.payload)
 
     @classmethod
-    def create(cls, writer: Signer, *, channel: bytes, idem_key: bytes, payload: bytes) -> Submission:
-        body = {"ch": channel, "sender": writer.public_key, "key": idem_key, "payload": payload}
+    def create(cls, writer: Signer, *, channel: bytes, idem_key: bytes, payload: bytes,
+               kind: str = "msg") -> Submission:
+        body = {"ch": channel, "sender": writer.public_key, "key": idem_key, "payload": payload,
+                "kind": kind}
         return cls(channel=channel, sender_key=writer.public_key, idem_key=idem_key,
-                   payload=payload, signature=writer.sign(codec.tagged(SUBMISSION_DOMAIN, body)))
+                   payload=payload, kind=kind,
+                   signature=writer.sign(codec.tagged(SUBMISSION_DOMAIN, body)))
 
     def verify(self) -> None:
         if not verify(self.sender_key, SUBMISSION_DOMAIN, self.body(), self.signature):
@@ -171,6 +242,7 @@ class Submission:
             idem_key=key,
             payload=payload,
             signature=codec.bytes_field(m, "sig", w, size=64),
+            kind=_kind(m, w),
         )
 
 
@@ -188,15 +260,16 @@ class Entry:
     payload: bytes
     sequencer_time: int
     """Milliseconds since the Unix epoch on the sequencer's clock (informational)."""
+    kind: str = "msg"
 
     def body(self) -> dict[str, Value]:
         return {
             "ch": self.channel, "epoch": self.epoch, "seq": self.seq, "prev": self.prev_hash,
             "sender": self.sender_key, "ssig": self.sender_sig, "key": self.idem_key,
-            "payload": self.payload, "t": self.sequencer_time,
+            "payload": self.payload, "t": self.sequencer_time, "kind": self.kind,
         }
 
-    @property
+    @cached_property
     def hash(self) -> bytes:
         return hash_bytes(codec.tagged(ENTRY_DOMAIN, self.body()))
 
@@ -206,7 +279,8 @@ class Entry:
 
     def submission(self) -> Submission:
         return Submission(channel=self.channel, sender_key=self.sender_key,
-                          idem_key=self.idem_key, payload=self.payload, signature=self.sender_sig)
+                          idem_key=self.idem_key, payload=self.payload, signature=self.sender_sig,
+                          kind=self.kind)
 
     def to_wire(self) -> dict[str, Value]:
         return self.body()
@@ -231,7 +305,15 @@ class Entry:
             idem_key=key,
             payload=payload,
             sequencer_time=codec.int_field(m, "t", w),
+            kind=_kind(m, w),
         )
+
+
+def _kind(m: dict[str, Value], what: str) -> str:
+    k = codec.str_field(m, "kind", what, max_len=8)
+    if k not in KINDS:
+        raise DecodeError(f"{what}: unknown kind {k!r}")
+    return k
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -1,23 +1,18 @@
 """The channel hub core: every channel a node knows, and the peer protocol that moves them.
 
-Sans-I/O. Inputs are calls (``open_channel``, ``publish``, ``peer_up``, ``peer_down``,
-``receive``, ``flush``) with the current time; outputs are ordered effects the shell carries
-out *in order*:
+Sans-I/O. Inputs are calls (``open_channel``, ``publish``, ``handoff``, ``recover``,
+``ack_message``, ``peer_up``, ``peer_down``, ``receive``, ``flush``) with the current time;
+outputs are ordered effects the shell carries out *in order* (a later effect may depend on an
+earlier ``Persist`` having completed: acks are emitted only after the ``Persist`` of their
+entries).
 
-* :class:`Persist` — make these entries (and the record) durable; later effects in the same
-  list may depend on it (acks are emitted only after the ``Persist`` of their entries).
-* :class:`Send` — send a message to a connected peer.
-* :class:`Delivered` — new verified entries are readable locally (wake subscribers).
-* :class:`Resolved` — a local publish has its outcome.
-* :class:`ChannelKnown` — a channel record was learned or changed.
-* :class:`PeerMisbehaved` — a peer sent something invalid (count it; maybe drop the session).
-
-Work is batched: ``publish`` and ``receive`` only queue; ``flush`` persists once, signs one
-head per channel and sends one batch per subscriber (group commit and head-per-batch).
+Work is batched: ``publish`` and ``receive`` only queue appends; ``flush`` persists them once
+(group commit), signs one head per channel and sends one batch per subscriber.
 
 Example:
+    >>> import random
     >>> from p2pworld.identity import Ed25519Signer
-    >>> hub = ChannelHub(Ed25519Signer(bytes(32)), workspace="w")
+    >>> hub = ChannelHub(Ed25519Signer(bytes(32)), workspace="w", rng=random.Random(0))
     >>> rec, fx = hub.open_channel("general", now_ms=0)
     >>> req, fx = hub.publish(rec.channel, b"hello", idem_key=b"k", now_ms=1)
     >>> [type(e).__name__ for e in hub.flush(now_ms=2)]
@@ -28,12 +23,20 @@ from __future__ import annotations
 
 import itertools
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
+from p2pworld import codec
+from p2pworld.codec import Value
 from p2pworld.errors import (
     ChainBroken,
     ChannelError,
-    Conflict,
+    CheckpointMismatch,
+    CheckpointTooOld,
+    Fenced,
     Forked,
+    LocalProtocolError,
+    LostWrite,
+    NotParticipant,
     NotSequencer,
     P2PWorldError,
     PublishTimeout,
@@ -43,20 +46,30 @@ from p2pworld.errors import (
     error_from_code,
 )
 from p2pworld.identity import Signer, node_id
-from p2pworld.log.entry import ChannelRecord, Entry, Submission
+from p2pworld.log import channel_key
+from p2pworld.log.entry import ChannelPolicy, ChannelRecord, Entry, Submission
 from p2pworld.log.replica import Replica
-from p2pworld.log.sequencer import Sequencer
+from p2pworld.log.sequencer import ChannelLog, Sequencer
+from p2pworld.log.state import ChannelState, EpochChange, ctl_payload
 from p2pworld.wire import (
     Ack,
     ChannelAnnounce,
     Entries,
+    EpochMsg,
     Message,
     Nack,
+    SnapshotMsg,
+    Stored,
     Submit,
     Subscribe,
+    SubscribeRefused,
 )
 
+if TYPE_CHECKING:
+    import random
+
 MAX_BATCH = 256
+MAX_EPOCH_CATCHUP = 4000
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -67,7 +80,31 @@ class PublishResult:
     seq: int
     entry_hash: bytes
     status: str  # "appended" or "duplicate"
-    strength: str  # "local" (fsynced by the sequencer) or "replicated"
+    strength: str  # "local" (fsynced by the sequencer) or "replicated" (also by k replicas)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Checkpoint:
+    """A durable cursor: this node has consumed ``channel`` up to ``seq`` (``ack_message``)."""
+
+    channel: bytes
+    epoch: int
+    seq: int
+    head_hash: bytes
+
+    def to_wire(self) -> dict[str, Value]:
+        return {"ch": self.channel, "epoch": self.epoch, "seq": self.seq, "head": self.head_hash}
+
+    @classmethod
+    def from_wire(cls, value: Any) -> Checkpoint:
+        w = "checkpoint"
+        m = codec.need_map(value, w)
+        return cls(channel=codec.bytes_field(m, "ch", w, size=16),
+                   epoch=codec.int_field(m, "epoch", w, lo=1), seq=codec.int_field(m, "seq", w),
+                   head_hash=codec.bytes_field(m, "head", w, size=32))
+
+
+# --- effects ------------------------------------------------------------------------------
 
 
 @dataclass(frozen=True)
@@ -76,10 +113,18 @@ class Send:
     message: Message
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Persist:
+    """Make a channel's changes durable in one transaction: record and epoch changes, new
+    entries, optionally a new retention floor (``base``: the encoded state at the floor) or a
+    truncation (entries after ``truncate_after`` are dropped: a recovery epoch)."""
+
     record: ChannelRecord
-    entries: tuple[Entry, ...]
+    epochs: tuple[EpochChange, ...] = ()
+    entries: tuple[Entry, ...] = ()
+    base: bytes | None = None
+    floor: int = 0
+    truncate_after: int | None = None
 
 
 @dataclass(frozen=True)
@@ -105,107 +150,239 @@ class PeerMisbehaved:
     error: P2PWorldError
 
 
-Effect = Send | Persist | Delivered | Resolved | ChannelKnown | PeerMisbehaved
+@dataclass(frozen=True)
+class Notice:
+    """Something the application must hear about a channel: ``Forked``, ``LostWrite``,
+    ``CheckpointTooOld``, ``CheckpointMismatch``, a refused subscription."""
+
+    channel: bytes
+    error: P2PWorldError
+
+
+@dataclass(frozen=True)
+class SaveCursor:
+    checkpoint: Checkpoint
+
+
+@dataclass(frozen=True)
+class OutboxPut:
+    """Persist a submission a writer sent to a remote sequencer, until it is answered."""
+
+    submission: Submission
+    want: str
+
+
+@dataclass(frozen=True)
+class OutboxDone:
+    channel: bytes
+    idem_key: bytes
+
+
+@dataclass(frozen=True)
+class RecordFork:
+    channel: bytes
+    held: Entry
+    other: Entry
+
+
+Effect = (Send | Persist | Delivered | Resolved | ChannelKnown | PeerMisbehaved | Notice
+          | SaveCursor | OutboxPut | OutboxDone | RecordFork)
+
+
+# --- bookkeeping --------------------------------------------------------------------------
 
 
 @dataclass
 class _Waiter:
     req: int
-    peer: bytes | None  # None: a local publish on our own channel
+    peer: bytes | None  # None: a publish by this node on its own channel
     peer_req: int = 0
+    want: str = "local"
+
+
+@dataclass
+class _Pending:
+    """A submission sent to a remote sequencer (also in the durable outbox)."""
+
+    sub: Submission
+    want: str
+    req: int | None
+    sent_to: bytes | None = None
 
 
 @dataclass
 class _Own:
     seqr: Sequencer
     subscribers: dict[bytes, int] = field(default_factory=dict)  # peer -> last seq sent
-    waiters: list[tuple[_Waiter, PublishResult]] = field(default_factory=list)
+    stored: dict[bytes, int] = field(default_factory=dict)  # replica key -> durable seq
+    acks: list[tuple[_Waiter, PublishResult]] = field(default_factory=list)
+    replicated: list[tuple[_Waiter, PublishResult]] = field(default_factory=list)
+    dirty_floor: bool = False
 
 
 class ChannelHub:
-    """All channels of one node: sequencers for its own, verifying replicas for the others."""
+    """All channels of one node: sequencers for those it sequences, replicas for the rest."""
 
-    def __init__(self, signer: Signer, *, workspace: str) -> None:
+    def __init__(self, signer: Signer, *, workspace: str, rng: random.Random) -> None:
         self.signer = signer
         self.workspace = workspace
         self.node_id = node_id(signer.public_key)
+        self.rng = rng
         self.own: dict[bytes, _Own] = {}
         self.replicas: dict[bytes, Replica] = {}
-        self.peers: set[bytes] = set()
-        self._pending: dict[int, tuple[bytes, bytes]] = {}  # req -> (channel, sequencer peer)
+        self.route: dict[bytes, bytes] = {}  # channel -> sequencer key (from epoch changes)
+        self.peers: dict[bytes, bytes] = {}  # peer id -> public key
+        self.cursors: dict[bytes, Checkpoint] = {}
+        self.outbox: dict[tuple[bytes, bytes], _Pending] = {}
         self._reqs = itertools.count(1)
         self._dirty: set[bytes] = set()
+        self._keys: dict[bytes, dict[int, bytes]] = {}  # channel -> key id -> channel key
         self.errors: dict[str, int] = {}
         self.last_error: dict[bytes, str] = {}
+        self.seen_head: dict[bytes, int] = {}  # channel -> highest signed head seen
+        self.channel_errors: dict[bytes, str] = {}
 
     # --- loading (from the store, at start) -------------------------------------------------
 
-    def load(self, record: ChannelRecord, entries: list[Entry]) -> None:
-        """Restore a channel from durable storage (entries already verified by the store)."""
-        if record.sequencer_key == self.signer.public_key:
-            self.own[record.channel] = _Own(Sequencer(record, self.signer, entries))
+    def load(self, record: ChannelRecord, epochs: list[EpochChange], base: ChannelState,
+             entries: list[Entry]) -> None:
+        """Restore a channel from durable storage (the store verified the chain)."""
+        st = base.copy()
+        later = [ec for ec in epochs if ec.epoch > st.epoch]
+        for e in entries:
+            while e.epoch != st.epoch and later and later[0].start_seq == st.seq:
+                st.apply_epoch(later.pop(0))
+            st.apply(e)
+        while later and later[0].start_seq == st.seq:
+            st.apply_epoch(later.pop(0))
+        self._install(st, entries, base)
+
+    def _install(self, st: ChannelState, entries: list[Entry], base: ChannelState) -> ChannelLog:
+        ch = st.channel
+        self.replicas.pop(ch, None)
+        self.own.pop(ch, None)
+        self.route[ch] = st.sequencer_key
+        log: ChannelLog
+        if st.sequencer_key == self.signer.public_key:
+            seqr = Sequencer(st, self.signer, entries, base)
+            self.own[ch] = _Own(seqr)
+            log = seqr
         else:
-            self.replicas[record.channel] = Replica(record, entries)
+            log = self.replicas[ch] = Replica(st, entries, base)
+        return log
+
+    def load_outbox(self, sub: Submission, want: str) -> None:
+        self.outbox[(sub.channel, sub.idem_key)] = _Pending(sub, want, None)
+
+    def load_cursor(self, cp: Checkpoint) -> None:
+        self.cursors[cp.channel] = cp
 
     # --- queries ----------------------------------------------------------------------------
 
-    def record(self, channel: bytes) -> ChannelRecord:
+    def log(self, channel: bytes) -> ChannelLog:
         if channel in self.own:
-            return self.own[channel].seqr.record
-        if channel in self.replicas:
-            return self.replicas[channel].record
-        raise UnknownChannel(f"unknown channel {channel.hex()}")
+            return self.own[channel].seqr
+        r = self.replicas.get(channel)
+        if r is None:
+            raise UnknownChannel(f"unknown channel {channel.hex()}")
+        return r
+
+    def record(self, channel: bytes) -> ChannelRecord:
+        return self.log(channel).record
+
+    def state(self, channel: bytes) -> ChannelState:
+        return self.log(channel).state
 
     def records(self) -> list[ChannelRecord]:
         return [o.seqr.record for o in self.own.values()] + [
             r.record for r in self.replicas.values()]
 
     def entries(self, channel: bytes) -> list[Entry]:
-        if channel in self.own:
-            return self.own[channel].seqr.entries
-        if channel in self.replicas:
-            return self.replicas[channel].entries
-        raise UnknownChannel(f"unknown channel {channel.hex()}")
+        return self.log(channel).entries
 
     def head(self, channel: bytes) -> tuple[int, bytes]:
-        if channel in self.own:
-            s = self.own[channel].seqr
-            return s.seq, s.head_hash
-        r = self.replicas.get(channel)
-        if r is None:
-            raise UnknownChannel(f"unknown channel {channel.hex()}")
-        return r.seq, r.head_hash
+        log = self.log(channel)
+        return log.seq, log.head_hash
 
     def find(self, name: str) -> list[ChannelRecord]:
         return [r for r in self.records() if r.name == name]
 
+    def sequencer_of(self, channel: bytes) -> bytes:
+        return node_id(self.route.get(channel) or self.record(channel).owner_key)
+
+    def participates(self, channel: bytes) -> bool:
+        return self.state(channel).may_write(self.signer.public_key)
+
     # --- calls ------------------------------------------------------------------------------
 
-    def open_channel(self, name: str, *, now_ms: int) -> tuple[ChannelRecord, list[Effect]]:
+    def open_channel(self, name: str, *, now_ms: int, private: bool = False,
+                     participants: tuple[bytes, ...] = (), policy: ChannelPolicy | None = None,
+                     authority_key: bytes | None = None) -> tuple[ChannelRecord, list[Effect]]:
+        """``open_channel``: create (or reopen) a channel this node sequences."""
         rec = ChannelRecord.create(self.signer, workspace=self.workspace, name=name,
-                                   created_at=now_ms // 1000)
-        if rec.channel in self.own:
-            return self.own[rec.channel].seqr.record, []
-        self.own[rec.channel] = _Own(Sequencer(rec, self.signer))
-        fx: list[Effect] = [Persist(rec, ()), ChannelKnown(rec)]
-        fx += [Send(p, ChannelAnnounce(rec)) for p in sorted(self.peers)]
+                                   created_at=now_ms // 1000, private=private,
+                                   participants=participants, policy=policy,
+                                   authority_key=authority_key)
+        if rec.channel in self.own or rec.channel in self.replicas:
+            return self.record(rec.channel), []
+        seqr = Sequencer.create(rec, self.signer)
+        self.own[rec.channel] = _Own(seqr)
+        self.route[rec.channel] = seqr.state.sequencer_key
+        fx: list[Effect] = [Persist(record=rec, base=seqr.state.encode()), ChannelKnown(rec)]
+        fx += self._announce(rec.channel)
+        if private:
+            _, more = self._rekey(rec.channel, now_ms)
+            fx += more
         return rec, fx
 
-    def publish(self, channel: bytes, payload: bytes, *, idem_key: bytes,
-                now_ms: int) -> tuple[int, list[Effect]]:
-        """Queue a publish; its :class:`Resolved` effect comes from a later ``flush`` or
-        ``receive`` (or at once if it is refused)."""
+    def _announce(self, channel: bytes, only: bytes | None = None) -> list[Effect]:
+        log = self.log(channel)
+        st = log.state
+        msg = ChannelAnnounce(log.record, tuple(st.epochs))
+        fx: list[Effect] = []
+        for pid, key in sorted(self.peers.items()):
+            if only is not None and pid != only:
+                continue
+            if not st.restricted or key in st.participants:
+                fx.append(Send(pid, msg))
+        return fx
+
+    def publish(self, channel: bytes, payload: bytes, *, idem_key: bytes, now_ms: int,
+                want: str = "local", kind: str = "msg") -> tuple[int, list[Effect]]:
+        """``publish_message``: queue a publish; its :class:`Resolved` comes later (from
+        ``flush`` or ``receive``), or at once if it is refused.
+
+        On a private channel the payload is sealed with the current channel key first.
+        """
         req = next(self._reqs)
-        sub = Submission.create(self.signer, channel=channel, idem_key=idem_key, payload=payload)
-        if channel in self.own:
-            return req, self._submit_local(_Waiter(req, None), sub, now_ms)
-        rec = self.record(channel)
-        seq_peer = rec.sequencer_id
+        st = self.state(channel)
+        if kind == "msg" and st.record.private:
+            try:
+                payload = self._seal(channel, payload)
+            except P2PWorldError as e:
+                return req, [Resolved(req, e)]
+        sub = Submission.create(self.signer, channel=channel, idem_key=idem_key,
+                                payload=payload, kind=kind)
+        return req, self._submit(req, sub, want, now_ms)
+
+    def _submit(self, req: int, sub: Submission, want: str, now_ms: int) -> list[Effect]:
+        ch = sub.channel
+        if ch in self.own:
+            return self._submit_local(_Waiter(req, None, want=want), sub, now_ms)
+        pend = _Pending(sub, want, req)
+        self.outbox[(ch, sub.idem_key)] = pend
+        fx: list[Effect] = [OutboxPut(sub, want)]
+        return fx + self._send_pending(pend)
+
+    def _send_pending(self, pend: _Pending) -> list[Effect]:
+        seq_peer = self.sequencer_of(pend.sub.channel)
         if seq_peer not in self.peers:
-            return req, [Resolved(req, ChannelError(
-                "no lane to the channel's sequencer", sequencer=seq_peer.hex()))]
-        self._pending[req] = (channel, seq_peer)
-        return req, [Send(seq_peer, Submit(req, sub))]
+            pend.sent_to = None
+            return []
+        pend.sent_to = seq_peer
+        if pend.req is None:
+            pend.req = next(self._reqs)
+        return [Send(seq_peer, Submit(pend.req, pend.sub, pend.want))]
 
     def _submit_local(self, waiter: _Waiter, sub: Submission, now_ms: int) -> list[Effect]:
         own = self.own[sub.channel]
@@ -215,7 +392,7 @@ class ChannelHub:
             return self._refuse(waiter, sub.channel, e)
         res = PublishResult(channel=sub.channel, seq=out.seq, entry_hash=out.entry_hash,
                             status=out.status, strength="local")
-        own.waiters.append((waiter, res))
+        own.acks.append((waiter, res))
         self._dirty.add(sub.channel)
         return []
 
@@ -226,26 +403,234 @@ class ChannelHub:
         return [Send(waiter.peer, Nack(waiter.peer_req, channel, e.code, e.message[:512],
                                        int(d.get("seq", 0)), bytes(d.get("entry_hash", b""))))]
 
+    # --- membership, lifecycle, keys --------------------------------------------------------
+
+    def add_participant(self, channel: bytes, member: bytes, *, now_ms: int
+                        ) -> tuple[int, list[Effect]]:
+        req, fx = self.publish(channel, ctl_payload("add", member=member),
+                               idem_key=b"add:" + member + _nonce(self.rng), now_ms=now_ms,
+                               kind="ctl")
+        if self.record(channel).private and channel in self.own:
+            # A fresh key wrapped for everyone, the new member included: members read what is
+            # sent after they join, not before.
+            _, more = self._rekey(channel, now_ms)
+            fx += more
+        return req, fx
+
+    def remove_participant(self, channel: bytes, member: bytes, *, now_ms: int
+                           ) -> tuple[int, list[Effect]]:
+        req, fx = self.publish(channel, ctl_payload("remove", member=member),
+                               idem_key=b"rm:" + member + _nonce(self.rng), now_ms=now_ms,
+                               kind="ctl")
+        if self.record(channel).private and channel in self.own:
+            _, more = self._rekey(channel, now_ms, excluding=member)
+            fx += more
+        return req, fx
+
+    def close_channel(self, channel: bytes, *, now_ms: int) -> tuple[int, list[Effect]]:
+        """``close_channel``: no more appends; readers can still catch up."""
+        return self.publish(channel, ctl_payload("close"), idem_key=b"close", now_ms=now_ms,
+                            kind="ctl")
+
+    def _rekey(self, channel: bytes, now_ms: int, excluding: bytes | None = None
+               ) -> tuple[int, list[Effect]]:
+        st = self.state(channel)
+        key_id = max(st.keys, default=0) + 1
+        key = channel_key.new_key(self.rng)
+        members = sorted((st.participants | {st.record.owner_key}) - {excluding or b""})
+        wrapped = {node_id(m).hex(): channel_key.wrap(key, m, channel=channel, key_id=key_id,
+                                                      rng=self.rng) for m in members}
+        self._keys.setdefault(channel, {})[key_id] = key
+        return self.publish(channel, ctl_payload("rekey", key_id=key_id, wrapped=wrapped),
+                            idem_key=b"rekey:%d" % key_id, now_ms=now_ms, kind="ctl")
+
+    def channel_keys(self, channel: bytes) -> dict[int, bytes]:
+        """The channel keys this node can open (unwrapped lazily from the folded state)."""
+        st = self.state(channel)
+        have = self._keys.setdefault(channel, {})
+        me = self.node_id.hex()
+        for kid, wrapped in st.keys.items():
+            if kid not in have and me in wrapped and isinstance(self.signer,
+                                                                channel_key.KeyAgreement):
+                try:
+                    have[kid] = channel_key.unwrap(wrapped[me], self.signer, channel=channel,
+                                                   key_id=kid)
+                except channel_key.KeyUnavailable:
+                    continue
+        return have
+
+    def _seal(self, channel: bytes, payload: bytes) -> bytes:
+        keys = self.channel_keys(channel)
+        if not keys:
+            raise channel_key.KeyUnavailable("no channel key yet for this private channel")
+        kid = max(keys)
+        return channel_key.seal(keys[kid], payload, channel=channel, key_id=kid, rng=self.rng)
+
+    def open_payload(self, entry: Entry) -> bytes:
+        """The application payload of an entry (decrypted on private channels)."""
+        if entry.kind != "msg" or not self.record(entry.channel).private:
+            return entry.payload
+        return channel_key.open_sealed(self.channel_keys(entry.channel), entry.payload,
+                                       channel=entry.channel)
+
+    # --- epochs -----------------------------------------------------------------------------
+
+    def handoff(self, channel: bytes, next_sequencer: bytes, *, now_ms: int
+                ) -> tuple[EpochChange, list[Effect]]:
+        """Planned handoff: this sequencer signs an epoch change naming the next one."""
+        own = self.own.get(channel)
+        if own is None:
+            raise NotSequencer("only the current sequencer can hand a channel off")
+        fx = self.flush(now_ms=now_ms)
+        ec = own.seqr.handoff(next_sequencer)
+        seqr = own.seqr
+        subscribers = dict(own.subscribers)
+        st = seqr.state
+        st.apply_epoch(ec)
+        self._install(st, list(seqr.entries), seqr.base or st.copy())
+        fx.append(Persist(record=st.record, epochs=tuple(st.epochs)))
+        for pid in sorted(self.peers):
+            sent = subscribers.get(pid, 0)
+            fx.append(Send(pid, EpochMsg(ec, tuple(seqr.read(max(sent, seqr.floor),
+                                                             MAX_EPOCH_CATCHUP)))))
+        fx += self._reroute(channel)
+        return ec, fx
+
+    def recover(self, channel: bytes, authority: Signer, new_sequencer: bytes, *,
+                now_ms: int) -> tuple[EpochChange, list[Effect]]:
+        """Unplanned handoff (or fork recovery), signed by the channel's authority key.
+
+        The new epoch starts at this node's head: run it on a node that holds every
+        ``replicated`` ack (it is one of the k replicas). ``local`` acks past this head are
+        reported to their writers as lost (:class:`LostWrite`)."""
+        log = self.log(channel)
+        st = log.state
+        if authority.public_key != st.record.authority_key:
+            raise LocalProtocolError("this key is not the channel's authority")
+        ec = EpochChange.create(authority, channel=channel, epoch=st.epoch + 1,
+                                sequencer_key=new_sequencer, start_seq=log.seq,
+                                start_hash=log.head_hash, reason="recovery")
+        fx = self._enter_epoch(None, ec, [])
+        for pid in sorted(self.peers):
+            fx.append(Send(pid, EpochMsg(ec, ())))
+        return ec, fx
+
+    def _enter_epoch(self, peer: bytes | None, ec: EpochChange, entries: list[Entry]
+                     ) -> list[Effect]:
+        ch = ec.channel
+        log = self.log(ch)
+        if ec.epoch <= log.state.epoch:
+            return []
+        if isinstance(log, Sequencer):
+            # We were the sequencer and someone else took over: we are a replica now.
+            log = self._install(log.state, list(log.entries), log.base or log.state.copy())
+        assert isinstance(log, Replica)
+        before = log.seq
+        lost = log.receive_epoch(ec, entries)
+        st = log.state
+        fx: list[Effect] = []
+        new = tuple(e for e in log.entries if e.seq > before)
+        fx.append(Persist(record=st.record, epochs=tuple(st.epochs), entries=new,
+                          truncate_after=ec.start_seq if lost else None))
+        if new:
+            fx.append(Delivered(ch, new))
+        for e in lost:
+            if e.sender_key == self.signer.public_key:
+                fx.append(Notice(ch, LostWrite(
+                    "acknowledged entry was not in the recovery epoch's start",
+                    seq=e.seq, idem_key=e.idem_key.hex())))
+        if ec.sequencer_key == self.signer.public_key:
+            self._install(st, list(log.entries), log.base or st.copy())
+            fx += self._announce(ch)
+        fx += self._reroute(ch)
+        return fx
+
+    def _reroute(self, channel: bytes) -> list[Effect]:
+        """After an epoch change: subscribe to the new sequencer and resend our outbox."""
+        self.route[channel] = self.state(channel).sequencer_key
+        fx: list[Effect] = []
+        if channel in self.own:
+            for key, pend in sorted(self.outbox.items()):
+                if key[0] == channel:
+                    del self.outbox[key]
+                    fx.append(OutboxDone(channel, pend.sub.idem_key))
+                    fx += self._submit_local(_Waiter(pend.req or 0, None, want=pend.want),
+                                             pend.sub, 0)
+            return fx
+        target = self.sequencer_of(channel)
+        if target in self.peers:
+            fx.append(self._subscribe(channel, target))
+        for pend in self._pending_for(channel):
+            fx += self._send_pending(pend)
+        return fx
+
+    def _pending_for(self, channel: bytes) -> list[_Pending]:
+        return [p for k, p in sorted(self.outbox.items()) if k[0] == channel]
+
+    def _subscribe(self, channel: bytes, peer: bytes) -> Send:
+        r = self.replicas[channel]
+        return Send(peer, Subscribe(channel, r.seq, r.head_hash, r.state.epoch))
+
+    # --- checkpoints ------------------------------------------------------------------------
+
+    def ack_message(self, channel: bytes, seq: int) -> list[Effect]:
+        """``ack_message``: record that this node consumed ``channel`` up to ``seq``."""
+        log = self.log(channel)
+        h = log.hash_at(seq)
+        if h is None or seq > log.seq:
+            raise LocalProtocolError("can only acknowledge a held seq")
+        cp = Checkpoint(channel=channel, epoch=log.state.epoch, seq=seq, head_hash=h)
+        old = self.cursors.get(channel)
+        if old is not None and old.seq >= seq:
+            return []
+        self.cursors[channel] = cp
+        return [SaveCursor(cp)]
+
+    # --- flush ------------------------------------------------------------------------------
+
     def flush(self, *, now_ms: int) -> list[Effect]:
         """Persist what was appended, then release acks and send batches to subscribers."""
         fx: list[Effect] = []
         for ch in sorted(self._dirty):
-            own = self.own[ch]
-            new = own.seqr.take_unsynced()
+            own = self.own.get(ch)
+            if own is None:
+                continue
+            seqr = own.seqr
+            new = seqr.take_unsynced()
+            dropped = seqr.compact()
+            if new or dropped:
+                fx.append(Persist(record=seqr.record, epochs=tuple(seqr.state.epochs),
+                                  entries=tuple(new),
+                                  base=seqr.base.encode() if dropped and seqr.base else None,
+                                  floor=seqr.floor))
             if new:
-                fx.append(Persist(own.seqr.record, tuple(new)))
                 fx.append(Delivered(ch, tuple(new)))
-            for waiter, res in own.waiters:
-                if waiter.peer is None:
-                    fx.append(Resolved(waiter.req, res))
-                elif waiter.peer in self.peers:
-                    fx.append(Send(waiter.peer, Ack(waiter.peer_req, ch, res.status, res.seq,
-                                                    res.entry_hash, res.strength)))
-            own.waiters.clear()
+            for waiter, res in own.acks:
+                if waiter.want == "replicated" and res.seq > self._replicated_seq(own):
+                    own.replicated.append((waiter, res))
+                    continue
+                fx += self._answer(waiter, res)
+            own.acks.clear()
             for peer in sorted(own.subscribers):
                 fx += self._catch_up(own, peer)
         self._dirty.clear()
         return fx
+
+    def _answer(self, waiter: _Waiter, res: PublishResult) -> list[Effect]:
+        if waiter.peer is None:
+            return [Resolved(waiter.req, res)]
+        if waiter.peer in self.peers:
+            return [Send(waiter.peer, Ack(waiter.peer_req, res.channel, res.status, res.seq,
+                                          res.entry_hash, res.strength))]
+        return []
+
+    def _replicated_seq(self, own: _Own) -> int:
+        """Highest seq fsynced by at least k participants besides the sequencer."""
+        k = max(1, own.seqr.record.policy.replication)
+        st = own.seqr.state
+        counted = sorted((s for key, s in own.stored.items()
+                          if key != self.signer.public_key and st.may_write(key)), reverse=True)
+        return counted[k - 1] if len(counted) >= k else 0
 
     def _catch_up(self, own: _Own, peer: bytes) -> list[Effect]:
         """Send a subscriber everything after its cursor, in signed batches."""
@@ -261,94 +646,221 @@ class ChannelHub:
 
     # --- peers ------------------------------------------------------------------------------
 
-    def peer_up(self, peer: bytes) -> list[Effect]:
-        self.peers.add(peer)
-        fx: list[Effect] = [Send(peer, ChannelAnnounce(o.seqr.record))
-                            for _, o in sorted(self.own.items())]
+    def peer_up(self, peer: bytes, peer_key: bytes) -> list[Effect]:
+        self.peers[peer] = peer_key
+        fx: list[Effect] = []
+        for ch in sorted(self.own):
+            fx += self._announce(ch, only=peer)
         for ch, r in sorted(self.replicas.items()):
-            if r.record.sequencer_id == peer:
-                fx.append(Send(peer, Subscribe(ch, r.seq)))
+            if self.sequencer_of(ch) == peer and not r.frozen:
+                fx.append(self._subscribe(ch, peer))
+                for pend in self._pending_for(ch):
+                    fx += self._send_pending(pend)
         return fx
 
     def peer_down(self, peer: bytes) -> list[Effect]:
-        self.peers.discard(peer)
+        key = self.peers.pop(peer, None)
         for o in self.own.values():
             o.subscribers.pop(peer, None)
+        del key
         fx: list[Effect] = []
-        for req, (_, p) in sorted(self._pending.items()):
-            if p == peer:
-                del self._pending[req]
-                fx.append(Resolved(req, PublishTimeout(
-                    "lane to the sequencer closed before the ack; resubmit with the same key")))
+        for pend in self.outbox.values():
+            if pend.sent_to == peer:
+                pend.sent_to = None
+                if pend.req is not None:
+                    # The outcome is unknown; the outbox resubmits (same key) when a lane
+                    # returns, so the entry is never lost and never duplicated.
+                    fx.append(Resolved(pend.req, PublishTimeout(
+                        "lane to the sequencer closed before the ack; the outbox resubmits "
+                        "it with the same key", queued=True)))
+                    pend.req = None
         return fx
 
     def receive(self, peer: bytes, msg: Message, *, now_ms: int) -> list[Effect]:
         try:
             return self._receive(peer, msg, now_ms)
+        except Forked as e:
+            self._count(e.code, peer)
+            ch = bytes.fromhex(str(e.details.get("channel", ""))) if e.details.get(
+                "channel") else b""
+            r = self.replicas.get(ch)
+            fx: list[Effect] = [Notice(ch, e)] if ch else []
+            if r is not None and r.fork_proof is not None:
+                fx.append(RecordFork(ch, r.fork_proof[0], r.fork_proof[1]))
+            return fx
         except RemoteProtocolError as e:
-            self.errors[e.code] = self.errors.get(e.code, 0) + 1
-            self.last_error[peer] = e.code
+            self._count(e.code, peer)
             return [PeerMisbehaved(peer, e)]
+
+    def _count(self, code: str, peer: bytes, channel: bytes | None = None) -> None:
+        self.errors[code] = self.errors.get(code, 0) + 1
+        self.last_error[peer] = code
+        if channel is not None:
+            self.channel_errors[channel] = code
 
     def _receive(self, peer: bytes, msg: Message, now_ms: int) -> list[Effect]:
         if isinstance(msg, ChannelAnnounce):
-            return self._on_announce(peer, msg.record)
+            return self._on_announce(peer, msg.record, list(msg.epochs))
         if isinstance(msg, Subscribe):
-            own = self.own.get(msg.channel)
-            if own is None:
-                return []
-            own.subscribers[peer] = min(msg.after, own.seqr.seq)
-            self._dirty.add(msg.channel)
-            return []
+            return self._on_subscribe(peer, msg)
         if isinstance(msg, Entries):
             return self._on_entries(peer, msg)
+        if isinstance(msg, EpochMsg):
+            if msg.change.channel not in self.own and msg.change.channel not in self.replicas:
+                return []
+            return self._enter_epoch(peer, msg.change, list(msg.entries))
+        if isinstance(msg, SnapshotMsg):
+            return self._on_snapshot(peer, msg)
+        if isinstance(msg, Stored):
+            return self._on_stored(peer, msg)
+        if isinstance(msg, SubscribeRefused):
+            err = error_from_code(msg.code, msg.reason)
+            return [Notice(msg.channel, err)] if msg.channel in self.replicas else []
         if isinstance(msg, Submit):
             ch = msg.submission.channel
-            waiter = _Waiter(0, peer, msg.req)
+            waiter = _Waiter(0, peer, msg.req, want=msg.want)
             if ch not in self.own:
                 return self._refuse(waiter, ch, NotSequencer("this node does not sequence it"))
             return self._submit_local(waiter, msg.submission, now_ms)
         if isinstance(msg, Ack):
-            pend = self._pending.pop(msg.req, None)
-            if pend is None or pend[1] != peer or pend[0] != msg.channel:
-                return []
-            return [Resolved(msg.req, PublishResult(
+            return self._on_answer(peer, msg.req, msg.channel, PublishResult(
                 channel=msg.channel, seq=msg.seq, entry_hash=msg.entry_hash, status=msg.status,
-                strength=msg.strength))]
+                strength=msg.strength))
         if isinstance(msg, Nack):
-            pend = self._pending.pop(msg.req, None)
-            if pend is None or pend[1] != peer:
-                return []
             err = error_from_code(msg.code, msg.reason, seq=msg.seq, entry_hash=msg.entry_hash)
-            if not isinstance(err, ChannelError) and not isinstance(err, Conflict):
-                err = ChannelError(f"{msg.code}: {msg.reason}")
-            return [Resolved(msg.req, err)]
+            if isinstance(err, NotSequencer):
+                return []  # keep it in the outbox; it goes to the new sequencer on reroute
+            return self._on_answer(peer, msg.req, msg.channel, err)
         return []
 
-    def _on_announce(self, peer: bytes, rec: ChannelRecord) -> list[Effect]:
+    def _on_answer(self, peer: bytes, req: int, channel: bytes,
+                   outcome: PublishResult | P2PWorldError) -> list[Effect]:
+        for key, pend in list(self.outbox.items()):
+            if pend.req == req and pend.sent_to == peer and key[0] == channel:
+                if isinstance(outcome, PublishResult) and pend.want == "replicated" and \
+                        outcome.strength != "replicated":
+                    return []  # a local ack; the replicated one follows
+                del self.outbox[key]
+                return [OutboxDone(channel, key[1]), Resolved(req, outcome)]
+        return []
+
+    def _on_announce(self, peer: bytes, rec: ChannelRecord, epochs: list[EpochChange]
+                     ) -> list[Effect]:
         rec.verify()
         if rec.workspace != self.workspace:
             raise WorkspaceMismatch("channel of another workspace")
-        if rec.channel in self.own or rec.channel in self.replicas:
+        # Who sequences it now follows from the signed epoch changes, checked from genesis.
+        walk = ChannelState.genesis(rec)
+        for ec in epochs:
+            walk.check_epoch_change(ec)
+            walk.epoch, walk.sequencer_key = ec.epoch, ec.sequencer_key
+        fx: list[Effect] = []
+        if rec.channel not in self.own and rec.channel not in self.replicas:
+            if walk.sequencer_key == self.signer.public_key:
+                return []  # we would sequence it but hold nothing: wait for an epoch message
+            r = self.replicas[rec.channel] = Replica.create(rec)
+            fx += [Persist(record=rec, base=r.state.encode()), ChannelKnown(rec)]
+        log = self.log(rec.channel)
+        if walk.epoch >= log.state.epoch:
+            self.route[rec.channel] = walk.sequencer_key
+        target = self.sequencer_of(rec.channel)
+        if rec.channel in self.replicas and target in self.peers:
+            fx.append(self._subscribe(rec.channel, target))
+            for pend in self._pending_for(rec.channel):
+                fx += self._send_pending(pend)
+        return fx
+
+    def _on_subscribe(self, peer: bytes, msg: Subscribe) -> list[Effect]:
+        own = self.own.get(msg.channel)
+        if own is None:
             return []
-        self.replicas[rec.channel] = Replica(rec)
-        fx: list[Effect] = [Persist(rec, ()), ChannelKnown(rec)]
-        if rec.sequencer_id in self.peers:
-            fx.append(Send(rec.sequencer_id, Subscribe(rec.channel, 0)))
+        seqr = own.seqr
+        st = seqr.state
+        if st.restricted and self.peers.get(peer) not in st.participants:
+            return [Send(peer, SubscribeRefused(msg.channel, NotParticipant.code,
+                                                "not a participant"))]
+        if msg.after > seqr.seq:
+            return [Send(peer, SubscribeRefused(msg.channel, CheckpointMismatch.code,
+                                                "cursor is ahead of the log"))]
+        fx: list[Effect] = []
+        after = msg.after
+        if after < seqr.floor:
+            fx.append(Send(peer, SnapshotMsg(msg.channel, seqr.snapshot())))
+            after = seqr.floor
+        elif seqr.hash_at(after) != msg.after_hash:
+            return [Send(peer, SubscribeRefused(msg.channel, CheckpointMismatch.code,
+                                                "cursor hash does not match the log"))]
+        for ec in st.epochs:
+            if ec.epoch > msg.epoch and ec.start_seq >= after:
+                old = [e for e in seqr.read(after, MAX_EPOCH_CATCHUP) if e.seq <= ec.start_seq]
+                fx.append(Send(peer, EpochMsg(ec, tuple(old))))
+                after = max(after, ec.start_seq)
+        own.subscribers[peer] = after
+        self._dirty.add(msg.channel)
         return fx
 
     def _on_entries(self, peer: bytes, msg: Entries) -> list[Effect]:
         r = self.replicas.get(msg.head.channel)
         if r is None:
             return []
+        if msg.head.epoch == r.state.epoch:
+            self.seen_head[r.channel] = max(self.seen_head.get(r.channel, 0), msg.head.seq)
         try:
             new = r.receive(list(msg.entries), msg.head)
-        except Forked:
-            raise
-        except ChainBroken:
+        except (ChainBroken, Fenced) as e:
             # Ask again from what we hold; the batch changed nothing.
-            self.errors[ChainBroken.code] = self.errors.get(ChainBroken.code, 0) + 1
-            return [Send(peer, Subscribe(r.record.channel, r.seq))]
+            self._count(e.code, peer, r.channel)
+            if self.sequencer_of(r.channel) == peer:
+                return [self._subscribe(r.channel, peer)]
+            return []
         if not new:
             return []
-        return [Persist(r.record, tuple(new)), Delivered(r.record.channel, tuple(new))]
+        ch = r.channel
+        return [Persist(record=r.record, epochs=tuple(r.state.epochs), entries=tuple(new)),
+                Delivered(ch, tuple(new)),
+                Send(peer, Stored(ch, r.state.epoch, r.seq, r.head_hash))]
+
+    def _on_snapshot(self, peer: bytes, msg: SnapshotMsg) -> list[Effect]:
+        r = self.replicas.get(msg.channel)
+        if r is None or msg.snapshot.seq <= r.seq or self.sequencer_of(msg.channel) != peer:
+            return []
+        fresh = Replica.from_snapshot(r.record, msg.snapshot)
+        self.replicas[msg.channel] = fresh
+        st = fresh.state
+        return [Persist(record=st.record, epochs=tuple(st.epochs), base=st.encode(),
+                        floor=st.seq, truncate_after=0),
+                Notice(msg.channel, CheckpointTooOld(
+                    "cursor was older than retention; resumed from a snapshot",
+                    snapshot_seq=st.seq))]
+
+    def _on_stored(self, peer: bytes, msg: Stored) -> list[Effect]:
+        own = self.own.get(msg.channel)
+        key = self.peers.get(peer)
+        if own is None or key is None or msg.epoch != own.seqr.state.epoch:
+            return []
+        if own.seqr.hash_at(msg.seq) != msg.head_hash:
+            return []
+        own.stored[key] = max(own.stored.get(key, 0), msg.seq)
+        rseq = self._replicated_seq(own)
+        fx: list[Effect] = []
+        keep = []
+        for waiter, res in own.replicated:
+            if res.seq <= rseq:
+                fx += self._answer(waiter, PublishResult(
+                    channel=res.channel, seq=res.seq, entry_hash=res.entry_hash,
+                    status=res.status, strength="replicated"))
+            else:
+                keep.append((waiter, res))
+        own.replicated = keep
+        return fx
+
+    def replicated_seq(self, channel: bytes) -> int:
+        own = self.own.get(channel)
+        return self._replicated_seq(own) if own else 0
+
+
+def _nonce(rng: random.Random) -> bytes:
+    return bytes(rng.getrandbits(8) for _ in range(8))
+
+
+__all__ = ["ChannelHub", "Checkpoint", "PublishResult", "ChannelError", "Effect"]

@@ -2,10 +2,18 @@
 
 A batch ``(entries, signed_head)`` is accepted only as a whole: the entries must continue the
 local log without a gap, each must link to its predecessor's hash, each writer signature must
-verify, and the last hash must be the head the sequencer signed. One head signature therefore
-authenticates the whole batch. Entries at or below the local head are accepted only if they are
-byte-identical to what is stored; a different signed entry for a held ``seq`` is a fork
-(:class:`~p2pworld.errors.Forked`, with both entries kept as proof).
+verify, the fold must accept each one (membership, owner-only control entries, closed
+channels), and the last hash must be the head signed by the sequencer of the current epoch.
+One head signature authenticates the whole batch. Entries at or below the local head are
+accepted only if they are byte-identical to what is held; a different entry for a held
+``seq`` that the sequencer's signed head vouches for is a fork
+(:class:`~p2pworld.errors.Forked`): both entries are kept as proof and the channel is frozen
+until the authority signs a recovery epoch.
+
+Epoch changes: :meth:`Replica.receive_epoch` takes a signed :class:`EpochChange` (plus any
+old-epoch entries up to its start). After it, entries and heads of older epochs are refused
+(fencing). A recovery that starts below our head truncates the entries past its start and
+returns them, so the caller can tell their writers they were lost.
 
 Example:
     >>> from p2pworld.identity import Ed25519Signer
@@ -13,93 +21,141 @@ Example:
     >>> from p2pworld.log.sequencer import Sequencer
     >>> owner = Ed25519Signer(bytes(32))
     >>> rec = ChannelRecord.create(owner, workspace="w", name="general", created_at=0)
-    >>> s = Sequencer(rec, owner)
+    >>> s = Sequencer.create(rec, owner)
     >>> e = s.submit(Submission.create(owner, channel=rec.channel, idem_key=b"a",
     ...                                payload=b"hi"), now_ms=0).entry
-    >>> r = Replica(rec)
+    >>> r = Replica.create(rec)
     >>> [x.seq for x in r.receive([e], s.signed_head())]
     [1]
 """
 
 from __future__ import annotations
 
-from p2pworld.errors import ChainBroken, Forked, InvalidSignature
-from p2pworld.log.entry import GENESIS_HASH, ChannelRecord, Entry, SignedHead, Submission
+from p2pworld.errors import ChainBroken, Fenced, Forked, InvalidSignature, P2PWorldError
+from p2pworld.log.entry import ChannelRecord, Entry, SignedHead, Submission
+from p2pworld.log.sequencer import ChannelLog
+from p2pworld.log.state import ChannelState, EpochChange, Snapshot
 
 
-class Replica:
+class Replica(ChannelLog):
     """A verified copy of a channel's log, extended only by authenticated batches."""
 
-    def __init__(self, record: ChannelRecord, entries: list[Entry] | None = None) -> None:
-        self.record = record
-        self.entries: list[Entry] = []
-        self._head_hash = GENESIS_HASH
+    def __init__(self, state: ChannelState, entries: list[Entry] | None = None,
+                 base: ChannelState | None = None) -> None:
+        super().__init__(state, entries, base)
         self.fork_proof: tuple[Entry, Entry] | None = None
         self.fork_head: SignedHead | None = None
-        for e in entries or []:
-            self.entries.append(e)
-            self._head_hash = e.hash
+
+    @classmethod
+    def create(cls, record: ChannelRecord) -> Replica:
+        return cls(ChannelState.genesis(record))
+
+    @classmethod
+    def from_snapshot(cls, record: ChannelRecord, snap: Snapshot) -> Replica:
+        st = snap.open(record)
+        st.floor = st.seq
+        return cls(st, [], st.copy())
 
     @property
-    def seq(self) -> int:
-        return len(self.entries)
-
-    @property
-    def head_hash(self) -> bytes:
-        return self._head_hash
+    def frozen(self) -> bool:
+        return self.fork_proof is not None
 
     def receive(self, entries: list[Entry], head: SignedHead) -> list[Entry]:
         """Verify a batch; return the entries that are new. Raises and changes nothing if bad."""
-        if self.fork_proof is not None:
-            raise Forked("channel is frozen after a fork", channel=self.record.channel.hex())
-        rec = self.record
-        if head.channel != rec.channel or head.epoch != rec.epoch:
-            raise ChainBroken("head is for another channel or epoch")
+        if self.frozen:
+            raise Forked("channel is frozen after a fork", channel=self.channel.hex())
+        st = self.state
+        if head.channel != self.channel:
+            raise ChainBroken("head is for another channel")
+        if head.epoch != st.epoch:
+            if head.epoch < st.epoch:
+                raise Fenced("head of a superseded epoch", epoch=head.epoch)
+            raise ChainBroken("head of an epoch we have not seen the change for",
+                              epoch=head.epoch)
         try:
-            head.verify(rec.sequencer_key)
+            head.verify(st.sequencer_key)
         except InvalidSignature:
             raise ChainBroken("head signature does not verify") from None
+        trial = st.copy()
         new: list[Entry] = []
-        prev = self._head_hash
-        next_seq = self.seq + 1
         for e in entries:
-            if e.channel != rec.channel or e.epoch != rec.epoch:
-                raise ChainBroken("entry is for another channel or epoch")
-            if e.seq < next_seq and not new:
-                held = self.entries[e.seq - 1]
-                if held != e:
+            if e.channel != self.channel:
+                raise ChainBroken("entry is for another channel")
+            if e.seq <= trial.seq and not new:
+                held = self.entry(e.seq)
+                if held is not None and held != e:
                     self._check_fork(held, entries, head)
                 continue
-            if e.seq != next_seq:
-                raise ChainBroken("gap in entries", expected=next_seq, got=e.seq)
-            if e.prev_hash != prev:
+            if e.seq != trial.seq + 1:
+                raise ChainBroken("gap in entries", expected=trial.seq + 1, got=e.seq)
+            if e.epoch != trial.epoch:
+                raise Fenced("entry of another epoch", epoch=e.epoch, seq=e.seq)
+            if e.prev_hash != trial.head_hash:
                 raise ChainBroken("entry does not link to its predecessor", seq=e.seq)
             _verify_writer(e.submission())
-            prev = e.hash
+            try:
+                trial.check_submission(e.submission())
+            except P2PWorldError as err:
+                raise ChainBroken(f"entry {e.seq} is invalid: {err.code}") from None
+            trial.apply(e)
             new.append(e)
-            next_seq += 1
-        if head.seq == next_seq - 1:
-            if head.head_hash != prev:
+        if head.seq == trial.seq:
+            if head.head_hash != trial.head_hash:
                 raise ChainBroken("entries do not hash to the signed head", seq=head.seq)
-        elif head.seq > next_seq - 1:
+        elif head.seq > trial.seq:
             raise ChainBroken("batch ends before the signed head", head=head.seq)
-        elif head.head_hash != self._hash_at(head.seq, new):
-            raise ChainBroken("signed head disagrees with held entries", seq=head.seq)
-        self.entries.extend(new)
-        self._head_hash = prev
+        elif head.head_hash != self.hash_at(head.seq):
+            if self.hash_at(head.seq) is not None:
+                raise ChainBroken("signed head disagrees with held entries", seq=head.seq)
+        for e in new:
+            self.append(e)
         return new
 
-    def _hash_at(self, seq: int, new: list[Entry]) -> bytes:
-        if seq == 0:
-            return GENESIS_HASH
-        allx = self.entries + new
-        return allx[seq - 1].hash
+    def receive_epoch(self, ec: EpochChange, entries: list[Entry] | None = None) -> list[Entry]:
+        """Enter a new epoch. ``entries`` are old-epoch entries after our head up to the change's
+        start (authenticated by the change's start hash). Returns entries truncated by a
+        recovery (they were never replicated; their writers must be told)."""
+        st = self.state
+        if ec.epoch <= st.epoch:
+            return []  # already in force (or older): idempotent
+        st.check_epoch_change(ec)
+        if self.frozen and ec.reason != "recovery":
+            raise Forked("a forked channel resumes only through a recovery epoch")
+        lost: list[Entry] = []
+        if st.seq >= ec.start_seq:
+            held = self.hash_at(ec.start_seq)
+            if held is None:
+                raise ChainBroken("epoch change starts below our retention floor")
+            if held != ec.start_hash:
+                raise Forked("our history diverges from the epoch change's start",
+                             seq=ec.start_seq)
+            if st.seq > ec.start_seq:
+                if ec.reason != "recovery":
+                    raise ChainBroken("a handoff cannot start below our head")
+                lost = self.truncate(ec.start_seq)
+        else:
+            trial = self.state.copy()
+            chain = [e for e in (entries or []) if e.seq > trial.seq][: ec.start_seq - trial.seq]
+            for e in chain:
+                if e.seq != trial.seq + 1 or e.prev_hash != trial.head_hash or \
+                        e.epoch != trial.epoch:
+                    raise ChainBroken("catch-up before the epoch change does not chain")
+                _verify_writer(e.submission())
+                trial.apply(e)
+            if trial.seq != ec.start_seq or trial.head_hash != ec.start_hash:
+                raise ChainBroken("catch-up does not reach the epoch change's start")
+            for e in chain:
+                self.append(e)
+        self.state.apply_epoch(ec)
+        self.fork_proof = None
+        self.fork_head = None
+        return lost
 
     def _check_fork(self, held: Entry, batch: list[Entry], head: SignedHead) -> None:
         """A differing entry is a fork only if the sequencer's signed head vouches for it."""
         start = next(i for i, x in enumerate(batch) if x.seq == held.seq)
         chain = batch[start:]
-        prev = self._hash_at(held.seq - 1, [])
+        prev = self.hash_at(held.seq - 1)
         for i, x in enumerate(chain):
             if x.seq != held.seq + i or x.prev_hash != prev:
                 raise ChainBroken("conflicting entry is not part of a signed chain", seq=x.seq)
@@ -110,7 +166,7 @@ class Replica:
         self.fork_proof = (held, chain[0])
         self.fork_head = head
         raise Forked("two different signed entries at one (channel, epoch, seq)",
-                     channel=self.record.channel.hex(), seq=held.seq)
+                     channel=self.channel.hex(), seq=held.seq)
 
 
 def _verify_writer(sub: Submission) -> None:

@@ -5,7 +5,8 @@ monotonic, gapless) or answers from the idempotency index; nothing is persisted 
 caller takes :meth:`Sequencer.take_unsynced`, makes it durable, and only then releases the
 acks (``docs/guarantees.md``: an ack never leaves before its entry is on disk).
 
-Idempotency keys are scoped to ``(channel, sender)``:
+Idempotency keys are scoped to ``(channel, sender)`` and remembered for the whole log, also
+past retention (the index is part of the state and of every snapshot):
 
 * same key, same payload → the original ``seq`` with status ``duplicate``;
 * same key, different payload → :class:`~p2pworld.errors.Conflict` carrying the original
@@ -16,7 +17,7 @@ Example:
     >>> from p2pworld.log.entry import ChannelRecord, Submission
     >>> owner = Ed25519Signer(bytes(32))
     >>> rec = ChannelRecord.create(owner, workspace="w", name="general", created_at=0)
-    >>> seqr = Sequencer(rec, owner)
+    >>> seqr = Sequencer.create(rec, owner)
     >>> sub = Submission.create(owner, channel=rec.channel, idem_key=b"a", payload=b"hi")
     >>> seqr.submit(sub, now_ms=0).seq, seqr.submit(sub, now_ms=1).status
     (1, 'duplicate')
@@ -28,7 +29,8 @@ from dataclasses import dataclass
 
 from p2pworld.errors import ChannelClosed, Conflict, LocalProtocolError, NotSequencer
 from p2pworld.identity import Signer
-from p2pworld.log.entry import GENESIS_HASH, ChannelRecord, Entry, SignedHead, Submission
+from p2pworld.log.entry import ChannelRecord, Entry, SignedHead, Submission, hash_bytes
+from p2pworld.log.state import ChannelState, EpochChange, Snapshot
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,73 +40,141 @@ class SubmitOutcome:
     status: str
     seq: int
     entry_hash: bytes
-    entry: Entry
+    entry: Entry | None
 
 
-@dataclass(frozen=True)
-class _IdemRecord:
-    seq: int
-    payload_hash: bytes
-    entry_hash: bytes
+class ChannelLog:
+    """A channel's state plus the entries it still holds (``floor+1 .. seq``).
 
+    ``base`` is the state at ``floor``: what a snapshot for a too-old cursor is made from.
+    Shared by the sequencer and by replicas.
+    """
 
-class Sequencer:
-    """Assigns ``seq`` for one channel. Holds the log in memory (the store mirrors it)."""
+    def __init__(self, state: ChannelState, entries: list[Entry] | None = None,
+                 base: ChannelState | None = None) -> None:
+        self.state = state
+        self.entries: list[Entry] = list(entries or [])
+        self.base = base if base is not None else state.copy() if not entries else None
+        if self.base is None:
+            raise LocalProtocolError("a log with entries needs the state at its floor")
 
-    def __init__(self, record: ChannelRecord, signer: Signer,
-                 entries: list[Entry] | None = None) -> None:
-        if signer.public_key != record.sequencer_key:
-            raise NotSequencer("this signer is not the channel's sequencer")
-        self.record = record
-        self._signer = signer
-        self.entries: list[Entry] = []
-        self._idem: dict[tuple[bytes, bytes], _IdemRecord] = {}
-        self._head_hash = GENESIS_HASH
-        self._unsynced: list[Entry] = []
-        self._signed_head: SignedHead | None = None
-        self.closed = False
-        for e in entries or []:
-            self._apply(e)
+    @property
+    def record(self) -> ChannelRecord:
+        return self.state.record
+
+    @property
+    def channel(self) -> bytes:
+        return self.state.channel
 
     @property
     def seq(self) -> int:
-        return len(self.entries)
+        return self.state.seq
+
+    @property
+    def floor(self) -> int:
+        return self.state.floor
 
     @property
     def head_hash(self) -> bytes:
-        return self._head_hash
+        return self.state.head_hash
 
-    def _apply(self, entry: Entry) -> None:
-        if entry.seq != self.seq + 1 or entry.prev_hash != self._head_hash:
-            raise LocalProtocolError("entries must extend the log in order")
+    def entry(self, seq: int) -> Entry | None:
+        i = seq - self.floor - 1
+        return self.entries[i] if 0 <= i < len(self.entries) else None
+
+    def hash_at(self, seq: int) -> bytes | None:
+        """The entry hash at ``seq`` (the genesis hash at 0), if still known."""
+        if seq == self.seq:
+            return self.head_hash
+        if seq == self.floor:
+            return self.base.head_hash if self.base else None
+        e = self.entry(seq)
+        return e.hash if e else None
+
+    def read(self, after: int, limit: int) -> list[Entry]:
+        """Entries with ``seq > after`` (at most ``limit``); ``after`` must be >= floor."""
+        if after < self.floor:
+            raise LocalProtocolError("cursor is below the retention floor")
+        start = after - self.floor
+        return self.entries[start: start + limit]
+
+    def append(self, entry: Entry) -> None:
+        self.state.apply(entry)
         self.entries.append(entry)
-        h = entry.hash
-        self._idem[(entry.sender_key, entry.idem_key)] = _IdemRecord(
-            entry.seq, entry.submission().payload_hash, h)
-        self._head_hash = h
+
+    def compact(self) -> int:
+        """Apply the retention policy; returns how many entries were dropped."""
+        keep = self.record.policy.retention
+        if not keep or len(self.entries) <= 2 * keep:
+            return 0
+        drop = len(self.entries) - keep
+        assert self.base is not None
+        for e in self.entries[:drop]:
+            self.base.apply(e)
+        self.entries = self.entries[drop:]
+        self.state.floor = self.base.seq
+        self.base.floor = self.base.seq
+        return drop
+
+    def truncate(self, seq: int) -> list[Entry]:
+        """Drop entries after ``seq`` (a recovery epoch starts before them); returns them.
+        The state is rebuilt from ``base``; the caller reports the lost entries."""
+        if seq < self.floor:
+            raise LocalProtocolError("cannot truncate below the retention floor")
+        lost = self.entries[seq - self.floor:]
+        kept = self.entries[: seq - self.floor]
+        assert self.base is not None
+        st = self.base.copy()
+        later = [ec for ec in self.state.epochs if ec not in st.epochs]
+        for e in kept:
+            while e.epoch != st.epoch and later:
+                st.apply_epoch(later.pop(0))
+            st.apply(e)
+        st.floor = self.state.floor
+        self.state, self.entries = st, kept
+        return lost
+
+
+class Sequencer(ChannelLog):
+    """Assigns ``seq`` for one channel in the current epoch."""
+
+    def __init__(self, state: ChannelState, signer: Signer, entries: list[Entry] | None = None,
+                 base: ChannelState | None = None) -> None:
+        super().__init__(state, entries, base)
+        if signer.public_key != state.sequencer_key:
+            raise NotSequencer("this signer is not the channel's sequencer")
+        self._signer = signer
+        self._unsynced: list[Entry] = []
+        self._signed_head: SignedHead | None = None
+        self.handed_off = False
+
+    @classmethod
+    def create(cls, record: ChannelRecord, signer: Signer) -> Sequencer:
+        return cls(ChannelState.genesis(record), signer)
 
     def submit(self, sub: Submission, *, now_ms: int) -> SubmitOutcome:
-        """Sequence one submission (its signature must already be checked, or is checked here)."""
-        if sub.channel != self.record.channel:
+        """Sequence one submission, or answer it from the idempotency index."""
+        if sub.channel != self.channel:
             raise LocalProtocolError("submission is for another channel")
-        if self.closed:
-            raise ChannelClosed("channel is closed to new entries")
-        known = self._idem.get((sub.sender_key, sub.idem_key))
+        if self.handed_off:
+            raise NotSequencer("this node handed the channel off")
+        known = self.state.idem.get((sub.sender_key, sub.idem_key))
         if known is not None:
-            if known.payload_hash == sub.payload_hash:
+            if known.payload_hash == hash_bytes(sub.payload):
                 return SubmitOutcome(status="duplicate", seq=known.seq,
-                                     entry_hash=known.entry_hash, entry=self.entries[known.seq - 1])
+                                     entry_hash=known.entry_hash, entry=self.entry(known.seq))
             raise Conflict("idempotency key reused with a different payload",
                            seq=known.seq, entry_hash=known.entry_hash)
+        self.state.check_submission(sub)
         sub.verify()
         entry = Entry(
-            channel=sub.channel, epoch=self.record.epoch, seq=self.seq + 1,
-            prev_hash=self._head_hash, sender_key=sub.sender_key, sender_sig=sub.signature,
-            idem_key=sub.idem_key, payload=sub.payload, sequencer_time=now_ms,
+            channel=sub.channel, epoch=self.state.epoch, seq=self.seq + 1,
+            prev_hash=self.head_hash, sender_key=sub.sender_key, sender_sig=sub.signature,
+            idem_key=sub.idem_key, payload=sub.payload, sequencer_time=now_ms, kind=sub.kind,
         )
-        self._apply(entry)
+        self.append(entry)
         self._unsynced.append(entry)
-        return SubmitOutcome(status="appended", seq=entry.seq, entry_hash=self._head_hash,
+        return SubmitOutcome(status="appended", seq=entry.seq, entry_hash=self.head_hash,
                              entry=entry)
 
     def take_unsynced(self) -> list[Entry]:
@@ -115,10 +185,9 @@ class Sequencer:
     def signed_head(self) -> SignedHead:
         """The current head, signed once per distinct head (so once per batch)."""
         h = self._signed_head
-        if h is None or h.seq != self.seq:
-            h = SignedHead.create(self._signer, channel=self.record.channel,
-                                  epoch=self.record.epoch, seq=self.seq,
-                                  head_hash=self._head_hash)
+        if h is None or h.seq != self.seq or h.epoch != self.state.epoch:
+            h = SignedHead.create(self._signer, channel=self.channel, epoch=self.state.epoch,
+                                  seq=self.seq, head_hash=self.head_hash)
             self._signed_head = h
         return h
 
@@ -126,11 +195,24 @@ class Sequencer:
         """A signed head for a prefix (catch-up batches); the current head is cached."""
         if seq == self.seq:
             return self.signed_head()
-        if not 1 <= seq < self.seq:
+        h = self.hash_at(seq)
+        if h is None or seq <= 0:
             raise LocalProtocolError("no such prefix")
-        return SignedHead.create(self._signer, channel=self.record.channel,
-                                 epoch=self.record.epoch, seq=seq,
-                                 head_hash=self.entries[seq - 1].hash)
+        return SignedHead.create(self._signer, channel=self.channel, epoch=self.state.epoch,
+                                 seq=seq, head_hash=h)
 
-    def read(self, after: int, limit: int) -> list[Entry]:
-        return self.entries[after: after + limit]
+    def snapshot(self) -> Snapshot:
+        """A signed snapshot of the state at the retention floor."""
+        assert self.base is not None
+        return Snapshot.create(self._signer, self.base)
+
+    def handoff(self, next_sequencer: bytes) -> EpochChange:
+        """Planned handoff: sign an epoch change naming the next sequencer at our head.
+        From now on this sequencer refuses submissions (it is fenced by its own change)."""
+        if self.state.closed:
+            raise ChannelClosed("a closed channel is not handed off")
+        ec = EpochChange.create(self._signer, channel=self.channel, epoch=self.state.epoch + 1,
+                                sequencer_key=next_sequencer, start_seq=self.seq,
+                                start_hash=self.head_hash, reason="handoff")
+        self.handed_off = True
+        return ec

@@ -1,23 +1,26 @@
 """Durable channel storage in sqlite (WAL, ``synchronous=FULL``).
 
-The store is driven by a shell, never by a core: cores return :class:`~p2pworld.log.hub.Persist`
-effects and the shell calls :meth:`LogStore.persist`, which commits (and so fsyncs the WAL)
-before returning. Acks are released only after that call returns.
+The store is driven by a shell, never by a core: cores return
+:class:`~p2pworld.log.hub.Persist` (and cursor/outbox/fork) effects and the shell applies them;
+each call commits, and so fsyncs the WAL, before it returns. Acks are released only after that.
 
-Schema version 1 (``docs/protocol.md``, "Disk formats")::
+Schema, format 2 (``docs/protocol.md`` §7)::
 
-    meta(key TEXT PRIMARY KEY, value BLOB)            -- 'format' = 1
-    channels(ch BLOB PRIMARY KEY, record BLOB)         -- frame(ChannelRecord.to_wire())
+    meta(key TEXT PRIMARY KEY, value)                  -- 'format' = 2
+    channels(ch BLOB PRIMARY KEY, record BLOB, epochs BLOB, base BLOB, floor INTEGER)
     entries(ch BLOB, seq INTEGER, hash BLOB, body BLOB, PRIMARY KEY (ch, seq))
-                                                       -- body = frame(Entry.to_wire())
+    cursors(ch BLOB PRIMARY KEY, body BLOB)            -- ack_message checkpoints
+    outbox(ch BLOB, key BLOB, body BLOB, want TEXT, PRIMARY KEY (ch, key))
+    forks(ch BLOB, seq INTEGER, held BLOB, other BLOB)   -- proof, kept forever
 
-On open every channel's chain is re-verified (links and hashes); a break is a
-:class:`~p2pworld.errors.StoreCorrupt` naming the channel and seq, and nothing is served.
+Format 1 (pre-release: no epochs, no retention) is refused with a clear message. On open every chain is
+re-verified from the stored base state; a break anywhere is :class:`StoreCorrupt` naming the
+channel and seq, and nothing is served. sqlite's own damage reports become ``StoreCorrupt`` too.
 
 Example:
     >>> import tempfile, pathlib
     >>> store = LogStore(pathlib.Path(tempfile.mkdtemp()) / "log.db")
-    >>> store.load()
+    >>> store.load_channels()
     []
     >>> store.close()
 """
@@ -25,14 +28,36 @@ Example:
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from p2pworld import codec
-from p2pworld.errors import DecodeError, StoreCorrupt, UnsupportedVersion
-from p2pworld.log.entry import GENESIS_HASH, ChannelRecord, Entry
+from p2pworld.errors import DecodeError, P2PWorldError, StoreCorrupt, UnsupportedVersion
+from p2pworld.log.entry import ChannelRecord, Entry, Submission
+from p2pworld.log.state import ChannelState, EpochChange
 
-STORE_FORMAT = 1
+STORE_FORMAT = 2
+
+
+@dataclass
+class StoredChannel:
+    record: ChannelRecord
+    epochs: list[EpochChange]
+    base: ChannelState
+    entries: list[Entry]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Write:
+    """One channel's part of a transaction (mirrors the hub's ``Persist`` effect)."""
+
+    record: ChannelRecord
+    epochs: tuple[EpochChange, ...] = ()
+    entries: tuple[Entry, ...] = ()
+    base: bytes | None = None
+    floor: int = 0
+    truncate_after: int | None = None
 
 
 class LogStore:
@@ -40,74 +65,151 @@ class LogStore:
 
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
+        try:
+            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self._schema()
+        except sqlite3.DatabaseError as e:
+            raise StoreCorrupt(f"{self.path}: {e}") from None
+        self.syncs = 0
+
+    def _schema(self) -> None:
+        self.db.execute("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value)")
+        row = self.db.execute("SELECT value FROM meta WHERE key='format'").fetchone()
+        if row is not None and row[0] not in (1, STORE_FORMAT):
+            raise UnsupportedVersion(
+                f"{self.path}: store format {row[0]!r}; this build reads formats 1 "
+                f"(migrated) and {STORE_FORMAT}")
+        if row is not None and row[0] == 1:
+            raise UnsupportedVersion(
+                f"{self.path}: store format 1 predates epochs and retention; export it with a "
+                "0.1 build and re-import, or start a fresh home")
         self.db.executescript(
             """
-            CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value BLOB);
-            CREATE TABLE IF NOT EXISTS channels(ch BLOB PRIMARY KEY, record BLOB NOT NULL);
+            CREATE TABLE IF NOT EXISTS channels(ch BLOB PRIMARY KEY, record BLOB NOT NULL,
+                epochs BLOB NOT NULL, base BLOB NOT NULL, floor INTEGER NOT NULL);
             CREATE TABLE IF NOT EXISTS entries(
                 ch BLOB NOT NULL, seq INTEGER NOT NULL, hash BLOB NOT NULL, body BLOB NOT NULL,
                 PRIMARY KEY (ch, seq));
+            CREATE TABLE IF NOT EXISTS cursors(ch BLOB PRIMARY KEY, body BLOB NOT NULL);
+            CREATE TABLE IF NOT EXISTS outbox(ch BLOB NOT NULL, key BLOB NOT NULL,
+                body BLOB NOT NULL, want TEXT NOT NULL, PRIMARY KEY (ch, key));
+            CREATE TABLE IF NOT EXISTS forks(ch BLOB NOT NULL, seq INTEGER NOT NULL,
+                held BLOB NOT NULL, other BLOB NOT NULL);
             """
         )
-        row = self.db.execute("SELECT value FROM meta WHERE key='format'").fetchone()
         if row is None:
             self.db.execute("INSERT INTO meta VALUES ('format', ?)", (STORE_FORMAT,))
-        elif row[0] != STORE_FORMAT:
-            raise UnsupportedVersion(
-                f"{self.path}: store format {row[0]!r}; this build reads format {STORE_FORMAT}")
-        self.syncs = 0
 
-    def persist(self, record: ChannelRecord, entries: Sequence[Entry]) -> None:
-        """Write a record and entries in one transaction; returns after the commit is durable."""
-        self.persist_many([(record, entries)])
+    # --- writes (each call is one durable transaction) --------------------------------------
 
-    def persist_many(self, batch: Sequence[tuple[ChannelRecord, Sequence[Entry]]]) -> None:
+    def write(self, batch: Iterable[Write]) -> None:
         """Several channels' writes in one transaction, so one fsync (group commit)."""
         with self.db:
             self.db.execute("BEGIN")
-            for record, entries in batch:
-                self.db.execute("INSERT OR REPLACE INTO channels VALUES (?, ?)",
-                                (record.channel, codec.encode_frame(record.to_wire())))
-                self.db.executemany(
-                    "INSERT INTO entries VALUES (?, ?, ?, ?)",
-                    [(e.channel, e.seq, e.hash, codec.encode_frame(e.to_wire()))
-                     for e in entries],
-                )
+            for w in batch:
+                self._write_one(w)
         self.syncs += 1
 
-    def load(self) -> list[tuple[ChannelRecord, list[Entry]]]:
+    def _write_one(self, w: Write) -> None:
+        ch = w.record.channel
+        epochs = codec.encode_frame([e.to_wire() for e in w.epochs])
+        row = self.db.execute("SELECT base, floor FROM channels WHERE ch=?", (ch,)).fetchone()
+        if row is None:
+            base = w.base if w.base is not None else ChannelState.genesis(w.record).encode()
+            self.db.execute("INSERT INTO channels VALUES (?, ?, ?, ?, ?)",
+                            (ch, codec.encode_frame(w.record.to_wire()), epochs, base, w.floor))
+        else:
+            self.db.execute("UPDATE channels SET epochs=? WHERE ch=?", (epochs, ch))
+            if w.base is not None:
+                self.db.execute("UPDATE channels SET base=?, floor=? WHERE ch=?",
+                                (w.base, w.floor, ch))
+                self.db.execute("DELETE FROM entries WHERE ch=? AND seq<=?", (ch, w.floor))
+        if w.truncate_after is not None:
+            self.db.execute("DELETE FROM entries WHERE ch=? AND seq>?", (ch, w.truncate_after))
+        self.db.executemany(
+            "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?)",
+            [(e.channel, e.seq, e.hash, codec.encode_frame(e.to_wire())) for e in w.entries])
+
+    def save_cursor(self, channel: bytes, body: bytes) -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?)", (channel, body))
+
+    def outbox_put(self, sub: Submission, want: str) -> None:
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO outbox VALUES (?, ?, ?, ?)",
+                            (sub.channel, sub.idem_key, codec.encode_frame(sub.to_wire()), want))
+
+    def outbox_done(self, channel: bytes, key: bytes) -> None:
+        with self.db:
+            self.db.execute("DELETE FROM outbox WHERE ch=? AND key=?", (channel, key))
+
+    def record_fork(self, channel: bytes, held: Entry, other: Entry) -> None:
+        with self.db:
+            self.db.execute("INSERT INTO forks VALUES (?, ?, ?, ?)",
+                            (channel, held.seq, codec.encode_frame(held.to_wire()),
+                             codec.encode_frame(other.to_wire())))
+
+    # --- reads ------------------------------------------------------------------------------
+
+    def load_channels(self) -> list[StoredChannel]:
         """Every channel with its verified entries, in ``seq`` order."""
         out = []
-        for ch, raw in self.db.execute("SELECT ch, record FROM channels ORDER BY ch"):
-            try:
-                rec = ChannelRecord.from_wire(codec.decode_frame(raw))
-                rec.verify()
-            except (DecodeError, UnsupportedVersion) as e:
-                raise StoreCorrupt(f"channel record {bytes(ch).hex()} unreadable: {e}") from None
-            except Exception as e:  # noqa: BLE001 - any verification failure is corruption
-                raise StoreCorrupt(f"channel record {bytes(ch).hex()}: {e}") from None
-            out.append((rec, self._entries(rec)))
+        try:
+            rows = self.db.execute(
+                "SELECT ch, record, epochs, base, floor FROM channels ORDER BY ch").fetchall()
+            for ch, raw, raw_epochs, raw_base, floor in rows:
+                out.append(self._channel(bytes(ch), raw, raw_epochs, raw_base, floor))
+        except sqlite3.DatabaseError as e:
+            raise StoreCorrupt(f"{self.path}: {e}") from None
         return out
 
-    def _entries(self, rec: ChannelRecord) -> list[Entry]:
-        prev = GENESIS_HASH
+    def _channel(self, ch: bytes, raw: bytes, raw_epochs: bytes, raw_base: bytes,
+                 floor: int) -> StoredChannel:
+        try:
+            rec = ChannelRecord.from_wire(codec.decode_frame(raw))
+            rec.verify()
+            epochs = [EpochChange.from_wire(e) for e in codec.decode_frame(raw_epochs)]
+            base = ChannelState.decode(raw_base)
+        except (P2PWorldError, TypeError, ValueError) as e:
+            raise StoreCorrupt(f"channel {ch.hex()}: record, epochs or base unreadable: {e}",
+                               channel=ch.hex()) from None
+        if rec.channel != ch or base.record.genesis_hash != rec.genesis_hash or \
+                base.seq != floor:
+            raise StoreCorrupt(f"channel {ch.hex()}: base state does not match", channel=ch.hex())
+        walk = base.copy()
+        later = [ec for ec in epochs if ec.epoch > walk.epoch]
         ents: list[Entry] = []
         rows = self.db.execute(
-            "SELECT seq, hash, body FROM entries WHERE ch=? ORDER BY seq", (rec.channel,))
+            "SELECT seq, hash, body FROM entries WHERE ch=? ORDER BY seq", (ch,))
         for seq, h, body in rows:
             try:
-                e = Entry.from_wire(codec.decode_frame(body))
-            except (DecodeError, UnsupportedVersion) as err:
-                raise StoreCorrupt(f"channel {rec.channel.hex()} seq {seq}: {err}") from None
-            if e.seq != seq or e.seq != len(ents) + 1 or e.prev_hash != prev or e.hash != h:
-                raise StoreCorrupt(f"channel {rec.channel.hex()}: chain broken at seq {seq}",
-                                   channel=rec.channel.hex(), seq=seq)
-            prev = e.hash
-            ents.append(e)
-        return ents
+                entry = Entry.from_wire(codec.decode_frame(body))
+                while entry.epoch != walk.epoch and later and later[0].start_seq == walk.seq:
+                    walk.check_epoch_change(later[0])
+                    walk.apply_epoch(later.pop(0))
+                if entry.seq != seq or entry.hash != h or entry.channel != ch:
+                    raise ValueError("row does not match its entry")
+                entry.submission().verify()
+                walk.apply(entry)
+            except (P2PWorldError, ValueError) as err:
+                raise StoreCorrupt(f"channel {ch.hex()}: chain broken at seq {seq}: {err}",
+                                   channel=ch.hex(), seq=seq) from None
+            ents.append(entry)
+        return StoredChannel(rec, epochs, base, ents)
+
+    def load_cursors(self) -> list[bytes]:
+        return [bytes(b) for (b,) in self.db.execute("SELECT body FROM cursors")]
+
+    def load_outbox(self) -> list[tuple[Submission, str]]:
+        out = []
+        for body, want in self.db.execute("SELECT body, want FROM outbox ORDER BY rowid"):
+            try:
+                out.append((Submission.from_wire(codec.decode_frame(body)), str(want)))
+            except DecodeError as e:
+                raise StoreCorrupt(f"outbox entry unreadable: {e}") from None
+        return out
 
     def close(self) -> None:
         self.db.close()
