@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import random
-
 from dataclasses import replace
 
 import pytest
@@ -234,7 +233,8 @@ def test_catch_up_after_reconnect_gets_exactly_the_tail() -> None:
     for i in range(3, 600):
         a.publish(rec.channel, b"%d" % i, idem_key=b"%d" % i, now_ms=1)
     a.flush(now_ms=1)
-    seen = run_hubs(a, b, a.peer_up(b.node_id, WRITER.public_key), b.peer_up(a.node_id, OWNER.public_key))
+    seen = run_hubs(a, b, a.peer_up(b.node_id, WRITER.public_key),
+                    b.peer_up(a.node_id, OWNER.public_key))
     delivered = [x.seq for e in seen["b"] if isinstance(e, Delivered) for x in e.entries]
     assert delivered == list(range(4, 601))
     assert b.head(rec.channel) == a.head(rec.channel)
@@ -246,7 +246,8 @@ def test_announce_of_foreign_workspace_is_refused() -> None:
     a = ChannelHub(OWNER, workspace="other", rng=random.Random(1))
     b = ChannelHub(WRITER, workspace="w", rng=random.Random(2))
     rec, fx = a.open_channel("general", now_ms=0)
-    seen = run_hubs(a, b, fx + a.peer_up(b.node_id, WRITER.public_key), b.peer_up(a.node_id, OWNER.public_key))
+    seen = run_hubs(a, b, fx + a.peer_up(b.node_id, WRITER.public_key),
+                    b.peer_up(a.node_id, OWNER.public_key))
     assert rec.channel not in b.replicas
     assert any(type(e).__name__ == "PeerMisbehaved" for e in seen["b"])
 

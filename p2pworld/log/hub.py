@@ -415,6 +415,8 @@ class ChannelHub:
             # sent after they join, not before.
             _, more = self._rekey(channel, now_ms)
             fx += more
+        if channel in self.own:
+            fx += self._announce(channel, only=node_id(member))
         return req, fx
 
     def remove_participant(self, channel: bytes, member: bytes, *, now_ms: int
@@ -779,19 +781,27 @@ class ChannelHub:
         if st.restricted and self.peers.get(peer) not in st.participants:
             return [Send(peer, SubscribeRefused(msg.channel, NotParticipant.code,
                                                 "not a participant"))]
-        if msg.after > seqr.seq:
-            return [Send(peer, SubscribeRefused(msg.channel, CheckpointMismatch.code,
-                                                "cursor is ahead of the log"))]
         fx: list[Effect] = []
         after = msg.after
+        newer = [ec for ec in st.epochs if ec.epoch > msg.epoch]
+        checked = False
+        if newer and after > newer[0].start_seq:
+            # The subscriber holds old-epoch entries past the change (a recovery cut them):
+            # the epoch message makes it truncate them and report the lost ones.
+            first = newer.pop(0)
+            fx.append(Send(peer, EpochMsg(first, ())))
+            after, checked = first.start_seq, True
+        if after > seqr.seq:
+            return [Send(peer, SubscribeRefused(msg.channel, CheckpointMismatch.code,
+                                                "cursor is ahead of the log"))]
         if after < seqr.floor:
             fx.append(Send(peer, SnapshotMsg(msg.channel, seqr.snapshot())))
             after = seqr.floor
-        elif seqr.hash_at(after) != msg.after_hash:
+        elif not checked and seqr.hash_at(after) != msg.after_hash:
             return [Send(peer, SubscribeRefused(msg.channel, CheckpointMismatch.code,
                                                 "cursor hash does not match the log"))]
-        for ec in st.epochs:
-            if ec.epoch > msg.epoch and ec.start_seq >= after:
+        for ec in newer:
+            if ec.start_seq >= after:
                 old = [e for e in seqr.read(after, MAX_EPOCH_CATCHUP) if e.seq <= ec.start_seq]
                 fx.append(Send(peer, EpochMsg(ec, tuple(old))))
                 after = max(after, ec.start_seq)
