@@ -741,6 +741,11 @@ async def open_node(config: NodeConfig, *, identity: NodeIdentity | None = None
         loaded = store.load_channels()
         cursors = [Checkpoint.from_wire(codec.decode_frame(b)) for b in store.load_cursors()]
         outbox = store.load_outbox()
+        for c in loaded:
+            if c.torn:
+                last = c.entries[-1].seq if c.entries else c.base.seq
+                store.write([Write(record=c.record, epochs=tuple(c.epochs),
+                                   truncate_after=last)])
         async with trio.open_nursery() as nursery:
             node = Node(config, ident, store, nursery)
             for c in loaded:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from p2pworld import codec
 from p2pworld.identity import Ed25519Signer
-from p2pworld.log.hub import ChannelHub, Send
+from p2pworld.log.hub import ChannelHub, OutboxDone, OutboxPut, Persist, SaveCursor, Send
+from p2pworld.log.store import Write
+from p2pworld.testing import MemoryLogStore
 from p2pworld.wire import decode_message, encode_message
 
 
@@ -16,9 +19,11 @@ def hub(n: int, workspace: str = "w") -> tuple[ChannelHub, Ed25519Signer]:
 
 
 def run(hubs: dict[str, ChannelHub], initial: list[tuple[str, Any]],
-        drop: set[str] | None = None) -> dict[str, list[Any]]:
+        drop: set[str] | None = None,
+        stores: dict[str, MemoryLogStore] | None = None) -> dict[str, list[Any]]:
     """Deliver Send effects between named hubs until quiet; returns every effect per hub.
-    Hubs named in ``drop`` are unreachable: what is sent to them is lost."""
+    Hubs named in ``drop`` are unreachable: what is sent to them or by them is lost. With
+    ``stores``, durable effects are applied to each hub's store as a node would."""
     seen: dict[str, list[Any]] = {k: [] for k in hubs}
     ids = {h.node_id: k for k, h in hubs.items()}
     queue = list(initial)
@@ -30,12 +35,37 @@ def run(hubs: dict[str, ChannelHub], initial: list[tuple[str, Any]],
                 return seen
         who, e = queue.pop(0)
         seen[who].append(e)
+        if stores is not None and who in stores:
+            apply_durable(stores[who], e)
         if isinstance(e, Send):
             dst = ids.get(e.peer)
-            if dst is None or (drop and dst in drop):
+            if dst is None or (drop and (dst in drop or who in drop)):
                 continue
             msg = decode_message(encode_message(e.message))
             queue += [(dst, x) for x in hubs[dst].receive(hubs[who].node_id, msg, now_ms=1)]
+
+
+def apply_durable(store: MemoryLogStore, e: Any) -> None:
+    if isinstance(e, Persist):
+        store.write([Write(record=e.record, epochs=e.epochs, entries=e.entries, base=e.base,
+                           floor=e.floor, truncate_after=e.truncate_after)])
+    elif isinstance(e, SaveCursor):
+        store.save_cursor(e.checkpoint.channel, codec.encode_frame(e.checkpoint.to_wire()))
+    elif isinstance(e, OutboxPut):
+        store.outbox_put(e.submission, e.want)
+    elif isinstance(e, OutboxDone):
+        store.outbox_done(e.channel, e.idem_key)
+
+
+def restore(signer: Ed25519Signer, store: MemoryLogStore, n: int,
+            workspace: str = "w") -> ChannelHub:
+    """A hub restarted from what its store holds (after a crash)."""
+    h = ChannelHub(signer, workspace=workspace, rng=random.Random(n + 1000))
+    for c in store.load_channels():
+        h.load(c.record, c.epochs, c.base, c.entries)
+    for sub, want in store.load_outbox():
+        h.load_outbox(sub, want)
+    return h
 
 
 def connect(hubs: dict[str, ChannelHub], a: str, b: str) -> list[tuple[str, Any]]:

@@ -248,13 +248,10 @@ class ChannelHub:
              entries: list[Entry]) -> None:
         """Restore a channel from durable storage (the store verified the chain)."""
         st = base.copy()
-        later = [ec for ec in epochs if ec.epoch > st.epoch]
-        for e in entries:
-            while e.epoch != st.epoch and later and later[0].start_seq == st.seq:
-                st.apply_epoch(later.pop(0))
-            st.apply(e)
-        while later and later[0].start_seq == st.seq:
-            st.apply_epoch(later.pop(0))
+        st.replay(entries, epochs)
+        for ec in epochs:
+            if ec.epoch > st.epoch and ec.start_seq == st.seq:
+                st.apply_epoch(ec)
         self._install(st, entries, base)
 
     def _install(self, st: ChannelState, entries: list[Entry], base: ChannelState) -> ChannelLog:

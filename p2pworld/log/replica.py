@@ -76,7 +76,7 @@ class Replica(ChannelLog):
             head.verify(st.sequencer_key)
         except InvalidSignature:
             raise ChainBroken("head signature does not verify") from None
-        trial = st.copy()
+        trial = st.trial()
         new: list[Entry] = []
         for e in entries:
             if e.channel != self.channel:
@@ -134,7 +134,7 @@ class Replica(ChannelLog):
                     raise ChainBroken("a handoff cannot start below our head")
                 lost = self.truncate(ec.start_seq)
         else:
-            trial = self.state.copy()
+            trial = self.state.trial()
             chain = [e for e in (entries or []) if e.seq > trial.seq][: ec.start_seq - trial.seq]
             for e in chain:
                 if e.seq != trial.seq + 1 or e.prev_hash != trial.head_hash or \

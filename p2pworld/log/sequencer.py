@@ -109,8 +109,9 @@ class ChannelLog:
             return 0
         drop = len(self.entries) - keep
         assert self.base is not None
-        for e in self.entries[:drop]:
-            self.base.apply(e)
+        base = self.base.copy()
+        base.replay(self.entries[:drop], self.state.epochs)
+        self.base = base
         self.entries = self.entries[drop:]
         self.state.floor = self.base.seq
         self.base.floor = self.base.seq
@@ -125,11 +126,7 @@ class ChannelLog:
         kept = self.entries[: seq - self.floor]
         assert self.base is not None
         st = self.base.copy()
-        later = [ec for ec in self.state.epochs if ec not in st.epochs]
-        for e in kept:
-            while e.epoch != st.epoch and later:
-                st.apply_epoch(later.pop(0))
-            st.apply(e)
+        st.replay(kept, self.state.epochs)
         st.floor = self.state.floor
         self.state, self.entries = st, kept
         return lost

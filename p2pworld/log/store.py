@@ -14,8 +14,10 @@ Schema, format 2 (``docs/protocol.md`` §7)::
     forks(ch BLOB, seq INTEGER, held BLOB, other BLOB)   -- proof, kept forever
 
 Format 1 (pre-release: no epochs, no retention) is refused with a clear message. On open every chain is
-re-verified from the stored base state; a break anywhere is :class:`StoreCorrupt` naming the
-channel and seq, and nothing is served. sqlite's own damage reports become ``StoreCorrupt`` too.
+re-verified from the stored base state. A last row that is incomplete (a torn write) is
+truncated; anything else that fails (a row that decodes but breaks the hash chain, a bad
+signature, an unreadable row before the last) is :class:`StoreCorrupt` naming the channel and
+seq, and nothing is served. sqlite's own damage reports become ``StoreCorrupt`` too.
 
 Example:
     >>> import tempfile, pathlib
@@ -46,6 +48,9 @@ class StoredChannel:
     epochs: list[EpochChange]
     base: ChannelState
     entries: list[Entry]
+    torn: bool = False
+    """The last row was incomplete (a torn write) and was left out. It was never
+    acknowledged: acks are sent only after a write completes."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -167,37 +172,9 @@ class LogStore:
 
     def _channel(self, ch: bytes, raw: bytes, raw_epochs: bytes, raw_base: bytes,
                  floor: int) -> StoredChannel:
-        try:
-            rec = ChannelRecord.from_wire(codec.decode_frame(raw))
-            rec.verify()
-            epochs = [EpochChange.from_wire(e) for e in codec.decode_frame(raw_epochs)]
-            base = ChannelState.decode(raw_base)
-        except (P2PWorldError, TypeError, ValueError) as e:
-            raise StoreCorrupt(f"channel {ch.hex()}: record, epochs or base unreadable: {e}",
-                               channel=ch.hex()) from None
-        if rec.channel != ch or base.record.genesis_hash != rec.genesis_hash or \
-                base.seq != floor:
-            raise StoreCorrupt(f"channel {ch.hex()}: base state does not match", channel=ch.hex())
-        walk = base.copy()
-        later = [ec for ec in epochs if ec.epoch > walk.epoch]
-        ents: list[Entry] = []
         rows = self.db.execute(
             "SELECT seq, hash, body FROM entries WHERE ch=? ORDER BY seq", (ch,))
-        for seq, h, body in rows:
-            try:
-                entry = Entry.from_wire(codec.decode_frame(body))
-                while entry.epoch != walk.epoch and later and later[0].start_seq == walk.seq:
-                    walk.check_epoch_change(later[0])
-                    walk.apply_epoch(later.pop(0))
-                if entry.seq != seq or entry.hash != h or entry.channel != ch:
-                    raise ValueError("row does not match its entry")
-                entry.submission().verify()
-                walk.apply(entry)
-            except (P2PWorldError, ValueError) as err:
-                raise StoreCorrupt(f"channel {ch.hex()}: chain broken at seq {seq}: {err}",
-                                   channel=ch.hex(), seq=seq) from None
-            ents.append(entry)
-        return StoredChannel(rec, epochs, base, ents)
+        return decode_channel(ch, raw, raw_epochs, raw_base, floor, rows)
 
     def load_cursors(self) -> list[bytes]:
         return [bytes(b) for (b,) in self.db.execute("SELECT body FROM cursors")]
@@ -213,3 +190,47 @@ class LogStore:
 
     def close(self) -> None:
         self.db.close()
+
+
+def decode_channel(ch: bytes, raw: bytes, raw_epochs: bytes, raw_base: bytes, floor: int,
+                   rows: Iterable[tuple[int, bytes, bytes]]) -> StoredChannel:
+    """Rebuild and verify one stored channel (shared by every store implementation).
+
+    Raises:
+        StoreCorrupt: anything unreadable, or a chain that does not verify from the base.
+    """
+    try:
+        rec = ChannelRecord.from_wire(codec.decode_frame(raw))
+        rec.verify()
+        epochs = [EpochChange.from_wire(e) for e in codec.decode_frame(raw_epochs)]
+        base = ChannelState.decode(raw_base)
+    except (P2PWorldError, TypeError, ValueError) as e:
+        raise StoreCorrupt(f"channel {ch.hex()}: record, epochs or base unreadable: {e}",
+                           channel=ch.hex()) from None
+    if rec.channel != ch or base.record.genesis_hash != rec.genesis_hash or base.seq != floor:
+        raise StoreCorrupt(f"channel {ch.hex()}: base state does not match", channel=ch.hex())
+    walk = base.copy()
+    later = [ec for ec in epochs if ec.epoch > walk.epoch]
+    ents: list[Entry] = []
+    rows = list(rows)
+    for i, (seq, h, body) in enumerate(rows):
+        try:
+            entry = Entry.from_wire(codec.decode_frame(body))
+        except (P2PWorldError, ValueError, TypeError) as err:
+            if i == len(rows) - 1:
+                return StoredChannel(rec, epochs, base, ents, torn=True)
+            raise StoreCorrupt(f"channel {ch.hex()}: entry {seq} unreadable: {err}",
+                               channel=ch.hex(), seq=seq) from None
+        try:
+            while entry.epoch != walk.epoch and later and later[0].start_seq == walk.seq:
+                walk.check_epoch_change(later[0])
+                walk.apply_epoch(later.pop(0))
+            if entry.seq != seq or entry.hash != h or entry.channel != ch:
+                raise ValueError("row does not match its entry")
+            entry.submission().verify()
+            walk.apply(entry)
+        except (P2PWorldError, ValueError, TypeError) as err:
+            raise StoreCorrupt(f"channel {ch.hex()}: chain broken at seq {seq}: {err}",
+                               channel=ch.hex(), seq=seq) from None
+        ents.append(entry)
+    return StoredChannel(rec, epochs, base, ents)

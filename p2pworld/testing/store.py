@@ -1,0 +1,99 @@
+"""An in-memory store with the sqlite store's contract, for the simulator and tests.
+
+Every :meth:`write` is one durable transaction (as a committed sqlite transaction with
+``synchronous=FULL`` is). :meth:`crash` keeps exactly what was written; :meth:`tear_tail`
+appends a half-written entry row, as a torn write at the end of a log would leave, which
+loading must refuse (the chain check) rather than serve.
+
+Example:
+    >>> store = MemoryLogStore()
+    >>> store.load_channels()
+    []
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from p2pworld import codec
+from p2pworld.log.entry import Entry, Submission
+from p2pworld.log.state import ChannelState
+from p2pworld.log.store import StoredChannel, Write, decode_channel
+
+
+@dataclass
+class _Channel:
+    record: bytes
+    epochs: bytes
+    base: bytes
+    floor: int
+    rows: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
+
+
+class MemoryLogStore:
+    """Same methods as :class:`p2pworld.log.store.LogStore`."""
+
+    def __init__(self) -> None:
+        self.channels: dict[bytes, _Channel] = {}
+        self.cursors: dict[bytes, bytes] = {}
+        self.outbox: dict[tuple[bytes, bytes], tuple[bytes, str]] = {}
+        self.forks: list[tuple[bytes, bytes, bytes]] = []
+        self.syncs = 0
+
+    def write(self, batch: Iterable[Write]) -> None:
+        for w in batch:
+            ch = w.record.channel
+            epochs = codec.encode_frame([e.to_wire() for e in w.epochs])
+            c = self.channels.get(ch)
+            if c is None:
+                base = w.base if w.base is not None else ChannelState.genesis(w.record).encode()
+                c = self.channels[ch] = _Channel(codec.encode_frame(w.record.to_wire()), epochs,
+                                                 base, w.floor)
+            else:
+                c.epochs = epochs
+                if w.base is not None:
+                    c.base, c.floor = w.base, w.floor
+                    c.rows = {s: r for s, r in c.rows.items() if s > w.floor}
+            if w.truncate_after is not None:
+                c.rows = {s: r for s, r in c.rows.items() if s <= w.truncate_after}
+            for e in w.entries:
+                c.rows[e.seq] = (e.hash, codec.encode_frame(e.to_wire()))
+        self.syncs += 1
+
+    def save_cursor(self, channel: bytes, body: bytes) -> None:
+        self.cursors[channel] = body
+
+    def outbox_put(self, sub: Submission, want: str) -> None:
+        self.outbox[(sub.channel, sub.idem_key)] = (codec.encode_frame(sub.to_wire()), want)
+
+    def outbox_done(self, channel: bytes, key: bytes) -> None:
+        self.outbox.pop((channel, key), None)
+
+    def record_fork(self, channel: bytes, held: Entry, other: Entry) -> None:
+        self.forks.append((channel, codec.encode_frame(held.to_wire()),
+                           codec.encode_frame(other.to_wire())))
+
+    def load_channels(self) -> list[StoredChannel]:
+        return [decode_channel(ch, c.record, c.epochs, c.base, c.floor,
+                               [(s, h, b) for s, (h, b) in sorted(c.rows.items())])
+                for ch, c in sorted(self.channels.items())]
+
+    def load_cursors(self) -> list[bytes]:
+        return list(self.cursors.values())
+
+    def load_outbox(self) -> list[tuple[Submission, str]]:
+        return [(Submission.from_wire(codec.decode_frame(b)), w)
+                for b, w in self.outbox.values()]
+
+    def crash(self) -> MemoryLogStore:
+        """A copy holding exactly what was durably written (all of it: writes are synced)."""
+        return copy.deepcopy(self)
+
+    def tear_tail(self, channel: bytes) -> None:
+        """Append a torn (truncated) row after the last entry of ``channel``."""
+        c = self.channels[channel]
+        last = max(c.rows, default=c.floor)
+        h, body = c.rows.get(last, (bytes(32), b""))
+        c.rows[last + 1] = (h, body[: len(body) // 2])
