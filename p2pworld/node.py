@@ -465,7 +465,7 @@ class Node:
                                 base=p.base, floor=p.floor, truncate_after=p.truncate_after)
                           for p in batch]
                 await trio.to_thread.run_sync(self.store.write, writes)
-                self.trace("persist", sum(len(p.entries) for p in batch))
+                self.trace("persist", [(x.channel, x.seq) for p in batch for x in p.entries])
             elif isinstance(e, Send):
                 self._send(e.peer, e.message)
             elif isinstance(e, Delivered):
@@ -514,6 +514,7 @@ class Node:
         s = self.sessions.get(peer)
         if s is None:
             return
+        self.trace("send", msg)
         try:
             s.send_nowait(msg)
         except Backpressure as e:

@@ -7,7 +7,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from p2pworld.cli import demo, demo_node, id_cmd, node_cmd
+    from p2pworld.cli import demo, demo_node, id_cmd, log_cmd, node_cmd
 
     parser = argparse.ArgumentParser(prog="p2pworld", description=(
         "A serverless shared world for AI agents: discovery, authenticated sessions and "
@@ -22,6 +22,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("id", help="show (or create / import) this node's identity")
     id_cmd.add_arguments(p)
     p.set_defaults(func=id_cmd.main)
+    p = sub.add_parser("log", help="channel log tools (verify)")
+    log_cmd.add_arguments(p)
     p = sub.add_parser("demo-node", help=argparse.SUPPRESS)
     demo_node.add_arguments(p)
     p.set_defaults(func=demo_node.main)

@@ -1,0 +1,232 @@
+"""Durability: acks leave only after fsync, kill -9 loses no acknowledged entry, corrupted
+log files are truncated at a torn tail or refused, never served."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import trio
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from p2pworld import NodeConfig, codec, open_node
+from p2pworld.cli.main import main as cli_main
+from p2pworld.errors import StoreCorrupt, UnsupportedVersion
+from p2pworld.log.hub import Checkpoint
+from p2pworld.log.store import LogStore
+from p2pworld.testing import MemoryLogStore
+from p2pworld.wire import Ack
+
+from .conftest import ROOT
+from .netns import read_event
+
+
+def cfg(tmp: Path, name: str, **kw) -> NodeConfig:  # type: ignore[no-untyped-def]
+    return NodeConfig(home=tmp / name, workspace="test", mdns=False, **kw)
+
+
+async def test_ack_leaves_only_after_its_entry_is_persisted(tmp_path: Path) -> None:
+    persisted: set[tuple[bytes, int]] = set()
+    violations: list[int] = []
+    acks: list[int] = []
+
+    def tracer(what: str, arg: object) -> None:
+        if what == "persist":
+            persisted.update(arg)  # type: ignore[arg-type]
+        elif what == "send" and isinstance(arg, Ack):
+            acks.append(arg.seq)
+            if (arg.channel, arg.seq) not in persisted:
+                violations.append(arg.seq)
+
+    with trio.fail_after(30):
+        async with open_node(cfg(tmp_path, "a")) as a:
+            a.tracer = tracer
+            chan = await a.open_channel("general")
+            async with open_node(cfg(tmp_path, "b", peers=[a.url])) as b:
+                await b.wait_channel("general")
+                async with trio.open_nursery() as n:
+                    for i in range(50):
+                        n.start_soon(b.publish, chan.channel, b"m%d" % i)
+    assert len(acks) == 50 and violations == []
+
+
+async def test_checkpoints_and_node_scoped_subscription_resume(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with open_node(cfg(tmp_path, "a")) as a:
+            c1 = await a.open_channel("one")
+            c2 = await a.open_channel("two")
+            for i in range(3):
+                await a.publish(c1.channel, b"1-%d" % i)
+                await a.publish(c2.channel, b"2-%d" % i)
+            sub = a.subscribe()
+            got = [await sub.__anext__() for _ in range(6)]
+            assert sorted((m.channel, m.seq) for m in got) == sorted(
+                (c, s) for c in (c1.channel, c2.channel) for s in (1, 2, 3))
+            await a.ack(c1.channel, 3)
+            await a.ack(c2.channel, 1)
+        async with open_node(cfg(tmp_path, "a")) as a:
+            assert a.checkpoint(c1.channel) == Checkpoint(
+                channel=c1.channel, epoch=1, seq=3, head_hash=a.head(c1.channel)[1])
+            await a.publish(c1.channel, b"1-3")
+            sub = a.subscribe()
+            got = [await sub.__anext__() for _ in range(3)]
+            assert sorted((m.channel, m.seq) for m in got) == sorted(
+                [(c2.channel, 2), (c2.channel, 3), (c1.channel, 4)])
+
+
+def test_kill_9_during_a_burst_loses_no_acknowledged_entry(tmp_path: Path) -> None:
+    home = tmp_path / "seq"
+    proc = subprocess.Popen([sys.executable, "-m", "tests.tools.burst", str(home), "100000"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    try:
+        ready = read_event(proc, "ready", 30)
+        acked: dict[int, int] = {}
+        for _ in range(400):
+            ev = read_event(proc, "ack", 30)
+            acked[ev["seq"]] = ev["key"]
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for f in (proc.stdout, proc.stderr):
+            if f:
+                f.close()
+    store = LogStore(home / "log.db")
+    (chan,) = store.load_channels()  # verifies the chain from genesis
+    store.close()
+    assert chan.record.channel.hex() == ready["channel"]
+    by_seq = {e.seq: e for e in chan.entries}
+    assert len(acked) == 400
+    for seq, key in acked.items():
+        assert by_seq[seq].payload == b"payload %d" % key
+    assert [e.seq for e in chan.entries] == list(range(1, len(chan.entries) + 1))
+    assert len(chan.entries) >= max(acked)
+    rc, out = log_verify(home / "log.db")
+    assert rc == 0 and out["entries"] == len(chan.entries)
+
+
+@pytest.fixture(scope="module")
+def sample_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("sample")
+
+    async def make() -> None:
+        async with open_node(cfg(tmp, "a")) as a:
+            chan = await a.open_channel("general")
+            for i in range(40):
+                await a.publish(chan.channel, b"entry %d" % i)
+
+    trio.run(make)
+    db = tmp / "a" / "log.db"
+    con = sqlite3.connect(db)
+    con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    con.close()
+    return db
+
+
+def log_verify(path: Path, *extra: str) -> tuple[int, dict]:  # type: ignore[type-arg]
+    """``p2pworld log verify PATH --json`` in-process."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf):
+        rc = cli_main(["log", "verify", str(path), "--json", *extra])
+    return rc, json.loads(buf.getvalue())
+
+
+def _entries(path: Path) -> list[bytes]:
+    s = LogStore(path)
+    try:
+        return [e.hash for c in s.load_channels() for e in c.entries]
+    finally:
+        s.close()
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_corrupted_log_files_are_refused_or_truncated_never_served(
+        sample_log: Path, tmp_path: Path, data: st.DataObject) -> None:
+    original = _entries(sample_log)
+    raw = bytearray(sample_log.read_bytes())
+    for _ in range(data.draw(st.integers(1, 8))):
+        off = data.draw(st.integers(0, len(raw) - 1))
+        raw[off] ^= data.draw(st.integers(1, 255))
+    bad = tmp_path / f"bad-{os.getpid()}-{data.draw(st.integers(0, 10**9))}.db"
+    bad.write_bytes(bytes(raw))
+    rc, report = log_verify(bad)
+    try:
+        got = _entries(bad)
+    except (StoreCorrupt, UnsupportedVersion):
+        assert rc != 0 or report["entries"] < len(original) or report["torn_tail"]
+        return
+    # Served only if it is the original log or a prefix of it (a truncated torn tail).
+    assert got == original[: len(got)]
+    if rc == 0:
+        assert report["entries"] <= len(original)
+    bad.unlink()
+
+
+def test_log_verify_accepts_real_logs_and_rejects_tampering(sample_log: Path,
+                                                             tmp_path: Path) -> None:
+    rc, out = log_verify(sample_log)
+    assert rc == 0 and out["entries"] == 40 and out["chain_ok"] and out["signatures_ok"]
+    store = LogStore(sample_log)
+    (chan,) = store.load_channels()
+    store.close()
+    assert out["head_hash"] == chan.entries[-1].hash.hex()
+    rc, _ = log_verify(sample_log, "--genesis", chan.record.genesis_hash.hex())
+    assert rc == 0
+    rc, out = log_verify(sample_log, "--genesis", "00" * 32)
+    assert rc == 1 and out["genesis_ok"] is False
+    # A well-formed but altered entry: the chain breaks at its successor.
+    bad = tmp_path / "tampered.db"
+    shutil.copy(sample_log, bad)
+    e = chan.entries[10]
+    forged = replace(e, payload=b"forged")
+    con = sqlite3.connect(bad)
+    con.execute("UPDATE entries SET hash=?, body=? WHERE seq=?",
+                (forged.hash, codec.encode_frame(forged.to_wire()), e.seq))
+    con.commit()
+    con.close()
+    rc, out = log_verify(bad)
+    assert rc == 1 and not out["signatures_ok"] and not out["chain_ok"]
+    with pytest.raises(StoreCorrupt):
+        _entries(bad)
+
+
+def test_torn_tail_is_truncated_and_other_damage_refused(tmp_path: Path) -> None:
+    def make(store: MemoryLogStore) -> bytes:
+        from p2pworld.identity import Ed25519Signer
+        from p2pworld.log.entry import ChannelRecord, Submission
+        from p2pworld.log.sequencer import Sequencer
+        from p2pworld.log.store import Write
+        owner = Ed25519Signer(bytes([1]) * 32)
+        s = Sequencer.create(ChannelRecord.create(owner, workspace="w", name="t",
+                                                  created_at=0), owner)
+        for i in range(5):
+            s.submit(Submission.create(owner, channel=s.channel, idem_key=b"%d" % i,
+                                       payload=b"%d" % i), now_ms=0)
+        store.write([Write(record=s.record, entries=tuple(s.take_unsynced()))])
+        return s.channel
+
+    store = MemoryLogStore()
+    ch = make(store)
+    torn = store.crash()
+    torn.tear_tail(ch)
+    (c,) = torn.load_channels()
+    assert c.torn and len(c.entries) == 5
+    damaged = store.crash()
+    row = damaged.channels[ch].rows[3]
+    damaged.channels[ch].rows[3] = (row[0], row[1][:-5] + b"\x00" * 5)
+    with pytest.raises(StoreCorrupt):
+        damaged.load_channels()
