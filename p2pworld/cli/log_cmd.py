@@ -24,8 +24,8 @@ def verify(args: argparse.Namespace) -> int:
     try:
         db = sqlite3.connect(f"file:{args.path}?mode=ro", uri=True)
         rows = db.execute("SELECT ch, record, epochs, base, floor FROM channels").fetchall()
-    except sqlite3.DatabaseError as e:
-        return _fail(args, f"not a readable p2pworld log: {e}")
+    except sqlite3.DatabaseError as err:
+        return _fail(args, f"not a readable p2pworld log: {err}")
     if args.channel:
         rows = [r for r in rows if bytes(r[0]).hex() == args.channel]
     if len(rows) != 1:

@@ -42,8 +42,8 @@ def verify_rows(raw_record: bytes, raw_epochs: bytes, raw_base: bytes, floor: in
         rec = ChannelRecord.from_wire(codec.decode_frame(raw_record))
         epochs = [EpochChange.from_wire(e) for e in codec.decode_frame(raw_epochs)]
         base = ChannelState.decode(raw_base)
-    except (P2PWorldError, TypeError, ValueError) as e:
-        errors.append(f"record, epochs or base unreadable: {e}")
+    except (P2PWorldError, TypeError, ValueError) as err0:
+        errors.append(f"record, epochs or base unreadable: {err0}")
         return out
     out["channel"] = rec.channel.hex()
     out["genesis_hash"] = rec.genesis_hash.hex()
@@ -55,9 +55,9 @@ def verify_rows(raw_record: bytes, raw_epochs: bytes, raw_base: bytes, floor: in
     chain_ok = base.record.genesis_hash == rec.genesis_hash and base.seq == floor
     try:
         rec.verify()
-    except P2PWorldError as e:
+    except P2PWorldError as err1:
         sig_ok = False
-        errors.append(f"genesis record: {e.code}")
+        errors.append(f"genesis record: {err1.code}")
     walk = base.copy()
     later = [ec for ec in epochs if ec.epoch > walk.epoch]
     rows = list(rows)
