@@ -35,8 +35,8 @@ def verify(args: argparse.Namespace) -> int:
     try:
         ents = db.execute("SELECT seq, hash, body FROM entries WHERE ch=? ORDER BY seq",
                           (ch,)).fetchall()
-    except sqlite3.DatabaseError as e:
-        return _fail(args, f"entries unreadable: {e}")
+    except sqlite3.DatabaseError as err2:
+        return _fail(args, f"entries unreadable: {err2}")
     genesis = bytes.fromhex(args.genesis) if args.genesis else None
     out = verify_rows(record, epochs, base, floor, ents, genesis=genesis)
     ok = out["chain_ok"] and out["signatures_ok"] and out["genesis_ok"] is not False
@@ -45,8 +45,8 @@ def verify(args: argparse.Namespace) -> int:
     else:
         print(f"{'OK' if ok else 'FAILED'}: {out['entries']} entries, head {out['head_hash']},"
               f" state {out['state_hash']}")
-        for e in out["errors"]:
-            print(f"  {e}")
+        for problem in out["errors"]:
+            print(f"  {problem}")
     return 0 if ok else 1
 
 
