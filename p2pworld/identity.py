@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Protocol, runtime_checkable
 
 import nacl.bindings
@@ -75,16 +76,20 @@ class Ed25519Signer:
     def from_seed(cls, seed: bytes) -> Ed25519Signer:
         return cls(seed)
 
-    @property
+    @cached_property
     def _key(self) -> nacl.signing.SigningKey:
         return nacl.signing.SigningKey(self.seed)
 
-    @property
+    @cached_property
     def public_key(self) -> bytes:
         return bytes(self._key.verify_key)
 
     def sign(self, message: bytes) -> bytes:
-        return bytes(self._key.sign(message).signature)
+        return bytes(nacl.bindings.crypto_sign(message, self._secret)[:64])
+
+    @cached_property
+    def _secret(self) -> bytes:
+        return bytes(self._key._signing_key)
 
     def x25519(self, peer_public: bytes) -> bytes:
         """X25519 with this key in Montgomery form (private channels' key wrapping)."""
@@ -103,12 +108,14 @@ def verify(public_key: bytes, domain: str, value: Value, signature: bytes) -> bo
 
 
 def verify_raw(public_key: bytes, message: bytes, signature: bytes) -> bool:
+    """ed25519 verification; False (never an exception) for any malformed input."""
     if len(public_key) != 32 or len(signature) != 64:
         return False
     try:
-        nacl.signing.VerifyKey(public_key).verify(message, signature)
+        nacl.bindings.crypto_sign_open(signature + message, public_key)
         return True
-    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError):
+    except (nacl.exceptions.BadSignatureError, nacl.exceptions.ValueError, ValueError,
+            TypeError):
         return False
 
 

@@ -58,7 +58,7 @@ from p2pworld.log.hub import (
     Send,
 )
 from p2pworld.log.state import EpochChange
-from p2pworld.log.store import LogStore, Write
+from p2pworld.log.store import CursorWrite, ForkWrite, LogStore, OutboxWrite, Write
 from p2pworld.transport.backoff import Backoff
 from p2pworld.transport.handshake import PROTOCOL_VERSIONS, HandshakeConfig
 from p2pworld.transport.session import Session, accept_session, open_session
@@ -120,6 +120,22 @@ class ChannelMessage:
         return cls(channel=e.channel, seq=e.seq, sender=e.sender, payload=payload,
                    entry_hash=e.hash, sequencer_time_ms=e.sequencer_time, kind=e.kind,
                    readable=readable)
+
+
+def durable_op(e: Effect) -> Write | CursorWrite | OutboxWrite | ForkWrite | None:
+    """The store operation for a durable effect (None for effects that are not durable)."""
+    if isinstance(e, Persist):
+        return Write(record=e.record, epochs=e.epochs, entries=e.entries, base=e.base,
+                     floor=e.floor, truncate_after=e.truncate_after)
+    if isinstance(e, SaveCursor):
+        return CursorWrite(e.checkpoint.channel, codec.encode_frame(e.checkpoint.to_wire()))
+    if isinstance(e, OutboxPut):
+        return OutboxWrite(e.submission.channel, e.submission.idem_key, e.submission, e.want)
+    if isinstance(e, OutboxDone):
+        return OutboxWrite(e.channel, e.idem_key)
+    if isinstance(e, RecordFork):
+        return ForkWrite(e.channel, e.held, e.other)
+    return None
 
 
 class MessageCursor:
@@ -450,23 +466,16 @@ class Node:
             self._idle = trio.Event()
 
     async def _carry_out(self, fx: list[Effect]) -> None:
-        i = 0
-        while i < len(fx):
-            e = fx[i]
-            if isinstance(e, Persist):
-                # Group commit: consecutive Persist effects share one transaction and fsync.
-                batch = [e]
-                while i + 1 < len(fx) and isinstance(fx[i + 1], Persist):
-                    i += 1
-                    nxt = fx[i]
-                    assert isinstance(nxt, Persist)
-                    batch.append(nxt)
-                writes = [Write(record=p.record, epochs=p.epochs, entries=p.entries,
-                                base=p.base, floor=p.floor, truncate_after=p.truncate_after)
-                          for p in batch]
-                await trio.to_thread.run_sync(self.store.write, writes)
-                self.trace("persist", [(x.channel, x.seq) for p in batch for x in p.entries])
-            elif isinstance(e, Send):
+        # Group commit: every durable effect of the batch goes to disk in one transaction
+        # (one fsync) before any other effect of the batch is carried out. Moving durable
+        # effects ahead only makes things durable earlier, so "ack after fsync" still holds.
+        ops = [op for e in fx if (op := durable_op(e)) is not None]
+        if ops:
+            await trio.to_thread.run_sync(self.store.apply, ops)
+            self.trace("persist", [(x.channel, x.seq) for e in fx if isinstance(e, Persist)
+                                   for x in e.entries])
+        for e in fx:
+            if isinstance(e, Send):
                 self._send(e.peer, e.message)
             elif isinstance(e, Delivered):
                 self._any_delivered.set()
@@ -493,17 +502,6 @@ class Node:
                     self._notices_send.send_nowait(e)
                 except trio.WouldBlock:
                     self._count("NOTICES_DROPPED")
-            elif isinstance(e, SaveCursor):
-                await trio.to_thread.run_sync(
-                    self.store.save_cursor, e.checkpoint.channel,
-                    codec.encode_frame(e.checkpoint.to_wire()))
-            elif isinstance(e, OutboxPut):
-                await trio.to_thread.run_sync(self.store.outbox_put, e.submission, e.want)
-            elif isinstance(e, OutboxDone):
-                await trio.to_thread.run_sync(self.store.outbox_done, e.channel, e.idem_key)
-            elif isinstance(e, RecordFork):
-                await trio.to_thread.run_sync(self.store.record_fork, e.channel, e.held, e.other)
-            i += 1
 
     def trace(self, what: str, arg: object) -> None:
         """Hook for tests that observe the order of effects (no-op unless set)."""

@@ -305,7 +305,38 @@ def encode_message(msg: Message) -> bytes:
 
 def decode_message(data: bytes, *, max_bytes: int = codec.MAX_FRAME_BYTES) -> Message:
     """Decode one session message; any problem is a :class:`DecodeError` (or subclass)."""
+    return _parse(codec.need_map(codec.decode_frame(data, max_bytes=max_bytes), "message"))
+
+
+MAX_BUNDLE = 256
+BUNDLE = "bundle"
+
+
+def encode_bundle(encoded: list[bytes]) -> bytes:
+    """Several encoded messages in one frame: ``frame {t: "bundle", m: [message frame]}``."""
+    return codec.encode_frame({"t": BUNDLE, "m": encoded})
+
+
+def decode_frame_messages(data: bytes, *, max_bytes: int = codec.MAX_FRAME_BYTES
+                          ) -> list[Message]:
+    """A session frame's messages: one message, or every message of a bundle (in order).
+    Bundles do not nest; any bad member rejects the whole frame."""
     m = codec.need_map(codec.decode_frame(data, max_bytes=max_bytes), "message")
+    if m.get("t") != BUNDLE:
+        return [_parse(m)]
+    items = codec.field(m, "m", list, "bundle")
+    if not 1 <= len(items) <= MAX_BUNDLE or not all(isinstance(x, bytes) for x in items):
+        raise DecodeError("bundle: 1..256 encoded messages expected")
+    out = []
+    for raw in items:
+        inner = codec.need_map(codec.decode_frame(raw, max_bytes=max_bytes), "message")
+        if inner.get("t") == BUNDLE:
+            raise DecodeError("bundles do not nest")
+        out.append(_parse(inner))
+    return out
+
+
+def _parse(m: dict[str, Value]) -> Message:
     t = m.get("t")
     cls = MESSAGE_TYPES.get(t) if isinstance(t, str) else None
     if cls is None:

@@ -9,7 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from p2pworld import codec
 from p2pworld.identity import NodeIdentity
+
+# Every value the library encodes during the tests is checked against the data model.
+codec.STRICT = True
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS = Path(__file__).resolve().parent / "vectors"

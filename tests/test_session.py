@@ -44,7 +44,7 @@ async def test_session_carries_messages_both_ways() -> None:
         n.start_soon(s.run, got.append)
         for i in range(20):
             s.send_nowait(Ping(i))
-        while not accepted or accepted[0].frames_in < 20:
+        while not accepted or accepted[0].messages_in < 20:
             await trio.sleep(0.01)
         assert accepted[0].peer_id == A.node_id
         await s.aclose()

@@ -236,6 +236,8 @@ class ChannelHub:
         self.outbox: dict[tuple[bytes, bytes], _Pending] = {}
         self._reqs = itertools.count(1)
         self._dirty: set[bytes] = set()
+        self._unsent: list[_Pending] = []
+        self._by_req: dict[int, tuple[bytes, bytes]] = {}
         self._keys: dict[bytes, dict[int, bytes]] = {}  # channel -> key id -> channel key
         self.errors: dict[str, int] = {}
         self.last_error: dict[bytes, str] = {}
@@ -368,8 +370,10 @@ class ChannelHub:
             return self._submit_local(_Waiter(req, None, want=want), sub, now_ms)
         pend = _Pending(sub, want, req)
         self.outbox[(ch, sub.idem_key)] = pend
-        fx: list[Effect] = [OutboxPut(sub, want)]
-        return fx + self._send_pending(pend)
+        # Sent at the next flush, so a burst of publishes is written to the outbox in one
+        # transaction and leaves in one go.
+        self._unsent.append(pend)
+        return [OutboxPut(sub, want)]
 
     def _send_pending(self, pend: _Pending) -> list[Effect]:
         seq_peer = self.sequencer_of(pend.sub.channel)
@@ -379,6 +383,7 @@ class ChannelHub:
         pend.sent_to = seq_peer
         if pend.req is None:
             pend.req = next(self._reqs)
+        self._by_req[pend.req] = (pend.sub.channel, pend.sub.idem_key)
         return [Send(seq_peer, Submit(pend.req, pend.sub, pend.want))]
 
     def _submit_local(self, waiter: _Waiter, sub: Submission, now_ms: int) -> list[Effect]:
@@ -590,6 +595,10 @@ class ChannelHub:
     def flush(self, *, now_ms: int) -> list[Effect]:
         """Persist what was appended, then release acks and send batches to subscribers."""
         fx: list[Effect] = []
+        unsent, self._unsent = self._unsent, []
+        for pend in unsent:
+            if self.outbox.get((pend.sub.channel, pend.sub.idem_key)) is pend:
+                fx += self._send_pending(pend)
         for ch in sorted(self._dirty):
             own = self.own.get(ch)
             if own is None:
@@ -734,14 +743,17 @@ class ChannelHub:
 
     def _on_answer(self, peer: bytes, req: int, channel: bytes,
                    outcome: PublishResult | P2PWorldError) -> list[Effect]:
-        for key, pend in list(self.outbox.items()):
-            if pend.req == req and pend.sent_to == peer and key[0] == channel:
-                if isinstance(outcome, PublishResult) and pend.want == "replicated" and \
-                        outcome.strength != "replicated":
-                    return []  # a local ack; the replicated one follows
-                del self.outbox[key]
-                return [OutboxDone(channel, key[1]), Resolved(req, outcome)]
-        return []
+        key = self._by_req.get(req)
+        pend = self.outbox.get(key) if key else None
+        if key is None or pend is None or pend.req != req or pend.sent_to != peer or \
+                key[0] != channel:
+            return []
+        if isinstance(outcome, PublishResult) and pend.want == "replicated" and \
+                outcome.strength != "replicated":
+            return []  # a local ack; the replicated one follows
+        del self.outbox[key]
+        del self._by_req[req]
+        return [OutboxDone(channel, key[1]), Resolved(req, outcome)]
 
     def _on_announce(self, peer: bytes, rec: ChannelRecord, epochs: list[EpochChange]
                      ) -> list[Effect]:

@@ -65,6 +65,29 @@ class Write:
     truncate_after: int | None = None
 
 
+@dataclass(frozen=True)
+class CursorWrite:
+    channel: bytes
+    body: bytes
+
+
+@dataclass(frozen=True)
+class OutboxWrite:
+    """Put ``submission`` (with ``want``), or delete ``(channel, key)`` when it is None."""
+
+    channel: bytes
+    key: bytes
+    submission: Submission | None = None
+    want: str = "local"
+
+
+@dataclass(frozen=True)
+class ForkWrite:
+    channel: bytes
+    held: Entry
+    other: Entry
+
+
 class LogStore:
     """All channel logs of one node, in one sqlite file."""
 
@@ -136,6 +159,32 @@ class LogStore:
         self.db.executemany(
             "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?)",
             [(e.channel, e.seq, e.hash, codec.encode_frame(e.to_wire())) for e in w.entries])
+
+    def apply(self, ops: Iterable[Write | CursorWrite | OutboxWrite | ForkWrite]) -> None:
+        """Every durable effect of one batch in one transaction: one fsync (group commit)."""
+        with self.db:
+            self.db.execute("BEGIN")
+            for op in ops:
+                if isinstance(op, Write):
+                    self._write_one(op)
+                elif isinstance(op, CursorWrite):
+                    self.db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?)",
+                                    (op.channel, op.body))
+                elif isinstance(op, OutboxWrite):
+                    if op.submission is not None:
+                        sub = op.submission
+                        self.db.execute("INSERT OR REPLACE INTO outbox VALUES (?, ?, ?, ?)",
+                                        (sub.channel, sub.idem_key,
+                                         codec.encode_frame(sub.to_wire()), op.want))
+                    else:
+                        self.db.execute("DELETE FROM outbox WHERE ch=? AND key=?",
+                                        (op.channel, op.key))
+                else:
+                    self.db.execute("INSERT INTO forks VALUES (?, ?, ?, ?)",
+                                    (op.channel, op.held.seq,
+                                     codec.encode_frame(op.held.to_wire()),
+                                     codec.encode_frame(op.other.to_wire())))
+        self.syncs += 1
 
     def save_cursor(self, channel: bytes, body: bytes) -> None:
         with self.db:

@@ -20,7 +20,14 @@ from dataclasses import dataclass, field
 from p2pworld import codec
 from p2pworld.log.entry import Entry, Submission
 from p2pworld.log.state import ChannelState
-from p2pworld.log.store import StoredChannel, Write, decode_channel
+from p2pworld.log.store import (
+    CursorWrite,
+    ForkWrite,
+    OutboxWrite,
+    StoredChannel,
+    Write,
+    decode_channel,
+)
 
 
 @dataclass
@@ -60,6 +67,23 @@ class MemoryLogStore:
                 c.rows = {s: r for s, r in c.rows.items() if s <= w.truncate_after}
             for e in w.entries:
                 c.rows[e.seq] = (e.hash, codec.encode_frame(e.to_wire()))
+        self.syncs += 1
+
+    def apply(self, ops: Iterable[Write | CursorWrite | OutboxWrite | ForkWrite]) -> None:
+        """Same contract as :meth:`LogStore.apply`: the whole batch is one durable write."""
+        for op in ops:
+            if isinstance(op, Write):
+                self.write([op])
+                self.syncs -= 1
+            elif isinstance(op, CursorWrite):
+                self.save_cursor(op.channel, op.body)
+            elif isinstance(op, OutboxWrite):
+                if op.submission is not None:
+                    self.outbox_put(op.submission, op.want)
+                else:
+                    self.outbox_done(op.channel, op.key)
+            else:
+                self.record_fork(op.channel, op.held, op.other)
         self.syncs += 1
 
     def save_cursor(self, channel: bytes, body: bytes) -> None:

@@ -33,7 +33,13 @@ from p2pworld.transport.handshake import (
     HandshakeResult,
     Transport,
 )
-from p2pworld.wire import Message, decode_message, encode_message
+from p2pworld.wire import (
+    MAX_BUNDLE,
+    Message,
+    decode_frame_messages,
+    encode_bundle,
+    encode_message,
+)
 
 SEND_QUEUE = 1024
 _system_rng = random.SystemRandom()
@@ -100,6 +106,8 @@ class Session:
         self.closed = trio.Event()
         self.close_reason: P2PWorldError | None = None
         self._send, self._recv = trio.open_memory_channel[bytes](SEND_QUEUE)
+        self.messages_in = 0
+        self.messages_out = 0
         self.frames_in = 0
         self.frames_out = 0
 
@@ -112,7 +120,9 @@ class Session:
         if self.closed.is_set():
             raise SessionClosed("session is closed")
         try:
-            self._send.send_nowait(self.transport.seal(encode_message(msg)))
+            # Encoded now (the caller's view of the message is fixed); sealed by the writer,
+            # which packs whatever is queued into one frame.
+            self._send.send_nowait(encode_message(msg))
         except trio.WouldBlock:
             raise Backpressure("session send queue is full", limit=SEND_QUEUE) from None
 
@@ -138,22 +148,37 @@ class Session:
             try:
                 if not isinstance(data, bytes):
                     raise RemoteProtocolError("text frame on a binary session")
-                msg = decode_message(self.transport.open(data), max_bytes=max_frame)
+                msgs = decode_frame_messages(self.transport.open(data), max_bytes=max_frame)
             except RemoteProtocolError as e:
                 self.close_reason = e
                 return
             self.frames_in += 1
-            r = on_message(msg)
-            if r is not None:
-                await r
+            for msg in msgs:
+                self.messages_in += 1
+                r = on_message(msg)
+                if r is not None:
+                    await r
 
     async def _writer(self) -> None:
-        async for frame in self._recv:
+        limit = self.transport.max_frame // 2
+        async for first in self._recv:
+            # Everything already queued leaves in one frame (one seal, one websocket write):
+            # under load, per-message costs become per-batch costs.
+            batch, size = [first], len(first)
+            while len(batch) < MAX_BUNDLE and size < limit:
+                try:
+                    nxt = self._recv.receive_nowait()
+                except trio.WouldBlock:
+                    break
+                batch.append(nxt)
+                size += len(nxt)
+            frame = batch[0] if len(batch) == 1 else encode_bundle(batch)
             try:
-                await self.ws.send_message(frame)
+                await self.ws.send_message(self.transport.seal(frame))
             except ConnectionClosed:
                 return
             self.frames_out += 1
+            self.messages_out += len(batch)
 
     async def aclose(self, reason: P2PWorldError | None = None) -> None:
         self.close_reason = self.close_reason or reason or SessionClosed("closed locally")
