@@ -469,11 +469,22 @@ class Node:
         # Group commit: every durable effect of the batch goes to disk in one transaction
         # (one fsync) before any other effect of the batch is carried out. Moving durable
         # effects ahead only makes things durable earlier, so "ack after fsync" still holds.
-        ops = [op for e in fx if (op := durable_op(e)) is not None]
+        # Outbox writes do not gate the batch: a submission may leave before its outbox row is
+        # on disk (if we crash first, the publish was never acknowledged to the caller, who
+        # holds an indeterminate outcome and the key), and an answered one may be reported
+        # before its row is deleted (a resubmission after a crash is answered "duplicate").
+        ops = [op for e in fx if (op := durable_op(e)) is not None
+               and not isinstance(op, OutboxWrite)]
+        lazy = [op for e in fx if isinstance(op := durable_op(e), OutboxWrite)]
         if ops:
             await trio.to_thread.run_sync(self.store.apply, ops)
             self.trace("persist", [(x.channel, x.seq) for e in fx if isinstance(e, Persist)
                                    for x in e.entries])
+        await self._effects_after_persist(fx)
+        if lazy:
+            await trio.to_thread.run_sync(self.store.apply, lazy)
+
+    async def _effects_after_persist(self, fx: list[Effect]) -> None:
         for e in fx:
             if isinstance(e, Send):
                 self._send(e.peer, e.message)
