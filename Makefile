@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck clean soak
+.PHONY: demo test lint typecheck clean soak bench
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -17,9 +17,20 @@ demo: $(STAMP)
 	$(BIN)/p2pworld demo
 
 test: $(STAMP)
-	$(BIN)/ruff check p2pworld discovery tests
+	$(BIN)/ruff check p2pworld discovery tests simulations benchmarks
 	$(BIN)/mypy
+	$(BIN)/python -m simulations run --scenario all --seeds 0:30 --brief
 	$(BIN)/python -m pytest -q
+
+# A long seeded sweep of every scenario (not part of make test).
+soak: $(STAMP)
+	$(BIN)/python -m simulations run --scenario all --seeds 0:2000 --brief
+
+# Benchmarks start Redis and NATS on 127.0.0.1 themselves; this installs them.
+bench: $(STAMP)
+	command -v redis-server >/dev/null || (apt-get update -q && apt-get install -y -q redis-server)
+	$(BIN)/pip install -q --disable-pip-version-check -c constraints.txt '.[bench]'
+	$(BIN)/python -m benchmarks.channel --json
 
 lint: $(STAMP)
 	$(BIN)/ruff check p2pworld discovery tests

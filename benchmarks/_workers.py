@@ -102,7 +102,8 @@ def p2p_main(role: str, args: list[str]) -> None:
                     sent = 0
                     limit = trio.Semaphore(window)
 
-                    async def one(i: int) -> None:
+                    async def one(i: int, window: int = window,
+                                  limit: trio.Semaphore = limit) -> None:
                         try:
                             await node.publish(rec.channel, payload(1 if window == 1 else 2, i),
                                                timeout=60)
@@ -170,7 +171,7 @@ def redis_main(role: str, args: list[str]) -> None:
                 window = int(name[6:])
                 sem = asyncio.Semaphore(window)
 
-                async def one(i: int) -> None:
+                async def one(i: int, sem: asyncio.Semaphore = sem, window: int = window) -> None:
                     async with sem:
                         await r.xadd("bench", {"p": payload(1 if window == 1 else 2, i)})
 
@@ -235,7 +236,7 @@ def nats_main(role: str, args: list[str]) -> None:
                 window = int(name[6:])
                 sem = asyncio.Semaphore(window)
 
-                async def one(i: int) -> None:
+                async def one(i: int, sem: asyncio.Semaphore = sem, window: int = window) -> None:
                     async with sem:
                         await js.publish("bench", payload(1 if window == 1 else 2, i), timeout=30)
 

@@ -563,7 +563,7 @@ class ChannelHub:
             return fx
         target = self.sequencer_of(channel)
         if target in self.peers:
-            fx.append(self._subscribe(channel, target))
+            fx += self._subscribe(channel, target)
         for pend in self._pending_for(channel):
             fx += self._send_pending(pend)
         return fx
@@ -571,9 +571,19 @@ class ChannelHub:
     def _pending_for(self, channel: bytes) -> list[_Pending]:
         return [p for k, p in sorted(self.outbox.items()) if k[0] == channel]
 
-    def _subscribe(self, channel: bytes, peer: bytes) -> Send:
+    def _subscribe(self, channel: bytes, peer: bytes) -> list[Effect]:
         r = self.replicas[channel]
-        return Send(peer, Subscribe(channel, r.seq, r.head_hash, r.state.epoch))
+        fx: list[Effect] = []
+        st = r.state
+        if st.epochs and st.epochs[-1].sequencer_key == self.peers.get(peer):
+            # The node we subscribe to may have missed the change that made it the sequencer
+            # (it was down or cut off when it was signed). Epoch changes are signed, so anyone
+            # can relay them: pass it on, with the entries up to its start that we hold.
+            ec = st.epochs[-1]
+            before = [e for e in r.entries if e.seq <= ec.start_seq][-MAX_EPOCH_CATCHUP:]
+            fx.append(Send(peer, EpochMsg(ec, tuple(before))))
+        fx.append(Send(peer, Subscribe(channel, r.seq, r.head_hash, st.epoch)))
+        return fx
 
     # --- checkpoints ------------------------------------------------------------------------
 
@@ -661,7 +671,7 @@ class ChannelHub:
             fx += self._announce(ch, only=peer)
         for ch, r in sorted(self.replicas.items()):
             if self.sequencer_of(ch) == peer and not r.frozen:
-                fx.append(self._subscribe(ch, peer))
+                fx += self._subscribe(ch, peer)
                 for pend in self._pending_for(ch):
                     fx += self._send_pending(pend)
         return fx
@@ -776,7 +786,7 @@ class ChannelHub:
             self.route[rec.channel] = walk.sequencer_key
         target = self.sequencer_of(rec.channel)
         if rec.channel in self.replicas and target in self.peers:
-            fx.append(self._subscribe(rec.channel, target))
+            fx += self._subscribe(rec.channel, target)
             for pend in self._pending_for(rec.channel):
                 fx += self._send_pending(pend)
         return fx
@@ -830,7 +840,7 @@ class ChannelHub:
             # Ask again from what we hold; the batch changed nothing.
             self._count(e.code, peer, r.channel)
             if self.sequencer_of(r.channel) == peer:
-                return [self._subscribe(r.channel, peer)]
+                return self._subscribe(r.channel, peer)
             return []
         if not new:
             return []

@@ -164,10 +164,14 @@ class Sequencer(ChannelLog):
                            seq=known.seq, entry_hash=known.entry_hash)
         self.state.check_submission(sub)
         sub.verify()
+        # The timestamp is informational but never goes backwards (or below zero), whatever
+        # the sequencer's clock does.
+        last = self.entries[-1].sequencer_time if self.entries else 0
         entry = Entry(
             channel=sub.channel, epoch=self.state.epoch, seq=self.seq + 1,
             prev_hash=self.head_hash, sender_key=sub.sender_key, sender_sig=sub.signature,
-            idem_key=sub.idem_key, payload=sub.payload, sequencer_time=now_ms, kind=sub.kind,
+            idem_key=sub.idem_key, payload=sub.payload, sequencer_time=max(now_ms, last, 0),
+            kind=sub.kind,
         )
         self.append(entry)
         self._unsynced.append(entry)

@@ -1,0 +1,134 @@
+"""Jepsen-style checkers over a finished simulation: each returns anomaly counts.
+
+* ``lost_write`` — an acknowledged publish missing (or different) at the end, unless its ack
+  was ``local`` and the writer was told by a ``LostWrite`` notice (an unplanned handoff).
+* ``duplicate`` — one (writer, key) acknowledged at two seqs, or present twice in a log.
+* ``poll_skip`` — a node delivered seq n+2 after n (outside a snapshot catch-up).
+* ``nonmonotonic`` — a node delivered a seq at or below one it had delivered (outside a
+  restart or a recovery truncation it was told about).
+* ``inconsistent_offsets`` — two nodes hold different entries at one seq.
+* ``diverged`` — after heal, nodes' heads or state hashes differ.
+* ``replay_mismatch`` — replaying a node's store (from zero, and from a mid-log snapshot plus
+  the tail) does not give the node's state hash.
+
+Example:
+    >>> from p2pworld.testing.sim import Simulator
+    >>> sim = Simulator(seed=3, nodes=2)
+    >>> ch = sim.open_channel("n0", "c"); sim.run(0.1)
+    >>> sim.publish("n1", ch, b"x", key=b"1"); sim.run(1)
+    >>> sum(check_channel(sim, ch).values())
+    0
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from p2pworld.log.entry import hash_bytes
+from p2pworld.log.state import Snapshot
+
+if TYPE_CHECKING:
+    from p2pworld.testing.sim import Simulator
+
+ANOMALIES = ("lost_write", "duplicate", "poll_skip", "nonmonotonic", "inconsistent_offsets",
+             "diverged", "unauthorized_accepted", "forged_visible", "forks_undetected",
+             "replay_mismatch", "multiple_winners")
+
+
+def check_channel(sim: Simulator, channel: bytes) -> dict[str, int]:
+    out = dict.fromkeys(ANOMALIES, 0)
+    up = {n: node for n, node in sim.nodes.items() if node.hub is not None and (
+        channel in node.hub.own or channel in node.hub.replicas)}
+    if not up:
+        return out
+    # Reference: the node that sequences the channel now (else the longest log).
+    ref = next((n for n, node in up.items() if channel in node.hub.own),  # type: ignore[union-attr]
+               max(up, key=lambda n: up[n].hub.log(channel).seq))  # type: ignore[union-attr]
+    ref_hub = up[ref].hub
+    assert ref_hub is not None
+    ref_state = ref_hub.state(channel)
+
+    # lost_write / duplicate (acks)
+    seen_keys: dict[tuple[str, bytes], int] = {}
+    for a in sim.stats.acks:
+        if a.channel != channel:
+            continue
+        wkey = sim.nodes[a.writer].signer.public_key
+        prev = seen_keys.setdefault((a.writer, a.key), a.seq)
+        if prev != a.seq and not _excused(sim, a.writer, channel, prev):
+            out["duplicate"] += 1
+        rec = ref_state.idem.get((wkey, a.key))
+        if rec is None or rec.seq != a.seq or rec.payload_hash != hash_bytes(a.payload):
+            if a.strength == "local" and (a.writer, channel, a.seq) in sim.stats.lost_notices:
+                continue
+            out["lost_write"] += 1
+
+    # duplicate (in the log) and inconsistent offsets
+    logs = {n: node.hub.log(channel) for n, node in up.items()}  # type: ignore[union-attr]
+    keys = [(e.sender_key, e.idem_key) for e in logs[ref].entries]
+    out["duplicate"] += len(keys) - len(set(keys))
+    by_seq: dict[int, set[bytes]] = {}
+    for log in logs.values():
+        for e in log.entries:
+            by_seq.setdefault(e.seq, set()).add(e.hash)
+    out["inconsistent_offsets"] = sum(1 for hs in by_seq.values() if len(hs) > 1)
+
+    # diverged: heads and state hashes after heal
+    heads = {(log.seq, log.head_hash, log.state.state_hash()) for log in logs.values()}
+    out["diverged"] = len(heads) - 1
+
+    # poll_skip / nonmonotonic from what each node delivered, per incarnation
+    for node in sim.nodes.values():
+        codes = {e.code for e in node.notices}
+        last: dict[int, int] = {}
+        for inc, seq, _ in node.delivered.get(channel, []):
+            prev_seq = last.get(inc)
+            if prev_seq is not None:
+                if seq > prev_seq + 1 and "CHECKPOINT_TOO_OLD" not in codes:
+                    out["poll_skip"] += 1
+                elif seq <= prev_seq and "LOST_WRITE" not in codes and \
+                        "CHECKPOINT_TOO_OLD" not in codes:
+                    out["nonmonotonic"] += 1
+            last[inc] = seq
+
+    # replay: the node's store replayed from zero, and from a mid snapshot plus the tail
+    for n, node in up.items():
+        stored = [c for c in node.store.load_channels() if c.record.channel == channel]
+        if not stored:
+            continue
+        c = stored[0]
+        full = c.base.copy()
+        full.replay(c.entries, c.epochs)
+        for ec in c.epochs:
+            if ec.epoch > full.epoch and ec.start_seq == full.seq:
+                full.apply_epoch(ec)
+        live = logs[n].state
+        if full.state_hash() != live.state_hash():
+            out["replay_mismatch"] += 1
+            continue
+        mid = len(c.entries) // 2
+        part = c.base.copy()
+        part.replay(c.entries[:mid], c.epochs)
+        snap = Snapshot.create(_snap_signer(sim, part.sequencer_key), part)
+        restored = snap.open(c.record)
+        restored.replay(c.entries[mid:], c.epochs)
+        for ec in c.epochs:
+            if ec.epoch > restored.epoch and ec.start_seq == restored.seq:
+                restored.apply_epoch(ec)
+        if restored.state_hash() != full.state_hash():
+            out["replay_mismatch"] += 1
+    return out
+
+
+def _excused(sim: Simulator, writer: str, channel: bytes, seq: int) -> bool:
+    return (writer, channel, seq) in sim.stats.lost_notices
+
+
+def _snap_signer(sim: Simulator, key: bytes):  # type: ignore[no-untyped-def]
+    for node in sim.nodes.values():
+        if node.signer.public_key == key:
+            return node.signer
+    for s in getattr(sim, "extra_signers", []):
+        if s.public_key == key:
+            return s
+    raise LookupError("no signer for the snapshot's sequencer")

@@ -1,0 +1,430 @@
+"""A deterministic discrete-event simulator that drives the real protocol cores.
+
+No trio inside: a seeded event queue with virtual time runs N nodes, each a real
+:class:`~p2pworld.log.hub.ChannelHub` with a :class:`~p2pworld.testing.MemoryLogStore`,
+connected by simulated sessions. Every effect a core emits passes through the same codec the
+network uses and is folded into a trace hash: the same seed gives the same trace, bit for bit.
+
+Sessions are what the real transport gives: ordered and reliable while they last. A lost,
+duplicated or reordered frame fails the session's authentication, so link faults show up as
+session resets (both sides see ``peer_down``; in-flight messages are lost) followed by
+reconnection after a backoff, exactly as on a real network.
+
+Example:
+    >>> sim = Simulator(seed=1, nodes=3)
+    >>> ch = sim.open_channel("n0", "demo")
+    >>> sim.run(0.1)                      # the announcement reaches n1 and n2
+    >>> sim.publish("n1", ch, b"hello", key=b"k1")
+    >>> sim.run(1.0)
+    >>> [len(log) for log in sim.final_logs(ch).values()], sim.stats.outcomes
+    ([1, 1, 1], {'appended': 1})
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import itertools
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from p2pworld import codec
+from p2pworld.errors import P2PWorldError, RemoteProtocolError
+from p2pworld.identity import Ed25519Signer, Signer, node_id
+from p2pworld.log.entry import ChannelPolicy, Entry
+from p2pworld.log.hub import (
+    ChannelHub,
+    Delivered,
+    Effect,
+    Notice,
+    OutboxDone,
+    OutboxPut,
+    Persist,
+    PublishResult,
+    RecordFork,
+    Resolved,
+    SaveCursor,
+    Send,
+)
+from p2pworld.log.store import CursorWrite, ForkWrite, OutboxWrite, Write
+from p2pworld.testing.store import MemoryLogStore
+from p2pworld.wire import Message, decode_frame_messages, encode_message
+
+
+@dataclass
+class Ack:
+    """One acknowledged publish, as the writer saw it."""
+
+    writer: str
+    channel: bytes
+    key: bytes
+    payload: bytes
+    seq: int
+    strength: str
+    status: str
+    at: float
+
+
+@dataclass
+class SimNode:
+    name: str
+    signer: Signer
+    index: int
+    store: MemoryLogStore = field(default_factory=MemoryLogStore)
+    hub: ChannelHub | None = None
+    incarnation: int = 0
+    clock_offset: float = 0.0
+    delivered: dict[bytes, list[tuple[int, int, bytes]]] = field(default_factory=dict)
+    """channel -> [(incarnation, seq, entry hash)] in delivery order."""
+    notices: list[P2PWorldError] = field(default_factory=list)
+    pending: dict[int, tuple[bytes, bytes, bytes, float]] = field(default_factory=dict)
+
+    @property
+    def up(self) -> bool:
+        return self.hub is not None
+
+    @property
+    def signer_id(self) -> bytes:
+        return node_id(self.signer.public_key)
+
+
+@dataclass
+class Stats:
+    """What happened in a run: faults reached, anomalies' raw material, latencies."""
+
+    reached: dict[str, int] = field(default_factory=dict)
+    latencies: list[float] = field(default_factory=list)
+    acks: list[Ack] = field(default_factory=list)
+    outcomes: dict[str, int] = field(default_factory=dict)
+    lost_notices: set[tuple[str, bytes, int]] = field(default_factory=set)
+    fork_notices: set[str] = field(default_factory=set)
+
+    def reach(self, what: str) -> None:
+        self.reached[what] = self.reached.get(what, 0) + 1
+
+
+class Simulator:
+    """Seeded, virtual-time runs of real cores over simulated sessions."""
+
+    def __init__(self, seed: int, nodes: int = 3, *, latency: float = 0.002,
+                 jitter: float = 0.001, workspace: str = "sim") -> None:
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.now = 0.0
+        self.latency = latency
+        self.jitter = jitter
+        self.workspace = workspace
+        self._queue: list[tuple[float, int, Callable[[], None]]] = []
+        self._counter = itertools.count()
+        self._trace = hashlib.blake2b(digest_size=32)
+        self.nodes: dict[str, SimNode] = {}
+        self.sessions: set[frozenset[str]] = set()
+        self._fifo: dict[tuple[str, str], float] = {}
+        self._session_gen: dict[frozenset[str], int] = {}
+        self.blocked: set[tuple[str, str]] = set()
+        self.loss = 0.0
+        self.stats = Stats()
+        for i in range(nodes):
+            name = f"n{i}"
+            seed_bytes = hashlib.blake2b(b"%d/%d" % (seed, i), digest_size=32).digest()
+            node = SimNode(name, Ed25519Signer(seed_bytes), i)
+            self.nodes[name] = node
+            self._boot(node)
+        for a, b in itertools.combinations(sorted(self.nodes), 2):
+            self._connect(a, b)
+
+    # --- time ---------------------------------------------------------------------------
+
+    def at(self, delay: float, fn: Callable[[], None]) -> None:
+        heapq.heappush(self._queue, (self.now + max(0.0, delay), next(self._counter), fn))
+
+    def run(self, seconds: float) -> None:
+        end = self.now + seconds
+        while self._queue and self._queue[0][0] <= end:
+            t, _, fn = heapq.heappop(self._queue)
+            self.now = t
+            fn()
+        self.now = end
+
+    def now_ms(self, node: SimNode) -> int:
+        return int((self.now + node.clock_offset) * 1000)
+
+    @property
+    def trace_hash(self) -> str:
+        return self._trace.hexdigest()
+
+    def _record(self, *parts: Any) -> None:
+        self._trace.update(repr((round(self.now, 9),) + parts).encode())
+
+    # --- nodes --------------------------------------------------------------------------
+
+    def _boot(self, node: SimNode) -> None:
+        rng = random.Random(hashlib.blake2b(b"%d/%d/%d" % (self.seed, node.index,
+                                                         node.incarnation)).digest())
+        hub = ChannelHub(node.signer, workspace=self.workspace, rng=rng)
+        for c in node.store.load_channels():
+            hub.load(c.record, c.epochs, c.base, c.entries)
+            if c.torn:
+                self.stats.reach("torn_tail")
+        for sub, want in node.store.load_outbox():
+            hub.load_outbox(sub, want)
+        node.hub = hub
+
+    def crash(self, name: str, *, torn: bool = False) -> None:
+        """Lose the node's memory (and what it had not written); optionally tear a tail."""
+        node = self.nodes[name]
+        if not node.up:
+            return
+        for other in sorted(self.nodes):
+            if frozenset((name, other)) in self.sessions:
+                self._disconnect(name, other)
+        node.hub = None
+        node.pending.clear()
+        node.store = node.store.crash()
+        if torn:
+            for ch in sorted(node.store.channels):
+                node.store.tear_tail(ch)
+        self.stats.reach("crash")
+        self._record("crash", name)
+
+    def restart(self, name: str) -> None:
+        node = self.nodes[name]
+        if node.up:
+            return
+        node.incarnation += 1
+        self._boot(node)
+        self._record("restart", name)
+        for other in sorted(self.nodes):
+            if other != name:
+                self._connect(name, other)
+
+    # --- sessions -----------------------------------------------------------------------
+
+    def _reachable(self, a: str, b: str) -> bool:
+        return (a, b) not in self.blocked and (b, a) not in self.blocked and \
+            self.nodes[a].up and self.nodes[b].up
+
+    def _connect(self, a: str, b: str) -> None:
+        pair = frozenset((a, b))
+        if pair in self.sessions or not self._reachable(a, b):
+            return
+        self.sessions.add(pair)
+        self._session_gen[pair] = self._session_gen.get(pair, 0) + 1
+        self._record("up", a, b)
+        na, nb = self.nodes[a], self.nodes[b]
+        assert na.hub is not None and nb.hub is not None
+        fa = na.hub.peer_up(nb.hub.node_id, nb.signer.public_key)
+        fb = nb.hub.peer_up(na.hub.node_id, na.signer.public_key)
+        self._carry(na, fa)
+        self._carry(nb, fb)
+
+    def _disconnect(self, a: str, b: str, *, redial: bool = False) -> None:
+        pair = frozenset((a, b))
+        if pair not in self.sessions:
+            return
+        self.sessions.discard(pair)
+        self._record("down", a, b)
+        for x, y in ((a, b), (b, a)):
+            nx, ny = self.nodes[x], self.nodes[y]
+            if nx.hub is not None:
+                self._carry(nx, nx.hub.peer_down(ny.signer_id))
+        if redial:
+            self.at(0.05 + self.rng.random() * 0.2, lambda: self._connect(a, b))
+
+    def _send(self, src: SimNode, dst_id: bytes, msg: Message) -> None:
+        dst = next((n for n in self.nodes.values() if n.signer_id == dst_id), None)
+        if dst is None:
+            return
+        pair = frozenset((src.name, dst.name))
+        if pair not in self.sessions:
+            return
+        if self.loss and self.rng.random() < self.loss:
+            # A lost (or duplicated, or reordered) frame fails authentication: session reset.
+            self.stats.reach(self.rng.choice(["loss", "duplication", "reorder"]))
+            self._disconnect(src.name, dst.name, redial=True)
+            return
+        frame = encode_message(msg)
+        gen = self._session_gen[pair]
+        key = (src.name, dst.name)
+        t = max(self.now + self.latency + self.rng.random() * self.jitter,
+                self._fifo.get(key, 0.0))
+        self._fifo[key] = t
+
+        def deliver() -> None:
+            if pair not in self.sessions or self._session_gen[pair] != gen or dst.hub is None:
+                return  # the session died with this frame in flight
+            try:
+                msgs = decode_frame_messages(frame)
+            except RemoteProtocolError as e:
+                # As the real session does: a frame that does not decode ends the session.
+                self.stats.reach(f"session_error:{e.code}")
+                self._disconnect(src.name, dst.name, redial=True)
+                return
+            for m in msgs:
+                self._record("recv", dst.name, src.name, frame)
+                self._carry(dst, dst.hub.receive(src.signer_id, m, now_ms=self.now_ms(dst)))
+
+        self.at(t - self.now, deliver)
+
+    # --- effects (what the node runtime does, in the same order) ------------------------
+
+    def _carry(self, node: SimNode, fx: list[Effect]) -> None:
+        hub = node.hub
+        if hub is None:
+            return
+        fx = list(fx) + hub.flush(now_ms=self.now_ms(node))
+        while fx:
+            ops: list[Any] = []
+            for e in fx:
+                if isinstance(e, Persist):
+                    ops.append(Write(record=e.record, epochs=e.epochs, entries=e.entries,
+                                     base=e.base, floor=e.floor,
+                                     truncate_after=e.truncate_after))
+                elif isinstance(e, SaveCursor):
+                    ops.append(CursorWrite(e.checkpoint.channel,
+                                           codec.encode_frame(e.checkpoint.to_wire())))
+                elif isinstance(e, OutboxPut):
+                    ops.append(OutboxWrite(e.submission.channel, e.submission.idem_key,
+                                           e.submission, e.want))
+                elif isinstance(e, OutboxDone):
+                    ops.append(OutboxWrite(e.channel, e.idem_key))
+                elif isinstance(e, RecordFork):
+                    ops.append(ForkWrite(e.channel, e.held, e.other))
+            if ops:
+                node.store.apply(ops)
+            for e in fx:
+                self._record("fx", node.name, type(e).__name__)
+                if isinstance(e, Send):
+                    self._send(node, e.peer, e.message)
+                elif isinstance(e, Delivered):
+                    got = node.delivered.setdefault(e.channel, [])
+                    for x in e.entries:
+                        got.append((node.incarnation, x.seq, x.hash))
+                        sent = _sent_at(x)
+                        if sent is not None:
+                            self.stats.latencies.append(self.now - sent)
+                elif isinstance(e, Resolved):
+                    self._resolved(node, e)
+                elif isinstance(e, Notice):
+                    node.notices.append(e.error)
+                    code = e.error.code
+                    if code == "LOST_WRITE":
+                        self.stats.lost_notices.add((node.name, e.channel,
+                                                     int(e.error.details.get("seq", 0))))
+                    elif code == "CHECKPOINT_TOO_OLD":
+                        self.stats.reach("checkpoint_too_old")
+                    elif code == "FORKED":
+                        self.stats.reach("fork")
+                        self.stats.fork_notices.add(node.name)
+            fx = hub.flush(now_ms=self.now_ms(node))
+
+    def _resolved(self, node: SimNode, e: Resolved) -> None:
+        pend = node.pending.pop(e.req, None)
+        out = e.outcome
+        name = out.status if isinstance(out, PublishResult) else out.code
+        self.stats.outcomes[name] = self.stats.outcomes.get(name, 0) + 1
+        if pend is None:
+            return
+        ch, key, payload, _ = pend
+        if isinstance(out, PublishResult):
+            if out.status == "duplicate":
+                self.stats.reach("duplicate_submit")
+            self.stats.acks.append(Ack(node.name, ch, key, payload, out.seq, out.strength,
+                                       out.status, self.now))
+        elif out.code == "CONFLICT":
+            self.stats.reach("conflict")
+
+    # --- workload API -------------------------------------------------------------------
+
+    def open_channel(self, owner: str, name: str, *, policy: ChannelPolicy | None = None,
+                     authority: Signer | None = None) -> bytes:
+        node = self.nodes[owner]
+        assert node.hub is not None
+        rec, fx = node.hub.open_channel(name, now_ms=self.now_ms(node), policy=policy,
+                                        authority_key=authority.public_key if authority
+                                        else None)
+        self._carry(node, fx)
+        return rec.channel
+
+    def publish(self, writer: str, channel: bytes, payload: bytes, *, key: bytes,
+                want: str = "local") -> None:
+        node = self.nodes[writer]
+        if node.hub is None:
+            return
+        stamped = codec.encode({"t": int(self.now * 1e6), "p": payload})
+        try:
+            req, fx = node.hub.publish(channel, stamped, idem_key=key,
+                                       now_ms=self.now_ms(node), want=want)
+        except P2PWorldError as e:
+            self.stats.outcomes[e.code] = self.stats.outcomes.get(e.code, 0) + 1
+            return
+        node.pending[req] = (channel, key, stamped, self.now)
+        self._carry(node, fx)
+
+    def handoff(self, owner: str, channel: bytes, to: str) -> None:
+        node = self.nodes[owner]
+        if node.hub is None or channel not in node.hub.own:
+            return
+        _, fx = node.hub.handoff(channel, self.nodes[to].signer.public_key,
+                                 now_ms=self.now_ms(node))
+        self.stats.reach("handoff")
+        self._carry(node, fx)
+
+    def recover(self, at: str, channel: bytes, authority: Signer) -> None:
+        node = self.nodes[at]
+        if node.hub is None:
+            return
+        _, fx = node.hub.recover(channel, authority, node.signer.public_key,
+                                 now_ms=self.now_ms(node))
+        self.stats.reach("handoff")
+        self._carry(node, fx)
+
+    def partition(self, side: set[str], *, one_way: bool = False) -> None:
+        """Cut every link between ``side`` and the rest (only side -> rest if one_way:
+        a session needs both directions, so it fails either way)."""
+        rest = set(self.nodes) - side
+        for a in sorted(side):
+            for b in sorted(rest):
+                self.blocked.add((a, b))
+                if not one_way:
+                    self.blocked.add((b, a))
+                self._disconnect(a, b)
+        self.stats.reach("partition")
+
+    def heal(self) -> None:
+        self.blocked.clear()
+        for a, b in itertools.combinations(sorted(self.nodes), 2):
+            self._connect(a, b)
+
+    def jump_clock(self, name: str, seconds: float) -> None:
+        self.nodes[name].clock_offset += seconds
+        self.stats.reach("clock_jump")
+
+    def inject(self, into: str, from_: str, msg: Message) -> None:
+        """Deliver ``msg`` to ``into`` as if ``from_`` had sent it (hostile peers)."""
+        dst, src = self.nodes[into], self.nodes[from_]
+        if dst.hub is not None:
+            self._carry(dst, dst.hub.receive(src.signer_id, msg, now_ms=self.now_ms(dst)))
+
+    # --- inspection ---------------------------------------------------------------------
+
+    def final_logs(self, channel: bytes) -> dict[str, list[Entry]]:
+        out = {}
+        for name, node in sorted(self.nodes.items()):
+            if node.hub is not None and (channel in node.hub.own or
+                                         channel in node.hub.replicas):
+                out[name] = list(node.hub.log(channel).entries)
+        return out
+
+
+def _sent_at(e: Entry) -> float | None:
+    if e.kind != "msg":
+        return None
+    try:
+        m = codec.decode(e.payload)
+        return float(m["t"]) / 1e6 if isinstance(m, dict) and isinstance(m.get("t"), int) \
+            else None
+    except P2PWorldError:
+        return None

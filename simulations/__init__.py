@@ -1,0 +1,1 @@
+"""Seeded fault scenarios over the real protocol cores (see ``python -m simulations``)."""

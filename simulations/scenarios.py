@@ -1,0 +1,252 @@
+"""Scenarios: a workload plus a fault schedule, all drawn from the seed.
+
+Each scenario returns the finished :class:`~p2pworld.testing.sim.Simulator`, the channel it
+used, and scenario-specific anomaly counts (e.g. ``forks_undetected``). Every scenario ends
+the same way: faults stop, partitions heal, crashed nodes restart, and the cluster runs
+quietly so checkers look at the converged state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+
+from p2pworld.identity import Ed25519Signer
+from p2pworld.log.entry import ChannelPolicy, Submission
+from p2pworld.log.sequencer import Sequencer
+from p2pworld.log.state import ChannelState
+from p2pworld.testing.sim import Simulator
+from p2pworld.wire import Entries
+
+Result = tuple[Simulator, bytes, dict[str, int]]
+
+
+def _setup(seed: int, nodes: int = 4, policy: ChannelPolicy | None = None
+           ) -> tuple[Simulator, bytes, Ed25519Signer]:
+    sim = Simulator(seed, nodes)
+    authority = Ed25519Signer(bytes([seed % 251 + 1]) * 32)
+    sim.extra_signers = [authority]  # type: ignore[attr-defined]
+    ch = sim.open_channel("n0", "sim", policy=policy or ChannelPolicy(replication=1),
+                          authority=authority)
+    sim.run(0.2)
+    return sim, ch, authority
+
+
+def _traffic(sim: Simulator, ch: bytes, *, seconds: float, rate: float = 20.0,
+             replicated_share: float = 0.3) -> None:
+    """Writers publish at random; some ask for replicated acks; some retry a key."""
+    n = int(seconds * rate)
+    names = sorted(sim.nodes)
+    for i in range(n):
+        writer = sim.rng.choice(names)
+        want = "replicated" if sim.rng.random() < replicated_share else "local"
+        key = b"k%d" % i
+        if i > 3 and sim.rng.random() < 0.05:
+            key = b"k%d" % (i - 3)  # a retry (same payload) or a conflict (other writer/payload)
+        t = sim.rng.random() * seconds
+        payload = b"m%d" % int.from_bytes(key[1:], "big") if key != b"k%d" % i else b"m%d" % i
+        if sim.rng.random() < 0.3:
+            payload = b"other"
+
+        def go(w: str = writer, k: bytes = key, p: bytes = payload, wn: str = want) -> None:
+            sim.publish(w, ch, p, key=k, want=wn)
+
+        sim.at(t, go)
+
+
+def _settle(sim: Simulator, seconds: float = 3.0) -> None:
+    sim.loss = 0.0
+    for name in sorted(sim.nodes):
+        sim.restart(name)
+    sim.heal()
+    sim.run(seconds)
+
+
+def steady(seed: int) -> Result:
+    """No faults: the baseline the SLOs are measured on."""
+    sim, ch, _ = _setup(seed)
+    _traffic(sim, ch, seconds=3)
+    sim.run(3.5)
+    _settle(sim)
+    return sim, ch, {}
+
+
+def partition_heal(seed: int) -> Result:
+    sim, ch, _ = _setup(seed)
+    _traffic(sim, ch, seconds=4)
+    names = sorted(sim.nodes)
+    kind = sim.rng.choice(["halves", "isolate", "one-way", "swizzle"])
+    sim.run(0.5)
+    if kind == "halves":
+        sim.partition(set(names[: len(names) // 2]))
+    elif kind == "isolate":
+        sim.partition({sim.rng.choice(names)})
+    elif kind == "one-way":
+        sim.partition({sim.rng.choice(names)}, one_way=True)
+    else:
+        order = names[:]
+        sim.rng.shuffle(order)
+        for n in order[:-1]:
+            sim.run(0.3)
+            sim.partition({n})
+    sim.run(1.0 + sim.rng.random())
+    sim.heal()
+    sim.run(2.5)
+    _settle(sim)
+    return sim, ch, {}
+
+
+def sequencer_crash_and_handoff(seed: int) -> Result:
+    sim, ch, authority = _setup(seed)
+    _traffic(sim, ch, seconds=4)
+    sim.run(0.8)
+    sim.crash("n0", torn=sim.rng.random() < 0.5)
+    sim.run(0.5)
+    if sim.rng.random() < 0.5:
+        # The sequencer comes back; later it hands the channel off as planned.
+        sim.restart("n0")
+        sim.run(0.7)
+        sim.handoff("n0", ch, "n1")
+    else:
+        # It is gone: the authority starts a recovery epoch on the most complete replica.
+        live = [n for n in sorted(sim.nodes) if sim.nodes[n].hub is not None]
+        best = max(live, key=lambda n: sim.nodes[n].hub.log(ch).seq)  # type: ignore[union-attr]
+        sim.recover(best, ch, authority)
+        sim.run(1.5)
+        sim.nodes["n0"].store = type(sim.nodes["n0"].store)()  # lost for good
+        sim.nodes["n0"].store.channels.clear()
+    sim.run(3.0)
+    _settle(sim)
+    return sim, ch, {}
+
+
+def stale_checkpoint_recovery(seed: int) -> Result:
+    sim, ch, _ = _setup(seed, policy=ChannelPolicy(retention=8))
+    away = sim.rng.choice(["n1", "n2", "n3"])
+    sim.partition({away})
+    _traffic(sim, ch, seconds=3, rate=30)
+    sim.run(3.5)
+    sim.heal()
+    sim.run(1.0)
+    _settle(sim)
+    return sim, ch, {}
+
+
+def equivocating_sequencer(seed: int) -> Result:
+    sim, ch, authority = _setup(seed, nodes=3)
+    _traffic(sim, ch, seconds=1, replicated_share=0.0)
+    sim.run(1.5)
+    n0 = sim.nodes["n0"]
+    assert n0.hub is not None
+    log = n0.hub.log(ch)
+    # n0's key signs a different history at an already-held seq, sent to one replica.
+    rogue = Sequencer(ChannelState.genesis(log.record), n0.signer)
+    for e in log.entries[: max(0, log.seq - 2)]:
+        rogue.submit(e.submission(), now_ms=e.sequencer_time)
+    rogue.submit(Submission.create(n0.signer, channel=ch, idem_key=b"evil", payload=b"fork"),
+                 now_ms=0)
+    victim = sim.rng.choice(["n1", "n2"])
+    sim.inject(victim, "n0", Entries(tuple(rogue.entries[-1:]), rogue.signed_head()))
+    undetected = 0 if victim in sim.stats.fork_notices else 1
+    # The authority recovers the channel on the victim (which froze it).
+    sim.crash("n0")
+    sim.recover(victim, ch, authority)
+    sim.run(2.0)
+    sim.nodes["n0"].store.channels.clear()
+    _settle(sim)
+    return sim, ch, {"forks_undetected": undetected if log.seq >= 2 else 0}
+
+
+def churn(seed: int) -> Result:
+    sim, ch, _ = _setup(seed)
+    sim.loss = 0.01
+    _traffic(sim, ch, seconds=4)
+    for _ in range(4):
+        sim.run(0.6 + sim.rng.random() * 0.4)
+        victim = sim.rng.choice(["n1", "n2", "n3"])
+        sim.crash(victim, torn=sim.rng.random() < 0.3)
+        sim.run(0.3 + sim.rng.random() * 0.5)
+        sim.restart(victim)
+    _forge(sim, ch)
+    sim.run(1.0)
+    _settle(sim)
+    return sim, ch, {"forged_visible": _forged_visible(sim, ch)}
+
+
+def swarm(seed: int) -> Result:
+    """Every fault at random: loss, partitions, crashes (torn tails), clock jumps, handoff."""
+    sim, ch, authority = _setup(seed)
+    sim.loss = 0.01
+    _traffic(sim, ch, seconds=5)
+    handed = False
+    for _ in range(6):
+        sim.run(0.5 + sim.rng.random() * 0.5)
+        roll = sim.rng.random()
+        names = sorted(sim.nodes)
+        if roll < 0.25:
+            sim.partition({sim.rng.choice(names)})
+            sim.run(0.4)
+            sim.heal()
+        elif roll < 0.5:
+            v = sim.rng.choice(names[1:])
+            sim.crash(v, torn=sim.rng.random() < 0.3)
+            sim.run(0.3)
+            sim.restart(v)
+        elif roll < 0.65:
+            sim.jump_clock(sim.rng.choice(names), sim.rng.choice([-30.0, 45.0, 3600.0]))
+        elif roll < 0.8 and not handed:
+            seqr = next((n for n in names if sim.nodes[n].hub is not None
+                         and ch in sim.nodes[n].hub.own), None)  # type: ignore[union-attr]
+            if seqr is not None:
+                sim.handoff(seqr, ch, sim.rng.choice([n for n in names if n != seqr]))
+                handed = True
+        else:
+            _forge(sim, ch)
+    _settle(sim, 4.0)
+    return sim, ch, {"forged_visible": _forged_visible(sim, ch)}
+
+
+def _forge(sim: Simulator, ch: bytes) -> None:
+    """A peer relays a real entry with its payload altered under the real signed head."""
+    seqr = next((n for n in sorted(sim.nodes) if sim.nodes[n].hub is not None
+                 and ch in sim.nodes[n].hub.own), None)  # type: ignore[union-attr]
+    if seqr is None:
+        return
+    hub = sim.nodes[seqr].hub
+    assert hub is not None
+    log = hub.own[ch].seqr
+    if not log.entries:
+        return
+    e = log.entries[-1]
+    forged = replace(e, payload=b"FORGED")
+    others = [n for n in sorted(sim.nodes) if n != seqr]
+    victim = sim.rng.choice(others)
+    liar = sim.rng.choice([n for n in others if n != victim] or others)
+    before = sim.nodes[victim].hub.errors.get("CHAIN_BROKEN", 0) \
+        if sim.nodes[victim].hub else 0
+    sim.inject(victim, liar, Entries((forged,), log.signed_head()))
+    after = sim.nodes[victim].hub.errors.get("CHAIN_BROKEN", 0) \
+        if sim.nodes[victim].hub else 0
+    if after > before:
+        sim.stats.reach("forged_entry")  # it was refused (a ChainBroken), not delivered
+
+
+def _forged_visible(sim: Simulator, ch: bytes) -> int:
+    return sum(1 for log in sim.final_logs(ch).values() for e in log if e.payload == b"FORGED")
+
+
+SCENARIOS: dict[str, Callable[[int], Result]] = {
+    "steady": steady,
+    "partition-heal": partition_heal,
+    "sequencer-crash-and-handoff": sequencer_crash_and_handoff,
+    "stale-checkpoint-recovery": stale_checkpoint_recovery,
+    "equivocating-sequencer": equivocating_sequencer,
+    "churn": churn,
+    "swarm": swarm,
+}
+
+NOT_YET = {
+    "token-expiry-storm": "needs the auth issue (control service, tokens)",
+    "bridge-outage": "needs the Nostr lane issue (bridge outbox, relays)",
+    "forged-presence": "needs the world-state issue (presence documents)",
+}
