@@ -61,6 +61,39 @@ class Latency:
         out(event="sub_done", count=self.count, lat_ms=self.lat, cpu_s=cpu_s())
 
 
+async def run_plan_asyncio(plan: str, publish: Any) -> None:
+    """The plan's phases for an asyncio client; ``publish(payload)`` returns an awaitable
+    that completes when the server acknowledged the message."""
+    import asyncio
+
+    for name, arg in parse_plan(plan):
+        t0, c0 = time.perf_counter(), cpu_s()
+        if name.startswith("window"):
+            window = int(name[6:])
+            sem = asyncio.Semaphore(window)
+
+            async def one(i: int, sem: asyncio.Semaphore = sem, window: int = window) -> None:
+                async with sem:
+                    await publish(payload(1 if window == 1 else 2, i))
+
+            await asyncio.gather(*(one(i) for i in range(arg)))
+            count = arg
+        else:
+            rate = int(name[4:])
+            count = rate * arg
+            start = time.perf_counter()
+            tasks = []
+            for i in range(count):
+                delay = start + i / rate - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                tasks.append(asyncio.ensure_future(publish(payload(3, i))))
+            await asyncio.gather(*tasks)
+        out(event="phase", name=name, count=count, seconds=time.perf_counter() - t0,
+            cpu_s=cpu_s() - c0)
+    out(event="pub_done", cpu_s=cpu_s())
+
+
 # --- p2pworld -----------------------------------------------------------------------------
 
 
@@ -165,36 +198,11 @@ def redis_main(role: str, args: list[str]) -> None:
     async def pub(port: int, plan: str) -> None:
         r = aioredis.Redis(host="127.0.0.1", port=port, max_connections=128)
         out(event="ready")
-        for name, arg in parse_plan(plan):
-            t0, c0 = time.perf_counter(), cpu_s()
-            if name.startswith("window"):
-                window = int(name[6:])
-                sem = asyncio.Semaphore(window)
-
-                async def one(i: int, sem: asyncio.Semaphore = sem, window: int = window) -> None:
-                    async with sem:
-                        await r.xadd("bench", {"p": payload(1 if window == 1 else 2, i)})
-
-                await asyncio.gather(*(one(i) for i in range(arg)))
-                count = arg
-            else:
-                rate = int(name[4:])
-                count = rate * arg
-                start = time.perf_counter()
-                tasks = []
-                for i in range(count):
-                    delay = start + i / rate - time.perf_counter()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    tasks.append(asyncio.create_task(r.xadd("bench", {"p": payload(3, i)})))
-                await asyncio.gather(*tasks)
-            out(event="phase", name=name, count=count, seconds=time.perf_counter() - t0,
-                cpu_s=cpu_s() - c0)
-        out(event="pub_done", cpu_s=cpu_s())
+        await run_plan_asyncio(plan, lambda p: r.xadd("bench", {"p": p}))
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
 
     if role == "redis-sub":
-        asyncio.run(sub(int(args[0]), int(args[1])))
+        asyncio.run(sub(int(args[0]), int(args[1])))  # args[2]: consumer name (unused)
     else:
         asyncio.run(pub(int(args[0]), args[1]))
 
@@ -230,33 +238,7 @@ def nats_main(role: str, args: list[str]) -> None:
         nc = await nats.connect(f"nats://127.0.0.1:{port}", pending_size=64 << 20)
         js = nc.jetstream()
         out(event="ready")
-        for name, arg in parse_plan(plan):
-            t0, c0 = time.perf_counter(), cpu_s()
-            if name.startswith("window"):
-                window = int(name[6:])
-                sem = asyncio.Semaphore(window)
-
-                async def one(i: int, sem: asyncio.Semaphore = sem, window: int = window) -> None:
-                    async with sem:
-                        await js.publish("bench", payload(1 if window == 1 else 2, i), timeout=30)
-
-                await asyncio.gather(*(one(i) for i in range(arg)))
-                count = arg
-            else:
-                rate = int(name[4:])
-                count = rate * arg
-                start = time.perf_counter()
-                tasks = []
-                for i in range(count):
-                    delay = start + i / rate - time.perf_counter()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    tasks.append(asyncio.create_task(js.publish("bench", payload(3, i),
-                                                                timeout=30)))
-                await asyncio.gather(*tasks)
-            out(event="phase", name=name, count=count, seconds=time.perf_counter() - t0,
-                cpu_s=cpu_s() - c0)
-        out(event="pub_done", cpu_s=cpu_s())
+        await run_plan_asyncio(plan, lambda p: js.publish("bench", p, timeout=30))
         await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
         await nc.close()
 

@@ -113,31 +113,45 @@ def bench_p2pworld(plan: str, total: int, tmp: Path) -> dict[str, Any]:
     return res
 
 
-def bench_redis(plan: str, total: int, tmp: Path) -> dict[str, Any] | None:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        return None
+def start_server(command: Any) -> tuple[subprocess.Popen[bytes], int] | None:
+    """Start a server that cannot report a port-0 bind: ``command(port)`` gives its argv."""
     for _ in range(5):
         port = free_port()
-        srv = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1",
-                                "--appendonly", "yes", "--appendfsync", "always", "--save", "",
-                                "--dir", str(tmp)], stdout=subprocess.DEVNULL,
+        srv = subprocess.Popen(command(port), stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
         if _wait_port(port, srv):
-            break
-    else:
+            return srv, port
+    return None
+
+
+def bench_peer(kind: str, started: tuple[subprocess.Popen[bytes], int] | None, plan: str,
+               total: int, setup: Any = None) -> dict[str, Any] | None:
+    if started is None:
         return None
+    srv, port = started
     try:
-        subs = [Proc("redis-sub", str(port), str(total)) for _ in range(2)]
-        pub = Proc("redis-pub", str(port), plan)
+        if setup is not None:
+            setup(port)
+        subs = [Proc(f"{kind}-sub", str(port), str(total), f"c{i}") for i in range(2)]
+        pub = Proc(f"{kind}-pub", str(port), plan)
         try:
-            return run_workload("redis", pub, subs, plan, total)
+            return run_workload(kind, pub, subs, plan, total)
         finally:
             for p in [pub, *subs]:
                 p.stop()
     finally:
         srv.terminate()
         srv.wait(timeout=10)
+
+
+def bench_redis(plan: str, total: int, tmp: Path) -> dict[str, Any] | None:
+    exe = shutil.which("redis-server")
+    if exe is None:
+        return None
+    started = start_server(lambda port: [
+        exe, "--port", str(port), "--bind", "127.0.0.1", "--appendonly", "yes",
+        "--appendfsync", "always", "--save", "", "--dir", str(tmp)])
+    return bench_peer("redis", started, plan, total)
 
 
 def bench_nats(plan: str, total: int, tmp: Path) -> dict[str, Any] | None:
@@ -145,28 +159,16 @@ def bench_nats(plan: str, total: int, tmp: Path) -> dict[str, Any] | None:
     if not Path(exe).exists():
         return None
     conf = tmp / "nats.conf"
-    for _ in range(5):
-        port = free_port()
+
+    def command(port: int) -> list[str]:
         conf.write_text(f"listen: 127.0.0.1:{port}\njetstream {{ store_dir: {tmp / 'js'}, "
                         "sync_interval: always }\n")
-        srv = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-        if _wait_port(port, srv):
-            break
-    else:
-        return None
-    try:
+        return [exe, "-c", str(conf)]
+
+    def setup(port: int) -> None:
         subprocess.run([sys.executable, "-c", _NATS_SETUP, str(port)], check=True, timeout=30)
-        subs = [Proc("nats-sub", str(port), str(total), f"c{i}") for i in range(2)]
-        pub = Proc("nats-pub", str(port), plan)
-        try:
-            return run_workload("nats", pub, subs, plan, total)
-        finally:
-            for p in [pub, *subs]:
-                p.stop()
-    finally:
-        srv.terminate()
-        srv.wait(timeout=10)
+
+    return bench_peer("nats", start_server(command), plan, total, setup)
 
 
 _NATS_SETUP = """

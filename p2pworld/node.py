@@ -47,18 +47,14 @@ from p2pworld.log.hub import (
     Delivered,
     Effect,
     Notice,
-    OutboxDone,
-    OutboxPut,
     PeerMisbehaved,
     Persist,
     PublishResult,
-    RecordFork,
     Resolved,
-    SaveCursor,
     Send,
 )
 from p2pworld.log.state import EpochChange
-from p2pworld.log.store import CursorWrite, ForkWrite, LogStore, OutboxWrite, Write
+from p2pworld.log.store import LogStore, OutboxWrite, Write, durable_op
 from p2pworld.transport.backoff import Backoff
 from p2pworld.transport.handshake import PROTOCOL_VERSIONS, HandshakeConfig
 from p2pworld.transport.session import Session, accept_session, open_session
@@ -120,22 +116,6 @@ class ChannelMessage:
         return cls(channel=e.channel, seq=e.seq, sender=e.sender, payload=payload,
                    entry_hash=e.hash, sequencer_time_ms=e.sequencer_time, kind=e.kind,
                    readable=readable)
-
-
-def durable_op(e: Effect) -> Write | CursorWrite | OutboxWrite | ForkWrite | None:
-    """The store operation for a durable effect (None for effects that are not durable)."""
-    if isinstance(e, Persist):
-        return Write(record=e.record, epochs=e.epochs, entries=e.entries, base=e.base,
-                     floor=e.floor, truncate_after=e.truncate_after)
-    if isinstance(e, SaveCursor):
-        return CursorWrite(e.checkpoint.channel, codec.encode_frame(e.checkpoint.to_wire()))
-    if isinstance(e, OutboxPut):
-        return OutboxWrite(e.submission.channel, e.submission.idem_key, e.submission, e.want)
-    if isinstance(e, OutboxDone):
-        return OutboxWrite(e.channel, e.idem_key)
-    if isinstance(e, RecordFork):
-        return ForkWrite(e.channel, e.held, e.other)
-    return None
 
 
 class MessageCursor:

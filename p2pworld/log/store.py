@@ -37,6 +37,7 @@ from pathlib import Path
 from p2pworld import codec
 from p2pworld.errors import DecodeError, P2PWorldError, StoreCorrupt, UnsupportedVersion
 from p2pworld.log.entry import ChannelRecord, Entry, Submission
+from p2pworld.log.hub import OutboxDone, OutboxPut, Persist, RecordFork, SaveCursor
 from p2pworld.log.state import ChannelState, EpochChange
 
 STORE_FORMAT = 2
@@ -53,16 +54,8 @@ class StoredChannel:
     acknowledged: acks are sent only after a write completes."""
 
 
-@dataclass(frozen=True, kw_only=True)
-class Write:
-    """One channel's part of a transaction (mirrors the hub's ``Persist`` effect)."""
-
-    record: ChannelRecord
-    epochs: tuple[EpochChange, ...] = ()
-    entries: tuple[Entry, ...] = ()
-    base: bytes | None = None
-    floor: int = 0
-    truncate_after: int | None = None
+Write = Persist
+"""One channel's part of a transaction: the hub's ``Persist`` effect is the store operation."""
 
 
 @dataclass(frozen=True)
@@ -86,6 +79,25 @@ class ForkWrite:
     channel: bytes
     held: Entry
     other: Entry
+
+
+StoreOp = Persist | CursorWrite | OutboxWrite | ForkWrite
+
+
+def durable_op(e: object) -> StoreOp | None:
+    """The store operation for a durable core effect (None for effects that are not durable).
+    Shared by the node runtime and the simulator, so both persist exactly the same way."""
+    if isinstance(e, Persist):
+        return e
+    if isinstance(e, SaveCursor):
+        return CursorWrite(e.checkpoint.channel, codec.encode_frame(e.checkpoint.to_wire()))
+    if isinstance(e, OutboxPut):
+        return OutboxWrite(e.submission.channel, e.submission.idem_key, e.submission, e.want)
+    if isinstance(e, OutboxDone):
+        return OutboxWrite(e.channel, e.idem_key)
+    if isinstance(e, RecordFork):
+        return ForkWrite(e.channel, e.held, e.other)
+    return None
 
 
 class LogStore:

@@ -39,16 +39,11 @@ from p2pworld.log.hub import (
     Delivered,
     Effect,
     Notice,
-    OutboxDone,
-    OutboxPut,
-    Persist,
     PublishResult,
-    RecordFork,
     Resolved,
-    SaveCursor,
     Send,
 )
-from p2pworld.log.store import CursorWrite, ForkWrite, OutboxWrite, Write
+from p2pworld.log.store import durable_op
 from p2pworld.testing.store import MemoryLogStore
 from p2pworld.wire import Message, decode_frame_messages, encode_message
 
@@ -276,22 +271,7 @@ class Simulator:
             return
         fx = list(fx) + hub.flush(now_ms=self.now_ms(node))
         while fx:
-            ops: list[Any] = []
-            for e in fx:
-                if isinstance(e, Persist):
-                    ops.append(Write(record=e.record, epochs=e.epochs, entries=e.entries,
-                                     base=e.base, floor=e.floor,
-                                     truncate_after=e.truncate_after))
-                elif isinstance(e, SaveCursor):
-                    ops.append(CursorWrite(e.checkpoint.channel,
-                                           codec.encode_frame(e.checkpoint.to_wire())))
-                elif isinstance(e, OutboxPut):
-                    ops.append(OutboxWrite(e.submission.channel, e.submission.idem_key,
-                                           e.submission, e.want))
-                elif isinstance(e, OutboxDone):
-                    ops.append(OutboxWrite(e.channel, e.idem_key))
-                elif isinstance(e, RecordFork):
-                    ops.append(ForkWrite(e.channel, e.held, e.other))
+            ops = [op for e in fx if (op := durable_op(e)) is not None]
             if ops:
                 node.store.apply(ops)
             for e in fx:
