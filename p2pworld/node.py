@@ -284,6 +284,12 @@ class Node:
             Conflict, NotSequencer, NotParticipant, ChannelClosed: the publish was refused.
         """
         key = key or secrets.token_bytes(16)
+        with trio.move_on_after(timeout):
+            # A member that just learned of a private channel may not hold its key yet: the
+            # rekey entry is on its way. Wait for the channel to move, then try again.
+            while self.hub.record(channel).private and not self.hub.channel_keys(channel) \
+                    and channel not in self.hub.own:
+                await self._changed_event(channel).wait()
         req, fx = self.hub.publish(channel, payload, idem_key=key, now_ms=_now_ms(),
                                    want=durability)
         return await self._await_outcome(req, fx, timeout, key)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -61,7 +62,8 @@ def test_a_node_claiming_another_id_is_refused(hosts: NetnsPair, tmp_path: Path)
     try:
         ready = read_event(imp, "ready", 30)
         read_event(honest, "up", 30)
-        import time
+        # The honest node is another process in another namespace: ask it, a bounded number
+        # of times, until its dial of the impostor has failed.
         deadline = time.monotonic() + 30
         while True:
             honest.stdin.write(b"health\n")  # type: ignore[union-attr]

@@ -137,3 +137,37 @@ async def test_lost_session_is_re_established_and_traffic_resumes(tmp_path: Path
                 got = await collect(b, chan.channel, 2)
                 assert [m.payload for m in got] == [b"before", b"after"]
                 assert b.peers[a.node_id].handshakes >= 2
+
+
+async def test_handoff_private_channel_and_replicated_acks_over_real_sessions(
+        tmp_path: Path) -> None:
+    from p2pworld.log.entry import ChannelPolicy
+
+    with trio.fail_after(40):
+        async with open_node(cfg(tmp_path, "a")) as a:
+            async with open_node(cfg(tmp_path, "b", peers=[a.url])) as b, \
+                    open_node(cfg(tmp_path, "c", peers=[a.url, b.url])) as c:
+                await a.wait_peers(2)
+                await b.wait_peers(2)
+                chan = await a.open_channel(
+                    "secret", private=True,
+                    participants=(b.identity.public_key, c.identity.public_key),
+                    policy=ChannelPolicy(replication=2))
+                await b.wait_channel("secret")
+                await c.wait_channel("secret")
+                r = await b.publish(chan.channel, b"hello", durability="replicated")
+                assert r.strength == "replicated"
+                got = await collect(c, chan.channel, 2)  # the rekey control entry + the message
+                assert [m.payload for m in got if m.kind == "msg"] == [b"hello"]
+                # On disk and on the wire the payload is ciphertext.
+                raw = a.hub.entries(chan.channel)[-1].payload
+                assert b"hello" not in raw
+                # Planned handoff to b; c keeps publishing through the new sequencer.
+                await a.handoff(chan.channel, b.identity.public_key)
+                # c may still send to a: a refuses (NOT_SEQUENCER), c's outbox keeps the
+                # submission and resends it to b once the signed epoch change reaches c.
+                r2 = await c.publish(chan.channel, b"after handoff", timeout=10)
+                assert r2.seq == r.seq + 1
+                got = await collect(a, chan.channel, r2.seq)
+                assert got[-1].payload == b"after handoff"
+                assert {n.hub.state(chan.channel).epoch for n in (a, b, c)} == {2}

@@ -16,17 +16,25 @@ A, B, C = make_identity(1), make_identity(2), make_identity(3)
 
 
 async def serve(nursery: trio.Nursery, ident, accepted: list, failures: list,  # type: ignore[no-untyped-def]
-                timeout: float = 5.0) -> int:
+                timeout: float = 5.0, changed: trio.Event | None = None) -> int:
     async def handler(req: trio_websocket.WebSocketRequest) -> None:
         try:
             s = await accept_session(req, HandshakeConfig(identity=ident, workspace="w"),
                                      timeout=timeout)
         except P2PWorldError as e:
             failures.append(e.code)
+            if changed is not None:
+                changed.set()
             return
         accepted.append(s)
         got: list[Message] = []
-        await s.run(got.append)
+
+        def on_message(m: Message) -> None:
+            got.append(m)
+            if changed is not None and len(got) == 20:
+                changed.set()
+
+        await s.run(on_message)
 
     server = await nursery.start(lambda task_status: trio_websocket.serve_websocket(
         handler, "127.0.0.1", 0, None, handler_nursery=nursery, task_status=task_status))
@@ -36,7 +44,8 @@ async def serve(nursery: trio.Nursery, ident, accepted: list, failures: list,  #
 async def test_session_carries_messages_both_ways() -> None:
     async with trio.open_nursery() as n:
         accepted: list[Session] = []
-        port = await serve(n, B, accepted, [])
+        all_in = trio.Event()
+        port = await serve(n, B, accepted, [], changed=all_in)
         s = await open_session(n, f"ws://127.0.0.1:{port}/",
                                HandshakeConfig(identity=A, workspace="w", expected_peer=B.node_id))
         assert s.peer_id == B.node_id
@@ -44,9 +53,9 @@ async def test_session_carries_messages_both_ways() -> None:
         n.start_soon(s.run, got.append)
         for i in range(20):
             s.send_nowait(Ping(i))
-        while not accepted or accepted[0].messages_in < 20:
-            await trio.sleep(0.01)
-        assert accepted[0].peer_id == A.node_id
+        with trio.fail_after(10):
+            await all_in.wait()
+        assert accepted[0].peer_id == A.node_id and accepted[0].messages_in == 20
         await s.aclose()
         n.cancel_scope.cancel()
 
@@ -84,11 +93,11 @@ async def test_wrong_peer_is_refused_and_listener_keeps_serving() -> None:
 async def test_silent_client_hits_the_handshake_time_bound() -> None:
     async with trio.open_nursery() as n:
         failures: list[str] = []
-        port = await serve(n, B, [], failures, timeout=0.3)
+        refused = trio.Event()
+        port = await serve(n, B, [], failures, timeout=0.3, changed=refused)
         ws = await trio_websocket.connect_websocket_url(n, f"ws://127.0.0.1:{port}/")
         with trio.fail_after(10):
-            while not failures:
-                await trio.sleep(0.05)
+            await refused.wait()
         await close_websocket(ws)
         assert failures == [HandshakeTimeout.code]
         n.cancel_scope.cancel()
