@@ -6,8 +6,14 @@ Commands on stdin (one per line)::
     health                the full health report (JSON)
     channels              known channels
     open NAME             open a channel sequenced by this node
+    private NAME KEY,...  open a private (end-to-end encrypted) channel with these members
+    add NAME KEY          add a member (node public key, hex) to a channel you own
+    remove NAME KEY       remove a member (private channels rotate their key)
+    close NAME            close a channel you own (no more appends)
+    handoff NAME KEY      hand the sequencer role to another node (planned handoff)
     send NAME TEXT...     publish TEXT to channel NAME
     follow NAME           print the channel's messages as they arrive
+    ack NAME SEQ          record a checkpoint (consumed up to SEQ)
     quit
 """
 
@@ -93,6 +99,13 @@ async def _watch(node: Node, out: _Out) -> None:
         await node._peers_changed.wait()
 
 
+async def _notices(node: Node, out: _Out) -> None:
+    while True:
+        n = await node.notices()
+        out("notice", f"{n.channel.hex()[:8]}: {n.error.code}: {n.error.message}",
+            channel=n.channel.hex(), code=n.error.code)
+
+
 async def _commands(node: Node, nursery: trio.Nursery, out: _Out) -> None:
     stdin = trio.wrap_file(sys.stdin)
     async for line in stdin:
@@ -121,14 +134,40 @@ async def _commands(node: Node, nursery: trio.Nursery, out: _Out) -> None:
             elif cmd == "open" and len(parts) >= 2:
                 rec = await node.open_channel(parts[1])
                 out("open", f"{rec.name} {rec.channel.hex()}", channel=rec.channel.hex())
+            elif cmd == "private" and len(parts) == 3:
+                keys = tuple(bytes.fromhex(k) for k in parts[2].split(","))
+                rec = await node.open_channel(parts[1], private=True, participants=keys)
+                out("open", f"{rec.name} {rec.channel.hex()} (private)",
+                    channel=rec.channel.hex())
+            elif cmd in ("add", "remove", "handoff") and len(parts) == 3:
+                rec = await node.wait_channel(parts[1])
+                key = bytes.fromhex(parts[2])
+                if cmd == "add":
+                    await node.add_participant(rec.channel, key)
+                elif cmd == "remove":
+                    await node.remove_participant(rec.channel, key)
+                else:
+                    await node.handoff(rec.channel, key)
+                out(cmd, f"{rec.name}: {cmd} {parts[2][:8]} done", channel=rec.channel.hex())
+            elif cmd == "close" and len(parts) == 2:
+                rec = await node.wait_channel(parts[1])
+                await node.close_channel(rec.channel)
+                out("close", f"{rec.name} closed", channel=rec.channel.hex())
+            elif cmd == "ack" and len(parts) == 3:
+                rec = await node.wait_channel(parts[1])
+                cp = await node.ack(rec.channel, int(parts[2]))
+                out("ack", f"{rec.name} checkpoint {cp.seq if cp else None}",
+                    channel=rec.channel.hex(), seq=cp.seq if cp else None)
             elif cmd == "send" and len(parts) == 3:
-                nursery.start_soon(_send, node, parts[1], parts[2], out)
+                await _send(node, parts[1], parts[2], out)  # commands run in order
             elif cmd == "follow" and len(parts) >= 2:
                 nursery.start_soon(_follow, node, parts[1], out)
             else:
                 out("error", f"unknown command: {line.strip()}")
         except P2PWorldError as e:
             out("error", f"{e.code}: {e.message}", code=e.code)
+        except ValueError as e:
+            out("error", f"bad argument: {e}", code="BAD_ARGUMENT")
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -148,6 +187,7 @@ async def run(args: argparse.Namespace) -> int:
         for name, text in args.send:
             nursery.start_soon(_send, node, name, text, out)
         nursery.start_soon(_commands, node, nursery, out)
+        nursery.start_soon(_notices, node, out)
     return 0
 
 
