@@ -41,7 +41,7 @@ Value = Any
 """A value of the canonical data model (see module docs)."""
 
 
-def _check(value: Value, depth: int, *, where: str) -> None:
+def _check(value: Value, depth: int, *, where: str, max_items: int = MAX_ITEMS) -> None:
     if depth > MAX_DEPTH:
         raise _err(where, "nesting too deep", limit=MAX_DEPTH)
     if value is None or isinstance(value, (bool, bytes, str)):
@@ -51,18 +51,18 @@ def _check(value: Value, depth: int, *, where: str) -> None:
             raise _err(where, "integer out of range")
         return
     if isinstance(value, list):
-        if len(value) > MAX_ITEMS:
-            raise _err(where, "array too long", limit=MAX_ITEMS)
+        if len(value) > max_items:
+            raise _err(where, "array too long", limit=max_items)
         for item in value:
-            _check(item, depth + 1, where=where)
+            _check(item, depth + 1, where=where, max_items=max_items)
         return
     if isinstance(value, dict):
-        if len(value) > MAX_ITEMS:
-            raise _err(where, "map too large", limit=MAX_ITEMS)
+        if len(value) > max_items:
+            raise _err(where, "map too large", limit=max_items)
         for key, item in value.items():
             if not isinstance(key, str):
                 raise _err(where, "map key is not a text string")
-            _check(item, depth + 1, where=where)
+            _check(item, depth + 1, where=where, max_items=max_items)
         return
     raise _err(where, f"type {type(value).__name__} is not in the canonical data model")
 
@@ -97,7 +97,8 @@ def validate(value: Value) -> None:
     _check(value, 0, where="encode")
 
 
-def decode(data: bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Value:
+def decode(data: bytes, *, max_bytes: int = MAX_FRAME_BYTES, max_items: int = MAX_ITEMS
+           ) -> Value:
     """Decode strict canonical CBOR produced by :func:`encode`.
 
     Raises:
@@ -118,7 +119,7 @@ def decode(data: bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Value:
         )
     except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as e:
         raise DecodeError(f"malformed CBOR: {e}") from None
-    _check(value, 0, where="decode")
+    _check(value, 0, where="decode", max_items=max_items)
     if cbor2.dumps(value, canonical=True) != data:
         raise DecodeError("not the canonical encoding of its value")
     return value
@@ -129,13 +130,14 @@ def encode_frame(value: Value) -> bytes:
     return bytes([FORMAT_VERSION]) + encode(value)
 
 
-def decode_frame(data: bytes, *, max_bytes: int = MAX_FRAME_BYTES) -> Value:
+def decode_frame(data: bytes, *, max_bytes: int = MAX_FRAME_BYTES,
+                 max_items: int = MAX_ITEMS) -> Value:
     """Inverse of :func:`encode_frame`; refuses unknown versions with :class:`UnsupportedVersion`."""
     if not data:
         raise DecodeError("empty frame")
     if data[0] != FORMAT_VERSION:
         raise UnsupportedVersion(f"frame version {data[0]} not supported", version=data[0])
-    return decode(data[1:], max_bytes=max_bytes)
+    return decode(data[1:], max_bytes=max_bytes, max_items=max_items)
 
 
 def tagged(domain: str, value: Value) -> bytes:

@@ -30,7 +30,6 @@ import trio_websocket
 
 from discovery.candidate import Candidate
 from discovery.mdns import Found, Lost, MdnsDiscovery
-from p2pworld import codec
 from p2pworld.errors import (
     Backpressure,
     P2PWorldError,
@@ -56,7 +55,7 @@ from p2pworld.log.hub import (
 from p2pworld.log.state import EpochChange
 from p2pworld.log.store import LogStore, OutboxWrite, Write, durable_op
 from p2pworld.transport.backoff import Backoff
-from p2pworld.transport.handshake import PROTOCOL_VERSIONS, HandshakeConfig
+from p2pworld.transport.handshake import DEFAULT_MAX_FRAME, PROTOCOL_VERSIONS, HandshakeConfig
 from p2pworld.transport.session import Session, accept_session, open_session
 from p2pworld.wire import Message, Ping, Pong
 
@@ -720,7 +719,7 @@ class Node:
             lambda task_status: trio_websocket.serve_websocket(
                 self._handle_incoming, self.listen_host, self.config.port, None,
                 handler_nursery=self._nursery, message_queue_size=64,
-                task_status=task_status))
+                max_message_size=DEFAULT_MAX_FRAME, task_status=task_status))
         self.listen_port = server.port
         task_status.started()
 
@@ -735,7 +734,7 @@ async def open_node(config: NodeConfig, *, identity: NodeIdentity | None = None
     try:
         # StoreCorrupt surfaces here, before anything runs.
         loaded = store.load_channels()
-        cursors = [Checkpoint.from_wire(codec.decode_frame(b)) for b in store.load_cursors()]
+        cursors = store.load_cursors()
         outbox = store.load_outbox()
         for c in loaded:
             if c.torn:

@@ -13,7 +13,7 @@ import time
 from typing import Any
 
 from p2pworld.testing.checkers import ANOMALIES, check_channel
-from simulations.scenarios import NOT_YET, SCENARIOS
+from simulations.scenarios import EXTRA, NOT_YET, SCENARIOS
 
 REACHED = ("partition", "loss", "duplication", "reorder", "crash", "clock_jump",
            "control_outage", "relay_outage", "handoff", "conflict", "duplicate_submit",
@@ -24,7 +24,7 @@ NOT_MODELED = {"control_outage": "auth issue", "relay_outage": "Nostr lane issue
 
 
 def run_seed(name: str, seed: int) -> dict[str, Any]:
-    sim, ch, extra = SCENARIOS[name](seed)
+    sim, ch, extra = {**SCENARIOS, **EXTRA}[name](seed)
     anomalies = check_channel(sim, ch)
     for k, v in extra.items():
         anomalies[k] += v
@@ -32,6 +32,8 @@ def run_seed(name: str, seed: int) -> dict[str, Any]:
     return {"seed": seed, "trace": sim.trace_hash, "anomalies": anomalies,
             "reached": dict(sim.stats.reached), "latencies": lat,
             "converged": anomalies["diverged"] == 0,
+            "convergence_s": getattr(sim, "convergence_s", None),
+            "recovery_s": getattr(sim, "recovery_s", None),
             "fallback": 0.0}
 
 
@@ -42,6 +44,8 @@ def run_scenario(name: str, seeds: range) -> dict[str, Any]:
     converged = 0
     failing: list[str] = []
     lat: list[float] = []
+    conv: list[float] = []
+    recovery: list[float] = []
     t0 = time.perf_counter()
     for seed in seeds:
         a = run_seed(name, seed)
@@ -60,17 +64,28 @@ def run_scenario(name: str, seeds: range) -> dict[str, Any]:
                 reached[k] += 1
         converged += a["converged"]
         lat += a["latencies"]
+        if a["convergence_s"] is not None:
+            conv.append(a["convergence_s"])
+        if a["recovery_s"] is not None:
+            recovery.append(a["recovery_s"])
     lat.sort()
     out: dict[str, Any] = {
         "scenario": name, "seeds": len(seeds), **totals, "converged": converged,
-        "convergence_s": {"p50": None, "p99": None, "max": None},
+        "convergence_s": {"p50": _q(conv, 0.5), "p99": _q(conv, 0.99),
+                          "max": round(max(conv), 3) if conv else None},
         "fallback_ratio": 0.0, "deterministic": deterministic, "reached": reached,
         "slo": {
             "publish_deliver_ms": {"p50": _pct(lat, 0.5), "p99": _pct(lat, 0.99)},
+            "replay_recovery_s": {"max": round(max(recovery), 3)} if recovery else None,
         },
         "failing": failing, "seconds": round(time.perf_counter() - t0, 2),
     }
     return out
+
+
+def _q(xs: list[float], q: float) -> float | None:
+    xs = sorted(xs)
+    return round(xs[min(len(xs) - 1, int(len(xs) * q))], 3) if xs else None
 
 
 def _pct(xs: list[float], q: float) -> float | None:
@@ -92,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     a, b = (int(x) for x in args.seeds.split(":"))
     seeds = range(a, b)
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
-    unknown = [n for n in names if n not in SCENARIOS]
+    unknown = [n for n in names if n not in SCENARIOS and n not in EXTRA]
     if unknown:
         why = {n: NOT_YET.get(n, "unknown scenario") for n in unknown}
         print(json.dumps({"error": "scenario not available", "why": why}))
@@ -105,6 +120,9 @@ def main(argv: list[str] | None = None) -> int:
         for k in ANOMALIES:
             out[k] = sum(r[k] for r in results.values())
         out["converged"] = sum(r["converged"] for r in results.values())
+        conv = [r["convergence_s"]["max"] for r in results.values()
+                if r["convergence_s"]["max"] is not None]
+        out["convergence_s"] = {"max": max(conv) if conv else None}
         out["deterministic"] = all(r["deterministic"] for r in results.values())
         out["reached"] = {k: sum(r["reached"][k] for r in results.values()) for k in REACHED}
         out["fallback_ratio"] = 0.0

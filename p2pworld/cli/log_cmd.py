@@ -24,7 +24,7 @@ def verify(args: argparse.Namespace) -> int:
     try:
         db = sqlite3.connect(f"file:{args.path}?mode=ro", uri=True)
         rows = db.execute("SELECT ch, record, epochs, base, floor FROM channels").fetchall()
-    except sqlite3.DatabaseError as err:
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as err:
         return _fail(args, f"not a readable p2pworld log: {err}")
     if args.channel:
         rows = [r for r in rows if bytes(r[0]).hex() == args.channel]
@@ -35,7 +35,7 @@ def verify(args: argparse.Namespace) -> int:
     try:
         ents = db.execute("SELECT seq, hash, body FROM entries WHERE ch=? ORDER BY seq",
                           (ch,)).fetchall()
-    except sqlite3.DatabaseError as err2:
+    except (sqlite3.DatabaseError, UnicodeDecodeError) as err2:
         return _fail(args, f"entries unreadable: {err2}")
     genesis = bytes.fromhex(args.genesis) if args.genesis else None
     out = verify_rows(record, epochs, base, floor, ents, genesis=genesis)

@@ -60,6 +60,8 @@ STATE_DOMAIN = "p2pworld/channel-state/v1"
 EPOCH_DOMAIN = "p2pworld/epoch/v1"
 SNAPSHOT_DOMAIN = "p2pworld/snapshot/v1"
 CTL_OPS = ("add", "remove", "rekey", "close")
+MAX_STATE_BYTES = 256 << 20
+MAX_STATE_ITEMS = 1 << 22
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -290,7 +292,10 @@ class ChannelState:
     @classmethod
     def decode(cls, data: bytes) -> ChannelState:
         w = "channel state"
-        m = codec.need_map(codec.decode_frame(data, max_bytes=64 << 20), w)
+        # A state holds one idempotency record per (sender, key) ever used: its collections
+        # may be far larger than a message's.
+        m = codec.need_map(codec.decode_frame(data, max_bytes=MAX_STATE_BYTES,
+                                              max_items=MAX_STATE_ITEMS), w)
         rec = ChannelRecord.from_wire(m.get("record"))
         s = codec.need_map(m.get("state"), w)
         if codec.bytes_field(s, "genesis", w, size=32) != rec.genesis_hash:

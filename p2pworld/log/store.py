@@ -37,7 +37,14 @@ from pathlib import Path
 from p2pworld import codec
 from p2pworld.errors import DecodeError, P2PWorldError, StoreCorrupt, UnsupportedVersion
 from p2pworld.log.entry import ChannelRecord, Entry, Submission
-from p2pworld.log.hub import OutboxDone, OutboxPut, Persist, RecordFork, SaveCursor
+from p2pworld.log.hub import (
+    Checkpoint,
+    OutboxDone,
+    OutboxPut,
+    Persist,
+    RecordFork,
+    SaveCursor,
+)
 from p2pworld.log.state import ChannelState, EpochChange
 
 STORE_FORMAT = 2
@@ -110,7 +117,7 @@ class LogStore:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self._schema()
-        except sqlite3.DatabaseError as e:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
             raise StoreCorrupt(f"{self.path}: {e}") from None
         self.syncs = 0
 
@@ -227,7 +234,7 @@ class LogStore:
                 "SELECT ch, record, epochs, base, floor FROM channels ORDER BY ch").fetchall()
             for ch, raw, raw_epochs, raw_base, floor in rows:
                 out.append(self._channel(bytes(ch), raw, raw_epochs, raw_base, floor))
-        except sqlite3.DatabaseError as e:
+        except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
             raise StoreCorrupt(f"{self.path}: {e}") from None
         return out
 
@@ -237,17 +244,20 @@ class LogStore:
             "SELECT seq, hash, body FROM entries WHERE ch=? ORDER BY seq", (ch,))
         return decode_channel(ch, raw, raw_epochs, raw_base, floor, rows)
 
-    def load_cursors(self) -> list[bytes]:
-        return [bytes(b) for (b,) in self.db.execute("SELECT body FROM cursors")]
+    def load_cursors(self) -> list[Checkpoint]:
+        try:
+            return [Checkpoint.from_wire(codec.decode_frame(bytes(b)))
+                    for (b,) in self.db.execute("SELECT body FROM cursors")]
+        except (sqlite3.DatabaseError, UnicodeDecodeError, DecodeError) as e:
+            raise StoreCorrupt(f"{self.path}: checkpoints unreadable: {e}") from None
 
     def load_outbox(self) -> list[tuple[Submission, str]]:
-        out = []
-        for body, want in self.db.execute("SELECT body, want FROM outbox ORDER BY rowid"):
-            try:
-                out.append((Submission.from_wire(codec.decode_frame(body)), str(want)))
-            except DecodeError as e:
-                raise StoreCorrupt(f"outbox entry unreadable: {e}") from None
-        return out
+        try:
+            rows = self.db.execute("SELECT body, want FROM outbox ORDER BY rowid").fetchall()
+            return [(Submission.from_wire(codec.decode_frame(body)), str(want))
+                    for body, want in rows]
+        except (sqlite3.DatabaseError, UnicodeDecodeError, DecodeError) as e:
+            raise StoreCorrupt(f"{self.path}: outbox unreadable: {e}") from None
 
     def close(self) -> None:
         self.db.close()

@@ -388,6 +388,28 @@ class Simulator:
         if dst.hub is not None:
             self._carry(dst, dst.hub.receive(src.signer_id, msg, now_ms=self.now_ms(dst)))
 
+    def converged(self, channel: bytes) -> bool:
+        """Every node is up, holds the channel, and all heads and states are equal."""
+        heads = set()
+        for node in self.nodes.values():
+            if node.hub is None or (channel not in node.hub.own and
+                                    channel not in node.hub.replicas):
+                return False
+            log = node.hub.log(channel)
+            heads.add((log.seq, log.head_hash, log.state.epoch))
+        return len(heads) == 1
+
+    def run_until_converged(self, channel: bytes, limit: float, step: float = 0.005
+                            ) -> float | None:
+        """Advance time until :meth:`converged`; returns the virtual seconds it took (None if
+        not within ``limit``). Work scheduled after convergence still runs later."""
+        start = self.now
+        while self.now - start <= limit:
+            if self.converged(channel):
+                return self.now - start
+            self.run(step)
+        return None
+
     # --- inspection ---------------------------------------------------------------------
 
     def final_logs(self, channel: bytes) -> dict[str, list[Entry]]:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 from p2pworld import codec
 from p2pworld.log.entry import Entry, Submission
+from p2pworld.log.hub import Checkpoint
 from p2pworld.log.state import ChannelState
 from p2pworld.log.store import (
     CursorWrite,
@@ -104,8 +105,8 @@ class MemoryLogStore:
                                [(s, h, b) for s, (h, b) in sorted(c.rows.items())])
                 for ch, c in sorted(self.channels.items())]
 
-    def load_cursors(self) -> list[bytes]:
-        return list(self.cursors.values())
+    def load_cursors(self) -> list[Checkpoint]:
+        return [Checkpoint.from_wire(codec.decode_frame(b)) for b in self.cursors.values()]
 
     def load_outbox(self) -> list[tuple[Submission, str]]:
         return [(Submission.from_wire(codec.decode_frame(b)), w)

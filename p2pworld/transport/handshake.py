@@ -65,7 +65,9 @@ from p2pworld.identity import Attestation, NodeIdentity, node_id, verify_raw
 PROTOCOL_VERSIONS: tuple[int, ...] = (1,)
 MAX_HANDSHAKE_BYTES = 16 * 1024
 MAX_TOKEN_BYTES = 4096
-DEFAULT_MAX_FRAME = 1 << 20
+DEFAULT_MAX_FRAME = 8 << 20
+"""Largest session frame: room for a bundle, or a snapshot of a channel with ~60,000
+idempotency records (larger snapshots need chunked transfer, not built yet)."""
 RESPONDER_DOMAIN = "p2pworld/handshake/responder/v1"
 INITIATOR_DOMAIN = "p2pworld/handshake/initiator/v1"
 _TAG = sodium.crypto_aead_chacha20poly1305_ietf_ABYTES
