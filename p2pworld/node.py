@@ -56,6 +56,7 @@ from p2pworld.log.state import EpochChange
 from p2pworld.log.store import LogStore, OutboxWrite, Write, durable_op
 from p2pworld.transport.backoff import Backoff
 from p2pworld.transport.handshake import DEFAULT_MAX_FRAME, PROTOCOL_VERSIONS, HandshakeConfig
+from p2pworld.transport.peering import dial_delay, is_dead, keep_new_session
 from p2pworld.transport.session import Session, accept_session, open_session
 from p2pworld.wire import Message, Ping, Pong
 
@@ -539,9 +540,8 @@ class Node:
         pid = s.peer_id
         old = self.sessions.get(pid)
         if old is not None:
-            def lower_dialled(x: Session) -> bool:
-                return (self.node_id < pid) == x.initiator
-            if lower_dialled(old) or not lower_dialled(s):
+            if not keep_new_session(self.node_id, pid, old_initiator=old.initiator,
+                                    new_initiator=s.initiator):
                 return False
             self._nursery.start_soon(old.aclose, SessionClosed("replaced by a preferred session"))
             self._forget(pid, old)
@@ -628,9 +628,11 @@ class Node:
                 if s is not None:
                     await s.closed.wait()
                     continue
-                if self.node_id > pid:
+                delay = dial_delay(self.node_id, pid, grace=self.config.dial_grace,
+                                   jitter=self._rng.random())
+                if delay:
                     # Give the lower id the first move; dial ourselves only if it does not.
-                    with trio.move_on_after(self.config.dial_grace * (1 + self._rng.random())):
+                    with trio.move_on_after(delay):
                         while pid not in self.sessions:
                             await self._peers_changed.wait()
                     if pid in self.sessions:
@@ -684,7 +686,7 @@ class Node:
             await trio.sleep(interval)
             now = time.monotonic()
             for pid, s in list(self.sessions.items()):
-                if now - self._last_rx.get(pid, now) > 3 * interval:
+                if is_dead(self._last_rx.get(pid, now), now, interval=interval):
                     self._count("KEEPALIVE_TIMEOUT")
                     self._nursery.start_soon(s.aclose, SessionClosed("keepalive timeout"))
                     continue

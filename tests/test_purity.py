@@ -12,8 +12,10 @@ from .conftest import ROOT
 CORES = [
     "p2pworld/codec.py", "p2pworld/errors.py", "p2pworld/identity.py", "p2pworld/wire.py",
     "p2pworld/nostr/keys.py", "p2pworld/transport/handshake.py",
-    "p2pworld/transport/backoff.py", "p2pworld/log/entry.py", "p2pworld/log/sequencer.py",
-    "p2pworld/log/replica.py", "p2pworld/log/hub.py", "discovery/candidate.py",
+    "p2pworld/transport/backoff.py", "p2pworld/transport/peering.py",
+    "p2pworld/log/entry.py", "p2pworld/log/state.py", "p2pworld/log/channel_key.py",
+    "p2pworld/log/verify.py", "p2pworld/log/sequencer.py", "p2pworld/log/replica.py",
+    "p2pworld/log/hub.py", "p2pworld/testing/checkers.py", "discovery/candidate.py",
 ]
 FORBIDDEN = {"trio", "trio_websocket", "socket", "time", "random", "secrets", "os",
              "threading", "asyncio", "sqlite3", "zeroconf", "subprocess", "pathlib",
@@ -43,6 +45,14 @@ def test_core_imports_no_io(module: str) -> None:
     bad = {m for m in imports(ROOT / module)
            if m in FORBIDDEN or m.split(".")[0] in FORBIDDEN}
     assert not bad, f"{module} imports {sorted(bad)}"
+
+
+def test_simulator_has_no_hidden_clock_or_scheduler() -> None:
+    # The simulator owns one seeded random.Random; it never reads a clock or runs trio.
+    bad = {m for m in imports(ROOT / "p2pworld/testing/sim.py")
+           if m.split(".")[0] in {"trio", "time", "socket", "os", "secrets", "asyncio",
+                                  "threading"}}
+    assert not bad
 
 
 def test_the_check_can_fail() -> None:
