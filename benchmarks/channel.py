@@ -100,6 +100,17 @@ def bench_p2pworld(plan: str, total: int, tmp: Path) -> dict[str, Any]:
     pub = Proc("p2p-pub", str(tmp / "pub"), url, plan)
     try:
         res = run_workload("p2pworld", pub, subs, plan, total)
+        # Replay recovery: a fresh subscriber catches up the whole backlog from the sequencer
+        # (verifying every writer signature and the chain), timed from its "ready".
+        late = Proc("p2p-sub", str(tmp / "late"), url, str(total))
+        try:
+            late.read("ready", timeout=60)
+            t0 = time.perf_counter()
+            late.read("sub_done", timeout=600)
+            res["catchup_entries"] = total
+            res["catchup_s"] = time.perf_counter() - t0
+        finally:
+            late.stop()
     finally:
         for p in [pub, *subs]:
             p.stop()
@@ -226,6 +237,7 @@ def main() -> int:
         "acked_msgs_per_s_window1": p.get("acked_msgs_per_s_window1"),
         "p50_ms": p.get("p50_ms"), "p99_ms": p.get("p99_ms"),
         "cpu_us_per_msg": p.get("cpu_us_per_msg"),
+        "catchup_s": p.get("catchup_s"), "catchup_entries": p.get("catchup_entries"),
         "redis_msgs_per_s": r and r["acked_msgs_per_s"],
         "nats_msgs_per_s": n and n["acked_msgs_per_s"],
         "redis_ratio": r and p and p["acked_msgs_per_s"] / r["acked_msgs_per_s"],
