@@ -453,20 +453,26 @@ class Node:
 
     async def _carry_out(self, fx: list[Effect]) -> None:
         # Group commit: every durable effect of the batch goes to disk in one transaction
-        # (one fsync) before any other effect of the batch is carried out. Moving durable
-        # effects ahead only makes things durable earlier, so "ack after fsync" still holds.
+        # (one fsync) before any effect listed after the first of them is carried out. Effects
+        # listed before it never depend on it (cores emit an effect after what it needs), so
+        # they go first: a remote ack's result is not held back by an unrelated local write.
+        # Moving durable effects ahead only makes things durable earlier, so "ack after
+        # fsync" still holds.
         # Outbox writes do not gate the batch: a submission may leave before its outbox row is
         # on disk (if we crash first, the publish was never acknowledged to the caller, who
         # holds an indeterminate outcome and the key), and an answered one may be reported
         # before its row is deleted (a resubmission after a crash is answered "duplicate").
-        ops = [op for e in fx if (op := durable_op(e)) is not None
-               and not isinstance(op, OutboxWrite)]
+        gating = [i for i, e in enumerate(fx)
+                  if (op := durable_op(e)) is not None and not isinstance(op, OutboxWrite)]
+        head, tail = (fx[: gating[0]], fx[gating[0]:]) if gating else (fx, [])
         lazy = [op for e in fx if isinstance(op := durable_op(e), OutboxWrite)]
-        if ops:
+        await self._effects_after_persist(head)
+        if gating:
+            ops = [op for i in gating if (op := durable_op(fx[i])) is not None]
             await trio.to_thread.run_sync(self.store.apply, ops)
-            self.trace("persist", [(x.channel, x.seq) for e in fx if isinstance(e, Persist)
+            self.trace("persist", [(x.channel, x.seq) for e in tail if isinstance(e, Persist)
                                    for x in e.entries])
-        await self._effects_after_persist(fx)
+            await self._effects_after_persist(tail)
         if lazy:
             await trio.to_thread.run_sync(self.store.apply, lazy)
 
