@@ -239,6 +239,24 @@ class Unauthorized(RemoteProtocolError):
     code = "UNAUTHORIZED"
 
 
+class TokenExpired(Unauthorized):
+    """The token is outside its validity window on this node's clock (beyond the leeway)."""
+
+    code = "TOKEN_EXPIRED"
+
+
+class ScopeDenied(Unauthorized):
+    """The token is valid but its scopes do not cover the operation."""
+
+    code = "SCOPE_DENIED"
+
+
+class Revoked(Unauthorized):
+    """The token, or the node it names, has been revoked."""
+
+    code = "REVOKED"
+
+
 class Fenced(RemoteProtocolError):
     """An entry or head of an epoch that a signed epoch change has superseded."""
 

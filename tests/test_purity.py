@@ -15,7 +15,8 @@ CORES = [
     "p2pworld/transport/backoff.py", "p2pworld/transport/peering.py",
     "p2pworld/log/entry.py", "p2pworld/log/state.py", "p2pworld/log/channel_key.py",
     "p2pworld/log/verify.py", "p2pworld/log/sequencer.py", "p2pworld/log/replica.py",
-    "p2pworld/log/hub.py", "p2pworld/testing/checkers.py", "discovery/candidate.py",
+    "p2pworld/log/hub.py", "p2pworld/testing/checkers.py", "p2pworld/auth/token.py",
+    "discovery/candidate.py",
 ]
 FORBIDDEN = {"trio", "trio_websocket", "socket", "time", "random", "secrets", "os",
              "threading", "asyncio", "sqlite3", "zeroconf", "subprocess", "pathlib",
