@@ -269,4 +269,30 @@ class HandshakeTimeout(HandshakeError):
     code = "HANDSHAKE_TIMEOUT"
 
 
+class WorldError(RemoteProtocolError):
+    """A world-state update or heartbeat was refused (nothing was applied)."""
+
+    code = "WORLD_ERROR"
+
+
+class ForgedUpdate(WorldError):
+    """A world update whose signature, author or CRDT client id does not belong to the node
+    it claims to come from."""
+
+    code = "FORGED_UPDATE"
+
+
+class StaleUpdate(WorldError):
+    """A world update or heartbeat older than what this node holds (a replay or a duplicate):
+    harmless, ignored."""
+
+    code = "STALE_UPDATE"
+
+
+class WorldGap(StaleUpdate):
+    """Records are missing before this one: fetch them (anti-entropy); nothing was applied."""
+
+    code = "WORLD_GAP"
+
+
 _register()

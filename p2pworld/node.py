@@ -19,7 +19,7 @@ import itertools
 import random
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +30,8 @@ import trio_websocket
 
 from discovery.candidate import Candidate
 from discovery.mdns import Found, Lost, MdnsDiscovery
+from p2pworld.cores import Cores, NodeEffect, build_cores
+from p2pworld.effects import PeerMisbehaved, Send
 from p2pworld.errors import (
     Backpressure,
     P2PWorldError,
@@ -46,11 +48,9 @@ from p2pworld.log.hub import (
     Delivered,
     Effect,
     Notice,
-    PeerMisbehaved,
     Persist,
     PublishResult,
     Resolved,
-    Send,
 )
 from p2pworld.log.state import EpochChange
 from p2pworld.log.store import LogStore, OutboxWrite, Write, durable_op
@@ -59,6 +59,15 @@ from p2pworld.transport.handshake import DEFAULT_MAX_FRAME, PROTOCOL_VERSIONS, H
 from p2pworld.transport.peering import dial_delay, is_dead, keep_new_session
 from p2pworld.transport.session import Session, accept_session, open_session
 from p2pworld.wire import Message, Ping, Pong
+from p2pworld.world.core import (
+    Member,
+    WorldChanged,
+    WorldConfig,
+    WorldEvent,
+    WorldSave,
+)
+from p2pworld.world.doc import CapabilityAd, LinkInfo, NodeInfo, SessionInfo
+from p2pworld.world.store import WorldStore
 
 
 @dataclass(kw_only=True)
@@ -88,6 +97,12 @@ class NodeConfig:
     keepalive: float = 5.0
     dial_grace: float = 2.0
     token: bytes | None = None
+    device: str = ""
+    """Device label published in this node's world document."""
+    region: str = ""
+    world: WorldConfig = field(default_factory=WorldConfig)
+    capabilities: CapabilityAd | None = None
+    """Advertised at start (``advertise_capabilities``); change it with ``node.advertise``."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -175,6 +190,40 @@ class NodeSubscription:
             await ev.wait()
 
 
+class WorldSubscription:
+    """Async iterator over world events from a position on (``position`` = last ``seq``).
+    If events older than the core's history were needed, it yields one ``reset`` event
+    (``node`` empty) and then a ``joined``/``updated`` event per member as it stands now."""
+
+    def __init__(self, node: Node, after: int) -> None:
+        self._node = node
+        self.position = after
+        self._pending: list[WorldEvent] = []
+
+    def __aiter__(self) -> WorldSubscription:
+        return self
+
+    async def __anext__(self) -> WorldEvent:
+        node = self._node
+        while not self._pending:
+            evs, lost = node.world.events_after(self.position)
+            if lost:
+                now = _now_ms()
+                last = node.world.event_seq
+                self._pending = [WorldEvent(seq=last, kind="reset", node=b"", at_ms=now)] + [
+                    WorldEvent(seq=last, kind="joined" if m.state == "online" else "updated",
+                               node=m.node_id, at_ms=now) for m in node.members()]
+                self.position = last
+                break
+            if evs:
+                self._pending = evs
+                break
+            await node._world_changed.wait()
+        ev = self._pending.pop(0)
+        self.position = max(self.position, ev.seq)
+        return ev
+
+
 @dataclass
 class PeerInfo:
     node_id: bytes
@@ -199,13 +248,21 @@ class Node:
     """A running p2pworld node. Create it with :func:`open_node`."""
 
     def __init__(self, config: NodeConfig, identity: NodeIdentity, store: LogStore,
-                 nursery: trio.Nursery) -> None:
+                 nursery: trio.Nursery, *, world_store: WorldStore | None = None,
+                 incarnation: int = 1, world_records: list[list[bytes]] | None = None) -> None:
         self.config = config
         self.identity = identity
         self.node_id = identity.node_id
         self.store = store
+        self.world_store = world_store
         self._rng = random.SystemRandom()
-        self.hub = ChannelHub(identity.signer, workspace=config.workspace, rng=self._rng)
+        self.cores: Cores = build_cores(identity.signer, workspace=config.workspace,
+                                        rng=self._rng, incarnation=incarnation,
+                                        world_records=world_records, world_config=config.world)
+        self.hub: ChannelHub = self.cores.hub
+        self.world = self.cores.world
+        self._world_changed = trio.Event()
+        self._world_saves: dict[bytes, tuple[bytes, ...]] = {}
         self._running = False
         self._idle = trio.Event()
         self._any_delivered = trio.Event()
@@ -214,7 +271,7 @@ class Node:
         self._nursery = nursery
         self.sessions: dict[bytes, Session] = {}
         self.peers: dict[bytes, PeerInfo] = {}
-        self._queue: list[Effect] = []
+        self._queue: list[NodeEffect] = []
         self._wake = trio.Event()
         self._changed: dict[bytes, trio.Event] = {}
         self._outcomes: dict[int, PublishResult | P2PWorldError] = {}
@@ -364,6 +421,44 @@ class Node:
         resumed after each channel's checkpoint (``ack``), live after that."""
         return NodeSubscription(self)
 
+    # --- world state ---------------------------------------------------------------------
+
+    async def advertise(self, ad: CapabilityAd) -> None:
+        """``advertise_capabilities``: publish (replace) this node's capability ad."""
+        self._submit(self.world.advertise(ad, now_ms=_now_ms()))
+        await self._settle()
+
+    async def heartbeat(self, status: str = "online") -> None:
+        """``heartbeat``: beat now (the node also beats every ``world.heartbeat_ms``);
+        ``status`` is ``online`` or ``busy``."""
+        self._submit(self.world.heartbeat(now_ms=_now_ms(), status=status))
+        await self._settle()
+
+    def members(self) -> list[Member]:
+        """Every node of the world this node knows (itself included), with presence."""
+        return self.world.members(now_ms=_now_ms())
+
+    def member(self, nid: bytes) -> Member | None:
+        return self.world.member(nid, now_ms=_now_ms())
+
+    def query(self, match: Any) -> list[Member]:
+        """The capability query: live members whose unexpired ad satisfies ``match(ad)``."""
+        return self.world.query(match, now_ms=_now_ms())
+
+    def world_events(self, *, after: int = 0) -> WorldSubscription:
+        """The workspace-scoped subscription: ``joined`` / ``updated`` / ``stale`` / ``left``
+        events after position ``after`` (``event.seq``), then live ones."""
+        return WorldSubscription(self, after)
+
+    async def wait_member(self, nid: bytes, state: str = "online") -> Member:
+        """Wait until ``nid`` is known here in ``state`` (and, for ``online``, its document
+        has arrived too: heartbeats may overtake it)."""
+        while True:
+            m = self.member(nid)
+            if m is not None and m.state == state and (state != "online" or m.info):
+                return m
+            await self._world_changed.wait()
+
     async def notices(self) -> Notice:
         """The next channel notice (``Forked``, ``LostWrite``, ``CheckpointTooOld``, ...)."""
         return await self._notices_recv.receive()
@@ -418,13 +513,23 @@ class Node:
                 "replicated_seq": self.hub.replicated_seq(ch) if own else None,
                 "last_error": self.hub.channel_errors.get(ch),
             })
+        w = self.world
+        members = w.members(now_ms=_now_ms())
+        world = {"incarnation": w.inc, "members": len(members),
+                 "online": sum(m.state == "online" for m in members),
+                 "stale": sum(m.state == "stale" for m in members),
+                 "left": sum(m.state == "left" for m in members),
+                 "eager": len(w.eager), "lazy": len(w.lazy),
+                 "heartbeats_new": w.stats.hb_new, "heartbeats_dup": w.stats.hb_dup,
+                 "updates_new": w.stats.upd_new, "updates_dup": w.stats.upd_dup,
+                 "refused": dict(w.stats.refused)}
         return {"node_id": self.node_id.hex(), "workspace": self.config.workspace,
-                "listen": self.url, "peers": peers, "channels": chans,
+                "listen": self.url, "peers": peers, "channels": chans, "world": world,
                 "errors": {**self.errors, **self.hub.errors}}
 
     # --- effects ----------------------------------------------------------------------------
 
-    def _submit(self, fx: list[Effect]) -> None:
+    def _submit(self, fx: Sequence[NodeEffect]) -> None:
         if fx:
             self._queue.extend(fx)
         self._wake.set()
@@ -451,7 +556,7 @@ class Node:
             self._idle.set()
             self._idle = trio.Event()
 
-    async def _carry_out(self, fx: list[Effect]) -> None:
+    async def _carry_out(self, fx: list[NodeEffect]) -> None:
         # Group commit: every durable effect of the batch goes to disk in one transaction
         # (one fsync) before any effect listed after the first of them is carried out. Effects
         # listed before it never depend on it (cores emit an effect after what it needs), so
@@ -475,8 +580,11 @@ class Node:
             await self._effects_after_persist(tail)
         if lazy:
             await trio.to_thread.run_sync(self.store.apply, lazy)
+        if self._world_saves and self.world_store is not None:
+            rows, self._world_saves = sorted(self._world_saves.items()), {}
+            await trio.to_thread.run_sync(self.world_store.save_many, rows)
 
-    async def _effects_after_persist(self, fx: list[Effect]) -> None:
+    async def _effects_after_persist(self, fx: list[NodeEffect]) -> None:
         for e in fx:
             if isinstance(e, Send):
                 self._send(e.peer, e.message)
@@ -494,6 +602,11 @@ class Node:
             elif isinstance(e, ChannelKnown):
                 self._channels_changed.set()
                 self._channels_changed = trio.Event()
+            elif isinstance(e, WorldChanged):
+                self._world_changed.set()
+                self._world_changed = trio.Event()
+            elif isinstance(e, WorldSave):
+                self._world_saves[e.author] = e.records
             elif isinstance(e, PeerMisbehaved):
                 self._count(e.error.code)
                 p = self.peers.get(e.peer)
@@ -558,13 +671,17 @@ class Node:
         self._last_rx[pid] = time.monotonic()
         self._peers_changed.set()
         self._peers_changed = trio.Event()
-        self._submit(self.hub.peer_up(pid, s.result.peer_key))
+        now = _now_ms()
+        self._submit(self.cores.peer_up(pid, s.result.peer_key, now_ms=now))
+        self._submit(self.world.set_link(LinkInfo(target=pid, state="direct",
+                                                  capabilities=("v1",)), now_ms=now))
         return True
 
     def _forget(self, pid: bytes, s: Session) -> None:
         if self.sessions.get(pid) is s:
             del self.sessions[pid]
-            self._submit(self.hub.peer_down(pid))
+            self._submit(self.cores.peer_down(pid))
+            self._submit(self.world.drop_link(pid, now_ms=_now_ms()))
             p = self._peer(pid)
             p.state = "backoff"
             if s.close_reason is not None and s.close_reason.code != SessionClosed.code:
@@ -596,7 +713,7 @@ class Node:
             if sent and sent[0] == msg.n:
                 self._peer(pid).rtt_ms = (time.monotonic() - sent[1]) * 1000
             return
-        self._submit(self.hub.receive(pid, msg, now_ms=_now_ms()))
+        self._submit(self.cores.receive(pid, msg, now_ms=_now_ms()))
 
     async def _handle_incoming(self, request: trio_websocket.WebSocketRequest) -> None:
         try:
@@ -686,6 +803,38 @@ class Node:
                         for p in self.peers.values():
                             p.candidates.pop(f"mdns:{ev.service_name}", None)
 
+    async def _ticker(self) -> None:
+        """Drive the cores' timers (heartbeats, presence expiry, gossip repair)."""
+        while True:
+            self._submit(self.cores.tick(now_ms=_now_ms()))
+            await trio.sleep(0.25)
+
+    async def _join(self) -> None:
+        cfg = self.config
+        from p2pworld import __version__
+        now = _now_ms()
+        info = NodeInfo(nostr_pubkey=self.identity.nostr.public.hex(), device=cfg.device,
+                        version=__version__, region=cfg.region)
+        self.session_id = secrets.token_hex(8)
+        self._session_start = now
+        self._submit(self.world.join(info, now_ms=now, session=SessionInfo(
+            session_id=self.session_id, workspace=cfg.workspace, started_ms=now)))
+        if cfg.capabilities is not None:
+            self._submit(self.world.advertise(cfg.capabilities, now_ms=now))
+        await self._settle()
+
+    async def _leave(self) -> None:
+        """Say goodbye: end the session and beat ``offline`` so peers see ``left`` at once."""
+        with trio.move_on_after(1.0):
+            now = _now_ms()
+            self._submit(self.world.set_session(SessionInfo(
+                session_id=self.session_id, workspace=self.config.workspace,
+                started_ms=self._session_start, ended_ms=now), now_ms=now))
+            self._submit(self.world.leave(now_ms=now))
+            await self._settle()
+            for s in list(self.sessions.values()):
+                await s.flush()
+
     async def _keepalive(self) -> None:
         interval = self.config.keepalive
         while True:
@@ -739,7 +888,11 @@ async def open_node(config: NodeConfig, *, identity: NodeIdentity | None = None
     home = NodeHome(config.home)
     ident = identity or home.load_or_create()
     store = LogStore(home.path / "log.db")
+    world_store: WorldStore | None = None
     try:
+        world_store = WorldStore(home.path / "world.db")
+        incarnation = world_store.bump_incarnation()
+        world_records = world_store.load()
         # StoreCorrupt surfaces here, before anything runs.
         loaded = store.load_channels()
         cursors = store.load_cursors()
@@ -750,7 +903,8 @@ async def open_node(config: NodeConfig, *, identity: NodeIdentity | None = None
                 store.write([Write(record=c.record, epochs=tuple(c.epochs),
                                    truncate_after=last)])
         async with trio.open_nursery() as nursery:
-            node = Node(config, ident, store, nursery)
+            node = Node(config, ident, store, nursery, world_store=world_store,
+                        incarnation=incarnation, world_records=world_records)
             for c in loaded:
                 node.hub.load(c.record, c.epochs, c.base, c.entries)
             for cp in cursors:
@@ -760,15 +914,21 @@ async def open_node(config: NodeConfig, *, identity: NodeIdentity | None = None
             await node._serve()
             nursery.start_soon(node._effect_runner)
             nursery.start_soon(node._keepalive)
+            await node._join()
+            nursery.start_soon(node._ticker)
             if config.mdns:
                 await nursery.start(node._discovery)
             nursery.start_soon(node._static_peers)
             try:
                 yield node
+                await node._leave()
             finally:
                 nursery.cancel_scope.cancel()
     finally:
         store.close()
+        if world_store is not None:
+            world_store.close()
 
 
-__all__ = ["Node", "NodeConfig", "ChannelMessage", "PeerInfo", "open_node", "short_id"]
+__all__ = ["Node", "NodeConfig", "ChannelMessage", "PeerInfo", "open_node", "short_id",
+           "WorldSubscription", "CapabilityAd", "Member", "WorldEvent"]

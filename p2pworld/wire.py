@@ -299,6 +299,142 @@ class Nack(Message):
                    codec.field(m, "hash", bytes, w))
 
 
+# --- world state gossip (see docs/protocol.md, "World state") ---------------------------
+
+MAX_WORLD_ITEMS = 1024
+WorldId = tuple[bytes, int, int]
+"""``(author prefix, incarnation, position)``: names a world record in ``wihave`` / ``wgraft`` /
+``wdig``. The prefix is the first 8 bytes of the author's node id (a hint, never trusted: the
+records themselves are signed)."""
+
+
+def _raw_list(m: dict[str, Value], key: str, w: str, limit: int = MAX_WORLD_ITEMS
+              ) -> tuple[bytes, ...]:
+    v = codec.field(m, key, list, w)
+    if len(v) > limit or not all(isinstance(x, bytes) for x in v):
+        raise DecodeError(f"{w}: {key} must be a list of at most {limit} byte strings")
+    return tuple(v)
+
+
+def _ids(m: dict[str, Value], key: str, w: str, width: int = 3) -> tuple[tuple[Value, ...], ...]:
+    v = codec.field(m, key, list, w)
+    if len(v) > 4 * MAX_WORLD_ITEMS:
+        raise DecodeError(f"{w}: too many ids")
+    out = []
+    for x in v:
+        if not (isinstance(x, list) and len(x) == width and isinstance(x[0], bytes)
+                and len(x[0]) in (8, 32)
+                and all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < 1 << 62
+                        for n in x[1:])):
+            raise DecodeError(f"{w}: malformed id")
+        out.append(tuple(x))
+    return tuple(out)
+
+
+@message
+@dataclass(frozen=True)
+class WorldPush(Message):
+    """``join_world`` / ``heartbeat`` / ``advertise_capabilities`` as peers see them: signed
+    world records, forwarded byte for byte (``u``: document updates, ``hb``: heartbeats).
+    ``tree`` is set on pushes along the broadcast tree (a duplicate among them prunes the
+    link); repairs (graft and digest answers) leave it unset."""
+
+    TYPE = "wpush"
+    MUTATES = True
+    updates: tuple[bytes, ...] = ()
+    heartbeats: tuple[bytes, ...] = ()
+    tree: bool = False
+
+    def fields(self) -> dict[str, Value]:
+        return {"u": list(self.updates), "hb": list(self.heartbeats), "tree": self.tree}
+
+    @classmethod
+    def parse(cls, m: dict[str, Value]) -> WorldPush:
+        tree = m.get("tree")
+        if not isinstance(tree, bool):
+            raise DecodeError("wpush: tree must be a bool")
+        return cls(_raw_list(m, "u", "wpush"), _raw_list(m, "hb", "wpush"), tree)
+
+
+@message
+@dataclass(frozen=True)
+class WorldIHave(Message):
+    """Lazy push: ids of records received lately, sent to peers off the broadcast tree."""
+
+    TYPE = "wihave"
+    updates: tuple[WorldId, ...] = ()
+    heartbeats: tuple[WorldId, ...] = ()
+
+    def fields(self) -> dict[str, Value]:
+        return {"u": [list(x) for x in self.updates], "hb": [list(x) for x in self.heartbeats]}
+
+    @classmethod
+    def parse(cls, m: dict[str, Value]) -> WorldIHave:
+        return cls(_ids(m, "u", "wihave"), _ids(m, "hb", "wihave"))
+
+
+@message
+@dataclass(frozen=True)
+class WorldGraft(Message):
+    """Put the link back on the broadcast tree and send what I lack: for each author, the
+    position I hold (full 32-byte node id)."""
+
+    TYPE = "wgraft"
+    have: tuple[WorldId, ...] = ()
+    heartbeats: tuple[bytes, ...] = ()
+    """Node ids whose latest heartbeat I want."""
+
+    def fields(self) -> dict[str, Value]:
+        return {"have": [list(x) for x in self.have], "hb": list(self.heartbeats)}
+
+    @classmethod
+    def parse(cls, m: dict[str, Value]) -> WorldGraft:
+        hb = _raw_list(m, "hb", "wgraft", 4 * MAX_WORLD_ITEMS)
+        if not all(len(x) == 32 for x in hb):
+            raise DecodeError("wgraft: node ids are 32 bytes")
+        return cls(_ids(m, "have", "wgraft"), hb)
+
+
+@message
+@dataclass(frozen=True)
+class WorldPrune(Message):
+    """Take the link off the broadcast tree (I received a duplicate over it)."""
+
+    TYPE = "wprune"
+
+    def fields(self) -> dict[str, Value]:
+        return {}
+
+    @classmethod
+    def parse(cls, m: dict[str, Value]) -> WorldPrune:
+        return cls()
+
+
+@message
+@dataclass(frozen=True)
+class WorldDigest(Message):
+    """Anti-entropy: the hash of my document positions; the full list when hashes differ.
+    A ``final`` digest is answered with records only, never with another digest."""
+
+    TYPE = "wdig"
+    digest: bytes
+    full: tuple[WorldId, ...] | None = None
+    final: bool = False
+
+    def fields(self) -> dict[str, Value]:
+        return {"h": self.digest, "full": None if self.full is None else
+                [list(x) for x in self.full], "final": self.final}
+
+    @classmethod
+    def parse(cls, m: dict[str, Value]) -> WorldDigest:
+        w = "wdig"
+        final = m.get("final")
+        if not isinstance(final, bool):
+            raise DecodeError(f"{w}: final must be a bool")
+        full = None if m.get("full") is None else _ids(m, "full", w)
+        return cls(codec.bytes_field(m, "h", w, size=32), full, final)
+
+
 def encode_message(msg: Message) -> bytes:
     return codec.encode_frame({"t": msg.TYPE, **msg.fields()})
 
@@ -354,4 +490,5 @@ def message_types(*, mutating: bool | None = None) -> list[type[Message]]:
 
 __all__ = ["Message", "MESSAGE_TYPES", "encode_message", "decode_message", "message_types",
            "Ping", "Pong", "ChannelAnnounce", "Subscribe", "SubscribeRefused", "SnapshotMsg",
-           "EpochMsg", "Stored", "Entries", "Submit", "Ack", "Nack"]
+           "EpochMsg", "Stored", "Entries", "Submit", "Ack", "Nack", "WorldPush", "WorldIHave",
+           "WorldGraft", "WorldPrune", "WorldDigest"]

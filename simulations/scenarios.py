@@ -38,15 +38,18 @@ def _traffic(sim: Simulator, ch: bytes, *, seconds: float, rate: float = 20.0,
     """Writers publish at random; some ask for replicated acks; some retry a key."""
     n = int(seconds * rate)
     names = sorted(sim.nodes)
+    writers: list[str] = []
     for i in range(n):
         writer = sim.rng.choice(names)
         want = "replicated" if sim.rng.random() < replicated_share else "local"
-        key = b"k%d" % i
-        if i > 3 and sim.rng.random() < 0.05:
-            key = b"k%d" % (i - 3)  # a retry (same payload) or a conflict (other writer/payload)
+        j = i - 3 if i > 3 and sim.rng.random() < 0.05 else i
+        if j != i and sim.rng.random() < 0.5:
+            writer = writers[j]  # the same writer retries: a duplicate (or a conflict)
+        writers.append(writer)
+        key = b"k%d" % j  # j < i: a retry (same payload) or a conflict (other payload)
         t = sim.rng.random() * seconds
-        payload = b"m%d" % int.from_bytes(key[1:], "big") if key != b"k%d" % i else b"m%d" % i
-        if sim.rng.random() < 0.3:
+        payload = b"m%d" % j
+        if j != i and sim.rng.random() < 0.3:
             payload = b"other"
 
         def go(w: str = writer, k: bytes = key, p: bytes = payload, wn: str = want) -> None:

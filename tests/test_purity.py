@@ -16,7 +16,8 @@ CORES = [
     "p2pworld/log/entry.py", "p2pworld/log/state.py", "p2pworld/log/channel_key.py",
     "p2pworld/log/verify.py", "p2pworld/log/sequencer.py", "p2pworld/log/replica.py",
     "p2pworld/log/hub.py", "p2pworld/testing/checkers.py", "p2pworld/auth/token.py",
-    "discovery/candidate.py",
+    "discovery/candidate.py", "p2pworld/effects.py", "p2pworld/cores.py",
+    "p2pworld/world/records.py", "p2pworld/world/doc.py", "p2pworld/world/core.py",
 ]
 FORBIDDEN = {"trio", "trio_websocket", "socket", "time", "random", "secrets", "os",
              "threading", "asyncio", "sqlite3", "zeroconf", "subprocess", "pathlib",

@@ -23,7 +23,7 @@ from p2pworld.wire import (
 def test_registry_knows_every_message_and_which_mutate() -> None:
     assert {"ping", "chan", "sub", "ents", "submit", "ack", "nack", "epoch", "stored",
             "snap", "subr"} <= set(MESSAGE_TYPES)
-    assert {c.TYPE for c in message_types(mutating=True)} == {"chan", "submit", "epoch"}
+    assert {c.TYPE for c in message_types(mutating=True)} == {"chan", "submit", "epoch", "wpush"}
 
 
 def test_bundle_round_trip_keeps_order() -> None:

@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from p2pworld import codec
 from p2pworld.codec import Value
+from p2pworld.effects import PeerMisbehaved, Send
 from p2pworld.errors import (
     ChainBroken,
     ChannelError,
@@ -107,12 +108,6 @@ class Checkpoint:
 # --- effects ------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Send:
-    peer: bytes
-    message: Message
-
-
 @dataclass(frozen=True, kw_only=True)
 class Persist:
     """Make a channel's changes durable in one transaction: record and epoch changes, new
@@ -142,12 +137,6 @@ class Resolved:
 @dataclass(frozen=True)
 class ChannelKnown:
     record: ChannelRecord
-
-
-@dataclass(frozen=True)
-class PeerMisbehaved:
-    peer: bytes
-    error: P2PWorldError
 
 
 @dataclass(frozen=True)

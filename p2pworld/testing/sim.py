@@ -31,21 +31,24 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from p2pworld import codec
+from p2pworld.cores import Cores, build_cores
+from p2pworld.effects import PeerMisbehaved, Send
 from p2pworld.errors import P2PWorldError, RemoteProtocolError
-from p2pworld.identity import Ed25519Signer, Signer, node_id
+from p2pworld.identity import Ed25519Signer, Signer, node_id, verify_raw
 from p2pworld.log.entry import ChannelPolicy, Entry
 from p2pworld.log.hub import (
     ChannelHub,
     Delivered,
-    Effect,
     Notice,
     PublishResult,
     Resolved,
-    Send,
 )
 from p2pworld.log.store import durable_op
 from p2pworld.testing.store import MemoryLogStore
 from p2pworld.wire import Message, decode_frame_messages, encode_message
+from p2pworld.world.core import WorldChanged, WorldConfig, WorldCore, WorldEvent, WorldSave
+from p2pworld.world.doc import NodeInfo
+from p2pworld.world.store import MemoryWorldStore
 
 
 @dataclass
@@ -68,7 +71,8 @@ class SimNode:
     signer: Signer
     index: int
     store: MemoryLogStore = field(default_factory=MemoryLogStore)
-    hub: ChannelHub | None = None
+    world_store: MemoryWorldStore = field(default_factory=MemoryWorldStore)
+    cores: Cores | None = None
     incarnation: int = 0
     clock_offset: float = 0.0
     delivered: dict[bytes, list[tuple[int, int, bytes]]] = field(default_factory=dict)
@@ -76,9 +80,21 @@ class SimNode:
     notices: list[P2PWorldError] = field(default_factory=list)
     pending: dict[int, tuple[bytes, bytes, bytes, float]] = field(default_factory=dict)
 
+    world_events: list[WorldEvent] = field(default_factory=list)
+    bytes_in: int = 0
+    frames_in: int = 0
+
+    @property
+    def hub(self) -> ChannelHub | None:
+        return self.cores.hub if self.cores else None
+
+    @property
+    def world(self) -> WorldCore | None:
+        return self.cores.world if self.cores else None
+
     @property
     def up(self) -> bool:
-        return self.hub is not None
+        return self.cores is not None
 
     @property
     def signer_id(self) -> bytes:
@@ -104,7 +120,11 @@ class Simulator:
     """Seeded, virtual-time runs of real cores over simulated sessions."""
 
     def __init__(self, seed: int, nodes: int = 3, *, latency: float = 0.002,
-                 jitter: float = 0.001, workspace: str = "sim") -> None:
+                 jitter: float = 0.001, workspace: str = "sim", degree: int | None = None,
+                 world: bool = True, world_config: WorldConfig | None = None,
+                 tick: float = 0.25) -> None:
+        """``degree``: each node links to about that many random others (default: full
+        mesh). ``world``: nodes join the world at boot and tick every ``tick`` seconds."""
         self.seed = seed
         self.rng = random.Random(seed)
         self.now = 0.0
@@ -121,14 +141,32 @@ class Simulator:
         self.blocked: set[tuple[str, str]] = set()
         self.loss = 0.0
         self.stats = Stats()
+        self.world_on = world
+        self.world_config = world_config or WorldConfig()
+        self.tick_interval = tick
+        self._verified: dict[tuple[bytes, bytes, bytes], bool] = {}
+        self._stamped: dict[tuple[str, bytes, bytes, bytes], bytes] = {}
+        names = [f"n{i}" for i in range(nodes)]
+        self.links: set[frozenset[str]] = set()
+        if degree is None or degree >= nodes - 1:
+            self.links = {frozenset(p) for p in itertools.combinations(names, 2)}
+        else:
+            # A ring (connected) plus random chords up to about `degree` links per node.
+            for i, a in enumerate(names):
+                self.links.add(frozenset((a, names[(i + 1) % nodes])))
+            for a in names:
+                while sum(1 for x in self.links if a in x) < degree:
+                    b = names[self.rng.randrange(nodes)]
+                    if b != a:
+                        self.links.add(frozenset((a, b)))
         for i in range(nodes):
             name = f"n{i}"
             seed_bytes = hashlib.blake2b(b"%d/%d" % (seed, i), digest_size=32).digest()
             node = SimNode(name, Ed25519Signer(seed_bytes), i)
             self.nodes[name] = node
             self._boot(node)
-        for a, b in itertools.combinations(sorted(self.nodes), 2):
-            self._connect(a, b)
+        for pair in sorted(self.links, key=sorted):
+            self._connect(*sorted(pair))
 
     # --- time ---------------------------------------------------------------------------
 
@@ -155,17 +193,43 @@ class Simulator:
 
     # --- nodes --------------------------------------------------------------------------
 
+    def verify(self, key: bytes, msg: bytes, sig: bytes) -> bool:
+        """ed25519 verification memoised across simulated nodes (a pure function, so the
+        result is the same; it saves N-fold work in large worlds)."""
+        k = (key, msg, sig)
+        got = self._verified.get(k)
+        if got is None:
+            if len(self._verified) > 200_000:
+                self._verified.clear()
+            got = self._verified[k] = verify_raw(key, msg, sig)
+        return got
+
     def _boot(self, node: SimNode) -> None:
         rng = random.Random(hashlib.blake2b(b"%d/%d/%d" % (self.seed, node.index,
                                                          node.incarnation)).digest())
-        hub = ChannelHub(node.signer, workspace=self.workspace, rng=rng)
+        inc = node.world_store.bump_incarnation()
+        cores = build_cores(node.signer, workspace=self.workspace, rng=rng, incarnation=inc,
+                            world_records=node.world_store.load(),
+                            world_config=self.world_config, verifier=self.verify)
+        hub = cores.hub
         for c in node.store.load_channels():
             hub.load(c.record, c.epochs, c.base, c.entries)
             if c.torn:
                 self.stats.reach("torn_tail")
         for sub, want in node.store.load_outbox():
             hub.load_outbox(sub, want)
-        node.hub = hub
+        node.cores = cores
+        if self.world_on:
+            self._carry(node, cores.world.join(NodeInfo(device=node.name),
+                                               now_ms=self.now_ms(node)))
+            gen = node.incarnation
+            self.at(self.rng.random() * self.tick_interval, lambda: self._tick(node, gen))
+
+    def _tick(self, node: SimNode, gen: int) -> None:
+        if node.cores is None or node.incarnation != gen:
+            return
+        self._carry(node, node.cores.tick(now_ms=self.now_ms(node)))
+        self.at(self.tick_interval, lambda: self._tick(node, gen))
 
     def crash(self, name: str, *, torn: bool = False) -> None:
         """Lose the node's memory (and what it had not written); optionally tear a tail."""
@@ -175,7 +239,7 @@ class Simulator:
         for other in sorted(self.nodes):
             if frozenset((name, other)) in self.sessions:
                 self._disconnect(name, other)
-        node.hub = None
+        node.cores = None
         node.pending.clear()
         node.store = node.store.crash()
         if torn:
@@ -192,10 +256,15 @@ class Simulator:
         self._boot(node)
         self._record("restart", name)
         for other in sorted(self.nodes):
-            if other != name:
+            if other != name and frozenset((name, other)) in self.links:
                 self._connect(name, other)
 
     # --- sessions -----------------------------------------------------------------------
+
+    def _by_id(self) -> dict[bytes, SimNode]:
+        if len(getattr(self, "_ids", {})) != len(self.nodes):
+            self._ids = {n.signer_id: n for n in self.nodes.values()}
+        return self._ids
 
     def _reachable(self, a: str, b: str) -> bool:
         return (a, b) not in self.blocked and (b, a) not in self.blocked and \
@@ -209,9 +278,9 @@ class Simulator:
         self._session_gen[pair] = self._session_gen.get(pair, 0) + 1
         self._record("up", a, b)
         na, nb = self.nodes[a], self.nodes[b]
-        assert na.hub is not None and nb.hub is not None
-        fa = na.hub.peer_up(nb.hub.node_id, nb.signer.public_key)
-        fb = nb.hub.peer_up(na.hub.node_id, na.signer.public_key)
+        assert na.cores is not None and nb.cores is not None
+        fa = na.cores.peer_up(nb.signer_id, nb.signer.public_key, now_ms=self.now_ms(na))
+        fb = nb.cores.peer_up(na.signer_id, na.signer.public_key, now_ms=self.now_ms(nb))
         self._carry(na, fa)
         self._carry(nb, fb)
 
@@ -223,13 +292,13 @@ class Simulator:
         self._record("down", a, b)
         for x, y in ((a, b), (b, a)):
             nx, ny = self.nodes[x], self.nodes[y]
-            if nx.hub is not None:
-                self._carry(nx, nx.hub.peer_down(ny.signer_id))
+            if nx.cores is not None:
+                self._carry(nx, nx.cores.peer_down(ny.signer_id))
         if redial:
             self.at(0.05 + self.rng.random() * 0.2, lambda: self._connect(a, b))
 
     def _send(self, src: SimNode, dst_id: bytes, msg: Message) -> None:
-        dst = next((n for n in self.nodes.values() if n.signer_id == dst_id), None)
+        dst = self._by_id().get(dst_id)
         if dst is None:
             return
         pair = frozenset((src.name, dst.name))
@@ -248,8 +317,10 @@ class Simulator:
         self._fifo[key] = t
 
         def deliver() -> None:
-            if pair not in self.sessions or self._session_gen[pair] != gen or dst.hub is None:
+            if pair not in self.sessions or self._session_gen[pair] != gen or dst.cores is None:
                 return  # the session died with this frame in flight
+            dst.bytes_in += len(frame)
+            dst.frames_in += 1
             try:
                 msgs = decode_frame_messages(frame)
             except RemoteProtocolError as e:
@@ -259,13 +330,13 @@ class Simulator:
                 return
             for m in msgs:
                 self._record("recv", dst.name, src.name, frame)
-                self._carry(dst, dst.hub.receive(src.signer_id, m, now_ms=self.now_ms(dst)))
+                self._carry(dst, dst.cores.receive(src.signer_id, m, now_ms=self.now_ms(dst)))
 
         self.at(t - self.now, deliver)
 
     # --- effects (what the node runtime does, in the same order) ------------------------
 
-    def _carry(self, node: SimNode, fx: list[Effect]) -> None:
+    def _carry(self, node: SimNode, fx: list[Any]) -> None:
         hub = node.hub
         if hub is None:
             return
@@ -287,6 +358,12 @@ class Simulator:
                             self.stats.latencies.append(self.now - sent)
                 elif isinstance(e, Resolved):
                     self._resolved(node, e)
+                elif isinstance(e, WorldSave):
+                    node.world_store.save(e.author, e.records)
+                elif isinstance(e, WorldChanged):
+                    node.world_events.append(e.event)
+                elif isinstance(e, PeerMisbehaved):
+                    self.stats.reach(f"refused:{e.error.code}")
                 elif isinstance(e, Notice):
                     node.notices.append(e.error)
                     code = e.error.code
@@ -333,7 +410,9 @@ class Simulator:
         node = self.nodes[writer]
         if node.hub is None:
             return
-        stamped = codec.encode({"t": int(self.now * 1e6), "p": payload})
+        # A retry of the same payload under the same key sends the same bytes (a duplicate).
+        stamped = self._stamped.setdefault((writer, channel, key, payload), codec.encode(
+            {"t": int(self.now * 1e6), "p": payload}))
         try:
             req, fx = node.hub.publish(channel, stamped, idem_key=key,
                                        now_ms=self.now_ms(node), want=want)
@@ -375,8 +454,8 @@ class Simulator:
 
     def heal(self) -> None:
         self.blocked.clear()
-        for a, b in itertools.combinations(sorted(self.nodes), 2):
-            self._connect(a, b)
+        for pair in sorted(self.links, key=sorted):
+            self._connect(*sorted(pair))
 
     def jump_clock(self, name: str, seconds: float) -> None:
         self.nodes[name].clock_offset += seconds
@@ -385,8 +464,8 @@ class Simulator:
     def inject(self, into: str, from_: str, msg: Message) -> None:
         """Deliver ``msg`` to ``into`` as if ``from_`` had sent it (hostile peers)."""
         dst, src = self.nodes[into], self.nodes[from_]
-        if dst.hub is not None:
-            self._carry(dst, dst.hub.receive(src.signer_id, msg, now_ms=self.now_ms(dst)))
+        if dst.cores is not None:
+            self._carry(dst, dst.cores.receive(src.signer_id, msg, now_ms=self.now_ms(dst)))
 
     def converged(self, channel: bytes) -> bool:
         """Every node is up, holds the channel, and all heads and states are equal."""
@@ -406,6 +485,19 @@ class Simulator:
         start = self.now
         while self.now - start <= limit:
             if self.converged(channel):
+                return self.now - start
+            self.run(step)
+        return None
+
+    def world_converged(self) -> bool:
+        """Every node is up and holds the same document positions and contents."""
+        hashes = {n.world.state_hash() if n.world else b"" for n in self.nodes.values()}
+        return len(hashes) == 1 and b"" not in hashes
+
+    def run_until_world_converged(self, limit: float, step: float = 0.05) -> float | None:
+        start = self.now
+        while self.now - start <= limit:
+            if self.world_converged():
                 return self.now - start
             self.run(step)
         return None

@@ -107,6 +107,7 @@ class Session:
         self.close_reason: P2PWorldError | None = None
         self._send, self._recv = trio.open_memory_channel[bytes](SEND_QUEUE)
         self.messages_in = 0
+        self.messages_queued = 0
         self.messages_out = 0
         self.frames_in = 0
         self.frames_out = 0
@@ -125,6 +126,14 @@ class Session:
             self._send.send_nowait(encode_message(msg))
         except trio.WouldBlock:
             raise Backpressure("session send queue is full", limit=SEND_QUEUE) from None
+        self.messages_queued += 1
+
+    async def flush(self) -> None:
+        """Wait until every message queued so far was written to the socket (or the session
+        ended)."""
+        target = self.messages_queued
+        while self.messages_out < target and not self.closed.is_set():
+            await trio.sleep(0.005)
 
     async def run(self, on_message: Callable[[Message], Awaitable[None] | None]) -> None:
         """Pump frames until the session ends; returns with ``close_reason`` set."""

@@ -1,0 +1,28 @@
+"""Effects shared by every core: what a core asks its shell (or the simulator) to do.
+
+Cores return lists of effects instead of doing I/O; each domain adds its own effect types
+(``p2pworld.log.hub``, ``p2pworld.world.core``), and :class:`Send` is common to all of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from p2pworld.errors import P2PWorldError
+from p2pworld.wire import Message
+
+
+@dataclass(frozen=True)
+class Send:
+    """Send ``message`` to ``peer`` (a node id) over its session, if one is up."""
+
+    peer: bytes
+    message: Message
+
+
+@dataclass(frozen=True)
+class PeerMisbehaved:
+    """``peer`` sent something refused (counted per error code; the session stays up)."""
+
+    peer: bytes
+    error: P2PWorldError
