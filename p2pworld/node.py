@@ -519,7 +519,7 @@ class Node:
                  "online": sum(m.state == "online" for m in members),
                  "stale": sum(m.state == "stale" for m in members),
                  "left": sum(m.state == "left" for m in members),
-                 "eager": len(w.eager), "lazy": len(w.lazy),
+                 "pruned_links": sum(len(x) for x in w.pruned.values()),
                  "heartbeats_new": w.stats.hb_new, "heartbeats_dup": w.stats.hb_dup,
                  "updates_new": w.stats.upd_new, "updates_dup": w.stats.upd_dup,
                  "refused": dict(w.stats.refused)}

@@ -398,16 +398,21 @@ class WorldGraft(Message):
 @message
 @dataclass(frozen=True)
 class WorldPrune(Message):
-    """Take the link off the broadcast tree (I received a duplicate over it)."""
+    """Take this link off the broadcast trees of these sources (node id prefixes): I received
+    a duplicate of their records over it."""
 
     TYPE = "wprune"
+    sources: tuple[bytes, ...] = ()
 
     def fields(self) -> dict[str, Value]:
-        return {}
+        return {"src": list(self.sources)}
 
     @classmethod
     def parse(cls, m: dict[str, Value]) -> WorldPrune:
-        return cls()
+        src = _raw_list(m, "src", "wprune", 4 * MAX_WORLD_ITEMS)
+        if not all(len(x) == 8 for x in src):
+            raise DecodeError("wprune: sources are 8-byte node id prefixes")
+        return cls(src)
 
 
 @message

@@ -25,6 +25,9 @@ def test_demo_three_nodes_meet_and_deliver_everything_in_order() -> None:
     assert out["messages_delivered"] == 300
     assert out["in_order"] is True
     assert len({n["head_hash"] for n in out["per_node"]}) == 1
+    # Presence and capability ads: every node saw every other's ad appear, update, expire.
+    assert out["world_members"] == out["ads_seen"] == out["ads_updated"] == 6
+    assert out["ads_expired"] == 6
     assert out["seconds"] < 60
 
 

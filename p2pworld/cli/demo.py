@@ -1,4 +1,5 @@
-"""``p2pworld demo``: N real node processes on this machine meet over mDNS and talk.
+"""``p2pworld demo``: N real node processes on this machine meet over mDNS, see each other's
+presence and capability ads (appear, update, expire), and talk on an ordered channel.
 
 The parent starts the node processes and listens to what each reports; it never tells a node
 where the others are. mDNS is pinned to loopback, so nothing leaves the machine.
@@ -42,9 +43,12 @@ def summarize(nodes: int, messages: int, results: list[dict[str, Any]],
                                               for r in results)
                 and len(heads) == 1 and None not in heads)
     delivered = sum(r["delivered"] for r in results)
+    world = {k: sum(r.get(k, 0) for r in results)
+             for k in ("world_members", "ads_seen", "ads_updated", "ads_expired")}
     out = {
         "nodes": nodes, "discovered": discovered, "handshakes_ok": handshakes,
         "messages_sent": messages, "messages_delivered": delivered, "in_order": in_order,
+        **world,
         "seconds": round(seconds, 3),
         "per_node": [{k: r[k] for k in ("index", "node", "status", "discovered_mdns",
                                         "sessions", "delivered", "in_order", "head_hash",
@@ -53,7 +57,8 @@ def summarize(nodes: int, messages: int, results: list[dict[str, Any]],
     }
     out["ok"] = (len(results) == nodes and discovered == nodes * (nodes - 1)
                  and handshakes == nodes * (nodes - 1) // 2
-                 and delivered == nodes * messages and in_order)
+                 and delivered == nodes * messages and in_order
+                 and all(v == nodes * (nodes - 1) for v in world.values()))
     return out
 
 
@@ -147,6 +152,7 @@ class _LiveView:
         self.nodes = nodes
         self.names: dict[str, str] = {}
         self.seen: dict[int, set[str]] = {}
+        self.tools: dict[tuple[str, str], Any] = {}
 
     def _name(self, nid: str) -> str:
         return self.names.get(nid, nid[:8])
@@ -168,6 +174,16 @@ class _LiveView:
                 print(f"  #{ev['seq']:<5} {self._name(ev['sender'])} -> all {self.nodes} "
                       f"nodes: {ev['text']}", flush=True)
                 del self.seen[ev["seq"]]
+        elif kind == "world":
+            key = (ev["node"], ev["about"])
+            if ev["kind"] == "updated" and self.tools.get(key) == ev.get("tools"):
+                return
+            self.tools[key] = ev.get("tools")
+            what = {"joined": "sees", "updated": "sees update of", "stale": "lost (stale)",
+                    "left": "saw leave of"}.get(ev["kind"], ev["kind"])
+            tools = f" tools={','.join(ev['tools'])}" if ev.get("tools") else ""
+            print(f"  world   {self._name(ev['node'])} {what} {self._name(ev['about'])}"
+                  f"{tools}", flush=True)
         elif kind == "result" and ev.get("status") != "ok":
             print(f"  error   {self._name(ev['node'])}: {ev['status']}", flush=True)
 

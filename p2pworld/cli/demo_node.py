@@ -11,6 +11,7 @@ import argparse
 import json
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import trio
 
 from p2pworld.errors import P2PWorldError
 from p2pworld.node import Node, NodeConfig, open_node
+from p2pworld.world.doc import CapabilityAd
 
 DEMO_CHANNEL = "demo"
 
@@ -44,6 +46,59 @@ async def _watch_peers(node: Node) -> None:
         await node._peers_changed.wait()
 
 
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+async def _until(node: Node, cond: Any, timeout: float) -> bool:
+    """Poll ``cond()`` on every world change (and every 0.2 s: expiry is not an event)."""
+    with trio.move_on_after(timeout):
+        while not cond():
+            with trio.move_on_after(0.2):
+                await node._world_changed.wait()
+        return True
+    return False
+
+
+async def world_round(node: Node, idx: int, timeout: float) -> dict[str, int]:
+    """Presence and capability ads, live: every other node's ad appears here, then its
+    update, then it expires (by this node's clock)."""
+    others = set(node.sessions)
+    out = {"world_members": 0, "ads_seen": 0, "ads_updated": 0, "ads_expired": 0}
+    with trio.move_on_after(timeout):
+        for pid in sorted(others):
+            await node.wait_member(pid)
+    out["world_members"] = sum(1 for m in node.members()
+                               if m.node_id in others and m.state == "online")
+
+    def with_tool(tag: str) -> set[bytes]:
+        return {m.node_id for m in node.query(lambda c: tag in c.tools)} & others
+
+    await node.advertise(CapabilityAd(tools=(f"tool-{idx}", "demo"),
+                                      expires_ms=_now_ms() + 60_000))
+    await _until(node, lambda: with_tool("demo") == others, timeout)
+    out["ads_seen"] = len(with_tool("demo"))
+    await node.advertise(CapabilityAd(tools=(f"tool-{idx}", "demo", "v2"),
+                                      expires_ms=_now_ms() + 4_000))
+    await _until(node, lambda: with_tool("v2") == others, timeout)
+    out["ads_updated"] = len(with_tool("v2"))
+    seen = with_tool("v2")
+    await _until(node, lambda: not with_tool("v2"), timeout)
+    out["ads_expired"] = len(seen - with_tool("v2"))
+    return out
+
+
+async def _watch_world(node: Node) -> None:
+    me = node.node_id.hex()
+    async for ev in node.world_events():
+        m = node.member(ev.node) if ev.node else None
+        if ev.node == node.node_id:
+            continue
+        emit({"event": "world", "node": me, "kind": ev.kind, "about": ev.node.hex(),
+              "reason": ev.reason,
+              "tools": list(m.caps.tools) if m and m.caps else []})
+
+
 async def run(args: argparse.Namespace) -> int:
     cfg = NodeConfig(home=Path(args.home), workspace=args.workspace,
                      interfaces=[args.interface], mdns=not args.no_mdns)
@@ -52,8 +107,13 @@ async def run(args: argparse.Namespace) -> int:
         me = node.node_id.hex()
         emit({"event": "up", "node": me, "index": idx, "url": node.url})
         nursery.start_soon(_watch_peers, node)
+        if args.live:
+            nursery.start_soon(_watch_world, node)
+            await node.advertise(CapabilityAd(tools=(f"tool-{idx}",),
+                                              expires_ms=_now_ms() + 3_600_000))
         status = "ok"
         delivered: list[int] = []
+        world: dict[str, int] = {}
         publish_errors: dict[str, int] = {}
         ch = b""
         with trio.move_on_after(args.timeout) as setup:
@@ -103,6 +163,7 @@ async def run(args: argparse.Namespace) -> int:
                     await reader()
             if scope.cancelled_caught:
                 status = "timeout"
+            world = await world_round(node, idx, args.timeout)
             # A session may come from the peer's dial before our own browser saw the peer;
             # report discovery only as it is observed, waiting (bounded) for the browser.
             with trio.move_on_after(10):
@@ -118,6 +179,7 @@ async def run(args: argparse.Namespace) -> int:
             "delivered": len(delivered),
             "in_order": delivered == list(range(1, m + 1)),
             "head_hash": head, "publish_errors": publish_errors,
+            **(world if not setup.cancelled_caught else {}),
             "health": node.health(),
         })
         await _wait_stdin_closed()

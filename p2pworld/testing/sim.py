@@ -146,6 +146,8 @@ class Simulator:
         self.tick_interval = tick
         self._verified: dict[tuple[bytes, bytes, bytes], bool] = {}
         self._stamped: dict[tuple[str, bytes, bytes, bytes], bytes] = {}
+        self.observer: Callable[[SimNode, SimNode, Message], None] | None = None
+        """Called after each message a node received and processed (benchmarks use it)."""
         names = [f"n{i}" for i in range(nodes)]
         self.links: set[frozenset[str]] = set()
         if degree is None or degree >= nodes - 1:
@@ -331,6 +333,8 @@ class Simulator:
             for m in msgs:
                 self._record("recv", dst.name, src.name, frame)
                 self._carry(dst, dst.cores.receive(src.signer_id, m, now_ms=self.now_ms(dst)))
+                if self.observer is not None:
+                    self.observer(dst, src, m)
 
         self.at(t - self.now, deliver)
 

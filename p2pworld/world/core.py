@@ -9,11 +9,15 @@ out the same way). See ``docs/world.md`` for the design; in short:
 * **Liveness.** Heartbeats are signed, ephemeral and ordered by ``(incarnation, n)``; they never
   enter CRDT history. A member is ``stale`` when this node has not heard a newer heartbeat for
   ``stale_ms`` by its *own* clock, ``left`` when the author said so.
-* **Gossip** (Plumtree-shaped). New records are pushed eagerly along a self-pruning broadcast
-  tree (a duplicate over a link moves it to the lazy set); record ids are announced in batches
-  to a few lazy peers, which graft the link back if the eager push did not arrive in time; a
-  periodic digest exchange with one random peer (hash first, full positions only when the
-  hashes differ) repairs anything else, e.g. after a partition or a restart.
+* **Gossip** (Plumtree-shaped, one broadcast tree per source). New records are pushed eagerly
+  to every peer not pruned for their source; a duplicate received over a link prunes that link
+  from the source's tree (both ends). A source's records follow each other, so two nodes never
+  prune the same cycle twice for it and each tree stays connected (a tree shared by all
+  sources is pruned concurrently by many of them and falls apart). Record ids are announced
+  in batches to a few pruned peers, which graft the link back if the eager push did not arrive
+  in time; losing the peer a source's records came from un-prunes that source; a periodic
+  digest exchange with one random peer (hash first, full positions only when the hashes
+  differ) repairs anything else, e.g. after a partition or a restart.
 
 Example (two cores wired by hand; the node runtime and the simulator do this for real):
     >>> import random
@@ -95,7 +99,6 @@ class WorldConfig:
     pull_ms: int = 10_000
     ihave_ms: int = 500
     graft_ms: int = 1_000
-    eager_max: int = 6
     lazy_fanout: int = 3
 
 
@@ -204,8 +207,10 @@ class WorldCore:
         self._by_prefix: dict[bytes, bytes] = {}
         self.presence: dict[bytes, _Presence] = {}
         self.peers: dict[bytes, bytes] = {}
-        self.eager: set[bytes] = set()
-        self.lazy: set[bytes] = set()
+        self.pruned: dict[bytes, set[bytes]] = {}
+        """source node id -> peers its records are not eagerly pushed to (the lazy links)."""
+        self.parent: dict[bytes, bytes] = {}
+        """source node id -> the peer its latest new record came from."""
         self.author: AuthorDoc | None = None
         self.stats = WorldStats()
         self.events: collections.deque[WorldEvent] = collections.deque(maxlen=EVENT_HISTORY)
@@ -214,8 +219,7 @@ class WorldCore:
         self._next_hb = 0
         self._next_pull = 0
         self._next_ihave = 0
-        self._recent_u: list[WorldId] = []
-        self._recent_hb: list[WorldId] = []
+        self._recent: list[tuple[str, bytes, WorldId, bytes | None]] = []
         self._missing: dict[tuple[str, bytes], _Missing] = {}
         self._digest: tuple[bytes, tuple[WorldId, ...]] | None = None
         self._left = False
@@ -332,11 +336,6 @@ class WorldCore:
 
     def peer_up(self, peer: bytes, key: bytes, *, now_ms: int) -> list[WorldEffect]:
         self.peers[peer] = key
-        if len(self.eager) < self.config.eager_max:
-            self.eager.add(peer)
-            self.lazy.discard(peer)
-        else:
-            self.lazy.add(peer)
         h, full = self._digest_now()
         fx: list[WorldEffect] = [Send(peer, WorldDigest(h, full))]
         hbs = [p.hb.raw for a, p in sorted(self.presence.items())
@@ -346,16 +345,15 @@ class WorldCore:
 
     def peer_down(self, peer: bytes) -> list[WorldEffect]:
         self.peers.pop(peer, None)
-        was_eager = peer in self.eager
-        self.eager.discard(peer)
-        self.lazy.discard(peer)
         for k in [k for k, m in self._missing.items() if m.peer == peer]:
             del self._missing[k]
-        if was_eager:
-            # Repair the tree: lazy links become eager (duplicates will prune them again).
-            for p in sorted(self.lazy)[: max(0, self.config.eager_max - len(self.eager))]:
-                self.eager.add(p)
-                self.lazy.discard(p)
+        for src in sorted(self.pruned):
+            self.pruned[src].discard(peer)
+        for src in [s for s, p in self.parent.items() if p == peer]:
+            # Its records reached us through that peer: un-prune the source's tree here (the
+            # next record floods our links once, and duplicates prune them again).
+            del self.parent[src]
+            self.pruned.pop(src, None)
         return []
 
     # --- receiving ----------------------------------------------------------------------
@@ -370,9 +368,10 @@ class WorldCore:
         if isinstance(msg, WorldGraft):
             return self._on_graft(peer, msg)
         if isinstance(msg, WorldPrune):
-            if peer in self.eager:
-                self.eager.discard(peer)
-                self.lazy.add(peer)
+            for prefix in msg.sources:
+                src = self._by_prefix.get(prefix)
+                if src is not None:
+                    self.pruned.setdefault(src, set()).add(peer)
             return []
         if isinstance(msg, WorldDigest):
             return self._on_digest(peer, msg)
@@ -382,9 +381,9 @@ class WorldCore:
         fx: list[WorldEffect] = []
         new_u: list[DocUpdate] = []
         new_hb: list[Heartbeat] = []
-        dups = 0
+        dup_src: list[bytes] = []
         gaps: list[WorldId] = []
-        for raw in msg.updates:
+        for i, raw in enumerate(msg.updates):
             try:
                 u = DocUpdate.decode(raw)
                 rep = self._replica(u.author)
@@ -394,7 +393,7 @@ class WorldCore:
                 gaps.append((u.node, *rep.position))
                 continue
             except StaleUpdate:
-                dups += 1
+                dup_src.append(u.node)
                 self.stats.upd_dup += 1
                 continue
             except P2PWorldError as e:
@@ -403,8 +402,14 @@ class WorldCore:
                 continue
             self.stats.upd_new += 1
             self._missing.pop(("u", u.node[:8]), None)
+            self.parent[u.node] = peer
             new_u.append(u)
-            fx += self._after_update(rep, u, now_ms)
+            if i == len(msg.updates) - 1 or not _same_author(msg.updates[i + 1], u.author):
+                # One event per author per batch (a newcomer's base and deltas arrive together).
+                fx += self._after_update(rep, u, now_ms)
+            else:
+                self._digest = None
+                fx.append(WorldSave(u.author, tuple(r.raw for r in rep.records())))
         for raw in msg.heartbeats:
             try:
                 hb = Heartbeat.decode(raw)
@@ -414,20 +419,25 @@ class WorldCore:
                 fx.append(PeerMisbehaved(peer, e))
                 continue
             if not got:
-                dups += 1
+                dup_src.append(hb.node)
                 self.stats.hb_dup += 1
                 continue
             self.stats.hb_new += 1
             self._missing.pop(("hb", hb.node[:8]), None)
+            self.parent[hb.node] = peer
             new_hb.append(hb)
             fx += self._accept_hb(hb, now_ms)
         if gaps:
             fx.append(Send(peer, WorldGraft(tuple(gaps))))
-        if msg.tree and dups and not new_u and not new_hb and peer in self.eager:
-            self.eager.discard(peer)
-            self.lazy.add(peer)
-            self.stats.prunes += 1
-            fx.append(Send(peer, WorldPrune()))
+        if msg.tree and dup_src:
+            # A duplicate along a source's tree: this link is redundant for that source.
+            prune = sorted({s for s in dup_src if s != self.node_id and
+                            peer not in self.pruned.get(s, ())})
+            for s in prune:
+                self.pruned.setdefault(s, set()).add(peer)
+            if prune:
+                self.stats.prunes += len(prune)
+                fx.append(Send(peer, WorldPrune(tuple(s[:8] for s in prune))))
         return fx + self._spread(peer, new_u, new_hb)
 
     def _check_hb(self, hb: Heartbeat, now_ms: int) -> bool:
@@ -449,8 +459,6 @@ class WorldCore:
         p = self.presence.setdefault(nid, _Presence())
         old_status = p.hb.status if p.hb else None
         p.hb, p.last_seen_ms = hb, now_ms
-        if nid != self.node_id:
-            self._recent_hb.append((nid[:8], hb.inc, hb.n))
         if hb.status == "offline":
             if p.state != "left":
                 p.state, p.reason = "left", "explicit_offline"
@@ -465,8 +473,6 @@ class WorldCore:
 
     def _after_update(self, rep: DocReplica, u: DocUpdate, now_ms: int) -> list[WorldEffect]:
         self._digest = None
-        if u.node != self.node_id:
-            self._recent_u.append((u.node[:8], *rep.position))
         fx: list[WorldEffect] = [WorldSave(u.author, tuple(r.raw for r in rep.records()))]
         info = rep.view.info
         p = self.presence.setdefault(u.node, _Presence())
@@ -498,18 +504,20 @@ class WorldCore:
         return p.hb.position if p and p.hb else (0, 0)
 
     def _on_graft(self, peer: bytes, msg: WorldGraft) -> list[WorldEffect]:
-        self.lazy.discard(peer)
-        self.eager.add(peer)
         self.stats.grafts += 1
         ups: list[bytes] = []
         for who, inc, seq in msg.have:
             nid = self._by_prefix.get(bytes(who)[:8])
             rep = self.replicas.get(self.keys[nid]) if nid else None
+            if nid is not None:
+                self.pruned.get(nid, set()).discard(peer)
             if rep is not None:
                 ups += [r.raw for r in rep.records_after((int(inc), int(seq)))]
         hbs = []
         for who in msg.heartbeats:
-            p = self.presence.get(bytes(who))
+            nid = bytes(who)
+            self.pruned.get(nid, set()).discard(peer)
+            p = self.presence.get(nid)
             if p is not None and p.hb is not None:
                 hbs.append(p.hb.raw)
         return self._push_to(peer, ups, hbs)
@@ -541,15 +549,19 @@ class WorldCore:
                 ) -> list[WorldEffect]:
         if not ups and not hbs:
             return []
+        out: dict[bytes, tuple[list[bytes], list[bytes]]] = {}
+        peers = sorted(self.peers)
+        for kind, rec, node, wid in [("u", u.raw, u.node, (u.node[:8], u.inc, u.seq))
+                                     for u in ups] + \
+                [("hb", h.raw, h.node, (h.node[:8], h.inc, h.n)) for h in hbs]:
+            pruned = self.pruned.get(node, set())
+            for p in peers:
+                if p != src and p not in pruned:
+                    out.setdefault(p, ([], []))[0 if kind == "u" else 1].append(rec)
+            self._recent.append((kind, node, wid, src))
         fx: list[WorldEffect] = []
-        for p in sorted(self.eager - {src} if src else self.eager):
-            fx += self._push_to(p, [u.raw for u in ups], [h.raw for h in hbs], tree=True)
-        if src is None:
-            # Our own records: announce them to the lazy peers at once as well.
-            for u in ups:
-                self._recent_u.append((self.node_id[:8], u.inc, u.seq))
-            for h in hbs:
-                self._recent_hb.append((self.node_id[:8], h.inc, h.n))
+        for p, (u_raw, h_raw) in sorted(out.items()):
+            fx += self._push_to(p, u_raw, h_raw, tree=True)
         return fx
 
     def _push_to(self, peer: bytes, ups: list[bytes], hbs: list[bytes], *, tree: bool = False
@@ -601,9 +613,12 @@ class WorldCore:
             else:
                 have.append((prefix, 0, 0))
         for peer, (have, hbs) in sorted(grafts.items()):
-            if peer not in self.eager:
-                self.lazy.discard(peer)
-                self.eager.add(peer)
+            for wid in have:
+                known = self._by_prefix.get(bytes(wid[0])[:8])
+                if known is not None:
+                    self.pruned.get(known, set()).discard(peer)
+            for known in hbs:
+                self.pruned.get(known, set()).discard(peer)
             self.stats.grafts += 1
             fx.append(Send(peer, WorldGraft(tuple(have), tuple(hbs))))
         if now_ms >= self._next_pull and self.peers:
@@ -613,14 +628,18 @@ class WorldCore:
         return fx
 
     def _announce(self) -> list[WorldEffect]:
-        ups, hbs = self._recent_u, self._recent_hb
-        self._recent_u, self._recent_hb = [], []
-        if not (ups or hbs) or not self.lazy:
-            return []
-        lazy = sorted(self.lazy)
-        targets = self.rng.sample(lazy, min(self.config.lazy_fanout, len(lazy)))
-        msg = WorldIHave(tuple(ups[-4096:]), tuple(hbs[-4096:]))
-        return [Send(p, msg) for p in sorted(targets)]
+        """Lazy push: each record received lately is announced to a few peers that are
+        pruned from its source's tree (they graft if the tree failed to deliver it)."""
+        recent, self._recent = self._recent, []
+        per: dict[bytes, tuple[list[WorldId], list[WorldId]]] = {}
+        for kind, node, wid, src in recent[-8192:]:
+            lazy = sorted(p for p in self.pruned.get(node, ()) if p != src and p in self.peers)
+            if not lazy:
+                continue
+            for p in self.rng.sample(lazy, min(self.config.lazy_fanout, len(lazy))):
+                per.setdefault(p, ([], []))[0 if kind == "u" else 1].append(wid)
+        return [Send(p, WorldIHave(tuple(u[-4096:]), tuple(h[-4096:])))
+                for p, (u, h) in sorted(per.items())]
 
     # --- queries ------------------------------------------------------------------------
 
@@ -704,6 +723,12 @@ class WorldCore:
 
     def _event(self, kind: str, nid: bytes, now_ms: int, reason: str = "") -> WorldChanged:
         return WorldChanged(self._event_obj(kind, nid, now_ms, reason))
+
+
+def _same_author(raw: bytes, author: bytes) -> bool:
+    """Cheap look-ahead: does the next raw record (canonical CBOR map, ``a`` first) name the
+    same author? Only used to coalesce events, never to accept anything."""
+    return raw[5:37] == author if len(raw) > 37 else False
 
 
 __all__ = ["WorldCore", "WorldConfig", "WorldEvent", "WorldChanged", "WorldSave", "Member",

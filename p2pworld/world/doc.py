@@ -35,7 +35,7 @@ import pycrdt
 
 from p2pworld import codec
 from p2pworld.codec import Value
-from p2pworld.errors import DecodeError, ForgedUpdate, P2PWorldError, StaleUpdate, WorldGap
+from p2pworld.errors import DecodeError, ForgedUpdate, StaleUpdate, WorldGap
 from p2pworld.identity import Signer, blake2b256, verify_raw
 from p2pworld.world.records import (
     STATUSES,
@@ -311,15 +311,14 @@ def _entries(view: DocView) -> list[tuple[str, bytes]]:
 
 @dataclass
 class DocReplica:
-    """One author's document as a reader holds it: the signed base, the deltas since, the live
-    CRDT document and its checked view. Accepts records only in chain order."""
+    """One author's document as a reader holds it: the signed base, the deltas since and the
+    checked view. Accepts records only in chain order."""
 
     author: bytes
     verifier: Verifier = verify_raw
     base: DocUpdate | None = None
     deltas: list[DocUpdate] = field(default_factory=list)
     view: DocView = field(default_factory=DocView)
-    doc: pycrdt.Doc[Any] | None = None
 
     @property
     def position(self) -> tuple[int, int]:
@@ -389,26 +388,27 @@ class DocReplica:
             # Same position, same head: the author vouches that this is the same state.
             self.base, self.deltas = u, []
             return self.view
+        # The CRDT document is rebuilt from the records for each change and then dropped: a
+        # node tracking a thousand peers keeps their records and checked views, not a
+        # thousand live documents (changes are rare; heartbeats never come here).
+        doc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=1)
+        if what == "apply":
+            for r in self.records():
+                doc.apply_update(r.data)
+        view = _apply_checked(doc, u.data)
         if what == "replace":
-            doc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=1)
-            view = _apply_checked(doc, u.data)
-            self.base, self.deltas, self.doc, self.view = u, [], doc, view
-            return view
-        assert self.doc is not None
-        try:
-            view = _apply_checked(self.doc, u.data)
-        except P2PWorldError:
-            self._rebuild()
-            raise
-        self.deltas.append(u)
+            self.base, self.deltas = u, []
+        else:
+            self.deltas.append(u)
         self.view = view
         return view
 
-    def _rebuild(self) -> None:
+    def document(self) -> pycrdt.Doc[Any]:
+        """The author's document as a live pycrdt ``Doc`` (built from the records)."""
         doc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=1)
         for r in self.records():
             doc.apply_update(r.data)
-        self.doc = doc
+        return doc
 
     def state_hash(self) -> bytes:
         """Hash of the checked contents (equal on every replica holding the same records)."""
