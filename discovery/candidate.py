@@ -37,6 +37,8 @@ class Candidate:
     addresses: tuple[str, ...]
     port: int
     source: str
+    relay: str = ""
+    """A rendezvous URL that can relay a session to this peer (empty: none)."""
 
     def urls(self) -> list[str]:
         out = []
@@ -88,3 +90,24 @@ def parse_txt(props: dict[bytes, bytes | None], *, addresses: list[str],
     addrs = tuple(a for a in addresses if usable_address(a))
     return Candidate(node_id=bytes.fromhex(nid_hex), workspace=get(b"ws", MAX_WORKSPACE),
                      versions=versions, addresses=addrs, port=port, source=source)
+
+
+def from_urls(node_id: bytes, workspace: str, urls: tuple[str, ...], *, source: str,
+              relay: str = "") -> Candidate:
+    """A candidate from ``ws://host:port/`` URLs (a rendezvous registration). Unparseable or
+    unusable URLs are dropped; the port of the first usable one is kept."""
+    addrs: list[str] = []
+    port = 0
+    for u in urls:
+        if not u.startswith("ws://"):
+            continue
+        hostport = u[5:].split("/", 1)[0]
+        host, _, p = hostport.rpartition(":")
+        host = host.strip("[]")
+        if not p.isdigit() or not 0 < int(p) < 65536 or not usable_address(host):
+            continue
+        if port in (0, int(p)):
+            port = int(p)
+            addrs.append(host)
+    return Candidate(node_id=node_id, workspace=workspace, versions=(1,),
+                     addresses=tuple(addrs), port=port, source=source, relay=relay)

@@ -28,8 +28,10 @@ from typing import Any
 import trio
 import trio_websocket
 
-from discovery.candidate import Candidate
+from discovery.candidate import Candidate, from_urls
 from discovery.mdns import Found, Lost, MdnsDiscovery
+from discovery.rendezvous import Registration
+from discovery.rendezvous_client import RelayPipe, RendezvousClient
 from p2pworld.cores import Cores, NodeEffect, build_cores
 from p2pworld.effects import PeerMisbehaved, Send
 from p2pworld.errors import (
@@ -57,7 +59,12 @@ from p2pworld.log.store import LogStore, OutboxWrite, Write, durable_op
 from p2pworld.transport.backoff import Backoff
 from p2pworld.transport.handshake import DEFAULT_MAX_FRAME, PROTOCOL_VERSIONS, HandshakeConfig
 from p2pworld.transport.peering import dial_delay, is_dead, keep_new_session
-from p2pworld.transport.session import Session, accept_session, open_session
+from p2pworld.transport.session import (
+    Session,
+    accept_session,
+    open_session,
+    relayed_session,
+)
 from p2pworld.wire import Message, Ping, Pong
 from p2pworld.world.core import (
     Member,
@@ -103,6 +110,12 @@ class NodeConfig:
     world: WorldConfig = field(default_factory=WorldConfig)
     capabilities: CapabilityAd | None = None
     """Advertised at start (``advertise_capabilities``); change it with ``node.advertise``."""
+    public_urls: list[str] | None = None
+    """Direct URLs published to rendezvous nodes (default: the listen URL, when it is
+    reachable from the rendezvous)."""
+    rendezvous: list[str] = field(default_factory=list)
+    """Rendezvous nodes (``ws://host:port/``): register there, find workspace peers across
+    subnets, and relay sessions to peers that cannot be reached directly."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -286,6 +299,7 @@ class Node:
         self.listen_host = config.interfaces[0] if config.interfaces else "127.0.0.1"
         self.errors: dict[str, int] = {}
         self.mdns: MdnsDiscovery | None = None
+        self.rendezvous: dict[str, RendezvousClient] = {}
 
     # --- public API -------------------------------------------------------------------------
 
@@ -484,7 +498,8 @@ class Node:
             s = self.sessions.get(pid)
             peers.append({
                 "node_id": pid.hex(), "state": "connected" if s else p.state,
-                "lane": "direct" if s else None, "via": sorted(p.via), "address": p.address,
+                "lane": ("relay" if s.address.startswith("relay:") else "direct") if s else None,
+                "via": sorted(p.via), "address": p.address,
                 "since_s": round(now - p.since, 3) if p.since else None,
                 "rtt_ms": None if p.rtt_ms is None else round(p.rtt_ms, 3),
                 "frames_in": s.frames_in if s else 0, "frames_out": s.frames_out if s else 0,
@@ -780,11 +795,83 @@ class Node:
                 p.last_error, p.failures = e.code, p.failures + 1
                 self._count(e.code)
                 continue
-            self._nursery.start_soon(self._run_session, s)
-            while pid not in self.sessions and not s.closed.is_set():
-                await self._peers_changed.wait()
-            return True
+            return await self._start_session(pid, s)
+        # No direct route: run the same session through a rendezvous that knows the peer.
+        for relay in sorted({c.relay for c in cands if c.relay}):
+            client = self.rendezvous.get(relay)
+            if client is None or not client.connected.is_set():
+                continue
+            p.state = "connecting"
+            try:
+                pipe = await client.open_pipe(pid)
+                s = await relayed_session(pipe, self._hs_config(expected=pid), initiator=True,
+                                          address=f"relay:{relay}",
+                                          timeout=self.config.handshake_timeout)
+            except (P2PWorldError, trio_websocket.ConnectionClosed) as e:
+                code = getattr(e, "code", "RELAY_FAILED")
+                p.last_error, p.failures = code, p.failures + 1
+                self._count(code)
+                continue
+            return await self._start_session(pid, s)
         return False
+
+    async def _start_session(self, pid: bytes, s: Session) -> bool:
+        self._nursery.start_soon(self._run_session, s)
+        while pid not in self.sessions and not s.closed.is_set():
+            await self._peers_changed.wait()
+        return True
+
+    # --- rendezvous -------------------------------------------------------------------------
+
+    def _direct_urls(self, relay: str) -> list[str]:
+        """Where peers may reach us directly: our listen URL, unless it is loopback and the
+        rendezvous is not (a remote peer would dial its own loopback)."""
+        if self.config.public_urls is not None:
+            return list(self.config.public_urls)
+        loop = self.listen_host.startswith("127.") or self.listen_host == "::1"
+        relay_loop = "//127." in relay or "//localhost" in relay or "//[::1]" in relay
+        return [self.url] if not loop or relay_loop else []
+
+    def _on_rendezvous_peers(self, relay: str, regs: list[Registration]) -> None:
+        key = f"rv:{relay}"
+        listed = set()
+        for r in regs:
+            if r.node == self.node_id:
+                continue
+            listed.add(r.node)
+            self._on_candidate(key, from_urls(r.node, r.workspace, r.urls, source="rendezvous",
+                                              relay=relay))
+        for pid, p in self.peers.items():
+            if pid not in listed:
+                p.candidates.pop(key, None)
+
+    async def _on_relayed(self, relay: str, pipe: RelayPipe) -> None:
+        try:
+            s = await relayed_session(pipe, self._hs_config(), initiator=False,
+                                      address=f"relay:{relay}",
+                                      timeout=self.config.handshake_timeout)
+        except (P2PWorldError, trio_websocket.ConnectionClosed) as e:
+            self._count(getattr(e, "code", "RELAY_FAILED"))
+            return
+        self._peer(s.peer_id).via.add("rendezvous")
+        await self._run_session(s)
+
+    async def _rendezvous_loop(self, url: str) -> None:
+        backoff = Backoff(base=0.25, cap=30.0)
+        while True:
+            client = RendezvousClient(
+                url=url, signer=self.identity.signer, workspace=self.config.workspace,
+                direct_urls=lambda: self._direct_urls(url),
+                on_peers=self._on_rendezvous_peers,
+                on_incoming=lambda pipe: self._on_relayed(url, pipe))
+            self.rendezvous[url] = client
+            try:
+                await client.run(self._nursery)
+                backoff.reset()
+            except (OSError, P2PWorldError, trio_websocket.HandshakeError,
+                    trio_websocket.ConnectionClosed) as e:
+                self._count(getattr(e, "code", "RENDEZVOUS_UNREACHABLE"))
+            await trio.sleep(backoff.next_delay(self._rng))
 
     async def _discovery(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                          ) -> None:
@@ -919,6 +1006,8 @@ async def open_node(config: NodeConfig, *, identity: NodeIdentity | None = None
             if config.mdns:
                 await nursery.start(node._discovery)
             nursery.start_soon(node._static_peers)
+            for url in config.rendezvous:
+                nursery.start_soon(node._rendezvous_loop, url)
             try:
                 yield node
                 await node._leave()

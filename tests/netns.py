@@ -60,6 +60,47 @@ def netns_pair() -> Iterator[NetnsPair]:
             subprocess.run(["ip", "netns", "delete", ns], capture_output=True, timeout=30)
 
 
+@dataclass
+class Subnets:
+    """A rendezvous host ``r`` with one subnet to each leaf host; no routes between leaves
+    (and ``r`` does not forward), so leaves reach each other only through ``r``'s services."""
+
+    r: str
+    leaves: list[str]
+    r_ips: list[str]
+    leaf_ips: list[str]
+
+    def spawn(self, ns: str, *args: str) -> subprocess.Popen[bytes]:
+        return NetnsPair(ns, ns).spawn(ns, *args)
+
+
+@contextmanager
+def netns_subnets(leaves: int = 2) -> Iterator[Subnets]:
+    pid = os.getpid()
+    net = Subnets(f"pw{pid}r", [f"pw{pid}l{i}" for i in range(leaves)],
+                  [f"10.78.{i + 1}.1" for i in range(leaves)],
+                  [f"10.78.{i + 1}.2" for i in range(leaves)])
+    try:
+        sh("ip", "netns", "add", net.r)
+        sh("ip", "-n", net.r, "link", "set", "lo", "up")
+        sh("ip", "netns", "exec", net.r, "sysctl", "-qw", "net.ipv4.ip_forward=0")
+        for i, leaf in enumerate(net.leaves):
+            vr, vl = f"pw{pid}r{i}", f"pw{pid}v{i}"
+            sh("ip", "netns", "add", leaf)
+            sh("ip", "link", "add", vr, "type", "veth", "peer", "name", vl)
+            sh("ip", "link", "set", vr, "netns", net.r)
+            sh("ip", "link", "set", vl, "netns", leaf)
+            sh("ip", "-n", net.r, "addr", "add", f"{net.r_ips[i]}/24", "dev", vr)
+            sh("ip", "-n", leaf, "addr", "add", f"{net.leaf_ips[i]}/24", "dev", vl)
+            sh("ip", "-n", net.r, "link", "set", vr, "up")
+            sh("ip", "-n", leaf, "link", "set", "lo", "up")
+            sh("ip", "-n", leaf, "link", "set", vl, "up")
+        yield net
+    finally:
+        for ns in (net.r, *net.leaves):
+            subprocess.run(["ip", "netns", "delete", ns], capture_output=True, timeout=30)
+
+
 def read_event(proc: subprocess.Popen[bytes], kind: str, timeout: float) -> dict[str, Any]:
     """Read JSON lines from ``proc`` until one has ``event == kind``."""
     assert proc.stdout is not None

@@ -80,3 +80,44 @@ def test_a_node_claiming_another_id_is_refused(hosts: NetnsPair, tmp_path: Path)
         assert claim["last_error"] == "PEER_IDENTITY_MISMATCH"
     finally:
         stop(imp, honest)
+
+
+def test_two_subnets_meet_only_through_a_rendezvous(tmp_path: Path) -> None:
+    from .netns import netns_subnets
+
+    with netns_subnets(2) as net:
+        rv = net.spawn(net.r, "-m", "p2pworld.cli.main", "rendezvous", "--listen",
+                       "0.0.0.0:7700", "--json")
+        procs = [rv]
+        try:
+            read_event(rv, "up", 30)
+            common = ["--nodes", "2", "--messages", "50", "--workspace", "subnets",
+                      "--timeout", "40", "--no-mdns"]
+            for i, leaf in enumerate(net.leaves):
+                procs.append(net.spawn(
+                    leaf, "-m", "p2pworld.cli.main", "demo-node", "--index", str(i),
+                    "--home", str(tmp_path / f"n{i}"), "--interface", net.leaf_ips[i],
+                    "--rendezvous", f"ws://{net.r_ips[i]}:7700/", *common))
+            ra = read_event(procs[1], "result", 90)
+            rb = read_event(procs[2], "result", 90)
+            for r, peer in ((ra, rb), (rb, ra)):
+                assert r["status"] == "ok", r
+                assert r["sessions"] == [peer["node"]]
+                assert r["in_order"] and r["delivered"] == 50
+                assert r["world_members"] == r["ads_seen"] == r["ads_updated"] == 1
+                (p,) = r["health"]["peers"]
+                # The direct URL was published and tried: no route, so the session is relayed.
+                assert p["lane"] == "relay" and "rendezvous" in p["via"]
+            assert ra["head_hash"] == rb["head_hash"]
+            rv.stdin.write(b"stats\n")  # type: ignore[union-attr]
+            rv.stdin.flush()  # type: ignore[union-attr]
+            stats = read_event(rv, "stats", 10)
+            assert stats["registered"] == 2 and stats["relayed_frames"] > 50
+        finally:
+            if rv.stdin:
+                try:
+                    rv.stdin.write(b"quit\n")
+                    rv.stdin.flush()
+                except OSError:
+                    pass
+            stop(*procs)

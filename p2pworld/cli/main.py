@@ -7,7 +7,7 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from p2pworld.cli import demo, demo_node, id_cmd, log_cmd, node_cmd
+    from p2pworld.cli import demo, demo_node, id_cmd, log_cmd, node_cmd, rendezvous_cmd
 
     parser = argparse.ArgumentParser(prog="p2pworld", description=(
         "A serverless shared world for AI agents: discovery, authenticated sessions and "
@@ -19,6 +19,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("node", help="run one node until interrupted")
     node_cmd.add_arguments(p)
     p.set_defaults(func=node_cmd.main)
+    p = sub.add_parser("rendezvous", help="run a rendezvous node (registration and relay)")
+    rendezvous_cmd.add_arguments(p)
+    p.set_defaults(func=rendezvous_cmd.main)
     p = sub.add_parser("id", help="show (or create / import) this node's identity")
     id_cmd.add_arguments(p)
     p.set_defaults(func=id_cmd.main)

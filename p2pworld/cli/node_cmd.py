@@ -43,6 +43,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--peer", action="append", default=[], metavar="URL",
                    help="also dial ws://HOST:PORT/ (static seed)")
     p.add_argument("--no-mdns", action="store_true")
+    p.add_argument("--rendezvous", action="append", default=[], metavar="URL",
+                   help="rendezvous node to register with and relay through (repeatable)")
+    p.add_argument("--public-url", action="append", default=None, metavar="URL",
+                   help="direct URL to publish to rendezvous nodes (default: the listen URL)")
     p.add_argument("--open", action="append", default=[], metavar="NAME",
                    help="open channel NAME at start (repeatable)")
     p.add_argument("--follow", action="append", default=[], metavar="NAME",
@@ -127,6 +131,13 @@ async def _commands(node: Node, nursery: trio.Nursery, out: _Out) -> None:
                     out("health", "", **node.health())
                 else:
                     print(json.dumps(node.health(), indent=2), flush=True)
+            elif cmd == "world":
+                for m in node.members():
+                    tools = ",".join(m.caps.tools) if m.caps else ""
+                    out("member", f"{m.node_id.hex()[:8]} {m.state} "
+                        f"{m.info.device if m.info else ''} tools={tools}",
+                        node=m.node_id.hex(), state=m.state, reason=m.reason,
+                        device=m.info.device if m.info else None, tools=tools)
             elif cmd == "channels":
                 for c in node.health()["channels"]:
                     out("channel", f"{c['name']} {c['channel'][:8]} {c['role']} "
@@ -173,7 +184,8 @@ async def _commands(node: Node, nursery: trio.Nursery, out: _Out) -> None:
 async def run(args: argparse.Namespace) -> int:
     cfg = NodeConfig(home=Path(args.home) if args.home else default_home(),
                      workspace=args.workspace, interfaces=args.interface or ["127.0.0.1"],
-                     port=args.port, mdns=not args.no_mdns, peers=args.peer)
+                     port=args.port, mdns=not args.no_mdns, peers=args.peer,
+                     rendezvous=args.rendezvous, public_urls=args.public_url)
     out = _Out(args.json)
     async with open_node(cfg) as node, trio.open_nursery() as nursery:
         out("up", f"node {node.node_id.hex()} workspace {cfg.workspace} at {node.url}",

@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import random
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import trio
 import trio_websocket
-from trio_websocket import ConnectionClosed, WebSocketConnection, WebSocketRequest
+from trio_websocket import ConnectionClosed, WebSocketRequest
 
 from p2pworld.errors import (
     Backpressure,
@@ -45,7 +46,17 @@ SEND_QUEUE = 1024
 _system_rng = random.SystemRandom()
 
 
-async def _handshake(ws: WebSocketConnection, config: HandshakeConfig, *, initiator: bool,
+class FramePipe(Protocol):
+    """What a session runs over: a websocket, or a relayed pipe through a rendezvous."""
+
+    async def get_message(self) -> bytes | str: ...
+
+    async def send_message(self, data: bytes) -> None: ...
+
+    async def aclose(self) -> None: ...
+
+
+async def _handshake(ws: FramePipe, config: HandshakeConfig, *, initiator: bool,
                      rng: random.Random, timeout: float) -> HandshakeResult:
     hs = Handshake(config, initiator=initiator, rng=rng)
     try:
@@ -72,7 +83,7 @@ async def _handshake(ws: WebSocketConnection, config: HandshakeConfig, *, initia
     return hs.result
 
 
-async def close_websocket(ws: WebSocketConnection) -> None:
+async def close_websocket(ws: FramePipe) -> None:
     """Close a websocket and its TCP stream, within a second, even when cancelled.
 
     trio-websocket 0.12's client never closes its TCP stream when the server closes first
@@ -97,7 +108,7 @@ def _is_refusal(e: P2PWorldError) -> bool:
 class Session:
     """An authenticated, encrypted session with one peer."""
 
-    def __init__(self, ws: WebSocketConnection, result: HandshakeResult, *, address: str) -> None:
+    def __init__(self, ws: FramePipe, result: HandshakeResult, *, address: str) -> None:
         self.ws = ws
         self.result = result
         self.transport: Transport = result.transport()
@@ -232,3 +243,17 @@ async def accept_session(request: WebSocketRequest, config: HandshakeConfig, *,
         await close_websocket(ws)
         raise
     return Session(ws, result, address=address)
+
+
+async def relayed_session(pipe: FramePipe, config: HandshakeConfig, *, initiator: bool,
+                          address: str, timeout: float = 10.0,
+                          rng: random.Random | None = None) -> Session:
+    """Run the handshake over a relayed pipe: the same end-to-end authenticated, encrypted
+    session as a direct one (the relay sees only ciphertext)."""
+    try:
+        result = await _handshake(pipe, config, initiator=initiator, rng=rng or _system_rng,
+                                  timeout=timeout)
+    except BaseException:
+        await close_websocket(pipe)
+        raise
+    return Session(pipe, result, address=address)
