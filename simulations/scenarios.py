@@ -11,12 +11,17 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import replace
 
+import pycrdt
+
+from p2pworld import codec
 from p2pworld.identity import Ed25519Signer
 from p2pworld.log.entry import ChannelPolicy, Submission
 from p2pworld.log.sequencer import Sequencer
 from p2pworld.log.state import ChannelState
 from p2pworld.testing.sim import Simulator
-from p2pworld.wire import Entries
+from p2pworld.wire import Entries, WorldPush
+from p2pworld.world.doc import CapabilityAd, NodeInfo
+from p2pworld.world.records import DocUpdate, Heartbeat, client_id
 
 Result = tuple[Simulator, bytes, dict[str, int]]
 
@@ -69,6 +74,9 @@ def _settle(sim: Simulator, seconds: float = 3.0) -> None:
         took = sim.run_until_converged(ch, seconds)
         sim.convergence_s = took  # type: ignore[attr-defined]
     sim.run(seconds)
+    # World replicas converge by digest exchange when sessions come back (bounded wait; a
+    # world that has not converged by then is reported as ``diverged``).
+    sim.run_until_world_converged(15.0)
 
 
 def backlog_recovery(seed: int) -> Result:
@@ -256,6 +264,85 @@ def _forge(sim: Simulator, ch: bytes) -> None:
         sim.stats.reach("forged_entry")  # it was refused (a ChainBroken), not delivered
 
 
+def forged_presence(seed: int) -> Result:
+    """A node forges other nodes' presence and documents, through every hole it can find,
+    while partitions, loss and restarts go on; no honest node may ever show the forgery."""
+
+    sim, ch, _ = _setup(seed)
+    _traffic(sim, ch, seconds=3)
+    names = sorted(sim.nodes)
+    liar = sim.rng.choice(names)
+    sim.liars = [liar]  # type: ignore[attr-defined]
+    honest = [n for n in names if n != liar]
+    lsig = sim.nodes[liar].signer
+    sim.run(1.0)
+    for step in range(10):
+        sim.run(0.2 + sim.rng.random() * 0.5)
+        victim = sim.rng.choice(honest)
+        target = sim.rng.choice([n for n in honest if n != victim] or honest)
+        vnode, tnode = sim.nodes[victim], sim.nodes[target]
+        if vnode.world is None or tnode.world is None or not sim.nodes[liar].up:
+            continue
+        vkey = vnode.signer.public_key
+        rep = tnode.world.replicas.get(vkey)
+        inc, seq = rep.position if rep else (1, 0)
+        head = rep.head if rep else bytes(32)
+        now = sim.now_ms(tnode)
+        attack = step % 5
+        if attack == 0:  # the victim's key, the liar's signature
+            fake = Heartbeat.create(lsig, inc=inc + 5, n=1, time_ms=now)
+            body = fake.body() | {"a": vkey}
+            raw = codec.encode({**body, "sig": fake.sig})
+            sim.inject(target, liar, WorldPush(heartbeats=(raw,), tree=True))
+        elif attack == 1 and rep is not None:
+            # A perfect forgery of the victim's next delta (its client id, its next clock,
+            # its chain head): only the signature stands in the way.
+            d = pycrdt.Doc(client_id=client_id(vkey, inc))
+            for r in rep.records():
+                d.apply_update(r.data)
+            before = d.get_state()
+            with d.transaction():
+                d.get("w", type=pycrdt.Map)["node"] = codec.encode(
+                    NodeInfo(device="FORGED").to_value())
+            u = DocUpdate.create(lsig, inc=inc, seq=seq + 1, kind="delta",
+                                 data=d.get_update(before), prev=head)
+            raw = codec.encode({**u.body(), "a": vkey, "sig": u.sig})
+            sim.inject(target, liar, WorldPush(updates=(raw,), tree=True))
+        elif attack == 2:  # the liar's own update, written under the victim's client id
+            d = pycrdt.Doc(client_id=client_id(vkey, inc))
+            m = d.get("w", type=pycrdt.Map)
+            with d.transaction():
+                m["caps"] = codec.encode(CapabilityAd(tools=("FORGED",)).to_value())
+            lrep = tnode.world.replicas.get(lsig.public_key)
+            li, ls = lrep.position if lrep else (1, 0)
+            u = DocUpdate.create(lsig, inc=li, seq=ls + 1, kind="delta", data=d.get_update(),
+                                 prev=lrep.head if lrep else bytes(32))
+            sim.inject(target, liar, WorldPush(updates=(u.raw,), tree=True))
+        elif attack == 3 and rep is not None and rep.deltas:  # a relayed record, altered
+            good = rep.deltas[-1]
+            body = codec.decode(good.raw)
+            body["d"] = body["d"].replace(b"n", b"F", 1)
+            sim.inject(target, liar, WorldPush(updates=(codec.encode(body),), tree=True))
+        elif attack == 4:  # an old heartbeat of the victim, replayed
+            p = tnode.world.presence.get(vnode.signer_id)
+            if p is not None and p.hb is not None:
+                old = Heartbeat.create(vnode.signer, inc=max(1, p.hb.inc - 1), n=1, time_ms=0)
+                sim.inject(target, liar, WorldPush(heartbeats=(old.raw,), tree=True))
+        sim.stats.reach("forged_presence")
+        if sim.rng.random() < 0.3:
+            v = sim.rng.choice(honest)
+            sim.crash(v)
+            sim.run(0.3)
+            sim.restart(v)
+            sim.stats.reach("world_restart")
+        if sim.rng.random() < 0.2:
+            sim.partition({sim.rng.choice(names)})
+            sim.run(0.5)
+            sim.heal()
+    _settle(sim)
+    return sim, ch, {}
+
+
 def _forged_visible(sim: Simulator, ch: bytes) -> int:
     return sum(1 for log in sim.final_logs(ch).values() for e in log if e.payload == b"FORGED")
 
@@ -268,6 +355,7 @@ SCENARIOS: dict[str, Callable[[int], Result]] = {
     "equivocating-sequencer": equivocating_sequencer,
     "churn": churn,
     "swarm": swarm,
+    "forged-presence": forged_presence,
 }
 
 # Run on demand (``--scenario backlog-recovery``): the replay-recovery SLO, 10,000 entries.
@@ -276,5 +364,4 @@ EXTRA: dict[str, Callable[[int], Result]] = {"backlog-recovery": backlog_recover
 NOT_YET = {
     "token-expiry-storm": "needs the auth issue (control service, tokens)",
     "bridge-outage": "needs the Nostr lane issue (bridge outbox, relays)",
-    "forged-presence": "needs the world-state issue (presence documents)",
 }

@@ -11,8 +11,10 @@ from p2pworld.log.hub import ChannelHub, Delivered
 from p2pworld.log.replica import Replica
 from p2pworld.log.sequencer import Sequencer
 from p2pworld.log.state import ChannelState
-from p2pworld.testing.checkers import check_channel
+from p2pworld.testing.checkers import check_channel, check_world
 from p2pworld.testing.sim import Simulator
+from p2pworld.world.core import WorldCore
+from p2pworld.world.doc import CapabilityAd
 from simulations.scenarios import SCENARIOS
 
 
@@ -21,6 +23,8 @@ def anomalies(scenario: str, seeds: range) -> dict[str, int]:
     for seed in seeds:
         sim, ch, extra = SCENARIOS[scenario](seed)
         found = check_channel(sim, ch)
+        for k, v in check_world(sim).items():
+            found[k] += v
         for k, v in extra.items():
             found[k] += v
         for k, v in found.items():
@@ -128,3 +132,32 @@ def test_forks_undetected_catches_a_replica_that_ignores_equivocation(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(Replica, "_check_fork", lambda self, held, batch, head: None)
     assert anomalies("equivocating-sequencer", range(3))["forks_undetected"] > 0
+
+
+def test_forged_visible_catches_a_world_core_that_skips_signatures(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from simulations.scenarios import forged_presence
+
+    assert sum(check_world(forged_presence(s)[0])["forged_visible"] for s in range(2)) == 0
+    monkeypatch.setattr(Simulator, "verify", lambda self, key, msg, sig: True)
+    assert sum(check_world(forged_presence(s)[0])["forged_visible"] for s in range(2)) > 0
+
+
+def test_world_diverged_catches_a_core_without_anti_entropy(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    sim = Simulator(seed=2, nodes=3)
+    sim.run(2)
+    assert check_world(sim)["diverged"] == 0
+    # Without the digest exchange, a node that missed updates while cut off never catches up.
+    monkeypatch.setattr(WorldCore, "_on_digest", lambda self, peer, msg: [])
+    monkeypatch.setattr(WorldCore, "_on_graft", lambda self, peer, msg: [])
+    sim = Simulator(seed=2, nodes=3)
+    sim.run(1)
+    sim.partition({"n2"})
+    w = sim.nodes["n0"].world
+    assert w is not None
+    sim._carry(sim.nodes["n0"], w.advertise(CapabilityAd(tools=("x",)), now_ms=1))
+    sim.run(1)
+    sim.heal()
+    sim.run(20)
+    assert check_world(sim)["diverged"] == 1

@@ -132,3 +132,24 @@ def _snap_signer(sim: Simulator, key: bytes):  # type: ignore[no-untyped-def]
         if s.public_key == key:
             return s
     raise LookupError("no signer for the snapshot's sequencer")
+
+
+def check_world(sim: Simulator, *, marker: str = "FORGED") -> dict[str, int]:
+    """World-state anomalies after heal: ``diverged`` (replicas whose document positions or
+    contents differ) and ``forged_visible`` (a member other than the forger shows content the
+    forger injected, marked with ``marker``, on some node)."""
+    out = dict.fromkeys(ANOMALIES, 0)
+    worlds = {n: node.world for n, node in sim.nodes.items() if node.world is not None}
+    if len({w.state_hash() for w in worlds.values()}) > 1 or len(worlds) < len(sim.nodes):
+        out["diverged"] += 1
+    liars = set(getattr(sim, "liars", ()))
+    for name, w in worlds.items():
+        if name in liars:
+            continue
+        for m in w.members(now_ms=sim.now_ms(sim.nodes[name])):
+            if sim.name_of(m.node_id) in liars:
+                continue
+            shown = [m.info.device if m.info else "", *(m.caps.tools if m.caps else ())]
+            if marker in shown:
+                out["forged_visible"] += 1
+    return out

@@ -493,6 +493,10 @@ class Simulator:
             self.run(step)
         return None
 
+    def name_of(self, nid: bytes) -> str | None:
+        node = self._by_id().get(nid)
+        return node.name if node else None
+
     def world_converged(self) -> bool:
         """Every node is up and holds the same document positions and contents."""
         hashes = {n.world.state_hash() if n.world else b"" for n in self.nodes.values()}
