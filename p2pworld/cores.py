@@ -19,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from p2pworld.auth.book import TokenBook
 from p2pworld.identity import Signer, verify_raw
 from p2pworld.log.hub import ChannelHub, Effect
 from p2pworld.wire import Message, WorldDigest, WorldGraft, WorldIHave, WorldPrune, WorldPush
@@ -40,6 +41,7 @@ class Cores:
 
     hub: ChannelHub
     world: WorldCore
+    auth: TokenBook | None = None
 
     def peer_up(self, peer: bytes, key: bytes, *, now_ms: int) -> list[NodeEffect]:
         return [*self.hub.peer_up(peer, key), *self.world.peer_up(peer, key, now_ms=now_ms)]
@@ -59,9 +61,11 @@ class Cores:
 def build_cores(signer: Signer, *, workspace: str, rng: random.Random, incarnation: int,
                 world_records: list[list[bytes]] | None = None,
                 world_config: WorldConfig | None = None,
-                verifier: Verifier = verify_raw, token: bytes = b"") -> Cores:
-    """Build a node's cores. ``incarnation`` must already be durably bumped for this run."""
-    hub = ChannelHub(signer, workspace=workspace, rng=rng)
+                verifier: Verifier = verify_raw, token: bytes = b"",
+                auth: TokenBook | None = None) -> Cores:
+    """Build a node's cores. ``incarnation`` must already be durably bumped for this run.
+    ``auth``: the token book every mutation is checked against (None: an open world)."""
+    hub = ChannelHub(signer, workspace=workspace, rng=rng, auth=auth)
     world = WorldCore(signer, inc=incarnation, rng=rng, config=world_config, verifier=verifier,
-                      stored=world_records, token=token)
-    return Cores(hub, world)
+                      stored=world_records, token=token, auth=auth)
+    return Cores(hub, world, auth)

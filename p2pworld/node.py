@@ -32,6 +32,9 @@ from discovery.candidate import Candidate, from_urls
 from discovery.mdns import Found, Lost, MdnsDiscovery
 from discovery.rendezvous import Registration
 from discovery.rendezvous_client import RelayPipe, RendezvousClient
+from p2pworld.auth.book import AuthConfig, TokenBook
+from p2pworld.auth.control import token_request, verify_revocations
+from p2pworld.auth.http import http_json
 from p2pworld.cores import Cores, NodeEffect, build_cores
 from p2pworld.effects import PeerMisbehaved, Send
 from p2pworld.errors import (
@@ -39,6 +42,8 @@ from p2pworld.errors import (
     P2PWorldError,
     PublishTimeout,
     SessionClosed,
+    Unauthorized,
+    error_from_code,
 )
 from p2pworld.home import NodeHome
 from p2pworld.identity import NodeIdentity, Signer, short_id
@@ -113,6 +118,13 @@ class NodeConfig:
     public_urls: list[str] | None = None
     """Direct URLs published to rendezvous nodes (default: the listen URL, when it is
     reachable from the rendezvous)."""
+    control: str | None = None
+    """Control service URL (``http://host:port``): the node fetches its signing keys, mints its
+    token (proving possession of its node key), refreshes it before expiry and polls
+    revocations. With it (or with ``auth``), every mutation is checked against tokens."""
+    auth: AuthConfig | None = None
+    """Token validation settings (control keys, leeway, membership grace); filled from the
+    control service when only ``control`` is given. None and no ``control``: an open world."""
     rendezvous: list[str] = field(default_factory=list)
     """Rendezvous nodes (``ws://host:port/``): register there, find workspace peers across
     subnets, and relay sessions to peers that cannot be reached directly."""
@@ -262,16 +274,27 @@ class Node:
 
     def __init__(self, config: NodeConfig, identity: NodeIdentity, store: LogStore,
                  nursery: trio.Nursery, *, world_store: WorldStore | None = None,
-                 incarnation: int = 1, world_records: list[list[bytes]] | None = None) -> None:
+                 incarnation: int = 1, world_records: list[list[bytes]] | None = None,
+                 auth: AuthConfig | None = None, token: bytes | None = None) -> None:
         self.config = config
         self.identity = identity
         self.node_id = identity.node_id
         self.store = store
         self.world_store = world_store
         self._rng = random.SystemRandom()
+        self.token: bytes | None = token or config.token
+        self.token_expires: int | None = None
+        self.auth_stats: dict[str, Any] = {"refreshes": 0, "refresh_failures": 0,
+                                           "revocation_polls": 0}
+        book = TokenBook(auth) if auth is not None else None
         self.cores: Cores = build_cores(identity.signer, workspace=config.workspace,
                                         rng=self._rng, incarnation=incarnation,
-                                        world_records=world_records, world_config=config.world)
+                                        world_records=world_records, world_config=config.world,
+                                        auth=book, token=self.token or b"")
+        if book is not None and self.token:
+            claims = book.learn(self.token, now=time.time(), node_key=identity.public_key,
+                                nostr_pubkey=identity.nostr.public)
+            self.token_expires = claims.expires_at
         self.hub: ChannelHub = self.cores.hub
         self.world = self.cores.world
         self._world_changed = trio.Event()
@@ -414,7 +437,7 @@ class Node:
 
     async def ack(self, channel: bytes, seq: int) -> Checkpoint | None:
         """``ack_message``: durably record that this node consumed ``channel`` up to ``seq``."""
-        self._submit(self.hub.ack_message(channel, seq))
+        self._submit(self.hub.ack_message(channel, seq, now_ms=_now_ms()))
         await self._settle()
         return self.hub.cursors.get(channel)
 
@@ -538,8 +561,13 @@ class Node:
                  "heartbeats_new": w.stats.hb_new, "heartbeats_dup": w.stats.hb_dup,
                  "updates_new": w.stats.upd_new, "updates_dup": w.stats.upd_dup,
                  "refused": dict(w.stats.refused)}
+        book = self.cores.auth
+        auth = {"enabled": book is not None, "control": self.config.control,
+                "token_expires": self.token_expires,
+                "refused": dict(book.refused) if book else {}, **self.auth_stats}
         return {"node_id": self.node_id.hex(), "workspace": self.config.workspace,
                 "listen": self.url, "peers": peers, "channels": chans, "world": world,
+                "auth": auth,
                 "errors": {**self.errors, **self.hub.errors}}
 
     # --- effects ----------------------------------------------------------------------------
@@ -660,7 +688,7 @@ class Node:
 
     def _hs_config(self, expected: bytes | None = None) -> HandshakeConfig:
         return HandshakeConfig(identity=self.identity, workspace=self.config.workspace,
-                               token=self.config.token, versions=PROTOCOL_VERSIONS,
+                               token=self.token, versions=PROTOCOL_VERSIONS,
                                expected_peer=expected)
 
     def _peer(self, pid: bytes) -> PeerInfo:
@@ -705,7 +733,29 @@ class Node:
             self._peers_changed.set()
             self._peers_changed = trio.Event()
 
+    def _check_peer_token(self, s: Session) -> P2PWorldError | None:
+        """Direct calls are checked in the session handshake: the peer's token must name the
+        key it proved and the Nostr key of its attestation, be valid now and grant
+        ``world:join``."""
+        book = self.cores.auth
+        if book is None:
+            return None
+        r = s.result
+        try:
+            book.learn(r.peer_token or b"", now=time.time(), node_key=r.peer_key,
+                       nostr_pubkey=r.peer_attestation.nostr_pubkey)
+            book.check(r.peer_key, "world:join", now=time.time())
+        except P2PWorldError as e:
+            return e
+        return None
+
     async def _run_session(self, s: Session) -> None:
+        refused = self._check_peer_token(s)
+        if refused is not None:
+            self._count(refused.code)
+            self._peer(s.peer_id).last_error = refused.code
+            await s.aclose(refused)
+            return
         if not self._adopt(s):
             await s.aclose(SessionClosed("duplicate session"))
             return
@@ -890,6 +940,59 @@ class Node:
                         for p in self.peers.values():
                             p.candidates.pop(f"mdns:{ev.service_name}", None)
 
+    async def _refresh_token(self) -> int:
+        """Mint a fresh token from the control service; returns its expiry (unix s)."""
+        assert self.config.control is not None
+        status, out = await http_json(self.config.control, "POST", "/v1/token",
+                                      token_request(self.identity.signer, at=int(time.time()),
+                                                    nostr=self.identity.nostr.public))
+        if status != 200 or not isinstance(out, dict) or "token" not in out:
+            err = out.get("error", "UNAUTHORIZED") if isinstance(out, dict) else "UNAUTHORIZED"
+            raise error_from_code(str(err), f"control service refused a token ({status})")
+        raw = bytes.fromhex(out["token"])
+        now_ms = _now_ms()
+        self._submit(self.world.set_token(raw, now_ms=now_ms))
+        self.token = raw
+        claims = self.cores.auth.tokens[self.identity.public_key][1] if self.cores.auth \
+            else None
+        self.token_expires = claims.expires_at if claims else int(out.get("expires_at", 0))
+        self.auth_stats["refreshes"] += 1
+        return self.token_expires
+
+    async def _auth_loop(self) -> None:
+        """Refresh before expiry (at 80% of the lifetime, minus up to 10% jitter); while the
+        control service is unreachable retry every few seconds, so writes resume well within
+        two refresh intervals after it returns. Poll revocations every 30 s."""
+        assert self.config.control is not None
+
+        async def revocations() -> None:
+            while True:
+                await trio.sleep(30)
+                with trio.move_on_after(10):
+                    try:
+                        status, doc = await http_json(self.config.control or "", "GET",
+                                                      "/v1/revocations")
+                        book = self.cores.auth
+                        if status == 200 and book is not None:
+                            toks, nodes = verify_revocations(doc, book.config.keys)
+                            book.revoke(tokens=toks, nodes=nodes)
+                            self.auth_stats["revocation_polls"] += 1
+                    except (P2PWorldError, KeyError, TypeError, ValueError):
+                        self.auth_stats["refresh_failures"] += 1
+
+        self._nursery.start_soon(revocations)
+        while True:
+            exp = self.token_expires or int(time.time())
+            life = max(10.0, exp - time.time())
+            await trio.sleep(max(1.0, life * (0.8 - 0.1 * self._rng.random())))
+            while True:
+                try:
+                    await self._refresh_token()
+                    break
+                except P2PWorldError:
+                    self.auth_stats["refresh_failures"] += 1
+                    await trio.sleep(min(5.0, max(1.0, life / 20)))
+
     async def _ticker(self) -> None:
         """Drive the cores' timers (heartbeats, presence expiry, gossip repair)."""
         while True:
@@ -968,12 +1071,50 @@ class Node:
         task_status.started()
 
 
+async def _bootstrap_auth(config: NodeConfig, ident: NodeIdentity, auth: AuthConfig | None
+                          ) -> tuple[AuthConfig, bytes]:
+    """Fetch the control service's keys (unless given) and a first token, retrying for up to
+    ``handshake_timeout`` seconds. Raises ``Unauthorized`` (or ``SessionClosed``) if none."""
+    assert config.control is not None
+    deadline = time.monotonic() + config.handshake_timeout
+    while True:
+        try:
+            if auth is None:
+                status, out = await http_json(config.control, "GET", "/v1/keys")
+                if status != 200:
+                    raise Unauthorized(f"control service keys: HTTP {status}")
+                auth = AuthConfig(keys={k["kid"]: bytes.fromhex(k["public_key"])
+                                        for k in out["keys"]})
+            status, out = await http_json(config.control, "POST", "/v1/token",
+                                          token_request(ident.signer, at=int(time.time()),
+                                                        nostr=ident.nostr.public))
+            if status != 200:
+                err = out.get("error", "UNAUTHORIZED") if isinstance(out, dict) else ""
+                raise error_from_code(str(err) or "UNAUTHORIZED",
+                                      f"control service refused a token (HTTP {status})")
+            return auth, bytes.fromhex(out["token"])
+        except (SessionClosed, KeyError, TypeError, ValueError):
+            if time.monotonic() > deadline:
+                raise Unauthorized("no token: the control service is unreachable") from None
+            await trio.sleep(0.5)
+
+
 @asynccontextmanager
 async def open_node(config: NodeConfig, *, identity: NodeIdentity | None = None
                     ) -> AsyncIterator[Node]:
     """Start a node; leaving the block stops it (goodbyes sent, sessions closed)."""
     home = NodeHome(config.home)
     ident = identity or home.load_or_create()
+    auth, token = config.auth, config.token
+    if config.control is not None:
+        auth, token = await _bootstrap_auth(config, ident, auth)
+    if auth is not None:
+        # Fail here, typed, rather than from inside the node's nursery: a node with auth on
+        # needs a valid token of its own to join its world.
+        if not token:
+            raise Unauthorized("auth is on but this node has no token (set control or token)")
+        TokenBook(auth).learn(token, now=time.time(), node_key=ident.public_key,
+                              nostr_pubkey=ident.nostr.public)
     store = LogStore(home.path / "log.db")
     world_store: WorldStore | None = None
     try:
@@ -991,7 +1132,8 @@ async def open_node(config: NodeConfig, *, identity: NodeIdentity | None = None
                                    truncate_after=last)])
         async with trio.open_nursery() as nursery:
             node = Node(config, ident, store, nursery, world_store=world_store,
-                        incarnation=incarnation, world_records=world_records)
+                        incarnation=incarnation, world_records=world_records, auth=auth,
+                        token=token)
             for c in loaded:
                 node.hub.load(c.record, c.epochs, c.base, c.entries)
             for cp in cursors:
@@ -1003,6 +1145,8 @@ async def open_node(config: NodeConfig, *, identity: NodeIdentity | None = None
             nursery.start_soon(node._keepalive)
             await node._join()
             nursery.start_soon(node._ticker)
+            if config.control is not None:
+                nursery.start_soon(node._auth_loop)
             if config.mdns:
                 await nursery.start(node._discovery)
             nursery.start_soon(node._static_peers)

@@ -7,7 +7,15 @@ import sys
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from p2pworld.cli import demo, demo_node, id_cmd, log_cmd, node_cmd, rendezvous_cmd
+    from p2pworld.cli import (
+        control_cmd,
+        demo,
+        demo_node,
+        id_cmd,
+        log_cmd,
+        node_cmd,
+        rendezvous_cmd,
+    )
 
     parser = argparse.ArgumentParser(prog="p2pworld", description=(
         "A serverless shared world for AI agents: discovery, authenticated sessions and "
@@ -22,6 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("rendezvous", help="run a rendezvous node (registration and relay)")
     rendezvous_cmd.add_arguments(p)
     p.set_defaults(func=rendezvous_cmd.main)
+    p = sub.add_parser("control", help="the control service (tokens, keys, policy)")
+    control_cmd.add_arguments(p)
     p = sub.add_parser("id", help="show (or create / import) this node's identity")
     id_cmd.add_arguments(p)
     p.set_defaults(func=id_cmd.main)

@@ -69,6 +69,8 @@ from p2pworld.wire import (
 if TYPE_CHECKING:
     import random
 
+    from p2pworld.auth.book import TokenBook
+
 MAX_BATCH = 256
 MAX_EPOCH_CATCHUP = 4000
 
@@ -212,8 +214,11 @@ class _Own:
 class ChannelHub:
     """All channels of one node: sequencers for those it sequences, replicas for the rest."""
 
-    def __init__(self, signer: Signer, *, workspace: str, rng: random.Random) -> None:
+    def __init__(self, signer: Signer, *, workspace: str, rng: random.Random,
+                 auth: TokenBook | None = None) -> None:
         self.signer = signer
+        self.auth = auth
+        """Token checks before every mutation (None: an open world without a control service)."""
         self.workspace = workspace
         self.node_id = node_id(signer.public_key)
         self.rng = rng
@@ -307,6 +312,7 @@ class ChannelHub:
                      participants: tuple[bytes, ...] = (), policy: ChannelPolicy | None = None,
                      authority_key: bytes | None = None) -> tuple[ChannelRecord, list[Effect]]:
         """``open_channel``: create (or reopen) a channel this node sequences."""
+        self._authorize(self.signer.public_key, "channel:open", now_ms)
         rec = ChannelRecord.create(self.signer, workspace=self.workspace, name=name,
                                    created_at=now_ms // 1000, private=private,
                                    participants=participants, policy=policy,
@@ -344,6 +350,10 @@ class ChannelHub:
         """
         req = next(self._reqs)
         st = self.state(channel)
+        try:
+            self._authorize(self.signer.public_key, _scope(channel, kind), now_ms)
+        except P2PWorldError as e:
+            return req, [Resolved(req, e)]
         if kind == "msg" and st.record.private:
             try:
                 payload = self._seal(channel, payload)
@@ -378,6 +388,7 @@ class ChannelHub:
     def _submit_local(self, waiter: _Waiter, sub: Submission, now_ms: int) -> list[Effect]:
         own = self.own[sub.channel]
         try:
+            self._authorize(sub.sender_key, _scope(sub.channel, sub.kind), now_ms)
             out = own.seqr.submit(sub, now_ms=now_ms)
         except P2PWorldError as e:
             return self._refuse(waiter, sub.channel, e)
@@ -576,8 +587,11 @@ class ChannelHub:
 
     # --- checkpoints ------------------------------------------------------------------------
 
-    def ack_message(self, channel: bytes, seq: int) -> list[Effect]:
+    def ack_message(self, channel: bytes, seq: int, *, now_ms: int | None = None
+                    ) -> list[Effect]:
         """``ack_message``: record that this node consumed ``channel`` up to ``seq``."""
+        if now_ms is not None:
+            self._authorize(self.signer.public_key, f"channel:read:{channel.hex()}", now_ms)
         log = self.log(channel)
         h = log.hash_at(seq)
         if h is None or seq > log.seq:
@@ -699,6 +713,11 @@ class ChannelHub:
             self._count(e.code, peer)
             return [PeerMisbehaved(peer, e)]
 
+    def _authorize(self, key: bytes, scope: str, now_ms: int) -> None:
+        """Raise a typed ``Unauthorized`` unless ``key``'s token covers ``scope`` now."""
+        if self.auth is not None:
+            self.auth.check(key, scope, now=now_ms / 1000)
+
     def _count(self, code: str, peer: bytes, channel: bytes | None = None) -> None:
         self.errors[code] = self.errors.get(code, 0) + 1
         self.last_error[peer] = code
@@ -707,6 +726,10 @@ class ChannelHub:
 
     def _receive(self, peer: bytes, msg: Message, now_ms: int) -> list[Effect]:
         if isinstance(msg, ChannelAnnounce):
+            ch = msg.record.channel
+            if ch not in self.own and ch not in self.replicas:
+                # Learning a new channel is a mutation: its owner must hold channel:open now.
+                self._authorize(msg.record.owner_key, "channel:open", now_ms)
             return self._on_announce(peer, msg.record, list(msg.epochs))
         if isinstance(msg, Subscribe):
             return self._on_subscribe(peer, msg)
@@ -715,6 +738,9 @@ class ChannelHub:
         if isinstance(msg, EpochMsg):
             if msg.change.channel not in self.own and msg.change.channel not in self.replicas:
                 return []
+            if msg.change.epoch > self.log(msg.change.channel).state.epoch:
+                # A new sequencer takes over: it must hold channel:open now.
+                self._authorize(msg.change.sequencer_key, "channel:open", now_ms)
             return self._enter_epoch(peer, msg.change, list(msg.entries))
         if isinstance(msg, SnapshotMsg):
             return self._on_snapshot(peer, msg)
@@ -875,6 +901,12 @@ class ChannelHub:
     def replicated_seq(self, channel: bytes) -> int:
         own = self.own.get(channel)
         return self._replicated_seq(own) if own else 0
+
+
+def _scope(channel: bytes, kind: str) -> str:
+    """``msg`` entries need ``channel:publish:<id>``; control entries (membership, close) need
+    ``channel:open``."""
+    return f"channel:publish:{channel.hex()}" if kind == "msg" else "channel:open"
 
 
 def _nonce(rng: random.Random) -> bytes:

@@ -49,6 +49,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from p2pworld import codec
+from p2pworld.auth.book import token_id_of
 from p2pworld.effects import PeerMisbehaved, Send
 from p2pworld.errors import (
     DecodeError,
@@ -81,6 +82,8 @@ from p2pworld.world.records import DocUpdate, Heartbeat, Verifier
 
 if TYPE_CHECKING:
     import random
+
+    from p2pworld.auth.book import TokenBook
 
 MAX_AUTHORS = 4096
 MAX_PUSH_BYTES = 768 * 1024
@@ -193,8 +196,11 @@ class WorldCore:
 
     def __init__(self, signer: Signer, *, inc: int, rng: random.Random,
                  config: WorldConfig | None = None, verifier: Verifier = verify_raw,
-                 stored: list[list[bytes]] | None = None, token: bytes = b"") -> None:
+                 stored: list[list[bytes]] | None = None, token: bytes = b"",
+                 auth: TokenBook | None = None) -> None:
         self.signer = signer
+        self.auth = auth
+        """Token checks before every mutation (None: an open world without a control service)."""
         self.public_key = signer.public_key
         self.node_id = node_id(signer.public_key)
         self.inc = inc
@@ -250,6 +256,7 @@ class WorldCore:
              ) -> list[WorldEffect]:
         """``join_world``: start this incarnation's document (carrying over what the store
         held), set the node info (and a session), and beat once."""
+        self._authorize(self.public_key, "world:join", now_ms)
         fx: list[WorldEffect] = []
         if self.author is None:
             self.author = AuthorDoc(self.signer, self.inc, token=self.token)
@@ -273,15 +280,31 @@ class WorldCore:
 
     def advertise(self, ad: CapabilityAd, *, now_ms: int) -> list[WorldEffect]:
         """``advertise_capabilities``."""
+        self._authorize(self.public_key, "world:advertise", now_ms)
         return self._own(self._need_author().set_caps(ad), now_ms)
 
     def set_session(self, s: SessionInfo, *, now_ms: int) -> list[WorldEffect]:
+        self._authorize(self.public_key, "world:join", now_ms)
         return self._own(self._need_author().set_session(s), now_ms)
 
     def set_link(self, link: LinkInfo, *, now_ms: int) -> list[WorldEffect]:
+        self._authorize(self.public_key, "world:join", now_ms)
         return self._own(self._need_author().set_link(link), now_ms)
 
+    def set_token(self, raw: bytes, *, now_ms: int) -> list[WorldEffect]:
+        """A refreshed token: remember it, sign records with it from now on, and tell peers
+        (a delta that re-states the node info carries it)."""
+        self.token = raw
+        if self.auth is not None:
+            self.auth.learn(raw, now=now_ms / 1000, node_key=self.public_key)
+        if self.author is None:
+            return []
+        self.author.token = raw
+        info = self.author.view().info
+        return self._own(self.author.set_info(info), now_ms) if info else []
+
     def drop_link(self, target: bytes, *, now_ms: int) -> list[WorldEffect]:
+        self._authorize(self.public_key, "world:join", now_ms)
         a = self._need_author()
         if "l:" + target.hex() not in a.map:
             return []
@@ -293,6 +316,8 @@ class WorldCore:
 
     def leave(self, *, now_ms: int) -> list[WorldEffect]:
         """Go offline explicitly: peers see ``left`` with ``reason="explicit_offline"``."""
+        if self.auth is not None:
+            self.auth.check_heartbeat(self.public_key, now=now_ms / 1000)
         a = self._need_author()
         info = a.view().info or NodeInfo()
         fx = self._own(a.set_info(NodeInfo(nostr_pubkey=info.nostr_pubkey, device=info.device,
@@ -324,11 +349,17 @@ class WorldCore:
     def _beat(self, now_ms: int, status: str | None = None) -> list[WorldEffect]:
         if self.author is None:
             return []
-        self._hb_n += 1
         self._next_hb = now_ms + self.config.heartbeat_ms
+        if self.auth is not None:
+            try:
+                self.auth.check_heartbeat(self.public_key, now=now_ms / 1000)
+            except P2PWorldError as e:
+                self.stats.refuse(e.code)  # beyond the membership grace: stop beating
+                return []
+        self._hb_n += 1
         st = status or ("offline" if self._left else "online")
         hb = Heartbeat.create(self.signer, inc=self.inc, n=self._hb_n, time_ms=now_ms,
-                              status=st, token=self.token)
+                              status=st, token=token_id_of(self.token))
         fx = self._accept_hb(hb, now_ms)
         return fx + self._spread(None, [], [hb])
 
@@ -387,7 +418,10 @@ class WorldCore:
             try:
                 u = DocUpdate.decode(raw)
                 rep = self._replica(u.author)
-                rep.apply(u)
+                if rep.check(u) in ("stale", "gap"):
+                    rep.apply(u)  # raises StaleUpdate / WorldGap: nothing to authorize
+                self._authorize_record(u, now_ms)
+                rep.apply(u, self._guard(u, now_ms))
             except WorldGap:
                 rep = self.replicas[u.author]
                 gaps.append((u.node, *rep.position))
@@ -449,6 +483,8 @@ class WorldCore:
             raise StaleUpdate("heartbeat time too far from this node's clock",
                               author=hb.node.hex())
         hb.verify(self.verifier)
+        if self.auth is not None:
+            self.auth.check_heartbeat(hb.author, now=now_ms / 1000)
         if hb.node not in self.keys and len(self.keys) >= MAX_AUTHORS:
             raise WorldError("too many world members", limit=MAX_AUTHORS)
         return True
@@ -689,6 +725,31 @@ class WorldCore:
         return [e for e in self.events if e.seq > seq], lost
 
     # --- internals ----------------------------------------------------------------------
+
+    def _authorize(self, key: bytes, scope: str, now_ms: int) -> None:
+        if self.auth is not None:
+            self.auth.check(key, scope, now=now_ms / 1000)
+
+    def _authorize_record(self, u: DocUpdate, now_ms: int) -> None:
+        """A relayed world record carries its author's token: it must name the record's
+        signer, be valid now and grant ``world:join``."""
+        if self.auth is None:
+            return
+        if u.token:
+            u.verify(self.verifier)  # learn a token only from a record its node signed
+            self.auth.learn(u.token, now=now_ms / 1000, node_key=u.author)
+        self.auth.check(u.author, "world:join", now=now_ms / 1000)
+
+    def _guard(self, u: DocUpdate, now_ms: int) -> Callable[[DocView, DocView], None] | None:
+        if self.auth is None:
+            return None
+        auth = self.auth
+
+        def guard(old: DocView, new: DocView) -> None:
+            if new.caps != old.caps:
+                auth.check(u.author, "world:advertise", now=now_ms / 1000)
+
+        return guard
 
     def _know(self, key: bytes) -> bytes:
         nid = node_id(key)

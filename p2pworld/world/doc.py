@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -364,11 +365,13 @@ class DocReplica:
             return "gap"
         return "apply" if u.prev == self.head else "fork"
 
-    def apply(self, u: DocUpdate) -> DocView:
+    def apply(self, u: DocUpdate, guard: Callable[[DocView, DocView], None] | None = None
+              ) -> DocView:
         """Apply one record; returns the new view. Refusals raise and change nothing:
         :class:`ForgedUpdate` (bad signature, foreign client id, broken chain),
         :class:`StaleUpdate` (already held), :class:`DecodeError` (bad CRDT data or contents),
-        :class:`WorldGap` (records are missing before it)."""
+        :class:`WorldGap` (records are missing before it). ``guard(old, new)`` runs before
+        anything is committed and may raise (the auth check: a changed ad needs its scope)."""
         what = self.check(u)
         if what == "stale":
             raise StaleUpdate("world update already held", author=u.node.hex())
@@ -396,6 +399,8 @@ class DocReplica:
             for r in self.records():
                 doc.apply_update(r.data)
         view = _apply_checked(doc, u.data)
+        if guard is not None:
+            guard(self.view, view)
         if what == "replace":
             self.base, self.deltas = u, []
         else:

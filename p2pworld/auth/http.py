@@ -1,0 +1,163 @@
+"""HTTP on trio for the control service: a small h11 server and client (shells).
+
+Why h11 and not an ASGI server (hypercorn): the control service answers a handful of small
+JSON requests; h11 is already in the dependency tree (trio-websocket → wsproto → h11), is
+sans-I/O like every p2pworld core, and runs on trio directly, so the service adds no
+dependency and no second event-loop layer. Requests are bounded (64 KiB bodies, 10 s per
+connection) and every response closes its connection.
+
+Example::
+
+    async with trio.open_nursery() as n:
+        server = await n.start(serve_control, core, "127.0.0.1", 0, save)
+        status, body = await http_json(server.url, "GET", "/v1/keys")
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import h11
+import trio
+
+from p2pworld.auth.control import ControlCore
+from p2pworld.errors import P2PWorldError, SessionClosed
+
+MAX_BODY = 64 * 1024
+
+
+@dataclass
+class ControlServer:
+    core: ControlCore
+    host: str
+    port: int = 0
+    requests: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+async def serve_control(core: ControlCore, host: str, port: int,
+                        save: Callable[[ControlCore], None] | None = None, *,
+                        task_status: trio.TaskStatus[ControlServer] = trio.TASK_STATUS_IGNORED
+                        ) -> None:
+    """Serve ``core`` over HTTP/1.1 until cancelled; ``save`` persists changed state."""
+    server = ControlServer(core, host)
+
+    async def handler(stream: trio.SocketStream) -> None:
+        with trio.move_on_after(10):
+            try:
+                await _serve_one(stream, server, save)
+            except (trio.BrokenResourceError, h11.RemoteProtocolError, OSError):
+                pass
+        await stream.aclose()
+
+    listeners = await trio.open_tcp_listeners(port, host=host)
+    server.port = listeners[0].socket.getsockname()[1]
+    async with trio.open_nursery() as n:
+        n.start_soon(trio.serve_listeners, handler, listeners)
+        task_status.started(server)
+
+
+async def _serve_one(stream: trio.SocketStream, server: ControlServer,
+                     save: Callable[[ControlCore], None] | None) -> None:
+    conn = h11.Connection(h11.SERVER, max_incomplete_event_size=16 * 1024)
+    req: h11.Request | None = None
+    body = b""
+    while True:
+        ev = conn.next_event()
+        if ev is h11.NEED_DATA:
+            data = await stream.receive_some(16384)
+            conn.receive_data(data)
+            continue
+        if isinstance(ev, h11.Request):
+            req = ev
+        elif isinstance(ev, h11.Data):
+            body += ev.data
+            if len(body) > MAX_BODY:
+                await _respond(stream, conn, 413, {"error": "TOO_LARGE"})
+                return
+        elif isinstance(ev, h11.EndOfMessage) and req is not None:
+            break
+        elif isinstance(ev, h11.ConnectionClosed):
+            return
+    server.requests += 1
+    bearer = None
+    for name, value in req.headers:
+        if name.lower() == b"authorization" and value.startswith(b"Bearer "):
+            bearer = value[7:].decode("ascii", "replace")
+    try:
+        parsed: Any = json.loads(body) if body else None
+    except ValueError:
+        await _respond(stream, conn, 400, {"error": "BAD_JSON"})
+        return
+    path = req.target.decode("ascii", "replace").split("?", 1)[0]
+    status, out = server.core.handle(req.method.decode(), path, bearer=bearer, body=parsed,
+                                     now=int(time.time()), jti=secrets.token_bytes(16),
+                                     new_key=secrets.token_bytes(32))
+    if server.core.changed and save is not None:
+        await trio.to_thread.run_sync(save, server.core)
+        server.core.changed = False
+    await _respond(stream, conn, status, out)
+
+
+async def _respond(stream: trio.SocketStream, conn: h11.Connection, status: int,
+                   out: dict[str, Any]) -> None:
+    data = json.dumps(out).encode()
+    await stream.send_all(conn.send(h11.Response(status_code=status, headers=[
+        ("content-type", "application/json"), ("content-length", str(len(data))),
+        ("connection", "close")])))
+    await stream.send_all(conn.send(h11.Data(data=data)))
+    await stream.send_all(conn.send(h11.EndOfMessage()))
+
+
+async def http_json(base: str, method: str, path: str, body: Any = None, *,
+                    bearer: str | None = None, timeout: float = 10.0) -> tuple[int, Any]:
+    """One JSON request to ``base`` (``http://host:port``). Network failures raise
+    :class:`~p2pworld.errors.SessionClosed`; a malformed answer raises ``P2PWorldError``."""
+    u = urlsplit(base)
+    if u.scheme != "http" or not u.hostname or not u.port:
+        raise P2PWorldError(f"control URL must be http://host:port, not {base!r}")
+    data = b"" if body is None else json.dumps(body).encode()
+    headers = [("host", f"{u.hostname}:{u.port}"), ("content-length", str(len(data))),
+               ("content-type", "application/json"), ("connection", "close")]
+    if bearer:
+        headers.append(("authorization", f"Bearer {bearer}"))
+    try:
+        with trio.fail_after(timeout):
+            stream = await trio.open_tcp_stream(u.hostname, u.port)
+            async with stream:
+                conn = h11.Connection(h11.CLIENT)
+                await stream.send_all(conn.send(h11.Request(method=method, target=path,
+                                                            headers=headers)))
+                await stream.send_all(conn.send(h11.Data(data=data)) or b"")
+                await stream.send_all(conn.send(h11.EndOfMessage()) or b"")
+                status, out = 0, b""
+                while True:
+                    ev = conn.next_event()
+                    if ev is h11.NEED_DATA:
+                        conn.receive_data(await stream.receive_some(16384))
+                        continue
+                    if isinstance(ev, h11.Response):
+                        status = ev.status_code
+                    elif isinstance(ev, h11.Data):
+                        out += ev.data
+                        if len(out) > 4 * MAX_BODY:
+                            raise P2PWorldError("control answer too large")
+                    elif isinstance(ev, (h11.EndOfMessage, h11.ConnectionClosed)):
+                        break
+    except (OSError, trio.TooSlowError, trio.BrokenResourceError) as e:
+        raise SessionClosed(f"control service unreachable: {e}") from None
+    except h11.ProtocolError as e:
+        raise P2PWorldError(f"bad HTTP from the control service: {e}") from None
+    try:
+        return status, json.loads(out) if out else None
+    except ValueError:
+        raise P2PWorldError("control service answered with invalid JSON") from None
