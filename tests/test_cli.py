@@ -43,3 +43,62 @@ def test_node_command_opens_publishes_checkpoints_and_closes(tmp_path: Path) -> 
     # the close is seq 2, and the send after it is refused with a typed error.
     assert [(a["seq"], a["strength"]) for a in acks] == [(1, "local")]
     assert [e["code"] for e in errors] == ["CHANNEL_CLOSED"]
+
+
+def test_control_service_and_a_node_that_uses_it_from_the_cli(tmp_path: Path) -> None:
+    """`p2pworld control serve` runs the service; an enrolled node (and only it) gets a token;
+    `p2pworld node --control` checks every mutation against it."""
+    import trio
+
+    from p2pworld.auth.control import token_request
+    from p2pworld.auth.http import http_json
+    from p2pworld.home import NodeHome
+
+    ctl = subprocess.Popen([sys.executable, "-m", "p2pworld.cli.main", "control", "serve",
+                            "--home", str(tmp_path / "ctl"), "--listen", "127.0.0.1:0",
+                            "--json"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        assert ctl.stdout is not None and ctl.stdin is not None
+        up = json.loads(ctl.stdout.readline())
+        assert up["created"] and Path(up["operator_token_file"]).stat().st_mode & 0o077 == 0
+        op = Path(up["operator_token_file"]).read_text().strip()
+        ident = NodeHome(tmp_path / "n").load_or_create()
+
+        async def enrol() -> tuple[int, int]:
+            before, _ = await http_json(up["url"], "POST", "/v1/token",
+                                        token_request(ident.signer, at=_now()))
+            await http_json(up["url"], "POST", "/v1/enroll", {
+                "user": "ana", "device": "cli", "node_key": ident.public_key.hex(),
+                "nostr": ident.nostr.public.hex(),
+                "scopes": ["world:join", "channel:open", "channel:publish:*"]}, bearer=op)
+            after, _ = await http_json(up["url"], "POST", "/v1/token",
+                                       token_request(ident.signer, at=_now()))
+            return before, after
+
+        assert trio.run(enrol) == (403, 200)
+        script = "open c1\nsend c1 hello\nauth\nquit\n"
+        p = subprocess.run([sys.executable, "-m", "p2pworld.cli.main", "node", "--home",
+                            str(tmp_path / "n"), "--no-mdns", "--json", "--control",
+                            up["url"]], input=script, capture_output=True, text=True,
+                           timeout=60, cwd=ROOT)
+        assert p.returncode == 0, p.stderr
+        events = [json.loads(x) for x in p.stdout.splitlines() if x.strip()]
+        assert [e["seq"] for e in events if e["event"] == "ack" and e.get("status")] == [1]
+        (auth,) = [e for e in events if e["event"] == "auth"]
+        assert auth["enabled"] and auth["token_expires"]
+        ctl.stdin.write("quit\n")
+        ctl.stdin.flush()
+        assert ctl.wait(timeout=10) == 0
+    finally:
+        if ctl.poll() is None:
+            ctl.kill()
+            ctl.wait()
+        for f in (ctl.stdin, ctl.stdout, ctl.stderr):
+            if f is not None:
+                f.close()
+
+
+def _now() -> int:
+    import time
+    return int(time.time())

@@ -20,6 +20,9 @@ from typing import Any
 
 import trio
 
+from p2pworld.auth.http import serve_control
+from p2pworld.auth.service import load_or_init
+
 
 async def _lines(stream: trio.abc.ReceiveStream) -> Any:
     buf = b""
@@ -63,13 +66,15 @@ def summarize(nodes: int, messages: int, results: list[dict[str, Any]],
 
 
 def _child_cmd(args: argparse.Namespace, i: int, home: Path, workspace: str,
-               live: bool) -> list[str]:
+               live: bool, control: str | None = None) -> list[str]:
     cmd = [sys.executable, "-m", "p2pworld.cli.main", "demo-node", "--index", str(i),
            "--nodes", str(args.nodes), "--messages", str(args.messages),
            "--workspace", workspace, "--home", str(home / f"node{i}"),
            "--interface", args.interface, "--timeout", str(args.timeout)]
     if args.no_mdns:
         cmd.append("--no-mdns")
+    if control:
+        cmd += ["--control", control]
     if live:
         cmd.append("--live")
     return cmd
@@ -78,33 +83,56 @@ def _child_cmd(args: argparse.Namespace, i: int, home: Path, workspace: str,
 async def run(args: argparse.Namespace) -> int:
     live = not args.json
     workspace = f"demo-{secrets.token_hex(4)}"
-    results: list[dict[str, Any]] = []
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="p2pworld-demo-") as tmp:
-        procs = []
-        for i in range(args.nodes):
-            procs.append(await trio.lowlevel.open_process(
-                _child_cmd(args, i, Path(tmp), workspace, live),
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE))
-        if live:
-            print(f"p2pworld demo: {args.nodes} nodes, workspace {workspace}, mDNS on "
-                  f"{args.interface}. Ctrl-C to stop.", flush=True)
-        view = _LiveView(args.nodes) if live else None
-        done = trio.Event()
-        try:
-            async with trio.open_nursery() as nursery:
-                for p in procs:
-                    nursery.start_soon(_read_child, p, results, view, args.nodes, done)
-                if not live:
-                    with trio.move_on_after(args.timeout + 15):
-                        await done.wait()
-                    nursery.cancel_scope.cancel()
-        finally:
-            with trio.CancelScope(shield=True):
-                await _stop(procs)
+        async with trio.open_nursery() as authority:
+            control = None
+            if not args.no_auth:
+                # Zero infrastructure: an embedded control authority for this demo's workspace,
+                # on loopback, minting tokens for any node that proves its key.
+                core, _ = load_or_init(Path(tmp) / "control", org=workspace,
+                                       open_enrollment=True)
+                server = await authority.start(serve_control, core, "127.0.0.1", 0)
+                control = server.url
+            try:
+                return await _run_nodes(args, Path(tmp), workspace, live, control, started)
+            finally:
+                authority.cancel_scope.cancel()
+    return 0  # unreachable: _run_nodes returns
+
+
+async def _run_nodes(args: argparse.Namespace, tmp: Path, workspace: str, live: bool,
+                     control: str | None, started: float) -> int:
+    results: list[dict[str, Any]] = []
+    procs = []
+    for i in range(args.nodes):
+        procs.append(await trio.lowlevel.open_process(
+            _child_cmd(args, i, tmp, workspace, live, control),
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE))
+    if live:
+        print(f"p2pworld demo: {args.nodes} nodes, workspace {workspace}, mDNS on "
+              f"{args.interface}. Ctrl-C to stop.", flush=True)
+        if control:
+            print(f"  auth    embedded control authority at {control} (demo only: it mints "
+                  "tokens for any local node that proves its key)", flush=True)
+    view = _LiveView(args.nodes) if live else None
+    done = trio.Event()
+    try:
+        async with trio.open_nursery() as nursery:
+            for p in procs:
+                nursery.start_soon(_read_child, p, results, view, args.nodes, done)
+            if not live:
+                with trio.move_on_after(args.timeout + 15):
+                    await done.wait()
+                nursery.cancel_scope.cancel()
+    finally:
+        with trio.CancelScope(shield=True):
+            await _stop(procs)
     if live:
         return 0
     summary = summarize(args.nodes, args.messages, results, time.monotonic() - started)
+    summary["auth"] = ("embedded control authority (demo only)" if control
+                       else "off (--no-auth)")
     ok = summary.pop("ok")
     print(json.dumps(summary, indent=None if args.compact else 2, sort_keys=False))
     return 0 if ok else 1
@@ -198,6 +226,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-mdns", action="store_true",
                    help="disable discovery (the demo then fails: nodes cannot meet)")
     p.add_argument("--interface", default="127.0.0.1", help="where mDNS and sessions run")
+    p.add_argument("--no-auth", action="store_true",
+                   help="run without the embedded control authority (an open world)")
     p.add_argument("--timeout", type=float, default=45.0, help="seconds per phase")
 
 

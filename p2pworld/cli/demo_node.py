@@ -102,7 +102,8 @@ async def _watch_world(node: Node) -> None:
 async def run(args: argparse.Namespace) -> int:
     cfg = NodeConfig(home=Path(args.home), workspace=args.workspace,
                      interfaces=[args.interface], mdns=not args.no_mdns,
-                     rendezvous=args.rendezvous, public_urls=args.public_url)
+                     rendezvous=args.rendezvous, public_urls=args.public_url,
+                     control=args.control)
     n, m, idx = args.nodes, args.messages, args.index
     async with open_node(cfg) as node, trio.open_nursery() as nursery:
         me = node.node_id.hex()
@@ -197,6 +198,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--interface", default="127.0.0.1")
     p.add_argument("--no-mdns", action="store_true")
     p.add_argument("--rendezvous", action="append", default=[])
+    p.add_argument("--control", default=None)
     p.add_argument("--public-url", action="append", default=None)
     p.add_argument("--live", action="store_true")
     p.add_argument("--interval", type=float, default=2.0)

@@ -43,6 +43,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--peer", action="append", default=[], metavar="URL",
                    help="also dial ws://HOST:PORT/ (static seed)")
     p.add_argument("--no-mdns", action="store_true")
+    p.add_argument("--control", default=None, metavar="URL",
+                   help="control service (http://host:port): tokens are minted, refreshed and "
+                        "checked before every mutation")
     p.add_argument("--rendezvous", action="append", default=[], metavar="URL",
                    help="rendezvous node to register with and relay through (repeatable)")
     p.add_argument("--public-url", action="append", default=None, metavar="URL",
@@ -131,6 +134,11 @@ async def _commands(node: Node, nursery: trio.Nursery, out: _Out) -> None:
                     out("health", "", **node.health())
                 else:
                     print(json.dumps(node.health(), indent=2), flush=True)
+            elif cmd == "auth":
+                a = node.health()["auth"]
+                out("auth", f"enabled={a['enabled']} token_expires={a['token_expires']} "
+                    f"refused={a['refused']} refreshes={a['refreshes']} "
+                    f"failures={a['refresh_failures']}", **a)
             elif cmd == "world":
                 for m in node.members():
                     tools = ",".join(m.caps.tools) if m.caps else ""
@@ -185,7 +193,8 @@ async def run(args: argparse.Namespace) -> int:
     cfg = NodeConfig(home=Path(args.home) if args.home else default_home(),
                      workspace=args.workspace, interfaces=args.interface or ["127.0.0.1"],
                      port=args.port, mdns=not args.no_mdns, peers=args.peer,
-                     rendezvous=args.rendezvous, public_urls=args.public_url)
+                     rendezvous=args.rendezvous, public_urls=args.public_url,
+                     control=args.control)
     out = _Out(args.json)
     async with open_node(cfg) as node, trio.open_nursery() as nursery:
         out("up", f"node {node.node_id.hex()} workspace {cfg.workspace} at {node.url}",
