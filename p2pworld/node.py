@@ -735,16 +735,17 @@ class Node:
 
     def _check_peer_token(self, s: Session) -> P2PWorldError | None:
         """Direct calls are checked in the session handshake: the peer's token must name the
-        key it proved and the Nostr key of its attestation, be valid now and grant
-        ``world:join``."""
+        key it proved and the Nostr key of its attestation, grant ``world:join``, and be valid
+        now or within the membership grace (a session carries reads; every write on it is
+        checked again against a live token)."""
         book = self.cores.auth
         if book is None:
             return None
         r = s.result
         try:
             book.learn(r.peer_token or b"", now=time.time(), node_key=r.peer_key,
-                       nostr_pubkey=r.peer_attestation.nostr_pubkey)
-            book.check(r.peer_key, "world:join", now=time.time())
+                       nostr_pubkey=r.peer_attestation.nostr_pubkey, grace=True)
+            book.check_heartbeat(r.peer_key, now=time.time())
         except P2PWorldError as e:
             return e
         return None

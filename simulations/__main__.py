@@ -12,21 +12,23 @@ import sys
 import time
 from typing import Any
 
-from p2pworld.testing.checkers import ANOMALIES, check_channel, check_world
+from p2pworld.testing.checkers import ANOMALIES, check_auth, check_channel, check_world
 from simulations.scenarios import EXTRA, NOT_YET, SCENARIOS
 
 REACHED = ("partition", "loss", "duplication", "reorder", "crash", "clock_jump",
            "control_outage", "relay_outage", "handoff", "conflict", "duplicate_submit",
            "checkpoint_too_old", "token_refresh_during_partition", "fork", "torn_tail",
-           "forged_entry", "forged_presence", "world_restart")
-NOT_MODELED = {"control_outage": "auth issue", "relay_outage": "Nostr lane issue",
-               "token_refresh_during_partition": "auth issue"}
+           "forged_entry", "forged_presence", "world_restart", "token_expired_refusal",
+           "session_refused")
+NOT_MODELED = {"relay_outage": "Nostr lane issue"}
 
 
 def run_seed(name: str, seed: int) -> dict[str, Any]:
     sim, ch, extra = {**SCENARIOS, **EXTRA}[name](seed)
     anomalies = check_channel(sim, ch)
     for k, v in check_world(sim).items():
+        anomalies[k] += v
+    for k, v in check_auth(sim, ch).items():
         anomalies[k] += v
     for k, v in extra.items():
         anomalies[k] += v

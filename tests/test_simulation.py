@@ -161,3 +161,42 @@ def test_world_diverged_catches_a_core_without_anti_entropy(
     sim.heal()
     sim.run(20)
     assert check_world(sim)["diverged"] == 1
+
+
+def _storm(seed: int) -> dict[str, int]:
+    from p2pworld.testing.checkers import check_auth
+    from simulations.scenarios import token_expiry_storm
+
+    sim, ch, extra = token_expiry_storm(seed)
+    found = check_auth(sim, ch)
+    for k, v in extra.items():
+        found[k] += v
+    return found
+
+
+def test_unauthorized_accepted_catches_a_sequencer_that_skips_token_checks(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    assert _storm(1)["unauthorized_accepted"] == 0
+    monkeypatch.setattr(ChannelHub, "_authorize", lambda self, key, scope, now_ms: None)
+    assert _storm(1)["unauthorized_accepted"] > 0
+
+
+def test_presence_collapsed_catches_heartbeats_without_a_membership_grace(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from p2pworld.auth.book import TokenBook
+
+    monkeypatch.setattr(TokenBook, "check_heartbeat",
+                        lambda self, key, now: self.check(key, "world:join", now=now))
+    assert _storm(1)["presence_collapsed"] > 0
+
+
+def test_writes_not_resumed_catches_a_node_that_stops_refreshing(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    real = Simulator._refresh
+
+    def gives_up(self: Simulator, node: Any, gen: int) -> None:
+        if self.control_up:
+            real(self, node, gen)  # never retries once the service was down
+
+    monkeypatch.setattr(Simulator, "_refresh", gives_up)
+    assert _storm(1)["writes_not_resumed"] == 1

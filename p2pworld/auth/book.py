@@ -95,12 +95,14 @@ class TokenBook:
     checked: int = 0
 
     def learn(self, raw: bytes, *, now: float, node_key: bytes | None = None,
-              nostr_pubkey: bytes | None = None) -> Claims:
+              nostr_pubkey: bytes | None = None, grace: bool = False) -> Claims:
         """Verify a token (signature, key id, validity now, revocation; and that it names
         ``node_key`` / ``nostr_pubkey`` when given) and remember it as that node's latest.
-        A token older than the one held is verified but not kept."""
+        A token older than the one held is verified but not kept. ``grace``: accept a token
+        that expired less than ``grace_s`` ago (session handshakes: membership, not writes)."""
+        leeway = self.config.leeway_s + (self.config.grace_s if grace else 0.0)
         try:
-            claims = verify_token(raw, self.config.keys, now=now, leeway=self.config.leeway_s,
+            claims = verify_token(raw, self.config.keys, now=now, leeway=leeway,
                                   revoked_tokens=self.revoked_tokens,
                                   revoked_nodes=self.revoked_nodes)
             if node_key is not None:

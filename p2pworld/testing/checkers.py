@@ -32,7 +32,7 @@ if TYPE_CHECKING:
 
 ANOMALIES = ("lost_write", "duplicate", "poll_skip", "nonmonotonic", "inconsistent_offsets",
              "diverged", "unauthorized_accepted", "forged_visible", "forks_undetected",
-             "replay_mismatch", "multiple_winners")
+             "replay_mismatch", "multiple_winners", "presence_collapsed", "writes_not_resumed")
 
 
 def check_channel(sim: Simulator, channel: bytes) -> dict[str, int]:
@@ -53,7 +53,7 @@ def check_channel(sim: Simulator, channel: bytes) -> dict[str, int]:
     for a in sim.stats.acks:
         if a.channel != channel:
             continue
-        wkey = sim.nodes[a.writer].signer.public_key
+        wkey = sim.any_node(a.writer).signer.public_key
         prev = seen_keys.setdefault((a.writer, a.key), a.seq)
         if prev != a.seq and not _excused(sim, a.writer, channel, prev):
             out["duplicate"] += 1
@@ -152,4 +152,31 @@ def check_world(sim: Simulator, *, marker: str = "FORGED") -> dict[str, int]:
             shown = [m.info.device if m.info else "", *(m.caps.tools if m.caps else ())]
             if marker in shown:
                 out["forged_visible"] += 1
+    return out
+
+
+def check_auth(sim: Simulator, channel: bytes) -> dict[str, int]:
+    """``unauthorized_accepted``: an entry in some node's log whose sender held no token that
+    was valid (within the leeway) at the entry's ``sequencer_time`` — the validating
+    sequencer's own clock. Only meaningful when the simulation runs with ``auth``."""
+    out = dict.fromkeys(ANOMALIES, 0)
+    if not getattr(sim, "auth", False):
+        return out
+    leeway = sim.auth_config.leeway_s
+    seen: set[bytes] = set()
+    for log in sim.final_logs(channel).values():
+        for e in log:
+            if e.hash in seen:
+                continue
+            seen.add(e.hash)
+            name = sim.name_of(e.sender)
+            t = e.sequencer_time / 1000
+            windows = sim.minted.get(name or "", [])
+            # A revocation binds every node within its polling interval (the documented bound).
+            end = sim.revoked_at.get(name or "", float("inf")) + sim.REVOCATION_POLL
+            # A token cannot be used before it was minted (the control service's clock is
+            # true time; scenarios with auth do not skew clocks), and not past its expiry plus
+            # the leeway on the sequencer's clock.
+            if not any(iat <= t <= min(exp + leeway, end) for iat, exp in windows):
+                out["unauthorized_accepted"] += 1
     return out

@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from p2pworld import codec
+from p2pworld.auth.book import DEFAULT_SCOPES, AuthConfig, TokenBook
+from p2pworld.auth.token import Claims, mint
 from p2pworld.cores import Cores, build_cores
 from p2pworld.effects import PeerMisbehaved, Send
 from p2pworld.errors import P2PWorldError, RemoteProtocolError
@@ -81,6 +83,7 @@ class SimNode:
     pending: dict[int, tuple[bytes, bytes, bytes, float]] = field(default_factory=dict)
 
     world_events: list[WorldEvent] = field(default_factory=list)
+    token: bytes | None = None
     bytes_in: int = 0
     frames_in: int = 0
 
@@ -122,9 +125,13 @@ class Simulator:
     def __init__(self, seed: int, nodes: int = 3, *, latency: float = 0.002,
                  jitter: float = 0.001, workspace: str = "sim", degree: int | None = None,
                  world: bool = True, world_config: WorldConfig | None = None,
-                 tick: float = 0.25) -> None:
+                 tick: float = 0.25, auth: bool = False, token_ttl: float = 60.0) -> None:
         """``degree``: each node links to about that many random others (default: full
-        mesh). ``world``: nodes join the world at boot and tick every ``tick`` seconds."""
+        mesh). ``world``: nodes join the world at boot and tick every ``tick`` seconds.
+        ``auth``: a simulated control service mints ``token_ttl``-second tokens; every core
+        checks them (handshakes, submissions, world records, heartbeats under grace); nodes
+        refresh at 80% of a token's life (minus jitter) and retry every 2 s while the control
+        service is down (:attr:`control_up`) or cut off from them (:attr:`control_cut`)."""
         self.seed = seed
         self.rng = random.Random(seed)
         self.now = 0.0
@@ -146,6 +153,17 @@ class Simulator:
         self.tick_interval = tick
         self._verified: dict[tuple[bytes, bytes, bytes], bool] = {}
         self._stamped: dict[tuple[str, bytes, bytes, bytes], bytes] = {}
+        self.auth = auth
+        self.token_ttl = token_ttl
+        self.control_up = True
+        self.control_cut: set[str] = set()
+        self.control = Ed25519Signer(hashlib.blake2b(b"control/%d" % seed,
+                                                     digest_size=32).digest())
+        self.auth_config = AuthConfig(keys={"k1": self.control.public_key})
+        self.minted: dict[str, list[tuple[int, int]]] = {}
+        self.revoked_at: dict[str, float] = {}
+        self.retired: dict[str, SimNode] = {}
+        """node name -> validity windows (iat, exp) of every token minted for it."""
         self.observer: Callable[[SimNode, SimNode, Message], None] | None = None
         """Called after each message a node received and processed (benchmarks use it)."""
         names = [f"n{i}" for i in range(nodes)]
@@ -210,9 +228,14 @@ class Simulator:
         rng = random.Random(hashlib.blake2b(b"%d/%d/%d" % (self.seed, node.index,
                                                          node.incarnation)).digest())
         inc = node.world_store.bump_incarnation()
+        book = TokenBook(AuthConfig(keys=dict(self.auth_config.keys))) if self.auth else None
+        node.token = self._mint(node) if self.auth else None
         cores = build_cores(node.signer, workspace=self.workspace, rng=rng, incarnation=inc,
                             world_records=node.world_store.load(),
-                            world_config=self.world_config, verifier=self.verify)
+                            world_config=self.world_config, verifier=self.verify,
+                            auth=book, token=node.token or b"")
+        if book is not None and node.token:
+            book.learn(node.token, now=self.now_ms(node) / 1000, node_key=node.signer.public_key)
         hub = cores.hub
         for c in node.store.load_channels():
             hub.load(c.record, c.epochs, c.base, c.entries)
@@ -221,11 +244,83 @@ class Simulator:
         for sub, want in node.store.load_outbox():
             hub.load_outbox(sub, want)
         node.cores = cores
+        gen = node.incarnation
         if self.world_on:
-            self._carry(node, cores.world.join(NodeInfo(device=node.name),
-                                               now_ms=self.now_ms(node)))
-            gen = node.incarnation
+            if not self.auth or node.token:
+                self._carry(node, cores.world.join(NodeInfo(device=node.name),
+                                                   now_ms=self.now_ms(node)))
             self.at(self.rng.random() * self.tick_interval, lambda: self._tick(node, gen))
+        if self.auth:
+            delay = 2.0 if not node.token else self.token_ttl * (
+                0.8 - 0.1 * self.rng.random())
+            self.at(delay, lambda: self._refresh(node, gen))
+
+    # --- the simulated control service --------------------------------------------------
+
+    def _mint(self, node: SimNode) -> bytes | None:
+        """A token from the control service (its clock is true time), if it is reachable."""
+        if not self.control_up or node.name in self.control_cut or node.name in self.revoked_at:
+            return None
+        iat = int(self.now)
+        exp = iat + int(self.token_ttl)
+        n = sum(len(v) for v in self.minted.values())
+        self.minted.setdefault(node.name, []).append((iat, exp))
+        claims = Claims(org="sim", user=node.name, device=node.name, session="s",
+                        node_key=node.signer.public_key, nostr_pubkey=bytes(32),
+                        scopes=DEFAULT_SCOPES, issued_at=iat, expires_at=exp,
+                        token_id=n.to_bytes(16, "big"))
+        return mint(claims, self.control, kid="k1")
+
+    def _refresh(self, node: SimNode, gen: int) -> None:
+        if node.cores is None or node.incarnation != gen:
+            return
+        raw = self._mint(node)
+        if raw is None:
+            self.stats.reach("token_refresh_failed")
+            if self.sessions and any(node.name in p for p in self.blocked_pairs()):
+                self.stats.reach("token_refresh_during_partition")
+            self.at(2.0, lambda: self._refresh(node, gen))
+            return
+        first = node.token is None
+        node.token = raw
+        w = node.cores.world
+        self._carry(node, w.set_token(raw, now_ms=self.now_ms(node)))
+        if first and self.world_on:
+            self._carry(node, w.join(NodeInfo(device=node.name), now_ms=self.now_ms(node)))
+        self.stats.reach("token_refresh")
+        self.at(self.token_ttl * (0.8 - 0.1 * self.rng.random()),
+                lambda: self._refresh(node, gen))
+
+    REVOCATION_POLL = 30.0
+
+    def revoke(self, name: str) -> None:
+        """The control service revokes a node; every node learns it at its next revocation
+        poll (within :attr:`REVOCATION_POLL` seconds), as real nodes do."""
+        nid = self.nodes[name].signer_id
+        self.revoked_at[name] = self.now
+        for other in sorted(self.nodes):
+            node = self.nodes[other]
+
+            def apply(node: SimNode = node) -> None:
+                if node.cores is not None and node.cores.auth is not None:
+                    node.cores.auth.revoke(nodes=frozenset({nid}))
+
+            self.at(self.rng.random() * self.REVOCATION_POLL, apply)
+
+    def any_node(self, name: str) -> SimNode:
+        """A node by name, retired or not."""
+        return self.nodes[name] if name in self.nodes else self.retired[name]
+
+    def retire(self, name: str) -> None:
+        """Take a node out of the world for good (a revoked node): it stops, and checkers and
+        convergence look only at the remaining members."""
+        self.crash(name)
+        self.retired[name] = self.nodes.pop(name)
+        self.links = {p for p in self.links if name not in p}
+        self._ids: dict[bytes, SimNode] = {}
+
+    def blocked_pairs(self) -> set[tuple[str, str]]:
+        return set(self.blocked)
 
     def _tick(self, node: SimNode, gen: int) -> None:
         if node.cores is None or node.incarnation != gen:
@@ -269,6 +364,8 @@ class Simulator:
         return self._ids
 
     def _reachable(self, a: str, b: str) -> bool:
+        if a not in self.nodes or b not in self.nodes:
+            return False  # retired
         return (a, b) not in self.blocked and (b, a) not in self.blocked and \
             self.nodes[a].up and self.nodes[b].up
 
@@ -281,10 +378,30 @@ class Simulator:
         self._record("up", a, b)
         na, nb = self.nodes[a], self.nodes[b]
         assert na.cores is not None and nb.cores is not None
+        if self.auth and not self._handshake_tokens(na, nb):
+            # The handshake refuses a peer without a valid token: no session; redial later.
+            self.sessions.discard(pair)
+            self.stats.reach("session_refused")
+            self.at(1.0, lambda: self._connect(a, b))
+            return
         fa = na.cores.peer_up(nb.signer_id, nb.signer.public_key, now_ms=self.now_ms(na))
         fb = nb.cores.peer_up(na.signer_id, na.signer.public_key, now_ms=self.now_ms(nb))
         self._carry(na, fa)
         self._carry(nb, fb)
+
+    def _handshake_tokens(self, na: SimNode, nb: SimNode) -> bool:
+        """What the node runtime checks after a handshake, on each side's own clock."""
+        for me, peer in ((na, nb), (nb, na)):
+            book = me.cores.auth if me.cores else None
+            if book is None:
+                continue
+            try:
+                book.learn(peer.token or b"", now=self.now_ms(me) / 1000,
+                           node_key=peer.signer.public_key, grace=True)
+                book.check_heartbeat(peer.signer.public_key, now=self.now_ms(me) / 1000)
+            except P2PWorldError:
+                return False
+        return True
 
     def _disconnect(self, a: str, b: str, *, redial: bool = False) -> None:
         pair = frozenset((a, b))
@@ -495,6 +612,8 @@ class Simulator:
 
     def name_of(self, nid: bytes) -> str | None:
         node = self._by_id().get(nid)
+        if node is None:
+            node = next((n for n in self.retired.values() if n.signer_id == nid), None)
         return node.name if node else None
 
     def world_converged(self) -> bool:
