@@ -346,9 +346,11 @@ def forged_presence(seed: int) -> Result:
 def token_expiry_storm(seed: int) -> Result:
     """The control service goes down for longer than a token lives (30 s tokens, a 70-90 s
     outage: past expiry plus the 30 s leeway), while writers keep publishing and one node is
-    also cut off from the others and from the control service for a while. Writes must be refused once tokens expire (never
-    accepted on an invalid token), presence must not collapse (heartbeats under the membership
-    grace), and writes must resume within two refresh intervals after the service returns."""
+    also cut off from the others and from the control service for a while, and the operator
+    revokes one node after the service returns. Writes must be refused once tokens expire
+    (never accepted on an invalid token), presence must not collapse (heartbeats under the
+    membership grace), writes must resume within two refresh intervals after the service
+    returns, and the revoked node must hold no new session."""
     ttl = 30.0
     sim = Simulator(seed, 4, auth=True, token_ttl=ttl)
     ch = sim.open_channel("n0", "sim", policy=ChannelPolicy(replication=1))
