@@ -944,6 +944,15 @@ class Node:
     async def _refresh_token(self) -> int:
         """Mint a fresh token from the control service; returns its expiry (unix s)."""
         assert self.config.control is not None
+        # Keys first: a rotated key is published one token lifetime before it signs, and
+        # every node refetches at each refresh, so all know it before any token uses it.
+        status, keys = await http_json(self.config.control, "GET", "/v1/keys")
+        if status == 200 and self.cores.auth is not None:
+            try:
+                self.cores.auth.config.keys = {k["kid"]: bytes.fromhex(k["public_key"])
+                                               for k in keys["keys"]}
+            except (KeyError, TypeError, ValueError):
+                raise Unauthorized("control service published malformed keys") from None
         status, out = await http_json(self.config.control, "POST", "/v1/token",
                                       token_request(self.identity.signer, at=int(time.time()),
                                                     nostr=self.identity.nostr.public))

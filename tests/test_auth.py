@@ -285,14 +285,27 @@ async def test_control_service_enrol_mint_revoke_rotate_over_http() -> None:
         assert claims.token_id in toks
         with pytest.raises(Revoked):
             verify_token(bytes.fromhex(out["token"]), pub, now=now(), revoked_tokens=toks)
-        # Rotation: a new key id signs from now on; the old key stays published.
+        # Rotation: the new key id is published at once and signs one token lifetime later.
         status, rot = await http_json(url, "POST", "/v1/rotate", {}, bearer=OP.hex())
         status, keys2 = await http_json(url, "GET", "/v1/keys")
-        assert {k["kid"] for k in keys2["keys"]} == {"k1", rot["current"]}
-        status, out2 = await http_json(url, "POST", "/v1/token", token_request(X, at=now()))
+        assert {k["kid"] for k in keys2["keys"]} == {"k1", rot["next"]}
+        assert keys2["current"] == "k1" and rot["signs_from"] >= now() + 800
         pub2 = {k["kid"]: bytes.fromhex(k["public_key"]) for k in keys2["keys"]}
-        assert verify_token(bytes.fromhex(out2["token"]), pub2, now=now()).user == "ana"
-        verify_token(bytes.fromhex(out["token"]), pub2, now=now())  # old key: still valid
+        n.cancel_scope.cancel()
+    # One token lifetime later (the core's clock), tokens carry the new key id; tokens of
+    # the old key stay valid until they expire, and the old key stays published until then.
+    later = rot["signs_from"]
+    status, out2 = core.handle("POST", "/v1/token", bearer=None,
+                               body=token_request(X, at=later), now=later, jti=b"n" * 16)
+    assert status == 200
+    new = verify_token(bytes.fromhex(out2["token"]), pub2, now=later)
+    assert new.user == "ana"
+    assert core.state.current == rot["next"]
+    _, keys3 = core.handle("GET", "/v1/keys", bearer=None, body=None, now=later, jti=b"")
+    assert {k["kid"] for k in keys3["keys"]} == {"k1", rot["next"]}
+    async with trio.open_nursery() as n:
+        server = await n.start(serve_control, core, "127.0.0.1", 0)
+        url = server.url
         # Junk never crashes it.
         assert (await http_json(url, "POST", "/v1/token", ["x"]))[0] == 400
         assert (await http_json(url, "GET", "/nowhere"))[0] == 404

@@ -16,8 +16,10 @@ Endpoints (JSON bodies; byte strings as lowercase hex):
                                      (``sig`` over ``tagged("p2pworld/token-request/v1",
                                      {node, at})``); or operator: ``{node_key}``
 ``POST /v1/revoke``      operator    ``{jti}`` (a token id) or ``{node}`` (a node id)
-``POST /v1/rotate``      operator    start signing with a new key id (old keys stay
-                                     published until their tokens have expired)
+``POST /v1/rotate``      operator    publish a new key id at once and sign with it one token
+                                     lifetime later (nodes fetch keys at every refresh, so
+                                     all know it before it is used); the old key stays
+                                     published until its last token has expired
 =======================  ==========  =====================================================
 
 *Operator* endpoints need ``Authorization: Bearer <operator credential>``; the service keeps
@@ -99,6 +101,8 @@ class ControlState:
     """key id -> ed25519 seed (private: stays in the service's home)."""
     current: str
     retired: dict[str, int] = field(default_factory=dict)
+    pending: dict[str, int] = field(default_factory=dict)
+    """key id -> unix time from which it signs (published before it is used)."""
     """key id -> unix time after which no token it signed is valid (it can be unpublished)."""
     enrolled: dict[bytes, Enrollment] = field(default_factory=dict)
     revoked_tokens: frozenset[bytes] = frozenset()
@@ -121,6 +125,7 @@ class ControlState:
             "org": self.org, "op": self.operator_hash,
             "keys": [[k, v] for k, v in sorted(self.keys.items())], "current": self.current,
             "retired": [[k, v] for k, v in sorted(self.retired.items())],
+            "pending": [[k, v] for k, v in sorted(self.pending.items())],
             "enrolled": [e.to_value() for _, e in sorted(self.enrolled.items())],
             "rt": sorted(self.revoked_tokens), "rn": sorted(self.revoked_nodes),
             "ttl": self.ttl_s, "open": self.open_enrollment, "policy": codec.encode(
@@ -133,6 +138,7 @@ class ControlState:
         enrolled = [Enrollment.from_value(e) for e in m["enrolled"]]
         return cls(org=m["org"], operator_hash=m["op"], keys={k: v for k, v in m["keys"]},
                    current=m["current"], retired={k: v for k, v in m["retired"]},
+                   pending={k: v for k, v in m.get("pending", [])},
                    enrolled={e.node_key: e for e in enrolled},
                    revoked_tokens=frozenset(m["rt"]), revoked_nodes=frozenset(m["rn"]),
                    ttl_s=m["ttl"], open_enrollment=m["open"],
@@ -182,6 +188,13 @@ class ControlCore:
 
     def _handle(self, method: str, path: str, bearer: str | None, body: Any, now: int,
                 jti: bytes, new_key: bytes | None) -> tuple[int, dict[str, Any]]:
+        due = sorted((t, k) for k, t in self.state.pending.items() if t <= now)
+        if due:
+            _, kid = due[-1]
+            old = self.state
+            self._set(replace(old, current=kid,
+                              pending={k: t for k, t in old.pending.items() if t > now},
+                              retired={**old.retired, old.current: now + old.ttl_s + 60}))
         st = self.state
         if method == "GET" and path == "/v1/keys":
             live = {k: v for k, v in st.public_keys().items()
@@ -252,9 +265,9 @@ class ControlCore:
             if new_key is None:
                 raise DecodeError("no key material")
             kid = f"k{len(st.keys) + 1}"
-            self._set(replace(st, keys={**st.keys, kid: new_key}, current=kid,
-                              retired={**st.retired, st.current: now + st.ttl_s + 60}))
-            return 200, {"current": kid}
+            self._set(replace(st, keys={**st.keys, kid: new_key},
+                              pending={**st.pending, kid: now + st.ttl_s}))
+            return 200, {"next": kid, "signs_from": now + st.ttl_s, "current": st.current}
         return 404, {"error": "NOT_FOUND"}
 
     def _set(self, st: ControlState) -> None:
