@@ -20,8 +20,11 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from p2pworld.auth.book import TokenBook
-from p2pworld.identity import Signer, verify_raw
+from p2pworld.compute.core import ComputeCore
+from p2pworld.identity import Signer, node_id, verify_raw
+from p2pworld.log.entry import Submission
 from p2pworld.log.hub import ChannelHub, Effect
+from p2pworld.log.sequencer import ChannelLog
 from p2pworld.wire import Message, WorldDigest, WorldGraft, WorldIHave, WorldPrune, WorldPush
 from p2pworld.world.core import WorldConfig, WorldCore, WorldEffect
 from p2pworld.world.records import Verifier
@@ -42,6 +45,40 @@ class Cores:
     hub: ChannelHub
     world: WorldCore
     auth: TokenBook | None = None
+    compute: ComputeCore | None = None
+
+    def compute_logs(self) -> list[ChannelLog]:
+        """Every compute channel this node holds (its own and the ones it replicates)."""
+        assert self.compute is not None
+        return [self.hub.log(r.channel) for r in self.hub.records()
+                if self.compute.is_compute(r)]
+
+    def own_compute(self) -> ChannelLog | None:
+        assert self.compute is not None
+        for ch, own in sorted(self.hub.own.items()):
+            if self.compute.is_compute(own.seqr.record):
+                return own.seqr
+        return None
+
+    def drive_compute(self, *, now_ms: int) -> list[NodeEffect]:
+        """The requester's duties on its own compute channel (assign, lapse, expire), as
+        idempotent publishes; stale = not online in this node's world view."""
+        if self.compute is None:
+            return []
+        log = self.own_compute()
+        if log is None:
+            return []
+
+        def stale(nid: bytes) -> bool:
+            m = self.world.member(nid, now_ms=now_ms)
+            return m is None or m.state != "online"
+
+        fx: list[NodeEffect] = []
+        for it in self.compute.drive(log, now_ms=now_ms, stale=stale):
+            _, more = self.hub.publish(log.record.channel, it.payload, idem_key=it.key,
+                                       now_ms=now_ms)
+            fx += more
+        return fx
 
     def peer_up(self, peer: bytes, key: bytes, *, now_ms: int) -> list[NodeEffect]:
         return [*self.hub.peer_up(peer, key), *self.world.peer_up(peer, key, now_ms=now_ms)]
@@ -68,4 +105,11 @@ def build_cores(signer: Signer, *, workspace: str, rng: random.Random, incarnati
     hub = ChannelHub(signer, workspace=workspace, rng=rng, auth=auth)
     world = WorldCore(signer, inc=incarnation, rng=rng, config=world_config, verifier=verifier,
                       stored=world_records, token=token, auth=auth)
-    return Cores(hub, world, auth)
+    compute = ComputeCore(node_id(signer.public_key))
+
+    def validate(log: ChannelLog, sub: Submission, now_ms: int) -> None:
+        if compute.is_compute(log.record):
+            compute.validate(log, sub.sender, sub.payload)
+
+    hub.validator = validate
+    return Cores(hub, world, auth, compute)

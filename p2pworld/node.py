@@ -35,10 +35,14 @@ from discovery.rendezvous_client import RelayPipe, RendezvousClient
 from p2pworld.auth.book import AuthConfig, TokenBook
 from p2pworld.auth.control import token_request, verify_revocations
 from p2pworld.auth.http import http_json
+from p2pworld.compute.core import COMPUTE_CHANNEL
+from p2pworld.compute.state import Request as ComputeRequest
+from p2pworld.compute.state import encode_event
 from p2pworld.cores import Cores, NodeEffect, build_cores
 from p2pworld.effects import PeerMisbehaved, Send
 from p2pworld.errors import (
     Backpressure,
+    Conflict,
     P2PWorldError,
     PublishTimeout,
     SessionClosed,
@@ -495,6 +499,90 @@ class Node:
             if m is not None and m.state == state and (state != "online" or m.info):
                 return m
             await self._world_changed.wait()
+
+    # --- compute ----------------------------------------------------------------------------
+
+    async def compute_channel(self) -> ChannelRecord:
+        """This node's compute channel (opened on first use): its requests live there, and
+        this node, sequencing it, is the one writer that decides each assignment."""
+        log = self.cores.own_compute()
+        if log is not None:
+            return log.record
+        return await self.open_channel(COMPUTE_CHANNEL)
+
+    async def request_compute(self, job: bytes, *, kind: str = "5000",
+                              needs: tuple[str, ...] = (), price: int = 0, sla_ms: int = 0,
+                              policy: str = "first", policy_class: str = "free",
+                              expires_in: float = 300.0) -> tuple[bytes, str]:
+        """``request_compute``: returns ``(channel, request id)``. ``needs``: tools, models or
+        job kinds a provider's ad must list; ``policy``: ``first`` (default),
+        ``lowest_price`` or ``best_sla``; ``policy_class="paid"`` waits for :meth:`paid`."""
+        rec = await self.compute_channel()
+        rid = secrets.token_hex(8)
+        await self.publish(rec.channel, encode_event(
+            "request", rid=rid, kind=kind, job=job, policy=policy, price=price, sla_ms=sla_ms,
+            needs=list(needs), expires=_now_ms() + int(expires_in * 1000),
+            **{"class": policy_class}), key=f"{rid}/request".encode())
+        return rec.channel, rid
+
+    def compute_request(self, channel: bytes, rid: str) -> ComputeRequest | None:
+        """A request as this node's copy of the requester's log says it stands."""
+        assert self.cores.compute is not None
+        return self.cores.compute.state(self.hub.log(channel)).requests.get(rid)
+
+    def eligible_compute(self) -> list[tuple[bytes, ComputeRequest]]:
+        """The provider-scoped query: open requests this node's live ad satisfies."""
+        assert self.cores.compute is not None
+        me = self.member(self.node_id)
+        return self.cores.compute.eligible(self.cores.compute_logs(), me.caps if me else None,
+                                           now_ms=_now_ms())
+
+    async def _compute_op(self, channel: bytes, rid: str, op: str, key: str,
+                          **fields: Any) -> PublishResult:
+        try:
+            return await self.publish(channel, encode_event(op, rid=rid, **fields),
+                                      key=f"{rid}/{key}/{self.node_id.hex()[:16]}".encode())
+        except Conflict as e:
+            r = self.compute_request(channel, rid)
+            who = r.accepted_by or r.assignee if r else None
+            if who is not None:
+                e.details["assignee"] = who.hex()
+            raise
+
+    async def offer_compute(self, channel: bytes, rid: str, *, price: int = 0,
+                            sla_ms: int = 0) -> PublishResult:
+        """Offer to run a request. Raises ``Conflict`` (with ``details["assignee"]``) if it
+        is already assigned to someone else."""
+        return await self._compute_op(channel, rid, "offer", "offer", price=price,
+                                      sla_ms=sla_ms)
+
+    async def accept_compute(self, channel: bytes, rid: str) -> PublishResult:
+        """``accept_compute``: the assigned provider accepts (``Conflict`` for anyone else)."""
+        r = self.compute_request(channel, rid)
+        return await self._compute_op(channel, rid, "accept", f"accept/{r.attempt if r else 0}",
+                                      attempt=r.attempt if r else 0)
+
+    async def reject_compute(self, channel: bytes, rid: str, reason: str) -> PublishResult:
+        """``reject_compute``: the assigned provider declines; the next offer is assigned."""
+        r = self.compute_request(channel, rid)
+        return await self._compute_op(channel, rid, "reject", f"reject/{r.attempt if r else 0}",
+                                      attempt=r.attempt if r else 0, reason=reason)
+
+    async def complete_compute(self, channel: bytes, rid: str, data: bytes, *,
+                               status: str = "success") -> PublishResult:
+        """The accepted provider returns the result (``success``, ``error`` or ``partial``)."""
+        return await self._compute_op(channel, rid, "result", "result", status=status,
+                                      data=data)
+
+    async def wait_compute(self, channel: bytes, rid: str,
+                           until: Any = lambda r: r.terminal) -> ComputeRequest:
+        """Wait until the request satisfies ``until`` (default: a terminal phase)."""
+        while True:
+            r = self.compute_request(channel, rid)
+            if r is not None and until(r):
+                return r
+            with trio.move_on_after(0.25):
+                await self._changed_event(channel).wait()
 
     async def notices(self) -> Notice:
         """The next channel notice (``Forked``, ``LostWrite``, ``CheckpointTooOld``, ...)."""
@@ -1004,9 +1092,11 @@ class Node:
                     await trio.sleep(min(5.0, max(1.0, life / 20)))
 
     async def _ticker(self) -> None:
-        """Drive the cores' timers (heartbeats, presence expiry, gossip repair)."""
+        """Drive the cores' timers (heartbeats, presence expiry, gossip repair, the
+        requester's compute duties)."""
         while True:
             self._submit(self.cores.tick(now_ms=_now_ms()))
+            self._submit(self.cores.drive_compute(now_ms=_now_ms()))
             await trio.sleep(0.25)
 
     async def _join(self) -> None:

@@ -22,6 +22,7 @@ Example:
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -219,6 +220,8 @@ class ChannelHub:
         self.signer = signer
         self.auth = auth
         """Token checks before every mutation (None: an open world without a control service)."""
+        self.validator: Callable[[ChannelLog, Submission, int], None] | None = None
+        """Application rules a sequencer enforces before appending (compute assignment)."""
         self.workspace = workspace
         self.node_id = node_id(signer.public_key)
         self.rng = rng
@@ -389,7 +392,10 @@ class ChannelHub:
         own = self.own[sub.channel]
         try:
             self._authorize(sub.sender_key, _scope(sub.channel, sub.kind), now_ms)
-            out = own.seqr.submit(sub, now_ms=now_ms)
+            check = self.validator
+            log = own.seqr
+            out = own.seqr.submit(sub, now_ms=now_ms, validate=None if check is None or
+                                  sub.kind != "msg" else lambda s: check(log, s, now_ms))
         except P2PWorldError as e:
             return self._refuse(waiter, sub.channel, e)
         res = PublishResult(channel=sub.channel, seq=out.seq, entry_hash=out.entry_hash,

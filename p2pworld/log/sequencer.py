@@ -25,6 +25,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from p2pworld.errors import ChannelClosed, Conflict, LocalProtocolError, NotSequencer
@@ -149,8 +150,11 @@ class Sequencer(ChannelLog):
     def create(cls, record: ChannelRecord, signer: Signer) -> Sequencer:
         return cls(ChannelState.genesis(record), signer)
 
-    def submit(self, sub: Submission, *, now_ms: int) -> SubmitOutcome:
-        """Sequence one submission, or answer it from the idempotency index."""
+    def submit(self, sub: Submission, *, now_ms: int,
+               validate: Callable[[Submission], None] | None = None) -> SubmitOutcome:
+        """Sequence one submission, or answer it from the idempotency index. ``validate``
+        (an application rule, e.g. compute assignment) runs after the idempotency check and
+        the signature check, before anything is appended; it may raise to refuse."""
         if sub.channel != self.channel:
             raise LocalProtocolError("submission is for another channel")
         if self.handed_off:
@@ -164,6 +168,8 @@ class Sequencer(ChannelLog):
                            seq=known.seq, entry_hash=known.entry_hash)
         self.state.check_submission(sub)
         sub.verify()
+        if validate is not None:
+            validate(sub)
         # The timestamp is informational but never goes backwards (or below zero), whatever
         # the sequencer's clock does.
         last = self.entries[-1].sequencer_time if self.entries else 0
