@@ -55,7 +55,7 @@ class Cores:
 
     def own_compute(self) -> ChannelLog | None:
         assert self.compute is not None
-        for ch, own in sorted(self.hub.own.items()):
+        for _ch, own in sorted(self.hub.own.items()):
             if self.compute.is_compute(own.seqr.record):
                 return own.seqr
         return None
