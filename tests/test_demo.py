@@ -28,6 +28,8 @@ def test_demo_three_nodes_meet_and_deliver_everything_in_order() -> None:
     # Presence and capability ads: every node saw every other's ad appear, update, expire.
     assert out["world_members"] == out["ads_seen"] == out["ads_updated"] == 6
     assert out["ads_expired"] == 6
+    # A compute round: one request, exactly one winner, the other provider saw the conflict.
+    assert (out["compute_rounds"], out["compute_winners"], out["compute_conflicts"]) == (1, 1, 1)
     # Zero infrastructure, but not an open world: an embedded authority minted the tokens.
     assert out["auth"].startswith("embedded control authority")
     assert out["seconds"] < 60

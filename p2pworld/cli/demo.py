@@ -48,10 +48,12 @@ def summarize(nodes: int, messages: int, results: list[dict[str, Any]],
     delivered = sum(r["delivered"] for r in results)
     world = {k: sum(r.get(k, 0) for r in results)
              for k in ("world_members", "ads_seen", "ads_updated", "ads_expired")}
+    compute = {k: sum(r.get(k, 0) for r in results)
+               for k in ("compute_rounds", "compute_winners", "compute_conflicts")}
     out = {
         "nodes": nodes, "discovered": discovered, "handshakes_ok": handshakes,
         "messages_sent": messages, "messages_delivered": delivered, "in_order": in_order,
-        **world,
+        **world, **compute,
         "seconds": round(seconds, 3),
         "per_node": [{k: r[k] for k in ("index", "node", "status", "discovered_mdns",
                                         "sessions", "delivered", "in_order", "head_hash",
@@ -61,7 +63,9 @@ def summarize(nodes: int, messages: int, results: list[dict[str, Any]],
     out["ok"] = (len(results) == nodes and discovered == nodes * (nodes - 1)
                  and handshakes == nodes * (nodes - 1) // 2
                  and delivered == nodes * messages and in_order
-                 and all(v == nodes * (nodes - 1) for v in world.values()))
+                 and all(v == nodes * (nodes - 1) for v in world.values())
+                 and (nodes < 2 or (compute["compute_rounds"] == compute["compute_winners"] == 1
+                                    and compute["compute_conflicts"] >= nodes - 2)))
     return out
 
 
@@ -212,6 +216,10 @@ class _LiveView:
             tools = f" tools={','.join(ev['tools'])}" if ev.get("tools") else ""
             print(f"  world   {self._name(ev['node'])} {what} {self._name(ev['about'])}"
                   f"{tools}", flush=True)
+        elif kind == "compute":
+            print(f"  compute {self._name(ev['node'])} job {ev['rid']}: {ev['phase']} by "
+                  f"{self._name(ev['assignee']) if ev.get('assignee') else '-'} -> "
+                  f"{ev.get('result', '')!r}", flush=True)
         elif kind == "result" and ev.get("status") != "ok":
             print(f"  error   {self._name(ev['node'])}: {ev['status']}", flush=True)
 

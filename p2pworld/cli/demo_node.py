@@ -17,7 +17,7 @@ from typing import Any
 
 import trio
 
-from p2pworld.errors import P2PWorldError
+from p2pworld.errors import Conflict, P2PWorldError
 from p2pworld.node import Node, NodeConfig, open_node
 from p2pworld.world.doc import CapabilityAd
 
@@ -88,6 +88,49 @@ async def world_round(node: Node, idx: int, timeout: float) -> dict[str, int]:
     return out
 
 
+async def compute_round(node: Node, idx: int, timeout: float) -> dict[str, int]:
+    """Node 0 requests a job; the others offer; one is assigned, accepts and returns the
+    result; the others try to accept too and get an explicit conflict naming the assignee."""
+    out = {"compute_rounds": 0, "compute_winners": 0, "compute_conflicts": 0}
+    others = set(node.sessions)
+    await node.advertise(CapabilityAd(tools=("echo",), job_kinds=("5001",),
+                                      expires_ms=_now_ms() + 600_000))
+    with trio.move_on_after(timeout):
+        if idx == 0:
+            await _until(node, lambda: {m.node_id for m in node.query(
+                lambda c: "echo" in c.tools)} >= others, timeout)
+            ch, rid = await node.request_compute(b"hello from node 0", kind="5001",
+                                                 needs=("echo",))
+            out["compute_rounds"] = 1
+            r = await node.wait_compute(ch, rid)
+            accepts = [s for op, s in r.history if op == "accept"]
+            if r.phase == "success" and len(accepts) == 1 and r.accepted_by == accepts[0]:
+                out["compute_winners"] = 1
+            emit({"event": "compute", "node": node.node_id.hex(), "rid": rid,
+                  "phase": r.phase, "assignee": r.accepted_by.hex() if r.accepted_by else None,
+                  "result": r.result.decode(errors="replace")})
+            return out
+        while not (found := node.eligible_compute()):
+            await trio.sleep(0.05)
+        ch, req = found[0]
+        try:
+            await node.offer_compute(ch, req.rid)
+        except Conflict:
+            out["compute_conflicts"] += 1
+        r = await node.wait_compute(ch, req.rid, lambda r: r.assignee is not None
+                                    or r.terminal)
+        if r.assignee == node.node_id:
+            await node.accept_compute(ch, req.rid)
+            await node.complete_compute(ch, req.rid, r.job.upper())
+        else:
+            try:
+                await node.accept_compute(ch, req.rid)
+            except Conflict:
+                out["compute_conflicts"] += 1
+        await node.wait_compute(ch, req.rid)
+    return out
+
+
 async def _watch_world(node: Node) -> None:
     me = node.node_id.hex()
     async for ev in node.world_events():
@@ -154,6 +197,7 @@ async def run(args: argparse.Namespace) -> int:
             async with trio.open_nursery() as work:
                 work.start_soon(writer)
                 work.start_soon(reader)
+                work.start_soon(compute_round, node, idx, args.timeout)
                 await _wait_stdin_closed()
                 work.cancel_scope.cancel()
             nursery.cancel_scope.cancel()
@@ -166,6 +210,7 @@ async def run(args: argparse.Namespace) -> int:
             if scope.cancelled_caught:
                 status = "timeout"
             world = await world_round(node, idx, args.timeout)
+            world.update(await compute_round(node, idx, args.timeout))
             # A session may come from the peer's dial before our own browser saw the peer;
             # report discovery only as it is observed, waiting (bounded) for the browser.
             with trio.move_on_after(10):
