@@ -12,14 +12,21 @@ import sys
 import time
 from typing import Any
 
-from p2pworld.testing.checkers import ANOMALIES, check_auth, check_channel, check_world
+from p2pworld.testing.checkers import (
+    ANOMALIES,
+    check_auth,
+    check_channel,
+    check_compute,
+    check_world,
+)
 from simulations.scenarios import EXTRA, NOT_YET, SCENARIOS
 
 REACHED = ("partition", "loss", "duplication", "reorder", "crash", "clock_jump",
            "control_outage", "relay_outage", "handoff", "conflict", "duplicate_submit",
            "checkpoint_too_old", "token_refresh_during_partition", "fork", "torn_tail",
            "forged_entry", "forged_presence", "world_restart", "token_expired_refusal",
-           "session_refused")
+           "session_refused", "compute_offer", "compute_contention",
+           "compute_grab")
 NOT_MODELED = {"relay_outage": "Nostr lane issue"}
 
 
@@ -29,6 +36,8 @@ def run_seed(name: str, seed: int) -> dict[str, Any]:
     for k, v in check_world(sim).items():
         anomalies[k] += v
     for k, v in check_auth(sim, ch).items():
+        anomalies[k] += v
+    for k, v in check_compute(sim).items():
         anomalies[k] += v
     for k, v in extra.items():
         anomalies[k] += v

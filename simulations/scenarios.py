@@ -14,6 +14,7 @@ from dataclasses import replace
 import pycrdt
 
 from p2pworld import codec
+from p2pworld.compute.state import encode_event
 from p2pworld.identity import Ed25519Signer
 from p2pworld.log.entry import ChannelPolicy, Submission
 from p2pworld.log.sequencer import Sequencer
@@ -406,6 +407,64 @@ def token_expiry_storm(seed: int) -> Result:
                      resumed <= 2 * 0.8 * ttl else 1}
 
 
+def compute_contention(seed: int) -> Result:
+    """The requester (n0) posts jobs that three providers race for, with frame loss (session
+    resets and resubmissions: duplicates), partitions, provider rejections, and crashes and
+    restarts of the requester and of providers. At most one assignee per request, ever, and
+    every request ends terminal or open or with a live assignee."""
+    sim = Simulator(seed, 4)
+    sim.providers = {"n1", "n2", "n3"}
+    sim.reject_rate = 0.2
+    sim.greedy = {"n3"}
+    ad = CapabilityAd(tools=("echo",), job_kinds=("5001",), expires_ms=10**13)
+    for name in sorted(sim.providers):
+        node = sim.nodes[name]
+        assert node.world is not None
+        sim._carry(node, node.world.advertise(ad, now_ms=sim.now_ms(node)))
+    req = sim.nodes["n0"]
+    assert req.hub is not None
+    rec, fx = req.hub.open_channel("compute", now_ms=sim.now_ms(req))
+    sim._carry(req, fx)
+    sim.channel = rec.channel  # type: ignore[attr-defined]
+    sim.loss = 0.01
+    policies = ["first", "lowest_price", "best_sla"]
+    for i in range(12):
+        def post(i: int = i) -> None:
+            n = sim.nodes["n0"]
+            if n.hub is None:
+                return
+            now = sim.now_ms(n)
+            _, fx = n.hub.publish(rec.channel, encode_event(
+                "request", rid=f"r{i}", kind="5001", job=b"job%d" % i,
+                policy=policies[i % 3], price=0, sla_ms=0, needs=["echo"],
+                expires=now + 60_000), idem_key=b"r%d/request" % i, now_ms=now)
+            sim._carry(n, fx)
+            sim.stats.reach("compute_contention")
+
+        sim.at(0.5 + i * 0.7 + sim.rng.random() * 0.3, post)
+    for _ in range(5):
+        sim.run(1.0 + sim.rng.random())
+        roll = sim.rng.random()
+        names = sorted(sim.nodes)
+        if roll < 0.3:
+            sim.partition({sim.rng.choice(names)})
+            sim.run(0.5 + sim.rng.random())
+            sim.heal()
+        elif roll < 0.6:
+            v = sim.rng.choice(names)
+            sim.crash(v)
+            sim.run(0.4)
+            sim.restart(v)
+            if v in sim.providers:
+                w = sim.nodes[v].world
+                if w is not None:
+                    sim._carry(sim.nodes[v], w.advertise(ad, now_ms=sim.now_ms(sim.nodes[v])))
+    sim.loss = 0.0
+    _settle(sim)
+    sim.run(20.0)  # accept windows, results and expiries play out
+    return sim, rec.channel, {}
+
+
 def _forged_visible(sim: Simulator, ch: bytes) -> int:
     return sum(1 for log in sim.final_logs(ch).values() for e in log if e.payload == b"FORGED")
 
@@ -420,6 +479,7 @@ SCENARIOS: dict[str, Callable[[int], Result]] = {
     "swarm": swarm,
     "forged-presence": forged_presence,
     "token-expiry-storm": token_expiry_storm,
+    "compute-contention": compute_contention,
 }
 
 # Run on demand (``--scenario backlog-recovery``): the replay-recovery SLO, 10,000 entries.

@@ -200,3 +200,23 @@ def test_writes_not_resumed_catches_a_node_that_stops_refreshing(
 
     monkeypatch.setattr(Simulator, "_refresh", gives_up)
     assert _storm(1)["writes_not_resumed"] == 1
+
+
+def test_multiple_winners_catches_a_sequencer_without_compute_validation(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    import p2pworld.testing.sim as sim_module
+    from p2pworld.testing.checkers import check_compute
+    from simulations.scenarios import compute_contention
+
+    assert sum(check_compute(compute_contention(s)[0])["multiple_winners"]
+               for s in range(2)) == 0
+    real = sim_module.build_cores
+
+    def unvalidated(*a: Any, **k: Any) -> Any:
+        cores = real(*a, **k)
+        cores.hub.validator = None
+        return cores
+
+    monkeypatch.setattr(sim_module, "build_cores", unvalidated)
+    assert sum(check_compute(compute_contention(s)[0])["multiple_winners"]
+               for s in range(2)) > 0

@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 
 ANOMALIES = ("lost_write", "duplicate", "poll_skip", "nonmonotonic", "inconsistent_offsets",
              "diverged", "unauthorized_accepted", "forged_visible", "forks_undetected",
-             "replay_mismatch", "multiple_winners", "presence_collapsed", "writes_not_resumed")
+             "replay_mismatch", "multiple_winners", "presence_collapsed", "writes_not_resumed",
+             "compute_stuck")
 
 
 def check_channel(sim: Simulator, channel: bytes) -> dict[str, int]:
@@ -179,4 +180,50 @@ def check_auth(sim: Simulator, channel: bytes) -> dict[str, int]:
             # the leeway on the sequencer's clock.
             if not any(iat <= t <= min(exp + leeway, end) for iat, exp in windows):
                 out["unauthorized_accepted"] += 1
+    return out
+
+
+def check_compute(sim: Simulator) -> dict[str, int]:
+    """``multiple_winners``: walking a compute channel's log independently of the fold, an
+    acceptance while another provider's acceptance is still active, or a result from a
+    provider that is not the active one. ``compute_stuck``: at the end, a request that is not
+    terminal, not open, and whose assignee is not online (no live lease)."""
+    from p2pworld.compute.state import decode_event
+
+    out = dict.fromkeys(ANOMALIES, 0)
+    for node in sim.nodes.values():
+        cores = node.cores
+        if cores is None or cores.compute is None:
+            continue
+        log = cores.own_compute()
+        if log is None:
+            continue
+        active: dict[str, bytes | None] = {}
+        for e in log.entries:
+            if e.kind != "msg":
+                continue
+            try:
+                ev = decode_event(e.payload)
+            except Exception:  # noqa: BLE001 - a checker counts, it never crashes
+                continue
+            rid, op = ev.get("rid"), ev.get("op")
+            if not isinstance(rid, str):
+                continue
+            if op == "accept":
+                if active.get(rid) not in (None, e.sender):
+                    out["multiple_winners"] += 1
+                active[rid] = e.sender
+            elif op in ("lapse", "reject"):
+                active[rid] = None
+            elif op == "result" and active.get(rid) != e.sender:
+                out["multiple_winners"] += 1
+        st = cores.compute.state(log)
+        now = sim.now_ms(node)
+        for r in st.requests.values():
+            if r.terminal or r.open:
+                continue
+            who = r.accepted_by or r.assignee
+            m = cores.world.member(who, now_ms=now) if who else None
+            if m is None or m.state != "online":
+                out["compute_stuck"] += 1
     return out

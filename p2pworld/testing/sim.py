@@ -33,6 +33,7 @@ from typing import Any
 from p2pworld import codec
 from p2pworld.auth.book import DEFAULT_SCOPES, AuthConfig, TokenBook
 from p2pworld.auth.token import Claims, mint
+from p2pworld.compute.state import encode_event
 from p2pworld.cores import Cores, build_cores
 from p2pworld.effects import PeerMisbehaved, Send
 from p2pworld.errors import P2PWorldError, RemoteProtocolError
@@ -163,6 +164,10 @@ class Simulator:
         self.minted: dict[str, list[tuple[int, int]]] = {}
         self.revoked_at: dict[str, float] = {}
         self.retired: dict[str, SimNode] = {}
+        self.providers: set[str] = set()
+        """Nodes that run the provider application in :meth:`_provide`."""
+        self.reject_rate = 0.0
+        self.greedy: set[str] = set()
         """node name -> validity windows (iat, exp) of every token minted for it."""
         self.observer: Callable[[SimNode, SimNode, Message], None] | None = None
         """Called after each message a node received and processed (benchmarks use it)."""
@@ -326,7 +331,54 @@ class Simulator:
         if node.cores is None or node.incarnation != gen:
             return
         self._carry(node, node.cores.tick(now_ms=self.now_ms(node)))
+        self._carry(node, node.cores.drive_compute(now_ms=self.now_ms(node)))
+        if node.name in self.providers:
+            self._carry(node, self._provide(node))
         self.at(self.tick_interval, lambda: self._tick(node, gen))
+
+    def _provide(self, node: SimNode) -> list[Any]:
+        """A simple provider application: offer on every eligible request, accept when
+        assigned, return a result on the next tick. Duplicated submissions are idempotent
+        (same keys); refusals are expected (``Conflict``) and counted by the hub."""
+        cores = node.cores
+        assert cores is not None and cores.compute is not None
+        now = self.now_ms(node)
+        me = node.signer_id
+        fx: list[Any] = []
+        ad_owner = cores.world.member(me, now_ms=now)
+        for ch, r in cores.compute.eligible(cores.compute_logs(), ad_owner.caps
+                                            if ad_owner else None, now_ms=now):
+            fx += cores.hub.publish(ch, encode_event("offer", rid=r.rid, price=node.index,
+                                                     sla_ms=0),
+                                    idem_key=f"{r.rid}/offer/{node.name}".encode(),
+                                    now_ms=now)[1]
+            self.stats.reach("compute_offer")
+        for log in cores.compute_logs():
+            st = cores.compute.state(log)
+            for rid, r in sorted(st.requests.items()):
+                if node.name in self.greedy and r.assignee not in (None, me) and \
+                        not r.terminal and any(o.provider == me for o in r.offers):
+                    # A greedy (or confused) provider tries to take a job assigned to
+                    # someone else: the sequencer must refuse it with a Conflict.
+                    fx += cores.hub.publish(log.record.channel, encode_event(
+                        "accept", rid=rid, attempt=r.attempt),
+                        idem_key=f"{rid}/{node.name}/{r.attempt}/grab".encode(),
+                        now_ms=now)[1]
+                    self.stats.reach("compute_grab")
+                if r.assignee != me or r.terminal:
+                    continue
+                key = f"{rid}/{node.name}/{r.attempt}"
+                if r.phase == "assigned":
+                    op, extra = ("reject", {"reason": "busy"}) if \
+                        self.rng.random() < self.reject_rate else ("accept", {})
+                    fx += cores.hub.publish(log.record.channel, encode_event(
+                        op, rid=rid, attempt=r.attempt, **extra),
+                        idem_key=f"{key}/{op}".encode(), now_ms=now)[1]
+                elif r.phase in ("accepted", "processing"):
+                    fx += cores.hub.publish(log.record.channel, encode_event(
+                        "result", rid=rid, status="success", data=b"done"),
+                        idem_key=f"{key}/result".encode(), now_ms=now)[1]
+        return fx
 
     def crash(self, name: str, *, torn: bool = False) -> None:
         """Lose the node's memory (and what it had not written); optionally tear a tail."""
