@@ -102,3 +102,38 @@ def test_control_service_and_a_node_that_uses_it_from_the_cli(tmp_path: Path) ->
 def _now() -> int:
     import time
     return int(time.time())
+
+
+def test_node_command_requests_and_serves_a_toy_job(tmp_path: Path) -> None:
+    from .netns import read_event, stop
+
+    def node(name: str, *extra: str) -> subprocess.Popen[bytes]:
+        return subprocess.Popen([sys.executable, "-m", "p2pworld.cli.main", "node", "--home",
+                                 str(tmp_path / name), "--no-mdns", "--json", *extra],
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, cwd=ROOT)
+
+    provider = node("p")
+    requester = None
+    try:
+        up = read_event(provider, "up", 30)
+        assert provider.stdin is not None
+        provider.stdin.write(b"serve echo\n")
+        provider.stdin.flush()
+        read_event(provider, "serve", 30)
+        requester = node("r", "--peer", up["url"])
+        read_event(requester, "up", 30)
+        assert requester.stdin is not None
+        import time
+        time.sleep(1.0)  # the session and the provider's ad reach the requester
+        requester.stdin.write(b"request echo hello\n")
+        requester.stdin.flush()
+        job = read_event(requester, "job", 45)
+        assert (job["phase"], job["result"]) == ("success", "HELLO")
+        assert job["assignee"] == up["node"]
+    finally:
+        for p in (provider, requester):
+            if p is not None and p.stdin is not None and not p.stdin.closed:
+                p.stdin.write(b"quit\n")
+                p.stdin.flush()
+        stop(*[p for p in (provider, requester) if p is not None])

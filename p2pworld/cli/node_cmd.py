@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,7 @@ from p2pworld.errors import P2PWorldError
 from p2pworld.home import default_home
 from p2pworld.identity import short_id
 from p2pworld.node import Node, NodeConfig, open_node
+from p2pworld.world.doc import CapabilityAd
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -116,7 +118,7 @@ async def _notices(node: Node, out: _Out) -> None:
 async def _commands(node: Node, nursery: trio.Nursery, out: _Out) -> None:
     stdin = trio.wrap_file(sys.stdin)
     async for line in stdin:
-        parts = line.split(maxsplit=2)
+        parts = line.strip().split(maxsplit=2)
         if not parts:
             continue
         cmd = parts[0]
@@ -134,6 +136,15 @@ async def _commands(node: Node, nursery: trio.Nursery, out: _Out) -> None:
                     out("health", "", **node.health())
                 else:
                     print(json.dumps(node.health(), indent=2), flush=True)
+            elif cmd == "request" and len(parts) == 3:
+                # request <need> <job text>: a toy job; waits for the result.
+                ch, rid = await node.request_compute(parts[2].encode(), kind="5001",
+                                                     needs=(parts[1],))
+                out("request", f"job {rid} requested", rid=rid, channel=ch.hex())
+                nursery.start_soon(_await_job, node, ch, rid, out)
+            elif cmd == "serve" and len(parts) == 2:
+                # serve <tool>: advertise it, then offer on, accept and run (upper-case) jobs.
+                nursery.start_soon(_serve_jobs, node, parts[1], out)
             elif cmd == "auth":
                 a = node.health()["auth"]
                 out("auth", f"enabled={a['enabled']} token_expires={a['token_expires']} "
@@ -187,6 +198,37 @@ async def _commands(node: Node, nursery: trio.Nursery, out: _Out) -> None:
             out("error", f"{e.code}: {e.message}", code=e.code)
         except ValueError as e:
             out("error", f"bad argument: {e}", code="BAD_ARGUMENT")
+
+
+async def _await_job(node: Node, ch: bytes, rid: str, out: _Out) -> None:
+    r = await node.wait_compute(ch, rid)
+    out("job", f"job {rid}: {r.phase} by "
+        f"{r.accepted_by.hex()[:8] if r.accepted_by else '-'}: {r.result!r}", rid=rid,
+        phase=r.phase, assignee=r.accepted_by.hex() if r.accepted_by else None,
+        result=r.result.decode(errors="replace"))
+
+
+async def _serve_jobs(node: Node, tool: str, out: _Out) -> None:
+    await node.advertise(CapabilityAd(tools=(tool,), job_kinds=("5001",),
+                                      expires_ms=int(time.time() * 1000) + 3_600_000))
+    out("serve", f"serving {tool} jobs", tool=tool)
+    seen: set[str] = set()
+    while True:
+        for ch, r in node.eligible_compute():
+            if r.rid in seen:
+                continue
+            seen.add(r.rid)
+            try:
+                await node.offer_compute(ch, r.rid)
+                got = await node.wait_compute(ch, r.rid, lambda x: x.assignee is not None
+                                              or x.terminal)
+                if got.assignee == node.node_id:
+                    await node.accept_compute(ch, r.rid)
+                    await node.complete_compute(ch, r.rid, got.job.upper())
+                    out("served", f"ran job {r.rid}", rid=r.rid)
+            except P2PWorldError as e:
+                out("error", f"job {r.rid}: {e.code}: {e.message}", code=e.code)
+        await trio.sleep(0.2)
 
 
 async def run(args: argparse.Namespace) -> int:
