@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from p2pworld.auth.book import TokenBook
 from p2pworld.compute.core import ComputeCore
+from p2pworld.compute.state import REQUESTER_OPS, decode_event
 from p2pworld.identity import Signer, node_id, verify_raw
 from p2pworld.log.entry import Submission
 from p2pworld.log.hub import ChannelHub, Effect
@@ -109,6 +110,10 @@ def build_cores(signer: Signer, *, workspace: str, rng: random.Random, incarnati
 
     def validate(log: ChannelLog, sub: Submission, now_ms: int) -> None:
         if compute.is_compute(log.record):
+            if auth is not None:
+                op = decode_event(sub.payload).get("op")
+                auth.check(sub.sender_key, "compute:request" if op in REQUESTER_OPS
+                           else "compute:provide", now=now_ms / 1000)
             compute.validate(log, sub.sender, sub.payload)
 
     hub.validator = validate

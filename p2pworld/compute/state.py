@@ -53,6 +53,9 @@ from p2pworld.codec import Value
 from p2pworld.errors import Conflict, DecodeError, P2PWorldError, Unauthorized
 
 MAX_ATTEMPTS = 3
+REQUESTER_OPS = frozenset({"request", "assign", "lapse", "paid", "cancel", "expire"})
+"""Events only the requester writes (scope ``compute:request``); the rest are the
+providers' (``compute:provide``)."""
 MAX_JOB_BYTES = 256 * 1024
 TERMINAL = ("success", "error", "partial", "cancelled", "expired")
 POLICIES = ("first", "lowest_price", "best_sla")
