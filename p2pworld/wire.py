@@ -337,23 +337,27 @@ class WorldPush(Message):
     """``join_world`` / ``heartbeat`` / ``advertise_capabilities`` as peers see them: signed
     world records, forwarded byte for byte (``u``: document updates, ``hb``: heartbeats).
     ``tree`` is set on pushes along the broadcast tree (a duplicate among them prunes the
-    link); repairs (graft and digest answers) leave it unset."""
+    link); repairs (graft and digest answers) leave it unset. ``sync`` marks a digest answer:
+    its records are not broadcast further (each node runs its own anti-entropy), except the
+    sender's own records (a node that just connected spreads through its first peers)."""
 
     TYPE = "wpush"
     MUTATES = True
     updates: tuple[bytes, ...] = ()
     heartbeats: tuple[bytes, ...] = ()
     tree: bool = False
+    sync: bool = False
 
     def fields(self) -> dict[str, Value]:
-        return {"u": list(self.updates), "hb": list(self.heartbeats), "tree": self.tree}
+        return {"u": list(self.updates), "hb": list(self.heartbeats), "tree": self.tree,
+                "sync": self.sync}
 
     @classmethod
     def parse(cls, m: dict[str, Value]) -> WorldPush:
-        tree = m.get("tree")
-        if not isinstance(tree, bool):
-            raise DecodeError("wpush: tree must be a bool")
-        return cls(_raw_list(m, "u", "wpush"), _raw_list(m, "hb", "wpush"), tree)
+        tree, sync = m.get("tree"), m.get("sync", False)
+        if not isinstance(tree, bool) or not isinstance(sync, bool):
+            raise DecodeError("wpush: tree and sync must be bools")
+        return cls(_raw_list(m, "u", "wpush"), _raw_list(m, "hb", "wpush"), tree, sync)
 
 
 @message

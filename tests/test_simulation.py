@@ -65,9 +65,9 @@ def test_duplicate_catches_a_sequencer_without_idempotency(monkeypatch: pytest.M
                                                            ) -> None:
     real = Sequencer.submit
 
-    def amnesiac(self: Sequencer, sub: Any, *, now_ms: int) -> Any:
+    def amnesiac(self: Sequencer, sub: Any, *, now_ms: int, validate: Any = None) -> Any:
         self.state.idem.pop((sub.sender_key, sub.idem_key), None)
-        return real(self, sub, now_ms=now_ms)
+        return real(self, sub, now_ms=now_ms, validate=validate)
 
     monkeypatch.setattr(Sequencer, "submit", amnesiac)
     assert anomalies("churn", range(3))["duplicate"] > 0

@@ -371,7 +371,7 @@ class WorldCore:
         fx: list[WorldEffect] = [Send(peer, WorldDigest(h, full))]
         hbs = [p.hb.raw for a, p in sorted(self.presence.items())
                if p.hb is not None and p.state == "online"]
-        fx += self._push_to(peer, [], hbs)
+        fx += self._push_to(peer, [], hbs, sync=True)
         return fx
 
     def peer_down(self, peer: bytes) -> list[WorldEffect]:
@@ -472,6 +472,12 @@ class WorldCore:
             if prune:
                 self.stats.prunes += len(prune)
                 fx.append(Send(peer, WorldPrune(tuple(s[:8] for s in prune))))
+        if msg.sync:
+            # Anti-entropy answers are not re-broadcast (every node runs its own), except
+            # the answering peer's own records: a node that just connected spreads that way.
+            key = self.peers.get(peer)
+            new_u = [u for u in new_u if u.author == key]
+            new_hb = [h for h in new_hb if h.author == key]
         return fx + self._spread(peer, new_u, new_hb)
 
     def _check_hb(self, hb: Heartbeat, now_ms: int) -> bool:
@@ -574,7 +580,7 @@ class WorldCore:
             have = self.replicas.get(self.keys.get(nid, b""))
             if have is None or have.position < pos:
                 behind = True
-        fx = self._push_to(peer, ups, [])
+        fx = self._push_to(peer, ups, [], sync=True)
         if behind and not msg.final:
             fx.append(Send(peer, WorldDigest(h, full, final=True)))
         return fx
@@ -600,8 +606,8 @@ class WorldCore:
             fx += self._push_to(p, u_raw, h_raw, tree=True)
         return fx
 
-    def _push_to(self, peer: bytes, ups: list[bytes], hbs: list[bytes], *, tree: bool = False
-                 ) -> list[WorldEffect]:
+    def _push_to(self, peer: bytes, ups: list[bytes], hbs: list[bytes], *, tree: bool = False,
+                 sync: bool = False) -> list[WorldEffect]:
         fx: list[WorldEffect] = []
         batch_u: list[bytes] = []
         batch_h: list[bytes] = []
@@ -610,12 +616,12 @@ class WorldCore:
             if batch_u or batch_h:
                 if size + len(raw) > MAX_PUSH_BYTES or \
                         max(len(batch_u), len(batch_h)) >= 1024:
-                    fx.append(Send(peer, WorldPush(tuple(batch_u), tuple(batch_h), tree)))
+                    fx.append(Send(peer, WorldPush(tuple(batch_u), tuple(batch_h), tree, sync)))
                     batch_u, batch_h, size = [], [], 0
             (batch_u if kind == "u" else batch_h).append(raw)
             size += len(raw)
         if batch_u or batch_h:
-            fx.append(Send(peer, WorldPush(tuple(batch_u), tuple(batch_h), tree)))
+            fx.append(Send(peer, WorldPush(tuple(batch_u), tuple(batch_h), tree, sync)))
         return fx
 
     # --- time ---------------------------------------------------------------------------
