@@ -253,6 +253,26 @@ class WorldSubscription:
         return ev
 
 
+class ComputeFeed:
+    """Async iterator of ``(channel, request)`` for newly eligible compute requests."""
+
+    def __init__(self, node: Node, seen: set[str]) -> None:
+        self._node = node
+        self.seen = seen
+
+    def __aiter__(self) -> ComputeFeed:
+        return self
+
+    async def __anext__(self) -> tuple[bytes, ComputeRequest]:
+        while True:
+            for ch, r in self._node.eligible_compute():
+                if r.rid not in self.seen:
+                    self.seen.add(r.rid)
+                    return ch, r
+            with trio.move_on_after(0.25):
+                await self._node._any_delivered.wait()
+
+
 @dataclass
 class PeerInfo:
     node_id: bytes
@@ -573,6 +593,20 @@ class Node:
         """The accepted provider returns the result (``success``, ``error`` or ``partial``)."""
         return await self._compute_op(channel, rid, "result", "result", status=status,
                                       data=data)
+
+    async def cancel_compute(self, channel: bytes, rid: str) -> PublishResult:
+        """The requester cancels a request that has not ended."""
+        return await self._compute_op(channel, rid, "cancel", "cancel")
+
+    async def paid_compute(self, channel: bytes, rid: str) -> PublishResult:
+        """The requester marks a ``paid``-class job paid (payment itself is the runtime's)."""
+        return await self._compute_op(channel, rid, "paid", "paid")
+
+    def compute_feed(self, *, seen: set[str] | None = None) -> ComputeFeed:
+        """The provider-scoped subscription: every open request this node's live ad
+        satisfies, as it appears (live), skipping request ids in ``seen`` (resume with the
+        feed's ``seen`` set)."""
+        return ComputeFeed(self, set(seen or ()))
 
     async def wait_compute(self, channel: bytes, rid: str,
                            until: Any = lambda r: r.terminal) -> ComputeRequest:

@@ -118,9 +118,15 @@ async def test_a_compute_round_one_winner_and_explicit_conflicts(tmp_path: Path)
                 await req.wait_member(p.node_id)
             ch, rid = await req.request_compute(b"hello", kind="5001", needs=("echo",))
             for p in (p1, p2):
-                await p.wait_channel("compute")
-                while not any(r.rid == rid for _, r in p.eligible_compute()):
-                    await trio.sleep(0.05)
+                # The provider-scoped subscription: the request appears, live.
+                got_ch, got = await p.compute_feed().__anext__()
+                assert (got_ch, got.rid, got.job) == (ch, rid, b"hello")
+            # A request this provider's ad does not satisfy never shows up in its feed.
+            _, other = await req.request_compute(b"x", kind="5001", needs=("gpu",))
+            await trio.sleep(0.3)
+            assert all(r.rid != other for _, r in p1.eligible_compute())
+            await req.cancel_compute(ch, other)
+            assert (await req.wait_compute(ch, other)).phase == "cancelled"
             await p1.offer_compute(ch, rid, price=3)
             await p2.offer_compute(ch, rid, price=1)
             r = await req.wait_compute(ch, rid, lambda r: r.assignee is not None)
