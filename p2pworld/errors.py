@@ -269,6 +269,12 @@ class HandshakeTimeout(HandshakeError):
     code = "HANDSHAKE_TIMEOUT"
 
 
+class Nip44Error(DecodeError):
+    """A NIP-44 payload or key that is invalid (bad version, length, padding or MAC)."""
+
+    code = "NIP44_INVALID"
+
+
 class WorldError(RemoteProtocolError):
     """A world-state update or heartbeat was refused (nothing was applied)."""
 
