@@ -24,7 +24,6 @@ import coincurve
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms
 
 from p2pworld.errors import Nip44Error
-from p2pworld.nostr.keys import NostrKey
 
 VERSION = 2
 MIN_PLAINTEXT = 1
