@@ -269,6 +269,12 @@ class HandshakeTimeout(HandshakeError):
     code = "HANDSHAKE_TIMEOUT"
 
 
+class NostrError(DecodeError):
+    """A Nostr event or relay message that is malformed, mis-signed or out of bounds."""
+
+    code = "NOSTR_INVALID"
+
+
 class Nip44Error(DecodeError):
     """A NIP-44 payload or key that is invalid (bad version, length, padding or MAC)."""
 

@@ -7,6 +7,7 @@ deterministic under test. Checked against every valid and invalid case of the of
 vectors (``tests/vectors/nip44.vectors.json``).
 
 Example:
+    >>> from p2pworld.nostr.keys import NostrKey
     >>> ck = conversation_key(bytes(31) + b"\\x01", NostrKey(bytes(31) + b"\\x02").public)
     >>> payload = encrypt("a", ck, nonce=bytes(31) + b"\\x01")
     >>> decrypt(payload, ck)
