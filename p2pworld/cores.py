@@ -55,10 +55,13 @@ class Cores:
                 if self.compute.is_compute(r)]
 
     def own_compute(self) -> ChannelLog | None:
+        """This node's own compute channel (it owns it: its requests live there), whether it
+        sequences it now or handed sequencing to another node."""
         assert self.compute is not None
-        for _ch, own in sorted(self.hub.own.items()):
-            if self.compute.is_compute(own.seqr.record):
-                return own.seqr
+        me = self.hub.signer.public_key
+        for r in sorted(self.hub.records(), key=lambda r: r.channel):
+            if self.compute.is_compute(r) and r.owner_key == me:
+                return self.hub.log(r.channel)
         return None
 
     def drive_compute(self, *, now_ms: int) -> list[NodeEffect]:

@@ -442,10 +442,19 @@ def compute_contention(seed: int) -> Result:
             sim.stats.reach("compute_contention")
 
         sim.at(0.5 + i * 0.7 + sim.rng.random() * 0.3, post)
+    handed = False
     for _ in range(5):
         sim.run(1.0 + sim.rng.random())
         roll = sim.rng.random()
         names = sorted(sim.nodes)
+        if not handed and sim.rng.random() < 0.3:
+            # A planned handoff of the compute channel: another node sequences (and validates)
+            # it from now on; the requester keeps driving its requests through it.
+            seqr = next((n for n in names if sim.nodes[n].hub is not None
+                         and rec.channel in sim.nodes[n].hub.own), None)  # type: ignore
+            if seqr is not None:
+                sim.handoff(seqr, rec.channel, sim.rng.choice([n for n in names if n != seqr]))
+                handed = True
         if roll < 0.3:
             sim.partition({sim.rng.choice(names)})
             sim.run(0.5 + sim.rng.random())
