@@ -18,7 +18,8 @@ CORES = [
     "p2pworld/log/hub.py", "p2pworld/testing/checkers.py", "p2pworld/auth/token.py",
     "discovery/candidate.py", "p2pworld/effects.py", "p2pworld/cores.py",
     "p2pworld/world/records.py", "p2pworld/world/doc.py", "p2pworld/world/core.py",
-    "p2pworld/nostr/nip44.py", "p2pworld/nostr/event.py", "p2pworld/compute/state.py", "p2pworld/compute/core.py",
+    "p2pworld/nostr/nip44.py", "p2pworld/nostr/event.py", "p2pworld/compute/state.py",
+    "p2pworld/compute/core.py",
     "p2pworld/auth/book.py", "p2pworld/auth/control.py", "discovery/rendezvous.py",
 ]
 FORBIDDEN = {"trio", "trio_websocket", "socket", "time", "random", "secrets", "os",
