@@ -7,6 +7,16 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck clean soak bench
 
+# A real Nostr relay for the Nostr-lane tests, in its own virtual environment (it pulls in
+# many dependencies that the library must not carry). Tests start and stop it themselves.
+RELAY_VENV := .relay-venv
+RELAY_STAMP := $(RELAY_VENV)/.installed
+
+$(RELAY_STAMP): relay-constraints.txt
+	$(PYTHON) -m venv $(RELAY_VENV)
+	$(RELAY_VENV)/bin/pip install -q --disable-pip-version-check -c relay-constraints.txt nostr-relay
+	touch $(RELAY_STAMP)
+
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --disable-pip-version-check --upgrade pip
@@ -16,7 +26,7 @@ $(STAMP): pyproject.toml constraints.txt
 demo: $(STAMP)
 	$(BIN)/p2pworld demo
 
-test: $(STAMP)
+test: $(STAMP) $(RELAY_STAMP)
 	$(BIN)/ruff check p2pworld discovery tests simulations benchmarks
 	$(BIN)/mypy
 	$(BIN)/python -m simulations run --scenario all --seeds 0:30 --brief
@@ -39,4 +49,4 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(RELAY_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -164,8 +164,9 @@ def parse_relay_message(text: str) -> RelayMessage:
     if t == "EVENT" and len(args) == 2:
         return RelayMessage("EVENT", sub=s(0, 64), event=Event.from_dict(args[1]))
     if t == "OK" and len(args) == 3 and isinstance(args[1], bool):
-        return RelayMessage("OK", event_id=_hex(args[0], 32, "OK id"), ok=args[1],
-                            message=s(2))
+        # Some relays answer an event they could not parse with an empty id.
+        eid = "" if args[0] == "" and not args[1] else _hex(args[0], 32, "OK id")
+        return RelayMessage("OK", event_id=eid, ok=args[1], message=s(2))
     if t == "EOSE" and len(args) == 1:
         return RelayMessage("EOSE", sub=s(0, 64))
     if t == "CLOSED" and len(args) == 2:

@@ -1,0 +1,294 @@
+"""The relay client (shell): several relays at once, reconnect with backoff and jitter,
+bounded queues, subscriptions resumed after a reconnect, per-relay health, NIP-42 AUTH.
+
+Nothing here waits on a relay while holding anything else up: each relay has its own task and
+a bounded outgoing queue (a full queue drops the publish for that relay and counts it), and
+``publish`` waits for ``OK`` answers only up to its timeout. Every relay message is checked by
+:func:`~p2pworld.nostr.event.parse_relay_message` before it is used.
+
+Resuming a subscription re-sends its ``REQ`` with ``since`` set to the newest ``created_at``
+seen minus a margin (events are deduplicated by id), so a reconnect leaves no gap. NIP-59 gift
+wraps backdate ``created_at`` by up to two days: subscriptions for them pass
+``backdated=True`` and resume with a two-day margin.
+
+Example::
+
+    async with open_relay_pool(["ws://127.0.0.1:7777"], key=nostr_key) as pool:
+        outcome = await pool.publish(event)             # {url: Ok(ok, message, prefix)}
+        async for ev in pool.subscribe({"kinds": [1]}):
+            ...
+"""
+
+from __future__ import annotations
+
+import itertools
+import random
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import trio
+import trio_websocket
+
+from p2pworld.errors import NostrError
+from p2pworld.nostr.event import (
+    Event,
+    auth_event,
+    client_auth,
+    client_close,
+    client_event,
+    client_req,
+    parse_relay_message,
+)
+from p2pworld.nostr.keys import NostrKey
+from p2pworld.transport.backoff import Backoff
+from p2pworld.transport.session import close_websocket
+
+SEND_QUEUE = 256
+RESUME_MARGIN_S = 10
+GIFT_WRAP_MARGIN_S = 2 * 24 * 3600
+
+
+@dataclass(frozen=True)
+class Ok:
+    ok: bool
+    message: str
+    prefix: str
+
+
+@dataclass
+class RelayHealth:
+    url: str
+    state: str = "connecting"
+    connects: int = 0
+    failures: int = 0
+    last_error: str = ""
+    published_ok: int = 0
+    published_refused: int = 0
+    dropped: int = 0
+    rate_limited: int = 0
+    notices: int = 0
+    authed: bool = False
+
+
+@dataclass
+class _Sub:
+    filters: list[dict[str, Any]]
+    out: trio.MemorySendChannel[Event]
+    backdated: bool
+    newest: int = 0
+    seen: set[str] = field(default_factory=set)
+
+
+class Subscription:
+    """An async iterator of events (and an async context manager that closes it)."""
+
+    def __init__(self, pool: RelayPool, sub_id: str,
+                 recv: trio.MemoryReceiveChannel[Event]) -> None:
+        self.pool, self.sub_id, self._recv = pool, sub_id, recv
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        try:
+            return await self._recv.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+    async def __aenter__(self) -> Subscription:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.pool._close(self.sub_id)
+
+
+class RelayPool:
+    """Connections to several relays (start with :func:`open_relay_pool`)."""
+
+    def __init__(self, urls: list[str], *, key: NostrKey | None = None,
+                 rng: random.Random | None = None) -> None:
+        self.urls = list(dict.fromkeys(urls))
+        self.key = key
+        self.rng = rng or random.SystemRandom()
+        self.health = {u: RelayHealth(u) for u in self.urls}
+        self._queues: dict[str, tuple[trio.MemorySendChannel[str],
+                                      trio.MemoryReceiveChannel[str]]] = {
+            u: trio.open_memory_channel[str](SEND_QUEUE) for u in self.urls}
+        self._oks: dict[tuple[str, str], tuple[trio.Event, list[Ok]]] = {}
+        self._subs: dict[str, _Sub] = {}
+        self._ids = itertools.count(1)
+
+    # --- API ----------------------------------------------------------------------------------
+
+    async def publish(self, ev: Event, *, timeout: float = 5.0) -> dict[str, Ok | None]:
+        """Send ``ev`` to every relay; returns each relay's ``OK`` (None: no answer in time or
+        not sent). ``OK true`` and ``duplicate:`` both mean the relay has it."""
+        waits = {}
+        msg = client_event(ev)
+        for u in self.urls:
+            done = trio.Event()
+            self._oks[(u, ev.id)] = (done, [])
+            waits[u] = done
+            try:
+                self._queues[u][0].send_nowait(msg)
+            except trio.WouldBlock:
+                self.health[u].dropped += 1
+                del self._oks[(u, ev.id)]
+                waits.pop(u)
+        with trio.move_on_after(timeout):
+            for done in waits.values():
+                await done.wait()
+        out: dict[str, Ok | None] = {}
+        for u in self.urls:
+            entry = self._oks.pop((u, ev.id), None)
+            out[u] = entry[1][0] if entry and entry[1] else None
+        return out
+
+    def subscribe(self, *filters: dict[str, Any], backdated: bool = False,
+                  buffer: int = 1024) -> Subscription:
+        """Events matching ``filters`` from every relay, deduplicated by id, live; resumed
+        without gaps after reconnects. Use as ``async with pool.subscribe(...) as sub:``
+        (leaving it sends ``CLOSE``)."""
+        sub_id = f"p2pw{next(self._ids)}"
+        send, recv = trio.open_memory_channel[Event](buffer)
+        self._subs[sub_id] = _Sub(list(filters), send, backdated)
+        for u in self.urls:
+            try:
+                self._queues[u][0].send_nowait(client_req(sub_id, *filters))
+            except trio.WouldBlock:
+                self.health[u].dropped += 1
+        return Subscription(self, sub_id, recv)
+
+    def _close(self, sub_id: str) -> None:
+        if self._subs.pop(sub_id, None) is None:
+            return
+        for u in self.urls:
+            try:
+                self._queues[u][0].send_nowait(client_close(sub_id))
+            except (trio.WouldBlock, trio.ClosedResourceError):
+                pass
+
+    # --- one relay ----------------------------------------------------------------------------
+
+    async def _run(self, url: str) -> None:
+        backoff = Backoff(base=0.25, cap=30.0)
+        h = self.health[url]
+        while True:
+            h.state = "connecting"
+            try:
+                u = urlsplit(url)
+                host, port = u.hostname or "", u.port or (443 if u.scheme == "wss" else 80)
+                if u.scheme != "ws":
+                    raise OSError(f"unsupported relay URL {url!r} (ws:// only for now)")
+                # We own the TCP stream (so it is closed even if the websocket handshake is
+                # cancelled half-way, which trio-websocket 0.12 would leak).
+                with trio.fail_after(10):
+                    stream = await trio.open_tcp_stream(host, port)
+                async with trio.open_nursery() as conn, stream:
+                    with trio.fail_after(10):
+                        ws = await trio_websocket.wrap_client_stream(
+                            conn, stream, host, (u.path or "/") + (
+                                f"?{u.query}" if u.query else ""),
+                            message_queue_size=64, max_message_size=1 << 20)
+                    try:
+                        h.state, h.connects = "connected", h.connects + 1
+                        backoff.reset()
+                        for sub_id, sub in list(self._subs.items()):
+                            await ws.send_message(client_req(sub_id, *self._resume(sub)))
+                        async with trio.open_nursery() as n:
+                            n.start_soon(self._writer, url, ws)
+                            await self._reader(url, ws)
+                            n.cancel_scope.cancel()
+                    finally:
+                        # trio-websocket 0.12 leaves the TCP stream open when the server
+                        # closes first: close it ourselves (as the session shell does).
+                        await close_websocket(ws)
+                        conn.cancel_scope.cancel()
+            except (OSError, trio.TooSlowError, trio_websocket.HandshakeError,
+                    trio_websocket.ConnectionClosed, trio_websocket.ConnectionRejected,
+                    trio_websocket.ConnectionTimeout) as e:
+                h.failures += 1
+                h.last_error = type(e).__name__
+            h.state = "backoff"
+            await trio.sleep(backoff.next_delay(self.rng))
+
+    def _resume(self, sub: _Sub) -> list[dict[str, Any]]:
+        if not sub.newest:
+            return sub.filters
+        margin = GIFT_WRAP_MARGIN_S if sub.backdated else RESUME_MARGIN_S
+        return [{**f, "since": max(0, sub.newest - margin)} for f in sub.filters]
+
+    async def _writer(self, url: str, ws: trio_websocket.WebSocketConnection) -> None:
+        recv = self._queues[url][1]
+        async for msg in recv:
+            await ws.send_message(msg)
+
+    async def _reader(self, url: str, ws: trio_websocket.WebSocketConnection) -> None:
+        h = self.health[url]
+        while True:
+            try:
+                text = await ws.get_message()
+            except trio_websocket.ConnectionClosed:
+                return
+            try:
+                m = parse_relay_message(text if isinstance(text, str) else text.decode())
+            except (NostrError, UnicodeDecodeError):
+                h.last_error = "NOSTR_INVALID"
+                continue
+            if m.type == "OK":
+                ok = Ok(m.ok, m.message, m.prefix)
+                if m.ok or m.prefix == "duplicate":
+                    h.published_ok += 1
+                else:
+                    h.published_refused += 1
+                    if m.prefix == "rate-limited":
+                        h.rate_limited += 1
+                key = (url, m.event_id)
+                if not m.event_id:
+                    # A relay that could not read the event's id answers in order: the
+                    # oldest unanswered publish on this relay is the one it refused.
+                    key = next((k for k, v in self._oks.items() if k[0] == url and not v[1]),
+                               key)
+                entry = self._oks.get(key)
+                if entry is not None and not entry[1]:
+                    entry[1].append(ok)
+                    entry[0].set()
+            elif m.type == "EVENT" and m.event is not None:
+                sub = self._subs.get(m.sub)
+                if sub is None or m.event.id in sub.seen:
+                    continue
+                sub.seen.add(m.event.id)
+                sub.newest = max(sub.newest, m.event.created_at)
+                try:
+                    sub.out.send_nowait(m.event)
+                except trio.WouldBlock:
+                    h.dropped += 1
+                except trio.BrokenResourceError:
+                    self._subs.pop(m.sub, None)
+            elif m.type == "AUTH" and self.key is not None:
+                ev = auth_event(self.key, relay=url, challenge=m.message,
+                                created_at=int(time.time()),
+                                aux=self.rng.getrandbits(256).to_bytes(32, "big"))
+                await ws.send_message(client_auth(ev))
+                h.authed = True
+            elif m.type == "NOTICE":
+                h.notices += 1
+            elif m.type == "CLOSED":
+                h.last_error = m.message[:100]
+
+
+@asynccontextmanager
+async def open_relay_pool(urls: list[str], *, key: NostrKey | None = None,
+                          rng: random.Random | None = None) -> AsyncIterator[RelayPool]:
+    pool = RelayPool(urls, key=key, rng=rng)
+    async with trio.open_nursery() as n:
+        for u in pool.urls:
+            n.start_soon(pool._run, u)
+        try:
+            yield pool
+        finally:
+            n.cancel_scope.cancel()

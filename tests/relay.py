@@ -1,0 +1,78 @@
+"""A real Nostr relay (PyPI ``nostr-relay`` from ``.relay-venv``, which ``make test`` builds),
+started on a free loopback port by the test and stopped by pid. Fails (never skips) if the
+relay cannot be started."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RELAY_BIN = ROOT / ".relay-venv" / "bin" / "nostr-relay"
+
+CONFIG = """DEBUG: false
+storage:
+  sqlalchemy.url: sqlite+aiosqlite:///{db}
+  validators:
+    - nostr_relay.validators.is_signed
+    - nostr_relay.validators.is_not_too_large
+gunicorn:
+  bind: 127.0.0.1:{port}
+  workers: 1
+  loglevel: warning
+purple:
+  host: 127.0.0.1
+  port: {port}
+  workers: 1
+  disable_compression: true
+authentication:
+  enabled: false
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextmanager
+def real_relay(tmp: Path, port: int | None = None) -> Iterator[str]:
+    """``ws://127.0.0.1:PORT`` of a running relay; its storage lives in ``tmp``."""
+    if not RELAY_BIN.exists():
+        raise AssertionError(f"{RELAY_BIN} missing: run `make .relay-venv/.installed`")
+    port = port or free_port()
+    tmp.mkdir(parents=True, exist_ok=True)
+    cfg = tmp / "relay.yaml"
+    cfg.write_text(CONFIG.format(db=tmp / "relay.sqlite3", port=port))
+    proc = subprocess.Popen([str(RELAY_BIN), "-c", str(cfg), "serve"], cwd=tmp,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+                break
+            except OSError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError("the Nostr relay did not start") from None
+                time.sleep(0.1)
+        yield f"ws://127.0.0.1:{port}"
+    finally:
+        # gunicorn runs a worker process: stop the whole process group we started.
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)

@@ -1,0 +1,79 @@
+"""The relay client against a real relay: publish with OK, duplicates, refusals, live and
+resumed subscriptions, and a dead relay that never answers."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import trio
+
+from p2pworld.nostr.event import Event
+from p2pworld.nostr.keys import NostrKey
+from p2pworld.nostr.relay import open_relay_pool
+
+from .relay import free_port, real_relay
+
+KEY = NostrKey(bytes(31) + b"\x09")
+
+
+def note(i: int, created_at: int = 1_800_000_000) -> Event:
+    return Event.create(KEY, kind=1, content=f"note {i}", tags=[["t", "p2pworld"]],
+                        created_at=created_at + i, aux=bytes(32))
+
+
+async def test_publish_subscribe_duplicate_and_refusal(tmp_path: Path) -> None:
+    with real_relay(tmp_path / "r") as url, trio.fail_after(30):
+        async with open_relay_pool([url], key=KEY) as pool, \
+                pool.subscribe({"kinds": [1], "#t": ["p2pworld"]}) as subscription:
+            first = await pool.publish(note(1))
+            assert first[url] is not None and first[url].ok
+            again = await pool.publish(note(1))
+            assert again[url] is not None and (again[url].ok or
+                                               again[url].prefix == "duplicate")
+            # A forged event (valid shape, another key's signature) is refused by the relay.
+            other = Event.create(NostrKey(bytes(31) + b"\x0a"), kind=1, content="x", tags=[],
+                                 created_at=1_800_000_000, aux=bytes(32))
+            forged = Event(id=other.id, pubkey=KEY.public.hex(), created_at=other.created_at,
+                           kind=1, tags=(), content="x", sig=other.sig)
+            refused = await pool.publish(forged)
+            assert refused[url] is not None and not refused[url].ok
+            got = await subscription.__anext__()
+            assert got == note(1)
+            assert pool.health[url].published_ok >= 1 and pool.health[url].state == "connected"
+
+
+async def test_subscription_resumes_after_the_relay_restarts(tmp_path: Path) -> None:
+    port = free_port()
+    store = tmp_path / "r"
+    with trio.fail_after(60):
+        async with open_relay_pool([f"ws://127.0.0.1:{port}"]) as pool, \
+                pool.subscribe({"kinds": [1]}) as sub:
+            with real_relay(store, port) as url:
+                while pool.health[url].state != "connected":
+                    await trio.sleep(0.05)
+                await pool.publish(note(1))
+                assert (await sub.__anext__()).content == "note 1"
+            # The relay is gone; another client publishes once it is back (same storage).
+            with real_relay(store, port) as url:
+                async with open_relay_pool([url]) as other:
+                    assert (await other.publish(note(2)))[url] is not None
+                # Our pool reconnects by itself and resumes the subscription with `since`.
+                got = await sub.__anext__()
+                assert got.content == "note 2"
+                assert pool.health[url].connects >= 2
+
+
+async def test_a_dead_relay_does_not_block_publishing_to_a_live_one(tmp_path: Path) -> None:
+    # A listener that accepts connections and never answers anything.
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    dead = f"ws://127.0.0.1:{listener.getsockname()[1]}"
+    with real_relay(tmp_path / "r") as url, trio.fail_after(30):
+        async with open_relay_pool([dead, url]) as pool:
+            t0 = trio.current_time()
+            out = await pool.publish(note(5), timeout=3.0)
+            assert out[url] is not None and out[url].ok and out[dead] is None
+            assert trio.current_time() - t0 <= 3.5
+            assert pool.health[dead].state != "connected"
+    listener.close()
