@@ -77,3 +77,43 @@ async def test_a_dead_relay_does_not_block_publishing_to_a_live_one(tmp_path: Pa
             assert trio.current_time() - t0 <= 3.5
             assert pool.health[dead].state != "connected"
     listener.close()
+
+
+async def test_bridge_outbox_publishes_to_every_relay_and_a_dead_one_only_delays_itself(
+        tmp_path: Path) -> None:
+    from p2pworld.nostr.outbox import Outbox
+    from p2pworld.nostr.relay import Bridge
+
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    dead = f"ws://127.0.0.1:{listener.getsockname()[1]}"
+    with real_relay(tmp_path / "r") as url, trio.fail_after(40):
+        box = Outbox(tmp_path / "bridge.db", relays=[url, dead])
+        events = [note(10 + i) for i in range(20)]
+        for ev in events:
+            assert box.enqueue(ev, source=f"chan:{ev.content}", entry_hash=b"h" * 32, now=0)
+        assert not box.enqueue(events[0], source="again", entry_hash=b"h" * 32, now=0)
+        async with open_relay_pool([url, dead]) as pool, trio.open_nursery() as n:
+            bridge = Bridge(box, pool, timeout=2.0)
+            n.start_soon(bridge.run)
+            t0 = trio.current_time()
+            while any(box.state(ev.id)[url] != "published" for ev in events):
+                await trio.sleep(0.05)
+            # The live relay got all 20 while the dead one held nothing up.
+            assert trio.current_time() - t0 < 5
+            assert all(box.state(ev.id)[dead] == "due" for ev in events)
+            # The outbox survives a restart: what is not published is still due.
+            n.cancel_scope.cancel()
+        box.close()
+        again = Outbox(tmp_path / "bridge.db", relays=[url, dead])
+        assert again.pending() == 20 and again.events_for(f"chan:{events[3].content}") == [
+            events[3].id]
+        again.close()
+        # And the relay really has them.
+        want = {e.id for e in events}
+        async with open_relay_pool([url]) as pool, pool.subscribe({"kinds": [1]}) as sub:
+            got: set[str] = set()
+            while not want <= got:
+                got.add((await sub.__anext__()).id)
+    listener.close()

@@ -124,12 +124,15 @@ class RelayPool:
 
     # --- API ----------------------------------------------------------------------------------
 
-    async def publish(self, ev: Event, *, timeout: float = 5.0) -> dict[str, Ok | None]:
-        """Send ``ev`` to every relay; returns each relay's ``OK`` (None: no answer in time or
-        not sent). ``OK true`` and ``duplicate:`` both mean the relay has it."""
+    async def publish(self, ev: Event, *, timeout: float = 5.0,
+                      relays: list[str] | None = None) -> dict[str, Ok | None]:
+        """Send ``ev`` to every relay (or to ``relays``); returns each relay's ``OK`` (None:
+        no answer in time, or not sent). ``OK true`` and ``duplicate:`` both mean the relay
+        has it."""
         waits = {}
         msg = client_event(ev)
-        for u in self.urls:
+        targets = [u for u in self.urls if relays is None or u in relays]
+        for u in targets:
             done = trio.Event()
             self._oks[(u, ev.id)] = (done, [])
             waits[u] = done
@@ -143,7 +146,7 @@ class RelayPool:
             for done in waits.values():
                 await done.wait()
         out: dict[str, Ok | None] = {}
-        for u in self.urls:
+        for u in targets:
             entry = self._oks.pop((u, ev.id), None)
             out[u] = entry[1][0] if entry and entry[1] else None
         return out
@@ -292,3 +295,44 @@ async def open_relay_pool(urls: list[str], *, key: NostrKey | None = None,
             yield pool
         finally:
             n.cancel_scope.cancel()
+
+
+class Bridge:
+    """Drains an :class:`~p2pworld.nostr.outbox.Outbox` into a relay pool: every due
+    (event, relay) pair is published concurrently (at most ``parallel`` at a time), each
+    bounded by ``timeout``, and marked on ``OK true`` / ``duplicate:`` or scheduled for a
+    retry. A relay that never answers only delays its own rows."""
+
+    def __init__(self, outbox: Any, pool: RelayPool, *, timeout: float = 5.0,
+                 parallel: int = 32) -> None:
+        self.outbox, self.pool, self.timeout = outbox, pool, timeout
+        self.limiter = trio.CapacityLimiter(parallel)
+        self.wake = trio.Event()
+        self.inflight: set[tuple[str, str]] = set()
+
+    def notify(self) -> None:
+        """Call after ``enqueue``: publish now rather than at the next scan."""
+        self.wake.set()
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as n:
+            while True:
+                for ev, relay in self.outbox.due(now=time.time()):
+                    if (ev.id, relay) not in self.inflight:
+                        self.inflight.add((ev.id, relay))
+                        n.start_soon(self._one, ev, relay)
+                with trio.move_on_after(0.5):
+                    await self.wake.wait()
+                self.wake = trio.Event()
+
+    async def _one(self, ev: Event, relay: str) -> None:
+        try:
+            async with self.limiter:
+                got = (await self.pool.publish(ev, timeout=self.timeout,
+                                               relays=[relay])).get(relay)
+            ok = got is not None and (got.ok or got.prefix == "duplicate")
+            await trio.to_thread.run_sync(lambda: self.outbox.mark(
+                ev.id, relay, ok=ok, message=got.message if got else "no answer",
+                now=time.time()))
+        finally:
+            self.inflight.discard((ev.id, relay))
