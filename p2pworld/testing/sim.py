@@ -126,13 +126,16 @@ class Simulator:
     def __init__(self, seed: int, nodes: int = 3, *, latency: float = 0.002,
                  jitter: float = 0.001, workspace: str = "sim", degree: int | None = None,
                  world: bool = True, world_config: WorldConfig | None = None,
-                 tick: float = 0.25, auth: bool = False, token_ttl: float = 60.0) -> None:
+                 tick: float = 0.25, auth: bool = False, token_ttl: float = 60.0,
+                 joined: set[str] | None = None) -> None:
         """``degree``: each node links to about that many random others (default: full
         mesh). ``world``: nodes join the world at boot and tick every ``tick`` seconds.
         ``auth``: a simulated control service mints ``token_ttl``-second tokens; every core
         checks them (handshakes, submissions, world records, heartbeats under grace); nodes
         refresh at 80% of a token's life (minus jitter) and retry every 2 s while the control
-        service is down (:attr:`control_up`) or cut off from them (:attr:`control_cut`)."""
+        service is down (:attr:`control_up`) or cut off from them (:attr:`control_cut`).
+        ``joined``: only these nodes join the world (the others relay and watch): a
+        single-source measurement in very large worlds."""
         self.seed = seed
         self.rng = random.Random(seed)
         self.now = 0.0
@@ -150,6 +153,7 @@ class Simulator:
         self.loss = 0.0
         self.stats = Stats()
         self.world_on = world
+        self.joined = joined
         self.world_config = world_config or WorldConfig()
         self.tick_interval = tick
         self._verified: dict[tuple[bytes, bytes, bytes], bool] = {}
@@ -251,7 +255,8 @@ class Simulator:
         node.cores = cores
         gen = node.incarnation
         if self.world_on:
-            if not self.auth or node.token:
+            if (not self.auth or node.token) and (self.joined is None or
+                                                  node.name in self.joined):
                 self._carry(node, cores.world.join(NodeInfo(device=node.name),
                                                    now_ms=self.now_ms(node)))
             self.at(self.rng.random() * self.tick_interval, lambda: self._tick(node, gen))
