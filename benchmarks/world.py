@@ -41,7 +41,6 @@ from p2pworld.world.core import WorldCore
 from p2pworld.world.doc import CapabilityAd, NodeInfo, SessionInfo
 from p2pworld.world.records import Heartbeat
 
-
 SINGLE_SOURCE_FROM = 500
 """From this N on, only the node that makes the change joins the world (the others relay):
 the simulator delivers about 2,000 messages a second, and building every source's broadcast
