@@ -123,7 +123,7 @@ async def test_a_compute_round_one_winner_and_explicit_conflicts(tmp_path: Path)
                 assert (got_ch, got.rid, got.job) == (ch, rid, b"hello")
             # A request this provider's ad does not satisfy never shows up in its feed.
             _, other = await req.request_compute(b"x", kind="5001", needs=("gpu",))
-            await trio.sleep(0.3)
+            await p1.wait_compute(ch, other, lambda r: True)  # p1's copy holds it now
             assert all(r.rid != other for _, r in p1.eligible_compute())
             await req.cancel_compute(ch, other)
             assert (await req.wait_compute(ch, other)).phase == "cancelled"
