@@ -115,8 +115,10 @@ class TokenBook:
             self.tokens[claims.node_key] = (raw, claims)
         return claims
 
-    def check(self, node_key: bytes, scope: str, *, now: float) -> Claims:
-        """The node's latest token, valid now (with leeway), not revoked, covering ``scope``.
+    def check(self, node_key: bytes, scope: str, *, now: float, grace: bool = False
+              ) -> Claims:
+        """The node's latest token, valid now (with leeway; with ``grace``, also up to
+        ``grace_s`` past its expiry), not revoked, covering ``scope``.
         Raises ``Unauthorized`` / ``TokenExpired`` / ``ScopeDenied`` / ``Revoked``."""
         self.checked += 1
         try:
@@ -124,7 +126,7 @@ class TokenBook:
             if held is None:
                 raise Unauthorized("no token for this node", node=node_id(node_key).hex())
             claims = held[1]
-            self._live(claims, now)
+            self._live(claims, now, extra=self.config.grace_s if grace else 0.0)
             claims.require(scope)
             return claims
         except Unauthorized as e:
@@ -134,27 +136,14 @@ class TokenBook:
     def check_heartbeat(self, node_key: bytes, *, now: float) -> None:
         """Heartbeats are allowed under the membership grace: a token that expired less than
         ``grace_s`` ago still lets its node beat (never after revocation)."""
-        self.checked += 1
-        try:
-            held = self.tokens.get(node_key)
-            if held is None:
-                raise Unauthorized("no token for this node", node=node_id(node_key).hex())
-            claims = held[1]
-            if claims.token_id in self.revoked_tokens or claims.node_id in self.revoked_nodes:
-                raise Revoked("token or node revoked")
-            if now > claims.expires_at + self.config.leeway_s + self.config.grace_s:
-                raise TokenExpired("token expired beyond the membership grace",
-                                   exp=claims.expires_at)
-            claims.require("world:join")
-        except Unauthorized as e:
-            self._count(e)
-            raise
+        self.check(node_key, "world:join", now=now, grace=True)
 
-    def _live(self, claims: Claims, now: float) -> None:
+    def _live(self, claims: Claims, now: float, extra: float = 0.0) -> None:
         if claims.token_id in self.revoked_tokens or claims.node_id in self.revoked_nodes:
             raise Revoked("token or node revoked")
-        if now > claims.expires_at + self.config.leeway_s:
-            raise TokenExpired("token expired", exp=claims.expires_at)
+        if now > claims.expires_at + self.config.leeway_s + extra:
+            raise TokenExpired("token expired" + (" beyond the membership grace" if extra
+                                                  else ""), exp=claims.expires_at)
         if now < claims.issued_at - self.config.leeway_s:
             raise TokenExpired("token not valid yet", iat=claims.issued_at)
 

@@ -14,6 +14,7 @@ from pathlib import Path
 import trio
 
 from p2pworld.auth.service import OPERATOR_FILE, open_control
+from p2pworld.cli.common import run_until_interrupted
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -58,9 +59,4 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    rc = 0
-    try:
-        rc = trio.run(run, args)
-    except* KeyboardInterrupt:
-        pass
-    return rc
+    return run_until_interrupted(run, args)

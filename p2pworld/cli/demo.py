@@ -22,6 +22,7 @@ import trio
 
 from p2pworld.auth.http import serve_control
 from p2pworld.auth.service import load_or_init
+from p2pworld.cli.common import run_until_interrupted
 
 
 async def _lines(stream: trio.abc.ReceiveStream) -> Any:
@@ -245,9 +246,4 @@ def main(args: argparse.Namespace) -> int:
     if args.nodes < 1 or args.messages < 0:
         print("p2pworld demo: --nodes must be >= 1 and --messages >= 0", file=sys.stderr)
         return 2
-    rc = 0
-    try:
-        rc = trio.run(run, args)
-    except* KeyboardInterrupt:
-        pass
-    return rc
+    return run_until_interrupted(run, args)

@@ -28,6 +28,7 @@ from typing import Any
 
 import trio
 
+from p2pworld.cli.common import run_until_interrupted
 from p2pworld.errors import P2PWorldError
 from p2pworld.home import default_home
 from p2pworld.identity import short_id
@@ -255,9 +256,4 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    rc = 0
-    try:
-        rc = trio.run(run, args)
-    except* KeyboardInterrupt:
-        pass
-    return rc
+    return run_until_interrupted(run, args)

@@ -14,6 +14,7 @@ import sys
 import trio
 
 from discovery.rendezvous_server import serve_rendezvous
+from p2pworld.cli.common import run_until_interrupted
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -51,9 +52,4 @@ async def run(args: argparse.Namespace) -> int:
 
 
 def main(args: argparse.Namespace) -> int:
-    rc = 0
-    try:
-        rc = trio.run(run, args)
-    except* KeyboardInterrupt:
-        pass
-    return rc
+    return run_until_interrupted(run, args)

@@ -221,13 +221,7 @@ async def open_session(nursery: trio.Nursery, url: str, config: HandshakeConfig,
         raise HandshakeTimeout(f"connecting to {url} took longer than {timeout} s") from None
     except (OSError, trio_websocket.HandshakeError) as e:
         raise SessionClosed(f"cannot connect to {url}: {e}") from None
-    try:
-        result = await _handshake(ws, config, initiator=True, rng=rng or _system_rng,
-                                  timeout=timeout)
-    except BaseException:
-        await close_websocket(ws)
-        raise
-    return Session(ws, result, address=url)
+    return await _session(ws, config, initiator=True, rng=rng, timeout=timeout, address=url)
 
 
 async def accept_session(request: WebSocketRequest, config: HandshakeConfig, *,
@@ -236,13 +230,8 @@ async def accept_session(request: WebSocketRequest, config: HandshakeConfig, *,
     ws = await request.accept()
     remote = ws.remote
     address = f"{getattr(remote, 'address', '?')}:{getattr(remote, 'port', '?')}"
-    try:
-        result = await _handshake(ws, config, initiator=False, rng=rng or _system_rng,
-                                  timeout=timeout)
-    except BaseException:
-        await close_websocket(ws)
-        raise
-    return Session(ws, result, address=address)
+    return await _session(ws, config, initiator=False, rng=rng, timeout=timeout,
+                          address=address)
 
 
 async def relayed_session(pipe: FramePipe, config: HandshakeConfig, *, initiator: bool,
@@ -250,6 +239,13 @@ async def relayed_session(pipe: FramePipe, config: HandshakeConfig, *, initiator
                           rng: random.Random | None = None) -> Session:
     """Run the handshake over a relayed pipe: the same end-to-end authenticated, encrypted
     session as a direct one (the relay sees only ciphertext)."""
+    return await _session(pipe, config, initiator=initiator, rng=rng, timeout=timeout,
+                          address=address)
+
+
+async def _session(pipe: FramePipe, config: HandshakeConfig, *, initiator: bool,
+                   rng: random.Random | None, timeout: float, address: str) -> Session:
+    """Run the handshake on ``pipe``; on any failure the pipe is closed before raising."""
     try:
         result = await _handshake(pipe, config, initiator=initiator, rng=rng or _system_rng,
                                   timeout=timeout)
