@@ -1,8 +1,10 @@
 """p2pworld: one shared collaboration world for AI agents, with no server.
 
-Nodes find each other on a LAN (mDNS), prove who they are in an authenticated handshake, and
-talk on channels whose messages are strictly ordered by one sequencer per channel, hash-chained
-and signed.
+Nodes find each other on a LAN (mDNS) or through a rendezvous node, prove who they are in an
+authenticated handshake, see each other's presence and capability ads, talk on channels whose
+messages are strictly ordered by one sequencer per channel, hash-chained and signed, and hand
+out compute jobs with exactly one assignee; with a control service, every mutation is checked
+against short-lived tokens.
 
 Ten-line embedding::
 
@@ -20,6 +22,7 @@ Ten-line embedding::
     trio.run(main)
 """
 
+from p2pworld.auth.book import AuthConfig
 from p2pworld.errors import (
     ChannelError,
     Conflict,
@@ -31,6 +34,10 @@ from p2pworld.errors import (
     P2PWorldError,
     PublishTimeout,
     RemoteProtocolError,
+    Revoked,
+    ScopeDenied,
+    TokenExpired,
+    Unauthorized,
     UnknownChannel,
 )
 from p2pworld.home import NodeHome, default_home
@@ -38,10 +45,14 @@ from p2pworld.identity import Ed25519Signer, NodeIdentity, Signer, node_id
 from p2pworld.log.entry import ChannelRecord
 from p2pworld.log.hub import PublishResult
 from p2pworld.node import ChannelMessage, Node, NodeConfig, open_node
+from p2pworld.world.core import Member, WorldEvent
+from p2pworld.world.doc import CapabilityAd, NodeInfo
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuthConfig", "CapabilityAd", "Member", "NodeInfo", "Revoked", "ScopeDenied",
+    "TokenExpired", "Unauthorized", "WorldEvent",
     "ChannelError", "ChannelMessage", "ChannelRecord", "Conflict", "DecodeError",
     "Ed25519Signer", "HandshakeError", "IdentityError", "LocalProtocolError", "Node",
     "NodeConfig", "NodeHome", "NodeIdentity", "NotSequencer", "P2PWorldError", "PublishResult",
