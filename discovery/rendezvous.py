@@ -78,11 +78,8 @@ class Registration:
     @classmethod
     def decode(cls, raw: bytes) -> Registration:
         w = "registration"
-        if len(raw) > 4096:
-            raise DecodeError(f"{w}: too large")
-        m = codec.need_map(codec.decode(raw, max_bytes=4096), w)
-        if set(m) != {"key", "ws", "urls", "at", "ttl", "nonce", "sig"}:
-            raise DecodeError(f"{w}: unexpected fields")
+        m = codec.record_map(raw, w, max_bytes=4096,
+                             fields={"key", "ws", "urls", "at", "ttl", "nonce", "sig"})
         urls = codec.field(m, "urls", list, w)
         if len(urls) > MAX_URLS or not all(isinstance(u, str) and len(u) <= 256 and
                                            u.startswith("ws://") for u in urls):

@@ -156,6 +156,18 @@ def need_map(value: Value, what: str) -> dict[str, Value]:
     return value
 
 
+def record_map(raw: bytes, what: str, *, max_bytes: int, fields: set[str]
+               ) -> dict[str, Value]:
+    """Decode a signed record received from anyone: at most ``max_bytes``, a map with exactly
+    ``fields`` (no more, no fewer). Raises :class:`DecodeError`."""
+    if len(raw) > max_bytes:
+        raise DecodeError(f"{what}: too large", limit=max_bytes)
+    m = need_map(decode(raw, max_bytes=max_bytes), what)
+    if set(m) != fields:
+        raise DecodeError(f"{what}: unexpected fields")
+    return m
+
+
 def field(m: dict[str, Value], key: str, typ: type | tuple[type, ...], what: str) -> Any:
     """``m[key]`` checked against ``typ`` (bool is never accepted as int)."""
     if key not in m:

@@ -105,11 +105,8 @@ class DocUpdate:
     def decode(cls, raw: bytes) -> DocUpdate:
         """Parse (not verify) a record received from anyone. Raises :class:`DecodeError`."""
         w = "world update"
-        if len(raw) > MAX_RECORD_BYTES:
-            raise DecodeError(f"{w}: too large", limit=MAX_RECORD_BYTES)
-        m = codec.need_map(codec.decode(raw, max_bytes=MAX_RECORD_BYTES), w)
-        if set(m) != {"a", "i", "s", "k", "d", "p", "tok", "sig"}:
-            raise DecodeError(f"{w}: unexpected fields")
+        m = codec.record_map(raw, w, max_bytes=MAX_RECORD_BYTES,
+                             fields={"a", "i", "s", "k", "d", "p", "tok", "sig"})
         kind = codec.str_field(m, "k", w, max_len=8)
         if kind not in ("base", "delta"):
             raise DecodeError(f"{w}: unknown kind")
@@ -174,11 +171,8 @@ class Heartbeat:
     @classmethod
     def decode(cls, raw: bytes) -> Heartbeat:
         w = "heartbeat"
-        if len(raw) > 8192:
-            raise DecodeError(f"{w}: too large")
-        m = codec.need_map(codec.decode(raw, max_bytes=8192), w)
-        if set(m) != {"a", "i", "n", "t", "st", "tok", "sig"}:
-            raise DecodeError(f"{w}: unexpected fields")
+        m = codec.record_map(raw, w, max_bytes=8192,
+                             fields={"a", "i", "n", "t", "st", "tok", "sig"})
         status = codec.str_field(m, "st", w, max_len=16)
         if status not in STATUSES:
             raise DecodeError(f"{w}: unknown status")
