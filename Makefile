@@ -14,7 +14,7 @@ RELAY_STAMP := $(RELAY_VENV)/.installed
 
 $(RELAY_STAMP): relay-constraints.txt
 	$(PYTHON) -m venv $(RELAY_VENV)
-	$(RELAY_VENV)/bin/pip install -q --disable-pip-version-check -c relay-constraints.txt nostr-relay
+	$(RELAY_VENV)/bin/pip install -q --disable-pip-version-check -c relay-constraints.txt nostr-relay nostr-sdk
 	touch $(RELAY_STAMP)
 
 $(STAMP): pyproject.toml constraints.txt

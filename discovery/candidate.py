@@ -39,6 +39,8 @@ class Candidate:
     source: str
     relay: str = ""
     """A rendezvous URL that can relay a session to this peer (empty: none)."""
+    nostr: bytes = b""
+    """The peer's Nostr key, when the candidate came from a relay (the Nostr lane's address)."""
 
     def urls(self) -> list[str]:
         out = []

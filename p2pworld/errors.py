@@ -257,6 +257,12 @@ class Revoked(Unauthorized):
     code = "REVOKED"
 
 
+class PolicyDenied(Unauthorized):
+    """The control service's policy forbids what was asked (for example a transport lane)."""
+
+    code = "POLICY_DENIED"
+
+
 class Fenced(RemoteProtocolError):
     """An entry or head of an epoch that a signed epoch change has superseded."""
 

@@ -32,17 +32,20 @@ from discovery.candidate import Candidate, from_urls
 from discovery.mdns import Found, Lost, MdnsDiscovery
 from discovery.rendezvous import Registration
 from discovery.rendezvous_client import RelayPipe, RendezvousClient
-from p2pworld.auth.book import AuthConfig, TokenBook
-from p2pworld.auth.control import token_request, verify_revocations
+from p2pworld import codec
+from p2pworld.auth.book import REDUCER_SCOPES, AuthConfig, TokenBook
+from p2pworld.auth.control import token_request, verify_policy, verify_revocations
 from p2pworld.auth.http import http_json
 from p2pworld.compute.core import COMPUTE_CHANNEL
 from p2pworld.compute.state import Request as ComputeRequest
+from p2pworld.compute.state import decode_event as decode_compute_event
 from p2pworld.compute.state import encode_event
 from p2pworld.cores import Cores, NodeEffect, build_cores
 from p2pworld.effects import PeerMisbehaved, Send
 from p2pworld.errors import (
     Backpressure,
     Conflict,
+    LocalProtocolError,
     P2PWorldError,
     PublishTimeout,
     SessionClosed,
@@ -50,7 +53,7 @@ from p2pworld.errors import (
     error_from_code,
 )
 from p2pworld.home import NodeHome
-from p2pworld.identity import NodeIdentity, Signer, short_id
+from p2pworld.identity import NodeIdentity, Signer, blake2b256, short_id
 from p2pworld.log.entry import ChannelPolicy, ChannelRecord, Entry
 from p2pworld.log.hub import (
     ChannelHub,
@@ -65,6 +68,11 @@ from p2pworld.log.hub import (
 )
 from p2pworld.log.state import EpochChange
 from p2pworld.log.store import LogStore, OutboxWrite, Write, durable_op
+from p2pworld.nostr.event import Event as NostrEvent
+from p2pworld.nostr.lane import NostrPipe
+from p2pworld.nostr.mirror import compute_events, handler_event
+from p2pworld.nostr.service import BridgeFeed, NostrService
+from p2pworld.nostr.transport import LaneCounters, lane_of_address, resolve_mode
 from p2pworld.transport.backoff import Backoff
 from p2pworld.transport.handshake import DEFAULT_MAX_FRAME, PROTOCOL_VERSIONS, HandshakeConfig
 from p2pworld.transport.peering import dial_delay, is_dead, keep_new_session
@@ -74,7 +82,7 @@ from p2pworld.transport.session import (
     open_session,
     relayed_session,
 )
-from p2pworld.wire import Message, Ping, Pong
+from p2pworld.wire import Message, Ping, Pong, message_channel
 from p2pworld.world.core import (
     Member,
     WorldChanged,
@@ -132,6 +140,17 @@ class NodeConfig:
     rendezvous: list[str] = field(default_factory=list)
     """Rendezvous nodes (``ws://host:port/``): register there, find workspace peers across
     subnets, and relay sessions to peers that cannot be reached directly."""
+    relays: list[str] = field(default_factory=list)
+    """Nostr relays (``ws://host:port``): the mirror lane (bridge outbox) and, when the
+    transport mode allows it, the encrypted fallback lane. Empty: no Nostr at all."""
+    transport: str = "primary-with-fallback"
+    """``primary-only``, ``primary-with-fallback`` or ``forced-nostr``; the control service's
+    policy may narrow it further (never widen it)."""
+    mirror: tuple[str, ...] = ("presence", "capabilities", "compute")
+    """Which mirrors this node publishes to its relays (compute entries only for channels whose
+    policy has ``nostr_mirror``)."""
+    fallback_alert: float = 0.05
+    """``health()["transport"]["alert"]`` is raised above this fallback ratio."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -287,6 +306,15 @@ class PeerInfo:
     rtt_ms: float | None = None
     handshakes: int = 0
     failures: int = 0
+    nostr: bytes = b""
+    """The peer's Nostr key (from its world record or a relay presence event)."""
+    direct_failures: int = 0
+    """Consecutive failed direct (and rendezvous) attempts; the Nostr lane is tried after 2."""
+
+
+def _lane_rank(address: str) -> int:
+    """0: a primary-lane session (direct or rendezvous-relayed); 1: the Nostr lane."""
+    return 1 if address.startswith("nostr:") else 0
 
 
 def _now_ms() -> int:
@@ -347,6 +375,11 @@ class Node:
         self.errors: dict[str, int] = {}
         self.mdns: MdnsDiscovery | None = None
         self.rendezvous: dict[str, RendezvousClient] = {}
+        self.nostr: NostrService | None = None
+        self.policy: dict[str, Any] | None = None
+        self.transport_mode = "primary-only" if not config.relays else config.transport
+        self.lanes = LaneCounters(alert_at=config.fallback_alert)
+        self._mirror_req: dict[str, str] = {}
 
     # --- public API -------------------------------------------------------------------------
 
@@ -485,9 +518,11 @@ class Node:
     # --- world state ---------------------------------------------------------------------
 
     async def advertise(self, ad: CapabilityAd) -> None:
-        """``advertise_capabilities``: publish (replace) this node's capability ad."""
+        """``advertise_capabilities``: publish (replace) this node's capability ad (and, with
+        relays, mirror it as NIP-89 handler information)."""
         self._submit(self.world.advertise(ad, now_ms=_now_ms()))
         await self._settle()
+        await self._mirror_ad(ad)
 
     async def heartbeat(self, status: str = "online") -> None:
         """``heartbeat``: beat now (the node also beats every ``world.heartbeat_ms``);
@@ -528,7 +563,8 @@ class Node:
         log = self.cores.own_compute()
         if log is not None:
             return log.record
-        return await self.open_channel(COMPUTE_CHANNEL)
+        return await self.open_channel(COMPUTE_CHANNEL, policy=ChannelPolicy(
+            nostr_mirror="compute" in self.config.mirror and bool(self.config.relays)))
 
     async def request_compute(self, job: bytes, *, kind: str = "5000",
                               needs: tuple[str, ...] = (), price: int = 0, sla_ms: int = 0,
@@ -618,6 +654,40 @@ class Node:
             with trio.move_on_after(0.25):
                 await self._changed_event(channel).wait()
 
+    # --- the Nostr bridge ----------------------------------------------------------------
+
+    async def enqueue_bridge_event(self, ev: NostrEvent, *, source: str,
+                                   entry_hash: bytes) -> bool:
+        """``enqueue_nostr_bridge_event``: store a signed Nostr event in the durable bridge
+        outbox, once per event id, to be published on every configured relay. ``source`` is
+        the p2pworld id it mirrors and ``entry_hash`` the log entry / record hash (the
+        mapping is kept both ways). Needs ``bridge:publish``; False if already held.
+
+        Raises:
+            LocalProtocolError: no relays configured. Unauthorized / ScopeDenied: no scope.
+        """
+        if self.nostr is None:
+            raise LocalProtocolError("no Nostr relays configured (NodeConfig.relays)")
+        if self.cores.auth is not None:
+            self.cores.auth.check(self.identity.public_key, REDUCER_SCOPES[
+                "enqueue_nostr_bridge_event"], now=time.time())
+        return await self.nostr.enqueue(ev, source=source, entry_hash=entry_hash)
+
+    def bridge_feed(self) -> BridgeFeed:
+        """The bridge-adapter subscription: every outbox change (``due``, ``published``,
+        ``retry``) from now on, per event and relay."""
+        if self.nostr is None:
+            raise LocalProtocolError("no Nostr relays configured (NodeConfig.relays)")
+        return self.nostr.feed()
+
+    def bridge_source(self, event_id: str) -> str | None:
+        """The p2pworld id a bridged Nostr event mirrors (None: not one of ours)."""
+        return self.nostr.outbox.source_of(event_id) if self.nostr else None
+
+    def bridge_events(self, source: str) -> list[str]:
+        """The Nostr event ids mirroring a p2pworld id (oldest first)."""
+        return self.nostr.outbox.events_for(source) if self.nostr else []
+
     async def notices(self) -> Notice:
         """The next channel notice (``Forked``, ``LostWrite``, ``CheckpointTooOld``, ...)."""
         return await self._notices_recv.receive()
@@ -643,7 +713,7 @@ class Node:
             s = self.sessions.get(pid)
             peers.append({
                 "node_id": pid.hex(), "state": "connected" if s else p.state,
-                "lane": ("relay" if s.address.startswith("relay:") else "direct") if s else None,
+                "lane": lane_of_address(s.address) if s else None,
                 "via": sorted(p.via), "address": p.address,
                 "since_s": round(now - p.since, 3) if p.since else None,
                 "rtt_ms": None if p.rtt_ms is None else round(p.rtt_ms, 3),
@@ -664,7 +734,8 @@ class Node:
                 "role": "sequencer" if own else "replica",
                 "sequencer": seqr.hex(), "epoch": st.epoch,
                 "head_seq": log.seq, "head_hash": log.head_hash.hex(), "floor": log.floor,
-                "lane": "local" if own else ("direct" if seqr in self.sessions else None),
+                "lane": "local" if own else (lane_of_address(self.sessions[seqr].address)
+                                             if seqr in self.sessions else None),
                 "lag": max(0, self.hub.seen_head.get(ch, log.seq) - log.seq),
                 "checkpoint": cp.seq if cp else None,
                 "private": rec.private, "closed": st.closed,
@@ -687,9 +758,11 @@ class Node:
         auth = {"enabled": book is not None, "control": self.config.control,
                 "token_expires": self.token_expires,
                 "refused": dict(book.refused) if book else {}, **self.auth_stats}
+        transport = {"mode": self.transport_mode, **self.lanes.report(),
+                     "nostr": self.nostr.report() if self.nostr else None}
         return {"node_id": self.node_id.hex(), "workspace": self.config.workspace,
                 "listen": self.url, "peers": peers, "channels": chans, "world": world,
-                "auth": auth,
+                "auth": auth, "transport": transport,
                 "errors": {**self.errors, **self.hub.errors}}
 
     # --- effects ----------------------------------------------------------------------------
@@ -754,6 +827,8 @@ class Node:
             if isinstance(e, Send):
                 self._send(e.peer, e.message)
             elif isinstance(e, Delivered):
+                self._on_delivered(e)
+                self._mirror_compute(e)
                 self._any_delivered.set()
                 self._any_delivered = trio.Event()
                 ev = self._changed.pop(e.channel, None)
@@ -793,6 +868,11 @@ class Node:
         s = self.sessions.get(peer)
         if s is None:
             return
+        if s.address.startswith("nostr:") and not self._nostr_may_carry(msg):
+            # Per-channel policy: this channel's traffic never goes through relays. The peer
+            # resumes from its checkpoint when a direct lane returns.
+            self._count("LANE_FORBIDDEN_BY_CHANNEL_POLICY")
+            return
         self.trace("send", msg)
         try:
             s.send_nowait(msg)
@@ -805,6 +885,82 @@ class Node:
 
     def _count(self, code: str) -> None:
         self.errors[code] = self.errors.get(code, 0) + 1
+
+    def _nostr_may_carry(self, msg: Message) -> bool:
+        """Channel traffic crosses the Nostr lane only for channels whose policy allows the
+        fallback (world gossip and pings always may: they are signed and public to the
+        workspace anyway, and inside the session's encryption)."""
+        ch = message_channel(msg)
+        if ch is None:
+            return True
+        try:
+            return self.hub.record(ch).policy.nostr_fallback
+        except P2PWorldError:
+            return True  # a channel we do not know yet: its announce decides at the peer
+
+    def _on_delivered(self, e: Delivered) -> None:
+        if e.channel in self.hub.own:
+            return
+        s = self.sessions.get(self.hub.sequencer_of(e.channel))
+        self.lanes.count(lane_of_address(s.address) if s else "direct", len(e.entries))
+
+    def _mirror_compute(self, e: Delivered) -> None:
+        """Mirror this node's own compute channel as NIP-90 events (policy-gated)."""
+        svc, comp = self.nostr, self.cores.compute
+        if svc is None or comp is None or "compute" not in self.config.mirror:
+            return
+        rec = self.hub.record(e.channel)
+        if not (comp.is_compute(rec) and rec.owner_key == self.identity.public_key
+                and rec.policy.nostr_mirror):
+            return
+        rows: list[tuple[NostrEvent, str, bytes]] = []
+        for entry in e.entries:
+            try:
+                ev = decode_compute_event(entry.payload)
+            except P2PWorldError:
+                continue
+            rid = str(ev.get("rid", ""))
+            req = self.compute_request(e.channel, rid)
+            if req is None:
+                continue
+            assignee = self.world.member(req.assignee, now_ms=_now_ms()) \
+                if req.assignee else None
+            link = f"compute:{e.channel.hex()}:{rid}"
+            try:
+                out = compute_events(
+                    svc.key, event=ev, rid_link=link, entry_hash=entry.hash,
+                    request_kind=int(req.kind), request_event=self._mirror_req.get(link, ""),
+                    klass=req.policy_class, price=req.price,
+                    assignee_pubkey=assignee.info.nostr_pubkey
+                    if assignee and assignee.info else "",
+                    created_at=entry.sequencer_time // 1000, aux=svc.aux())
+            except (ValueError, P2PWorldError):
+                continue
+            if ev.get("op") == "request" and out:
+                self._mirror_req[link] = out[0].id
+            rows += [(x, link, entry.hash) for x in out]
+        if rows:
+            self._nursery.start_soon(self._enqueue_rows, rows)
+
+    async def _enqueue_rows(self, rows: list[tuple[NostrEvent, str, bytes]]) -> None:
+        for ev, source, h in rows:
+            try:
+                await self.enqueue_bridge_event(ev, source=source, entry_hash=h)
+            except P2PWorldError as err:
+                self._count(err.code)
+
+    async def _mirror_ad(self, ad: CapabilityAd) -> None:
+        svc = self.nostr
+        if svc is None or "capabilities" not in self.config.mirror:
+            return
+        h = blake2b256(codec.encode(ad.to_value()))
+        ev = handler_event(svc.key, node=self.node_id, ad=ad, record_hash=h,
+                           created_at=int(time.time()), aux=svc.aux(),
+                           name=self.config.device)
+        try:
+            await self.enqueue_bridge_event(ev, source=f"ad:{self.node_id.hex()}", entry_hash=h)
+        except P2PWorldError as err:
+            self._count(err.code)
 
     # --- sessions ---------------------------------------------------------------------------
 
@@ -824,8 +980,11 @@ class Node:
         pid = s.peer_id
         old = self.sessions.get(pid)
         if old is not None:
-            if not keep_new_session(self.node_id, pid, old_initiator=old.initiator,
-                                    new_initiator=s.initiator):
+            # A primary-lane session always replaces a Nostr-lane one (traffic returns to the
+            # direct lane as soon as it is back), never the other way round.
+            old_rank, new_rank = (_lane_rank(old.address), _lane_rank(s.address))
+            if new_rank > old_rank or (new_rank == old_rank and not keep_new_session(
+                    self.node_id, pid, old_initiator=old.initiator, new_initiator=s.initiator)):
                 return False
             self._nursery.start_soon(old.aclose, SessionClosed("replaced by a preferred session"))
             self._forget(pid, old)
@@ -833,13 +992,17 @@ class Node:
         p = self._peer(pid)
         p.state, p.address, p.since, p.last_error = "connected", s.address, time.monotonic(), ""
         p.handshakes += 1
+        p.nostr = s.result.peer_attestation.nostr_pubkey
+        if _lane_rank(s.address) == 0:
+            p.direct_failures = 0
         self._last_rx[pid] = time.monotonic()
         self._peers_changed.set()
         self._peers_changed = trio.Event()
         now = _now_ms()
         self._submit(self.cores.peer_up(pid, s.result.peer_key, now_ms=now))
-        self._submit(self.world.set_link(LinkInfo(target=pid, state="direct",
-                                                  capabilities=("v1",)), now_ms=now))
+        self._submit(self.world.set_link(LinkInfo(
+            target=pid, state="nostr" if s.address.startswith("nostr:") else "direct",
+            capabilities=("v1",)), now_ms=now))
         return True
 
     def _forget(self, pid: bytes, s: Session) -> None:
@@ -874,6 +1037,10 @@ class Node:
 
     async def _run_session(self, s: Session) -> None:
         refused = self._check_peer_token(s)
+        if refused is None and s.address.startswith("nostr:") and (
+                s.address != f"nostr:{s.result.peer_attestation.nostr_pubkey.hex()}"):
+            # The pipe's Nostr key must be the one the peer's node key attests.
+            refused = Unauthorized("Nostr lane key is not the one the peer attests")
         if refused is not None:
             self._count(refused.code)
             self._peer(s.peer_id).last_error = refused.code
@@ -930,6 +1097,7 @@ class Node:
     async def _dial_loop(self, pid: bytes) -> None:
         """Keep a session to ``pid`` while it is a candidate: dial, back off, redial."""
         backoff = Backoff(base=0.25, cap=30.0)
+        probe = Backoff(base=1.0, cap=15.0)
         try:
             while True:
                 p = self.peers.get(pid)
@@ -937,6 +1105,15 @@ class Node:
                     return
                 s = self.sessions.get(pid)
                 if s is not None:
+                    if _lane_rank(s.address) and self.transport_mode == "primary-with-fallback":
+                        # On the Nostr lane: keep probing the direct lane, and move back to it
+                        # (the new session replaces this one) as soon as it answers.
+                        with trio.move_on_after(probe.next_delay(self._rng)):
+                            await s.closed.wait()
+                        if not s.closed.is_set() and await self._dial_primary(
+                                pid, list(p.candidates.values())):
+                            probe.reset()
+                        continue
                     await s.closed.wait()
                     continue
                 delay = dial_delay(self.node_id, pid, grace=self.config.dial_grace,
@@ -957,6 +1134,71 @@ class Node:
             self._dialing.discard(pid)
 
     async def _dial(self, pid: bytes, cands: list[Candidate]) -> bool:
+        """Strict lane precedence: direct (and rendezvous-relayed), then a direct retry (the
+        session resumes every channel from its checkpoint), then, only if the transport mode
+        allows it, the Nostr lane."""
+        p = self._peer(pid)
+        if self.transport_mode != "forced-nostr":
+            if await self._dial_primary(pid, cands):
+                return True
+            p.direct_failures += 1
+            if self.transport_mode == "primary-only" or p.direct_failures < 2:
+                return False
+        return await self._dial_nostr(pid, cands)
+
+    def _nostr_key_of(self, pid: bytes, cands: list[Candidate]) -> bytes:
+        for c in cands:
+            if c.nostr:
+                return c.nostr
+        m = self.world.member(pid, now_ms=_now_ms())
+        if m is not None and m.info is not None and m.info.nostr_pubkey:
+            try:
+                return bytes.fromhex(m.info.nostr_pubkey)
+            except ValueError:
+                pass
+        return self._peer(pid).nostr
+
+    async def _dial_nostr(self, pid: bytes, cands: list[Candidate]) -> bool:
+        lane = self.nostr.lane if self.nostr is not None else None
+        key = self._nostr_key_of(pid, cands)
+        if lane is None or len(key) != 32:
+            return False
+        p = self._peer(pid)
+        p.state = "connecting"
+        try:
+            pipe = await lane.open_pipe(key)
+            s = await relayed_session(pipe, self._hs_config(expected=pid), initiator=True,
+                                      address=pipe.address,
+                                      timeout=self.config.handshake_timeout)
+        except (P2PWorldError, trio_websocket.ConnectionClosed) as e:
+            code = getattr(e, "code", "NOSTR_LANE_FAILED")
+            p.last_error, p.failures = code, p.failures + 1
+            self._count(code)
+            return False
+        p.via.add("nostr")
+        return await self._start_session(pid, s)
+
+    async def _on_nostr_pipe(self, pipe: NostrPipe) -> None:
+        """A peer opened a Nostr-lane pipe to us: the same handshake as any session."""
+        if self.transport_mode == "primary-only":
+            await pipe.aclose()
+            return
+        try:
+            s = await relayed_session(pipe, self._hs_config(), initiator=False,
+                                      address=pipe.address,
+                                      timeout=self.config.handshake_timeout)
+        except (P2PWorldError, trio_websocket.ConnectionClosed) as e:
+            self._count(getattr(e, "code", "NOSTR_LANE_FAILED"))
+            return
+        self._peer(s.peer_id).via.add("nostr")
+        await self._run_session(s)
+
+    def _on_nostr_candidate(self, key: str, nid: bytes, nostr: bytes) -> None:
+        self._on_candidate(key, Candidate(node_id=nid, workspace=self.config.workspace,
+                                          versions=PROTOCOL_VERSIONS, addresses=(), port=0,
+                                          source="nostr", nostr=nostr))
+
+    async def _dial_primary(self, pid: bytes, cands: list[Candidate]) -> bool:
         p = self._peer(pid)
         urls = sorted({u for c in cands for u in c.urls()})
         for url in urls:
@@ -1147,8 +1389,31 @@ class Node:
             self._submit(self.world.advertise(cfg.capabilities, now_ms=now))
         await self._settle()
 
+    async def _start_nostr(self) -> None:
+        """Resolve the transport mode (the control service's policy may only narrow the local
+        one) and start the relay pool, the bridge and, if allowed, the Nostr lane."""
+        if self.config.control is not None and self.cores.auth is not None:
+            with trio.move_on_after(self.config.handshake_timeout):
+                status, doc = await http_json(self.config.control, "GET", "/v1/policy")
+                if status == 200:
+                    self.policy = verify_policy(doc, self.cores.auth.config.keys)
+        self.transport_mode = resolve_mode(self.config.transport, self.policy)
+        svc = NostrService(
+            relays=self.config.relays, key=self.identity.nostr, node_id=self.node_id,
+            workspace=self.config.workspace, home=self.config.home,
+            lane=self.transport_mode != "primary-only",
+            presence="presence" in self.config.mirror or self.transport_mode == "forced-nostr",
+            on_candidate=self._on_nostr_candidate, on_pipe=self._on_nostr_pipe,
+            status=lambda: "online")
+        self.nostr = svc
+        await self._nursery.start(svc.run)
+        if self.config.capabilities is not None:
+            await self._mirror_ad(self.config.capabilities)
+
     async def _leave(self) -> None:
         """Say goodbye: end the session and beat ``offline`` so peers see ``left`` at once."""
+        if self.nostr is not None:
+            await self.nostr.goodbye()
         with trio.move_on_after(1.0):
             now = _now_ms()
             self._submit(self.world.set_session(SessionInfo(
@@ -1277,6 +1542,8 @@ async def open_node(config: NodeConfig, *, identity: NodeIdentity | None = None
             await node._serve()
             nursery.start_soon(node._effect_runner)
             nursery.start_soon(node._keepalive)
+            if config.relays:
+                await node._start_nostr()
             await node._join()
             nursery.start_soon(node._ticker)
             if config.control is not None:

@@ -501,3 +501,18 @@ __all__ = ["Message", "MESSAGE_TYPES", "encode_message", "decode_message", "mess
            "Ping", "Pong", "ChannelAnnounce", "Subscribe", "SubscribeRefused", "SnapshotMsg",
            "EpochMsg", "Stored", "Entries", "Submit", "Ack", "Nack", "WorldPush", "WorldIHave",
            "WorldGraft", "WorldPrune", "WorldDigest"]
+
+
+def message_channel(msg: Message) -> bytes | None:
+    """The channel a session message belongs to (None: not channel traffic), for per-channel
+    lane policy."""
+    if isinstance(msg, ChannelAnnounce):
+        return msg.record.channel
+    if isinstance(msg, EpochMsg):
+        return msg.change.channel
+    if isinstance(msg, Entries):
+        return msg.head.channel
+    if isinstance(msg, Submit):
+        return msg.submission.channel
+    ch = getattr(msg, "channel", None)
+    return ch if isinstance(ch, bytes) else None

@@ -76,3 +76,22 @@ def real_relay(tmp: Path, port: int | None = None) -> Iterator[str]:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(timeout=10)
+
+
+SDK_CHECK = ROOT / "tests" / "tools" / "nostr_sdk_check.py"
+
+
+def sdk_fetch(url: str, flt: dict[str, object], secret: bytes | None = None) -> list[dict[str, object]]:
+    """Events matching ``flt`` on the relay at ``url`` as read and verified by ``nostr-sdk``
+    (rust-nostr, in ``.relay-venv``, as a separate asyncio process). ``secret``: decrypt
+    NIP-44 contents addressed to this key too."""
+    import json
+
+    args = [str(ROOT / ".relay-venv" / "bin" / "python"), str(SDK_CHECK), url, json.dumps(flt)]
+    if secret is not None:
+        args.append(secret.hex())
+    out = subprocess.run(args, capture_output=True, text=True, timeout=60, check=False)
+    if out.returncode != 0:
+        raise AssertionError(f"nostr-sdk check failed: {out.stderr[-2000:]}")
+    result: list[dict[str, object]] = json.loads(out.stdout)
+    return result

@@ -32,34 +32,40 @@ async def test_two_nodes_exchange_ordered_messages(tmp_path: Path) -> None:
                 await a.wait_peers(1)
                 await b.wait_peers(1)
                 chan = await a.open_channel("general")
-                rec = await b.wait_channel("general")
-                assert rec.channel == chan.channel
+                await exchange_ordered(a, b, chan.channel, lane="direct")
 
-                async def pub(node, who: str) -> None:  # type: ignore[no-untyped-def]
-                    for i in range(25):
-                        await node.publish(chan.channel, f"{who}{i}".encode(),
-                                           key=f"{who}{i}".encode())
 
-                async with trio.open_nursery() as n:
-                    n.start_soon(pub, a, "a")
-                    n.start_soon(pub, b, "b")
-                got_a = await collect(a, chan.channel, 50)
-                got_b = await collect(b, chan.channel, 50)
-                assert [m.seq for m in got_b] == list(range(1, 51))
-                assert [m.entry_hash for m in got_a] == [m.entry_hash for m in got_b]
-                # Per-writer order is preserved inside the total order.
-                assert [m.payload for m in got_b if m.sender == b.node_id] == [
-                    f"b{i}".encode() for i in range(25)]
-                # Idempotent retry over the session and an explicit conflict.
-                r = await b.publish(chan.channel, b"b3", key=b"b3")
-                assert r.status == "duplicate"
-                with pytest.raises(Conflict):
-                    await b.publish(chan.channel, b"changed", key=b"b3")
-                health = b.health()
-                assert health["peers"][0]["state"] == "connected"
-                assert health["peers"][0]["lane"] == "direct"
-                (ch,) = health["channels"]
-                assert ch["role"] == "replica" and ch["head_seq"] == 50 and ch["lane"] == "direct"
+async def exchange_ordered(a, b, channel: bytes, *, lane: str) -> None:  # type: ignore[no-untyped-def]
+    """The channel test every lane must pass: two writers, 50 messages, one total order that
+    keeps each writer's order, idempotent retry, explicit conflict; ``b`` reaches the
+    sequencer ``a`` over ``lane``."""
+    rec = await b.wait_channel(a.hub.record(channel).name)
+    assert rec.channel == channel
+
+    async def pub(node, who: str) -> None:  # type: ignore[no-untyped-def]
+        for i in range(25):
+            await node.publish(channel, f"{who}{i}".encode(), key=f"{who}{i}".encode())
+
+    async with trio.open_nursery() as n:
+        n.start_soon(pub, a, "a")
+        n.start_soon(pub, b, "b")
+    got_a = await collect(a, channel, 50)
+    got_b = await collect(b, channel, 50)
+    assert [m.seq for m in got_b] == list(range(1, 51))
+    assert [m.entry_hash for m in got_a] == [m.entry_hash for m in got_b]
+    # Per-writer order is preserved inside the total order.
+    assert [m.payload for m in got_b if m.sender == b.node_id] == [
+        f"b{i}".encode() for i in range(25)]
+    # Idempotent retry over the session and an explicit conflict.
+    r = await b.publish(channel, b"b3", key=b"b3")
+    assert r.status == "duplicate"
+    with pytest.raises(Conflict):
+        await b.publish(channel, b"changed", key=b"b3")
+    health = b.health()
+    assert health["peers"][0]["state"] == "connected"
+    assert health["peers"][0]["lane"] == lane
+    (ch,) = [c for c in health["channels"] if c["channel"] == channel.hex()]
+    assert ch["role"] == "replica" and ch["head_seq"] == 50 and ch["lane"] == lane
 
 
 async def test_restart_keeps_the_log_and_resumes_from_the_cursor(tmp_path: Path) -> None:

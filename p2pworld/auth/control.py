@@ -296,3 +296,19 @@ def verify_revocations(doc: dict[str, Any], keys: dict[str, bytes]
     if key is None or not verify(key, REVOCATIONS_DOMAIN, value, bytes.fromhex(doc["sig"])):
         raise DecodeError("revocation list signature does not verify")
     return frozenset(tokens), frozenset(nodes)
+
+
+def verify_policy(doc: dict[str, Any], keys: dict[str, bytes]) -> dict[str, Any]:
+    """Check a ``/v1/policy`` document against the service's published keys; returns the
+    policy. Raises :class:`~p2pworld.errors.DecodeError` if it does not verify."""
+    try:
+        policy = doc["policy"]
+        key = keys.get(str(doc["kid"]))
+        sig = bytes.fromhex(doc["sig"])
+        ok = isinstance(policy, dict) and key is not None and verify(
+            key, POLICY_DOMAIN, {"policy": codec.encode(policy)}, sig)
+    except (KeyError, TypeError, ValueError, P2PWorldError):
+        ok = False
+    if not ok:
+        raise DecodeError("policy document signature does not verify")
+    return dict(policy)

@@ -24,7 +24,7 @@ from __future__ import annotations
 import itertools
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +48,7 @@ from p2pworld.transport.backoff import Backoff
 from p2pworld.transport.session import close_websocket
 
 SEND_QUEUE = 256
+MAX_RELAYS = 32
 RESUME_MARGIN_S = 10
 GIFT_WRAP_MARGIN_S = 2 * 24 * 3600
 
@@ -121,6 +122,20 @@ class RelayPool:
         self._oks: dict[tuple[str, str], tuple[trio.Event, list[Ok]]] = {}
         self._subs: dict[str, _Sub] = {}
         self._ids = itertools.count(1)
+        self._nursery: trio.Nursery | None = None
+
+    def add_relay(self, url: str) -> bool:
+        """Connect to one more relay (a peer's NIP-65 relay) while running; at most
+        :data:`MAX_RELAYS` in all. False if not added (known, full, not ``ws(s)://``, or the
+        pool is not running)."""
+        if (url in self.health or self._nursery is None or len(self.urls) >= MAX_RELAYS
+                or not url.startswith(("ws://", "wss://")) or len(url) > 256):
+            return False
+        self.urls.append(url)
+        self.health[url] = RelayHealth(url)
+        self._queues[url] = trio.open_memory_channel[str](SEND_QUEUE)
+        self._nursery.start_soon(self._run, url)
+        return True
 
     # --- API ----------------------------------------------------------------------------------
 
@@ -289,6 +304,7 @@ async def open_relay_pool(urls: list[str], *, key: NostrKey | None = None,
                           rng: random.Random | None = None) -> AsyncIterator[RelayPool]:
     pool = RelayPool(urls, key=key, rng=rng)
     async with trio.open_nursery() as n:
+        pool._nursery = n
         for u in pool.urls:
             n.start_soon(pool._run, u)
         try:
@@ -304,8 +320,9 @@ class Bridge:
     retry. A relay that never answers only delays its own rows."""
 
     def __init__(self, outbox: Any, pool: RelayPool, *, timeout: float = 5.0,
-                 parallel: int = 32) -> None:
-        self.outbox, self.pool, self.timeout = outbox, pool, timeout
+                 parallel: int = 32,
+                 on_mark: Callable[[Event, str, bool, str], None] | None = None) -> None:
+        self.outbox, self.pool, self.timeout, self.on_mark = outbox, pool, timeout, on_mark
         self.limiter = trio.CapacityLimiter(parallel)
         self.wake = trio.Event()
         self.inflight: set[tuple[str, str]] = set()
@@ -331,8 +348,10 @@ class Bridge:
                 got = (await self.pool.publish(ev, timeout=self.timeout,
                                                relays=[relay])).get(relay)
             ok = got is not None and (got.ok or got.prefix == "duplicate")
+            message = got.message if got else "no answer"
             await trio.to_thread.run_sync(lambda: self.outbox.mark(
-                ev.id, relay, ok=ok, message=got.message if got else "no answer",
-                now=time.time()))
+                ev.id, relay, ok=ok, message=message, now=time.time()))
+            if self.on_mark is not None:
+                self.on_mark(ev, relay, ok, message)
         finally:
             self.inflight.discard((ev.id, relay))

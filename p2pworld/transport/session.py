@@ -14,6 +14,7 @@ from __future__ import annotations
 import random
 from collections.abc import Awaitable, Callable
 from typing import Protocol
+from urllib.parse import urlsplit
 
 import trio
 import trio_websocket
@@ -212,11 +213,23 @@ async def open_session(nursery: trio.Nursery, url: str, config: HandshakeConfig,
     trio-websocket runs each connection's background reader in ``nursery``, which must
     outlive the session.
     """
+    u = urlsplit(url)
     try:
         with trio.fail_after(timeout):
-            ws = await trio_websocket.connect_websocket_url(
-                nursery, url, message_queue_size=64,
-                max_message_size=max(config.max_frame, MAX_HANDSHAKE_BYTES))
+            if u.scheme != "ws" or not u.hostname:
+                raise OSError(f"not a ws:// URL: {url!r}")
+            # We own the TCP stream: trio-websocket 0.12 leaks it when the server closes
+            # during the HTTP upgrade (a dying proxy, an overloaded peer).
+            stream = await trio.open_tcp_stream(u.hostname, u.port or 80)
+            try:
+                ws = await trio_websocket.wrap_client_stream(
+                    nursery, stream, u.hostname,
+                    (u.path or "/") + (f"?{u.query}" if u.query else ""),
+                    message_queue_size=64,
+                    max_message_size=max(config.max_frame, MAX_HANDSHAKE_BYTES))
+            except BaseException:
+                await trio.aclose_forcefully(stream)
+                raise
     except trio.TooSlowError:
         raise HandshakeTimeout(f"connecting to {url} took longer than {timeout} s") from None
     except (OSError, trio_websocket.HandshakeError) as e:

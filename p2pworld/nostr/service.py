@@ -1,0 +1,199 @@
+"""A node's Nostr side (shell): relay pool, fallback lane, bridge outbox and mirrors.
+
+:class:`NostrService` is what :func:`p2pworld.node.open_node` starts when ``NodeConfig.relays``
+is set. It owns
+
+* the :class:`~p2pworld.nostr.relay.RelayPool` (configured relays, plus peers' NIP-65 relays
+  added as the lane needs them);
+* the :class:`~p2pworld.nostr.lane.NostrLane` (sessions over relays, when the transport mode
+  allows the Nostr lane);
+* the durable :class:`~p2pworld.nostr.outbox.Outbox` and the :class:`~p2pworld.nostr.relay.Bridge`
+  draining it (``enqueue_nostr_bridge_event`` / ``mark_bridge_event_published``), with the
+  bridge-adapter subscription (:meth:`feed`) streaming every outbox change;
+* discovery from relays: workspace presence events (NIP-38) and relay lists (NIP-65).
+
+Nothing the primary lane does waits on a relay: mirrors are rows written to the outbox (a
+thread, one sqlite transaction), and the bridge publishes them in its own tasks.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import trio
+
+from p2pworld.nostr.event import Event
+from p2pworld.nostr.keys import NostrKey
+from p2pworld.nostr.lane import NostrLane, NostrPipe
+from p2pworld.nostr.mirror import (
+    PRESENCE_EVERY_S,
+    PRESENCE_KIND,
+    RELAY_LIST_KIND,
+    parse_presence,
+    parse_relay_list,
+    presence_event,
+    relay_list_event,
+    workspace_tag,
+)
+from p2pworld.nostr.outbox import Outbox
+from p2pworld.nostr.relay import Bridge, RelayPool
+
+FEED_BUFFER = 1024
+
+
+@dataclass(frozen=True)
+class BridgeChange:
+    """One outbox change, as the bridge-adapter subscription yields it. ``state``: ``due``
+    (enqueued), ``published`` (a relay answered ``OK true`` / ``duplicate:``) or ``retry``
+    (refused or unanswered; retried later)."""
+
+    event_id: str
+    relay: str
+    state: str
+    source: str
+    message: str = ""
+
+
+class BridgeFeed:
+    """Async iterator of :class:`BridgeChange` (the bridge-adapter subscription)."""
+
+    def __init__(self, svc: NostrService, recv: trio.MemoryReceiveChannel[BridgeChange]
+                 ) -> None:
+        self._svc, self._recv = svc, recv
+
+    def __aiter__(self) -> BridgeFeed:
+        return self
+
+    async def __anext__(self) -> BridgeChange:
+        try:
+            return await self._recv.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise StopAsyncIteration from None
+
+
+class NostrService:
+    """See the module docstring. ``on_candidate(key, node_id, nostr_pubkey)`` is called for
+    each workspace peer seen on relays; ``on_pipe(pipe)`` for each pipe a peer opens."""
+
+    def __init__(self, *, relays: list[str], key: NostrKey, node_id: bytes, workspace: str,
+                 home: Path, lane: bool, presence: bool = True,
+                 on_candidate: Callable[[str, bytes, bytes], None],
+                 on_pipe: Callable[[NostrPipe], Awaitable[None]],
+                 status: Callable[[], str], rng: random.Random | None = None) -> None:
+        self.key, self.node_id, self.workspace = key, node_id, workspace
+        self.rng = rng or random.SystemRandom()
+        self.pool = RelayPool(relays, key=key, rng=self.rng)
+        self.relays = list(self.pool.urls)
+        self.outbox = Outbox(home / "bridge.db", relays=self.relays)
+        self.bridge = Bridge(self.outbox, self.pool, on_mark=self._on_mark)
+        self.peer_relays: dict[bytes, list[str]] = {}
+        self.lane: NostrLane | None = (
+            NostrLane(self.pool, key, on_incoming=on_pipe, rng=self.rng,
+                      relays_of=lambda pk: self.peer_relays.get(pk, [])) if lane else None)
+        self.on_candidate, self.status, self.presence = on_candidate, status, presence
+        self._feeds: list[trio.MemorySendChannel[BridgeChange]] = []
+        self.stats = {"enqueued": 0, "published": 0, "failed": 0, "feed_dropped": 0,
+                      "presence_published": 0}
+
+    def aux(self) -> bytes:
+        return self.rng.getrandbits(256).to_bytes(32, "big")
+
+    # --- the bridge outbox ---------------------------------------------------------------------
+
+    async def enqueue(self, ev: Event, *, source: str, entry_hash: bytes) -> bool:
+        """``enqueue_nostr_bridge_event`` (the node checks ``bridge:publish`` first)."""
+        fresh = await trio.to_thread.run_sync(lambda: self.outbox.enqueue(
+            ev, source=source, entry_hash=entry_hash, now=time.time()))
+        if fresh:
+            self.stats["enqueued"] += 1
+            for r in self.relays:
+                self._emit(BridgeChange(ev.id, r, "due", source))
+            self.bridge.notify()
+        return fresh
+
+    def _on_mark(self, ev: Event, relay: str, ok: bool, message: str) -> None:
+        self.stats["published" if ok else "failed"] += 1
+        self._emit(BridgeChange(ev.id, relay, "published" if ok else "retry",
+                                self.outbox.source_of(ev.id) or "", message))
+
+    def _emit(self, change: BridgeChange) -> None:
+        for ch in list(self._feeds):
+            try:
+                ch.send_nowait(change)
+            except trio.WouldBlock:
+                self.stats["feed_dropped"] += 1
+            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                self._feeds.remove(ch)
+
+    def feed(self) -> BridgeFeed:
+        """The bridge-adapter subscription: every outbox change from now on."""
+        send, recv = trio.open_memory_channel[BridgeChange](FEED_BUFFER)
+        self._feeds.append(send)
+        return BridgeFeed(self, recv)
+
+    def report(self) -> dict[str, Any]:
+        return {"relays": {u: vars(h) for u, h in self.pool.health.items()},
+                "bridge": {**self.stats, "pending": self.outbox.pending()},
+                "lane": dict(self.lane.stats) if self.lane else None,
+                "nostr_pubkey": self.key.public.hex()}
+
+    # --- running ---------------------------------------------------------------------------
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
+                  ) -> None:
+        try:
+            async with trio.open_nursery() as n:
+                for u in self.relays:
+                    n.start_soon(self.pool._run, u)
+                self.pool._nursery = n
+                n.start_soon(self.bridge.run)
+                n.start_soon(self._discover)
+                if self.presence:
+                    n.start_soon(self._presence)
+                if self.lane is not None:
+                    await n.start(self.lane.run)
+                await self.enqueue(relay_list_event(
+                    self.key, relays=self.relays, workspace=self.workspace,
+                    created_at=int(time.time()), aux=self.aux()),
+                    source=f"relays:{self.node_id.hex()}", entry_hash=b"")
+                task_status.started()
+        finally:
+            self.outbox.close()
+
+    async def _discover(self) -> None:
+        flt = {"kinds": [PRESENCE_KIND, RELAY_LIST_KIND], "#t": [workspace_tag(self.workspace)]}
+        async with self.pool.subscribe(flt) as sub:
+            async for ev in sub:
+                pk = bytes.fromhex(ev.pubkey)
+                if pk == self.key.public:
+                    continue
+                if ev.kind == RELAY_LIST_KIND:
+                    self.peer_relays[pk] = parse_relay_list(ev)
+                    continue
+                nid = parse_presence(ev, self.workspace)
+                if nid is not None and nid != self.node_id and ev.content != "offline" \
+                        and ev.created_at + 2 * PRESENCE_EVERY_S * 3 >= time.time():
+                    self.on_candidate(f"nostr:{ev.pubkey}", nid, pk)
+
+    async def _presence(self) -> None:
+        """Publish this node's presence every :data:`PRESENCE_EVERY_S` (replaceable)."""
+        while True:
+            ev = presence_event(self.key, node=self.node_id, workspace=self.workspace,
+                                status=self.status(), created_at=int(time.time()),
+                                aux=self.aux())
+            got = await self.pool.publish(ev, timeout=5.0)
+            if any(o is not None and o.ok for o in got.values()):
+                self.stats["presence_published"] += 1
+            await trio.sleep(PRESENCE_EVERY_S if self.stats["presence_published"] else 1.0)
+
+    async def goodbye(self) -> None:
+        """Publish ``offline`` presence (best effort, bounded)."""
+        with trio.move_on_after(1.0):
+            await self.pool.publish(presence_event(
+                self.key, node=self.node_id, workspace=self.workspace, status="offline",
+                created_at=int(time.time()), aux=self.aux()), timeout=1.0)
