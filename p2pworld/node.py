@@ -1390,14 +1390,8 @@ class Node:
         await self._settle()
 
     async def _start_nostr(self) -> None:
-        """Resolve the transport mode (the control service's policy may only narrow the local
-        one) and start the relay pool, the bridge and, if allowed, the Nostr lane."""
-        if self.config.control is not None and self.cores.auth is not None:
-            with trio.move_on_after(self.config.handshake_timeout):
-                status, doc = await http_json(self.config.control, "GET", "/v1/policy")
-                if status == 200:
-                    self.policy = verify_policy(doc, self.cores.auth.config.keys)
-        self.transport_mode = resolve_mode(self.config.transport, self.policy)
+        """Start the relay pool, the bridge and, if the (resolved) mode allows it, the Nostr
+        lane."""
         svc = NostrService(
             relays=self.config.relays, key=self.identity.nostr, node_id=self.node_id,
             workspace=self.config.workspace, home=self.config.home,
@@ -1470,6 +1464,21 @@ class Node:
         task_status.started()
 
 
+async def _transport_policy(config: NodeConfig, auth: AuthConfig | None
+                            ) -> tuple[dict[str, Any] | None, str]:
+    """The control service's signed policy (when there is one) and the effective transport
+    mode: local config narrowed by the policy, never widened (raises ``PolicyDenied``)."""
+    if not config.relays:
+        return None, "primary-only"
+    policy = None
+    if config.control is not None and auth is not None:
+        with trio.move_on_after(config.handshake_timeout):
+            status, doc = await http_json(config.control, "GET", "/v1/policy")
+            if status == 200:
+                policy = verify_policy(doc, auth.keys)
+    return policy, resolve_mode(config.transport, policy)
+
+
 async def _bootstrap_auth(config: NodeConfig, ident: NodeIdentity, auth: AuthConfig | None
                           ) -> tuple[AuthConfig, bytes]:
     """Fetch the control service's keys (unless given) and a first token, retrying for up to
@@ -1507,6 +1516,7 @@ async def open_node(config: NodeConfig, *, identity: NodeIdentity | None = None
     auth, token = config.auth, config.token
     if config.control is not None:
         auth, token = await _bootstrap_auth(config, ident, auth)
+    policy, mode = await _transport_policy(config, auth)
     if auth is not None:
         # Fail here, typed, rather than from inside the node's nursery: a node with auth on
         # needs a valid token of its own to join its world.
@@ -1533,6 +1543,7 @@ async def open_node(config: NodeConfig, *, identity: NodeIdentity | None = None
             node = Node(config, ident, store, nursery, world_store=world_store,
                         incarnation=incarnation, world_records=world_records, auth=auth,
                         token=token)
+            node.policy, node.transport_mode = policy, mode
             for c in loaded:
                 node.hub.load(c.record, c.epochs, c.base, c.entries)
             for cp in cursors:
