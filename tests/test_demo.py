@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 from .conftest import ROOT
+from .relay import real_relay
 
 
 def run_demo(*args: str, timeout: float = 120) -> tuple[int, dict]:  # type: ignore[type-arg]
@@ -15,8 +17,9 @@ def run_demo(*args: str, timeout: float = 120) -> tuple[int, dict]:  # type: ign
     return p.returncode, json.loads(p.stdout)
 
 
-def test_demo_three_nodes_meet_and_deliver_everything_in_order() -> None:
-    rc, out = run_demo("--nodes", "3", "--messages", "100")
+def test_demo_three_nodes_meet_and_deliver_everything_in_order(tmp_path: Path) -> None:
+    with real_relay(tmp_path / "relay") as relay:
+        rc, out = run_demo("--nodes", "3", "--messages", "100", "--relay", relay)
     assert rc == 0, out
     assert out["nodes"] == 3
     assert out["discovered"] == 6
@@ -33,6 +36,10 @@ def test_demo_three_nodes_meet_and_deliver_everything_in_order() -> None:
     # Zero infrastructure, but not an open world: an embedded authority minted the tokens.
     assert out["auth"].startswith("embedded control authority")
     assert out["seconds"] < 60
+    # The mirror lane (--relay): every mirror published, none left, all traffic direct.
+    assert out["relays"] == [relay]
+    assert out["bridge_published"] >= 3 + 4 and out["bridge_pending"] == 0
+    assert out["bridge_failed"] == 0 and out["fallback_ratio"] == 0.0
 
 
 def test_demo_without_mdns_fails() -> None:

@@ -35,7 +35,7 @@ async def _lines(stream: trio.abc.ReceiveStream) -> Any:
 
 
 def summarize(nodes: int, messages: int, results: list[dict[str, Any]],
-              seconds: float) -> dict[str, Any]:
+              seconds: float, relays: list[str] | None = None) -> dict[str, Any]:
     """The demo's verdict from what the node processes reported (and nothing else)."""
     ids = {r["node"] for r in results}
     discovered = sum(1 for r in results for other in r["discovered_mdns"] if other in ids)
@@ -51,10 +51,22 @@ def summarize(nodes: int, messages: int, results: list[dict[str, Any]],
              for k in ("world_members", "ads_seen", "ads_updated", "ads_expired")}
     compute = {k: sum(r.get(k, 0) for r in results)
                for k in ("compute_rounds", "compute_winners", "compute_conflicts")}
+    bridge: dict[str, Any] = {}
+    if relays:
+        lanes: dict[str, int] = {}
+        for r in results:
+            for lane, k in r.get("lane_delivered", {}).items():
+                lanes[lane] = lanes.get(lane, 0) + k
+        total = sum(lanes.values())
+        bridge = {"relays": relays,
+                  "bridge_published": sum(r.get("bridge_published", 0) for r in results),
+                  "bridge_failed": sum(r.get("bridge_failed", 0) for r in results),
+                  "bridge_pending": sum(r.get("bridge_pending", 0) for r in results),
+                  "fallback_ratio": round(lanes.get("nostr", 0) / total, 6) if total else 0.0}
     out = {
         "nodes": nodes, "discovered": discovered, "handshakes_ok": handshakes,
         "messages_sent": messages, "messages_delivered": delivered, "in_order": in_order,
-        **world, **compute,
+        **world, **compute, **bridge,
         "seconds": round(seconds, 3),
         "per_node": [{k: r[k] for k in ("index", "node", "status", "discovered_mdns",
                                         "sessions", "delivered", "in_order", "head_hash",
@@ -66,7 +78,9 @@ def summarize(nodes: int, messages: int, results: list[dict[str, Any]],
                  and delivered == nodes * messages and in_order
                  and all(v == nodes * (nodes - 1) for v in world.values())
                  and (nodes < 2 or (compute["compute_rounds"] == compute["compute_winners"] == 1
-                                    and compute["compute_conflicts"] >= nodes - 2)))
+                                    and compute["compute_conflicts"] >= nodes - 2))
+                 and (not relays or (bridge["bridge_published"] > 0
+                                     and bridge["bridge_pending"] == 0)))
     return out
 
 
@@ -80,6 +94,8 @@ def _child_cmd(args: argparse.Namespace, i: int, home: Path, workspace: str,
         cmd.append("--no-mdns")
     if control:
         cmd += ["--control", control]
+    for r in args.relay:
+        cmd += ["--relay", r]
     if live:
         cmd.append("--live")
     return cmd
@@ -135,7 +151,8 @@ async def _run_nodes(args: argparse.Namespace, tmp: Path, workspace: str, live: 
             await _stop(procs)
     if live:
         return 0
-    summary = summarize(args.nodes, args.messages, results, time.monotonic() - started)
+    summary = summarize(args.nodes, args.messages, results, time.monotonic() - started,
+                        relays=args.relay)
     summary["auth"] = ("embedded control authority (demo only)" if control
                        else "off (--no-auth)")
     ok = summary.pop("ok")
@@ -238,6 +255,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-auth", action="store_true",
                    help="run without the embedded control authority (an open world)")
     p.add_argument("--timeout", type=float, default=45.0, help="seconds per phase")
+    p.add_argument("--relay", action="append", default=[], metavar="ws://HOST:PORT",
+                   help="a Nostr relay (repeatable): turns the mirror lane on (capability "
+                        "ads, the compute round, presence); --json then also reports "
+                        "bridge_published, bridge_failed and fallback_ratio")
 
 
 def main(args: argparse.Namespace) -> int:

@@ -131,6 +131,18 @@ async def compute_round(node: Node, idx: int, timeout: float) -> dict[str, int]:
     return out
 
 
+async def _bridge_report(node: Node, timeout: float) -> dict[str, Any]:
+    """Wait (bounded) for the mirror lane to drain, then report it."""
+    assert node.nostr is not None
+    with trio.move_on_after(timeout):
+        while node.nostr.outbox.pending():
+            await trio.sleep(0.1)
+    t = node.health()["transport"]
+    bridge = t["nostr"]["bridge"]
+    return {"bridge_published": bridge["published"], "bridge_failed": bridge["failed"],
+            "bridge_pending": bridge["pending"], "lane_delivered": t["delivered"]}
+
+
 async def _watch_world(node: Node) -> None:
     me = node.node_id.hex()
     async for ev in node.world_events():
@@ -146,7 +158,7 @@ async def run(args: argparse.Namespace) -> int:
     cfg = NodeConfig(home=Path(args.home), workspace=args.workspace,
                      interfaces=[args.interface], mdns=not args.no_mdns,
                      rendezvous=args.rendezvous, public_urls=args.public_url,
-                     control=args.control)
+                     control=args.control, relays=args.relay)
     n, m, idx = args.nodes, args.messages, args.index
     async with open_node(cfg) as node, trio.open_nursery() as nursery:
         me = node.node_id.hex()
@@ -218,6 +230,7 @@ async def run(args: argparse.Namespace) -> int:
                         and not args.no_mdns:
                     await trio.sleep(0.1)
         head = node.head(ch)[1].hex() if ch else None
+        bridge = await _bridge_report(node, args.timeout) if args.relay else {}
         emit({
             "event": "result", "node": me, "index": idx, "status": status,
             "discovered_mdns": sorted(p.node_id.hex() for p in node.peers.values()
@@ -226,7 +239,7 @@ async def run(args: argparse.Namespace) -> int:
             "delivered": len(delivered),
             "in_order": delivered == list(range(1, m + 1)),
             "head_hash": head, "publish_errors": publish_errors,
-            **(world if not setup.cancelled_caught else {}),
+            **(world if not setup.cancelled_caught else {}), **bridge,
             "health": node.health(),
         })
         await _wait_stdin_closed()
@@ -244,6 +257,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-mdns", action="store_true")
     p.add_argument("--rendezvous", action="append", default=[])
     p.add_argument("--control", default=None)
+    p.add_argument("--relay", action="append", default=[])
     p.add_argument("--public-url", action="append", default=None)
     p.add_argument("--live", action="store_true")
     p.add_argument("--interval", type=float, default=2.0)
