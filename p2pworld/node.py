@@ -38,7 +38,6 @@ from p2pworld.auth.control import token_request, verify_policy, verify_revocatio
 from p2pworld.auth.http import http_json
 from p2pworld.compute.core import COMPUTE_CHANNEL
 from p2pworld.compute.state import Request as ComputeRequest
-from p2pworld.compute.state import decode_event as decode_compute_event
 from p2pworld.compute.state import encode_event
 from p2pworld.cores import Cores, NodeEffect, build_cores
 from p2pworld.effects import PeerMisbehaved, Send
@@ -70,9 +69,14 @@ from p2pworld.log.state import EpochChange
 from p2pworld.log.store import LogStore, OutboxWrite, Write, durable_op
 from p2pworld.nostr.event import Event as NostrEvent
 from p2pworld.nostr.lane import NostrPipe
-from p2pworld.nostr.mirror import compute_events, handler_event
+from p2pworld.nostr.mirror import compute_mirror_rows, handler_event
 from p2pworld.nostr.service import BridgeFeed, NostrService
-from p2pworld.nostr.transport import LaneCounters, lane_of_address, resolve_mode
+from p2pworld.nostr.transport import (
+    LaneCounters,
+    lane_of_address,
+    nostr_may_carry,
+    resolve_mode,
+)
 from p2pworld.transport.backoff import Backoff
 from p2pworld.transport.handshake import DEFAULT_MAX_FRAME, PROTOCOL_VERSIONS, HandshakeConfig
 from p2pworld.transport.peering import dial_delay, is_dead, keep_new_session
@@ -82,7 +86,7 @@ from p2pworld.transport.session import (
     open_session,
     relayed_session,
 )
-from p2pworld.wire import Message, Ping, Pong, message_channel
+from p2pworld.wire import Message, Ping, Pong
 from p2pworld.world.core import (
     Member,
     WorldChanged,
@@ -868,7 +872,7 @@ class Node:
         s = self.sessions.get(peer)
         if s is None:
             return
-        if s.address.startswith("nostr:") and not self._nostr_may_carry(msg):
+        if s.address.startswith("nostr:") and not nostr_may_carry(self.hub, msg):
             # Per-channel policy: this channel's traffic never goes through relays. The peer
             # resumes from its checkpoint when a direct lane returns.
             self._count("LANE_FORBIDDEN_BY_CHANNEL_POLICY")
@@ -886,18 +890,6 @@ class Node:
     def _count(self, code: str) -> None:
         self.errors[code] = self.errors.get(code, 0) + 1
 
-    def _nostr_may_carry(self, msg: Message) -> bool:
-        """Channel traffic crosses the Nostr lane only for channels whose policy allows the
-        fallback (world gossip and pings always may: they are signed and public to the
-        workspace anyway, and inside the session's encryption)."""
-        ch = message_channel(msg)
-        if ch is None:
-            return True
-        try:
-            return self.hub.record(ch).policy.nostr_fallback
-        except P2PWorldError:
-            return True  # a channel we do not know yet: its announce decides at the peer
-
     def _on_delivered(self, e: Delivered) -> None:
         if e.channel in self.hub.own:
             return
@@ -906,39 +898,11 @@ class Node:
 
     def _mirror_compute(self, e: Delivered) -> None:
         """Mirror this node's own compute channel as NIP-90 events (policy-gated)."""
-        svc, comp = self.nostr, self.cores.compute
-        if svc is None or comp is None or "compute" not in self.config.mirror:
+        svc = self.nostr
+        if svc is None or "compute" not in self.config.mirror:
             return
-        rec = self.hub.record(e.channel)
-        if not (comp.is_compute(rec) and rec.owner_key == self.identity.public_key
-                and rec.policy.nostr_mirror):
-            return
-        rows: list[tuple[NostrEvent, str, bytes]] = []
-        for entry in e.entries:
-            try:
-                ev = decode_compute_event(entry.payload)
-            except P2PWorldError:
-                continue
-            rid = str(ev.get("rid", ""))
-            req = self.compute_request(e.channel, rid)
-            if req is None:
-                continue
-            assignee = self.world.member(req.assignee, now_ms=_now_ms()) \
-                if req.assignee else None
-            link = f"compute:{e.channel.hex()}:{rid}"
-            try:
-                out = compute_events(
-                    svc.key, event=ev, rid_link=link, entry_hash=entry.hash,
-                    request_kind=int(req.kind), request_event=self._mirror_req.get(link, ""),
-                    klass=req.policy_class, price=req.price,
-                    assignee_pubkey=assignee.info.nostr_pubkey
-                    if assignee and assignee.info else "",
-                    created_at=entry.sequencer_time // 1000, aux=svc.aux())
-            except (ValueError, P2PWorldError):
-                continue
-            if ev.get("op") == "request" and out:
-                self._mirror_req[link] = out[0].id
-            rows += [(x, link, entry.hash) for x in out]
+        rows = compute_mirror_rows(self.cores, svc.key, e.channel, e.entries,
+                                   now_ms=_now_ms(), aux=svc.aux, requests=self._mirror_req)
         if rows:
             self._nursery.start_soon(self._enqueue_rows, rows)
 
@@ -1400,6 +1364,7 @@ class Node:
             on_candidate=self._on_nostr_candidate, on_pipe=self._on_nostr_pipe,
             status=lambda: "online")
         self.nostr = svc
+        self._mirror_req.update(svc.outbox.first_events("compute:"))
         await self._nursery.start(svc.run)
         if self.config.capabilities is not None:
             await self._mirror_ad(self.config.capabilities)

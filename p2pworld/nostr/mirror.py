@@ -39,14 +39,19 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from p2pworld.compute.state import NIP90_STATUS
-from p2pworld.errors import NostrError
+from p2pworld.compute.state import NIP90_STATUS, decode_event
+from p2pworld.errors import NostrError, P2PWorldError
 from p2pworld.identity import blake2b256
 from p2pworld.nostr.event import Event
 from p2pworld.nostr.keys import NostrKey
 from p2pworld.world.doc import CapabilityAd
+
+if TYPE_CHECKING:
+    from p2pworld.cores import Cores
+    from p2pworld.log.entry import Entry
 
 HANDLER_KIND = 31990
 FEEDBACK_KIND = 7000
@@ -168,3 +173,45 @@ def compute_events(key: NostrKey, *, event: dict[str, Any], rid_link: str, entry
                                 created_at=created_at, aux=aux,
                                 tags=[*refs, *who, *link]))
     return out
+
+
+def compute_mirror_rows(cores: Cores, key: NostrKey, channel: bytes, entries: Sequence[Entry],
+                        *, now_ms: int, aux: Callable[[], bytes],
+                        requests: dict[str, str]) -> list[tuple[Event, str, bytes]]:
+    """The bridge rows (event, p2pworld id, entry hash) for entries delivered on ``channel``:
+    only this node's own compute channel, only if its policy has ``nostr_mirror``.
+    ``requests`` maps a request's p2pworld id to its mirrored job request's event id (filled
+    here as requests go by, so feedback can reference them). ``created_at`` is the entry's
+    sequencer time, so a restart that delivers the entry again builds the same row identity
+    (the outbox refuses a second event for one ``(id, entry hash, kind)``)."""
+    comp = cores.compute
+    rec = cores.hub.record(channel)
+    if comp is None or not (comp.is_compute(rec) and rec.owner_key == cores.hub.signer.public_key
+                            and rec.policy.nostr_mirror):
+        return []
+    state = comp.state(cores.hub.log(channel))
+    rows: list[tuple[Event, str, bytes]] = []
+    for entry in entries:
+        try:
+            ev = decode_event(entry.payload)
+        except P2PWorldError:
+            continue
+        rid = str(ev.get("rid", ""))
+        req = state.requests.get(rid)
+        if req is None:
+            continue
+        assignee = cores.world.member(req.assignee, now_ms=now_ms) if req.assignee else None
+        link = f"compute:{channel.hex()}:{rid}"
+        try:
+            out = compute_events(
+                key, event=ev, rid_link=link, entry_hash=entry.hash,
+                request_kind=int(req.kind), request_event=requests.get(link, ""),
+                klass=req.policy_class, price=req.price,
+                assignee_pubkey=assignee.info.nostr_pubkey if assignee and assignee.info else "",
+                created_at=entry.sequencer_time // 1000, aux=aux())
+        except (ValueError, P2PWorldError):
+            continue
+        if ev.get("op") == "request" and out:
+            requests[link] = out[0].id
+        rows += [(x, link, entry.hash) for x in out]
+    return rows

@@ -29,9 +29,10 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from p2pworld.errors import NostrError, StoreCorrupt
+from p2pworld.errors import NostrError, StoreCorrupt, UnsupportedVersion
 from p2pworld.nostr.event import Event
 
+FORMAT_VERSION = 1
 RETRY_BASE_S = 1.0
 RETRY_CAP_S = 300.0
 
@@ -45,23 +46,37 @@ class Outbox:
             self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
-            self.db.executescript("""
+            version = self.db.execute("PRAGMA user_version").fetchone()[0]
+            if version > FORMAT_VERSION:
+                raise UnsupportedVersion(f"{path}: bridge outbox format {version} is newer "
+                                         f"than this build's {FORMAT_VERSION}")
+            if version < FORMAT_VERSION and self.db.execute(
+                    "SELECT name FROM sqlite_master WHERE name='events'").fetchone():
+                raise UnsupportedVersion(f"{path}: bridge outbox format {version} predates "
+                                         f"{FORMAT_VERSION}; publish or delete it first")
+            self.db.executescript(f"""
                 CREATE TABLE IF NOT EXISTS events(id TEXT PRIMARY KEY, body TEXT NOT NULL,
-                    source TEXT NOT NULL, entry_hash BLOB NOT NULL, enqueued REAL NOT NULL);
+                    source TEXT NOT NULL, entry_hash BLOB NOT NULL, kind INTEGER NOT NULL,
+                    enqueued REAL NOT NULL);
                 CREATE INDEX IF NOT EXISTS by_source ON events(source);
+                CREATE UNIQUE INDEX IF NOT EXISTS one_mirror
+                    ON events(source, entry_hash, kind) WHERE entry_hash != x'';
                 CREATE TABLE IF NOT EXISTS deliveries(id TEXT NOT NULL, relay TEXT NOT NULL,
                     state TEXT NOT NULL, attempts INTEGER NOT NULL, next_at REAL NOT NULL,
                     last TEXT NOT NULL, PRIMARY KEY(id, relay));
+                PRAGMA user_version = {FORMAT_VERSION};
             """)
         except sqlite3.DatabaseError as e:
             raise StoreCorrupt(f"{path}: {e}") from None
 
     def enqueue(self, ev: Event, *, source: str, entry_hash: bytes, now: float) -> bool:
-        """``enqueue_nostr_bridge_event``: store once per event id (False if already held).
-        One transaction: the event and its pending delivery to every relay."""
+        """``enqueue_nostr_bridge_event``: store once per event id, and once per
+        ``(source, entry_hash, kind)`` when ``entry_hash`` is given (a log entry mirrored
+        again after a restart is not published twice); False if already held. One
+        transaction: the event and its pending delivery to every relay."""
         with self.db:
-            cur = self.db.execute("INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?)",
-                                  (ev.id, ev.to_json(), source, entry_hash, now))
+            cur = self.db.execute("INSERT OR IGNORE INTO events VALUES (?, ?, ?, ?, ?, ?)",
+                                  (ev.id, ev.to_json(), source, entry_hash, ev.kind, now))
             if cur.rowcount == 0:
                 return False
             self.db.executemany("INSERT OR IGNORE INTO deliveries VALUES (?, ?, 'due', 0, ?, '')",
@@ -117,6 +132,16 @@ class Outbox:
         """The Nostr event ids mirroring a p2pworld id (the mapping, the other way)."""
         return [r[0] for r in self.db.execute(
             "SELECT id FROM events WHERE source=? ORDER BY enqueued", (source,))]
+
+    def first_events(self, prefix: str) -> dict[str, str]:
+        """The oldest event id of every source starting with ``prefix`` (mirrors rebuild their
+        references, e.g. a compute request's event id, after a restart)."""
+        out: dict[str, str] = {}
+        for source, eid in self.db.execute(
+                "SELECT source, id FROM events WHERE source >= ? AND source < ? "
+                "ORDER BY enqueued DESC", (prefix, prefix + "\uffff")):
+            out[source] = eid
+        return out
 
     def close(self) -> None:
         self.db.close()

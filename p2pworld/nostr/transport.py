@@ -31,9 +31,13 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from p2pworld.errors import LocalProtocolError, PolicyDenied
+from p2pworld.errors import LocalProtocolError, P2PWorldError, PolicyDenied
+from p2pworld.wire import Message, message_channel
+
+if TYPE_CHECKING:
+    from p2pworld.log.hub import ChannelHub
 
 MODES = ("primary-only", "primary-with-fallback", "forced-nostr")
 LANES_OF_MODE = {"primary-only": frozenset({"primary"}),
@@ -70,6 +74,20 @@ def resolve_mode(local: str, policy: dict[str, Any] | None) -> str:
     if not lanes:
         raise PolicyDenied(f"mode {local!r} needs a lane the policy forbids")
     return MODE_OF_LANES[lanes]
+
+
+def nostr_may_carry(hub: ChannelHub, msg: Message) -> bool:
+    """May this session message cross the Nostr lane? Channel traffic only for channels whose
+    policy allows the fallback (``nostr_fallback``); world gossip and pings always may (they
+    are signed, meant for the whole workspace, and inside the session's encryption). A
+    channel this node does not know yet: its announce decides at the peer."""
+    ch = message_channel(msg)
+    if ch is None:
+        return True
+    try:
+        return hub.record(ch).policy.nostr_fallback
+    except P2PWorldError:
+        return True
 
 
 def lane_of_address(address: str) -> str:
