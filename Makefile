@@ -29,7 +29,7 @@ demo: $(STAMP)
 test: $(STAMP) $(RELAY_STAMP)
 	$(BIN)/ruff check p2pworld discovery tests simulations benchmarks
 	$(BIN)/mypy
-	$(BIN)/python -m simulations run --scenario all --seeds 0:30 --brief
+	$(BIN)/python -m simulations run --scenario all --seeds 0:20 --brief
 	$(BIN)/python -m pytest -q
 
 # A long seeded sweep of every scenario (not part of make test).

@@ -15,6 +15,7 @@ from typing import Any
 from p2pworld.testing.checkers import (
     ANOMALIES,
     check_auth,
+    check_bridge,
     check_channel,
     check_compute,
     check_world,
@@ -26,8 +27,9 @@ REACHED = ("partition", "loss", "duplication", "reorder", "crash", "clock_jump",
            "checkpoint_too_old", "token_refresh_during_partition", "fork", "torn_tail",
            "forged_entry", "forged_presence", "world_restart", "token_expired_refusal",
            "session_refused", "compute_offer", "compute_contention",
-           "compute_grab")
-NOT_MODELED = {"relay_outage": "Nostr lane issue"}
+           "compute_grab", "nostr_lane", "lane_returned", "relay_drop", "relay_rate_limited",
+           "bridge_enqueued")
+NOT_MODELED: dict[str, str] = {}
 
 
 def run_seed(name: str, seed: int) -> dict[str, Any]:
@@ -39,15 +41,18 @@ def run_seed(name: str, seed: int) -> dict[str, Any]:
         anomalies[k] += v
     for k, v in check_compute(sim).items():
         anomalies[k] += v
+    for k, v in check_bridge(sim).items():
+        anomalies[k] += v
     for k, v in extra.items():
         anomalies[k] += v
     lat = sorted(sim.stats.latencies)
     return {"seed": seed, "trace": sim.trace_hash, "anomalies": anomalies,
             "reached": dict(sim.stats.reached), "latencies": lat,
+            "staleness": sorted(sim.stats.staleness),
             "converged": anomalies["diverged"] == 0,
             "convergence_s": getattr(sim, "convergence_s", None),
             "recovery_s": getattr(sim, "recovery_s", None),
-            "fallback": 0.0}
+            "lanes": dict(sim.nostr.lanes.delivered) if sim.nostr else {}}
 
 
 def run_scenario(name: str, seeds: range) -> dict[str, Any]:
@@ -57,8 +62,10 @@ def run_scenario(name: str, seeds: range) -> dict[str, Any]:
     converged = 0
     failing: list[str] = []
     lat: list[float] = []
+    stale: list[float] = []
     conv: list[float] = []
     recovery: list[float] = []
+    lanes: dict[str, int] = {}
     t0 = time.perf_counter()
     for seed in seeds:
         a = run_seed(name, seed)
@@ -76,24 +83,38 @@ def run_scenario(name: str, seeds: range) -> dict[str, Any]:
             if k in reached:
                 reached[k] += 1
         converged += a["converged"]
+        for lane, k in a["lanes"].items():
+            lanes[lane] = lanes.get(lane, 0) + k
         lat += a["latencies"]
+        stale += a["staleness"]
         if a["convergence_s"] is not None:
             conv.append(a["convergence_s"])
         if a["recovery_s"] is not None:
             recovery.append(a["recovery_s"])
     lat.sort()
+    stale.sort()
     out: dict[str, Any] = {
         "scenario": name, "seeds": len(seeds), **totals, "converged": converged,
         "convergence_s": {"p50": _q(conv, 0.5), "p99": _q(conv, 0.99),
                           "max": round(max(conv), 3) if conv else None},
-        "fallback_ratio": 0.0, "deterministic": deterministic, "reached": reached,
+        "fallback_ratio": _ratio(lanes), "lanes": lanes,
+        "deterministic": deterministic, "reached": reached,
         "slo": {
             "publish_deliver_ms": {"p50": _pct(lat, 0.5), "p99": _pct(lat, 0.99)},
+            "staleness_ms": {"p50": _pct(stale, 0.5), "p99": _pct(stale, 0.99),
+                             "max": _pct(stale, 1.0),
+                             "samples": len(stale)} if stale else None,
+            "fallback_ratio": _ratio(lanes),
             "replay_recovery_s": {"max": round(max(recovery), 3)} if recovery else None,
         },
         "failing": failing, "seconds": round(time.perf_counter() - t0, 2),
     }
     return out
+
+
+def _ratio(lanes: dict[str, int]) -> float:
+    total = sum(lanes.values())
+    return round(lanes.get("nostr", 0) / total, 6) if total else 0.0
 
 
 def _q(xs: list[float], q: float) -> float | None:
@@ -138,7 +159,12 @@ def main(argv: list[str] | None = None) -> int:
         out["convergence_s"] = {"max": max(conv) if conv else None}
         out["deterministic"] = all(r["deterministic"] for r in results.values())
         out["reached"] = {k: sum(r["reached"][k] for r in results.values()) for k in REACHED}
-        out["fallback_ratio"] = 0.0
+        lanes: dict[str, int] = {}
+        for r in results.values():
+            for lane, k in r["lanes"].items():
+                lanes[lane] = lanes.get(lane, 0) + k
+        out["fallback_ratio"] = _ratio(lanes)
+        out["lanes"] = lanes
         out["slo"] = results.get("steady", {}).get("slo")
         out["not_modeled"] = {**NOT_MODELED, **{f"scenario {k}": v for k, v in NOT_YET.items()}}
         out["scenarios"] = results

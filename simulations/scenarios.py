@@ -27,9 +27,9 @@ from p2pworld.world.records import DocUpdate, Heartbeat, client_id
 Result = tuple[Simulator, bytes, dict[str, int]]
 
 
-def _setup(seed: int, nodes: int = 4, policy: ChannelPolicy | None = None
-           ) -> tuple[Simulator, bytes, Ed25519Signer]:
-    sim = Simulator(seed, nodes)
+def _setup(seed: int, nodes: int = 4, policy: ChannelPolicy | None = None,
+           nostr: bool = False) -> tuple[Simulator, bytes, Ed25519Signer]:
+    sim = Simulator(seed, nodes, nostr=nostr)
     authority = Ed25519Signer(bytes([seed % 251 + 1]) * 32)
     sim.extra_signers = [authority]  # type: ignore[attr-defined]
     ch = sim.open_channel("n0", "sim", policy=policy or ChannelPolicy(replication=1),
@@ -67,6 +67,8 @@ def _traffic(sim: Simulator, ch: bytes, *, seconds: float, rate: float = 20.0,
 def _settle(sim: Simulator, seconds: float = 3.0) -> None:
     """Stop faults, heal, restart everyone; measure how long convergence takes."""
     sim.loss = 0.0
+    if sim.nostr is not None:
+        sim.nostr.calm()
     for name in sorted(sim.nodes):
         sim.restart(name)
     sim.heal()
@@ -97,10 +99,13 @@ def backlog_recovery(seed: int) -> Result:
 
 
 def steady(seed: int) -> Result:
-    """No faults: the baseline the SLOs are measured on."""
-    sim, ch, _ = _setup(seed)
+    """No faults: the baseline the SLOs are measured on (with relays configured and the
+    fallback lane allowed, so the fallback ratio is measured, not assumed)."""
+    sim, ch, _ = _setup(seed, policy=ChannelPolicy(replication=1, nostr_fallback=True),
+                        nostr=True)
+    sim.measure_staleness = True
     _traffic(sim, ch, seconds=3)
-    sim.run(3.5)
+    sim.run(12.0)
     _settle(sim)
     return sim, ch, {}
 
@@ -208,8 +213,12 @@ def churn(seed: int) -> Result:
 
 
 def swarm(seed: int) -> Result:
-    """Every fault at random: loss, partitions, crashes (torn tails), clock jumps, handoff."""
-    sim, ch, authority = _setup(seed)
+    """Every fault at random: loss, partitions, crashes (torn tails), clock jumps, handoff,
+    relay outages and misbehaving relays under the Nostr fallback lane."""
+    sim, ch, authority = _setup(seed, policy=ChannelPolicy(replication=1, nostr_fallback=True),
+                                nostr=True)
+    assert sim.nostr is not None
+    relays = sorted(sim.nostr.relays)
     sim.loss = 0.01
     _traffic(sim, ch, seconds=5)
     handed = False
@@ -219,7 +228,12 @@ def swarm(seed: int) -> Result:
         names = sorted(sim.nodes)
         if roll < 0.25:
             sim.partition({sim.rng.choice(names)})
-            sim.run(0.4)
+            if sim.rng.random() < 0.5:
+                sim.nostr.outage(sim.rng.choice(relays), 0.5 + sim.rng.random())
+            else:
+                sim.nostr.misbehave(sim.rng.choice(relays), drop=0.1, duplicate=0.3,
+                                    rate_limited=0.1)
+            sim.run(0.4 + sim.rng.random() * 1.5)
             sim.heal()
         elif roll < 0.5:
             v = sim.rng.choice(names[1:])
@@ -474,6 +488,72 @@ def compute_contention(seed: int) -> Result:
     return sim, rec.channel, {}
 
 
+def bridge_outage(seed: int) -> Result:
+    """Relays go down (one, then both at once) and misbehave (drop, duplicate,
+    ``rate-limited:``) while a partition cuts one node's direct lane: its channel traffic
+    moves to the Nostr lane, stops while no relay is up, resumes when one returns, and moves
+    back to direct after the heal. Meanwhile the compute requester's NIP-90 mirror keeps
+    writing to its bridge outbox. Nothing acknowledged is lost; after the relays recover,
+    every mirrored event is on every relay exactly once (``check_bridge``)."""
+    sim = Simulator(seed, 4, nostr=True)
+    nostr = sim.nostr
+    assert nostr is not None
+    authority = Ed25519Signer(bytes([seed % 251 + 1]) * 32)
+    sim.extra_signers = [authority]  # type: ignore[attr-defined]
+    ch = sim.open_channel("n0", "sim", authority=authority,
+                          policy=ChannelPolicy(replication=1, nostr_fallback=True))
+    sim.channel = ch  # type: ignore[attr-defined]
+    sim.providers = {"n1", "n2", "n3"}
+    ad = CapabilityAd(tools=("echo",), job_kinds=("5001",), expires_ms=10**13)
+    for name in sorted(sim.providers):
+        node = sim.nodes[name]
+        assert node.world is not None
+        sim._carry(node, node.world.advertise(ad, now_ms=sim.now_ms(node)))
+    req = sim.nodes["n0"]
+    assert req.hub is not None
+    rec, fx = req.hub.open_channel("compute", now_ms=sim.now_ms(req), policy=ChannelPolicy(
+        nostr_mirror=True, nostr_fallback=True))
+    sim._carry(req, fx)
+    for i in range(6):
+        def post(i: int = i) -> None:
+            n = sim.nodes["n0"]
+            if n.hub is None:
+                return
+            now = sim.now_ms(n)
+            _, fx = n.hub.publish(rec.channel, encode_event(
+                "request", rid=f"r{i}", kind="5001", job=b"job%d" % i, policy="first",
+                price=0, sla_ms=0, needs=["echo"], expires=now + 120_000),
+                idem_key=b"r%d/request" % i, now_ms=now)
+            sim._carry(n, fx)
+
+        sim.at(1.0 + i * 5.0 + sim.rng.random(), post)
+    _traffic(sim, ch, seconds=40, rate=3)
+    relays = sorted(nostr.relays)
+    victim = sim.rng.choice(["n1", "n2", "n3"])
+    sim.run(1.0 + sim.rng.random())
+    sim.partition({victim})
+    sim.run(3.0 + sim.rng.random() * 2)
+    bad = sim.rng.choice(relays)
+    nostr.misbehave(bad, drop=0.2, duplicate=0.3, rate_limited=0.1)
+    sim.run(6.0 + sim.rng.random() * 4)
+    nostr.misbehave(bad)
+    first = sim.rng.choice(relays)
+    nostr.outage(first, 12.0 + sim.rng.random() * 8)
+    sim.run(3.0 + sim.rng.random() * 3)
+    for url in relays:
+        if url != first:
+            nostr.outage(url, 6.0 + sim.rng.random() * 6)  # both down for a while
+    sim.run(20.0)
+    nostr.calm()
+    _settle(sim)
+    sim.run(10.0)  # compute results and expiries play out
+    took = 0.0
+    while nostr.pending() and took < 600.0:
+        sim.run(5.0)
+        took += 5.0
+    return sim, ch, {}
+
+
 def _forged_visible(sim: Simulator, ch: bytes) -> int:
     return sum(1 for log in sim.final_logs(ch).values() for e in log if e.payload == b"FORGED")
 
@@ -489,11 +569,10 @@ SCENARIOS: dict[str, Callable[[int], Result]] = {
     "forged-presence": forged_presence,
     "token-expiry-storm": token_expiry_storm,
     "compute-contention": compute_contention,
+    "bridge-outage": bridge_outage,
 }
 
 # Run on demand (``--scenario backlog-recovery``): the replay-recovery SLO, 10,000 entries.
 EXTRA: dict[str, Callable[[int], Result]] = {"backlog-recovery": backlog_recovery}
 
-NOT_YET = {
-    "bridge-outage": "needs the Nostr lane issue (bridge outbox, relays)",
-}
+NOT_YET: dict[str, str] = {}

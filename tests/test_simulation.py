@@ -220,3 +220,54 @@ def test_multiple_winners_catches_a_sequencer_without_compute_validation(
     monkeypatch.setattr(sim_module, "build_cores", unvalidated)
     assert sum(check_compute(compute_contention(s)[0])["multiple_winners"]
                for s in range(2)) > 0
+
+
+def test_bridge_lost_write_catches_a_bridge_that_marks_unanswered_publishes(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from p2pworld.nostr.outbox import Outbox
+    from p2pworld.testing.checkers import check_bridge
+    from simulations.scenarios import bridge_outage
+
+    assert check_bridge(bridge_outage(0)[0])["lost_write"] == 0
+    real = Outbox.mark
+
+    def optimist(self: Outbox, event_id: str, relay: str, *, ok: bool, message: str = "",
+                 now: float) -> None:
+        real(self, event_id, relay, ok=True, message=message, now=now)  # "it probably went"
+
+    monkeypatch.setattr(Outbox, "mark", optimist)
+    assert check_bridge(bridge_outage(0)[0])["lost_write"] > 0
+
+
+def test_bridge_duplicate_catches_a_bridge_that_re_signs_on_retry(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from p2pworld.nostr.event import Event
+    from p2pworld.nostr.outbox import Outbox
+    from p2pworld.testing.checkers import check_bridge
+    from p2pworld.testing.nostr_sim import SimNostr
+    from simulations.scenarios import bridge_outage
+
+    assert check_bridge(bridge_outage(1)[0])["duplicate"] == 0
+    real_due = Outbox.due
+
+    def resigning(self: Outbox, *, now: float, limit: int = 256) -> list[tuple[Event, str]]:
+        # A bridge that rebuilds each event when it retries (a new created_at, so a new id)
+        # instead of publishing the signed event it stored.
+        out = []
+        for ev, relay in real_due(self, now=now, limit=limit):
+            fresh = Event.create(SimNostr.last_key, kind=ev.kind, content=ev.content,  # type: ignore[attr-defined]
+                                 tags=[list(t) for t in ev.tags], created_at=int(now),
+                                 aux=bytes(32))
+            self.mark(ev.id, relay, ok=False, now=now)
+            out.append((fresh, relay))
+        return out
+
+    real_drain = SimNostr.drain
+
+    def drain(self: SimNostr, node: Any) -> None:
+        SimNostr.last_key = self.keys[node.name]  # type: ignore[attr-defined]
+        real_drain(self, node)
+
+    monkeypatch.setattr(Outbox, "due", resigning)
+    monkeypatch.setattr(SimNostr, "drain", drain)
+    assert check_bridge(bridge_outage(1)[0])["duplicate"] > 0

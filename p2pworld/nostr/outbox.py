@@ -133,6 +133,10 @@ class Outbox:
         return [r[0] for r in self.db.execute(
             "SELECT id FROM events WHERE source=? ORDER BY enqueued", (source,))]
 
+    def ids(self) -> list[str]:
+        """Every event id held (oldest first)."""
+        return [r[0] for r in self.db.execute("SELECT id FROM events ORDER BY enqueued, id")]
+
     def first_events(self, prefix: str) -> dict[str, str]:
         """The oldest event id of every source starting with ``prefix`` (mirrors rebuild their
         references, e.g. a compute request's event id, after a restart)."""

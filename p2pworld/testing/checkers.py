@@ -10,6 +10,10 @@
 * ``diverged`` — after heal, nodes' heads or state hashes differ.
 * ``replay_mismatch`` — replaying a node's store (from zero, and from a mid-log snapshot plus
   the tail) does not give the node's state hash.
+* Bridge (:func:`check_bridge`, runs with the Nostr model): an event some outbox accepted that
+  a relay does not hold after the relays recovered and the outboxes drained counts as
+  ``lost_write``; two events on one relay mirroring the same log entry (same p2pworld id,
+  entry hash and kind) count as ``duplicate``.
 
 Example:
     >>> from p2pworld.testing.sim import Simulator
@@ -226,4 +230,30 @@ def check_compute(sim: Simulator) -> dict[str, int]:
             m = cores.world.member(who, now_ms=now) if who else None
             if m is None or m.state != "online":
                 out["compute_stuck"] += 1
+    return out
+
+
+def check_bridge(sim: Simulator) -> dict[str, int]:
+    """The bridge outbox against the relays (see the module docstring); call after the
+    scenario calmed the relays and drained the outboxes."""
+    out = dict.fromkeys(ANOMALIES, 0)
+    nostr = sim.nostr
+    if nostr is None:
+        return out
+    for _, box in sorted(nostr.outboxes.items()):
+        for eid in box.ids():
+            for url in sorted(nostr.relays):
+                if eid not in nostr.relays[url].events:
+                    out["lost_write"] += 1
+    for url in sorted(nostr.relays):
+        seen: set[tuple[str, str, str, int]] = set()
+        for ev in nostr.relays[url].events.values():
+            link = ev.tag("p2pworld")[:1]
+            h = ev.tag("p2pworld-hash")[:1]
+            if not link or not h:
+                continue
+            key = (ev.pubkey, link[0], h[0], ev.kind)
+            if key in seen:
+                out["duplicate"] += 1
+            seen.add(key)
     return out

@@ -47,6 +47,8 @@ from p2pworld.log.hub import (
     Resolved,
 )
 from p2pworld.log.store import durable_op
+from p2pworld.nostr.transport import nostr_may_carry
+from p2pworld.testing.nostr_sim import DIRECT_RETRY_S, SimNostr
 from p2pworld.testing.store import MemoryLogStore
 from p2pworld.wire import Message, decode_frame_messages, encode_message
 from p2pworld.world.core import WorldChanged, WorldConfig, WorldCore, WorldEvent, WorldSave
@@ -111,6 +113,7 @@ class Stats:
 
     reached: dict[str, int] = field(default_factory=dict)
     latencies: list[float] = field(default_factory=list)
+    staleness: list[float] = field(default_factory=list)
     acks: list[Ack] = field(default_factory=list)
     outcomes: dict[str, int] = field(default_factory=dict)
     lost_notices: set[tuple[str, bytes, int]] = field(default_factory=set)
@@ -127,7 +130,7 @@ class Simulator:
                  jitter: float = 0.001, workspace: str = "sim", degree: int | None = None,
                  world: bool = True, world_config: WorldConfig | None = None,
                  tick: float = 0.25, auth: bool = False, token_ttl: float = 60.0,
-                 joined: set[str] | None = None) -> None:
+                 joined: set[str] | None = None, nostr: bool = False) -> None:
         """``degree``: each node links to about that many random others (default: full
         mesh). ``world``: nodes join the world at boot and tick every ``tick`` seconds.
         ``auth``: a simulated control service mints ``token_ttl``-second tokens; every core
@@ -135,7 +138,9 @@ class Simulator:
         refresh at 80% of a token's life (minus jitter) and retry every 2 s while the control
         service is down (:attr:`control_up`) or cut off from them (:attr:`control_cut`).
         ``joined``: only these nodes join the world (the others relay and watch): a
-        single-source measurement in very large worlds."""
+        single-source measurement in very large worlds. ``nostr``: two simulated relays, the
+        Nostr fallback lane (mode ``primary-with-fallback``) and the bridge outbox
+        (:class:`~p2pworld.testing.nostr_sim.SimNostr`)."""
         self.seed = seed
         self.rng = random.Random(seed)
         self.now = 0.0
@@ -173,8 +178,12 @@ class Simulator:
         self.reject_rate = 0.0
         self.greedy: set[str] = set()
         """node name -> validity windows (iat, exp) of every token minted for it."""
+        self.measure_staleness = False
+        """Sample subscription staleness at every tick (:meth:`_staleness`; SLO runs)."""
+        self._produced: dict[tuple[bytes, int, int], float] = {}
         self.observer: Callable[[SimNode, SimNode, Message], None] | None = None
         """Called after each message a node received and processed (benchmarks use it)."""
+        self.nostr = SimNostr(self) if nostr else None
         names = [f"n{i}" for i in range(nodes)]
         self.links: set[frozenset[str]] = set()
         if degree is None or degree >= nodes - 1:
@@ -253,6 +262,8 @@ class Simulator:
         for sub, want in node.store.load_outbox():
             hub.load_outbox(sub, want)
         node.cores = cores
+        if self.nostr is not None:
+            self.nostr.boot(node)
         gen = node.incarnation
         if self.world_on:
             if (not self.auth or node.token) and (self.joined is None or
@@ -336,10 +347,40 @@ class Simulator:
         if node.cores is None or node.incarnation != gen:
             return
         self._carry(node, node.cores.tick(now_ms=self.now_ms(node)))
+        if self.measure_staleness:
+            self._staleness(node)
         self._carry(node, node.cores.drive_compute(now_ms=self.now_ms(node)))
         if node.name in self.providers:
             self._carry(node, self._provide(node))
+        if self.nostr is not None:
+            self.nostr.drain(node)
         self.at(self.tick_interval, lambda: self._tick(node, gen))
+
+    def _staleness(self, node: SimNode) -> None:
+        """Subscription staleness, sampled at each of ``node``'s ticks: for every other live
+        member, how long ago that member produced the oldest heartbeat ``node`` has not
+        received yet (0 when it is up to date)."""
+        w = node.world
+        assert w is not None
+        me = w.presence.get(node.signer_id)
+        if me is not None and me.hb is not None:
+            self._produced.setdefault((node.signer_id, me.hb.inc, me.hb.n), self.now)
+        for other in sorted(self.nodes.values(), key=lambda n: n.name):
+            ow = other.world
+            if other is node or ow is None:
+                continue
+            own = ow.presence.get(other.signer_id)
+            if own is None or own.hb is None:
+                continue
+            seen = w.presence.get(other.signer_id)
+            hb = seen.hb if seen is not None else None
+            if hb is not None and (hb.inc, hb.n) >= (own.hb.inc, own.hb.n):
+                self.stats.staleness.append(0.0)
+                continue
+            nxt = (other.signer_id, own.hb.inc, hb.n + 1 if hb and hb.inc == own.hb.inc else 1)
+            born = self._produced.get(nxt)
+            if born is not None:
+                self.stats.staleness.append(self.now - born)
 
     def _provide(self, node: SimNode) -> list[Any]:
         """A simple provider application: offer on every eligible request, accept when
@@ -426,11 +467,20 @@ class Simulator:
         return (a, b) not in self.blocked and (b, a) not in self.blocked and \
             self.nodes[a].up and self.nodes[b].up
 
-    def _connect(self, a: str, b: str) -> None:
+    def _connect(self, a: str, b: str, lane: str = "direct") -> None:
         pair = frozenset((a, b))
-        if pair in self.sessions or not self._reachable(a, b):
+        if pair in self.sessions:
+            return
+        if lane == "direct" and not self._reachable(a, b):
+            # Strict precedence: no direct route; after a direct retry, the Nostr lane (if
+            # the mode allows it and some relay is up).
+            if self.nostr is not None and self.nostr.available() and a in self.nodes \
+                    and b in self.nodes and self.nodes[a].up and self.nodes[b].up:
+                self.at(DIRECT_RETRY_S, lambda: self._connect_nostr(a, b))
             return
         self.sessions.add(pair)
+        if self.nostr is not None:
+            self.nostr.opened(pair, lane)
         self._session_gen[pair] = self._session_gen.get(pair, 0) + 1
         self._record("up", a, b)
         na, nb = self.nodes[a], self.nodes[b]
@@ -445,6 +495,23 @@ class Simulator:
         fb = nb.cores.peer_up(na.signer_id, na.signer.public_key, now_ms=self.now_ms(nb))
         self._carry(na, fa)
         self._carry(nb, fb)
+
+    def _connect_nostr(self, a: str, b: str) -> None:
+        pair = frozenset((a, b))
+        if pair in self.sessions or self.nostr is None or not self.nostr.available():
+            return
+        if self._reachable(a, b):
+            self._connect(a, b)  # the direct retry answered
+            return
+        if a in self.nodes and b in self.nodes and self.nodes[a].up and self.nodes[b].up:
+            self.stats.reach("nostr_lane")
+            self._connect(a, b, lane="nostr")
+
+    def reconnect_blocked(self) -> None:
+        """Links without a session try again (a relay came back)."""
+        for pair in sorted(self.links, key=sorted):
+            if pair not in self.sessions:
+                self._connect(*sorted(pair))
 
     def _handshake_tokens(self, na: SimNode, nb: SimNode) -> bool:
         """What the node runtime checks after a handshake, on each side's own clock."""
@@ -485,32 +552,43 @@ class Simulator:
             self.stats.reach(self.rng.choice(["loss", "duplication", "reorder"]))
             self._disconnect(src.name, dst.name, redial=True)
             return
+        lane = self.nostr.lane.get(pair, "direct") if self.nostr is not None else "direct"
+        if lane == "nostr" and src.hub is not None and not nostr_may_carry(src.hub, msg):
+            self.stats.reach("lane_forbidden")
+            return
         frame = encode_message(msg)
         gen = self._session_gen[pair]
+        if lane == "nostr":
+            assert self.nostr is not None
+            self.nostr.send(src.name, dst.name, frame, gen)
+            return
         key = (src.name, dst.name)
         t = max(self.now + self.latency + self.rng.random() * self.jitter,
                 self._fifo.get(key, 0.0))
         self._fifo[key] = t
 
-        def deliver() -> None:
-            if pair not in self.sessions or self._session_gen[pair] != gen or dst.cores is None:
-                return  # the session died with this frame in flight
-            dst.bytes_in += len(frame)
-            dst.frames_in += 1
-            try:
-                msgs = decode_frame_messages(frame)
-            except RemoteProtocolError as e:
-                # As the real session does: a frame that does not decode ends the session.
-                self.stats.reach(f"session_error:{e.code}")
-                self._disconnect(src.name, dst.name, redial=True)
-                return
-            for m in msgs:
-                self._record("recv", dst.name, src.name, frame)
-                self._carry(dst, dst.cores.receive(src.signer_id, m, now_ms=self.now_ms(dst)))
-                if self.observer is not None:
-                    self.observer(dst, src, m)
+        self.at(t - self.now, lambda: self._deliver_frame(src.name, dst.name, frame, gen))
 
-        self.at(t - self.now, deliver)
+    def _deliver_frame(self, src_name: str, dst_name: str, frame: bytes, gen: int) -> None:
+        pair = frozenset((src_name, dst_name))
+        src, dst = self.nodes.get(src_name), self.nodes.get(dst_name)
+        if pair not in self.sessions or self._session_gen[pair] != gen or dst is None \
+                or src is None or dst.cores is None:
+            return  # the session died with this frame in flight
+        dst.bytes_in += len(frame)
+        dst.frames_in += 1
+        try:
+            msgs = decode_frame_messages(frame)
+        except RemoteProtocolError as e:
+            # As the real session does: a frame that does not decode ends the session.
+            self.stats.reach(f"session_error:{e.code}")
+            self._disconnect(src.name, dst.name, redial=True)
+            return
+        for m in msgs:
+            self._record("recv", dst.name, src.name, frame)
+            self._carry(dst, dst.cores.receive(src.signer_id, m, now_ms=self.now_ms(dst)))
+            if self.observer is not None:
+                self.observer(dst, src, m)
 
     # --- effects (what the node runtime does, in the same order) ------------------------
 
@@ -528,6 +606,8 @@ class Simulator:
                 if isinstance(e, Send):
                     self._send(node, e.peer, e.message)
                 elif isinstance(e, Delivered):
+                    if self.nostr is not None:
+                        self.nostr.delivered(node, e)
                     got = node.delivered.setdefault(e.channel, [])
                     for x in e.entries:
                         got.append((node.incarnation, x.seq, x.hash))
@@ -629,10 +709,18 @@ class Simulator:
                     self.blocked.add((b, a))
                 self._disconnect(a, b)
         self.stats.reach("partition")
+        if self.nostr is not None:
+            self.reconnect_blocked()  # the Nostr lane, where allowed
 
     def heal(self) -> None:
         self.blocked.clear()
         for pair in sorted(self.links, key=sorted):
+            if self.nostr is not None and pair in self.sessions and \
+                    self.nostr.lane.get(pair) == "nostr":
+                # The direct lane answers again: traffic moves back to it (a new session
+                # replaces the Nostr one; subscriptions resume from their checkpoints).
+                self.stats.reach("lane_returned")
+                self._disconnect(*sorted(pair))
             self._connect(*sorted(pair))
 
     def jump_clock(self, name: str, seconds: float) -> None:

@@ -1,0 +1,235 @@
+"""The Nostr side of the simulator: relays, the fallback lane and the bridge outbox.
+
+:class:`SimNostr` is what :class:`~p2pworld.testing.sim.Simulator` runs when built with
+``nostr=True``. It uses the real pieces wherever they are pure or deterministic:
+
+* **Lane frames** go through the real :func:`~p2pworld.nostr.lane.split` and
+  :class:`~p2pworld.nostr.lane.Reassembler`: every part is published to every relay that is up,
+  each relay may drop it, refuse it (``rate-limited:``) or deliver it twice, and copies arrive
+  out of order (relays are not FIFO with each other). A frame no relay accepted closes the pipe
+  (a session reset, as in :class:`~p2pworld.nostr.lane.NostrPipe`); a part every relay lost
+  leaves a gap that closes the pipe after :data:`~p2pworld.nostr.lane.GAP_TIMEOUT_S`.
+* **Which messages may cross** is :func:`~p2pworld.nostr.transport.nostr_may_carry`, the
+  node's own rule; lane precedence is the node's: direct, a direct retry, then Nostr, and back
+  to direct as soon as it answers.
+* **Mirrors** are built by :func:`~p2pworld.nostr.mirror.compute_mirror_rows` (the node's
+  code) and written to a real :class:`~p2pworld.nostr.outbox.Outbox` (sqlite in memory: each
+  enqueue and mark is one committed transaction, which is what survives a crash, so the outbox
+  object outlives a simulated crash). The bridge drains it every tick with the outbox's own
+  due/mark/backoff logic against the simulated relays.
+
+Everything random comes from the simulator's seeded rng; Nostr keys are derived from the
+seed; BIP-340 aux randomness and NIP-44 nonces are not needed (the model never encrypts: the
+lane's ciphertext is opaque to it either way).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from p2pworld.nostr.event import Event
+from p2pworld.nostr.keys import NostrKey
+from p2pworld.nostr.lane import GAP_TIMEOUT_S, LaneFrame, Reassembler, split
+from p2pworld.nostr.mirror import compute_mirror_rows
+from p2pworld.nostr.outbox import Outbox
+from p2pworld.nostr.transport import LaneCounters
+
+if TYPE_CHECKING:
+    from p2pworld.log.hub import Delivered
+    from p2pworld.testing.sim import SimNode, Simulator
+
+RELAY_LATENCY = 0.03
+RELAY_JITTER = 0.03
+DIRECT_RETRY_S = 0.5
+"""The direct retry before the Nostr lane is tried (the node tries direct twice)."""
+PIPE = bytes(16)
+
+
+@dataclass
+class SimRelay:
+    url: str
+    up: bool = True
+    drop: float = 0.0
+    """Share of events accepted (``OK true``) and then lost."""
+    duplicate: float = 0.0
+    """Share of events delivered twice to subscribers."""
+    rate_limited: float = 0.0
+    """Share of events refused with ``rate-limited:``."""
+    events: dict[str, Event] = field(default_factory=dict)
+    """What the relay stores (bridge events), by id."""
+
+    @property
+    def healthy(self) -> bool:
+        return self.up and not (self.drop or self.duplicate or self.rate_limited)
+
+
+class SimNostr:
+    """Relays, lane and bridge for one :class:`~p2pworld.testing.sim.Simulator`."""
+
+    def __init__(self, sim: Simulator, *, relays: int = 2, fallback: bool = True) -> None:
+        self.sim = sim
+        self.fallback = fallback
+        self.relays = {f"ws://relay{i}": SimRelay(f"ws://relay{i}") for i in range(relays)}
+        self.keys: dict[str, NostrKey] = {}
+        self.outboxes: dict[str, Outbox] = {}
+        self.requests: dict[str, dict[str, str]] = {}
+        self.lane: dict[frozenset[str], str] = {}
+        self._tx: dict[tuple[str, str], int] = {}
+        self._rx: dict[tuple[str, str], Reassembler] = {}
+        self.lanes = LaneCounters()
+
+    # --- per node ------------------------------------------------------------------------
+
+    def boot(self, node: SimNode) -> None:
+        if node.name not in self.keys:
+            secret = hashlib.blake2b(b"nostr/%d/%s" % (self.sim.seed, node.name.encode()),
+                                     digest_size=32).digest()
+            self.keys[node.name] = NostrKey(secret)
+            self.outboxes[node.name] = Outbox(":memory:", relays=sorted(self.relays))
+        # Memory is gone after a crash; the outbox (durable) tells the mirror what it sent.
+        self.requests[node.name] = self.outboxes[node.name].first_events("compute:")
+
+    def aux(self) -> bytes:
+        return self.sim.rng.getrandbits(256).to_bytes(32, "big")
+
+    def delivered(self, node: SimNode, e: Delivered) -> None:
+        """Count the lane a delivery came by, and mirror it (the node's code)."""
+        sim, hub, cores = self.sim, node.hub, node.cores
+        assert hub is not None and cores is not None
+        if e.channel not in hub.own:
+            seqr = sim.name_of(hub.sequencer_of(e.channel))
+            pair = frozenset((node.name, seqr)) if seqr else None
+            self.lanes.count(self.lane.get(pair, "direct") if pair else "direct",
+                             len(e.entries))
+        rows = compute_mirror_rows(cores, self.keys[node.name], e.channel, e.entries,
+                                   now_ms=sim.now_ms(node), aux=self.aux,
+                                   requests=self.requests[node.name])
+        box = self.outboxes[node.name]
+        for ev, source, h in rows:
+            if box.enqueue(ev, source=source, entry_hash=h, now=sim.now):
+                sim.stats.reach("bridge_enqueued")
+                sim._record("bridge", node.name, ev.id)
+
+    def drain(self, node: SimNode) -> None:
+        """The bridge: publish what is due, mark it, as :class:`~p2pworld.nostr.relay.Bridge`."""
+        sim, box = self.sim, self.outboxes[node.name]
+        for ev, url in box.due(now=sim.now):
+            relay = self.relays.get(url)
+            ok, why = False, "no answer"
+            if relay is None or not relay.up:
+                sim.stats.reach("relay_outage")
+            elif sim.rng.random() < relay.rate_limited:
+                why = "rate-limited: slow down"
+                sim.stats.reach("relay_rate_limited")
+            elif sim.rng.random() < relay.drop:
+                sim.stats.reach("relay_drop")  # accepted and lost: it stays due, retried
+            else:
+                ok = True
+                why = "duplicate: already have it" if ev.id in relay.events else ""
+                relay.events[ev.id] = ev
+            box.mark(ev.id, url, ok=ok, message=why, now=sim.now)
+            sim._record("mark", node.name, ev.id, url, ok)
+
+    # --- the lane ------------------------------------------------------------------------
+
+    def available(self) -> bool:
+        return self.fallback and any(r.up for r in self.relays.values())
+
+    def opened(self, pair: frozenset[str], lane: str) -> None:
+        self.lane[pair] = lane
+        a, b = sorted(pair)
+        for key in ((a, b), (b, a)):
+            self._tx[key] = 0
+            self._rx[key] = Reassembler()
+
+    def send(self, src: str, dst: str, frame: bytes, gen: int) -> None:
+        """Carry one session frame over the relays (parts, copies, reordering, loss)."""
+        sim = self.sim
+        pair = frozenset((src, dst))
+        self._tx[(src, dst)] += 1
+        n = self._tx[(src, dst)]
+        for part in split(PIPE, True, n, frame):
+            accepted = delivered = 0
+            for url in sorted(self.relays):
+                relay = self.relays[url]
+                if not relay.up:
+                    continue
+                if sim.rng.random() < relay.rate_limited:
+                    sim.stats.reach("relay_rate_limited")
+                    continue
+                accepted += 1
+                if sim.rng.random() < relay.drop:
+                    sim.stats.reach("relay_drop")
+                    continue
+                copies = 2 if sim.rng.random() < relay.duplicate else 1
+                if copies == 2:
+                    sim.stats.reach("duplication")
+                for _ in range(copies):
+                    delivered += 1
+                    delay = RELAY_LATENCY + sim.rng.random() * RELAY_JITTER
+                    sim.at(delay, self._arrival(src, dst, part, gen))
+            if not accepted:
+                # No relay took the frame: the pipe closes, the session resets.
+                sim.stats.reach("relay_outage" if not any(
+                    r.up for r in self.relays.values()) else "relay_rate_limited")
+                sim._disconnect(src, dst, redial=True)
+                return
+            if not delivered:
+                # Lost everywhere: a gap the receiver closes the pipe on.
+                def gap_check() -> None:
+                    rx = self._rx.get((src, dst))
+                    if sim._session_gen.get(pair) == gen and rx is not None and \
+                            rx.gap_since is not None:
+                        sim._disconnect(src, dst, redial=True)
+                    elif sim._session_gen.get(pair) == gen:
+                        # No later frame made the gap visible yet: check again later.
+                        sim.at(GAP_TIMEOUT_S, gap_check)
+
+                sim.at(GAP_TIMEOUT_S, gap_check)
+
+    def _arrival(self, src: str, dst: str, part: LaneFrame, gen: int) -> Callable[[], None]:
+        def arrive() -> None:
+            sim = self.sim
+            pair = frozenset((src, dst))
+            if pair not in sim.sessions or sim._session_gen[pair] != gen:
+                return
+            for frame in self._rx[(src, dst)].feed(part, now=sim.now):
+                sim._deliver_frame(src, dst, frame, gen)
+
+        return arrive
+
+    # --- faults --------------------------------------------------------------------------
+
+    def outage(self, url: str, seconds: float) -> None:
+        """Relay ``url`` goes down for ``seconds``."""
+        sim = self.sim
+        self.relays[url].up = False
+        sim._record("relay_down", url)
+        if not any(r.up for r in self.relays.values()):
+            for pair in sorted(self.lane, key=sorted):
+                if self.lane[pair] == "nostr" and pair in sim.sessions:
+                    sim.stats.reach("relay_outage")
+                    sim._disconnect(*sorted(pair), redial=True)
+
+        def back() -> None:
+            self.relays[url].up = True
+            sim._record("relay_up", url)
+            sim.reconnect_blocked()
+
+        sim.at(seconds, back)
+
+    def misbehave(self, url: str, *, drop: float = 0.0, duplicate: float = 0.0,
+                  rate_limited: float = 0.0) -> None:
+        r = self.relays[url]
+        r.drop, r.duplicate, r.rate_limited = drop, duplicate, rate_limited
+
+    def calm(self) -> None:
+        """Every relay up and honest (the end of a scenario)."""
+        for r in self.relays.values():
+            r.up, r.drop, r.duplicate, r.rate_limited = True, 0.0, 0.0, 0.0
+
+    def pending(self) -> int:
+        return sum(box.pending() for box in self.outboxes.values())
