@@ -127,3 +127,19 @@ async def test_primary_only_never_uses_the_relay_and_policy_only_narrows(
     assert resolve_mode("primary-with-fallback", {"fallback": ["rendezvous"]}) == "primary-only"
     with pytest.raises(PolicyDenied):
         resolve_mode("forced-nostr", {"fallback": ["rendezvous"]})
+
+
+async def test_a_peers_nip65_relays_join_the_pool(tmp_path: Path) -> None:
+    """Relays for a peer come from config and from its NIP-65 list: a publishes its lane
+    frames to b on the relay only b listed too."""
+    with real_relay(tmp_path / "r1") as r1, real_relay(tmp_path / "r2") as r2, \
+            trio.fail_after(90):
+        async with open_node(cfg(tmp_path, "a", relays=[r1], transport="forced-nostr")) as a, \
+                open_node(cfg(tmp_path, "b", relays=[r1, r2], transport="forced-nostr")) as b:
+            await a.wait_peers(1)
+            await b.wait_peers(1)
+            assert a.nostr is not None
+            while not (r2 in a.nostr.pool.health
+                       and a.nostr.pool.health[r2].published_ok > 0):
+                await trio.sleep(0.05)
+            assert a.nostr.peer_relays[b.identity.nostr.public] == [r1, r2]
