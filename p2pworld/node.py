@@ -172,17 +172,21 @@ class ChannelMessage:
     readable: bool = True
     """False when a private channel's payload could not be opened on this node (it was sent
     under a key this node never held); ``payload`` is then the sealed bytes."""
+    lane: str | None = None
+    """How this node received the entry: ``direct``, ``relay`` (rendezvous), ``nostr``, or
+    ``local`` (this node sequenced it); None when it arrived before this node's last start
+    (or beyond the last :data:`LANE_MEMORY` entries of the channel)."""
 
     @classmethod
-    def from_entry(cls, e: Entry, hub: ChannelHub) -> ChannelMessage:
+    def from_entry(cls, e: Entry, node: Node) -> ChannelMessage:
         readable = True
         try:
-            payload = hub.open_payload(e)
+            payload = node.hub.open_payload(e)
         except P2PWorldError:
             payload, readable = e.payload, False
         return cls(channel=e.channel, seq=e.seq, sender=e.sender, payload=payload,
                    entry_hash=e.hash, sequencer_time_ms=e.sequencer_time, kind=e.kind,
-                   readable=readable)
+                   readable=readable, lane=node.lane_of(e.channel, e.seq))
 
 
 class MessageCursor:
@@ -208,7 +212,7 @@ class MessageCursor:
                     self.position = log.floor
                     continue
                 self.position += 1
-                return ChannelMessage.from_entry(e, self._node.hub)
+                return ChannelMessage.from_entry(e, self._node)
             await self._node._changed_event(self.channel).wait()
 
 
@@ -237,7 +241,7 @@ class NodeSubscription:
                 pos = max(min(self._pos[ch], log.seq), log.floor)
                 if pos < log.seq:
                     self._pos[ch] = pos + 1
-                    return ChannelMessage.from_entry(log.entries[pos - log.floor], node.hub)
+                    return ChannelMessage.from_entry(log.entries[pos - log.floor], node)
             ev = node._any_delivered
             await ev.wait()
 
@@ -316,6 +320,10 @@ class PeerInfo:
     """Consecutive failed direct (and rendezvous) attempts; the Nostr lane is tried after 2."""
 
 
+LANE_MEMORY = 10_000
+"""Entries per channel whose receiving lane a node remembers (for ``ChannelMessage.lane``)."""
+
+
 def _lane_rank(address: str) -> int:
     """0: a primary-lane session (direct or rendezvous-relayed); 1: the Nostr lane."""
     return 1 if address.startswith("nostr:") else 0
@@ -384,6 +392,9 @@ class Node:
         self.transport_mode = "primary-only" if not config.relays else config.transport
         self.lanes = LaneCounters(alert_at=config.fallback_alert)
         self._mirror_req: dict[str, str] = {}
+        self._lanes_seen: dict[bytes, dict[int, str]] = {}
+        self._loaded_heads: dict[bytes, int] = {}
+        """Channel heads loaded from disk at start (entries up to them came before)."""
 
     # --- public API -------------------------------------------------------------------------
 
@@ -892,9 +903,35 @@ class Node:
 
     def _on_delivered(self, e: Delivered) -> None:
         if e.channel in self.hub.own:
-            return
-        s = self.sessions.get(self.hub.sequencer_of(e.channel))
-        self.lanes.count(lane_of_address(s.address) if s else "direct", len(e.entries))
+            lane = "local"
+        else:
+            s = self.sessions.get(self.hub.sequencer_of(e.channel))
+            lane = lane_of_address(s.address) if s else "direct"
+            self.lanes.count(lane, len(e.entries))
+        seen = self._lanes_seen.setdefault(e.channel, {})
+        for x in e.entries:
+            seen[x.seq] = lane
+        while len(seen) > LANE_MEMORY:
+            del seen[next(iter(seen))]
+
+    def lane_of(self, channel: bytes, seq: int) -> str | None:
+        """The lane this node received entry ``seq`` of ``channel`` by (see
+        :attr:`ChannelMessage.lane`)."""
+        seen = self._lanes_seen.get(channel, {})
+        lane = seen.get(seq)
+        if lane is None and seq > self._lane_floor(channel, seen):
+            # Read from the log before its Delivered effect was carried out: it came by the
+            # lane the channel uses now.
+            if channel in self.hub.own:
+                return "local"
+            s = self.sessions.get(self.hub.sequencer_of(channel))
+            return lane_of_address(s.address) if s else None
+        return lane
+
+    def _lane_floor(self, channel: bytes, seen: dict[int, str]) -> int:
+        if seen:
+            return max(seen)
+        return self._loaded_heads.get(channel, 0)
 
     def _mirror_compute(self, e: Delivered) -> None:
         """Mirror this node's own compute channel as NIP-90 events (policy-gated)."""
@@ -1511,6 +1548,7 @@ async def open_node(config: NodeConfig, *, identity: NodeIdentity | None = None
             node.policy, node.transport_mode = policy, mode
             for c in loaded:
                 node.hub.load(c.record, c.epochs, c.base, c.entries)
+                node._loaded_heads[c.record.channel] = node.hub.log(c.record.channel).seq
             for cp in cursors:
                 node.hub.load_cursor(cp)
             for sub, want in outbox:

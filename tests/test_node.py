@@ -53,6 +53,8 @@ async def exchange_ordered(a, b, channel: bytes, *, lane: str) -> None:  # type:
     got_b = await collect(b, channel, 50)
     assert [m.seq for m in got_b] == list(range(1, 51))
     assert [m.entry_hash for m in got_a] == [m.entry_hash for m in got_b]
+    # Every delivered message records the lane it came by.
+    assert {m.lane for m in got_b} == {lane} and {m.lane for m in got_a} == {"local"}
     # Per-writer order is preserved inside the total order.
     assert [m.payload for m in got_b if m.sender == b.node_id] == [
         f"b{i}".encode() for i in range(25)]
