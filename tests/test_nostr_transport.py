@@ -96,3 +96,15 @@ def test_unknown_modes_are_refused_and_the_ratio_alerts() -> None:
     assert c.fallback_ratio == 0.05 and not c.report()["alert"]
     c.count("nostr", 1)
     assert c.report()["alert"]
+
+
+def test_a_sender_cannot_park_unbounded_out_of_order_data() -> None:
+    from p2pworld.nostr.lane import MAX_BUFFERED
+
+    r = Reassembler()
+    with pytest.raises(DecodeError):
+        # Frame 1 never comes; large frames 2.. pile up (within the reorder window) until
+        # the byte bound stops them.
+        for n in range(2, 2 + MAX_BUFFERED // (64 * MAX_PART) + 2):
+            for part in range(64):
+                r.feed(LaneFrame(PIPE, True, "data", n, part, 64, b"x" * MAX_PART), now=0)

@@ -64,6 +64,12 @@ MAX_PART = 1536
 MAX_PARTS = 64
 """Largest frame: 64 parts (96 KiB); session frames are bounded well below that."""
 REORDER_WINDOW = 256
+MAX_BUFFERED = 1 << 20
+"""Bytes a pipe holds out of order before it gives up on the peer (a hostile sender could
+otherwise park REORDER_WINDOW x MAX_PARTS parts)."""
+MAX_INCOMING = 64
+"""Pipes others opened to us that may be open at once (each runs a handshake)."""
+MAX_PEER_KEYS = 4096
 GAP_TIMEOUT_S = 20.0
 OPEN_MAX_AGE_S = 120
 """An ``open`` older than this (by ``created_at``) is stale: ignored."""
@@ -134,6 +140,7 @@ class Reassembler:
     next_n: int = 1
     gap_since: float | None = None
     _parts: dict[int, dict[int, LaneFrame]] = field(default_factory=dict)
+    _held: int = 0
 
     def feed(self, f: LaneFrame, *, now: float) -> list[bytes]:
         if f.n < self.next_n or f.n >= self.next_n + REORDER_WINDOW:
@@ -142,11 +149,16 @@ class Reassembler:
         first = next(iter(got.values()), None)
         if first is not None and first.parts != f.parts:
             raise DecodeError("lane frame: inconsistent part count")
-        got.setdefault(f.part, f)
+        if f.part not in got:
+            got[f.part] = f
+            self._held += len(f.data)
+            if self._held > MAX_BUFFERED:
+                raise DecodeError("lane: too much buffered out of order")
         out: list[bytes] = []
         while (p := self._parts.get(self.next_n)) is not None and len(p) == next(
                 iter(p.values())).parts:
             out.append(b"".join(p[i].data for i in range(len(p))))
+            self._held -= sum(len(x.data) for x in p.values())
             del self._parts[self.next_n]
             self.next_n += 1
         self.gap_since = (None if not self._parts else
@@ -229,12 +241,15 @@ class NostrLane:
         self.pipes: dict[tuple[bytes, bytes, bool], NostrPipe] = {}
         self._conv: dict[bytes, bytes] = {}
         self.stats = {"frames_out": 0, "frames_in": 0, "bad_frames": 0, "refused": 0,
-                      "pipes_opened": 0, "pipes_accepted": 0, "gap_closed": 0}
+                      "pipes_opened": 0, "pipes_accepted": 0, "gap_closed": 0,
+                      "refused_opens": 0}
         self.ready = trio.Event()
 
     def _conv_key(self, peer: bytes) -> bytes:
         k = self._conv.get(peer)
         if k is None:
+            if len(self._conv) >= MAX_PEER_KEYS:
+                self._conv.clear()
             k = self._conv[peer] = nip44.conversation_key(self.key.secret, peer)
         return k
 
@@ -286,6 +301,10 @@ class NostrLane:
         key = (peer, f.pipe, not f.opener)  # our side's view: we opened it iff it did not
         pipe = self.pipes.get(key)
         if pipe is None:
+            incoming = sum(1 for k in self.pipes if not k[2])
+            if incoming >= MAX_INCOMING:
+                self.stats["refused_opens"] += 1
+                return
             if f.op == "open" and f.opener and ev.created_at >= now - OPEN_MAX_AGE_S:
                 pipe = self.pipes[key] = NostrPipe(self, peer, f.pipe, False)
                 self.stats["pipes_accepted"] += 1

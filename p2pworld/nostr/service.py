@@ -33,6 +33,7 @@ from p2pworld.nostr.lane import NostrLane, NostrPipe
 from p2pworld.nostr.mirror import (
     PRESENCE_EVERY_S,
     PRESENCE_KIND,
+    PRESENCE_TTL_S,
     RELAY_LIST_KIND,
     parse_presence,
     parse_relay_list,
@@ -177,7 +178,7 @@ class NostrService:
                     continue
                 nid = parse_presence(ev, self.workspace)
                 if nid is not None and nid != self.node_id and ev.content != "offline" \
-                        and ev.created_at + 2 * PRESENCE_EVERY_S * 3 >= time.time():
+                        and ev.created_at + PRESENCE_TTL_S >= time.time():
                     self.on_candidate(f"nostr:{ev.pubkey}", nid, pk)
 
     async def _presence(self) -> None:
