@@ -50,6 +50,17 @@ async def test_forced_nostr_passes_the_channel_test_with_no_direct_lane(tmp_path
                 frame = decode(base64.b64decode(str(e["plaintext"])))
                 assert isinstance(frame, dict) and frame["v"] == 1
                 assert b"general" not in frame["d"]  # session-encrypted, not readable
+            # A subscriber that arrives later catches up on the whole backlog through the
+            # relay, from its checkpoint (zero), and then follows live.
+            async with open_node(cfg(tmp_path, "c", relays=[url],
+                                     transport="forced-nostr")) as c:
+                await c.wait_channel("general")
+                late = [m async for m in _take(c.messages(chan.channel), 50)]
+                assert [m.seq for m in late] == list(range(1, 51))
+                assert {m.lane for m in late} == {"nostr"}
+                assert [m.entry_hash for m in late] == [
+                    m.entry_hash for m in [x async for x in _take(a.messages(chan.channel),
+                                                                  50)]]
 
 
 async def test_mixed_mode_falls_back_to_nostr_and_returns_to_direct(tmp_path: Path) -> None:
