@@ -216,7 +216,7 @@ class _LiveView:
             state = "session up  " if ev["up"] else "session down"
             via = ",".join(ev.get("via", []))
             print(f"  peer    {self._name(ev['node'])} {state} {self._name(ev['peer'])}"
-                  f"  lane=direct{' via=' + via if via else ''}", flush=True)
+                  f"  lane={ev.get('lane') or 'direct'}{' via=' + via if via else ''}", flush=True)
         elif kind == "message":
             got = self.seen.setdefault(ev["seq"], set())
             got.add(ev["node"])

@@ -19,6 +19,7 @@ import trio
 
 from p2pworld.errors import Conflict, P2PWorldError
 from p2pworld.node import Node, NodeConfig, open_node
+from p2pworld.nostr.transport import lane_of_address
 from p2pworld.world.doc import CapabilityAd
 
 DEMO_CHANNEL = "demo"
@@ -38,8 +39,10 @@ async def _watch_peers(node: Node) -> None:
     while True:
         now = set(node.sessions)
         for pid in sorted(now - seen):
+            s = node.sessions.get(pid)
             emit({"event": "peer", "node": node.node_id.hex(), "peer": pid.hex(), "up": True,
-                  "via": sorted(node.peers[pid].via)})
+                  "via": sorted(node.peers[pid].via),
+                  "lane": lane_of_address(s.address) if s else None})
         for pid in sorted(seen - now):
             emit({"event": "peer", "node": node.node_id.hex(), "peer": pid.hex(), "up": False})
         seen = now
