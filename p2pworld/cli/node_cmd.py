@@ -51,6 +51,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "checked before every mutation")
     p.add_argument("--rendezvous", action="append", default=[], metavar="URL",
                    help="rendezvous node to register with and relay through (repeatable)")
+    p.add_argument("--relay", action="append", default=[], metavar="URL",
+                   help="Nostr relay (ws://host:port, repeatable): mirrors and the fallback lane")
+    p.add_argument("--transport", default="primary-with-fallback",
+                   choices=["primary-only", "primary-with-fallback", "forced-nostr"],
+                   help="lanes this node may use (a control policy may narrow it)")
     p.add_argument("--public-url", action="append", default=None, metavar="URL",
                    help="direct URL to publish to rendezvous nodes (default: the listen URL)")
     p.add_argument("--open", action="append", default=[], metavar="NAME",
@@ -237,7 +242,7 @@ async def run(args: argparse.Namespace) -> int:
                      workspace=args.workspace, interfaces=args.interface or ["127.0.0.1"],
                      port=args.port, mdns=not args.no_mdns, peers=args.peer,
                      rendezvous=args.rendezvous, public_urls=args.public_url,
-                     control=args.control)
+                     control=args.control, relays=args.relay, transport=args.transport)
     out = _Out(args.json)
     async with open_node(cfg) as node, trio.open_nursery() as nursery:
         out("up", f"node {node.node_id.hex()} workspace {cfg.workspace} at {node.url}",
