@@ -18,9 +18,11 @@
   object outlives a simulated crash). The bridge drains it every tick with the outbox's own
   due/mark/backoff logic against the simulated relays.
 
-Everything random comes from the simulator's seeded rng; Nostr keys are derived from the
-seed; BIP-340 aux randomness and NIP-44 nonces are not needed (the model never encrypts: the
-lane's ciphertext is opaque to it either way).
+Lane parts travel as the real lane sends them: :meth:`~p2pworld.nostr.lane.LaneFrame.encode`,
+NIP-44 v2 encryption for the recipient's Nostr key, and on arrival decryption and the checking
+:meth:`~p2pworld.nostr.lane.LaneFrame.decode`. Everything random comes from the simulator's
+seeded rng: Nostr keys are derived from the seed, and BIP-340 aux randomness and NIP-44 nonces
+are drawn from ``sim.rng``.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from p2pworld.nostr import nip44
 from p2pworld.nostr.event import Event
 from p2pworld.nostr.keys import NostrKey
 from p2pworld.nostr.lane import GAP_TIMEOUT_S, LaneFrame, Reassembler, split
@@ -80,6 +83,7 @@ class SimNostr:
         self._tx: dict[tuple[str, str], int] = {}
         self._rx: dict[tuple[str, str], Reassembler] = {}
         self.lanes = LaneCounters()
+        self._conv_keys: dict[tuple[str, str], bytes] = {}
 
     # --- per node ------------------------------------------------------------------------
 
@@ -167,10 +171,12 @@ class SimNostr:
                 copies = 2 if sim.rng.random() < relay.duplicate else 1
                 if copies == 2:
                     sim.stats.reach("duplication")
+                wire = nip44.encrypt(part.encode(), self._conv(src, dst),
+                                     nonce=sim.rng.getrandbits(256).to_bytes(32, "big"))
                 for _ in range(copies):
                     delivered += 1
                     delay = RELAY_LATENCY + sim.rng.random() * RELAY_JITTER
-                    sim.at(delay, self._arrival(src, dst, part, gen))
+                    sim.at(delay, self._arrival(src, dst, wire, gen))
             if not accepted:
                 # No relay took the frame: the pipe closes, the session resets.
                 sim.stats.reach("relay_outage" if not any(
@@ -190,12 +196,22 @@ class SimNostr:
 
                 sim.at(GAP_TIMEOUT_S, gap_check)
 
-    def _arrival(self, src: str, dst: str, part: LaneFrame, gen: int) -> Callable[[], None]:
+    def _conv(self, a: str, b: str) -> bytes:
+        """The NIP-44 conversation key between two nodes (symmetric, cached)."""
+        pair = (a, b) if a < b else (b, a)
+        k = self._conv_keys.get(pair)
+        if k is None:
+            k = self._conv_keys[pair] = nip44.conversation_key(
+                self.keys[pair[0]].secret, self.keys[pair[1]].public)
+        return k
+
+    def _arrival(self, src: str, dst: str, wire: str, gen: int) -> Callable[[], None]:
         def arrive() -> None:
             sim = self.sim
             pair = frozenset((src, dst))
             if pair not in sim.sessions or sim._session_gen[pair] != gen:
                 return
+            part = LaneFrame.decode(nip44.decrypt(wire, self._conv(src, dst)))
             for frame in self._rx[(src, dst)].feed(part, now=sim.now):
                 sim._deliver_frame(src, dst, frame, gen)
 
