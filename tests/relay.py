@@ -32,7 +32,12 @@ purple:
   workers: 1
   disable_compression: true
 authentication:
-  enabled: false
+  enabled: {auth}
+  relay_urls:
+    - ws://127.0.0.1:{port}
+  actions:
+    save: {save}
+    query: a
 """
 
 
@@ -43,14 +48,19 @@ def free_port() -> int:
 
 
 @contextmanager
-def real_relay(tmp: Path, port: int | None = None) -> Iterator[str]:
-    """``ws://127.0.0.1:PORT`` of a running relay; its storage lives in ``tmp``."""
+def real_relay(tmp: Path, port: int | None = None, *,
+               writers: list[str] | None = None) -> Iterator[str]:
+    """``ws://127.0.0.1:PORT`` of a running relay; its storage lives in ``tmp``. ``writers``
+    (pubkeys, hex): NIP-42 on, and only these keys, once authenticated, may publish."""
     if not RELAY_BIN.exists():
         raise AssertionError(f"{RELAY_BIN} missing: run `make .relay-venv/.installed`")
     port = port or free_port()
     tmp.mkdir(parents=True, exist_ok=True)
     cfg = tmp / "relay.yaml"
-    cfg.write_text(CONFIG.format(db=tmp / "relay.sqlite3", port=port))
+    cfg.write_text(CONFIG.format(db=tmp / "relay.sqlite3", port=port,
+                                 auth="true" if writers is not None else "false",
+                                 save="w" if writers is not None else "a"))
+
     proc = subprocess.Popen([str(RELAY_BIN), "-c", str(cfg), "serve"], cwd=tmp,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
@@ -64,6 +74,10 @@ def real_relay(tmp: Path, port: int | None = None) -> Iterator[str]:
                 if proc.poll() is not None or time.monotonic() > deadline:
                     raise AssertionError("the Nostr relay did not start") from None
                 time.sleep(0.1)
+        for pk in writers or []:
+            # The relay creates its tables when it starts; roles go in after that.
+            subprocess.run([str(RELAY_BIN), "-c", str(cfg), "role", "set", "-p", pk, "-r",
+                            "w"], cwd=tmp, check=True, capture_output=True, timeout=60)
         yield f"ws://127.0.0.1:{port}"
     finally:
         # gunicorn runs a worker process: stop the whole process group we started.

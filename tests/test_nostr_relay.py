@@ -145,3 +145,17 @@ def test_the_outbox_mirrors_an_entry_once_and_refuses_other_formats(tmp_path: Pa
     db.close()
     with pytest.raises(UnsupportedVersion):
         Outbox(tmp_path / "b.db", relays=["ws://r"])
+
+
+async def test_nip42_the_pool_authenticates_to_a_relay_that_requires_it(tmp_path: Path) -> None:
+    with real_relay(tmp_path / "r", writers=[KEY.public_hex]) as url, trio.fail_after(30):
+        # Without a key the pool cannot answer the challenge: the relay refuses the event.
+        async with open_relay_pool([url]) as anon:
+            refused = (await anon.publish(note(40)))[url]
+            assert refused is not None and not refused.ok
+        # With the writer's key it answers AUTH (NIP-42) and the same event is accepted.
+        async with open_relay_pool([url], key=KEY) as pool:
+            while not pool.health[url].authed:
+                await trio.sleep(0.05)
+            got = (await pool.publish(note(40)))[url]
+            assert got is not None and got.ok, got
