@@ -273,7 +273,7 @@ class NostrLane:
         for url in self.relays_of(peer):
             self.pool.add_relay(url)
         self.stats["frames_out"] += 1
-        got = await self.pool.publish(ev, timeout=10.0)
+        got = await self.pool.publish(ev, timeout=10.0, until_any=True)
         if any(o is not None and (o.ok or o.prefix == "duplicate") for o in got.values()):
             return True
         self.stats["refused"] += 1

@@ -123,6 +123,9 @@ class RelayPool:
         self._subs: dict[str, _Sub] = {}
         self._ids = itertools.count(1)
         self._nursery: trio.Nursery | None = None
+        self._any: dict[str, tuple[trio.Event, list[int]]] = {}
+        """Publishes waiting for the first relay to accept: event id -> (wake-up, answers
+        still missing)."""
 
     def add_relay(self, url: str) -> bool:
         """Connect to one more relay (a peer's NIP-65 relay) while running; at most
@@ -140,11 +143,14 @@ class RelayPool:
     # --- API ----------------------------------------------------------------------------------
 
     async def publish(self, ev: Event, *, timeout: float = 5.0,
-                      relays: list[str] | None = None) -> dict[str, Ok | None]:
+                      relays: list[str] | None = None,
+                      until_any: bool = False) -> dict[str, Ok | None]:
         """Send ``ev`` to every relay (or to ``relays``); returns each relay's ``OK`` (None:
         no answer in time, or not sent). ``OK true`` and ``duplicate:`` both mean the relay
-        has it."""
+        has it. ``until_any``: return as soon as one relay has it (the others keep the event
+        and answer later, unrecorded): a dead relay then costs nothing while another works."""
         waits = {}
+        accepted = trio.Event()
         msg = client_event(ev)
         targets = [u for u in self.urls if relays is None or u in relays]
         for u in targets:
@@ -158,8 +164,16 @@ class RelayPool:
                 del self._oks[(u, ev.id)]
                 waits.pop(u)
         with trio.move_on_after(timeout):
-            for done in waits.values():
-                await done.wait()
+            if until_any:
+                self._any[ev.id] = (accepted, [len(waits)])
+                try:
+                    if waits:
+                        await accepted.wait()
+                finally:
+                    self._any.pop(ev.id, None)
+            else:
+                for done in waits.values():
+                    await done.wait()
         out: dict[str, Ok | None] = {}
         for u in targets:
             entry = self._oks.pop((u, ev.id), None)
@@ -275,6 +289,11 @@ class RelayPool:
                 if entry is not None and not entry[1]:
                     entry[1].append(ok)
                     entry[0].set()
+                    first = self._any.get(key[1])
+                    if first is not None:
+                        first[1][0] -= 1
+                        if ok.ok or ok.prefix == "duplicate" or first[1][0] <= 0:
+                            first[0].set()
             elif m.type == "EVENT" and m.event is not None:
                 sub = self._subs.get(m.sub)
                 if sub is None or m.event.id in sub.seen:
