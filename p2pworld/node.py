@@ -1072,6 +1072,11 @@ class Node:
         self._submit(self.cores.receive(pid, msg, now_ms=_now_ms()))
 
     async def _handle_incoming(self, request: trio_websocket.WebSocketRequest) -> None:
+        if self.transport_mode == "forced-nostr":
+            # The mode allows the Nostr lane only: no direct session, either way.
+            self._count("DIRECT_REFUSED_FORCED_NOSTR")
+            await request.reject(403)
+            return
         try:
             s = await accept_session(request, self._hs_config(),
                                      timeout=self.config.handshake_timeout)
@@ -1262,6 +1267,10 @@ class Node:
                 p.candidates.pop(key, None)
 
     async def _on_relayed(self, relay: str, pipe: RelayPipe) -> None:
+        if self.transport_mode == "forced-nostr":
+            self._count("DIRECT_REFUSED_FORCED_NOSTR")
+            await pipe.aclose()
+            return
         try:
             s = await relayed_session(pipe, self._hs_config(), initiator=False,
                                       address=f"relay:{relay}",
@@ -1438,6 +1447,8 @@ class Node:
                     pass
 
     async def _static_peers(self) -> None:
+        if self.transport_mode == "forced-nostr":
+            return  # static peers are direct addresses: not dialled in forced-Nostr mode
         for url in self.config.peers:
             self._nursery.start_soon(self._static_dial, url)
 

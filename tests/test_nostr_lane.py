@@ -164,7 +164,9 @@ async def test_a_dead_relay_does_not_slow_the_nostr_lane(tmp_path: Path) -> None
     with real_relay(tmp_path / "relay") as url, trio.fail_after(90):
         relays = [dead, url]
         async with open_node(cfg(tmp_path, "a", relays=relays, transport="forced-nostr")) as a, \
-                open_node(cfg(tmp_path, "b", relays=relays, transport="forced-nostr")) as b:
+                open_node(cfg(tmp_path, "b", relays=relays, transport="forced-nostr",
+                              peers=[a.url])) as b:
+            # b knows a's direct address, but forced-Nostr mode never uses it.
             await b.wait_peers(1)
             chan = await a.open_channel("general", policy=FALLBACK)
             await b.wait_channel("general")
