@@ -112,6 +112,26 @@ def run_scenario(name: str, seeds: range) -> dict[str, Any]:
     return out
 
 
+LINK_LATENCY_MS = 2.0
+"""The simulator's default link latency (``Simulator(latency=0.002)``)."""
+GOSSIP_INTERVAL_MS = 250.0
+"""The world tick (gossip repair) interval (``Simulator(tick=0.25)``)."""
+
+
+def slo_targets(slo: dict[str, Any]) -> dict[str, bool]:
+    """Each fault-free SLO target of ``docs/simulation.md``: met or not."""
+    rec = slo.get("replay_recovery_s") or {}
+    stale = slo.get("staleness_ms") or {}
+    return {
+        "publish_deliver_p99": (slo["publish_deliver_ms"]["p99"] or 0.0)
+        <= 2 * LINK_LATENCY_MS + 5,
+        "staleness_p99": stale.get("p99") is not None
+        and stale["p99"] <= GOSSIP_INTERVAL_MS + LINK_LATENCY_MS,
+        "replay_recovery": rec.get("max") is not None and rec["max"] <= 5.0,
+        "fallback_ratio": slo["fallback_ratio"] <= 0.05,
+    }
+
+
 def _ratio(lanes: dict[str, int]) -> float:
     total = sum(lanes.values())
     return round(lanes.get("nostr", 0) / total, 6) if total else 0.0
@@ -147,10 +167,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps({"error": "scenario not available", "why": why}))
         return 2
     results = {n: run_scenario(n, seeds) for n in names}
+    if args.scenario == "all":
+        # The replay-recovery SLO: one 10,000-entry backlog (the first seed; ~15 s).
+        results["backlog-recovery"] = run_scenario("backlog-recovery", range(a, a + 1))
     if len(names) == 1:
         out = results[names[0]]
     else:
-        out = {"scenario": "all", "seeds": len(seeds) * len(names)}
+        out = {"scenario": "all", "seeds": sum(r["seeds"] for r in results.values())}
         for k in ANOMALIES:
             out[k] = sum(r[k] for r in results.values())
         out["converged"] = sum(r["converged"] for r in results.values())
@@ -165,24 +188,33 @@ def main(argv: list[str] | None = None) -> int:
                 lanes[lane] = lanes.get(lane, 0) + k
         out["fallback_ratio"] = _ratio(lanes)
         out["lanes"] = lanes
-        out["slo"] = results.get("steady", {}).get("slo")
+        out["slo"] = dict(results["steady"]["slo"])
+        out["slo"]["replay_recovery_s"] = results["backlog-recovery"]["slo"]["replay_recovery_s"]
+        out["slo"]["targets"] = slo_targets(out["slo"])
         out["not_modeled"] = {**NOT_MODELED, **{f"scenario {k}": v for k, v in NOT_YET.items()}}
         out["scenarios"] = results
         out["seconds"] = round(sum(r["seconds"] for r in results.values()), 2)
     unreached = [k for k, v in out["reached"].items() if not v and k not in NOT_MODELED] \
         if args.scenario == "all" else []
     out["unreached"] = unreached
+    slo_bad = args.scenario == "all" and not all(out["slo"]["targets"].values())
     if args.brief:
         found = {k: out[k] for k in ANOMALIES if out[k]}
+        slo = ""
+        if args.scenario == "all":
+            slo = f"slo targets {'met' if not slo_bad else 'UNMET'}, "
         print(f"simulations: {out['seeds']} seeds, anomalies {found or 'none'}, "
               f"deterministic {out['deterministic']}, unreached {unreached or 'none'}, "
-              f"{out.get('seconds')} s")
+              f"{slo}{out.get('seconds')} s")
         for name, r in (out.get("scenarios") or {names[0]: out}).items():
             for line in r["failing"][:5]:
                 print(f"  FAIL {name}: {line}")
     else:
         print(json.dumps(out, indent=2 if not args.json else None))
-    bad = any(out[k] for k in ANOMALIES) or not out["deterministic"] or bool(unreached)
+    if args.brief and slo_bad:
+        print(f"  FAIL slo: {out['slo']}")
+    bad = any(out[k] for k in ANOMALIES) or not out["deterministic"] or bool(unreached) \
+        or slo_bad
     return 1 if bad else 0
 
 
