@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck clean soak bench
+.PHONY: demo test lint typecheck clean soak bench relay
 
 # A real Nostr relay for the Nostr-lane tests, in its own virtual environment (it pulls in
 # many dependencies that the library must not carry). Tests start and stop it themselves.
@@ -36,6 +36,12 @@ test: $(STAMP) $(RELAY_STAMP)
 soak: $(STAMP)
 	$(BIN)/python -m simulations run --scenario all --seeds 0:2000 --brief
 
+# A local Nostr relay on 127.0.0.1:7777 for `p2pworld demo --relay ws://127.0.0.1:7777`
+# (foreground; Ctrl-C stops it). Its storage lives in .relay-data/.
+relay: $(RELAY_STAMP) $(STAMP)
+	$(BIN)/python -c "from tests.relay import write_config; print(write_config(__import__('pathlib').Path('.relay-data'), 7777))" >/dev/null
+	cd .relay-data && ../$(RELAY_VENV)/bin/nostr-relay -c relay.yaml serve
+
 # Benchmarks start Redis and NATS on 127.0.0.1 themselves; this installs them.
 bench: $(STAMP)
 	command -v redis-server >/dev/null || (apt-get update -q && apt-get install -y -q redis-server)
@@ -49,4 +55,4 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) $(RELAY_VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(RELAY_VENV) .relay-data .pytest_cache .mypy_cache .ruff_cache .hypothesis

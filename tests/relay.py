@@ -41,6 +41,15 @@ authentication:
 """
 
 
+def write_config(tmp: Path, port: int, *, auth: bool = False) -> Path:
+    """Write the relay's config (storage in ``tmp``, listening on 127.0.0.1:``port``)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    cfg = tmp / "relay.yaml"
+    cfg.write_text(CONFIG.format(db=tmp.resolve() / "relay.sqlite3", port=port,
+                                 auth="true" if auth else "false", save="w" if auth else "a"))
+    return cfg
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -55,11 +64,7 @@ def real_relay(tmp: Path, port: int | None = None, *,
     if not RELAY_BIN.exists():
         raise AssertionError(f"{RELAY_BIN} missing: run `make .relay-venv/.installed`")
     port = port or free_port()
-    tmp.mkdir(parents=True, exist_ok=True)
-    cfg = tmp / "relay.yaml"
-    cfg.write_text(CONFIG.format(db=tmp / "relay.sqlite3", port=port,
-                                 auth="true" if writers is not None else "false",
-                                 save="w" if writers is not None else "a"))
+    cfg = write_config(tmp, port, auth=writers is not None)
 
     proc = subprocess.Popen([str(RELAY_BIN), "-c", str(cfg), "serve"], cwd=tmp,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
