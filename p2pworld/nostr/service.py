@@ -14,6 +14,14 @@ is set. It owns
 
 Nothing the primary lane does waits on a relay: mirrors are rows written to the outbox (a
 thread, one sqlite transaction), and the bridge publishes them in its own tasks.
+
+Example (what the node does; users reach it through ``Node`` methods)::
+
+    async with open_node(NodeConfig(home=..., relays=["ws://127.0.0.1:7777"])) as node:
+        feed = node.bridge_feed()                       # the bridge-adapter subscription
+        await node.advertise(CapabilityAd(tools=("echo",), job_kinds=("5001",)))
+        change = await feed.__anext__()                 # BridgeChange(..., state="due")
+        node.health()["transport"]["nostr"]["bridge"]   # enqueued / published / pending
 """
 
 from __future__ import annotations

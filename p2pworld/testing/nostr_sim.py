@@ -23,6 +23,20 @@ NIP-44 v2 encryption for the recipient's Nostr key, and on arrival decryption an
 :meth:`~p2pworld.nostr.lane.LaneFrame.decode`. Everything random comes from the simulator's
 seeded rng: Nostr keys are derived from the seed, and BIP-340 aux randomness and NIP-44 nonces
 are drawn from ``sim.rng``.
+
+Example:
+    >>> from p2pworld.log.entry import ChannelPolicy
+    >>> from p2pworld.testing.sim import Simulator
+    >>> sim = Simulator(seed=2, nodes=3, nostr=True)
+    >>> ch = sim.open_channel("n0", "c", policy=ChannelPolicy(nostr_fallback=True))
+    >>> sim.run(0.1)
+    >>> sim.partition({"n2"})          # n2 loses its direct lane...
+    >>> sim.run(1.0)
+    >>> sim.nostr.lane[frozenset(("n0", "n2"))]   # ...and reaches n0 through the relays
+    'nostr'
+    >>> sim.publish("n2", ch, b"hi", key=b"k"); sim.run(1.0)
+    >>> sim.nostr.lanes.delivered["nostr"] >= 1, sim.stats.outcomes
+    (True, {'appended': 1})
 """
 
 from __future__ import annotations
