@@ -371,3 +371,20 @@ async def test_nodes_see_presence_ads_and_departure(tmp_path: Path) -> None:
                     await a._world_changed.wait()
                 assert m.state == "online" and m.info is not None
                 assert m.info.status == "online"  # the new incarnation's document
+
+
+def test_the_world_store_refuses_another_format(tmp_path: Path) -> None:
+    import sqlite3
+
+    from p2pworld.errors import UnsupportedVersion
+    from p2pworld.world.store import WorldStore
+
+    s = WorldStore(tmp_path / "world.db")
+    assert s.bump_incarnation() == 1
+    s.close()
+    db = sqlite3.connect(tmp_path / "world.db")
+    db.execute("UPDATE meta SET value=2 WHERE key='format'")
+    db.commit()
+    db.close()
+    with pytest.raises(UnsupportedVersion):
+        WorldStore(tmp_path / "world.db")

@@ -20,7 +20,11 @@ import sqlite3
 from pathlib import Path
 
 from p2pworld import codec
-from p2pworld.errors import P2PWorldError, StoreCorrupt
+from p2pworld.errors import P2PWorldError, StoreCorrupt, UnsupportedVersion
+
+FORMAT = 1
+"""``meta.format`` of ``world.db``; another format is refused (a store written by a newer
+release is never misread by an older one after a rollback)."""
 
 
 class WorldStore:
@@ -37,6 +41,13 @@ class WorldStore:
                 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value);
                 CREATE TABLE IF NOT EXISTS docs(author BLOB PRIMARY KEY, records BLOB NOT NULL);
             """)
+            row = self.db.execute("SELECT value FROM meta WHERE key='format'").fetchone()
+            if row is None:
+                # A new store, or one from before the format was recorded (the same layout).
+                self.db.execute("INSERT INTO meta VALUES ('format', ?)", (FORMAT,))
+            elif row[0] != FORMAT:
+                raise UnsupportedVersion(f"{self.path}: world store format {row[0]!r}; this "
+                                         f"build reads format {FORMAT}")
         except sqlite3.DatabaseError as e:
             raise StoreCorrupt(f"{self.path}: {e}") from None
 
