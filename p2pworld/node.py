@@ -66,7 +66,7 @@ from p2pworld.log.hub import (
     Resolved,
 )
 from p2pworld.log.state import EpochChange
-from p2pworld.log.store import LogStore, OutboxWrite, Write, durable_op
+from p2pworld.log.store import LogStore, OutboxWrite, durable_op, truncate_torn_tails
 from p2pworld.nostr.event import Event as NostrEvent
 from p2pworld.nostr.lane import NostrPipe
 from p2pworld.nostr.mirror import compute_mirror_rows, handler_event
@@ -1547,11 +1547,7 @@ async def open_node(config: NodeConfig, *, identity: NodeIdentity | None = None
         loaded = store.load_channels()
         cursors = store.load_cursors()
         outbox = store.load_outbox()
-        for c in loaded:
-            if c.torn:
-                last = c.entries[-1].seq if c.entries else c.base.seq
-                store.write([Write(record=c.record, epochs=tuple(c.epochs),
-                                   truncate_after=last)])
+        truncate_torn_tails(store, loaded)
         async with trio.open_nursery() as nursery:
             node = Node(config, ident, store, nursery, world_store=world_store,
                         incarnation=incarnation, world_records=world_records, auth=auth,

@@ -33,6 +33,7 @@ import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from p2pworld import codec
 from p2pworld.errors import DecodeError, P2PWorldError, StoreCorrupt, UnsupportedVersion
@@ -261,6 +262,17 @@ class LogStore:
 
     def close(self) -> None:
         self.db.close()
+
+
+def truncate_torn_tails(store: Any, loaded: list[StoredChannel]) -> None:
+    """Drop the torn last row of every channel that has one (what a restart does before
+    anything runs; ``store`` is a :class:`LogStore` or a store with the same contract). Left in
+    place, a torn row would be followed by a second one if the node crashed again before it
+    rewrote that seq, and the store would then be refused as corrupt."""
+    for c in loaded:
+        if c.torn:
+            last = c.entries[-1].seq if c.entries else c.base.seq
+            store.write([Write(record=c.record, epochs=tuple(c.epochs), truncate_after=last)])
 
 
 def decode_channel(ch: bytes, raw: bytes, raw_epochs: bytes, raw_base: bytes, floor: int,

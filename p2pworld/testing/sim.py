@@ -46,7 +46,7 @@ from p2pworld.log.hub import (
     PublishResult,
     Resolved,
 )
-from p2pworld.log.store import durable_op
+from p2pworld.log.store import durable_op, truncate_torn_tails
 from p2pworld.nostr.transport import nostr_may_carry
 from p2pworld.testing.nostr_sim import DIRECT_RETRY_S, SimNostr
 from p2pworld.testing.store import MemoryLogStore
@@ -255,7 +255,9 @@ class Simulator:
         if book is not None and node.token:
             book.learn(node.token, now=self.now_ms(node) / 1000, node_key=node.signer.public_key)
         hub = cores.hub
-        for c in node.store.load_channels():
+        loaded = node.store.load_channels()
+        truncate_torn_tails(node.store, loaded)  # as open_node does
+        for c in loaded:
             hub.load(c.record, c.epochs, c.base, c.entries)
             if c.torn:
                 self.stats.reach("torn_tail")
