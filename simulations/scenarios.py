@@ -154,6 +154,7 @@ def sequencer_crash_and_handoff(seed: int) -> Result:
         sim.run(1.5)
         sim.nodes["n0"].store = type(sim.nodes["n0"].store)()  # lost for good
         sim.nodes["n0"].store.channels.clear()
+        sim.stats.lost_for_good["n0"] = sim.now
     sim.run(3.0)
     _settle(sim)
     return sim, ch, {}

@@ -1,7 +1,8 @@
 """Jepsen-style checkers over a finished simulation: each returns anomaly counts.
 
 * ``lost_write`` — an acknowledged publish missing (or different) at the end, unless its ack
-  was ``local`` and the writer was told by a ``LostWrite`` notice (an unplanned handoff).
+  was ``local`` and the writer was told by a ``LostWrite`` notice (an unplanned handoff), or
+  the writer's own machine was lost for good after the ack (nobody left to tell).
 * ``duplicate`` — one (writer, key) acknowledged at two seqs, or present twice in a log.
 * ``poll_skip`` — a node delivered seq n+2 after n (outside a snapshot catch-up).
 * ``nonmonotonic`` — a node delivered a seq at or below one it had delivered (outside a
@@ -65,6 +66,11 @@ def check_channel(sim: Simulator, channel: bytes) -> dict[str, int]:
         rec = ref_state.idem.get((wkey, a.key))
         if rec is None or rec.seq != a.seq or rec.payload_hash != hash_bytes(a.payload):
             if a.strength == "local" and (a.writer, channel, a.seq) in sim.stats.lost_notices:
+                continue
+            if a.strength == "local" and sim.stats.lost_for_good.get(a.writer, -1.0) >= a.at:
+                # A `local` ack survives the sequencer's crash and restart, not the permanent
+                # loss of its machine (an unplanned handoff); when the writer was on that
+                # machine too, there is no one left to tell.
                 continue
             out["lost_write"] += 1
 

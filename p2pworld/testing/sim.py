@@ -118,6 +118,8 @@ class Stats:
     outcomes: dict[str, int] = field(default_factory=dict)
     lost_notices: set[tuple[str, bytes, int]] = field(default_factory=set)
     fork_notices: set[str] = field(default_factory=set)
+    lost_for_good: dict[str, float] = field(default_factory=dict)
+    """Nodes whose store was destroyed (the machine is gone), and when."""
 
     def reach(self, what: str) -> None:
         self.reached[what] = self.reached.get(what, 0) + 1
