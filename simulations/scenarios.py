@@ -16,7 +16,7 @@ import pycrdt
 from p2pworld import codec
 from p2pworld.compute.state import encode_event
 from p2pworld.identity import Ed25519Signer
-from p2pworld.log.entry import ChannelPolicy, Submission
+from p2pworld.log.entry import ChannelPolicy, ChannelRecord, Submission
 from p2pworld.log.sequencer import Sequencer
 from p2pworld.log.state import ChannelState
 from p2pworld.testing.sim import Simulator
@@ -422,41 +422,57 @@ def token_expiry_storm(seed: int) -> Result:
                      resumed <= 2 * 0.8 * ttl else 1}
 
 
+PROVIDER_AD = CapabilityAd(tools=("echo",), job_kinds=("5001",), expires_ms=10**13)
+
+
+def _compute_market(sim: Simulator, policy: ChannelPolicy | None = None) -> ChannelRecord:
+    """n1..n3 run the provider application and advertise ``echo`` for kind 5001; the
+    requester n0 opens its compute channel (with ``policy``)."""
+    sim.providers = {"n1", "n2", "n3"}
+    for name in sorted(sim.providers):
+        node = sim.nodes[name]
+        assert node.world is not None
+        sim._carry(node, node.world.advertise(PROVIDER_AD, now_ms=sim.now_ms(node)))
+    req = sim.nodes["n0"]
+    assert req.hub is not None
+    rec, fx = req.hub.open_channel("compute", now_ms=sim.now_ms(req), policy=policy)
+    sim._carry(req, fx)
+    return rec
+
+
+def _post_requests(sim: Simulator, channel: bytes, count: int, *,
+                   when: Callable[[int], float], policies: list[str], expires_ms: int) -> None:
+    """The requester posts ``count`` jobs (``r0``, ``r1``, ...) at ``when(i)`` seconds."""
+    for i in range(count):
+        def post(i: int = i) -> None:
+            n = sim.nodes["n0"]
+            if n.hub is None:
+                return
+            now = sim.now_ms(n)
+            _, fx = n.hub.publish(channel, encode_event(
+                "request", rid=f"r{i}", kind="5001", job=b"job%d" % i,
+                policy=policies[i % len(policies)], price=0, sla_ms=0, needs=["echo"],
+                expires=now + expires_ms), idem_key=b"r%d/request" % i, now_ms=now)
+            sim._carry(n, fx)
+            sim.stats.reach("compute_contention")
+
+        sim.at(when(i), post)
+
+
 def compute_contention(seed: int) -> Result:
     """The requester (n0) posts jobs that three providers race for, with frame loss (session
     resets and resubmissions: duplicates), partitions, provider rejections, and crashes and
     restarts of the requester and of providers. At most one assignee per request, ever, and
     every request ends terminal or open or with a live assignee."""
     sim = Simulator(seed, 4)
-    sim.providers = {"n1", "n2", "n3"}
     sim.reject_rate = 0.2
     sim.greedy = {"n3"}
-    ad = CapabilityAd(tools=("echo",), job_kinds=("5001",), expires_ms=10**13)
-    for name in sorted(sim.providers):
-        node = sim.nodes[name]
-        assert node.world is not None
-        sim._carry(node, node.world.advertise(ad, now_ms=sim.now_ms(node)))
-    req = sim.nodes["n0"]
-    assert req.hub is not None
-    rec, fx = req.hub.open_channel("compute", now_ms=sim.now_ms(req))
-    sim._carry(req, fx)
+    rec = _compute_market(sim)
+    ad = PROVIDER_AD
     sim.channel = rec.channel  # type: ignore[attr-defined]
     sim.loss = 0.01
-    policies = ["first", "lowest_price", "best_sla"]
-    for i in range(12):
-        def post(i: int = i) -> None:
-            n = sim.nodes["n0"]
-            if n.hub is None:
-                return
-            now = sim.now_ms(n)
-            _, fx = n.hub.publish(rec.channel, encode_event(
-                "request", rid=f"r{i}", kind="5001", job=b"job%d" % i,
-                policy=policies[i % 3], price=0, sla_ms=0, needs=["echo"],
-                expires=now + 60_000), idem_key=b"r%d/request" % i, now_ms=now)
-            sim._carry(n, fx)
-            sim.stats.reach("compute_contention")
-
-        sim.at(0.5 + i * 0.7 + sim.rng.random() * 0.3, post)
+    _post_requests(sim, rec.channel, 12, when=lambda i: 0.5 + i * 0.7 + sim.rng.random() * 0.3,
+                   policies=["first", "lowest_price", "best_sla"], expires_ms=60_000)
     handed = False
     for _ in range(5):
         sim.run(1.0 + sim.rng.random())
@@ -504,30 +520,9 @@ def bridge_outage(seed: int) -> Result:
     ch = sim.open_channel("n0", "sim", authority=authority,
                           policy=ChannelPolicy(replication=1, nostr_fallback=True))
     sim.channel = ch  # type: ignore[attr-defined]
-    sim.providers = {"n1", "n2", "n3"}
-    ad = CapabilityAd(tools=("echo",), job_kinds=("5001",), expires_ms=10**13)
-    for name in sorted(sim.providers):
-        node = sim.nodes[name]
-        assert node.world is not None
-        sim._carry(node, node.world.advertise(ad, now_ms=sim.now_ms(node)))
-    req = sim.nodes["n0"]
-    assert req.hub is not None
-    rec, fx = req.hub.open_channel("compute", now_ms=sim.now_ms(req), policy=ChannelPolicy(
-        nostr_mirror=True, nostr_fallback=True))
-    sim._carry(req, fx)
-    for i in range(6):
-        def post(i: int = i) -> None:
-            n = sim.nodes["n0"]
-            if n.hub is None:
-                return
-            now = sim.now_ms(n)
-            _, fx = n.hub.publish(rec.channel, encode_event(
-                "request", rid=f"r{i}", kind="5001", job=b"job%d" % i, policy="first",
-                price=0, sla_ms=0, needs=["echo"], expires=now + 120_000),
-                idem_key=b"r%d/request" % i, now_ms=now)
-            sim._carry(n, fx)
-
-        sim.at(1.0 + i * 5.0 + sim.rng.random(), post)
+    rec = _compute_market(sim, ChannelPolicy(nostr_mirror=True, nostr_fallback=True))
+    _post_requests(sim, rec.channel, 6, when=lambda i: 1.0 + i * 5.0 + sim.rng.random(),
+                   policies=["first"], expires_ms=120_000)
     _traffic(sim, ch, seconds=40, rate=3)
     relays = sorted(nostr.relays)
     victim = sim.rng.choice(["n1", "n2", "n3"])

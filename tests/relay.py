@@ -9,8 +9,8 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,6 +48,21 @@ def write_config(tmp: Path, port: int, *, auth: bool = False) -> Path:
     cfg.write_text(CONFIG.format(db=tmp.resolve() / "relay.sqlite3", port=port,
                                  auth="true" if auth else "false", save="w" if auth else "a"))
     return cfg
+
+
+@asynccontextmanager
+async def black_hole() -> AsyncIterator[str]:
+    """``ws://`` URL of a listener that accepts connections and never answers anything (a
+    dead, hostile or hung relay)."""
+    import trio
+
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    listener.listen(64)
+    try:
+        yield f"ws://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
 
 
 def free_port() -> int:

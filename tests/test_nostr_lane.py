@@ -16,7 +16,7 @@ from p2pworld.errors import PolicyDenied
 from p2pworld.log.entry import ChannelPolicy
 from p2pworld.nostr.lane import LANE_KIND
 
-from .relay import real_relay, sdk_fetch
+from .relay import black_hole, real_relay, sdk_fetch
 from .test_node import exchange_ordered
 
 FALLBACK = ChannelPolicy(nostr_fallback=True)
@@ -157,24 +157,20 @@ async def test_a_peers_nip65_relays_join_the_pool(tmp_path: Path) -> None:
 
 
 async def test_a_dead_relay_does_not_slow_the_nostr_lane(tmp_path: Path) -> None:
-    listener = trio.socket.socket()
-    await listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    dead = f"ws://127.0.0.1:{listener.getsockname()[1]}"
-    with real_relay(tmp_path / "relay") as url, trio.fail_after(90):
-        relays = [dead, url]
-        async with open_node(cfg(tmp_path, "a", relays=relays, transport="forced-nostr")) as a, \
-                open_node(cfg(tmp_path, "b", relays=relays, transport="forced-nostr",
-                              peers=[a.url])) as b:
-            # b knows a's direct address, but forced-Nostr mode never uses it.
-            await b.wait_peers(1)
-            chan = await a.open_channel("general", policy=FALLBACK)
-            await b.wait_channel("general")
-            # Each lane frame goes on as soon as one relay has it: the dead relay (which would
-            # hold every publish for its 10 s timeout) costs nothing.
-            for i in range(20):
-                with trio.fail_after(3):
-                    r = await b.publish(chan.channel, b"m%d" % i)
-                assert r.seq == i + 1
-            assert b.health()["peers"][0]["lane"] == "nostr"
-    listener.close()
+    async with black_hole() as dead:
+        with real_relay(tmp_path / "relay") as url, trio.fail_after(90):
+            relays = [dead, url]
+            async with open_node(cfg(tmp_path, "a", relays=relays, transport="forced-nostr")) as a, \
+                    open_node(cfg(tmp_path, "b", relays=relays, transport="forced-nostr",
+                                  peers=[a.url])) as b:
+                # b knows a's direct address, but forced-Nostr mode never uses it.
+                await b.wait_peers(1)
+                chan = await a.open_channel("general", policy=FALLBACK)
+                await b.wait_channel("general")
+                # Each lane frame goes on as soon as one relay has it: the dead relay (which would
+                # hold every publish for its 10 s timeout) costs nothing.
+                for i in range(20):
+                    with trio.fail_after(3):
+                        r = await b.publish(chan.channel, b"m%d" % i)
+                    assert r.seq == i + 1
+                assert b.health()["peers"][0]["lane"] == "nostr"

@@ -14,7 +14,7 @@ from p2pworld import NodeConfig, open_node
 from p2pworld.errors import LocalProtocolError
 from p2pworld.world.doc import CapabilityAd
 
-from .relay import free_port, real_relay, sdk_fetch
+from .relay import black_hole, free_port, real_relay, sdk_fetch
 
 AD = CapabilityAd(tools=("echo",), job_kinds=("5001",), expires_ms=2**62)
 
@@ -126,26 +126,22 @@ async def test_relay_outage_loses_nothing_and_duplicates_nothing(tmp_path: Path)
 
 
 async def test_a_black_hole_relay_does_not_block_the_primary_lane(tmp_path: Path) -> None:
-    listener = trio.socket.socket()
-    await listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    dead = f"ws://127.0.0.1:{listener.getsockname()[1]}"
-    with trio.fail_after(60):
-        async with open_node(cfg(tmp_path, "a", relays=[dead], capabilities=AD)) as a, \
-                open_node(cfg(tmp_path, "b", peers=[a.url], relays=[dead])) as b:
-            await b.wait_peers(1)
-            chan = await a.open_channel("work")
-            await b.wait_channel("work")
-            # Mirrors pile up for a relay that never answers (each publish waits up to its
-            # 5 s timeout); the primary lane does not wait on any of it.
-            for i in range(30):
-                await a.advertise(CapabilityAd(tools=(f"t{i}",), expires_ms=2**62))
-                with trio.fail_after(2.0):
-                    r = await b.publish(chan.channel, f"m{i}".encode())
-                assert r.seq == i + 1
-            assert a.nostr is not None and a.nostr.outbox.pending() >= 30
-            assert a.health()["transport"]["nostr"]["relays"][dead]["state"] != "connected"
-    listener.close()
+    async with black_hole() as dead:
+        with trio.fail_after(60):
+            async with open_node(cfg(tmp_path, "a", relays=[dead], capabilities=AD)) as a, \
+                    open_node(cfg(tmp_path, "b", peers=[a.url], relays=[dead])) as b:
+                await b.wait_peers(1)
+                chan = await a.open_channel("work")
+                await b.wait_channel("work")
+                # Mirrors pile up for a relay that never answers (each publish waits up to its
+                # 5 s timeout); the primary lane does not wait on any of it.
+                for i in range(30):
+                    await a.advertise(CapabilityAd(tools=(f"t{i}",), expires_ms=2**62))
+                    with trio.fail_after(2.0):
+                        r = await b.publish(chan.channel, f"m{i}".encode())
+                    assert r.seq == i + 1
+                assert a.nostr is not None and a.nostr.outbox.pending() >= 30
+                assert a.health()["transport"]["nostr"]["relays"][dead]["state"] != "connected"
 
 
 async def test_bridge_calls_need_relays_and_the_bridge_scope(tmp_path: Path) -> None:

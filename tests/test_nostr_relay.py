@@ -11,7 +11,7 @@ from p2pworld.nostr.event import Event
 from p2pworld.nostr.keys import NostrKey
 from p2pworld.nostr.relay import open_relay_pool
 
-from .relay import free_port, real_relay
+from .relay import black_hole, free_port, real_relay
 
 KEY = NostrKey(bytes(31) + b"\x09")
 
@@ -64,19 +64,14 @@ async def test_subscription_resumes_after_the_relay_restarts(tmp_path: Path) -> 
 
 
 async def test_a_dead_relay_does_not_block_publishing_to_a_live_one(tmp_path: Path) -> None:
-    # A listener that accepts connections and never answers anything.
-    listener = trio.socket.socket()
-    await listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    dead = f"ws://127.0.0.1:{listener.getsockname()[1]}"
-    with real_relay(tmp_path / "r") as url, trio.fail_after(30):
-        async with open_relay_pool([dead, url]) as pool:
-            t0 = trio.current_time()
-            out = await pool.publish(note(5), timeout=3.0)
-            assert out[url] is not None and out[url].ok and out[dead] is None
-            assert trio.current_time() - t0 <= 3.5
-            assert pool.health[dead].state != "connected"
-    listener.close()
+    async with black_hole() as dead:
+        with real_relay(tmp_path / "r") as url, trio.fail_after(30):
+            async with open_relay_pool([dead, url]) as pool:
+                t0 = trio.current_time()
+                out = await pool.publish(note(5), timeout=3.0)
+                assert out[url] is not None and out[url].ok and out[dead] is None
+                assert trio.current_time() - t0 <= 3.5
+                assert pool.health[dead].state != "connected"
 
 
 async def test_bridge_outbox_publishes_to_every_relay_and_a_dead_one_only_delays_itself(
@@ -84,67 +79,63 @@ async def test_bridge_outbox_publishes_to_every_relay_and_a_dead_one_only_delays
     from p2pworld.nostr.outbox import Outbox
     from p2pworld.nostr.relay import Bridge
 
-    listener = trio.socket.socket()
-    await listener.bind(("127.0.0.1", 0))
-    listener.listen(8)
-    dead = f"ws://127.0.0.1:{listener.getsockname()[1]}"
-    with real_relay(tmp_path / "r") as url, trio.fail_after(40):
-        box = Outbox(tmp_path / "bridge.db", relays=[url, dead])
-        events = [note(10 + i) for i in range(20)]
-        for ev in events:
-            assert box.enqueue(ev, source=f"chan:{ev.content}", entry_hash=b"h" * 32, now=0)
-        assert not box.enqueue(events[0], source="again", entry_hash=b"h" * 32, now=0)
-        async with open_relay_pool([url, dead]) as pool, trio.open_nursery() as n:
-            bridge = Bridge(box, pool, timeout=2.0)
-            n.start_soon(bridge.run)
-            t0 = trio.current_time()
-            while any(box.state(ev.id)[url] != "published" for ev in events):
-                await trio.sleep(0.05)
-            # The live relay got all 20 while the dead one held nothing up.
-            assert trio.current_time() - t0 < 5
-            assert all(box.state(ev.id)[dead] == "due" for ev in events)
-            # The outbox survives a restart: what is not published is still due.
-            n.cancel_scope.cancel()
+    async with black_hole() as dead:
+        with real_relay(tmp_path / "r") as url, trio.fail_after(40):
+            box = Outbox(tmp_path / "bridge.db", relays=[url, dead])
+            events = [note(10 + i) for i in range(20)]
+            for ev in events:
+                assert box.enqueue(ev, source=f"chan:{ev.content}", entry_hash=b"h" * 32, now=0)
+            assert not box.enqueue(events[0], source="again", entry_hash=b"h" * 32, now=0)
+            async with open_relay_pool([url, dead]) as pool, trio.open_nursery() as n:
+                bridge = Bridge(box, pool, timeout=2.0)
+                n.start_soon(bridge.run)
+                t0 = trio.current_time()
+                while any(box.state(ev.id)[url] != "published" for ev in events):
+                    await trio.sleep(0.05)
+                # The live relay got all 20 while the dead one held nothing up.
+                assert trio.current_time() - t0 < 5
+                assert all(box.state(ev.id)[dead] == "due" for ev in events)
+                # The outbox survives a restart: what is not published is still due.
+                n.cancel_scope.cancel()
+            box.close()
+            again = Outbox(tmp_path / "bridge.db", relays=[url, dead])
+            assert again.pending() == 20 and again.events_for(f"chan:{events[3].content}") == [
+                events[3].id]
+            again.close()
+            # And the relay really has them.
+            want = {e.id for e in events}
+            async with open_relay_pool([url]) as pool, pool.subscribe({"kinds": [1]}) as sub:
+                got: set[str] = set()
+                while not want <= got:
+                    got.add((await sub.__anext__()).id)
+
+
+    def test_the_outbox_mirrors_an_entry_once_and_refuses_other_formats(tmp_path: Path) -> None:
+        import sqlite3
+
+        import pytest
+
+        from p2pworld.errors import UnsupportedVersion
+        from p2pworld.nostr.outbox import Outbox
+
+        box = Outbox(tmp_path / "b.db", relays=["ws://r"])
+        first = Event.create(KEY, kind=7000, content="", tags=[["status", "success"]],
+                             created_at=1, aux=bytes(32))
+        again = Event.create(KEY, kind=7000, content="", tags=[["status", "success"], ["x", "1"]],
+                             created_at=2, aux=bytes(32))
+        other_kind = Event.create(KEY, kind=6001, content="r", tags=[], created_at=1, aux=bytes(32))
+        assert box.enqueue(first, source="compute:c:r1", entry_hash=b"h" * 32, now=0)
+        # The same log entry mirrored again (say after a restart, with a different id): refused.
+        assert not box.enqueue(again, source="compute:c:r1", entry_hash=b"h" * 32, now=1)
+        assert box.enqueue(other_kind, source="compute:c:r1", entry_hash=b"h" * 32, now=1)
+        assert box.first_events("compute:") == {"compute:c:r1": first.id}
         box.close()
-        again = Outbox(tmp_path / "bridge.db", relays=[url, dead])
-        assert again.pending() == 20 and again.events_for(f"chan:{events[3].content}") == [
-            events[3].id]
-        again.close()
-        # And the relay really has them.
-        want = {e.id for e in events}
-        async with open_relay_pool([url]) as pool, pool.subscribe({"kinds": [1]}) as sub:
-            got: set[str] = set()
-            while not want <= got:
-                got.add((await sub.__anext__()).id)
-    listener.close()
-
-
-def test_the_outbox_mirrors_an_entry_once_and_refuses_other_formats(tmp_path: Path) -> None:
-    import sqlite3
-
-    import pytest
-
-    from p2pworld.errors import UnsupportedVersion
-    from p2pworld.nostr.outbox import Outbox
-
-    box = Outbox(tmp_path / "b.db", relays=["ws://r"])
-    first = Event.create(KEY, kind=7000, content="", tags=[["status", "success"]],
-                         created_at=1, aux=bytes(32))
-    again = Event.create(KEY, kind=7000, content="", tags=[["status", "success"], ["x", "1"]],
-                         created_at=2, aux=bytes(32))
-    other_kind = Event.create(KEY, kind=6001, content="r", tags=[], created_at=1, aux=bytes(32))
-    assert box.enqueue(first, source="compute:c:r1", entry_hash=b"h" * 32, now=0)
-    # The same log entry mirrored again (say after a restart, with a different id): refused.
-    assert not box.enqueue(again, source="compute:c:r1", entry_hash=b"h" * 32, now=1)
-    assert box.enqueue(other_kind, source="compute:c:r1", entry_hash=b"h" * 32, now=1)
-    assert box.first_events("compute:") == {"compute:c:r1": first.id}
-    box.close()
-    db = sqlite3.connect(tmp_path / "b.db")
-    db.execute("PRAGMA user_version = 99")
-    db.commit()
-    db.close()
-    with pytest.raises(UnsupportedVersion):
-        Outbox(tmp_path / "b.db", relays=["ws://r"])
+        db = sqlite3.connect(tmp_path / "b.db")
+        db.execute("PRAGMA user_version = 99")
+        db.commit()
+        db.close()
+        with pytest.raises(UnsupportedVersion):
+            Outbox(tmp_path / "b.db", relays=["ws://r"])
 
 
 async def test_nip42_the_pool_authenticates_to_a_relay_that_requires_it(tmp_path: Path) -> None:
