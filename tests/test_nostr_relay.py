@@ -110,32 +110,32 @@ async def test_bridge_outbox_publishes_to_every_relay_and_a_dead_one_only_delays
                     got.add((await sub.__anext__()).id)
 
 
-    def test_the_outbox_mirrors_an_entry_once_and_refuses_other_formats(tmp_path: Path) -> None:
-        import sqlite3
+def test_the_outbox_mirrors_an_entry_once_and_refuses_other_formats(tmp_path: Path) -> None:
+    import sqlite3
 
-        import pytest
+    import pytest
 
-        from p2pworld.errors import UnsupportedVersion
-        from p2pworld.nostr.outbox import Outbox
+    from p2pworld.errors import UnsupportedVersion
+    from p2pworld.nostr.outbox import Outbox
 
-        box = Outbox(tmp_path / "b.db", relays=["ws://r"])
-        first = Event.create(KEY, kind=7000, content="", tags=[["status", "success"]],
-                             created_at=1, aux=bytes(32))
-        again = Event.create(KEY, kind=7000, content="", tags=[["status", "success"], ["x", "1"]],
-                             created_at=2, aux=bytes(32))
-        other_kind = Event.create(KEY, kind=6001, content="r", tags=[], created_at=1, aux=bytes(32))
-        assert box.enqueue(first, source="compute:c:r1", entry_hash=b"h" * 32, now=0)
-        # The same log entry mirrored again (say after a restart, with a different id): refused.
-        assert not box.enqueue(again, source="compute:c:r1", entry_hash=b"h" * 32, now=1)
-        assert box.enqueue(other_kind, source="compute:c:r1", entry_hash=b"h" * 32, now=1)
-        assert box.first_events("compute:") == {"compute:c:r1": first.id}
-        box.close()
-        db = sqlite3.connect(tmp_path / "b.db")
-        db.execute("PRAGMA user_version = 99")
-        db.commit()
-        db.close()
-        with pytest.raises(UnsupportedVersion):
-            Outbox(tmp_path / "b.db", relays=["ws://r"])
+    box = Outbox(tmp_path / "b.db", relays=["ws://r"])
+    first = Event.create(KEY, kind=7000, content="", tags=[["status", "success"]],
+                         created_at=1, aux=bytes(32))
+    again = Event.create(KEY, kind=7000, content="", tags=[["status", "success"], ["x", "1"]],
+                         created_at=2, aux=bytes(32))
+    other_kind = Event.create(KEY, kind=6001, content="r", tags=[], created_at=1, aux=bytes(32))
+    assert box.enqueue(first, source="compute:c:r1", entry_hash=b"h" * 32, now=0)
+    # The same log entry mirrored again (say after a restart, with a different id): refused.
+    assert not box.enqueue(again, source="compute:c:r1", entry_hash=b"h" * 32, now=1)
+    assert box.enqueue(other_kind, source="compute:c:r1", entry_hash=b"h" * 32, now=1)
+    assert box.first_events("compute:") == {"compute:c:r1": first.id}
+    box.close()
+    db = sqlite3.connect(tmp_path / "b.db")
+    db.execute("PRAGMA user_version = 99")
+    db.commit()
+    db.close()
+    with pytest.raises(UnsupportedVersion):
+        Outbox(tmp_path / "b.db", relays=["ws://r"])
 
 
 async def test_nip42_the_pool_authenticates_to_a_relay_that_requires_it(tmp_path: Path) -> None:
