@@ -393,6 +393,7 @@ class Node:
         self.lanes = LaneCounters(alert_at=config.fallback_alert)
         self._mirror_req: dict[str, str] = {}
         self._lanes_seen: dict[bytes, dict[int, str]] = {}
+        self._lanes_top: dict[bytes, int] = {}  # highest seq in _lanes_seen (O(1) lane_of)
         self._loaded_heads: dict[bytes, int] = {}
         """Channel heads loaded from disk at start (entries up to them came before)."""
 
@@ -911,6 +912,9 @@ class Node:
         seen = self._lanes_seen.setdefault(e.channel, {})
         for x in e.entries:
             seen[x.seq] = lane
+        if e.entries:
+            top = self._lanes_top.get(e.channel, 0)
+            self._lanes_top[e.channel] = max(top, max(x.seq for x in e.entries))
         while len(seen) > LANE_MEMORY:
             del seen[next(iter(seen))]
 
@@ -930,7 +934,7 @@ class Node:
 
     def _lane_floor(self, channel: bytes, seen: dict[int, str]) -> int:
         if seen:
-            return max(seen)
+            return self._lanes_top.get(channel, 0)
         return self._loaded_heads.get(channel, 0)
 
     def _mirror_compute(self, e: Delivered) -> None:

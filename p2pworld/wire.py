@@ -169,14 +169,14 @@ class EpochMsg(Message):
     entries: tuple[Entry, ...] = ()
 
     def fields(self) -> dict[str, Value]:
-        return {"ec": self.change.to_wire(), "ents": [e.to_wire() for e in self.entries]}
+        return {"ec": self.change.to_wire(), "ents": [e.encoded for e in self.entries]}
 
     @classmethod
     def parse(cls, m: dict[str, Value]) -> EpochMsg:
         raw = codec.field(m, "ents", list, "epoch")
         if len(raw) > MAX_BATCH:
             raise DecodeError("epoch: batch too large")
-        return cls(EpochChange.from_wire(m.get("ec")), tuple(Entry.from_wire(e) for e in raw))
+        return cls(EpochChange.from_wire(m.get("ec")), tuple(Entry.from_bytes(e) for e in raw))
 
 
 @message
@@ -211,14 +211,14 @@ class Entries(Message):
     head: SignedHead
 
     def fields(self) -> dict[str, Value]:
-        return {"ents": [e.to_wire() for e in self.entries], "head": self.head.to_wire()}
+        return {"ents": [e.encoded for e in self.entries], "head": self.head.to_wire()}
 
     @classmethod
     def parse(cls, m: dict[str, Value]) -> Entries:
         raw = codec.field(m, "ents", list, "ents")
         if len(raw) > MAX_BATCH:
             raise DecodeError("ents: batch too large", limit=MAX_BATCH)
-        return cls(tuple(Entry.from_wire(e) for e in raw), SignedHead.from_wire(m.get("head")))
+        return cls(tuple(Entry.from_bytes(e) for e in raw), SignedHead.from_wire(m.get("head")))
 
 
 @message

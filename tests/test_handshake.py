@@ -21,7 +21,12 @@ from p2pworld.errors import (
     VersionMismatch,
     WorkspaceMismatch,
 )
-from p2pworld.transport.handshake import Handshake, HandshakeConfig, HandshakeState
+from p2pworld.transport.handshake import (
+    PROTOCOL_VERSIONS,
+    Handshake,
+    HandshakeConfig,
+    HandshakeState,
+)
 
 from .conftest import make_identity
 
@@ -140,7 +145,7 @@ def test_version_mismatch_is_a_typed_refusal(rng: random.Random) -> None:
     with pytest.raises(HandshakeRefused) as e:
         i.receive(refusal)
     assert e.value.details["peer_code"] == "VERSION_MISMATCH"
-    assert codec.decode_frame(refusal)["versions"] == [1]
+    assert codec.decode_frame(refusal)["versions"] == list(PROTOCOL_VERSIONS)
 
 
 def test_workspace_mismatch(rng: random.Random) -> None:

@@ -12,7 +12,15 @@ from hypothesis import strategies as st
 from p2pworld.errors import ChainBroken, ChannelClosed, Conflict, Forked, InvalidSignature
 from p2pworld.identity import Ed25519Signer
 from p2pworld.log.entry import ChannelRecord, Entry, SignedHead, Submission
-from p2pworld.log.hub import ChannelHub, Delivered, Persist, PublishResult, Resolved, Send
+from p2pworld.log.hub import (
+    ChannelHub,
+    Delivered,
+    OutboxPut,
+    Persist,
+    PublishResult,
+    Resolved,
+    Send,
+)
 from p2pworld.log.replica import Replica
 from p2pworld.log.sequencer import Sequencer
 from p2pworld.wire import decode_message, encode_message
@@ -198,9 +206,9 @@ def test_outbox_survives_lane_loss_and_resubmits_without_duplicates() -> None:
     run_hubs(a, b, fx + a.peer_up(b.node_id, WRITER.public_key),
              b.peer_up(a.node_id, OWNER.public_key))
     _, fx = b.publish(rec.channel, b"x", idem_key=b"1", now_ms=1)
-    assert [type(e).__name__ for e in fx] == ["OutboxPut"]
-    (sent,) = b.flush(now_ms=1)  # queued publishes leave together at the flush
-    assert isinstance(sent, Send)
+    assert fx == []  # queued: signed, written to the outbox and sent together at the flush
+    put, sent = b.flush(now_ms=1)
+    assert isinstance(put, OutboxPut) and isinstance(sent, Send)
     # The submission reached the sequencer, but the lane dies before the ack comes back.
     a.receive(b.node_id, decode_message(encode_message(sent.message)), now_ms=1)
     a.flush(now_ms=1)
@@ -209,7 +217,7 @@ def test_outbox_survives_lane_loss_and_resubmits_without_duplicates() -> None:
     assert isinstance(lost, Resolved) and lost.outcome.code == "INDETERMINATE"
     # Without a lane a publish is only queued in the durable outbox.
     _, fx = b.publish(rec.channel, b"y", idem_key=b"2", now_ms=1)
-    assert [type(e).__name__ for e in fx] == ["OutboxPut"] and b.flush(now_ms=1) == []
+    assert fx == [] and [type(e).__name__ for e in b.flush(now_ms=1)] == ["OutboxPut"]
     assert len(b.outbox) == 2
     # The lane returns: both are resubmitted with their keys; "x" is answered as a duplicate.
     seen = run_hubs(a, b, a.peer_up(b.node_id, WRITER.public_key),

@@ -3,8 +3,10 @@
 Byte layouts are canonical CBOR with domain tags (``docs/protocol.md``, "Channel log"):
 
 * :class:`ChannelRecord` — signed by the channel owner (``p2pworld/channel/v1``).
-* :class:`Submission` — signed by the writer (``p2pworld/submission/v1``), so the sequencer
-  cannot forge a sender.
+* :class:`Submission` — signed by the writer, so the sequencer cannot forge a sender: alone
+  (``p2pworld/submission/v1`` over its body) or in a batch (:func:`sign_batch`: one signature
+  over the Merkle root of the batch's submission hashes, ``p2pworld/submission-batch/v1``;
+  each submission then carries its :class:`WriterProof`).
 * :class:`Entry` — a submission placed at ``(channel, epoch, seq)`` after ``prev_hash`` at
   ``sequencer_time``; its hash (``p2pworld/entry/v1``) chains the log.
 * :class:`SignedHead` — the sequencer's signature over ``(channel, epoch, seq, head_hash)``
@@ -21,18 +23,21 @@ Example:
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
 from p2pworld import codec
 from p2pworld.codec import Value
-from p2pworld.errors import DecodeError, InvalidSignature
-from p2pworld.identity import Signer, node_id, verify
+from p2pworld.errors import DecodeError, InvalidSignature, UnsupportedVersion
+from p2pworld.identity import Signer, node_id, verify, verify_raw
+from p2pworld.log import merkle
 
 CHANNEL_DOMAIN = "p2pworld/channel/v1"
 CHANNEL_ID_DOMAIN = "p2pworld/channel-id/v1"
 SUBMISSION_DOMAIN = "p2pworld/submission/v1"
+SUBMISSION_BATCH_DOMAIN = "p2pworld/submission-batch/v1"
 ENTRY_DOMAIN = "p2pworld/entry/v1"
 HEAD_DOMAIN = "p2pworld/head/v1"
 
@@ -42,6 +47,9 @@ GENESIS_HASH = bytes(32)
 MAX_PAYLOAD = 256 * 1024
 MAX_IDEM_KEY = 64
 MAX_NAME = 64
+MAX_PROOF_PATH = 32
+SIGN_BATCH = 256
+"""Most submissions one writer signature covers (a proof path of at most 8 hashes)."""
 
 
 def hash_bytes(data: bytes) -> bytes:
@@ -187,9 +195,65 @@ KINDS = ("msg", "ctl")
 operation (see :mod:`p2pworld.log.state`), valid only from the channel owner."""
 
 
+@dataclass(frozen=True)
+class WriterProof:
+    """Where a submission sits in the batch its writer signed: leaf ``index`` of ``size``
+    (at least 2; a submission signed alone has no proof) and the Merkle audit path from its
+    hash to the signed root."""
+
+    index: int
+    size: int
+    path: tuple[bytes, ...]
+
+    def to_wire(self) -> list[Value]:
+        return [self.index, self.size, list(self.path)]
+
+    @classmethod
+    def from_wire(cls, value: Any, what: str) -> WriterProof:
+        if not isinstance(value, list) or len(value) != 3:
+            raise DecodeError(f"{what}: writer proof must be [index, size, path]")
+        index, size, path = value
+        if not all(isinstance(x, int) and not isinstance(x, bool) for x in (index, size)) or \
+                not 2 <= size <= merkle.MAX_LEAVES or not 0 <= index < size:
+            raise DecodeError(f"{what}: writer proof index/size out of range")
+        if not isinstance(path, list) or len(path) > MAX_PROOF_PATH or not all(
+                isinstance(h, bytes) and len(h) == 32 for h in path):
+            raise DecodeError(f"{what}: writer proof path must be <= 32 hashes of 32 bytes")
+        return cls(index, size, tuple(path))
+
+
+class _VerifiedRoots:
+    """Batch signatures already checked, so a batch costs one ed25519 verification however
+    many of its entries a process sees (a restart re-verifies once per batch). Keyed by
+    everything the signature covers; bounded (emptied when full); failures are remembered
+    too. Verification is a pure function of the key, so sharing it across nodes in one
+    process changes no outcome."""
+
+    LIMIT = 4096
+
+    def __init__(self) -> None:
+        self._seen: dict[tuple[bytes, bytes, bytes, int, bytes], bool] = {}
+
+    def check(self, sender_key: bytes, channel: bytes, root: bytes, size: int,
+              signature: bytes) -> bool:
+        k = (sender_key, channel, root, size, signature)
+        ok = self._seen.get(k)
+        if ok is None:
+            ok = verify_raw(sender_key, codec.tagged(SUBMISSION_BATCH_DOMAIN, {
+                "ch": channel, "sender": sender_key, "root": root, "n": size}), signature)
+            if len(self._seen) >= self.LIMIT:
+                self._seen = {}  # start over (one rebinding: safe from any thread)
+            self._seen[k] = ok
+        return ok
+
+
+_VERIFIED_ROOTS = _VerifiedRoots()
+
+
 @dataclass(frozen=True, kw_only=True)
 class Submission:
-    """What a writer asks the sequencer to append, signed by the writer."""
+    """What a writer asks the sequencer to append, signed by the writer (alone, or in a
+    batch: then ``proof`` places it under the signed root)."""
 
     channel: bytes
     sender_key: bytes
@@ -197,6 +261,7 @@ class Submission:
     payload: bytes
     signature: bytes
     kind: str = "msg"
+    proof: WriterProof | None = None
 
     def body(self) -> dict[str, Value]:
         return {"ch": self.channel, "sender": self.sender_key, "key": self.idem_key,
@@ -210,6 +275,11 @@ class Submission:
     def payload_hash(self) -> bytes:
         return hash_bytes(self.payload)
 
+    @cached_property
+    def leaf_hash(self) -> bytes:
+        """The submission's hash: a leaf of its batch's Merkle tree."""
+        return hash_bytes(codec.tagged(SUBMISSION_DOMAIN, self.body()))
+
     @classmethod
     def create(cls, writer: Signer, *, channel: bytes, idem_key: bytes, payload: bytes,
                kind: str = "msg") -> Submission:
@@ -220,11 +290,21 @@ class Submission:
                    signature=writer.sign(codec.tagged(SUBMISSION_DOMAIN, body)))
 
     def verify(self) -> None:
-        if not verify(self.sender_key, SUBMISSION_DOMAIN, self.body(), self.signature):
-            raise InvalidSignature("writer signature does not verify")
+        if self.proof is None:
+            if not verify(self.sender_key, SUBMISSION_DOMAIN, self.body(), self.signature):
+                raise InvalidSignature("writer signature does not verify")
+            return
+        p = self.proof
+        root = merkle.root_from_path(self.leaf_hash, p.index, p.size, p.path)
+        if root is None or not _VERIFIED_ROOTS.check(self.sender_key, self.channel, root,
+                                                     p.size, self.signature):
+            raise InvalidSignature("writer batch signature does not verify")
 
     def to_wire(self) -> dict[str, Value]:
-        return {**self.body(), "sig": self.signature}
+        w = {**self.body(), "sig": self.signature}
+        if self.proof is not None:
+            w["sp"] = self.proof.to_wire()
+        return w
 
     @classmethod
     def from_wire(cls, value: Any) -> Submission:
@@ -243,7 +323,40 @@ class Submission:
             payload=payload,
             signature=codec.bytes_field(m, "sig", w, size=64),
             kind=_kind(m, w),
+            proof=WriterProof.from_wire(m["sp"], w) if "sp" in m else None,
         )
+
+
+def sign_batch(writer: Signer, *, channel: bytes,
+               items: Sequence[tuple[bytes, bytes, str]]) -> list[Submission]:
+    """Sign ``items`` (``(idem_key, payload, kind)``, at most :data:`SIGN_BATCH`) with one
+    signature over the Merkle root of their hashes. One item is signed alone.
+
+    Example:
+        >>> from p2pworld.identity import Ed25519Signer
+        >>> subs = sign_batch(Ed25519Signer(bytes(32)), channel=bytes(16),
+        ...                   items=[(b"k1", b"a", "msg"), (b"k2", b"b", "msg")])
+        >>> [s.proof.index for s in subs], subs[0].signature == subs[1].signature
+        ([0, 1], True)
+        >>> subs[1].verify()
+    """
+    if not 1 <= len(items) <= SIGN_BATCH:
+        raise ValueError(f"a batch holds 1..{SIGN_BATCH} submissions")
+    if len(items) == 1:
+        key, payload, kind = items[0]
+        return [Submission.create(writer, channel=channel, idem_key=key, payload=payload,
+                                  kind=kind)]
+    subs = [Submission(channel=channel, sender_key=writer.public_key, idem_key=key,
+                       payload=payload, kind=kind, signature=b"")
+            for key, payload, kind in items]
+    root, paths = merkle.tree([s.leaf_hash for s in subs])
+    n = len(subs)
+    sig = writer.sign(codec.tagged(SUBMISSION_BATCH_DOMAIN, {
+        "ch": channel, "sender": writer.public_key, "root": root, "n": n}))
+    return [Submission(channel=channel, sender_key=writer.public_key, idem_key=s.idem_key,
+                       payload=s.payload, kind=s.kind, signature=sig,
+                       proof=WriterProof(i, n, tuple(paths[i])))
+            for i, s in enumerate(subs)]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -261,17 +374,58 @@ class Entry:
     sequencer_time: int
     """Milliseconds since the Unix epoch on the sequencer's clock (informational)."""
     kind: str = "msg"
+    sender_proof: WriterProof | None = None
+    """The writer's batch proof (None: the writer signed this submission alone)."""
 
     def body(self) -> dict[str, Value]:
-        return {
+        b = {
             "ch": self.channel, "epoch": self.epoch, "seq": self.seq, "prev": self.prev_hash,
             "sender": self.sender_key, "ssig": self.sender_sig, "key": self.idem_key,
             "payload": self.payload, "t": self.sequencer_time, "kind": self.kind,
         }
+        if self.sender_proof is not None:
+            b["sp"] = self.sender_proof.to_wire()
+        return b
+
+    @cached_property
+    def encoded(self) -> bytes:
+        """The entry's canonical CBOR: what its hash covers and what the wire and the store
+        carry (encoded once per entry, however many subscribers it goes to)."""
+        return codec.encode(self.body())
 
     @cached_property
     def hash(self) -> bytes:
-        return hash_bytes(codec.tagged(ENTRY_DOMAIN, self.body()))
+        return hash_bytes(_ENTRY_PREFIX + self.encoded)
+
+    def to_frame(self) -> bytes:
+        """Version byte + :attr:`encoded` (a store row)."""
+        return _FRAME_PREFIX + self.encoded
+
+    @classmethod
+    def from_bytes(cls, raw: Any) -> Entry:
+        """Decode an entry's canonical bytes (strictly: exactly the fields of an entry, in
+        their canonical encoding), keeping them as :attr:`encoded`.
+
+        Raises:
+            DecodeError: anything else.
+        """
+        if not isinstance(raw, bytes):
+            raise DecodeError("entry: expected its encoded bytes")
+        m = codec.need_map(codec.decode(raw), "entry")
+        if not _ENTRY_FIELDS[0] <= set(m) <= _ENTRY_FIELDS[1]:
+            raise DecodeError("entry: unexpected or missing fields")
+        e = cls.from_wire(m)
+        e.__dict__["encoded"] = raw  # decode checked: raw is the canonical encoding of m
+        return e
+
+    @classmethod
+    def from_frame(cls, data: bytes) -> Entry:
+        """Inverse of :meth:`to_frame`."""
+        if not data:
+            raise DecodeError("empty frame")
+        if data[0] != codec.FORMAT_VERSION:
+            raise UnsupportedVersion(f"frame version {data[0]} not supported", version=data[0])
+        return cls.from_bytes(bytes(data[1:]))
 
     @property
     def sender(self) -> bytes:
@@ -280,7 +434,7 @@ class Entry:
     def submission(self) -> Submission:
         return Submission(channel=self.channel, sender_key=self.sender_key,
                           idem_key=self.idem_key, payload=self.payload, signature=self.sender_sig,
-                          kind=self.kind)
+                          kind=self.kind, proof=self.sender_proof)
 
     def to_wire(self) -> dict[str, Value]:
         return self.body()
@@ -306,7 +460,15 @@ class Entry:
             payload=payload,
             sequencer_time=codec.int_field(m, "t", w),
             kind=_kind(m, w),
+            sender_proof=WriterProof.from_wire(m["sp"], w) if "sp" in m else None,
         )
+
+
+_ENTRY_PREFIX = ENTRY_DOMAIN.encode() + b"\x00"
+_FRAME_PREFIX = bytes([codec.FORMAT_VERSION])
+_ENTRY_REQUIRED = frozenset({"ch", "epoch", "seq", "prev", "sender", "ssig", "key", "payload",
+                             "t", "kind"})
+_ENTRY_FIELDS = (_ENTRY_REQUIRED, _ENTRY_REQUIRED | {"sp"})
 
 
 def _kind(m: dict[str, Value], what: str) -> str:

@@ -49,7 +49,14 @@ from p2pworld.errors import (
 )
 from p2pworld.identity import Signer, node_id
 from p2pworld.log import channel_key
-from p2pworld.log.entry import ChannelPolicy, ChannelRecord, Entry, Submission
+from p2pworld.log.entry import (
+    SIGN_BATCH,
+    ChannelPolicy,
+    ChannelRecord,
+    Entry,
+    Submission,
+    sign_batch,
+)
 from p2pworld.log.replica import Replica
 from p2pworld.log.sequencer import ChannelLog, Sequencer
 from p2pworld.log.state import ChannelState, EpochChange, ctl_payload
@@ -202,6 +209,18 @@ class _Pending:
     sent_to: bytes | None = None
 
 
+@dataclass(frozen=True)
+class _Unsigned:
+    """A publish waiting for the flush, which signs each channel's queue as one batch."""
+
+    req: int
+    channel: bytes
+    idem_key: bytes
+    payload: bytes
+    kind: str
+    want: str
+
+
 @dataclass
 class _Own:
     seqr: Sequencer
@@ -234,6 +253,7 @@ class ChannelHub:
         self._reqs = itertools.count(1)
         self._dirty: set[bytes] = set()
         self._unsent: list[_Pending] = []
+        self._unsigned: list[_Unsigned] = []
         self._by_req: dict[int, tuple[bytes, bytes]] = {}
         self._keys: dict[bytes, dict[int, bytes]] = {}  # channel -> key id -> channel key
         self.errors: dict[str, int] = {}
@@ -349,7 +369,9 @@ class ChannelHub:
         """``publish_message``: queue a publish; its :class:`Resolved` comes later (from
         ``flush`` or ``receive``), or at once if it is refused.
 
-        On a private channel the payload is sealed with the current channel key first.
+        On a private channel the payload is sealed with the current channel key first. The
+        submission is signed at the next :meth:`flush`, together with every other publish
+        queued for the channel: one writer signature per batch (``docs/protocol.md`` §5.2).
         """
         req = next(self._reqs)
         st = self.state(channel)
@@ -362,9 +384,32 @@ class ChannelHub:
                 payload = self._seal(channel, payload)
             except P2PWorldError as e:
                 return req, [Resolved(req, e)]
-        sub = Submission.create(self.signer, channel=channel, idem_key=idem_key,
-                                payload=payload, kind=kind)
-        return req, self._submit(req, sub, want, now_ms)
+        if channel in self.own:
+            # Sequenced at once (membership changes and rekeys read the state they leave).
+            sub = Submission.create(self.signer, channel=channel, idem_key=idem_key,
+                                    payload=payload, kind=kind)
+            return req, self._submit(req, sub, want, now_ms)
+        self._unsigned.append(_Unsigned(req, channel, idem_key, payload, kind, want))
+        return req, []
+
+    def _sign_queued(self, now_ms: int) -> list[Effect]:
+        """Sign the queued publishes, one batch (one signature) per channel, and submit them
+        in the order they were made."""
+        queued, self._unsigned = self._unsigned, []
+        by_channel: dict[bytes, list[_Unsigned]] = {}
+        for u in queued:
+            by_channel.setdefault(u.channel, []).append(u)
+        signed: dict[int, Submission] = {}
+        for ch, us in by_channel.items():
+            for i in range(0, len(us), SIGN_BATCH):
+                part = us[i: i + SIGN_BATCH]
+                subs = sign_batch(self.signer, channel=ch,
+                                  items=[(u.idem_key, u.payload, u.kind) for u in part])
+                signed.update((u.req, sub) for u, sub in zip(part, subs, strict=True))
+        fx: list[Effect] = []
+        for u in queued:
+            fx += self._submit(u.req, signed[u.req], u.want, now_ms)
+        return fx
 
     def _submit(self, req: int, sub: Submission, want: str, now_ms: int) -> list[Effect]:
         ch = sub.channel
@@ -613,7 +658,7 @@ class ChannelHub:
 
     def flush(self, *, now_ms: int) -> list[Effect]:
         """Persist what was appended, then release acks and send batches to subscribers."""
-        fx: list[Effect] = []
+        fx: list[Effect] = self._sign_queued(now_ms) if self._unsigned else []
         unsent, self._unsent = self._unsent, []
         for pend in unsent:
             if self.outbox.get((pend.sub.channel, pend.sub.idem_key)) is pend:

@@ -177,7 +177,7 @@ class Sequencer(ChannelLog):
             channel=sub.channel, epoch=self.state.epoch, seq=self.seq + 1,
             prev_hash=self.head_hash, sender_key=sub.sender_key, sender_sig=sub.signature,
             idem_key=sub.idem_key, payload=sub.payload, sequencer_time=max(now_ms, last, 0),
-            kind=sub.kind,
+            kind=sub.kind, sender_proof=sub.proof,
         )
         self.append(entry)
         self._unsynced.append(entry)

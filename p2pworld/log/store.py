@@ -4,16 +4,19 @@ The store is driven by a shell, never by a core: cores return
 :class:`~p2pworld.log.hub.Persist` (and cursor/outbox/fork) effects and the shell applies them;
 each call commits, and so fsyncs the WAL, before it returns. Acks are released only after that.
 
-Schema, format 2 (``docs/protocol.md`` §7)::
+Schema, format 3 (``docs/protocol.md`` §7)::
 
-    meta(key TEXT PRIMARY KEY, value)                  -- 'format' = 2
+    meta(key TEXT PRIMARY KEY, value)                  -- 'format' = 3
     channels(ch BLOB PRIMARY KEY, record BLOB, epochs BLOB, base BLOB, floor INTEGER)
     entries(ch BLOB, seq INTEGER, hash BLOB, body BLOB, PRIMARY KEY (ch, seq))
     cursors(ch BLOB PRIMARY KEY, body BLOB)            -- ack_message checkpoints
     outbox(ch BLOB, key BLOB, body BLOB, want TEXT, PRIMARY KEY (ch, key))
     forks(ch BLOB, seq INTEGER, held BLOB, other BLOB)   -- proof, kept forever
 
-Format 1 (pre-release: no epochs, no retention) is refused with a clear message. On open every chain is
+Format 2 (entries without writer batch proofs) is migrated in place: its rows are valid format
+3 rows, only the version changes, so an older build refuses the store afterwards instead of
+misreading a batch proof. Format 1 (pre-release: no epochs, no retention) is refused with a
+clear message. On open every chain is
 re-verified from the stored base state. A last row that is incomplete (a torn write) is
 truncated; anything else that fails (a row that decodes but breaks the hash chain, a bad
 signature, an unreadable row before the last) is :class:`StoreCorrupt` naming the channel and
@@ -48,7 +51,7 @@ from p2pworld.log.hub import (
 )
 from p2pworld.log.state import ChannelState, EpochChange
 
-STORE_FORMAT = 2
+STORE_FORMAT = 3
 
 
 @dataclass
@@ -125,9 +128,9 @@ class LogStore:
     def _schema(self) -> None:
         self.db.execute("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value)")
         row = self.db.execute("SELECT value FROM meta WHERE key='format'").fetchone()
-        if row is not None and row[0] not in (1, STORE_FORMAT):
+        if row is not None and row[0] not in (1, 2, STORE_FORMAT):
             raise UnsupportedVersion(
-                f"{self.path}: store format {row[0]!r}; this build reads formats 1 "
+                f"{self.path}: store format {row[0]!r}; this build reads formats 2 "
                 f"(migrated) and {STORE_FORMAT}")
         if row is not None and row[0] == 1:
             raise UnsupportedVersion(
@@ -149,6 +152,10 @@ class LogStore:
         )
         if row is None:
             self.db.execute("INSERT INTO meta VALUES ('format', ?)", (STORE_FORMAT,))
+        elif row[0] == 2:
+            # Format 2 has only writer signatures over single submissions, which format 3
+            # still reads; a format-2 build must not open a store that may hold batch proofs.
+            self.db.execute("UPDATE meta SET value=? WHERE key='format'", (STORE_FORMAT,))
 
     # --- writes (each call is one durable transaction) --------------------------------------
 
@@ -178,7 +185,7 @@ class LogStore:
             self.db.execute("DELETE FROM entries WHERE ch=? AND seq>?", (ch, w.truncate_after))
         self.db.executemany(
             "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?)",
-            [(e.channel, e.seq, e.hash, codec.encode_frame(e.to_wire())) for e in w.entries])
+            [(e.channel, e.seq, e.hash, e.to_frame()) for e in w.entries])
 
     def apply(self, ops: Iterable[Write | CursorWrite | OutboxWrite | ForkWrite]) -> None:
         """Every durable effect of one batch in one transaction: one fsync (group commit)."""
@@ -202,8 +209,8 @@ class LogStore:
                 else:
                     self.db.execute("INSERT INTO forks VALUES (?, ?, ?, ?)",
                                     (op.channel, op.held.seq,
-                                     codec.encode_frame(op.held.to_wire()),
-                                     codec.encode_frame(op.other.to_wire())))
+                                     op.held.to_frame(),
+                                     op.other.to_frame()))
         self.syncs += 1
 
     def save_cursor(self, channel: bytes, body: bytes) -> None:
@@ -222,8 +229,8 @@ class LogStore:
     def record_fork(self, channel: bytes, held: Entry, other: Entry) -> None:
         with self.db:
             self.db.execute("INSERT INTO forks VALUES (?, ?, ?, ?)",
-                            (channel, held.seq, codec.encode_frame(held.to_wire()),
-                             codec.encode_frame(other.to_wire())))
+                            (channel, held.seq, held.to_frame(),
+                             other.to_frame()))
 
     # --- reads ------------------------------------------------------------------------------
 
@@ -298,7 +305,7 @@ def decode_channel(ch: bytes, raw: bytes, raw_epochs: bytes, raw_base: bytes, fl
     rows = list(rows)
     for i, (seq, h, body) in enumerate(rows):
         try:
-            entry = Entry.from_wire(codec.decode_frame(body))
+            entry = Entry.from_frame(body)
         except (P2PWorldError, ValueError, TypeError) as err:
             if i == len(rows) - 1:
                 return StoredChannel(rec, epochs, base, ents, torn=True)

@@ -63,7 +63,7 @@ def verify_rows(raw_record: bytes, raw_epochs: bytes, raw_base: bytes, floor: in
     rows = list(rows)
     for i, (seq, h, body) in enumerate(rows):
         try:
-            e = Entry.from_wire(codec.decode_frame(body))
+            e = Entry.from_frame(body)
         except P2PWorldError as err:
             if i == len(rows) - 1:
                 out["torn_tail"] = True

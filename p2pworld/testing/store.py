@@ -67,7 +67,7 @@ class MemoryLogStore:
             if w.truncate_after is not None:
                 c.rows = {s: r for s, r in c.rows.items() if s <= w.truncate_after}
             for e in w.entries:
-                c.rows[e.seq] = (e.hash, codec.encode_frame(e.to_wire()))
+                c.rows[e.seq] = (e.hash, e.to_frame())
         self.syncs += 1
 
     def apply(self, ops: Iterable[Write | CursorWrite | OutboxWrite | ForkWrite]) -> None:
@@ -97,8 +97,8 @@ class MemoryLogStore:
         self.outbox.pop((channel, key), None)
 
     def record_fork(self, channel: bytes, held: Entry, other: Entry) -> None:
-        self.forks.append((channel, codec.encode_frame(held.to_wire()),
-                           codec.encode_frame(other.to_wire())))
+        self.forks.append((channel, held.to_frame(),
+                           other.to_frame()))
 
     def load_channels(self) -> list[StoredChannel]:
         return [decode_channel(ch, c.record, c.epochs, c.base, c.floor,

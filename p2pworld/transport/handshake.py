@@ -62,7 +62,8 @@ from p2pworld.errors import (
 )
 from p2pworld.identity import Attestation, NodeIdentity, node_id, verify_raw
 
-PROTOCOL_VERSIONS: tuple[int, ...] = (1,)
+PROTOCOL_VERSIONS: tuple[int, ...] = (2,)
+"""2: entries travel as their canonical bytes and may carry writer batch proofs (1 did not)."""
 MAX_HANDSHAKE_BYTES = 16 * 1024
 MAX_TOKEN_BYTES = 4096
 DEFAULT_MAX_FRAME = 8 << 20
