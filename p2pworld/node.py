@@ -86,7 +86,7 @@ from p2pworld.transport.session import (
     open_session,
     relayed_session,
 )
-from p2pworld.wire import Message, Ping, Pong
+from p2pworld.wire import Message, Ping, Pong, Submit
 from p2pworld.world.core import (
     Member,
     WorldChanged,
@@ -321,6 +321,8 @@ class PeerInfo:
 
 
 LANE_MEMORY = 10_000
+LAZY_WRITE_DELAY = 0.02
+"""Seconds an outbox write waits for a transaction to ride along with (see ``_carry_out``)."""
 """Entries per channel whose receiving lane a node remembers (for ``ChannelMessage.lane``)."""
 
 
@@ -364,7 +366,10 @@ class Node:
         self._world_changed = trio.Event()
         self._world_saves: dict[bytes, tuple[bytes, ...]] = {}
         self._running = False
+        self._storing = 0  # batches handed to the store task and not yet carried out
         self._idle = trio.Event()
+        self._jobs_send, self._jobs_recv = trio.open_memory_channel[list[NodeEffect]](0)
+        self._lazy: list[OutboxWrite] = []  # outbox writes waiting for the next transaction
         self._any_delivered = trio.Event()
         self._notices_send, self._notices_recv = trio.open_memory_channel[Notice](256)
         self.tracer: Any = None
@@ -710,7 +715,8 @@ class Node:
 
     async def _settle(self) -> None:
         """Wait until the effect runner has carried out everything queued so far."""
-        while self._queue or self.hub._dirty or self._running:
+        while self._queue or not self.hub.idle or self._running or self._storing or \
+                self._lazy:
             await self._idle.wait()
 
     def head(self, channel: bytes) -> tuple[int, bytes]:
@@ -796,6 +802,14 @@ class Node:
         return ev
 
     async def _effect_runner(self) -> None:
+        """Flush the cores and hand each batch of effects to the store task, in order.
+
+        Writer submissions (``Send(Submit)``) leave at once: they depend on nothing this node
+        still has to write (outbox rows never gate anything, see :meth:`_carry_out`), so a
+        publish is not held back behind the previous batch's fsync. Every other effect is
+        carried out by :meth:`_store_runner` in the order the cores emitted it. While the
+        store task is busy, new work accumulates in the cores and the next flush takes it
+        all: one transaction for everything that arrived meanwhile (group commit)."""
         while True:
             await self._wake.wait()
             self._wake = trio.Event()
@@ -805,8 +819,45 @@ class Node:
                 fx += self.hub.flush(now_ms=_now_ms())
                 if not fx:
                     break
-                await self._carry_out(fx)
+                rest = []
+                for e in fx:
+                    if isinstance(e, Send) and isinstance(e.message, Submit):
+                        self._send(e.peer, e.message)
+                    else:
+                        rest.append(e)
+                if rest:
+                    self._storing += 1
+                    await self._jobs_send.send(rest)
             self._running = False
+            self._maybe_idle()
+
+    async def _store_runner(self) -> None:
+        while True:
+            fx: list[NodeEffect] | None = None
+            if self._lazy:
+                # Outbox rows ride along with the next transaction; if none comes soon, they
+                # are written on their own.
+                with trio.move_on_after(LAZY_WRITE_DELAY):
+                    fx = await self._jobs_recv.receive()
+                if fx is None:
+                    await self._write_lazy()
+                    self._maybe_idle()
+                    continue
+            else:
+                fx = await self._jobs_recv.receive()
+            try:
+                await self._carry_out(fx)
+            finally:
+                self._storing -= 1
+                self._maybe_idle()
+
+    async def _write_lazy(self) -> None:
+        lazy, self._lazy = self._lazy, []
+        if lazy:
+            await trio.to_thread.run_sync(self.store.apply, lazy)
+
+    def _maybe_idle(self) -> None:
+        if not self._running and not self._storing and not self._lazy:
             self._idle.set()
             self._idle = trio.Event()
 
@@ -817,23 +868,33 @@ class Node:
         # they go first: a remote ack's result is not held back by an unrelated local write.
         # Moving durable effects ahead only makes things durable earlier, so "ack after
         # fsync" still holds.
-        # Outbox writes do not gate the batch: a submission may leave before its outbox row is
+        # Outbox writes do not gate anything: a submission may leave before its outbox row is
         # on disk (if we crash first, the publish was never acknowledged to the caller, who
         # holds an indeterminate outcome and the key), and an answered one may be reported
         # before its row is deleted (a resubmission after a crash is answered "duplicate").
-        gating = [i for i, e in enumerate(fx)
-                  if (op := durable_op(e)) is not None and not isinstance(op, OutboxWrite)]
+        # They ride along with the next transaction (in order), or are written on their own
+        # when the store task has had nothing to do for LAZY_WRITE_DELAY. One exception: an
+        # indeterminate outcome tells the caller "the outbox resubmits it", so the rows are
+        # on disk before such an outcome is reported.
+        gating = []
+        for i, e in enumerate(fx):
+            op = durable_op(e)
+            if isinstance(op, OutboxWrite):
+                self._lazy.append(op)
+            elif op is not None:
+                gating.append(i)
+        if self._lazy and any(isinstance(e, Resolved) and isinstance(e.outcome, PublishTimeout)
+                              for e in fx):
+            await self._write_lazy()
         head, tail = (fx[: gating[0]], fx[gating[0]:]) if gating else (fx, [])
-        lazy = [op for e in fx if isinstance(op := durable_op(e), OutboxWrite)]
         await self._effects_after_persist(head)
         if gating:
-            ops = [op for i in gating if (op := durable_op(fx[i])) is not None]
+            lazy, self._lazy = self._lazy, []
+            ops = lazy + [op for i in gating if (op := durable_op(fx[i])) is not None]
             await trio.to_thread.run_sync(self.store.apply, ops)
             self.trace("persist", [(x.channel, x.seq) for e in tail if isinstance(e, Persist)
                                    for x in e.entries])
             await self._effects_after_persist(tail)
-        if lazy:
-            await trio.to_thread.run_sync(self.store.apply, lazy)
         if self._world_saves and self.world_store is not None:
             rows, self._world_saves = sorted(self._world_saves.items()), {}
             await trio.to_thread.run_sync(self.world_store.save_many, rows)
@@ -1566,6 +1627,7 @@ async def open_node(config: NodeConfig, *, identity: NodeIdentity | None = None
                 node.hub.load_outbox(sub, want)
             await node._serve()
             nursery.start_soon(node._effect_runner)
+            nursery.start_soon(node._store_runner)
             nursery.start_soon(node._keepalive)
             if config.relays:
                 await node._start_nostr()

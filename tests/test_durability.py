@@ -127,6 +127,13 @@ def sample_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
             chan = await a.open_channel("general")
             for i in range(40):
                 await a.publish(chan.channel, b"entry %d" % i)
+            # A remote writer's burst: entries signed in batches, carrying Merkle proofs.
+            async with open_node(cfg(tmp, "b", peers=[a.url])) as b:
+                await b.wait_channel("general")
+                await b.wait_peers(1)
+                async with trio.open_nursery() as n:
+                    for i in range(40):
+                        n.start_soon(b.publish, chan.channel, b"burst %d" % i)
 
     trio.run(make)
     db = tmp / "a" / "log.db"
@@ -181,29 +188,34 @@ def test_corrupted_log_files_are_refused_or_truncated_never_served(
 def test_log_verify_accepts_real_logs_and_rejects_tampering(sample_log: Path,
                                                              tmp_path: Path) -> None:
     rc, out = log_verify(sample_log)
-    assert rc == 0 and out["entries"] == 40 and out["chain_ok"] and out["signatures_ok"]
+    assert rc == 0 and out["entries"] == 80 and out["chain_ok"] and out["signatures_ok"]
     store = LogStore(sample_log)
     (chan,) = store.load_channels()
     store.close()
+    # Both signature forms are covered: alone (the owner's) and in batches (the burst's).
+    proofs = [e.sender_proof for e in chan.entries]
+    assert proofs[0] is None and any(p is not None and p.size > 1 for p in proofs)
     assert out["head_hash"] == chan.entries[-1].hash.hex()
     rc, _ = log_verify(sample_log, "--genesis", chan.record.genesis_hash.hex())
     assert rc == 0
     rc, out = log_verify(sample_log, "--genesis", "00" * 32)
     assert rc == 1 and out["genesis_ok"] is False
-    # A well-formed but altered entry: the chain breaks at its successor.
-    bad = tmp_path / "tampered.db"
-    shutil.copy(sample_log, bad)
-    e = chan.entries[10]
-    forged = replace(e, payload=b"forged")
-    con = sqlite3.connect(bad)
-    con.execute("UPDATE entries SET hash=?, body=? WHERE seq=?",
-                (forged.hash, codec.encode_frame(forged.to_wire()), e.seq))
-    con.commit()
-    con.close()
-    rc, out = log_verify(bad)
-    assert rc == 1 and not out["signatures_ok"] and not out["chain_ok"]
-    with pytest.raises(StoreCorrupt):
-        _entries(bad)
+    # A well-formed but altered entry (signed alone, or in a batch): the writer signature
+    # fails and the chain breaks at its successor.
+    for i in (10, 60):
+        bad = tmp_path / f"tampered-{i}.db"
+        shutil.copy(sample_log, bad)
+        e = chan.entries[i]
+        forged = replace(e, payload=b"forged")
+        con = sqlite3.connect(bad)
+        con.execute("UPDATE entries SET hash=?, body=? WHERE seq=?",
+                    (forged.hash, codec.encode_frame(forged.to_wire()), e.seq))
+        con.commit()
+        con.close()
+        rc, out = log_verify(bad)
+        assert rc == 1 and not out["signatures_ok"] and not out["chain_ok"]
+        with pytest.raises(StoreCorrupt):
+            _entries(bad)
 
 
 def test_torn_tail_is_truncated_and_other_damage_refused(tmp_path: Path) -> None:

@@ -80,6 +80,7 @@ if TYPE_CHECKING:
     from p2pworld.auth.book import TokenBook
 
 MAX_BATCH = 256
+MINE_MEMORY = 8192
 MAX_EPOCH_CATCHUP = 4000
 
 
@@ -254,12 +255,19 @@ class ChannelHub:
         self._dirty: set[bytes] = set()
         self._unsent: list[_Pending] = []
         self._unsigned: list[_Unsigned] = []
+        self._mine: dict[tuple[bytes, bytes], Submission] = {}
+        """Recently signed submissions: our own entries coming back need no signature check."""
         self._by_req: dict[int, tuple[bytes, bytes]] = {}
         self._keys: dict[bytes, dict[int, bytes]] = {}  # channel -> key id -> channel key
         self.errors: dict[str, int] = {}
         self.last_error: dict[bytes, str] = {}
         self.seen_head: dict[bytes, int] = {}  # channel -> highest signed head seen
         self.channel_errors: dict[bytes, str] = {}
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waits for :meth:`flush` (no queued publish, unsent submission or append)."""
+        return not self._dirty and not self._unsigned and not self._unsent
 
     # --- loading (from the store, at start) -------------------------------------------------
 
@@ -406,6 +414,9 @@ class ChannelHub:
                 subs = sign_batch(self.signer, channel=ch,
                                   items=[(u.idem_key, u.payload, u.kind) for u in part])
                 signed.update((u.req, sub) for u, sub in zip(part, subs, strict=True))
+                if len(self._mine) + len(subs) > MINE_MEMORY:
+                    self._mine = {}
+                self._mine.update(((ch, sub.idem_key), sub) for sub in subs)
         fx: list[Effect] = []
         for u in queued:
             fx += self._submit(u.req, signed[u.req], u.want, now_ms)
@@ -901,7 +912,7 @@ class ChannelHub:
         if msg.head.epoch == r.state.epoch:
             self.seen_head[r.channel] = max(self.seen_head.get(r.channel, 0), msg.head.seq)
         try:
-            new = r.receive(list(msg.entries), msg.head)
+            new = r.receive(list(msg.entries), msg.head, self._mine)
         except (ChainBroken, Fenced) as e:
             # Ask again from what we hold; the batch changed nothing.
             self._count(e.code, peer, r.channel)
