@@ -97,9 +97,14 @@ def validate(value: Value) -> None:
     _check(value, 0, where="encode")
 
 
-def decode(data: bytes, *, max_bytes: int = MAX_FRAME_BYTES, max_items: int = MAX_ITEMS
-           ) -> Value:
+def decode(data: bytes, *, max_bytes: int = MAX_FRAME_BYTES, max_items: int = MAX_ITEMS,
+           walk: bool = True) -> Value:
     """Decode strict canonical CBOR produced by :func:`encode`.
+
+    ``walk=False`` skips the walk that checks the decoded value against the data model; only
+    for callers that check the type and bounds of every field they read and ignore the rest
+    (the typed decoders of the hot messages and of entries). The bytes must still be the
+    canonical encoding of the value.
 
     Raises:
         DecodeError: the bytes are too long, malformed, non-canonical, nested too deeply, or
@@ -119,7 +124,8 @@ def decode(data: bytes, *, max_bytes: int = MAX_FRAME_BYTES, max_items: int = MA
         )
     except (cbor2.CBORDecodeError, ValueError, TypeError, OverflowError, RecursionError) as e:
         raise DecodeError(f"malformed CBOR: {e}") from None
-    _check(value, 0, where="decode", max_items=max_items)
+    if walk:
+        _check(value, 0, where="decode", max_items=max_items)
     if cbor2.dumps(value, canonical=True) != data:
         raise DecodeError("not the canonical encoding of its value")
     return value
@@ -131,13 +137,19 @@ def encode_frame(value: Value) -> bytes:
 
 
 def decode_frame(data: bytes, *, max_bytes: int = MAX_FRAME_BYTES,
-                 max_items: int = MAX_ITEMS) -> Value:
+                 max_items: int = MAX_ITEMS, walk: bool = True) -> Value:
     """Inverse of :func:`encode_frame`; refuses unknown versions with :class:`UnsupportedVersion`."""
     if not data:
         raise DecodeError("empty frame")
     if data[0] != FORMAT_VERSION:
         raise UnsupportedVersion(f"frame version {data[0]} not supported", version=data[0])
-    return decode(data[1:], max_bytes=max_bytes, max_items=max_items)
+    return decode(data[1:], max_bytes=max_bytes, max_items=max_items, walk=walk)
+
+
+def check_decoded(value: Value, *, max_items: int = MAX_ITEMS) -> None:
+    """The data-model walk :func:`decode` skips with ``walk=False``. Raises
+    :class:`DecodeError`."""
+    _check(value, 0, where="decode", max_items=max_items)
 
 
 def tagged(domain: str, value: Value) -> bytes:

@@ -29,6 +29,9 @@ MAX_BATCH = 512
 class Message:
     TYPE: ClassVar[str]
     MUTATES: ClassVar[bool] = False
+    TYPED: ClassVar[bool] = False
+    """``parse`` checks the type and bounds of every field it reads and ignores the rest, so
+    decoding skips the generic data-model walk (``codec.decode(walk=False)``)."""
 
     def fields(self) -> dict[str, Value]:
         raise NotImplementedError
@@ -186,6 +189,7 @@ class Stored(Message):
     ``seq``: what ``replicated`` acks are counted from."""
 
     TYPE = "stored"
+    TYPED = True
     channel: bytes
     epoch: int
     seq: int
@@ -207,6 +211,7 @@ class Entries(Message):
     """A batch of consecutive entries and the signed head that covers the last one."""
 
     TYPE = "ents"
+    TYPED = True
     entries: tuple[Entry, ...]
     head: SignedHead
 
@@ -227,6 +232,7 @@ class Submit(Message):
     """``publish_message``: a writer's signed submission, sent to the sequencer."""
 
     TYPE = "submit"
+    TYPED = True
     MUTATES = True
     req: int
     submission: Submission
@@ -250,6 +256,7 @@ class Ack(Message):
     """The sequencer's answer to ``submit``: ``appended`` or ``duplicate``, after fsync."""
 
     TYPE = "ack"
+    TYPED = True
     req: int
     channel: bytes
     status: str
@@ -279,6 +286,7 @@ class Nack(Message):
     """A refused submission, with the typed error's stable code."""
 
     TYPE = "nack"
+    TYPED = True
     req: int
     channel: bytes
     code: str
@@ -450,7 +458,7 @@ def encode_message(msg: Message) -> bytes:
 
 def decode_message(data: bytes, *, max_bytes: int = codec.MAX_FRAME_BYTES) -> Message:
     """Decode one session message; any problem is a :class:`DecodeError` (or subclass)."""
-    return _parse(codec.need_map(codec.decode_frame(data, max_bytes=max_bytes), "message"))
+    return _parse(codec.decode_frame(data, max_bytes=max_bytes, walk=False))
 
 
 MAX_BUNDLE = 256
@@ -466,7 +474,7 @@ def decode_frame_messages(data: bytes, *, max_bytes: int = codec.MAX_FRAME_BYTES
                           ) -> list[Message]:
     """A session frame's messages: one message, or every message of a bundle (in order).
     Bundles do not nest; any bad member rejects the whole frame."""
-    m = codec.need_map(codec.decode_frame(data, max_bytes=max_bytes), "message")
+    m = codec.need_map(codec.decode_frame(data, max_bytes=max_bytes, walk=False), "message")
     if m.get("t") != BUNDLE:
         return [_parse(m)]
     items = codec.field(m, "m", list, "bundle")
@@ -474,18 +482,24 @@ def decode_frame_messages(data: bytes, *, max_bytes: int = codec.MAX_FRAME_BYTES
         raise DecodeError("bundle: 1..256 encoded messages expected")
     out = []
     for raw in items:
-        inner = codec.need_map(codec.decode_frame(raw, max_bytes=max_bytes), "message")
+        inner = codec.need_map(codec.decode_frame(raw, max_bytes=max_bytes, walk=False),
+                               "message")
         if inner.get("t") == BUNDLE:
             raise DecodeError("bundles do not nest")
         out.append(_parse(inner))
     return out
 
 
-def _parse(m: dict[str, Value]) -> Message:
+def _parse(value: Value) -> Message:
+    """A decoded (not yet walked) message value: typed messages parse it directly, the others
+    after the data-model walk."""
+    m = codec.need_map(value, "message")
     t = m.get("t")
     cls = MESSAGE_TYPES.get(t) if isinstance(t, str) else None
     if cls is None:
         raise DecodeError(f"unknown message type {str(t)[:32]!r}")
+    if not cls.TYPED:
+        codec.check_decoded(m)
     return cls.parse(m)
 
 

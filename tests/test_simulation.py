@@ -94,7 +94,7 @@ def test_poll_skip_and_nonmonotonic_catch_bad_delivery(monkeypatch: pytest.Monke
 
 def test_forged_visible_and_offsets_catch_a_trusting_replica(monkeypatch: pytest.MonkeyPatch
                                                              ) -> None:
-    def trusting(self: Replica, entries: list[Any], head: Any) -> list[Any]:
+    def trusting(self: Replica, entries: list[Any], head: Any, mine: Any = None) -> list[Any]:
         new = []
         for e in entries:
             if e.seq == self.seq + 1:

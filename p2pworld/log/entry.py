@@ -411,7 +411,8 @@ class Entry:
         """
         if not isinstance(raw, bytes):
             raise DecodeError("entry: expected its encoded bytes")
-        m = codec.need_map(codec.decode(raw), "entry")
+        # No data-model walk: the field set is exact and from_wire checks every field's type.
+        m = codec.need_map(codec.decode(raw, walk=False), "entry")
         if not _ENTRY_FIELDS[0] <= set(m) <= _ENTRY_FIELDS[1]:
             raise DecodeError("entry: unexpected or missing fields")
         e = cls.from_wire(m)
