@@ -19,6 +19,7 @@ import os
 import resource
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 PAYLOAD = 200
@@ -251,7 +252,13 @@ def nats_main(role: str, args: list[str]) -> None:
 if __name__ == "__main__":
     role, rest = sys.argv[1], sys.argv[2:]
     os.environ.setdefault("PYTHONHASHSEED", "0")
-    if role.startswith("p2p"):
+    if role.startswith("p2p") and os.environ.get("P2P_PROFILE_DIR"):
+        # Deterministic profile of each p2pworld process (finding hot spots, not measuring).
+        import cProfile
+
+        out_path = Path(os.environ["P2P_PROFILE_DIR"]) / f"{role}-{os.getpid()}.prof"
+        cProfile.run("p2p_main(role, rest)", str(out_path))
+    elif role.startswith("p2p"):
         p2p_main(role, rest)
     elif role.startswith("redis"):
         redis_main(role, rest)

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -42,6 +43,12 @@ def node_id(public_key: bytes) -> bytes:
     """The 32-byte node id of an ed25519 public key."""
     if len(public_key) != 32:
         raise IdentityError("ed25519 public key must be 32 bytes")
+    return _node_id(bytes(public_key))
+
+
+@functools.lru_cache(maxsize=4096)
+def _node_id(public_key: bytes) -> bytes:
+    # A pure function asked for the same few keys on every message (routing, senders).
     return blake2b256(codec.tagged(NODE_ID_DOMAIN, public_key))
 
 

@@ -15,6 +15,7 @@ Example::
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import random
 import secrets
@@ -381,6 +382,10 @@ class Node:
         self._changed: dict[bytes, trio.Event] = {}
         self._outcomes: dict[int, PublishResult | P2PWorldError] = {}
         self._outcome_events: dict[int, trio.Event] = {}
+        self._deadlines: list[tuple[float, int]] = []  # (trio time, req): publish timeouts
+        self._timer_scope = trio.CancelScope()
+        self._key_prefix = secrets.token_bytes(8)
+        self._key_counter = itertools.count()
         self._peers_changed = trio.Event()
         self._channels_changed = trio.Event()
         self._dialing: set[bytes] = set()
@@ -444,7 +449,8 @@ class Node:
                       durability: str = "local", timeout: float = 10.0) -> PublishResult:
         """``publish_message``: returns once the sequencer acknowledged the message.
 
-        ``key`` is the idempotency key (random if omitted): publishing again with the same key
+        ``key`` is the idempotency key (unique if omitted: a random prefix drawn at start
+        and a counter): publishing again with the same key
         and payload returns the original ``seq`` (``status="duplicate"``); with another
         payload it raises :class:`~p2pworld.errors.Conflict`. ``durability="replicated"``
         waits until k participants besides the sequencer have the entry on disk.
@@ -455,13 +461,14 @@ class Node:
                 returns; calling ``publish`` again with the same key is also safe.
             Conflict, NotSequencer, NotParticipant, ChannelClosed: the publish was refused.
         """
-        key = key or secrets.token_bytes(16)
-        with trio.move_on_after(timeout):
-            # A member that just learned of a private channel may not hold its key yet: the
-            # rekey entry is on its way. Wait for the channel to move, then try again.
-            while self.hub.record(channel).private and not self.hub.channel_keys(channel) \
-                    and channel not in self.hub.own:
-                await self._changed_event(channel).wait()
+        key = key or self._key_prefix + next(self._key_counter).to_bytes(8, "big")
+        if self.hub.record(channel).private and channel not in self.hub.own and \
+                not self.hub.channel_keys(channel):
+            with trio.move_on_after(timeout):
+                # A member that just learned of a private channel may not hold its key yet:
+                # the rekey entry is on its way. Wait for the channel to move, then try again.
+                while not self.hub.channel_keys(channel):
+                    await self._changed_event(channel).wait()
         req, fx = self.hub.publish(channel, payload, idem_key=key, now_ms=_now_ms(),
                                    want=durability)
         return await self._await_outcome(req, fx, timeout, key)
@@ -470,9 +477,15 @@ class Node:
                              key: bytes) -> PublishResult:
         ev = self._outcome_events[req] = trio.Event()
         self._submit(fx)
-        with trio.move_on_after(timeout):
+        # One shared timer task instead of a cancel scope per publish (see _timeouts).
+        deadline = trio.current_time() + timeout
+        heapq.heappush(self._deadlines, (deadline, req))
+        if self._deadlines[0][1] == req:
+            self._timer_scope.cancel()
+        try:
             await ev.wait()
-        self._outcome_events.pop(req, None)
+        finally:
+            self._outcome_events.pop(req, None)
         out = self._outcomes.pop(req, None)
         if out is None:
             raise PublishTimeout(f"no answer within {timeout} s; resubmit with the same key",
@@ -830,6 +843,22 @@ class Node:
                     await self._jobs_send.send(rest)
             self._running = False
             self._maybe_idle()
+
+    async def _timeouts(self) -> None:
+        """Wake publishers whose timeout passed (their outcome stays unknown: PublishTimeout).
+        A heap of deadlines and one sleeping task cost less than a cancel scope per publish."""
+        while True:
+            with trio.CancelScope() as self._timer_scope:
+                if self._deadlines:
+                    await trio.sleep_until(self._deadlines[0][0])
+                else:
+                    await trio.sleep_forever()
+            now = trio.current_time()
+            while self._deadlines and self._deadlines[0][0] <= now:
+                _, req = heapq.heappop(self._deadlines)
+                ev = self._outcome_events.get(req)
+                if ev is not None:
+                    ev.set()
 
     async def _store_runner(self) -> None:
         while True:
@@ -1628,6 +1657,7 @@ async def open_node(config: NodeConfig, *, identity: NodeIdentity | None = None
             await node._serve()
             nursery.start_soon(node._effect_runner)
             nursery.start_soon(node._store_runner)
+            nursery.start_soon(node._timeouts)
             nursery.start_soon(node._keepalive)
             if config.relays:
                 await node._start_nostr()
