@@ -163,7 +163,7 @@ def p2p_main(role: str, args: list[str]) -> None:
                             n.start_soon(node.publish, rec.channel, payload(3, i))
                 out(event="phase", name=name, count=count, seconds=time.perf_counter() - t0,
                     cpu_s=cpu_s() - c0)
-            out(event="pub_done", cpu_s=cpu_s())
+            out(event="pub_done", cpu_s=cpu_s(), signing=node.health()["writer_signatures"])
             await trio.to_thread.run_sync(sys.stdin.read, abandon_on_cancel=True)
 
     if role == "p2p-seq":

@@ -89,6 +89,7 @@ def run_workload(name: str, pub: Proc, subs: list[Proc], plan: str,
         "p99_ms": lat[int(len(lat) * 0.99) - 1] if lat else None,
         "cpu_us_per_msg": {"writer": pub_done["cpu_s"] / total * 1e6,
                            "subscribers": [c / total * 1e6 for c in sub_cpu]},
+        **({"writer_signatures": pub_done["signing"]} if "signing" in pub_done else {}),
     }
 
 
@@ -238,6 +239,7 @@ def main() -> int:
         "p50_ms": p.get("p50_ms"), "p99_ms": p.get("p99_ms"),
         "cpu_us_per_msg": p.get("cpu_us_per_msg"),
         "catchup_s": p.get("catchup_s"), "catchup_entries": p.get("catchup_entries"),
+        "writer_signatures": p.get("writer_signatures"),
         "redis_msgs_per_s": r and r["acked_msgs_per_s"],
         "nats_msgs_per_s": n and n["acked_msgs_per_s"],
         "redis_ratio": r and p and p["acked_msgs_per_s"] / r["acked_msgs_per_s"],
@@ -246,9 +248,9 @@ def main() -> int:
         "settings": {
             "payload_bytes": 200, "subscribers": 2, "processes": "separate, 127.0.0.1",
             "p2pworld": "sqlite WAL synchronous=FULL (fsync per group commit), writer "
-                        "ed25519 signatures, one sequencer head signature per batch, "
-                        "subscribers verify writer signatures + chain + head, "
-                        "ChaCha20-Poly1305 sessions",
+                        "ed25519 signatures (one per flushed batch, Merkle proofs), one "
+                        "sequencer head signature per batch, subscribers verify writer "
+                        "signatures + proofs + chain + head, ChaCha20-Poly1305 sessions",
             "redis": "XADD, appendonly yes, appendfsync always, 2 XREAD consumers",
             "nats": "JetStream file storage, sync_interval always, 2 pull consumers",
             "plan": plan, "machine_cores": os.cpu_count(),

@@ -324,6 +324,9 @@ class PeerInfo:
 LANE_MEMORY = 10_000
 LAZY_WRITE_DELAY = 0.02
 """Seconds an outbox write waits for a transaction to ride along with (see ``_carry_out``)."""
+LINGER_PASSES = 32
+"""Most scheduler passes the effect runner yields while work keeps arriving (batching)."""
+"""Seconds an outbox write waits for a transaction to ride along with (see ``_carry_out``)."""
 """Entries per channel whose receiving lane a node remembers (for ``ChannelMessage.lane``)."""
 
 
@@ -796,7 +799,8 @@ class Node:
         transport = {"mode": self.transport_mode, **self.lanes.report(),
                      "nostr": self.nostr.report() if self.nostr else None}
         return {"node_id": self.node_id.hex(), "workspace": self.config.workspace,
-                "listen": self.url, "peers": peers, "channels": chans, "world": world,
+                "listen": self.url, "peers": peers, "channels": chans,
+                "writer_signatures": dict(self.hub.signing), "world": world,
                 "auth": auth, "transport": transport,
                 "errors": {**self.errors, **self.hub.errors}}
 
@@ -828,6 +832,18 @@ class Node:
             self._wake = trio.Event()
             self._running = True
             while True:
+                # Let tasks that are already runnable (publishers woken by the last acks, a
+                # session reader with a frame in hand) queue their work first, and keep
+                # yielding while more keeps arriving (at most LINGER_PASSES scheduler passes):
+                # one flush then signs, writes and sends it all as one batch. When nothing
+                # else is runnable this costs one pass.
+                queued = len(self._queue) + self.hub.queued
+                for _ in range(LINGER_PASSES):
+                    await trio.lowlevel.checkpoint()
+                    now_queued = len(self._queue) + self.hub.queued
+                    if now_queued == queued:
+                        break
+                    queued = now_queued
                 fx, self._queue = self._queue, []
                 fx += self.hub.flush(now_ms=_now_ms())
                 if not fx:

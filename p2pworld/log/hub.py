@@ -256,6 +256,8 @@ class ChannelHub:
         self._unsent: list[_Pending] = []
         self._unsigned: list[_Unsigned] = []
         self._mine: dict[tuple[bytes, bytes], Submission] = {}
+        self.signing = {"batches": 0, "submissions": 0}
+        """Writer signatures made for remote channels, and the submissions they covered."""
         """Recently signed submissions: our own entries coming back need no signature check."""
         self._by_req: dict[int, tuple[bytes, bytes]] = {}
         self._keys: dict[bytes, dict[int, bytes]] = {}  # channel -> key id -> channel key
@@ -263,6 +265,11 @@ class ChannelHub:
         self.last_error: dict[bytes, str] = {}
         self.seen_head: dict[bytes, int] = {}  # channel -> highest signed head seen
         self.channel_errors: dict[bytes, str] = {}
+
+    @property
+    def queued(self) -> int:
+        """Publishes waiting to be signed at the next :meth:`flush`."""
+        return len(self._unsigned)
 
     @property
     def idle(self) -> bool:
@@ -414,6 +421,8 @@ class ChannelHub:
                 subs = sign_batch(self.signer, channel=ch,
                                   items=[(u.idem_key, u.payload, u.kind) for u in part])
                 signed.update((u.req, sub) for u, sub in zip(part, subs, strict=True))
+                self.signing["batches"] += 1
+                self.signing["submissions"] += len(subs)
                 if len(self._mine) + len(subs) > MINE_MEMORY:
                     self._mine = {}
                 self._mine.update(((ch, sub.idem_key), sub) for sub in subs)
