@@ -326,6 +326,11 @@ LAZY_WRITE_DELAY = 0.02
 """Seconds an outbox write waits for a transaction to ride along with (see ``_carry_out``)."""
 LINGER_PASSES = 32
 """Most scheduler passes the effect runner yields while work keeps arriving (batching)."""
+NAGLE_DELAY = 0.001
+NAGLE_BATCH = 64
+"""With submissions in flight, a writer waits up to NAGLE_DELAY seconds for NAGLE_BATCH
+publishes before it signs and sends what it has (one publish in flight never waits)."""
+"""Most scheduler passes the effect runner yields while work keeps arriving (batching)."""
 """Seconds an outbox write waits for a transaction to ride along with (see ``_carry_out``)."""
 """Entries per channel whose receiving lane a node remembers (for ``ChannelMessage.lane``)."""
 
@@ -385,6 +390,7 @@ class Node:
         self._changed: dict[bytes, trio.Event] = {}
         self._outcomes: dict[int, PublishResult | P2PWorldError] = {}
         self._outcome_events: dict[int, trio.Event] = {}
+        self._published = trio.Event()  # set by every publish (see NAGLE_DELAY)
         self._deadlines: list[tuple[float, int]] = []  # (trio time, req): publish timeouts
         self._timer_scope = trio.CancelScope()
         self._key_prefix = secrets.token_bytes(8)
@@ -480,6 +486,8 @@ class Node:
                              key: bytes) -> PublishResult:
         ev = self._outcome_events[req] = trio.Event()
         self._submit(fx)
+        self._published.set()
+        self._published = trio.Event()
         # One shared timer task instead of a cancel scope per publish (see _timeouts).
         deadline = trio.current_time() + timeout
         heapq.heappush(self._deadlines, (deadline, req))
@@ -837,6 +845,13 @@ class Node:
                 # yielding while more keeps arriving (at most LINGER_PASSES scheduler passes):
                 # one flush then signs, writes and sends it all as one batch. When nothing
                 # else is runnable this costs one pass.
+                if 0 < self.hub.queued < NAGLE_BATCH and self.hub.in_flight:
+                    # Nagle for writer batches: with submissions in flight (their acks will
+                    # wake us anyway), wait up to NAGLE_DELAY for more publishes, so one
+                    # signature, one frame and one transaction on every node cover them.
+                    with trio.move_on_after(NAGLE_DELAY):
+                        while self.hub.queued < NAGLE_BATCH:
+                            await self._published.wait()
                 queued = len(self._queue) + self.hub.queued
                 for _ in range(LINGER_PASSES):
                     await trio.lowlevel.checkpoint()

@@ -267,6 +267,11 @@ class ChannelHub:
         self.channel_errors: dict[bytes, str] = {}
 
     @property
+    def in_flight(self) -> int:
+        """Submissions sent to remote sequencers and not answered yet."""
+        return len(self._by_req)
+
+    @property
     def queued(self) -> int:
         """Publishes waiting to be signed at the next :meth:`flush`."""
         return len(self._unsigned)
@@ -765,6 +770,7 @@ class ChannelHub:
                     fx.append(Resolved(pend.req, PublishTimeout(
                         "lane to the sequencer closed before the ack; the outbox resubmits "
                         "it with the same key", queued=True)))
+                    self._by_req.pop(pend.req, None)
                     pend.req = None
         return fx
 
