@@ -4,6 +4,7 @@ log files are truncated at a torn tail or refused, never served."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import os
@@ -26,7 +27,7 @@ from p2pworld.errors import StoreCorrupt, UnsupportedVersion
 from p2pworld.log.hub import Checkpoint
 from p2pworld.log.store import LogStore
 from p2pworld.testing import MemoryLogStore
-from p2pworld.wire import Ack
+from p2pworld.wire import Ack, Stored
 
 from .conftest import ROOT
 from .netns import read_event
@@ -59,6 +60,37 @@ async def test_ack_leaves_only_after_its_entry_is_persisted(tmp_path: Path) -> N
                     for i in range(50):
                         n.start_soon(b.publish, chan.channel, b"m%d" % i)
     assert len(acks) == 50 and violations == []
+
+
+async def test_replica_vouches_for_entries_only_after_they_are_synced(tmp_path: Path) -> None:
+    # A replica commits entries without waiting for fsync, but its Stored (what a
+    # "replicated" ack counts) leaves only after a synced commit covers them.
+    synced: set[tuple[bytes, int]] = set()
+    violations: list[int] = []
+    stored: list[int] = []
+
+    def tracer(what: str, arg: object) -> None:
+        if what == "persist":
+            synced.update(arg)  # type: ignore[arg-type]
+        elif what == "send" and isinstance(arg, Stored):
+            stored.append(arg.seq)
+            if (arg.channel, arg.seq) not in synced:
+                violations.append(arg.seq)
+
+    with trio.fail_after(30):
+        async with open_node(cfg(tmp_path, "a")) as a:
+            chan = await a.open_channel("general")
+            async with open_node(cfg(tmp_path, "b", peers=[a.url])) as b:
+                b.tracer = tracer
+                await b.wait_channel("general")
+                await a.wait_peers(1)
+                async with trio.open_nursery() as n:
+                    for i in range(30):
+                        n.start_soon(functools.partial(a.publish, chan.channel, b"m%d" % i,
+                                                       durability="replicated"))
+                res = await a.publish(chan.channel, b"last", durability="replicated")
+                assert res.strength == "replicated" and res.seq == 31
+    assert stored and max(stored) == 31 and violations == []
 
 
 async def test_checkpoints_and_node_scoped_subscription_resume(tmp_path: Path) -> None:
