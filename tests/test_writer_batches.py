@@ -207,3 +207,31 @@ def test_format_2_store_is_migrated_and_read(tmp_path: Path) -> None:
     con = sqlite3.connect(path)
     assert con.execute("SELECT value FROM meta WHERE key='format'").fetchone() == (STORE_FORMAT,)
     con.close()
+
+
+def _sample_entries() -> list[Entry]:
+    rec = ChannelRecord.create(OWNER, workspace="w", name="c", created_at=0)
+    s = Sequencer.create(rec, OWNER)
+    subs = sign_batch(WRITER, channel=rec.channel,
+                      items=[(b"k%d" % i, b"payload %d" % i, "msg") for i in range(5)])
+    s.state.participants.add(WRITER.public_key)
+    return [e for x in subs if (e := s.submit(x, now_ms=0).entry) is not None]
+
+
+@settings(max_examples=300, deadline=None)
+@given(data=st.data())
+def test_mutated_entry_bytes_decode_strictly_or_are_refused(data: st.DataObject) -> None:
+    e = data.draw(st.sampled_from(_sample_entries()))
+    raw = bytearray(e.encoded)
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(0, len(raw) - 1))
+        raw[i] ^= data.draw(st.integers(1, 255))
+    cut = data.draw(st.integers(0, len(raw)))
+    blob = bytes(raw[:cut]) if data.draw(st.booleans()) else bytes(raw)
+    try:
+        got = Entry.from_bytes(blob)
+    except DecodeError:
+        return
+    # Accepted only as the canonical encoding of what it decodes to, hashed from those bytes.
+    assert got.encoded == blob == codec.encode(got.to_wire())
+    assert got.hash == entry_mod.hash_bytes(codec.tagged(entry_mod.ENTRY_DOMAIN, got.to_wire()))
