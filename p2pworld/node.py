@@ -54,7 +54,7 @@ from p2pworld.errors import (
 )
 from p2pworld.home import NodeHome
 from p2pworld.identity import NodeIdentity, Signer, blake2b256, short_id
-from p2pworld.log.entry import ChannelPolicy, ChannelRecord, Entry
+from p2pworld.log.entry import SIGN_BATCH, ChannelPolicy, ChannelRecord, Entry
 from p2pworld.log.hub import (
     ChannelHub,
     ChannelKnown,
@@ -326,6 +326,10 @@ LAZY_WRITE_DELAY = 0.02
 """Seconds an outbox write waits for a transaction to ride along with (see ``_carry_out``)."""
 LINGER_PASSES = 32
 """Most scheduler passes the effect runner yields while work keeps arriving (batching)."""
+BATCHES_IN_FLIGHT = 2
+BATCH_WAIT = 0.05
+"""A writer keeps at most BATCHES_IN_FLIGHT batches unanswered; the next waits (at most
+BATCH_WAIT seconds) for an answer or a full batch."""
 NAGLE_DELAY = 0.001
 NAGLE_BATCH = 64
 """With submissions in flight, a writer waits up to NAGLE_DELAY seconds for NAGLE_BATCH
@@ -845,7 +849,18 @@ class Node:
                 # yielding while more keeps arriving (at most LINGER_PASSES scheduler passes):
                 # one flush then signs, writes and sends it all as one batch. When nothing
                 # else is runnable this costs one pass.
-                if 0 < self.hub.queued < NAGLE_BATCH and self.hub.in_flight:
+                if self.hub.queued and \
+                        self.hub.batches_in_flight(BATCHES_IN_FLIGHT) >= BATCHES_IN_FLIGHT:
+                    # Pipelining by batches: with BATCHES_IN_FLIGHT writer batches unanswered,
+                    # the next one waits for an answer (or a full batch), so under load a few
+                    # large batches travel instead of many small ones (every hop costs per
+                    # batch: a frame, a transaction, a signature check).
+                    with trio.move_on_after(BATCH_WAIT):
+                        while self.hub.queued < SIGN_BATCH and self.hub.batches_in_flight(
+                                BATCHES_IN_FLIGHT) >= BATCHES_IN_FLIGHT:
+                            await self._wake.wait()
+                            self._wake = trio.Event()
+                elif 0 < self.hub.queued < NAGLE_BATCH and self.hub.in_flight:
                     # Nagle for writer batches: with submissions in flight (their acks will
                     # wake us anyway), wait up to NAGLE_DELAY for more publishes, so one
                     # signature, one frame and one transaction on every node cover them.

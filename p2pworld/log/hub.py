@@ -266,6 +266,18 @@ class ChannelHub:
         self.seen_head: dict[bytes, int] = {}  # channel -> highest signed head seen
         self.channel_errors: dict[bytes, str] = {}
 
+    def batches_in_flight(self, limit: int) -> int:
+        """Writer batches (signatures) with ``local`` submissions sent and unanswered,
+        counted up to ``limit``. Read from the outbox itself, so it can never drift."""
+        seen: set[bytes] = set()
+        for pend in self.outbox.values():
+            # A replicated ack may wait on replicas for long; it does not hold batches back.
+            if pend.sent_to is not None and pend.want == "local":
+                seen.add(pend.sub.signature)
+                if len(seen) >= limit:
+                    break
+        return len(seen)
+
     @property
     def in_flight(self) -> int:
         """Submissions sent to remote sequencers and not answered yet."""
@@ -839,7 +851,13 @@ class ChannelHub:
         if isinstance(msg, Nack):
             err = error_from_code(msg.code, msg.reason, seq=msg.seq, entry_hash=msg.entry_hash)
             if isinstance(err, NotSequencer):
-                return []  # keep it in the outbox; it goes to the new sequencer on reroute
+                # Keep it in the outbox; it goes to the new sequencer on reroute. It is no
+                # longer in flight.
+                key = self._by_req.get(msg.req)
+                pend = self.outbox.get(key) if key else None
+                if pend is not None and pend.req == msg.req and pend.sent_to == peer:
+                    pend.sent_to = None
+                return []
             return self._on_answer(peer, msg.req, msg.channel, err)
         return []
 
