@@ -322,6 +322,7 @@ class PeerInfo:
 
 
 LANE_MEMORY = 10_000
+"""Entries per channel whose receiving lane a node remembers (for ``ChannelMessage.lane``)."""
 LAZY_WRITE_DELAY = 0.02
 """Seconds an outbox write waits for a transaction to ride along with (see ``_carry_out``)."""
 LINGER_PASSES = 32
@@ -334,9 +335,6 @@ NAGLE_DELAY = 0.001
 NAGLE_BATCH = 64
 """With submissions in flight, a writer waits up to NAGLE_DELAY seconds for NAGLE_BATCH
 publishes before it signs and sends what it has (one publish in flight never waits)."""
-"""Most scheduler passes the effect runner yields while work keeps arriving (batching)."""
-"""Seconds an outbox write waits for a transaction to ride along with (see ``_carry_out``)."""
-"""Entries per channel whose receiving lane a node remembers (for ``ChannelMessage.lane``)."""
 
 
 def _lane_rank(address: str) -> int:
@@ -463,10 +461,10 @@ class Node:
         """``publish_message``: returns once the sequencer acknowledged the message.
 
         ``key`` is the idempotency key (unique if omitted: a random prefix drawn at start
-        and a counter): publishing again with the same key
-        and payload returns the original ``seq`` (``status="duplicate"``); with another
-        payload it raises :class:`~p2pworld.errors.Conflict`. ``durability="replicated"``
-        waits until k participants besides the sequencer have the entry on disk.
+        and a counter): publishing again with the same key and payload returns the original
+        ``seq`` (``status="duplicate"``); with another payload it raises
+        :class:`~p2pworld.errors.Conflict`. ``durability="replicated"`` waits until k
+        participants besides the sequencer have the entry on disk.
 
         Raises:
             PublishTimeout: the outcome is indeterminate. A submission to a remote sequencer
@@ -844,11 +842,6 @@ class Node:
             self._wake = trio.Event()
             self._running = True
             while True:
-                # Let tasks that are already runnable (publishers woken by the last acks, a
-                # session reader with a frame in hand) queue their work first, and keep
-                # yielding while more keeps arriving (at most LINGER_PASSES scheduler passes):
-                # one flush then signs, writes and sends it all as one batch. When nothing
-                # else is runnable this costs one pass.
                 if self.hub.queued and \
                         self.hub.batches_in_flight(BATCHES_IN_FLIGHT) >= BATCHES_IN_FLIGHT:
                     # Pipelining by batches: with BATCHES_IN_FLIGHT writer batches unanswered,
@@ -867,6 +860,11 @@ class Node:
                     with trio.move_on_after(NAGLE_DELAY):
                         while self.hub.queued < NAGLE_BATCH:
                             await self._published.wait()
+                # Let tasks that are already runnable (publishers woken by the last acks, a
+                # session reader with a frame in hand) queue their work first, and keep
+                # yielding while more keeps arriving (at most LINGER_PASSES scheduler passes):
+                # one flush then signs, writes and sends it all as one batch. When nothing
+                # else is runnable this costs one pass.
                 queued = len(self._queue) + self.hub.queued
                 for _ in range(LINGER_PASSES):
                     await trio.lowlevel.checkpoint()

@@ -37,51 +37,49 @@ def cfg(tmp: Path, name: str, **kw) -> NodeConfig:  # type: ignore[no-untyped-de
     return NodeConfig(home=tmp / name, workspace="test", mdns=False, **kw)
 
 
-async def test_ack_leaves_only_after_its_entry_is_persisted(tmp_path: Path) -> None:
-    persisted: set[tuple[bytes, int]] = set()
-    violations: list[int] = []
-    acks: list[int] = []
+class SentAfterPersist:
+    """A node tracer: every sent message of ``kind`` (``Ack``, ``Stored``) must name a
+    ``(channel, seq)`` the node had already persisted (fsynced) when it left."""
 
-    def tracer(what: str, arg: object) -> None:
+    def __init__(self, kind: type[Ack] | type[Stored]) -> None:
+        self.kind = kind
+        self.persisted: set[tuple[bytes, int]] = set()
+        self.sent: list[int] = []
+        self.violations: list[int] = []
+
+    def __call__(self, what: str, arg: object) -> None:
         if what == "persist":
-            persisted.update(arg)  # type: ignore[arg-type]
-        elif what == "send" and isinstance(arg, Ack):
-            acks.append(arg.seq)
-            if (arg.channel, arg.seq) not in persisted:
-                violations.append(arg.seq)
+            self.persisted.update(arg)  # type: ignore[call-overload]
+        elif what == "send" and isinstance(arg, self.kind):
+            self.sent.append(arg.seq)
+            if (arg.channel, arg.seq) not in self.persisted:
+                self.violations.append(arg.seq)
 
+
+async def test_ack_leaves_only_after_its_entry_is_persisted(tmp_path: Path) -> None:
+    check = SentAfterPersist(Ack)
     with trio.fail_after(30):
         async with open_node(cfg(tmp_path, "a")) as a:
-            a.tracer = tracer
+            a.tracer = check
             chan = await a.open_channel("general")
             async with open_node(cfg(tmp_path, "b", peers=[a.url])) as b:
                 await b.wait_channel("general")
                 async with trio.open_nursery() as n:
                     for i in range(50):
                         n.start_soon(b.publish, chan.channel, b"m%d" % i)
-    assert len(acks) == 50 and violations == []
+    assert len(check.sent) == 50 and check.violations == []
 
 
-async def test_replica_vouches_for_entries_only_after_they_are_synced(tmp_path: Path) -> None:
-    # A replica commits entries without waiting for fsync, but its Stored (what a
-    # "replicated" ack counts) leaves only after a synced commit covers them.
-    synced: set[tuple[bytes, int]] = set()
-    violations: list[int] = []
-    stored: list[int] = []
-
-    def tracer(what: str, arg: object) -> None:
-        if what == "persist":
-            synced.update(arg)  # type: ignore[arg-type]
-        elif what == "send" and isinstance(arg, Stored):
-            stored.append(arg.seq)
-            if (arg.channel, arg.seq) not in synced:
-                violations.append(arg.seq)
-
+async def test_replica_vouches_for_entries_only_after_they_are_persisted(tmp_path: Path
+                                                                          ) -> None:
+    # A replica's Stored (what a "replicated" ack counts) leaves only after its entries are
+    # on its disk.
+    check = SentAfterPersist(Stored)
     with trio.fail_after(30):
         async with open_node(cfg(tmp_path, "a")) as a:
             chan = await a.open_channel("general")
             async with open_node(cfg(tmp_path, "b", peers=[a.url])) as b:
-                b.tracer = tracer
+                b.tracer = check
                 await b.wait_channel("general")
                 await a.wait_peers(1)
                 async with trio.open_nursery() as n:
@@ -90,7 +88,7 @@ async def test_replica_vouches_for_entries_only_after_they_are_synced(tmp_path: 
                                                        durability="replicated"))
                 res = await a.publish(chan.channel, b"last", durability="replicated")
                 assert res.strength == "replicated" and res.seq == 31
-    assert stored and max(stored) == 31 and violations == []
+    assert check.sent and max(check.sent) == 31 and check.violations == []
 
 
 async def test_checkpoints_and_node_scoped_subscription_resume(tmp_path: Path) -> None:

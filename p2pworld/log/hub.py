@@ -256,9 +256,9 @@ class ChannelHub:
         self._unsent: list[_Pending] = []
         self._unsigned: list[_Unsigned] = []
         self._mine: dict[tuple[bytes, bytes], Submission] = {}
+        """Recently signed submissions: our own entries coming back need no signature check."""
         self.signing = {"batches": 0, "submissions": 0}
         """Writer signatures made for remote channels, and the submissions they covered."""
-        """Recently signed submissions: our own entries coming back need no signature check."""
         self._by_req: dict[int, tuple[bytes, bytes]] = {}
         self._keys: dict[bytes, dict[int, bytes]] = {}  # channel -> key id -> channel key
         self.errors: dict[str, int] = {}
@@ -401,9 +401,10 @@ class ChannelHub:
         """``publish_message``: queue a publish; its :class:`Resolved` comes later (from
         ``flush`` or ``receive``), or at once if it is refused.
 
-        On a private channel the payload is sealed with the current channel key first. The
-        submission is signed at the next :meth:`flush`, together with every other publish
-        queued for the channel: one writer signature per batch (``docs/protocol.md`` §5.2).
+        On a private channel the payload is sealed with the current channel key first. On a
+        channel another node sequences, the submission is signed at the next :meth:`flush`
+        together with every other publish queued for it: one writer signature per batch
+        (``docs/protocol.md`` §5.2). On a channel this node sequences it is appended at once.
         """
         req = next(self._reqs)
         st = self.state(channel)
@@ -857,6 +858,7 @@ class ChannelHub:
                 pend = self.outbox.get(key) if key else None
                 if pend is not None and pend.req == msg.req and pend.sent_to == peer:
                     pend.sent_to = None
+                    del self._by_req[msg.req]
                 return []
             return self._on_answer(peer, msg.req, msg.channel, err)
         return []
