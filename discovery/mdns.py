@@ -28,6 +28,7 @@ from zeroconf import IPVersion, ServiceBrowser, ServiceInfo, ServiceStateChange,
 
 from discovery.candidate import SERVICE_TYPE, Candidate, build_txt, parse_txt
 from p2pworld.errors import DecodeError, P2PWorldError
+from p2pworld.scopes import task
 
 EVENT_QUEUE = 256
 
@@ -105,6 +106,7 @@ class MdnsDiscovery:
         self._browser = ServiceBrowser(self._zc, SERVICE_TYPE, handlers=[self._on_change])
         return self
 
+    @task("lane", boundary=False)
     async def register(self) -> None:
         """Announce this node (probing and announcing take about 1.6 s)."""
         zc, info = self._zc, self._info

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import itertools
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 import trio
 import trio_websocket
@@ -25,6 +26,7 @@ from discovery.rendezvous import Registration, parse_message, register, verified
 from p2pworld import codec
 from p2pworld.errors import DecodeError, P2PWorldError
 from p2pworld.identity import Signer
+from p2pworld.scopes import spawn_in, task
 from p2pworld.transport.session import close_websocket
 
 PIPE_QUEUE = 256
@@ -92,11 +94,16 @@ class RendezvousClient:
     workspace: str
     direct_urls: Callable[[], list[str]]
     on_peers: Callable[[str, list[Registration]], None]
-    on_incoming: Callable[[RelayPipe], Awaitable[None]]
+    on_incoming: Callable[[RelayPipe], None]
+    """Called for each pipe a peer opens to us; the caller starts its session in its own
+    scope (a failure there must not end this rendezvous connection)."""
     ttl_ms: int = 60_000
+    connect_timeout: float = 10.0
     pipes: dict[tuple[bytes, int, bool], RelayPipe] = field(default_factory=dict)
     connected: trio.Event = field(default_factory=trio.Event)
     errors: dict[str, int] = field(default_factory=dict)
+    registered: bool = False
+    """This connection got past the challenge (registered at least once)."""
     _ws: trio_websocket.WebSocketConnection | None = None
     _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
@@ -117,42 +124,42 @@ class RendezvousClient:
                                                   "d": codec.encode(env)}))
 
     async def run(self, nursery: trio.Nursery) -> None:
-        """Connect, register, refresh, dispatch; returns when the connection ends."""
-        ws = await trio_websocket.connect_websocket_url(nursery, self.url,
-                                                        message_queue_size=64,
-                                                        max_message_size=(1 << 20) + 8192)
+        """Connect, register, refresh, dispatch; returns when the connection ends (closed by
+        either side). Raises ``OSError`` or a trio-websocket handshake error when it cannot
+        connect, :class:`~p2pworld.errors.DecodeError` when the rendezvous misbehaves."""
+        # A rendezvous that takes the TCP connection but never answers the upgrade (hung,
+        # or its handler failed) must not hold this loop for trio-websocket's default 60 s.
+        u = urlsplit(self.url)
+        if u.scheme != "ws" or not u.hostname:
+            raise OSError(f"not a ws:// URL: {self.url!r}")
+        with trio.fail_after(self.connect_timeout):
+            # We own the TCP stream: trio-websocket 0.12 leaks it when the upgrade is cut
+            # short (by this timeout, or by a rendezvous that closes half-way).
+            stream = await trio.open_tcp_stream(u.hostname, u.port or 80)
+            try:
+                ws = await trio_websocket.wrap_client_stream(
+                    nursery, stream, u.hostname,
+                    (u.path or "/") + (f"?{u.query}" if u.query else ""),
+                    message_queue_size=64, max_message_size=(1 << 20) + 8192)
+            except BaseException:
+                await trio.aclose_forcefully(stream)
+                raise
         try:
-            chal = parse_message(await _binary(ws))
+            try:
+                chal = parse_message(await _binary(ws))
+            except ConnectionClosed:
+                return
             if chal["t"] != "rv.chal":
                 raise DecodeError("rendezvous did not send a challenge")
-            nonce = chal["nonce"]
-
-            async def refresh() -> None:
-                while True:
-                    await ws.send_message(codec.encode_frame(register(
-                        self.signer, self.workspace, self.direct_urls(), nonce=nonce,
-                        now_ms=_now_ms(), ttl_ms=self.ttl_ms)))
-                    await trio.sleep(self.ttl_ms / 3000)
-
             self._ws = ws
+            # Both tasks end quietly when the connection closes (an exception raised in a
+            # nursery comes out wrapped in an ExceptionGroup, which no caller expects).
             async with trio.open_nursery() as n:
-                n.start_soon(refresh)
+                spawn_in(n, self._refresh, ws, chal["nonce"])
                 self.connected.set()
-                while True:
-                    m = parse_message(await _binary(ws))
-                    if m["t"] == "rv.peers":
-                        self.on_peers(self.url, verified_peers(m, workspace=self.workspace,
-                                                               now_ms=_now_ms()))
-                    elif m["t"] == "rv.relay" and "from" in m:
-                        await self._dispatch(n, m["from"], m["d"])
-                    elif m["t"] == "rv.nope":
-                        for key, pipe in list(self.pipes.items()):
-                            if key[0] == m["to"]:
-                                pipe._remote_closed()
-                        if m["reason"] == "replaced":
-                            return
-        except ConnectionClosed:
-            return
+                self.registered = True
+                await self._read(ws)
+                n.cancel_scope.cancel()
         finally:
             self._ws = None
             self.connected = trio.Event()
@@ -160,7 +167,37 @@ class RendezvousClient:
                 pipe._remote_closed()
             await close_websocket(ws)
 
-    async def _dispatch(self, nursery: trio.Nursery, peer: bytes, raw: bytes) -> None:
+    @task("relay", boundary=False)
+    async def _refresh(self, ws: trio_websocket.WebSocketConnection, nonce: bytes) -> None:
+        """Register now and again every third of the registration's lifetime."""
+        try:
+            while True:
+                await ws.send_message(codec.encode_frame(register(
+                    self.signer, self.workspace, self.direct_urls(), nonce=nonce,
+                    now_ms=_now_ms(), ttl_ms=self.ttl_ms)))
+                await trio.sleep(self.ttl_ms / 3000)
+        except ConnectionClosed:
+            return
+
+    async def _read(self, ws: trio_websocket.WebSocketConnection) -> None:
+        try:
+            while True:
+                m = parse_message(await _binary(ws))
+                if m["t"] == "rv.peers":
+                    self.on_peers(self.url, verified_peers(m, workspace=self.workspace,
+                                                           now_ms=_now_ms()))
+                elif m["t"] == "rv.relay" and "from" in m:
+                    self._dispatch(m["from"], m["d"])
+                elif m["t"] == "rv.nope":
+                    for key, pipe in list(self.pipes.items()):
+                        if key[0] == m["to"]:
+                            pipe._remote_closed()
+                    if m["reason"] == "replaced":
+                        return
+        except ConnectionClosed:
+            return
+
+    def _dispatch(self, peer: bytes, raw: bytes) -> None:
         try:
             env = codec.need_map(codec.decode(raw, max_bytes=(1 << 20) + 1024), "relay")
             pid = codec.int_field(env, "c", "relay")
@@ -176,7 +213,7 @@ class RendezvousClient:
             if len(self.pipes) >= 1024:
                 return
             pipe = self.pipes[key] = RelayPipe(self, peer, pid, False)
-            nursery.start_soon(self.on_incoming, pipe)
+            self.on_incoming(pipe)
         elif kind == "data" and pipe is not None:
             pipe._feed(data)
         elif kind == "close" and pipe is not None:

@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import itertools
 import secrets
 import time
@@ -25,6 +26,7 @@ import trio_websocket
 from discovery.rendezvous import MAX_RELAY_BYTES, Out, RendezvousCore
 from p2pworld import codec
 from p2pworld.errors import P2PWorldError
+from p2pworld.scopes import Failure, Supervisor, spawn_in, start_in, task
 from p2pworld.transport.session import close_websocket
 
 SEND_QUEUE = 512
@@ -43,6 +45,9 @@ class RendezvousServer:
     sockets: dict[int, trio_websocket.WebSocketConnection] = field(default_factory=dict)
     errors: dict[str, int] = field(default_factory=dict)
     connections_total: int = 0
+    _nursery: trio.Nursery | None = None
+    _sup: Supervisor | None = None
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     @property
     def url(self) -> str:
@@ -54,7 +59,7 @@ class RendezvousServer:
                 "relayed_frames": self.core.relayed_frames,
                 "relayed_bytes": self.core.relayed_bytes, "errors": dict(self.errors)}
 
-    def _deliver(self, nursery: trio.Nursery, out: Out) -> None:
+    def _deliver(self, out: Out) -> None:
         for cid, msg in out:
             q = self.queues.get(cid)
             if q is None:
@@ -63,75 +68,92 @@ class RendezvousServer:
                 q.send_nowait(codec.encode_frame(msg))
             except trio.WouldBlock:
                 self.errors["BACKPRESSURE"] = self.errors.get("BACKPRESSURE", 0) + 1
-                ws = self.sockets.get(cid)
-                if ws is not None:
-                    nursery.start_soon(close_websocket, ws)
+                self._close(cid)
             if msg.get("t") == "rv.nope" and msg.get("reason") == "replaced":
-                ws = self.sockets.get(cid)
-                if ws is not None:
-                    nursery.start_soon(close_websocket, ws)
+                self._close(cid)
+
+    def _close(self, cid: int) -> None:
+        ws = self.sockets.get(cid)
+        if ws is not None and self._nursery is not None:
+            spawn_in(self._nursery, close_websocket, ws)
+
+    def _failed(self, f: Failure) -> None:
+        self.errors[f.error.code] = self.errors.get(f.error.code, 0) + 1
+
+    @task("request")
+    async def _handle(self, request: trio_websocket.WebSocketRequest) -> None:
+        """One client connection: its frames into the core, the core's answers out."""
+        ws = await request.accept()
+        cid = next(self._ids)
+        self.connections_total += 1
+        send, recv = trio.open_memory_channel[bytes](SEND_QUEUE)
+        self.queues[cid], self.sockets[cid] = send, ws
+        _, out = self.core.connect(cid, nonce=secrets.token_bytes(16))
+        self._deliver(out)
+        try:
+            async with trio.open_nursery() as conn:
+                spawn_in(conn, self._writer, ws, recv)
+                while True:
+                    try:
+                        data = await ws.get_message()
+                    except trio_websocket.ConnectionClosed:
+                        break
+                    try:
+                        if not isinstance(data, bytes):
+                            raise P2PWorldError("text frame")
+                        out = self.core.receive(cid, data, now_ms=_now_ms())
+                    except P2PWorldError as e:
+                        self.errors[e.code] = self.errors.get(e.code, 0) + 1
+                        break
+                    self._deliver(out)
+                conn.cancel_scope.cancel()
+        finally:
+            self.queues.pop(cid, None)
+            self.sockets.pop(cid, None)
+            self._deliver(self.core.disconnect(cid))
+            await close_websocket(ws)
+
+    @task("request", boundary=False)
+    async def _writer(self, ws: trio_websocket.WebSocketConnection,
+                      recv: trio.MemoryReceiveChannel[bytes]) -> None:
+        async for frame in recv:
+            try:
+                await ws.send_message(frame)
+            except trio_websocket.ConnectionClosed:
+                return
+
+    @task("node", boundary=False)
+    async def _expire(self) -> None:
+        while True:
+            await trio.sleep(5)
+            dead, out = self.core.expire(now_ms=_now_ms())
+            self._deliver(out)
+            for cid in dead:
+                self._close(cid)
+
+    @task("node", boundary=False)
+    async def _listen(self, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
+                      ) -> None:
+        assert self._nursery is not None and self._sup is not None
+        # Each connection is a scope of its own (whatever ends it, the others and the
+        # server go on).
+        await trio_websocket.serve_websocket(
+            functools.partial(self._sup.contain, self._handle, key="connection"),
+            self.host, self.port, None, handler_nursery=self._nursery,
+            message_queue_size=64, max_message_size=MAX_RELAY_BYTES + 8192,
+            task_status=task_status)
 
 
+@task("node", boundary=False)
 async def serve_rendezvous(host: str, port: int, *,
                            task_status: trio.TaskStatus[RendezvousServer] = trio.TASK_STATUS_IGNORED
                            ) -> None:
     """Run a rendezvous server until cancelled; ``task_status.started`` gives the server."""
-    server = RendezvousServer(host=host)
-    ids = itertools.count(1)
+    server = RendezvousServer(host=host, port=port)
     async with trio.open_nursery() as nursery:
-
-        async def handler(request: trio_websocket.WebSocketRequest) -> None:
-            ws = await request.accept()
-            cid = next(ids)
-            server.connections_total += 1
-            send, recv = trio.open_memory_channel[bytes](SEND_QUEUE)
-            server.queues[cid], server.sockets[cid] = send, ws
-            _, out = server.core.connect(cid, nonce=secrets.token_bytes(16))
-            server._deliver(nursery, out)
-
-            async def writer() -> None:
-                async for frame in recv:
-                    try:
-                        await ws.send_message(frame)
-                    except trio_websocket.ConnectionClosed:
-                        return
-
-            try:
-                async with trio.open_nursery() as conn:
-                    conn.start_soon(writer)
-                    while True:
-                        try:
-                            data = await ws.get_message()
-                        except trio_websocket.ConnectionClosed:
-                            break
-                        try:
-                            if not isinstance(data, bytes):
-                                raise P2PWorldError("text frame")
-                            out = server.core.receive(cid, data, now_ms=_now_ms())
-                        except P2PWorldError as e:
-                            server.errors[e.code] = server.errors.get(e.code, 0) + 1
-                            break
-                        server._deliver(nursery, out)
-                    conn.cancel_scope.cancel()
-            finally:
-                server.queues.pop(cid, None)
-                server.sockets.pop(cid, None)
-                server._deliver(nursery, server.core.disconnect(cid))
-                await close_websocket(ws)
-
-        async def expire() -> None:
-            while True:
-                await trio.sleep(5)
-                dead, out = server.core.expire(now_ms=_now_ms())
-                server._deliver(nursery, out)
-                for cid in dead:
-                    ws = server.sockets.get(cid)
-                    if ws is not None:
-                        nursery.start_soon(close_websocket, ws)
-
-        listener = await nursery.start(lambda task_status: trio_websocket.serve_websocket(
-            handler, host, port, None, handler_nursery=nursery, message_queue_size=64,
-            max_message_size=MAX_RELAY_BYTES + 8192, task_status=task_status))
+        server._nursery = nursery
+        server._sup = Supervisor(nursery, on_failure=server._failed)
+        listener = await start_in(nursery, server._listen)
         server.port = listener.port
-        nursery.start_soon(expire)
+        spawn_in(nursery, server._expire)
         task_status.started(server)

@@ -29,13 +29,19 @@ from p2pworld.errors import (
     DecodeError,
     HandshakeError,
     IdentityError,
+    InternalError,
     LocalProtocolError,
+    NodeFailed,
     NotSequencer,
     P2PWorldError,
+    PayloadTooLarge,
     PublishTimeout,
     RemoteProtocolError,
     Revoked,
     ScopeDenied,
+    StoreCorrupt,
+    StoreError,
+    StoreFull,
     TokenExpired,
     Unauthorized,
     UnknownChannel,
@@ -43,7 +49,7 @@ from p2pworld.errors import (
 from p2pworld.home import NodeHome, default_home
 from p2pworld.identity import Ed25519Signer, NodeIdentity, Signer, node_id
 from p2pworld.log.entry import ChannelRecord
-from p2pworld.log.hub import PublishResult
+from p2pworld.log.hub import Notice, PublishResult
 from p2pworld.node import ChannelMessage, Node, NodeConfig, open_node
 from p2pworld.world.core import Member, WorldEvent
 from p2pworld.world.doc import CapabilityAd, NodeInfo
@@ -57,5 +63,6 @@ __all__ = [
     "Ed25519Signer", "HandshakeError", "IdentityError", "LocalProtocolError", "Node",
     "NodeConfig", "NodeHome", "NodeIdentity", "NotSequencer", "P2PWorldError", "PublishResult",
     "PublishTimeout", "RemoteProtocolError", "Signer", "UnknownChannel", "default_home",
-    "node_id", "open_node",
+    "node_id", "open_node", "InternalError", "NodeFailed", "Notice", "PayloadTooLarge",
+    "StoreCorrupt", "StoreError", "StoreFull",
 ]

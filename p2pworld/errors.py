@@ -134,6 +134,19 @@ class SessionClosed(P2PWorldError):
     code = "SESSION_CLOSED"
 
 
+class RendezvousClosed(SessionClosed):
+    """A rendezvous connection ended (closed by either side, at any stage); the node
+    connects again after a backoff, and its relayed sessions resume on the new one."""
+
+    code = "RENDEZVOUS_CLOSED"
+
+
+class RendezvousUnreachable(SessionClosed):
+    """A rendezvous could not be reached (refused, timed out, not a rendezvous)."""
+
+    code = "RENDEZVOUS_UNREACHABLE"
+
+
 class Backpressure(P2PWorldError):
     """A bounded queue is full; the caller may retry later."""
 
@@ -184,9 +197,24 @@ class Forked(RemoteProtocolError):
 
 
 class StoreCorrupt(P2PWorldError):
-    """A durable store failed verification somewhere other than its tail."""
+    """A durable store failed verification: a row, an index or a signed head does not match.
+    ``details`` name the file and, where one is to blame, the channel and seq."""
 
     code = "STORE_CORRUPT"
+
+
+class StoreError(P2PWorldError):
+    """The node's own store failed (an I/O error such as EIO): the one failure that ends a
+    node. ``details["path"]`` names the file."""
+
+    code = "STORE_ERROR"
+
+
+class StoreFull(P2PWorldError):
+    """The node's disk (or its store's size limit) is full: writes are refused, nothing was
+    acknowledged, reads go on. The node retries and accepts writes again once space returns."""
+
+    code = "STORE_FULL"
 
 
 class CheckpointTooOld(ChannelError):
@@ -205,6 +233,14 @@ class LostWrite(ChannelError):
     """A ``local`` ack was lost: an unplanned handoff started the new epoch before it."""
 
     code = "LOST_WRITE"
+
+
+class PayloadTooLarge(ChannelError):
+    """A payload is larger than the channel's limit (``ChannelPolicy.max_payload``).
+    ``details``: ``size`` and ``limit`` in bytes. Raised before anything is written or sent;
+    a sequencer refuses such a submission alone (the session stays up)."""
+
+    code = "PAYLOAD_TOO_LARGE"
 
 
 class PublishTimeout(ChannelError):
@@ -267,6 +303,21 @@ class Fenced(RemoteProtocolError):
     """An entry or head of an epoch that a signed epoch change has superseded."""
 
     code = "FENCED"
+
+
+class NodeFailed(P2PWorldError):
+    """A task of the node's own machinery (its effect runner, store task or timers) failed:
+    the node ended. This is a bug; ``__cause__`` holds the original exception."""
+
+    code = "NODE_FAILED"
+
+
+class InternalError(P2PWorldError):
+    """An exception that is not a typed p2pworld error ended one scope (a session, a lane, a
+    relay connection or a request); ``details["exception"]`` names it. The scope was closed
+    and, where it should be, retried."""
+
+    code = "INTERNAL_ERROR"
 
 
 class HandshakeTimeout(HandshakeError):

@@ -15,11 +15,13 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import random
 import secrets
 import time
+import weakref
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -48,7 +50,10 @@ from p2pworld.errors import (
     LocalProtocolError,
     P2PWorldError,
     PublishTimeout,
+    RendezvousClosed,
+    RendezvousUnreachable,
     SessionClosed,
+    StoreFull,
     Unauthorized,
     error_from_code,
 )
@@ -67,7 +72,14 @@ from p2pworld.log.hub import (
     Resolved,
 )
 from p2pworld.log.state import EpochChange
-from p2pworld.log.store import LogStore, OutboxWrite, durable_op, truncate_torn_tails
+from p2pworld.log.store import (
+    LogStore,
+    OutboxWrite,
+    StoreOp,
+    durable_op,
+    restore_outbox,
+    truncate_torn_tails,
+)
 from p2pworld.nostr.event import Event as NostrEvent
 from p2pworld.nostr.lane import NostrPipe
 from p2pworld.nostr.mirror import compute_mirror_rows, handler_event
@@ -78,6 +90,7 @@ from p2pworld.nostr.transport import (
     nostr_may_carry,
     resolve_mode,
 )
+from p2pworld.scopes import SCOPES, Failure, Supervisor, spawn_in, task
 from p2pworld.transport.backoff import Backoff
 from p2pworld.transport.handshake import DEFAULT_MAX_FRAME, PROTOCOL_VERSIONS, HandshakeConfig
 from p2pworld.transport.peering import dial_delay, is_dead, keep_new_session
@@ -87,7 +100,7 @@ from p2pworld.transport.session import (
     open_session,
     relayed_session,
 )
-from p2pworld.wire import Message, Ping, Pong, Submit
+from p2pworld.wire import Ack, Entries, EpochMsg, Message, Nack, Ping, Pong, Stored, Submit, Tip
 from p2pworld.world.core import (
     Member,
     WorldChanged,
@@ -205,8 +218,9 @@ class MessageCursor:
         while True:
             log = self._node.hub.log(self.channel)
             ents = log.entries
+            top = self._node._readable_seq(self.channel)
             self.position = min(self.position, log.seq)  # a recovery truncated the log
-            if self.position < log.seq:
+            if self.position < top:
                 e = ents[self.position - log.floor] if self.position >= log.floor else None
                 if e is None:
                     # Below retention: skip to what is held (the node reported it).
@@ -240,7 +254,7 @@ class NodeSubscription:
                     self._pos[ch] = cp.seq if cp else 0
                 log = node.hub.log(ch)
                 pos = max(min(self._pos[ch], log.seq), log.floor)
-                if pos < log.seq:
+                if pos < node._readable_seq(ch):
                     self._pos[ch] = pos + 1
                     return ChannelMessage.from_entry(log.entries[pos - log.floor], node)
             ev = node._any_delivered
@@ -321,6 +335,8 @@ class PeerInfo:
     """Consecutive failed direct (and rendezvous) attempts; the Nostr lane is tried after 2."""
 
 
+STORE_PROBE_S = 1.0
+"""While the disk is full, how often the node tries a write to learn that space is back."""
 LANE_MEMORY = 10_000
 """Entries per channel whose receiving lane a node remembers (for ``ChannelMessage.lane``)."""
 LAZY_WRITE_DELAY = 0.02
@@ -385,6 +401,10 @@ class Node:
         self._notices_send, self._notices_recv = trio.open_memory_channel[Notice](256)
         self.tracer: Any = None
         self._nursery = nursery
+        self.sup = Supervisor(nursery, on_failure=self._on_scope_failure, rng=self._rng)
+        """Every background task of this node starts through it (``p2pworld.scopes``)."""
+        self.scope_stats: dict[str, dict[str, Any]] = {
+            s: {"failures": 0, "last_error": None, "last_subject": None} for s in SCOPES}
         self.sessions: dict[bytes, Session] = {}
         self.peers: dict[bytes, PeerInfo] = {}
         self._queue: list[NodeEffect] = []
@@ -415,6 +435,12 @@ class Node:
         self._mirror_req: dict[str, str] = {}
         self._lanes_seen: dict[bytes, dict[int, str]] = {}
         self._lanes_top: dict[bytes, int] = {}  # highest seq in _lanes_seen (O(1) lane_of)
+        self._token_noticed: P2PWorldError | None = None
+        self._closing: weakref.WeakSet[Session | RelayPipe | NostrPipe] = weakref.WeakSet()
+        """Objects a failed scope held that are being closed (see _on_scope_failure)."""
+        self._durable: dict[bytes, int] = {}
+        """Per channel, the highest seq known to be on this node's disk: what readers see
+        (an entry appended in memory is not read before its transaction committed)."""
         self._loaded_heads: dict[bytes, int] = {}
         """Channel heads loaded from disk at start (entries up to them came before)."""
 
@@ -736,8 +762,47 @@ class Node:
         return self.nostr.outbox.events_for(source) if self.nostr else []
 
     async def notices(self) -> Notice:
-        """The next channel notice (``Forked``, ``LostWrite``, ``CheckpointTooOld``, ...)."""
+        """The next notice: about a channel (``Forked``, ``LostWrite``, ``CheckpointTooOld``,
+        ...) or about a scope that ended with an error (a session, a lane, a relay
+        connection, a request: ``notice.scope``, ``notice.subject``, ``notice.error.code``).
+        Buffered (256); when the application does not read them, the oldest are dropped and
+        counted (``NOTICES_DROPPED``)."""
         return await self._notices_recv.receive()
+
+    def _notice(self, n: Notice) -> None:
+        self._count(n.error.code)
+        try:
+            self._notices_send.send_nowait(n)
+        except trio.WouldBlock:
+            self._count("NOTICES_DROPPED")
+
+    def _on_scope_failure(self, f: Failure) -> None:
+        """A scope ended with an error (see :mod:`p2pworld.scopes`): count it, tell the
+        application, and close what the scope holds (a session of the failed peer task
+        closes itself on the way out)."""
+        st = self.scope_stats[f.scope]
+        st["failures"] += 1
+        st["last_error"], st["last_subject"] = f.error.code, f.key
+        self._notice(Notice(b"", f.error, scope=f.scope, subject=f.key))
+        for x in f.args:
+            # What the failed task held closes with it (a session, a relayed or Nostr pipe);
+            # once: a closer that fails again is not retried for ever.
+            if not isinstance(x, (Session, RelayPipe, NostrPipe)) or x in self._closing:
+                continue
+            self._closing.add(x)
+            if isinstance(x, Session):
+                if x.close_reason is None:
+                    x.close_reason = f.error
+                self.sup.spawn(self._close_session, x, f.error, key=f.key)
+            elif isinstance(x, (RelayPipe, NostrPipe)):
+                self.sup.spawn(self._close_pipe, x, key=f.key)
+        if f.scope == "peer" and f.key:
+            try:
+                p = self.peers.get(bytes.fromhex(f.key))
+            except ValueError:
+                p = None
+            if p is not None:
+                p.last_error, p.failures = f.error.code, p.failures + 1
 
     async def _settle(self) -> None:
         """Wait until the effect runner has carried out everything queued so far."""
@@ -812,6 +877,7 @@ class Node:
                 "listen": self.url, "peers": peers, "channels": chans,
                 "writer_signatures": dict(self.hub.signing), "world": world,
                 "auth": auth, "transport": transport,
+                "scopes": {k: dict(v) for k, v in self.scope_stats.items()},
                 "errors": {**self.errors, **self.hub.errors}}
 
     # --- effects ----------------------------------------------------------------------------
@@ -828,6 +894,7 @@ class Node:
             ev = self._changed[channel] = trio.Event()
         return ev
 
+    @task("node")
     async def _effect_runner(self) -> None:
         """Flush the cores and hand each batch of effects to the store task, in order.
 
@@ -888,6 +955,7 @@ class Node:
             self._running = False
             self._maybe_idle()
 
+    @task("node", restart=True)
     async def _timeouts(self) -> None:
         """Wake publishers whose timeout passed (their outcome stays unknown: PublishTimeout).
         A heap of deadlines and one sleeping task cost less than a cancel scope per publish."""
@@ -904,6 +972,7 @@ class Node:
                 if ev is not None:
                     ev.set()
 
+    @task("node")
     async def _store_runner(self) -> None:
         while True:
             fx: list[NodeEffect] | None = None
@@ -927,7 +996,11 @@ class Node:
     async def _write_lazy(self) -> None:
         lazy, self._lazy = self._lazy, []
         if lazy:
-            await trio.to_thread.run_sync(self.store.apply, lazy)
+            try:
+                await trio.to_thread.run_sync(self.store.apply, lazy)
+            except StoreFull as err:
+                self._lazy = lazy + self._lazy  # kept in memory until the disk has room
+                await self._store_full(err, [], [])
 
     def _maybe_idle(self) -> None:
         if not self._running and not self._storing and not self._lazy:
@@ -964,19 +1037,79 @@ class Node:
         if gating:
             lazy, self._lazy = self._lazy, []
             ops = lazy + [op for i in gating if (op := durable_op(fx[i])) is not None]
-            await trio.to_thread.run_sync(self.store.apply, ops)
+            try:
+                await trio.to_thread.run_sync(self.store.apply, ops)
+            except StoreFull as err:
+                # Nothing of the batch is on disk: undo it in memory and refuse what waited
+                # on it; the node goes on serving reads. (StoreError, an I/O error, ends the
+                # node: it leaves this task, a node scope.)
+                self._lazy = lazy + self._lazy
+                await self._store_full(err, ops, tail)
+                return
             self.trace("persist", [(x.channel, x.seq) for e in tail if isinstance(e, Persist)
                                    for x in e.entries])
             await self._effects_after_persist(tail)
         if self._world_saves and self.world_store is not None:
             rows, self._world_saves = sorted(self._world_saves.items()), {}
-            await trio.to_thread.run_sync(self.world_store.save_many, rows)
+            try:
+                await trio.to_thread.run_sync(self.world_store.save_many, rows)
+            except StoreFull:
+                # World documents are soft state (peers send them again): counted only.
+                self._count(StoreFull.code)
+
+    async def _store_full(self, err: StoreFull, ops: list[StoreOp],
+                          tail: list[NodeEffect]) -> None:
+        """A transaction failed on a full disk: enter read-only mode (the hub refuses new
+        writes), put every channel of the batch back to what the disk holds, and carry out
+        the rest of the batch with every ack turned into a refusal."""
+        first = self.hub.read_only is None
+        self.hub.read_only = err
+        if first:
+            self._notice(Notice(b"", err, scope="store", subject=str(self.store.path)))
+            self.sup.spawn(self._store_probe, key="store")
+        else:
+            self._count(err.code)
+        fx: list[NodeEffect] = []
+        for ch in sorted({op.record.channel for op in ops if isinstance(op, Persist)}):
+            c = await trio.to_thread.run_sync(self.store.load_channel, ch)
+            fx += self.hub.restore(ch, None if c is None else (c.record, c.epochs, c.base,
+                                                                c.entries))
+            self._durable[ch] = self.hub.log(ch).seq if ch in self.hub.own or \
+                ch in self.hub.replicas else 0
+        for e in tail:
+            if isinstance(e, Resolved) and isinstance(e.outcome, PublishResult):
+                fx.append(Resolved(e.req, err))
+            elif isinstance(e, Send) and isinstance(e.message, Ack):
+                a = e.message
+                fx.append(Send(e.peer, Nack(a.req, a.channel, err.code, err.message[:512])))
+            elif isinstance(e, Send) and isinstance(e.message, (Entries, Stored, Tip,
+                                                                EpochMsg)):
+                continue  # what the failed transaction held never leaves this node
+            elif not isinstance(e, (Delivered, Persist)):
+                fx.append(e)
+        await self._effects_after_persist(fx)
+
+    @task("node", restart=True)
+    async def _store_probe(self) -> None:
+        """While the disk is full, try a tiny write every STORE_PROBE_S; when it commits,
+        writes resume (replicas ask their sequencers for what they missed)."""
+        while self.hub.read_only is not None:
+            await trio.sleep(STORE_PROBE_S)
+            try:
+                await trio.to_thread.run_sync(self.store.probe)
+            except StoreFull:
+                continue
+            self._submit(self.hub.resume_writes())
+            self._count("STORE_WRITABLE_AGAIN")
 
     async def _effects_after_persist(self, fx: list[NodeEffect]) -> None:
         for e in fx:
             if isinstance(e, Send):
                 self._send(e.peer, e.message)
             elif isinstance(e, Delivered):
+                if e.entries:
+                    self._durable[e.channel] = max(self._durable.get(e.channel, 0),
+                                                   e.entries[-1].seq)
                 self._on_delivered(e)
                 self._mirror_compute(e)
                 self._any_delivered.set()
@@ -1003,11 +1136,7 @@ class Node:
                 if p is not None:
                     p.last_error = e.error.code
             elif isinstance(e, Notice):
-                self._count(e.error.code)
-                try:
-                    self._notices_send.send_nowait(e)
-                except trio.WouldBlock:
-                    self._count("NOTICES_DROPPED")
+                self._notice(e)
 
     def trace(self, what: str, arg: object) -> None:
         """Hook for tests that observe the order of effects (no-op unless set)."""
@@ -1029,7 +1158,7 @@ class Node:
         except Backpressure as e:
             # A peer that cannot keep up is dropped; it resumes from its cursor on reconnect.
             self._count(e.code)
-            self._nursery.start_soon(s.aclose, e)
+            self.sup.spawn(self._close_session, s, e, key=peer.hex())
         except SessionClosed:
             pass
 
@@ -1051,6 +1180,10 @@ class Node:
             self._lanes_top[e.channel] = max(top, max(x.seq for x in e.entries))
         while len(seen) > LANE_MEMORY:
             del seen[next(iter(seen))]
+
+    def _readable_seq(self, channel: bytes) -> int:
+        """Readers see entries up to here: on disk, and still in the log."""
+        return min(self.hub.log(channel).seq, self._durable.get(channel, 0))
 
     def lane_of(self, channel: bytes, seq: int) -> str | None:
         """The lane this node received entry ``seq`` of ``channel`` by (see
@@ -1079,8 +1212,9 @@ class Node:
         rows = compute_mirror_rows(self.cores, svc.key, e.channel, e.entries,
                                    now_ms=_now_ms(), aux=svc.aux, requests=self._mirror_req)
         if rows:
-            self._nursery.start_soon(self._enqueue_rows, rows)
+            self.sup.spawn(self._enqueue_rows, rows, key="mirror")
 
+    @task("request")
     async def _enqueue_rows(self, rows: list[tuple[NostrEvent, str, bytes]]) -> None:
         for ev, source, h in rows:
             try:
@@ -1125,7 +1259,8 @@ class Node:
             if new_rank > old_rank or (new_rank == old_rank and not keep_new_session(
                     self.node_id, pid, old_initiator=old.initiator, new_initiator=s.initiator)):
                 return False
-            self._nursery.start_soon(old.aclose, SessionClosed("replaced by a preferred session"))
+            self.sup.spawn(self._close_session, old,
+                           SessionClosed("replaced by a preferred session"), key=pid.hex())
             self._forget(pid, old)
         self.sessions[pid] = s
         p = self._peer(pid)
@@ -1139,16 +1274,26 @@ class Node:
         self._peers_changed = trio.Event()
         now = _now_ms()
         self._submit(self.cores.peer_up(pid, s.result.peer_key, now_ms=now))
-        self._submit(self.world.set_link(LinkInfo(
+        self._world_update(self.world.set_link(LinkInfo(
             target=pid, state="nostr" if s.address.startswith("nostr:") else "direct",
             capabilities=("v1",)), now_ms=now))
         return True
+
+    def _world_update(self, fx: Sequence[NodeEffect]) -> None:
+        """Carry out a best-effort update of this node's own world document; if it was
+        skipped because this node's own token no longer covers it (expired in a control
+        outage, revoked), say so once per cause on ``notices()``."""
+        self._submit(fx)
+        refused = self.world.own_refused
+        if refused is not None and refused is not self._token_noticed:
+            self._token_noticed = refused
+            self._notice(Notice(b"", refused, scope="node", subject="token"))
 
     def _forget(self, pid: bytes, s: Session) -> None:
         if self.sessions.get(pid) is s:
             del self.sessions[pid]
             self._submit(self.cores.peer_down(pid))
-            self._submit(self.world.drop_link(pid, now_ms=_now_ms()))
+            self._world_update(self.world.drop_link(pid, now_ms=_now_ms()))
             p = self._peer(pid)
             p.state = "backoff"
             if s.close_reason is not None and s.close_reason.code != SessionClosed.code:
@@ -1174,7 +1319,36 @@ class Node:
             return e
         return None
 
+    @task("peer")
+    async def _close_session(self, s: Session, reason: P2PWorldError) -> None:
+        await s.aclose(reason)
+        self._forget(s.peer_id, s)
+
+    @task("peer")
+    async def _close_pipe(self, pipe: RelayPipe | NostrPipe) -> None:
+        await pipe.aclose()
+
+    @task("peer")
     async def _run_session(self, s: Session) -> None:
+        """Run one authenticated session until it ends. Whatever ends it (the peer, a bad
+        frame, a failure in this task), the session is closed on the way out and forgotten;
+        the peer's dial loop (or the peer) dials again."""
+        try:
+            await self._session_body(s)
+        finally:
+            if s.close_reason is None:
+                s.close_reason = SessionClosed("session task ended")
+            await s.aclose()
+
+    async def _run_owned(self, s: Session) -> None:
+        """Run a session this task opened or accepted: it is closed on the way out, whatever
+        ended it (also when the session task itself failed before it could close it)."""
+        try:
+            await self._run_session(s)
+        finally:
+            await s.aclose()
+
+    async def _session_body(self, s: Session) -> None:
         refused = self._check_peer_token(s)
         if refused is None and s.address.startswith("nostr:") and (
                 s.address != f"nostr:{s.result.peer_attestation.nostr_pubkey.hex()}"):
@@ -1209,6 +1383,7 @@ class Node:
             return
         self._submit(self.cores.receive(pid, msg, now_ms=_now_ms()))
 
+    @task("peer")
     async def _handle_incoming(self, request: trio_websocket.WebSocketRequest) -> None:
         if self.transport_mode == "forced-nostr":
             # The mode allows the Nostr lane only: no direct session, either way.
@@ -1223,7 +1398,7 @@ class Node:
             return
         except trio_websocket.ConnectionClosed:
             return
-        await self._run_session(s)
+        await self._run_owned(s)
 
     def _on_candidate(self, key: str, c: Candidate) -> None:
         if c.node_id == self.node_id:
@@ -1235,11 +1410,15 @@ class Node:
         p.via.add(c.source)
         p.candidates[key] = c
         if c.node_id not in self._dialing:
-            self._dialing.add(c.node_id)
-            self._nursery.start_soon(self._dial_loop, c.node_id)
+            self.sup.spawn(self._dial_loop, c.node_id, key=c.node_id.hex())
 
+    @task("peer", restart=True)
     async def _dial_loop(self, pid: bytes) -> None:
-        """Keep a session to ``pid`` while it is a candidate: dial, back off, redial."""
+        """Keep a session to ``pid`` while it is a candidate: dial, back off, redial. One per
+        peer (a restarted or a second one returns at once while another runs)."""
+        if pid in self._dialing:
+            return
+        self._dialing.add(pid)
         backoff = Backoff(base=0.25, cap=30.0)
         probe = Backoff(base=1.0, cap=15.0)
         try:
@@ -1322,6 +1501,10 @@ class Node:
         p.via.add("nostr")
         return await self._start_session(pid, s)
 
+    def _nostr_pipe_opened(self, pipe: NostrPipe) -> None:
+        self.sup.spawn(self._on_nostr_pipe, pipe, key=pipe.peer.hex())
+
+    @task("peer")
     async def _on_nostr_pipe(self, pipe: NostrPipe) -> None:
         """A peer opened a Nostr-lane pipe to us: the same handshake as any session."""
         if self.transport_mode == "primary-only":
@@ -1335,7 +1518,7 @@ class Node:
             self._count(getattr(e, "code", "NOSTR_LANE_FAILED"))
             return
         self._peer(s.peer_id).via.add("nostr")
-        await self._run_session(s)
+        await self._run_owned(s)
 
     def _on_nostr_candidate(self, key: str, nid: bytes, nostr: bytes) -> None:
         self._on_candidate(key, Candidate(node_id=nid, workspace=self.config.workspace,
@@ -1375,7 +1558,7 @@ class Node:
         return False
 
     async def _start_session(self, pid: bytes, s: Session) -> bool:
-        self._nursery.start_soon(self._run_session, s)
+        self.sup.spawn(self._run_session, s, key=pid.hex())
         while pid not in self.sessions and not s.closed.is_set():
             await self._peers_changed.wait()
         return True
@@ -1404,6 +1587,7 @@ class Node:
             if pid not in listed:
                 p.candidates.pop(key, None)
 
+    @task("peer")
     async def _on_relayed(self, relay: str, pipe: RelayPipe) -> None:
         if self.transport_mode == "forced-nostr":
             self._count("DIRECT_REFUSED_FORCED_NOSTR")
@@ -1417,8 +1601,9 @@ class Node:
             self._count(getattr(e, "code", "RELAY_FAILED"))
             return
         self._peer(s.peer_id).via.add("rendezvous")
-        await self._run_session(s)
+        await self._run_owned(s)
 
+    @task("relay", restart=True)
     async def _rendezvous_loop(self, url: str) -> None:
         backoff = Backoff(base=0.25, cap=30.0)
         while True:
@@ -1426,16 +1611,25 @@ class Node:
                 url=url, signer=self.identity.signer, workspace=self.config.workspace,
                 direct_urls=lambda: self._direct_urls(url),
                 on_peers=self._on_rendezvous_peers,
-                on_incoming=lambda pipe: self._on_relayed(url, pipe))
+                on_incoming=lambda pipe: self.sup.spawn(self._on_relayed, url, pipe,
+                                                        key=pipe.peer.hex()))
             self.rendezvous[url] = client
             try:
                 await client.run(self._nursery)
-                backoff.reset()
-            except (OSError, P2PWorldError, trio_websocket.HandshakeError,
+                err: P2PWorldError = RendezvousClosed(f"rendezvous connection to {url} closed",
+                                                      url=url)
+                if client.registered:
+                    backoff.reset()
+            except (OSError, trio.TooSlowError, trio_websocket.HandshakeError,
                     trio_websocket.ConnectionClosed) as e:
-                self._count(getattr(e, "code", "RENDEZVOUS_UNREACHABLE"))
+                err = RendezvousUnreachable(f"rendezvous {url} unreachable: {e}", url=url)
+            except P2PWorldError as e:
+                err = e
+            # The relay scope ended (its relayed sessions with it); it is dialled again.
+            self._notice(Notice(b"", err, scope="relay", subject=url))
             await trio.sleep(backoff.next_delay(self._rng))
 
+    @task("lane", restart=True)
     async def _discovery(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                          ) -> None:
         mdns = MdnsDiscovery(interfaces=self.config.interfaces, node_id=self.node_id,
@@ -1445,7 +1639,7 @@ class Node:
         async with mdns:
             task_status.started()
             async with trio.open_nursery() as n:
-                n.start_soon(mdns.register)
+                spawn_in(n, mdns.register)
                 async for ev in mdns.events():
                     if isinstance(ev, Found):
                         self._on_candidate(f"mdns:{ev.service_name}", ev.candidate)
@@ -1481,28 +1675,29 @@ class Node:
         self.auth_stats["refreshes"] += 1
         return self.token_expires
 
+    @task("request", restart=True)
+    async def _revocation_loop(self) -> None:
+        """Poll the control service's signed revocation list every 30 s."""
+        while True:
+            await trio.sleep(30)
+            with trio.move_on_after(10):
+                try:
+                    status, doc = await http_json(self.config.control or "", "GET",
+                                                  "/v1/revocations")
+                    book = self.cores.auth
+                    if status == 200 and book is not None:
+                        toks, nodes = verify_revocations(doc, book.config.keys)
+                        book.revoke(tokens=toks, nodes=nodes)
+                        self.auth_stats["revocation_polls"] += 1
+                except (P2PWorldError, KeyError, TypeError, ValueError):
+                    self.auth_stats["refresh_failures"] += 1
+
+    @task("request", restart=True)
     async def _auth_loop(self) -> None:
         """Refresh before expiry (at 80% of the lifetime, minus up to 10% jitter); while the
         control service is unreachable retry every few seconds, so writes resume well within
-        two refresh intervals after it returns. Poll revocations every 30 s."""
+        two refresh intervals after it returns."""
         assert self.config.control is not None
-
-        async def revocations() -> None:
-            while True:
-                await trio.sleep(30)
-                with trio.move_on_after(10):
-                    try:
-                        status, doc = await http_json(self.config.control or "", "GET",
-                                                      "/v1/revocations")
-                        book = self.cores.auth
-                        if status == 200 and book is not None:
-                            toks, nodes = verify_revocations(doc, book.config.keys)
-                            book.revoke(tokens=toks, nodes=nodes)
-                            self.auth_stats["revocation_polls"] += 1
-                    except (P2PWorldError, KeyError, TypeError, ValueError):
-                        self.auth_stats["refresh_failures"] += 1
-
-        self._nursery.start_soon(revocations)
         while True:
             exp = self.token_expires or int(time.time())
             life = max(10.0, exp - time.time())
@@ -1515,6 +1710,7 @@ class Node:
                     self.auth_stats["refresh_failures"] += 1
                     await trio.sleep(min(5.0, max(1.0, life / 20)))
 
+    @task("node", restart=True)
     async def _ticker(self) -> None:
         """Drive the cores' timers (heartbeats, presence expiry, gossip repair, the
         requester's compute duties)."""
@@ -1545,11 +1741,11 @@ class Node:
             workspace=self.config.workspace, home=self.config.home,
             lane=self.transport_mode != "primary-only",
             presence="presence" in self.config.mirror or self.transport_mode == "forced-nostr",
-            on_candidate=self._on_nostr_candidate, on_pipe=self._on_nostr_pipe,
-            status=lambda: "online")
+            on_candidate=self._on_nostr_candidate, on_pipe=self._nostr_pipe_opened,
+            status=lambda: "online", on_failure=self._on_scope_failure)
         self.nostr = svc
         self._mirror_req.update(svc.outbox.first_events("compute:"))
-        await self._nursery.start(svc.run)
+        await self.sup.start(svc.run, key="nostr")
         if self.config.capabilities is not None:
             await self._mirror_ad(self.config.capabilities)
 
@@ -1559,23 +1755,33 @@ class Node:
             await self.nostr.goodbye()
         with trio.move_on_after(1.0):
             now = _now_ms()
-            self._submit(self.world.set_session(SessionInfo(
+            self._world_update(self.world.set_session(SessionInfo(
                 session_id=self.session_id, workspace=self.config.workspace,
                 started_ms=self._session_start, ended_ms=now), now_ms=now))
-            self._submit(self.world.leave(now_ms=now))
+            try:
+                self._submit(self.world.leave(now_ms=now))
+            except P2PWorldError as e:
+                # No goodbye without a valid token (expired, revoked): peers see this node
+                # go stale instead. Leaving still succeeds.
+                self._count(e.code)
             await self._settle()
             for s in list(self.sessions.values()):
                 await s.flush()
 
+    @task("node", restart=True)
     async def _keepalive(self) -> None:
         interval = self.config.keepalive
         while True:
             await trio.sleep(interval)
             now = time.monotonic()
             for pid, s in list(self.sessions.items()):
-                if is_dead(self._last_rx.get(pid, now), now, interval=interval):
+                # A large message arriving in parts counts as traffic before it is whole.
+                last = max(self._last_rx.get(pid, now),
+                           now - (trio.current_time() - s.last_frame_at))
+                if is_dead(last, now, interval=interval):
                     self._count("KEEPALIVE_TIMEOUT")
-                    self._nursery.start_soon(s.aclose, SessionClosed("keepalive timeout"))
+                    self.sup.spawn(self._close_session, s, SessionClosed("keepalive timeout"),
+                                   key=pid.hex())
                     continue
                 n = next(self._ping_n)
                 self._ping_sent[pid] = (n, now)
@@ -1584,12 +1790,13 @@ class Node:
                 except (Backpressure, SessionClosed):
                     pass
 
-    async def _static_peers(self) -> None:
+    def _static_peers(self) -> None:
         if self.transport_mode == "forced-nostr":
             return  # static peers are direct addresses: not dialled in forced-Nostr mode
         for url in self.config.peers:
-            self._nursery.start_soon(self._static_dial, url)
+            self.sup.spawn(self._static_dial, url, key=url)
 
+    @task("peer", restart=True)
     async def _static_dial(self, url: str) -> None:
         backoff = Backoff(base=0.25, cap=30.0)
         while True:
@@ -1602,17 +1809,23 @@ class Node:
                 continue
             backoff.reset()
             self._peer(s.peer_id).via.add("static")
-            await self._run_session(s)
+            await self._run_owned(s)
             await trio.sleep(backoff.next_delay(self._rng))
 
-    async def _serve(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        server = await self._nursery.start(
-            lambda task_status: trio_websocket.serve_websocket(
-                self._handle_incoming, self.listen_host, self.config.port, None,
-                handler_nursery=self._nursery, message_queue_size=64,
-                max_message_size=DEFAULT_MAX_FRAME, task_status=task_status))
+    async def _serve(self) -> None:
+        server = await self.sup.start(self._listen, key="listener")
         self.listen_port = server.port
-        task_status.started()
+
+    @task("node")
+    async def _listen(self, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
+                      ) -> None:
+        # Each connection is a peer scope of its own, contained where trio-websocket starts
+        # it: nothing of ours runs outside the boundary.
+        await trio_websocket.serve_websocket(
+            functools.partial(self.sup.contain, self._handle_incoming, key="incoming"),
+            self.listen_host, self.config.port, None,
+            handler_nursery=self._nursery, message_queue_size=64,
+            max_message_size=DEFAULT_MAX_FRAME, task_status=task_status)
 
 
 async def _transport_policy(config: NodeConfig, auth: AuthConfig | None
@@ -1677,6 +1890,8 @@ async def open_node(config: NodeConfig, *, identity: NodeIdentity | None = None
                               nostr_pubkey=ident.nostr.public)
     store = LogStore(home.path / "log.db")
     world_store: WorldStore | None = None
+    caller: list[BaseException] = []
+    node_ref: list[Node] = []
     try:
         world_store = WorldStore(home.path / "world.db")
         incarnation = world_store.bump_incarnation()
@@ -1684,45 +1899,77 @@ async def open_node(config: NodeConfig, *, identity: NodeIdentity | None = None
         # StoreCorrupt surfaces here, before anything runs.
         loaded = store.load_channels()
         cursors = store.load_cursors()
-        outbox = store.load_outbox()
         truncate_torn_tails(store, loaded)
-        async with trio.open_nursery() as nursery:
+        async with _one_error(caller), trio.open_nursery() as nursery:
             node = Node(config, ident, store, nursery, world_store=world_store,
                         incarnation=incarnation, world_records=world_records, auth=auth,
                         token=token)
+            node_ref.append(node)
             node.policy, node.transport_mode = policy, mode
             for c in loaded:
                 node.hub.load(c.record, c.epochs, c.base, c.entries)
                 node._loaded_heads[c.record.channel] = node.hub.log(c.record.channel).seq
+                node._durable[c.record.channel] = node._loaded_heads[c.record.channel]
             for cp in cursors:
                 node.hub.load_cursor(cp)
-            for sub, want in outbox:
-                node.hub.load_outbox(sub, want)
+            for n in restore_outbox(store, node.hub):
+                node._notice(n)
             await node._serve()
-            nursery.start_soon(node._effect_runner)
-            nursery.start_soon(node._store_runner)
-            nursery.start_soon(node._timeouts)
-            nursery.start_soon(node._keepalive)
+            sup = node.sup
+            sup.spawn(node._effect_runner, key="effects")
+            sup.spawn(node._store_runner, key="store")
+            sup.spawn(node._timeouts, key="timeouts")
+            sup.spawn(node._keepalive, key="keepalive")
             if config.relays:
                 await node._start_nostr()
             await node._join()
-            nursery.start_soon(node._ticker)
+            sup.spawn(node._ticker, key="ticker")
             if config.control is not None:
-                nursery.start_soon(node._auth_loop)
+                sup.spawn(node._auth_loop, key="token")
+                sup.spawn(node._revocation_loop, key="revocations")
             if config.mdns:
-                await nursery.start(node._discovery)
-            nursery.start_soon(node._static_peers)
+                await sup.start(node._discovery, key="mdns")
+            node._static_peers()
             for url in config.rendezvous:
-                nursery.start_soon(node._rendezvous_loop, url)
+                sup.spawn(node._rendezvous_loop, url, key=url)
             try:
-                yield node
+                try:
+                    yield node
+                except BaseException as e:
+                    caller.append(e)  # the application's own: it leaves unchanged
+                    raise
                 await node._leave()
             finally:
+                node.sup.closed = True
                 nursery.cancel_scope.cancel()
     finally:
+        if node_ref and node_ref[0].nostr is not None:
+            node_ref[0].nostr.close()
         store.close()
         if world_store is not None:
             world_store.close()
+
+
+@asynccontextmanager
+async def _one_error(caller: list[BaseException]) -> AsyncIterator[None]:
+    """What leaves ``open_node``: the application's own exception unchanged; otherwise the
+    node's one typed error (the failure that ended it), not an ``ExceptionGroup``."""
+    try:
+        yield
+    except BaseExceptionGroup as g:
+        leaves = _leaves(g)
+        if caller and any(x is caller[0] for x in leaves):
+            raise caller[0] from None
+        typed = [x for x in leaves if isinstance(x, P2PWorldError)]
+        if typed and all(isinstance(x, (P2PWorldError, trio.Cancelled)) for x in leaves):
+            raise typed[0] from g
+        raise
+
+
+def _leaves(e: BaseException) -> list[BaseException]:
+    if isinstance(e, BaseExceptionGroup):
+        return [x for sub in e.exceptions for x in _leaves(sub)]
+    return [e]
 
 
 __all__ = ["Node", "NodeConfig", "ChannelMessage", "PeerInfo", "open_node", "short_id",

@@ -24,6 +24,9 @@ from p2pworld.log.entry import ChannelRecord, Entry, SignedHead, Submission
 from p2pworld.log.state import EpochChange, Snapshot
 
 MAX_BATCH = 512
+"""Most entries in one ``ents`` message."""
+MAX_EPOCH_ENTRIES = 4096
+"""Most old-epoch entries in one ``epoch`` message."""
 
 
 class Message:
@@ -177,8 +180,8 @@ class EpochMsg(Message):
     @classmethod
     def parse(cls, m: dict[str, Value]) -> EpochMsg:
         raw = codec.field(m, "ents", list, "epoch")
-        if len(raw) > MAX_BATCH:
-            raise DecodeError("epoch: batch too large")
+        if len(raw) > MAX_EPOCH_ENTRIES:
+            raise DecodeError("epoch: batch too large", limit=MAX_EPOCH_ENTRIES)
         return cls(EpochChange.from_wire(m.get("ec")), tuple(Entry.from_bytes(e) for e in raw))
 
 
@@ -203,6 +206,30 @@ class Stored(Message):
         w = "stored"
         return cls(codec.bytes_field(m, "ch", w, size=16), codec.int_field(m, "epoch", w, lo=1),
                    codec.int_field(m, "seq", w), codec.bytes_field(m, "head", w, size=32))
+
+
+@message
+@dataclass(frozen=True)
+class Tip(Message):
+    """The sequencer's head as it stands (``seq`` in ``epoch``), sent to a subscriber when it
+    subscribes and whenever catch-up holds entries back: what a replica's ``lag`` is measured
+    against, so a replica that cannot get past an entry shows it. Informational (unsigned):
+    entries are still accepted only under signed heads."""
+
+    TYPE = "tip"
+    TYPED = True
+    channel: bytes
+    epoch: int
+    seq: int
+
+    def fields(self) -> dict[str, Value]:
+        return {"ch": self.channel, "epoch": self.epoch, "seq": self.seq}
+
+    @classmethod
+    def parse(cls, m: dict[str, Value]) -> Tip:
+        w = "tip"
+        return cls(codec.bytes_field(m, "ch", w, size=16), codec.int_field(m, "epoch", w, lo=1),
+                   codec.int_field(m, "seq", w))
 
 
 @message
@@ -475,6 +502,11 @@ def decode_frame_messages(data: bytes, *, max_bytes: int = codec.MAX_FRAME_BYTES
     """A session frame's messages: one message, or every message of a bundle (in order).
     Bundles do not nest; any bad member rejects the whole frame."""
     m = codec.need_map(codec.decode_frame(data, max_bytes=max_bytes, walk=False), "message")
+    return messages_of(m, max_bytes=max_bytes)
+
+
+def messages_of(m: dict[str, Value], *, max_bytes: int) -> list[Message]:
+    """The messages of a decoded (not yet walked) frame map: one message or a bundle's."""
     if m.get("t") != BUNDLE:
         return [_parse(m)]
     items = codec.field(m, "m", list, "bundle")
@@ -513,7 +545,7 @@ def message_types(*, mutating: bool | None = None) -> list[type[Message]]:
 
 __all__ = ["Message", "MESSAGE_TYPES", "encode_message", "decode_message", "message_types",
            "Ping", "Pong", "ChannelAnnounce", "Subscribe", "SubscribeRefused", "SnapshotMsg",
-           "EpochMsg", "Stored", "Entries", "Submit", "Ack", "Nack", "WorldPush", "WorldIHave",
+           "EpochMsg", "Stored", "Tip", "Entries", "Submit", "Ack", "Nack", "WorldPush", "WorldIHave",
            "WorldGraft", "WorldPrune", "WorldDigest"]
 
 

@@ -3,8 +3,10 @@ resumed subscriptions, and a dead relay that never answers."""
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
+import pytest
 import trio
 
 from p2pworld.nostr.event import Event
@@ -150,3 +152,29 @@ async def test_nip42_the_pool_authenticates_to_a_relay_that_requires_it(tmp_path
                 await trio.sleep(0.05)
             got = (await pool.publish(note(40)))[url]
             assert got is not None and got.ok, got
+
+
+async def test_an_unexpected_failure_of_a_relay_connection_is_counted_not_swallowed(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """e2c769c cancelled the connection's nursery before closing the stream, and the close
+    (a checkpoint) raised Cancelled over whatever error was on its way out: a failure of a
+    relay connection vanished, the connection redialled, nothing was counted."""
+    from p2pworld.nostr.relay import RelayPool, open_relay_pool
+
+    real_writer = RelayPool._writer
+    failed = []
+
+    @functools.wraps(real_writer)
+    async def writer(self, url, ws):  # type: ignore[no-untyped-def]
+        if not failed:
+            failed.append(url)
+            raise RuntimeError("a bug in the writer")
+        await real_writer(self, url, ws)
+
+    monkeypatch.setattr(RelayPool, "_writer", writer)
+    with real_relay(tmp_path / "relay") as url, trio.fail_after(60):
+        async with open_relay_pool([url]) as pool:
+            while not (failed and pool.health[url].connects >= 2):
+                await trio.sleep(0.05)
+            h = pool.health[url]
+            assert h.failures >= 1 and h.last_error == "INTERNAL_ERROR"

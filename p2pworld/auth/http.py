@@ -15,11 +15,12 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import json
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -28,6 +29,7 @@ import trio
 
 from p2pworld.auth.control import ControlCore
 from p2pworld.errors import P2PWorldError, SessionClosed
+from p2pworld.scopes import Failure, Supervisor, spawn_in, task
 
 MAX_BODY = 64 * 1024
 
@@ -38,32 +40,54 @@ class ControlServer:
     host: str
     port: int = 0
     requests: int = 0
+    save: Callable[[ControlCore], None] | None = None
+
+    errors: dict[str, int] = field(default_factory=dict)
+    """Connections that ended with an error, by code (each is contained: the server goes on)."""
+
+    def _failed(self, f: Failure) -> None:
+        self.errors[f.error.code] = self.errors.get(f.error.code, 0) + 1
+
+    @task("request")
+    async def _handle(self, stream: trio.SocketStream) -> None:
+        """One connection: one request, one response, closed (10 s at most)."""
+        try:
+            with trio.move_on_after(10):
+                try:
+                    await _serve_one(stream, self, self.save)
+                except (trio.BrokenResourceError, h11.RemoteProtocolError, OSError):
+                    pass
+        finally:
+            await trio.aclose_forcefully(stream)
 
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
 
 
+@task("node", boundary=False)
 async def serve_control(core: ControlCore, host: str, port: int,
                         save: Callable[[ControlCore], None] | None = None, *,
                         task_status: trio.TaskStatus[ControlServer] = trio.TASK_STATUS_IGNORED
                         ) -> None:
     """Serve ``core`` over HTTP/1.1 until cancelled; ``save`` persists changed state."""
-    server = ControlServer(core, host)
-
-    async def handler(stream: trio.SocketStream) -> None:
-        with trio.move_on_after(10):
-            try:
-                await _serve_one(stream, server, save)
-            except (trio.BrokenResourceError, h11.RemoteProtocolError, OSError):
-                pass
-        await stream.aclose()
-
+    server = ControlServer(core, host, save=save)
     listeners = await trio.open_tcp_listeners(port, host=host)
     server.port = listeners[0].socket.getsockname()[1]
-    async with trio.open_nursery() as n:
-        n.start_soon(trio.serve_listeners, handler, listeners)
-        task_status.started(server)
+    try:
+        async with trio.open_nursery() as n:
+            spawn_in(n, _accept, server, listeners)
+            task_status.started(server)
+    finally:
+        for lst in listeners:  # serve_listeners closes them too; not if it never ran
+            await trio.aclose_forcefully(lst)
+
+
+@task("node", boundary=False)
+async def _accept(server: ControlServer, listeners: list[trio.SocketListener]) -> None:
+    # Each connection is a scope of its own, contained where the listener starts it.
+    await trio.serve_listeners(functools.partial(
+        Supervisor.contain_once, server._handle, on_failure=server._failed), listeners)
 
 
 async def _serve_one(stream: trio.SocketStream, server: ControlServer,

@@ -23,6 +23,7 @@ from p2pworld.auth.control import ControlCore, ControlState
 from p2pworld.auth.http import ControlServer, serve_control
 from p2pworld.errors import P2PWorldError, StoreCorrupt
 from p2pworld.home import write_atomic
+from p2pworld.scopes import start_in
 
 STATE_FILE = "control.state"
 OPERATOR_FILE = "operator.token"
@@ -60,7 +61,7 @@ async def open_control(home: Path, *, host: str = "127.0.0.1", port: int = 0,
         write_atomic(home / STATE_FILE, c.state.encode())
 
     async with trio.open_nursery() as n:
-        server = await n.start(serve_control, core, host, port, save)
+        server = await start_in(n, serve_control, core, host, port, save)
         try:
             yield server
         finally:

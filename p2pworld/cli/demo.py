@@ -23,6 +23,7 @@ import trio
 from p2pworld.auth.http import serve_control
 from p2pworld.auth.service import load_or_init
 from p2pworld.cli.common import run_until_interrupted
+from p2pworld.scopes import spawn_in, start_in, task
 
 
 async def _lines(stream: trio.abc.ReceiveStream) -> Any:
@@ -113,7 +114,7 @@ async def run(args: argparse.Namespace) -> int:
                 # on loopback, minting tokens for any node that proves its key.
                 core, _ = load_or_init(Path(tmp) / "control", org=workspace,
                                        open_enrollment=True)
-                server = await authority.start(serve_control, core, "127.0.0.1", 0)
+                server = await start_in(authority, serve_control, core, "127.0.0.1", 0)
                 control = server.url
             try:
                 return await _run_nodes(args, Path(tmp), workspace, live, control, started)
@@ -141,7 +142,7 @@ async def _run_nodes(args: argparse.Namespace, tmp: Path, workspace: str, live: 
     try:
         async with trio.open_nursery() as nursery:
             for p in procs:
-                nursery.start_soon(_read_child, p, results, view, args.nodes, done)
+                spawn_in(nursery, _read_child, p, results, view, args.nodes, done)
             if not live:
                 with trio.move_on_after(args.timeout + 15):
                     await done.wait()
@@ -160,6 +161,7 @@ async def _run_nodes(args: argparse.Namespace, tmp: Path, workspace: str, live: 
     return 0 if ok else 1
 
 
+@task("node", boundary=False)
 async def _read_child(proc: trio.Process, results: list[dict[str, Any]],
                       view: _LiveView | None, nodes: int, done: trio.Event) -> None:
     assert proc.stdout is not None

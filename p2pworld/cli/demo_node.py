@@ -20,6 +20,7 @@ import trio
 from p2pworld.errors import Conflict, P2PWorldError
 from p2pworld.node import Node, NodeConfig, open_node
 from p2pworld.nostr.transport import lane_of_address
+from p2pworld.scopes import spawn_in, task
 from p2pworld.world.doc import CapabilityAd
 
 DEMO_CHANNEL = "demo"
@@ -34,6 +35,7 @@ async def _wait_stdin_closed() -> None:
     await trio.to_thread.run_sync(sys.stdin.read, abandon_on_cancel=True)
 
 
+@task("node", boundary=False)
 async def _watch_peers(node: Node) -> None:
     seen: set[bytes] = set()
     while True:
@@ -91,6 +93,7 @@ async def world_round(node: Node, idx: int, timeout: float) -> dict[str, int]:
     return out
 
 
+@task("node", boundary=False)
 async def compute_round(node: Node, idx: int, timeout: float) -> dict[str, int]:
     """Node 0 requests a job; the others offer; one is assigned, accepts and returns the
     result; the others try to accept too and get an explicit conflict naming the assignee."""
@@ -146,6 +149,7 @@ async def _bridge_report(node: Node, timeout: float) -> dict[str, Any]:
             "bridge_pending": bridge["pending"], "lane_delivered": t["delivered"]}
 
 
+@task("node", boundary=False)
 async def _watch_world(node: Node) -> None:
     me = node.node_id.hex()
     async for ev in node.world_events():
@@ -157,6 +161,37 @@ async def _watch_world(node: Node) -> None:
               "tools": list(m.caps.tools) if m and m.caps else []})
 
 
+@task("node", boundary=False)
+async def _reader(node: Node, ch: bytes, args: argparse.Namespace, delivered: list[int]
+                  ) -> None:
+    me = node.node_id.hex()
+    async for msg in node.messages(ch):
+        delivered.append(msg.seq)
+        if args.live:
+            emit({"event": "message", "node": me, "seq": msg.seq, "sender": msg.sender.hex(),
+                  "text": msg.payload.decode(errors="replace")})
+        elif len(delivered) >= args.messages:
+            return
+
+
+@task("node", boundary=False)
+async def _writer(node: Node, ch: bytes, args: argparse.Namespace,
+                  publish_errors: dict[str, int]) -> None:
+    n, m, idx = args.nodes, args.messages, args.index
+    k = idx + 1
+    while k <= m or args.live:
+        text = f"message {k} from node {idx}"
+        try:
+            await node.publish(ch, text.encode(), key=f"demo-{k}".encode())
+        except P2PWorldError as e:
+            publish_errors[e.code] = publish_errors.get(e.code, 0) + 1
+            await trio.sleep(0.2)
+            continue  # same key: a retry can never duplicate
+        k += n
+        if args.live and k > m:
+            await trio.sleep(args.interval)
+
+
 async def run(args: argparse.Namespace) -> int:
     cfg = NodeConfig(home=Path(args.home), workspace=args.workspace,
                      interfaces=[args.interface], mdns=not args.no_mdns,
@@ -166,9 +201,10 @@ async def run(args: argparse.Namespace) -> int:
     async with open_node(cfg) as node, trio.open_nursery() as nursery:
         me = node.node_id.hex()
         emit({"event": "up", "node": me, "index": idx, "url": node.url})
-        nursery.start_soon(_watch_peers, node)
+        # The demo's own tasks: any failure fails the demo (this process exits non-zero).
+        spawn_in(nursery, _watch_peers, node)
         if args.live:
-            nursery.start_soon(_watch_world, node)
+            spawn_in(nursery, _watch_world, node)
             await node.advertise(CapabilityAd(tools=(f"tool-{idx}",),
                                               expires_ms=_now_ms() + 3_600_000))
         status = "ok"
@@ -182,37 +218,13 @@ async def run(args: argparse.Namespace) -> int:
                    else await node.wait_channel(DEMO_CHANNEL))
             ch = rec.channel
 
-        async def reader() -> None:
-            async for msg in node.messages(ch):
-                delivered.append(msg.seq)
-                if args.live:
-                    emit({"event": "message", "node": me, "seq": msg.seq,
-                          "sender": msg.sender.hex(),
-                          "text": msg.payload.decode(errors="replace")})
-                elif len(delivered) >= m:
-                    return
-
-        async def writer() -> None:
-            k = idx + 1
-            while k <= m or args.live:
-                text = f"message {k} from node {idx}"
-                try:
-                    await node.publish(ch, text.encode(), key=f"demo-{k}".encode())
-                except P2PWorldError as e:
-                    publish_errors[e.code] = publish_errors.get(e.code, 0) + 1
-                    await trio.sleep(0.2)
-                    continue  # same key: a retry can never duplicate
-                k += n
-                if args.live and k > m:
-                    await trio.sleep(args.interval)
-
         if setup.cancelled_caught:
             status = "timeout"
         elif args.live:
             async with trio.open_nursery() as work:
-                work.start_soon(writer)
-                work.start_soon(reader)
-                work.start_soon(compute_round, node, idx, args.timeout)
+                spawn_in(work, _writer, node, ch, args, publish_errors)
+                spawn_in(work, _reader, node, ch, args, delivered)
+                spawn_in(work, compute_round, node, idx, args.timeout)
                 await _wait_stdin_closed()
                 work.cancel_scope.cancel()
             nursery.cancel_scope.cancel()
@@ -220,8 +232,8 @@ async def run(args: argparse.Namespace) -> int:
         else:
             with trio.move_on_after(args.timeout) as scope:
                 async with trio.open_nursery() as work:
-                    work.start_soon(writer)
-                    await reader()
+                    spawn_in(work, _writer, node, ch, args, publish_errors)
+                    await _reader(node, ch, args, delivered)
             if scope.cancelled_caught:
                 status = "timeout"
             world = await world_round(node, idx, args.timeout)

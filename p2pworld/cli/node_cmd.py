@@ -33,6 +33,7 @@ from p2pworld.errors import P2PWorldError
 from p2pworld.home import default_home
 from p2pworld.identity import short_id
 from p2pworld.node import Node, NodeConfig, open_node
+from p2pworld.scopes import Supervisor, task
 from p2pworld.world.doc import CapabilityAd
 
 
@@ -78,6 +79,7 @@ class _Out:
             print(f"[{kind}] {line}", flush=True)
 
 
+@task("request")
 async def _follow(node: Node, name: str, out: _Out) -> None:
     rec = await node.wait_channel(name)
     async for msg in node.messages(rec.channel):
@@ -86,6 +88,7 @@ async def _follow(node: Node, name: str, out: _Out) -> None:
             sender=msg.sender.hex(), text=msg.payload.decode(errors="replace"))
 
 
+@task("request")
 async def _send(node: Node, name: str, text: str, out: _Out) -> None:
     rec = await node.wait_channel(name)
     if node.hub.sequencer_of(rec.channel) != node.node_id:
@@ -98,6 +101,7 @@ async def _send(node: Node, name: str, text: str, out: _Out) -> None:
         out("error", f"{name}: {e.code}: {e.message}", channel=name, code=e.code)
 
 
+@task("node", restart=True)
 async def _watch(node: Node, out: _Out) -> None:
     seen: set[bytes] = set()
     while True:
@@ -114,14 +118,17 @@ async def _watch(node: Node, out: _Out) -> None:
         await node._peers_changed.wait()
 
 
+@task("node", restart=True)
 async def _notices(node: Node, out: _Out) -> None:
     while True:
         n = await node.notices()
-        out("notice", f"{n.channel.hex()[:8]}: {n.error.code}: {n.error.message}",
-            channel=n.channel.hex(), code=n.error.code)
+        where = n.channel.hex()[:8] if n.channel else f"{n.scope} {n.subject[:16]}"
+        out("notice", f"{where}: {n.error.code}: {n.error.message}",
+            channel=n.channel.hex(), code=n.error.code, scope=n.scope, subject=n.subject)
 
 
-async def _commands(node: Node, nursery: trio.Nursery, out: _Out) -> None:
+@task("node")
+async def _commands(node: Node, sup: Supervisor, out: _Out) -> None:
     stdin = trio.wrap_file(sys.stdin)
     async for line in stdin:
         parts = line.strip().split(maxsplit=2)
@@ -130,7 +137,7 @@ async def _commands(node: Node, nursery: trio.Nursery, out: _Out) -> None:
         cmd = parts[0]
         try:
             if cmd == "quit":
-                nursery.cancel_scope.cancel()
+                sup.nursery.cancel_scope.cancel()
                 return
             if cmd == "peers":
                 for p in node.health()["peers"]:
@@ -147,10 +154,10 @@ async def _commands(node: Node, nursery: trio.Nursery, out: _Out) -> None:
                 ch, rid = await node.request_compute(parts[2].encode(), kind="5001",
                                                      needs=(parts[1],))
                 out("request", f"job {rid} requested", rid=rid, channel=ch.hex())
-                nursery.start_soon(_await_job, node, ch, rid, out)
+                sup.spawn(_await_job, node, ch, rid, out, key=rid)
             elif cmd == "serve" and len(parts) == 2:
                 # serve <tool>: advertise it, then offer on, accept and run (upper-case) jobs.
-                nursery.start_soon(_serve_jobs, node, parts[1], out)
+                sup.spawn(_serve_jobs, node, parts[1], out, key=parts[1])
             elif cmd == "auth":
                 a = node.health()["auth"]
                 out("auth", f"enabled={a['enabled']} token_expires={a['token_expires']} "
@@ -197,7 +204,7 @@ async def _commands(node: Node, nursery: trio.Nursery, out: _Out) -> None:
             elif cmd == "send" and len(parts) == 3:
                 await _send(node, parts[1], parts[2], out)  # commands run in order
             elif cmd == "follow" and len(parts) >= 2:
-                nursery.start_soon(_follow, node, parts[1], out)
+                sup.spawn(_follow, node, parts[1], out, key=parts[1])
             else:
                 out("error", f"unknown command: {line.strip()}")
         except P2PWorldError as e:
@@ -206,6 +213,7 @@ async def _commands(node: Node, nursery: trio.Nursery, out: _Out) -> None:
             out("error", f"bad argument: {e}", code="BAD_ARGUMENT")
 
 
+@task("request")
 async def _await_job(node: Node, ch: bytes, rid: str, out: _Out) -> None:
     r = await node.wait_compute(ch, rid)
     out("job", f"job {rid}: {r.phase} by "
@@ -214,6 +222,7 @@ async def _await_job(node: Node, ch: bytes, rid: str, out: _Out) -> None:
         result=r.result.decode(errors="replace"))
 
 
+@task("request")
 async def _serve_jobs(node: Node, tool: str, out: _Out) -> None:
     await node.advertise(CapabilityAd(tools=(tool,), job_kinds=("5001",),
                                       expires_ms=int(time.time() * 1000) + 3_600_000))
@@ -245,18 +254,23 @@ async def run(args: argparse.Namespace) -> int:
                      control=args.control, relays=args.relay, transport=args.transport)
     out = _Out(args.json)
     async with open_node(cfg) as node, trio.open_nursery() as nursery:
+        # A failed command (a follow, a send, a job) ends that command with an error line;
+        # only the command loop itself ends the process.
+        sup = Supervisor(nursery, on_failure=lambda f: out(
+            "error", f"{f.scope} {f.key}: {f.error.code}: {f.error.message}",
+            code=f.error.code, scope=f.scope))
         out("up", f"node {node.node_id.hex()} workspace {cfg.workspace} at {node.url}",
             node=node.node_id.hex(), url=node.url, workspace=cfg.workspace)
-        nursery.start_soon(_watch, node, out)
+        sup.spawn(_watch, node, out, key="peers")
         for name in args.open:
             rec = await node.open_channel(name)
             out("open", f"{name} {rec.channel.hex()}", channel=rec.channel.hex(), name=name)
         for name in args.follow:
-            nursery.start_soon(_follow, node, name, out)
+            sup.spawn(_follow, node, name, out, key=name)
         for name, text in args.send:
-            nursery.start_soon(_send, node, name, text, out)
-        nursery.start_soon(_commands, node, nursery, out)
-        nursery.start_soon(_notices, node, out)
+            sup.spawn(_send, node, name, text, out, key=name)
+        sup.spawn(_commands, node, sup, out, key="stdin")
+        sup.spawn(_notices, node, out, key="notices")
     return 0
 
 

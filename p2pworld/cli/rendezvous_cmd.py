@@ -15,6 +15,7 @@ import trio
 
 from discovery.rendezvous_server import serve_rendezvous
 from p2pworld.cli.common import run_until_interrupted
+from p2pworld.scopes import start_in
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -36,7 +37,7 @@ async def run(args: argparse.Namespace) -> int:
         print("p2pworld rendezvous: --listen must be HOST:PORT", file=sys.stderr)
         return 2
     async with trio.open_nursery() as nursery:
-        server = await nursery.start(serve_rendezvous, host.strip("[]"), int(port))
+        server = await start_in(nursery, serve_rendezvous, host.strip("[]"), int(port))
         _emit(args.json, "up", f"rendezvous listening on {server.url}", url=server.url)
         async for line in trio.wrap_file(sys.stdin):
             cmd = line.strip()

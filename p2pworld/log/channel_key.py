@@ -107,7 +107,8 @@ def seal(key: bytes, payload: bytes, *, channel: bytes, key_id: int,
 
 def open_sealed(keys: dict[int, bytes], sealed: bytes, *, channel: bytes) -> bytes:
     try:
-        m = codec.need_map(codec.decode_frame(sealed), "sealed payload")
+        m = codec.need_map(codec.decode_frame(sealed, max_bytes=len(sealed) + 1),
+                           "sealed payload")
         kid = codec.int_field(m, "kid", "sealed payload", lo=1)
         nonce = codec.bytes_field(m, "n", "sealed payload", size=24)
         ct = codec.bytes_field(m, "ct", "sealed payload")

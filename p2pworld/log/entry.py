@@ -30,7 +30,7 @@ from typing import Any
 
 from p2pworld import codec
 from p2pworld.codec import Value
-from p2pworld.errors import DecodeError, InvalidSignature, UnsupportedVersion
+from p2pworld.errors import DecodeError, InvalidSignature, LocalProtocolError, UnsupportedVersion
 from p2pworld.identity import Signer, node_id, verify, verify_raw
 from p2pworld.log import merkle
 
@@ -44,7 +44,22 @@ HEAD_DOMAIN = "p2pworld/head/v1"
 GENESIS_HASH = bytes(32)
 """``prev_hash`` of the first entry of epoch 1."""
 
-MAX_PAYLOAD = 256 * 1024
+DEFAULT_MAX_PAYLOAD = 1 << 20
+"""A channel's payload limit when its policy names none (1 MiB)."""
+MAX_PAYLOAD_LIMIT = 16 << 20
+"""The largest payload limit a channel policy may set (16 MiB)."""
+MAX_CTL_PAYLOAD = 1 << 18
+"""Control entries (membership, rekey, close) are made by the library: 256 KiB covers a rekey
+wrapped for every one of MAX_PARTICIPANTS members (about 150 bytes each)."""
+MAX_PAYLOAD = MAX_PAYLOAD_LIMIT + 4096
+"""What a decoder accepts before it knows the channel: the largest limit plus the sealing
+overhead of a private channel. The channel's own limit is checked by the fold
+(:meth:`~p2pworld.log.state.ChannelState.check_submission`)."""
+SEAL_OVERHEAD = 96
+"""Bytes a private channel's sealing adds to a payload, at most (nonce, tag, key id, framing;
+``tests/test_payload_limits.py`` checks the real figure stays below it)."""
+MAX_ENTRY_BYTES = MAX_PAYLOAD + 8192
+"""An encoded entry or submission: the payload bound plus every other field."""
 MAX_IDEM_KEY = 64
 MAX_NAME = 64
 MAX_PROOF_PATH = 32
@@ -76,10 +91,28 @@ class ChannelPolicy:
     """The Nostr mirror lane may carry this channel's entries."""
     nostr_fallback: bool = False
     """The Nostr fallback lane may carry submissions when the direct lane is down."""
+    max_payload: int | None = None
+    """The largest application payload, in bytes (1 .. :data:`MAX_PAYLOAD_LIMIT`). None in a
+    record means :data:`DEFAULT_MAX_PAYLOAD`; ``open_channel`` always records the value, so
+    the sequencer and every replica apply the same one. Records made before the limit existed
+    carry no field and keep verifying byte for byte."""
+
+    def __post_init__(self) -> None:
+        if self.max_payload is not None and not 1 <= self.max_payload <= MAX_PAYLOAD_LIMIT:
+            raise LocalProtocolError(
+                f"max_payload must be 1..{MAX_PAYLOAD_LIMIT} bytes", limit=MAX_PAYLOAD_LIMIT)
+
+    @property
+    def payload_limit(self) -> int:
+        """The payload limit in force (the recorded one, else the default)."""
+        return DEFAULT_MAX_PAYLOAD if self.max_payload is None else self.max_payload
 
     def to_wire(self) -> dict[str, Value]:
-        return {"retention": self.retention, "k": self.replication,
-                "mirror": self.nostr_mirror, "fallback": self.nostr_fallback}
+        out: dict[str, Value] = {"retention": self.retention, "k": self.replication,
+                                 "mirror": self.nostr_mirror, "fallback": self.nostr_fallback}
+        if self.max_payload is not None:
+            out["max"] = self.max_payload
+        return out
 
     @classmethod
     def from_wire(cls, value: Any) -> ChannelPolicy:
@@ -88,7 +121,9 @@ class ChannelPolicy:
         return cls(retention=codec.int_field(m, "retention", w, hi=2**40),
                    replication=codec.int_field(m, "k", w, hi=64),
                    nostr_mirror=codec.field(m, "mirror", bool, w),
-                   nostr_fallback=codec.field(m, "fallback", bool, w))
+                   nostr_fallback=codec.field(m, "fallback", bool, w),
+                   max_payload=codec.int_field(m, "max", w, lo=1, hi=MAX_PAYLOAD_LIMIT)
+                   if "max" in m else None)
 
 
 MAX_PARTICIPANTS = 1024
@@ -132,6 +167,15 @@ class ChannelRecord:
     @property
     def owner_id(self) -> bytes:
         return node_id(self.owner_key)
+
+    def payload_bound(self, kind: str) -> int:
+        """The largest entry payload this channel admits for an entry of ``kind``: the
+        policy's limit (plus the sealing overhead on a private channel) for ``msg``,
+        :data:`MAX_CTL_PAYLOAD` for control entries."""
+        if kind != "msg":
+            return MAX_CTL_PAYLOAD
+        limit = self.policy.payload_limit
+        return limit + SEAL_OVERHEAD if self.private else limit
 
     @property
     def genesis_hash(self) -> bytes:
@@ -446,7 +490,7 @@ class Entry:
         if not isinstance(raw, bytes):
             raise DecodeError("entry: expected its encoded bytes")
         # No data-model walk: the field set is exact and from_wire checks every field's type.
-        m = codec.need_map(codec.decode(raw, walk=False), "entry")
+        m = codec.need_map(codec.decode(raw, max_bytes=MAX_ENTRY_BYTES, walk=False), "entry")
         if not _ENTRY_FIELDS[0] <= set(m) <= _ENTRY_FIELDS[1]:
             raise DecodeError("entry: unexpected or missing fields")
         e = cls.from_wire(m)

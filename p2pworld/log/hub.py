@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from p2pworld import codec
@@ -41,6 +41,7 @@ from p2pworld.errors import (
     NotParticipant,
     NotSequencer,
     P2PWorldError,
+    PayloadTooLarge,
     PublishTimeout,
     RemoteProtocolError,
     UnknownChannel,
@@ -50,6 +51,8 @@ from p2pworld.errors import (
 from p2pworld.identity import Signer, node_id
 from p2pworld.log import channel_key
 from p2pworld.log.entry import (
+    DEFAULT_MAX_PAYLOAD,
+    MAX_CTL_PAYLOAD,
     SIGN_BATCH,
     ChannelPolicy,
     ChannelRecord,
@@ -72,6 +75,7 @@ from p2pworld.wire import (
     Submit,
     Subscribe,
     SubscribeRefused,
+    Tip,
 )
 
 if TYPE_CHECKING:
@@ -80,8 +84,24 @@ if TYPE_CHECKING:
     from p2pworld.auth.book import TokenBook
 
 MAX_BATCH = 256
+"""Most entries per ``ents`` message a sequencer sends."""
+MAX_BATCH_BYTES = 1 << 20
+"""Most encoded entry bytes per ``ents`` message (one larger entry travels alone)."""
+WINDOW_ENTRIES = 4096
+WINDOW_BYTES = 8 << 20
+"""Flow control: entries (and encoded bytes) a sequencer sends a subscriber beyond what the
+subscriber reported stored (``Stored``); more waits for its answer. At least one batch is
+always in flight, so a subscriber far behind catches up at the pace it persists."""
+PEER_WINDOW_BYTES = 24 << 20
+"""The same bound summed over every channel a subscriber catches up on from this node (below
+the session's send queue, so catch-up never overflows it)."""
+WRITER_WINDOW_BYTES = 16 << 20
+"""Payload bytes a writer keeps sent and unanswered at once (at least one submission); the
+rest wait in the outbox, in order, for answers."""
 MINE_MEMORY = 8192
 MAX_EPOCH_CATCHUP = 4000
+EPOCH_CATCHUP_BYTES = 32 << 20
+"""Old-epoch entries one ``epoch`` message carries, at most (by count and by bytes)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -152,11 +172,19 @@ class ChannelKnown:
 
 @dataclass(frozen=True)
 class Notice:
-    """Something the application must hear about a channel: ``Forked``, ``LostWrite``,
-    ``CheckpointTooOld``, ``CheckpointMismatch``, a refused subscription."""
+    """Something the application must hear about: on a channel (``Forked``, ``LostWrite``,
+    ``CheckpointTooOld``, ``CheckpointMismatch``, a refused subscription) or, from the node
+    runtime, a scope that ended with an error (a session, a lane, a relay connection, a
+    request; see :mod:`p2pworld.scopes`). ``node.notices()`` is the one stream of them.
+
+    ``scope`` is ``channel``, ``peer``, ``lane``, ``relay``, ``request``, ``node`` or
+    ``store``; ``subject`` names which one (a channel or node id in hex, a relay URL, a lane or
+    request name); ``channel`` is empty unless the notice is about a channel."""
 
     channel: bytes
     error: P2PWorldError
+    scope: str = "channel"
+    subject: str = ""
 
 
 @dataclass(frozen=True)
@@ -223,9 +251,40 @@ class _Unsigned:
 
 
 @dataclass
+class _Flow:
+    """One subscriber's catch-up window: batches sent and not yet reported stored."""
+
+    sent: int
+    """Last seq sent."""
+    acked: int = 0
+    """Last seq the subscriber reported stored."""
+    batches: list[tuple[int, int]] = field(default_factory=list)
+    """``(last seq, encoded bytes)`` of each batch in flight, oldest first."""
+    inflight_bytes: int = 0
+    tip: int = 0
+    """Last head announced to it with ``Tip``."""
+
+    def stored(self, seq: int) -> None:
+        """The subscriber has everything up to ``seq`` on disk: those batches have landed."""
+        self.acked = max(self.acked, seq)
+        while self.batches and self.batches[0][0] <= seq:
+            self.inflight_bytes -= self.batches.pop(0)[1]
+
+    def room(self) -> bool:
+        """May another batch leave now? Always when nothing is in flight."""
+        return not self.batches or (self.sent - self.acked < WINDOW_ENTRIES
+                                    and self.inflight_bytes < WINDOW_BYTES)
+
+    def sent_batch(self, last: int, size: int) -> None:
+        self.sent = last
+        self.batches.append((last, size))
+        self.inflight_bytes += size
+
+
+@dataclass
 class _Own:
     seqr: Sequencer
-    subscribers: dict[bytes, int] = field(default_factory=dict)  # peer -> last seq sent
+    subscribers: dict[bytes, _Flow] = field(default_factory=dict)  # peer -> catch-up window
     stored: dict[bytes, int] = field(default_factory=dict)  # replica key -> durable seq
     acks: list[tuple[_Waiter, PublishResult]] = field(default_factory=list)
     replicated: list[tuple[_Waiter, PublishResult]] = field(default_factory=list)
@@ -260,11 +319,20 @@ class ChannelHub:
         self.signing = {"batches": 0, "submissions": 0}
         """Writer signatures made for remote channels, and the submissions they covered."""
         self._by_req: dict[int, tuple[bytes, bytes]] = {}
+        self._req_bytes: dict[int, int] = {}
+        self._sent_bytes = 0
+        """Payload bytes of submissions sent and unanswered (:data:`WRITER_WINDOW_BYTES`)."""
+        self._held: list[_Pending] = []
+        """Submissions waiting for room in the writer window, oldest first."""
         self._keys: dict[bytes, dict[int, bytes]] = {}  # channel -> key id -> channel key
         self.errors: dict[str, int] = {}
         self.last_error: dict[bytes, str] = {}
         self.seen_head: dict[bytes, int] = {}  # channel -> highest signed head seen
         self.channel_errors: dict[bytes, str] = {}
+        self.read_only: P2PWorldError | None = None
+        """Set while this node's disk is full (:class:`~p2pworld.errors.StoreFull`): it
+        refuses what it would have to persist before acknowledging (publishes on channels it
+        sequences, entries as a replica, checkpoints); reads and remote publishes go on."""
 
     def batches_in_flight(self, limit: int) -> int:
         """Writer batches (signatures) with ``local`` submissions sent and unanswered,
@@ -319,8 +387,62 @@ class ChannelHub:
             log = self.replicas[ch] = Replica(st, entries, base)
         return log
 
-    def load_outbox(self, sub: Submission, want: str) -> None:
+    def restore(self, channel: bytes, stored: tuple[ChannelRecord, list[EpochChange],
+                                                     ChannelState, list[Entry]] | None
+                ) -> list[Effect]:
+        """Put a channel back to what is on disk after a transaction that did not commit (a
+        full disk): the appends it held are gone from memory as they are from disk.
+        Publishes waiting on them are refused (:attr:`read_only`), subscribers resume from
+        the durable head, and a channel that never reached the disk is forgotten.
+        ``stored``: ``(record, epochs, base, entries)`` as loaded, or None."""
+        err = self.read_only or LocalProtocolError("transaction did not commit")
+        fx: list[Effect] = []
+        own = self.own.get(channel)
+        if own is not None:
+            for waiter, _ in own.acks + own.replicated:
+                fx += self._refuse(waiter, channel, err)
+        if stored is None:
+            self.own.pop(channel, None)
+            self.replicas.pop(channel, None)
+            self.route.pop(channel, None)
+            return fx
+        record, epochs, base, entries = stored
+        self.load(record, epochs, base, entries)
+        new = self.own.get(channel)
+        if own is not None and new is not None:
+            log = new.seqr
+            for peer, flow in own.subscribers.items():
+                # Whatever was sent past the durable head was never persisted here.
+                new.subscribers[peer] = _Flow(sent=min(flow.sent, log.seq),
+                                              acked=min(flow.acked, log.seq))
+            new.stored = {k: min(v, log.seq) for k, v in own.stored.items()}
+        self._dirty.discard(channel)
+        return fx
+
+    def resume_writes(self) -> list[Effect]:
+        """The disk has room again: accept writes, and ask every sequencer for what this
+        node's replicas did not take meanwhile."""
+        self.read_only = None
+        fx: list[Effect] = []
+        for ch, r in sorted(self.replicas.items()):
+            target = self.sequencer_of(ch)
+            if target in self.peers and not r.frozen:
+                fx += self._subscribe(ch, target)
+        return fx
+
+    def load_outbox(self, sub: Submission, want: str) -> P2PWorldError | None:
+        """Restore a stored outbox row; returns why it can never be sent instead (its
+        channel is unknown here, or its payload is over the channel's limit)."""
+        try:
+            bound = self.record(sub.channel).payload_bound(sub.kind)
+        except UnknownChannel as e:
+            return e
+        if len(sub.payload) > bound:
+            return PayloadTooLarge(f"stored submission of {len(sub.payload)} bytes is over "
+                                   f"the channel's limit of {bound}", size=len(sub.payload),
+                                   limit=bound)
         self.outbox[(sub.channel, sub.idem_key)] = _Pending(sub, want, None)
+        return None
 
     def load_cursor(self, cp: Checkpoint) -> None:
         self.cursors[cp.channel] = cp
@@ -368,6 +490,12 @@ class ChannelHub:
                      authority_key: bytes | None = None) -> tuple[ChannelRecord, list[Effect]]:
         """``open_channel``: create (or reopen) a channel this node sequences."""
         self._authorize(self.signer.public_key, "channel:open", now_ms)
+        if self.read_only is not None:
+            raise self.read_only
+        policy = policy or ChannelPolicy()
+        if policy.max_payload is None:
+            # Recorded, so the sequencer and every replica apply the same limit for ever.
+            policy = replace(policy, max_payload=DEFAULT_MAX_PAYLOAD)
         rec = ChannelRecord.create(self.signer, workspace=self.workspace, name=name,
                                    created_at=now_ms // 1000, private=private,
                                    participants=participants, policy=policy,
@@ -406,8 +534,15 @@ class ChannelHub:
         together with every other publish queued for it: one writer signature per batch
         (``docs/protocol.md`` §5.2). On a channel this node sequences it is appended at once.
         """
-        req = next(self._reqs)
         st = self.state(channel)
+        limit = st.record.policy.payload_limit if kind == "msg" else MAX_CTL_PAYLOAD
+        if len(payload) > limit:
+            # Before anything is queued, written or sent: the caller's error, typed.
+            raise PayloadTooLarge(f"payload of {len(payload)} bytes is over the channel's "
+                                  f"limit of {limit}", size=len(payload), limit=limit)
+        req = next(self._reqs)
+        if self.read_only is not None and channel in self.own:
+            return req, [Resolved(req, self.read_only)]
         try:
             self._authorize(self.signer.public_key, _scope(channel, kind), now_ms)
         except P2PWorldError as e:
@@ -465,14 +600,30 @@ class ChannelHub:
         if seq_peer not in self.peers:
             pend.sent_to = None
             return []
+        size = len(pend.sub.payload)
+        if self._sent_bytes and self._sent_bytes + size > WRITER_WINDOW_BYTES:
+            # Flow control: it leaves when answers make room (every flush retries).
+            if pend not in self._held:
+                self._held.append(pend)
+            return []
         pend.sent_to = seq_peer
         if pend.req is None:
             pend.req = next(self._reqs)
+        self._release(pend.req)
         self._by_req[pend.req] = (pend.sub.channel, pend.sub.idem_key)
+        self._req_bytes[pend.req] = size
+        self._sent_bytes += size
         return [Send(seq_peer, Submit(pend.req, pend.sub, pend.want))]
+
+    def _release(self, req: int) -> None:
+        """``req`` is no longer in flight."""
+        self._by_req.pop(req, None)
+        self._sent_bytes -= self._req_bytes.pop(req, 0)
 
     def _submit_local(self, waiter: _Waiter, sub: Submission, now_ms: int) -> list[Effect]:
         own = self.own[sub.channel]
+        if self.read_only is not None:
+            return self._refuse(waiter, sub.channel, self.read_only)
         try:
             self._authorize(sub.sender_key, _scope(sub.channel, sub.kind), now_ms)
             check = self.validator
@@ -583,9 +734,10 @@ class ChannelHub:
         self._install(st, list(seqr.entries), seqr.base or st.copy())
         fx.append(Persist(record=st.record, epochs=tuple(st.epochs)))
         for pid in sorted(self.peers):
-            sent = subscribers.get(pid, 0)
-            fx.append(Send(pid, EpochMsg(ec, tuple(seqr.read(max(sent, seqr.floor),
-                                                             MAX_EPOCH_CATCHUP)))))
+            flow = subscribers.get(pid)
+            fx.append(Send(pid, EpochMsg(ec, tuple(seqr.read_bounded(
+                max(flow.sent if flow else 0, seqr.floor), count=MAX_EPOCH_CATCHUP,
+                size=EPOCH_CATCHUP_BYTES)))))
         fx += self._reroute(channel)
         return ec, fx
 
@@ -620,6 +772,11 @@ class ChannelHub:
         assert isinstance(log, Replica)
         before = log.seq
         lost = log.receive_epoch(ec, entries)
+        if log.pending_head is not None:
+            # The catch-up came in part (it is bounded by bytes): ask the new sequencer for
+            # the rest, from where the part ends.
+            target = node_id(ec.sequencer_key)
+            return self._subscribe(ch, target) if target in self.peers else []
         st = log.state
         fx: list[Effect] = []
         new = tuple(e for e in log.entries if e.seq > before)
@@ -646,6 +803,8 @@ class ChannelHub:
             for key, pend in sorted(self.outbox.items()):
                 if key[0] == channel:
                     del self.outbox[key]
+                    if pend.req is not None:
+                        self._release(pend.req)
                     fx.append(OutboxDone(channel, pend.sub.idem_key))
                     fx += self._submit_local(_Waiter(pend.req or 0, None, want=pend.want),
                                              pend.sub, 0)
@@ -669,9 +828,18 @@ class ChannelHub:
             # (it was down or cut off when it was signed). Epoch changes are signed, so anyone
             # can relay them: pass it on, with the entries up to its start that we hold.
             ec = st.epochs[-1]
-            before = [e for e in r.entries if e.seq <= ec.start_seq][-MAX_EPOCH_CATCHUP:]
-            fx.append(Send(peer, EpochMsg(ec, tuple(before))))
-        fx.append(Send(peer, Subscribe(channel, r.seq, r.head_hash, st.epoch)))
+            before: list[Entry] = []
+            size = 0
+            for e in reversed(r.entries):
+                if e.seq > ec.start_seq:
+                    continue
+                size += len(e.encoded)
+                if len(before) >= MAX_EPOCH_CATCHUP or (before and size > EPOCH_CATCHUP_BYTES):
+                    break
+                before.append(e)
+            fx.append(Send(peer, EpochMsg(ec, tuple(reversed(before)))))
+        seq, head = r.pending_head or (r.seq, r.head_hash)
+        fx.append(Send(peer, Subscribe(channel, seq, head, st.epoch)))
         return fx
 
     # --- checkpoints ------------------------------------------------------------------------
@@ -681,6 +849,8 @@ class ChannelHub:
         """``ack_message``: record that this node consumed ``channel`` up to ``seq``."""
         if now_ms is not None:
             self._authorize(self.signer.public_key, f"channel:read:{channel.hex()}", now_ms)
+        if self.read_only is not None:
+            raise self.read_only
         log = self.log(channel)
         h = log.hash_at(seq)
         if h is None or seq > log.seq:
@@ -696,7 +866,15 @@ class ChannelHub:
 
     def flush(self, *, now_ms: int) -> list[Effect]:
         """Persist what was appended, then release acks and send batches to subscribers."""
-        fx: list[Effect] = self._sign_queued(now_ms) if self._unsigned else []
+        fx: list[Effect] = []
+        if self._held and self._sent_bytes < WRITER_WINDOW_BYTES:
+            held, self._held = self._held, []
+            for pend in held:
+                if self.outbox.get((pend.sub.channel, pend.sub.idem_key)) is pend and \
+                        pend.sent_to is None:
+                    fx += self._send_pending(pend)
+        if self._unsigned:
+            fx += self._sign_queued(now_ms)
         unsent, self._unsent = self._unsent, []
         for pend in unsent:
             if self.outbox.get((pend.sub.channel, pend.sub.idem_key)) is pend:
@@ -743,16 +921,32 @@ class ChannelHub:
         return counted[k - 1] if len(counted) >= k else 0
 
     def _catch_up(self, own: _Own, peer: bytes) -> list[Effect]:
-        """Send a subscriber everything after its cursor, in signed batches."""
+        """Send a subscriber what follows its cursor, in signed batches bounded by count and
+        bytes, as far as its window allows; if entries are held back, tell it the head."""
         fx: list[Effect] = []
-        sent = own.subscribers[peer]
+        flow = own.subscribers[peer]
         seqr = own.seqr
-        while sent < seqr.seq:
-            batch = seqr.read(sent, MAX_BATCH)
-            sent += len(batch)
-            fx.append(Send(peer, Entries(tuple(batch), seqr.signed_head_at(sent))))
-        own.subscribers[peer] = sent
+        if flow.sent < seqr.floor:
+            # Retention dropped entries this subscriber had not been sent yet: it resumes
+            # from a snapshot, as a subscriber with a too-old cursor does.
+            fx.append(Send(peer, SnapshotMsg(seqr.channel, seqr.snapshot())))
+            flow.sent = flow.acked = seqr.floor
+            flow.batches.clear()
+            flow.inflight_bytes = 0
+        while flow.sent < seqr.seq and flow.room() and (
+                not flow.batches or self._peer_inflight(peer) < PEER_WINDOW_BYTES):
+            batch = seqr.read_bounded(flow.sent, count=MAX_BATCH, size=MAX_BATCH_BYTES)
+            last = flow.sent + len(batch)
+            flow.sent_batch(last, sum(len(e.encoded) for e in batch))
+            fx.append(Send(peer, Entries(tuple(batch), seqr.signed_head_at(last))))
+        if flow.sent < seqr.seq and flow.tip < seqr.seq:
+            flow.tip = seqr.seq
+            fx.append(Send(peer, Tip(seqr.channel, seqr.state.epoch, seqr.seq)))
         return fx
+
+    def _peer_inflight(self, peer: bytes) -> int:
+        return sum(o.subscribers[peer].inflight_bytes for o in self.own.values()
+                   if peer in o.subscribers)
 
     # --- peers ------------------------------------------------------------------------------
 
@@ -783,7 +977,7 @@ class ChannelHub:
                     fx.append(Resolved(pend.req, PublishTimeout(
                         "lane to the sequencer closed before the ack; the outbox resubmits "
                         "it with the same key", queued=True)))
-                    self._by_req.pop(pend.req, None)
+                    self._release(pend.req)
                     pend.req = None
         return fx
 
@@ -836,6 +1030,12 @@ class ChannelHub:
             return self._on_snapshot(peer, msg)
         if isinstance(msg, Stored):
             return self._on_stored(peer, msg)
+        if isinstance(msg, Tip):
+            r = self.replicas.get(msg.channel)
+            if r is not None and msg.epoch == r.state.epoch and \
+                    self.sequencer_of(msg.channel) == peer:
+                self.seen_head[msg.channel] = max(self.seen_head.get(msg.channel, 0), msg.seq)
+            return []
         if isinstance(msg, SubscribeRefused):
             err = error_from_code(msg.code, msg.reason)
             return [Notice(msg.channel, err)] if msg.channel in self.replicas else []
@@ -858,7 +1058,7 @@ class ChannelHub:
                 pend = self.outbox.get(key) if key else None
                 if pend is not None and pend.req == msg.req and pend.sent_to == peer:
                     pend.sent_to = None
-                    del self._by_req[msg.req]
+                    self._release(msg.req)
                 return []
             return self._on_answer(peer, msg.req, msg.channel, err)
         return []
@@ -874,7 +1074,7 @@ class ChannelHub:
                 outcome.strength != "replicated":
             return []  # a local ack; the replicated one follows
         del self.outbox[key]
-        del self._by_req[req]
+        self._release(req)
         return [OutboxDone(channel, key[1]), Resolved(req, outcome)]
 
     def _on_announce(self, peer: bytes, rec: ChannelRecord, epochs: list[EpochChange]
@@ -933,10 +1133,18 @@ class ChannelHub:
                                                 "cursor hash does not match the log"))]
         for ec in newer:
             if ec.start_seq >= after:
-                old = [e for e in seqr.read(after, MAX_EPOCH_CATCHUP) if e.seq <= ec.start_seq]
+                old = [e for e in seqr.read_bounded(after, count=min(
+                    MAX_EPOCH_CATCHUP, ec.start_seq - after), size=EPOCH_CATCHUP_BYTES)]
                 fx.append(Send(peer, EpochMsg(ec, tuple(old))))
-                after = max(after, ec.start_seq)
-        own.subscribers[peer] = after
+                if after + len(old) < ec.start_seq:
+                    # Part of the way only (bounded): the subscriber holds this part aside
+                    # and subscribes again from its end for the next one.
+                    return fx
+                after = ec.start_seq
+        own.subscribers[peer] = _Flow(sent=after, acked=after)
+        if after < seqr.seq:
+            fx.append(Send(peer, Tip(msg.channel, st.epoch, seqr.seq)))
+            own.subscribers[peer].tip = seqr.seq
         self._dirty.add(msg.channel)
         return fx
 
@@ -946,6 +1154,10 @@ class ChannelHub:
             return []
         if msg.head.epoch == r.state.epoch:
             self.seen_head[r.channel] = max(self.seen_head.get(r.channel, 0), msg.head.seq)
+        if self.read_only is not None:
+            # Not taken (it could not be persisted): asked for again when writes resume.
+            self.errors[self.read_only.code] = self.errors.get(self.read_only.code, 0) + 1
+            return []
         try:
             new = r.receive(list(msg.entries), msg.head, self._mine)
         except (ChainBroken, Fenced) as e:
@@ -979,6 +1191,16 @@ class ChannelHub:
         key = self.peers.get(peer)
         if own is None or key is None or msg.epoch != own.seqr.state.epoch:
             return []
+        flow = own.subscribers.get(peer)
+        if flow is not None and msg.seq <= flow.sent:
+            # Flow control trusts the subscriber about its own progress (lying only slows it
+            # down); replicated acks below need the hash to match.
+            flow.stored(msg.seq)
+            # Room on this peer's window: every channel it is behind on may send more.
+            for ch, o in self.own.items():
+                f = o.subscribers.get(peer)
+                if f is not None and f.sent < o.seqr.seq:
+                    self._dirty.add(ch)
         if own.seqr.hash_at(msg.seq) != msg.head_hash:
             return []
         own.stored[key] = max(own.stored.get(key, 0), msg.seq)

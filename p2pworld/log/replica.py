@@ -38,6 +38,9 @@ from p2pworld.log.entry import ChannelRecord, Entry, SignedHead, Submission, ver
 from p2pworld.log.sequencer import ChannelLog
 from p2pworld.log.state import ChannelState, EpochChange, Snapshot
 
+MAX_EPOCH_PENDING = 256 << 20
+"""Bytes of old-epoch catch-up a replica holds aside while it arrives in parts."""
+
 
 class Replica(ChannelLog):
     """A verified copy of a channel's log, extended only by authenticated batches."""
@@ -47,6 +50,18 @@ class Replica(ChannelLog):
         super().__init__(state, entries, base)
         self.fork_proof: tuple[Entry, Entry] | None = None
         self.fork_head: SignedHead | None = None
+        self.epoch_pending: tuple[EpochChange, ChannelState, list[Entry], int] | None = None
+        """Old-epoch entries towards an epoch change's start that arrived in parts: the
+        change, the state they fold to, the entries and their encoded bytes. Held in memory
+        only (they are authenticated when the chain reaches the change's start hash)."""
+
+    @property
+    def pending_head(self) -> tuple[int, bytes] | None:
+        """``(seq, hash)`` the held-aside epoch catch-up reaches (None: nothing held)."""
+        if self.epoch_pending is None:
+            return None
+        st = self.epoch_pending[1]
+        return st.seq, st.head_hash
 
     @classmethod
     def create(cls, record: ChannelRecord) -> Replica:
@@ -155,14 +170,29 @@ class Replica(ChannelLog):
                     raise ChainBroken("a handoff cannot start below our head")
                 lost = self.truncate(ec.start_seq)
         else:
-            trial = self.state.trial()
-            chain = [e for e in (entries or []) if e.seq > trial.seq][: ec.start_seq - trial.seq]
-            for e in chain:
+            part = self.epoch_pending
+            if part is not None and (part[0] != ec or part[1].seq < st.seq or not entries
+                                     or entries[0].seq != part[1].seq + 1):
+                part = None  # another change, or not a continuation: start over
+            trial, chain, size = ((part[1], part[2], part[3]) if part is not None
+                                  else (self.state.trial(), [], 0))
+            self.epoch_pending = None
+            more = [e for e in (entries or []) if e.seq > trial.seq][: ec.start_seq - trial.seq]
+            for e in more:
                 if e.seq != trial.seq + 1 or e.prev_hash != trial.head_hash or \
                         e.epoch != trial.epoch:
                     raise ChainBroken("catch-up before the epoch change does not chain")
                 _verify_writer(e.submission())
                 trial.apply(e)
+                size += len(e.encoded)
+            chain = chain + more
+            if trial.seq < ec.start_seq and more:
+                if size > MAX_EPOCH_PENDING:
+                    raise ChainBroken("epoch catch-up larger than this node holds aside",
+                                      limit=MAX_EPOCH_PENDING)
+                # Part of the way: hold it aside (unauthenticated yet) and ask for the rest.
+                self.epoch_pending = (ec, trial, chain, size)
+                return []
             if trial.seq != ec.start_seq or trial.head_hash != ec.start_hash:
                 raise ChainBroken("catch-up does not reach the epoch change's start")
             for e in chain:

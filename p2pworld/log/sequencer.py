@@ -99,6 +99,19 @@ class ChannelLog:
         start = after - self.floor
         return self.entries[start: start + limit]
 
+    def read_bounded(self, after: int, *, count: int, size: int) -> list[Entry]:
+        """Like :meth:`read`, also bounded by ``size`` bytes of encoded entries; the first
+        entry is always included, whatever its size, so a batch always makes progress."""
+        out: list[Entry] = []
+        total = 0
+        for e in self.read(after, count):
+            n = len(e.encoded)
+            if out and total + n > size:
+                break
+            out.append(e)
+            total += n
+        return out
+
     def append(self, entry: Entry) -> None:
         self.state.apply(entry)
         self.entries.append(entry)

@@ -44,12 +44,14 @@ from p2pworld.errors import (
     InvalidSignature,
     LocalProtocolError,
     NotParticipant,
+    PayloadTooLarge,
     RemoteProtocolError,
     Unauthorized,
 )
 from p2pworld.identity import Signer, node_id, verify
 from p2pworld.log.entry import (
     GENESIS_HASH,
+    MAX_CTL_PAYLOAD,
     ChannelRecord,
     Entry,
     Submission,
@@ -183,6 +185,10 @@ class ChannelState:
         """Would this submission be valid as the next entry? Raises a typed refusal."""
         if self.closed:
             raise ChannelClosed("channel is closed to new entries")
+        bound = self.record.payload_bound(sub.kind)
+        if len(sub.payload) > bound:
+            raise PayloadTooLarge(f"payload of {len(sub.payload)} bytes is over the channel's "
+                                  f"limit of {bound}", size=len(sub.payload), limit=bound)
         if sub.kind == "ctl":
             if sub.sender_key != self.record.owner_key:
                 raise Unauthorized("only the channel owner may submit control entries")
@@ -245,7 +251,7 @@ class ChannelState:
     def _parse_ctl(payload: bytes) -> dict[str, Any]:
         w = "control entry"
         try:
-            m = codec.need_map(codec.decode(payload, max_bytes=1 << 18), w)
+            m = codec.need_map(codec.decode(payload, max_bytes=MAX_CTL_PAYLOAD), w)
         except DecodeError:
             raise Unauthorized("control entry payload is malformed") from None
         op = m.get("op")

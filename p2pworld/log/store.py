@@ -40,9 +40,11 @@ from typing import Any
 
 from p2pworld import codec
 from p2pworld.errors import DecodeError, P2PWorldError, StoreCorrupt, UnsupportedVersion
-from p2pworld.log.entry import ChannelRecord, Entry, Submission
+from p2pworld.log.entry import MAX_ENTRY_BYTES, ChannelRecord, Entry, Submission
 from p2pworld.log.hub import (
+    ChannelHub,
     Checkpoint,
+    Notice,
     OutboxDone,
     OutboxPut,
     Persist,
@@ -50,6 +52,7 @@ from p2pworld.log.hub import (
     SaveCursor,
 )
 from p2pworld.log.state import ChannelState, EpochChange
+from p2pworld.storage import store_failure
 
 STORE_FORMAT = 3
 
@@ -118,11 +121,21 @@ class LogStore:
         self.path = Path(path)
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as e:
+            raise store_failure(self.path, e) from None
+        try:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self._schema()
-        except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
-            raise StoreCorrupt(f"{self.path}: {e}") from None
+        except sqlite3.Error as e:
+            self.db.close()
+            raise store_failure(self.path, e) from None
+        except UnicodeDecodeError as e:
+            self.db.close()
+            raise StoreCorrupt(f"{self.path}: {e}", path=str(self.path)) from None
+        except BaseException:
+            self.db.close()
+            raise
         self.syncs = 0
 
     def _schema(self) -> None:
@@ -148,6 +161,8 @@ class LogStore:
                 body BLOB NOT NULL, want TEXT NOT NULL, PRIMARY KEY (ch, key));
             CREATE TABLE IF NOT EXISTS forks(ch BLOB NOT NULL, seq INTEGER NOT NULL,
                 held BLOB NOT NULL, other BLOB NOT NULL);
+            CREATE TABLE IF NOT EXISTS outbox_aside(ch BLOB NOT NULL, key BLOB NOT NULL,
+                body BLOB NOT NULL, want TEXT NOT NULL, reason TEXT NOT NULL);
             """
         )
         if row is None:
@@ -161,11 +176,7 @@ class LogStore:
 
     def write(self, batch: Iterable[Write]) -> None:
         """Several channels' writes in one transaction, so one fsync (group commit)."""
-        with self.db:
-            self.db.execute("BEGIN")
-            for w in batch:
-                self._write_one(w)
-        self.syncs += 1
+        self.apply(batch)
 
     def _write_one(self, w: Write) -> None:
         ch = w.record.channel
@@ -188,7 +199,20 @@ class LogStore:
             [(e.channel, e.seq, e.hash, e.to_frame()) for e in w.entries])
 
     def apply(self, ops: Iterable[Write | CursorWrite | OutboxWrite | ForkWrite]) -> None:
-        """Every durable effect of one batch in one transaction: one fsync (group commit)."""
+        """Every durable effect of one batch in one transaction: one fsync (group commit).
+        All or nothing: on failure nothing of the batch is on disk.
+
+        Raises:
+            StoreFull: the disk (or the database's size limit) is full.
+            StoreError: an I/O error (EIO, ...): the store cannot be trusted to write.
+            StoreCorrupt: sqlite reports damage.
+        """
+        try:
+            self._apply(ops)
+        except sqlite3.Error as e:
+            raise store_failure(self.path, e) from None
+
+    def _apply(self, ops: Iterable[Write | CursorWrite | OutboxWrite | ForkWrite]) -> None:
         with self.db:
             self.db.execute("BEGIN")
             for op in ops:
@@ -214,23 +238,16 @@ class LogStore:
         self.syncs += 1
 
     def save_cursor(self, channel: bytes, body: bytes) -> None:
-        with self.db:
-            self.db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?)", (channel, body))
+        self.apply([CursorWrite(channel, body)])
 
     def outbox_put(self, sub: Submission, want: str) -> None:
-        with self.db:
-            self.db.execute("INSERT OR REPLACE INTO outbox VALUES (?, ?, ?, ?)",
-                            (sub.channel, sub.idem_key, codec.encode_frame(sub.to_wire()), want))
+        self.apply([OutboxWrite(sub.channel, sub.idem_key, sub, want)])
 
     def outbox_done(self, channel: bytes, key: bytes) -> None:
-        with self.db:
-            self.db.execute("DELETE FROM outbox WHERE ch=? AND key=?", (channel, key))
+        self.apply([OutboxWrite(channel, key)])
 
     def record_fork(self, channel: bytes, held: Entry, other: Entry) -> None:
-        with self.db:
-            self.db.execute("INSERT INTO forks VALUES (?, ?, ?, ?)",
-                            (channel, held.seq, held.to_frame(),
-                             other.to_frame()))
+        self.apply([ForkWrite(channel, held, other)])
 
     # --- reads ------------------------------------------------------------------------------
 
@@ -242,9 +259,34 @@ class LogStore:
                 "SELECT ch, record, epochs, base, floor FROM channels ORDER BY ch").fetchall()
             for ch, raw, raw_epochs, raw_base, floor in rows:
                 out.append(self._channel(bytes(ch), raw, raw_epochs, raw_base, floor))
-        except (sqlite3.DatabaseError, UnicodeDecodeError) as e:
-            raise StoreCorrupt(f"{self.path}: {e}") from None
+        except sqlite3.Error as e:
+            raise store_failure(self.path, e) from None
+        except UnicodeDecodeError as e:
+            raise StoreCorrupt(f"{self.path}: {e}", path=str(self.path)) from None
         return out
+
+    def load_channel(self, channel: bytes) -> StoredChannel | None:
+        """One channel as it is on disk (None: not stored), verified like
+        :meth:`load_channels`."""
+        try:
+            row = self.db.execute("SELECT ch, record, epochs, base, floor FROM channels "
+                                  "WHERE ch=?", (channel,)).fetchone()
+            if row is None:
+                return None
+            ch, raw, raw_epochs, raw_base, floor = row
+            return self._channel(bytes(ch), raw, raw_epochs, raw_base, floor)
+        except sqlite3.Error as e:
+            raise store_failure(self.path, e) from None
+
+    def probe(self) -> None:
+        """A tiny write transaction: raises :class:`~p2pworld.errors.StoreFull` while the
+        disk is still full (how a node in read-only mode learns that space is back)."""
+        try:
+            with self.db:
+                self.db.execute("BEGIN IMMEDIATE")
+                self.db.execute("INSERT OR REPLACE INTO meta VALUES ('probe', randomblob(512))")
+        except sqlite3.Error as e:
+            raise store_failure(self.path, e) from None
 
     def _channel(self, ch: bytes, raw: bytes, raw_epochs: bytes, raw_base: bytes,
                  floor: int) -> StoredChannel:
@@ -260,15 +302,63 @@ class LogStore:
             raise StoreCorrupt(f"{self.path}: checkpoints unreadable: {e}") from None
 
     def load_outbox(self) -> list[tuple[Submission, str]]:
+        """The outbox, oldest first. A row that does not decode (written by an older build,
+        or damaged) is moved aside (:meth:`move_aside`) and listed in :attr:`aside`: it never
+        blocks the outbox or start-up."""
+        self.aside: list[tuple[bytes, bytes, P2PWorldError]] = []
+        out = []
         try:
-            rows = self.db.execute("SELECT body, want FROM outbox ORDER BY rowid").fetchall()
-            return [(Submission.from_wire(codec.decode_frame(body)), str(want))
-                    for body, want in rows]
-        except (sqlite3.DatabaseError, UnicodeDecodeError, DecodeError) as e:
-            raise StoreCorrupt(f"{self.path}: outbox unreadable: {e}") from None
+            rows = self.db.execute(
+                "SELECT ch, key, body, want FROM outbox ORDER BY rowid").fetchall()
+            for ch, key, body, want in rows:
+                try:
+                    if want not in ("local", "replicated"):
+                        raise DecodeError(f"outbox row: unknown ack strength {want!r}")
+                    sub = Submission.from_wire(codec.decode_frame(bytes(body),
+                                                                  max_bytes=MAX_ENTRY_BYTES))
+                    if (sub.channel, sub.idem_key) != (bytes(ch), bytes(key)):
+                        raise DecodeError("outbox row does not match its submission")
+                except (P2PWorldError, UnicodeDecodeError, TypeError, ValueError) as e:
+                    err = e if isinstance(e, P2PWorldError) else DecodeError(str(e))
+                    self.move_aside(bytes(ch), bytes(key), err)
+                    continue
+                out.append((sub, str(want)))
+        except sqlite3.Error as e:
+            raise store_failure(self.path, e) from None
+        return out
+
+    def move_aside(self, channel: bytes, key: bytes, reason: P2PWorldError) -> None:
+        """Move an outbox row that can never be sent to ``outbox_aside`` (kept, with the
+        reason, for an operator; never resubmitted)."""
+        try:
+            with self.db:
+                self.db.execute("BEGIN")
+                self.db.execute("INSERT INTO outbox_aside SELECT ch, key, body, want, ? FROM "
+                                "outbox WHERE ch=? AND key=?",
+                                (f"{reason.code}: {reason.message}"[:500], channel, key))
+                self.db.execute("DELETE FROM outbox WHERE ch=? AND key=?", (channel, key))
+        except sqlite3.Error as e:
+            raise store_failure(self.path, e) from None
+        self.aside.append((channel, key, reason))
 
     def close(self) -> None:
         self.db.close()
+
+
+def restore_outbox(store: Any, hub: ChannelHub) -> list[Notice]:
+    """Load the durable outbox into ``hub`` at start (what the node and the simulator both
+    do). A row that can never be sent (undecodable, for a channel this node no longer holds,
+    or over its channel's payload limit: written by an older build) is moved aside with a
+    typed notice instead of blocking the outbox or start-up."""
+    notices = []
+    for sub, want in store.load_outbox():
+        err = hub.load_outbox(sub, want)
+        if err is not None:
+            store.move_aside(sub.channel, sub.idem_key, err)
+    for ch, key, err in store.aside:
+        err.details.setdefault("outbox_key", key.hex())
+        notices.append(Notice(ch, err, scope="channel", subject=ch.hex()))
+    return notices
 
 
 def truncate_torn_tails(store: Any, loaded: list[StoredChannel]) -> None:

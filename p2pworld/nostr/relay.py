@@ -6,6 +6,10 @@ a bounded outgoing queue (a full queue drops the publish for that relay and coun
 ``publish`` waits for ``OK`` answers only up to its timeout. Every relay message is checked by
 :func:`~p2pworld.nostr.event.parse_relay_message` before it is used.
 
+Limits: the first time a relay's websocket is up, the pool fetches its NIP-11 document
+(:func:`~p2pworld.nostr.nip11.fetch_limits`, bounded) and keeps its limits in
+:attr:`RelayPool.limits` (None: no usable document); the Nostr lane sizes its parts with them.
+
 Resuming a subscription re-sends its ``REQ`` with ``since`` set to the newest ``created_at``
 seen minus a margin (events are deduplicated by id), so a reconnect leaves no gap. NIP-59 gift
 wraps backdate ``created_at`` by up to two days: subscriptions for them pass
@@ -24,7 +28,7 @@ from __future__ import annotations
 import itertools
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -44,10 +48,16 @@ from p2pworld.nostr.event import (
     parse_relay_message,
 )
 from p2pworld.nostr.keys import NostrKey
+from p2pworld.nostr.nip11 import FETCH_TIMEOUT_S, RelayLimits, fetch_limits
+from p2pworld.scopes import Failure, Supervisor, spawn_in, task
 from p2pworld.transport.backoff import Backoff
 from p2pworld.transport.session import close_websocket
 
 SEND_QUEUE = 256
+_CONNECTION_ERRORS = (OSError, trio.TooSlowError, trio_websocket.HandshakeError,
+                      trio_websocket.ConnectionClosed, trio_websocket.ConnectionRejected,
+                      trio_websocket.ConnectionTimeout, trio.BrokenResourceError)
+"""How a relay connection ends without being anyone's bug: counted in its health, redialled."""
 MAX_RELAYS = 32
 RESUME_MARGIN_S = 10
 GIFT_WRAP_MARGIN_S = 2 * 24 * 3600
@@ -111,8 +121,16 @@ class RelayPool:
     """Connections to several relays (start with :func:`open_relay_pool`)."""
 
     def __init__(self, urls: list[str], *, key: NostrKey | None = None,
-                 rng: random.Random | None = None) -> None:
+                 rng: random.Random | None = None,
+                 limits_of: Callable[[str], Awaitable[RelayLimits | None]] = fetch_limits
+                 ) -> None:
         self.urls = list(dict.fromkeys(urls))
+        self.configured = list(self.urls)
+        """The relays the pool was started with (not those added later)."""
+        self.limits: dict[str, RelayLimits | None] = {}
+        """Each relay's NIP-11 limits, once learned (None: it published no usable document)."""
+        self._limits_of = limits_of
+        self._learned = {u: trio.Event() for u in self.urls}
         self.key = key
         self.rng = rng or random.SystemRandom()
         self.health = {u: RelayHealth(u) for u in self.urls}
@@ -123,6 +141,7 @@ class RelayPool:
         self._subs: dict[str, _Sub] = {}
         self._ids = itertools.count(1)
         self._nursery: trio.Nursery | None = None
+        self._sup: Supervisor | None = None
         self._any: dict[str, tuple[trio.Event, list[int]]] = {}
         """Publishes waiting for the first relay to accept: event id -> (wake-up, answers
         still missing)."""
@@ -136,11 +155,36 @@ class RelayPool:
             return False
         self.urls.append(url)
         self.health[url] = RelayHealth(url)
+        self._learned[url] = trio.Event()
         self._queues[url] = trio.open_memory_channel[str](SEND_QUEUE)
-        self._nursery.start_soon(self._run, url)
+        self._spawn(url)
         return True
 
+    def attach(self, sup: Supervisor) -> None:
+        """Run every relay connection as a scope of its own under ``sup`` (a failure ends and
+        restarts that connection only); relays added later join it."""
+        self._sup, self._nursery = sup, sup.nursery
+        for url in self.urls:
+            self._spawn(url)
+
+    def _failed(self, f: Failure) -> None:
+        """A relay connection ended with an error (it is restarted)."""
+        h = self.health.get(f.key)
+        if h is not None:
+            h.failures += 1
+            h.last_error = f.error.code
+
+    def _spawn(self, url: str) -> None:
+        if self._sup is not None:
+            self._sup.spawn(self._run, url, key=url)
+
     # --- API ----------------------------------------------------------------------------------
+
+    async def limits_known(self, url: str) -> RelayLimits | None:
+        """Wait until ``url``'s NIP-11 limits are learned (its first connection) and return
+        them (None: no usable document)."""
+        await self._learned[url].wait()
+        return self.limits[url]
 
     async def publish(self, ev: Event, *, timeout: float = 5.0,
                       relays: list[str] | None = None,
@@ -163,21 +207,23 @@ class RelayPool:
                 self.health[u].dropped += 1
                 del self._oks[(u, ev.id)]
                 waits.pop(u)
-        with trio.move_on_after(timeout):
-            if until_any:
-                self._any[ev.id] = (accepted, [len(waits)])
-                try:
-                    if waits:
-                        await accepted.wait()
-                finally:
-                    self._any.pop(ev.id, None)
-            else:
-                for done in waits.values():
-                    await done.wait()
         out: dict[str, Ok | None] = {}
-        for u in targets:
-            entry = self._oks.pop((u, ev.id), None)
-            out[u] = entry[1][0] if entry and entry[1] else None
+        try:
+            with trio.move_on_after(timeout):
+                if until_any:
+                    self._any[ev.id] = (accepted, [len(waits)])
+                    try:
+                        if waits:
+                            await accepted.wait()
+                    finally:
+                        self._any.pop(ev.id, None)
+                else:
+                    for done in waits.values():
+                        await done.wait()
+        finally:  # also when cancelled: leave nothing behind in _oks
+            for u in targets:
+                entry = self._oks.pop((u, ev.id), None)
+                out[u] = entry[1][0] if entry and entry[1] else None
         return out
 
     def subscribe(self, *filters: dict[str, Any], backdated: bool = False,
@@ -206,47 +252,74 @@ class RelayPool:
 
     # --- one relay ----------------------------------------------------------------------------
 
+    @task("relay", restart=True)
     async def _run(self, url: str) -> None:
+        """Keep one relay connected: connect, resume subscriptions, pump, back off, again."""
         backoff = Backoff(base=0.25, cap=30.0)
         h = self.health[url]
         while True:
             h.state = "connecting"
             try:
-                u = urlsplit(url)
-                host, port = u.hostname or "", u.port or (443 if u.scheme == "wss" else 80)
-                if u.scheme != "ws":
-                    raise OSError(f"unsupported relay URL {url!r} (ws:// only for now)")
-                # We own the TCP stream (so it is closed even if the websocket handshake is
-                # cancelled half-way, which trio-websocket 0.12 would leak).
-                with trio.fail_after(10):
-                    stream = await trio.open_tcp_stream(host, port)
-                async with trio.open_nursery() as conn, stream:
+                await self._connection(url, h, backoff)
+            except* _CONNECTION_ERRORS as eg:
+                # Raised inside a nursery, these come wrapped in an ExceptionGroup: except*
+                # takes them either way.
+                h.failures += 1
+                h.last_error = type(eg.exceptions[0]).__name__
+            h.state = "backoff"
+            await trio.sleep(backoff.next_delay(self.rng))
+
+    async def _connection(self, url: str, h: RelayHealth, backoff: Backoff) -> None:
+        u = urlsplit(url)
+        host, port = u.hostname or "", u.port or (443 if u.scheme == "wss" else 80)
+        if u.scheme != "ws":
+            raise OSError(f"unsupported relay URL {url!r} (ws:// only for now)")
+        # We own the TCP stream (so it is closed even if the websocket handshake is
+        # cancelled half-way, which trio-websocket 0.12 would leak).
+        with trio.fail_after(10):
+            stream = await trio.open_tcp_stream(host, port)
+        try:
+            async with trio.open_nursery() as conn:
+                try:
                     with trio.fail_after(10):
                         ws = await trio_websocket.wrap_client_stream(
-                            conn, stream, host, (u.path or "/") + (
-                                f"?{u.query}" if u.query else ""),
+                            conn, stream, host,
+                            (u.path or "/") + (f"?{u.query}" if u.query else ""),
                             message_queue_size=64, max_message_size=1 << 20)
                     try:
-                        h.state, h.connects = "connected", h.connects + 1
-                        backoff.reset()
-                        for sub_id, sub in list(self._subs.items()):
-                            await ws.send_message(client_req(sub_id, *self._resume(sub)))
-                        async with trio.open_nursery() as n:
-                            n.start_soon(self._writer, url, ws)
-                            await self._reader(url, ws)
-                            n.cancel_scope.cancel()
+                        await self._pump(url, h, backoff, ws)
                     finally:
                         # trio-websocket 0.12 leaves the TCP stream open when the server
                         # closes first: close it ourselves (as the session shell does).
                         await close_websocket(ws)
-                        conn.cancel_scope.cancel()
-            except (OSError, trio.TooSlowError, trio_websocket.HandshakeError,
-                    trio_websocket.ConnectionClosed, trio_websocket.ConnectionRejected,
-                    trio_websocket.ConnectionTimeout) as e:
-                h.failures += 1
-                h.last_error = type(e).__name__
-            h.state = "backoff"
-            await trio.sleep(backoff.next_delay(self.rng))
+                finally:
+                    # Cancelled only after the stream is closed: a checkpoint under this
+                    # cancellation would replace whatever error is on its way out (and the
+                    # nursery would then swallow the Cancelled, and the error with it).
+                    conn.cancel_scope.cancel()
+        finally:
+            await trio.aclose_forcefully(stream)
+
+    async def _pump(self, url: str, h: RelayHealth, backoff: Backoff,
+                    ws: trio_websocket.WebSocketConnection) -> None:
+        if url not in self.limits:
+            await self._learn_limits(url)
+        h.state, h.connects = "connected", h.connects + 1
+        backoff.reset()
+        for sub_id, sub in list(self._subs.items()):
+            await ws.send_message(client_req(sub_id, *self._resume(sub)))
+        async with trio.open_nursery() as n:
+            spawn_in(n, self._writer, url, ws)
+            await self._reader(url, ws)
+            n.cancel_scope.cancel()
+
+    async def _learn_limits(self, url: str) -> None:
+        """Fetch ``url``'s NIP-11 limits once (bounded; any failure counts as none)."""
+        lim = None
+        with trio.move_on_after(2 * FETCH_TIMEOUT_S):
+            lim = await self._limits_of(url)
+        self.limits[url] = lim
+        self._learned[url].set()
 
     def _resume(self, sub: _Sub) -> list[dict[str, Any]]:
         if not sub.newest:
@@ -254,10 +327,14 @@ class RelayPool:
         margin = GIFT_WRAP_MARGIN_S if sub.backdated else RESUME_MARGIN_S
         return [{**f, "since": max(0, sub.newest - margin)} for f in sub.filters]
 
+    @task("relay", boundary=False)
     async def _writer(self, url: str, ws: trio_websocket.WebSocketConnection) -> None:
         recv = self._queues[url][1]
         async for msg in recv:
-            await ws.send_message(msg)
+            try:
+                await ws.send_message(msg)
+            except trio_websocket.ConnectionClosed:
+                return  # the reader sees the close too, and the connection ends
 
     async def _reader(self, url: str, ws: trio_websocket.WebSocketConnection) -> None:
         h = self.health[url]
@@ -320,12 +397,12 @@ class RelayPool:
 
 @asynccontextmanager
 async def open_relay_pool(urls: list[str], *, key: NostrKey | None = None,
-                          rng: random.Random | None = None) -> AsyncIterator[RelayPool]:
-    pool = RelayPool(urls, key=key, rng=rng)
+                          rng: random.Random | None = None,
+                          limits_of: Callable[[str], Awaitable[RelayLimits | None]] = fetch_limits
+                          ) -> AsyncIterator[RelayPool]:
+    pool = RelayPool(urls, key=key, rng=rng, limits_of=limits_of)
     async with trio.open_nursery() as n:
-        pool._nursery = n
-        for u in pool.urls:
-            n.start_soon(pool._run, u)
+        pool.attach(Supervisor(n, on_failure=pool._failed, rng=pool.rng))
         try:
             yield pool
         finally:
@@ -345,22 +422,34 @@ class Bridge:
         self.limiter = trio.CapacityLimiter(parallel)
         self.wake = trio.Event()
         self.inflight: set[tuple[str, str]] = set()
+        self.on_failure: Callable[[Failure], None] = lambda f: None
+        """Told when one publish ended with an error (its row stays due and is retried)."""
 
     def notify(self) -> None:
         """Call after ``enqueue``: publish now rather than at the next scan."""
         self.wake.set()
 
+    @task("lane", restart=True)
     async def run(self) -> None:
         async with trio.open_nursery() as n:
+            # Each publish is a request of its own: one that fails leaves its row due.
+            sup = Supervisor(n, on_failure=self._failed)
             while True:
                 for ev, relay in self.outbox.due(now=time.time()):
                     if (ev.id, relay) not in self.inflight:
                         self.inflight.add((ev.id, relay))
-                        n.start_soon(self._one, ev, relay)
+                        sup.spawn(self._one, ev, relay, key=relay)
                 with trio.move_on_after(0.5):
                     await self.wake.wait()
                 self.wake = trio.Event()
 
+    def _failed(self, f: Failure) -> None:
+        """A publish failed: its row stays due, and the next scan publishes it again."""
+        if len(f.args) == 2 and isinstance(f.args[0], Event):
+            self.inflight.discard((f.args[0].id, f.args[1]))
+        self.on_failure(f)
+
+    @task("request")
     async def _one(self, ev: Event, relay: str) -> None:
         try:
             async with self.limiter:

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,7 @@ from p2pworld.nostr.mirror import (
 )
 from p2pworld.nostr.outbox import Outbox
 from p2pworld.nostr.relay import Bridge, RelayPool
+from p2pworld.scopes import Failure, Supervisor, task
 
 FEED_BUFFER = 1024
 
@@ -92,8 +93,9 @@ class NostrService:
     def __init__(self, *, relays: list[str], key: NostrKey, node_id: bytes, workspace: str,
                  home: Path, lane: bool, presence: bool = True,
                  on_candidate: Callable[[str, bytes, bytes], None],
-                 on_pipe: Callable[[NostrPipe], Awaitable[None]],
-                 status: Callable[[], str], rng: random.Random | None = None) -> None:
+                 on_pipe: Callable[[NostrPipe], None],
+                 status: Callable[[], str], rng: random.Random | None = None,
+                 on_failure: Callable[[Failure], None] | None = None) -> None:
         self.key, self.node_id, self.workspace = key, node_id, workspace
         self.rng = rng or random.SystemRandom()
         self.pool = RelayPool(relays, key=key, rng=self.rng)
@@ -105,6 +107,8 @@ class NostrService:
             NostrLane(self.pool, key, on_incoming=on_pipe, rng=self.rng,
                       relays_of=lambda pk: self.peer_relays.get(pk, [])) if lane else None)
         self.on_candidate, self.status, self.presence = on_candidate, status, presence
+        self.on_failure = on_failure or (lambda f: None)
+        """Told of every relay connection, lane or request here that ended with an error."""
         self._feeds: list[trio.MemorySendChannel[BridgeChange]] = []
         self.stats = {"enqueued": 0, "published": 0, "failed": 0, "feed_dropped": 0,
                       "presence_published": 0}
@@ -153,27 +157,36 @@ class NostrService:
 
     # --- running ---------------------------------------------------------------------------
 
+    @task("lane", restart=True)
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
                   ) -> None:
-        try:
-            async with trio.open_nursery() as n:
-                for u in self.relays:
-                    n.start_soon(self.pool._run, u)
-                self.pool._nursery = n
-                n.start_soon(self.bridge.run)
-                n.start_soon(self._discover)
-                if self.presence:
-                    n.start_soon(self._presence)
-                if self.lane is not None:
-                    await n.start(self.lane.run)
-                await self.enqueue(relay_list_event(
-                    self.key, relays=self.relays, workspace=self.workspace,
-                    created_at=int(time.time()), aux=self.aux()),
-                    source=f"relays:{self.node_id.hex()}", entry_hash=b"")
-                task_status.started()
-        finally:
-            self.outbox.close()
+        """Run the pool, the bridge, discovery, presence and the lane; each relay connection
+        and each of them is its own scope (a failure restarts that one only)."""
+        async with trio.open_nursery() as n:
+            sup = Supervisor(n, on_failure=self._failed, rng=self.rng)
+            self.bridge.on_failure = self.on_failure
+            self.pool.attach(sup)
+            sup.spawn(self.bridge.run, key="bridge")
+            sup.spawn(self._discover, key="nostr-discovery")
+            if self.presence:
+                sup.spawn(self._presence, key="nostr-presence")
+            if self.lane is not None:
+                await sup.start(self.lane.run, key="nostr-lane")
+            await self.enqueue(relay_list_event(
+                self.key, relays=self.relays, workspace=self.workspace,
+                created_at=int(time.time()), aux=self.aux()),
+                source=f"relays:{self.node_id.hex()}", entry_hash=b"")
+            task_status.started()
 
+    def _failed(self, f: Failure) -> None:
+        self.pool._failed(f)  # a relay connection's failure shows in its health too
+        self.on_failure(f)
+
+    def close(self) -> None:
+        """Close the bridge outbox (when the node stops)."""
+        self.outbox.close()
+
+    @task("lane", restart=True)
     async def _discover(self) -> None:
         flt = {"kinds": [PRESENCE_KIND, RELAY_LIST_KIND], "#t": [workspace_tag(self.workspace)]}
         async with self.pool.subscribe(flt) as sub:
@@ -189,6 +202,7 @@ class NostrService:
                         and ev.created_at + PRESENCE_TTL_S >= time.time():
                     self.on_candidate(f"nostr:{ev.pubkey}", nid, pk)
 
+    @task("lane", restart=True)
     async def _presence(self) -> None:
         """Publish this node's presence every :data:`PRESENCE_EVERY_S` (replaceable)."""
         while True:

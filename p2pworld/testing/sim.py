@@ -22,6 +22,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import heapq
 import itertools
@@ -46,14 +47,17 @@ from p2pworld.log.hub import (
     PublishResult,
     Resolved,
 )
-from p2pworld.log.store import durable_op, truncate_torn_tails
+from p2pworld.log.store import durable_op, restore_outbox, truncate_torn_tails
 from p2pworld.nostr.transport import nostr_may_carry
 from p2pworld.testing.nostr_sim import DIRECT_RETRY_S, SimNostr
 from p2pworld.testing.store import MemoryLogStore
-from p2pworld.wire import Message, decode_frame_messages, encode_message
+from p2pworld.transport.frames import FramePacker, FrameReader
+from p2pworld.wire import Message, encode_message
 from p2pworld.world.core import WorldChanged, WorldConfig, WorldCore, WorldEvent, WorldSave
 from p2pworld.world.doc import NodeInfo
 from p2pworld.world.store import MemoryWorldStore
+
+_PACKER = FramePacker()
 
 
 @dataclass
@@ -155,6 +159,8 @@ class Simulator:
         self.nodes: dict[str, SimNode] = {}
         self.sessions: set[frozenset[str]] = set()
         self._fifo: dict[tuple[str, str], float] = {}
+        self._readers: dict[tuple[str, str, int], FrameReader] = {}
+        """Per session and direction: parts of a large message being reassembled."""
         self._session_gen: dict[frozenset[str], int] = {}
         self.blocked: set[tuple[str, str]] = set()
         self.loss = 0.0
@@ -263,8 +269,8 @@ class Simulator:
             hub.load(c.record, c.epochs, c.base, c.entries)
             if c.torn:
                 self.stats.reach("torn_tail")
-        for sub, want in node.store.load_outbox():
-            hub.load_outbox(sub, want)
+        for n in restore_outbox(node.store, hub):
+            node.notices.append(n.error)
         node.cores = cores
         if self.nostr is not None:
             self.nostr.boot(node)
@@ -560,18 +566,19 @@ class Simulator:
         if lane == "nostr" and src.hub is not None and not nostr_may_carry(src.hub, msg):
             self.stats.reach("lane_forbidden")
             return
-        frame = encode_message(msg)
         gen = self._session_gen[pair]
-        if lane == "nostr":
-            assert self.nostr is not None
-            self.nostr.send(src.name, dst.name, frame, gen)
-            return
-        key = (src.name, dst.name)
-        t = max(self.now + self.latency + self.rng.random() * self.jitter,
-                self._fifo.get(key, 0.0))
-        self._fifo[key] = t
-
-        self.at(t - self.now, lambda: self._deliver_frame(src.name, dst.name, frame, gen))
+        # The session's own framing: a message larger than a frame travels in parts.
+        for frame in _PACKER.pack([encode_message(msg)]):
+            if lane == "nostr":
+                assert self.nostr is not None
+                self.nostr.send(src.name, dst.name, frame, gen)
+                continue
+            key = (src.name, dst.name)
+            t = max(self.now + self.latency + self.rng.random() * self.jitter,
+                    self._fifo.get(key, 0.0))
+            self._fifo[key] = t
+            self.at(t - self.now, functools.partial(self._deliver_frame, src.name, dst.name,
+                                                     frame, gen))
 
     def _deliver_frame(self, src_name: str, dst_name: str, frame: bytes, gen: int) -> None:
         pair = frozenset((src_name, dst_name))
@@ -581,8 +588,13 @@ class Simulator:
             return  # the session died with this frame in flight
         dst.bytes_in += len(frame)
         dst.frames_in += 1
+        reader = self._readers.get((src_name, dst_name, gen))
+        if reader is None:
+            for k in [k for k in self._readers if k[:2] == (src_name, dst_name)]:
+                del self._readers[k]  # an older session's
+            reader = self._readers[(src_name, dst_name, gen)] = FrameReader()
         try:
-            msgs = decode_frame_messages(frame)
+            msgs = reader.feed(frame)
         except RemoteProtocolError as e:
             # As the real session does: a frame that does not decode ends the session.
             self.stats.reach(f"session_error:{e.code}")

@@ -18,7 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from p2pworld import codec
-from p2pworld.log.entry import Entry, Submission
+from p2pworld.errors import P2PWorldError
+from p2pworld.log.entry import MAX_ENTRY_BYTES, Entry, Submission
 from p2pworld.log.hub import Checkpoint
 from p2pworld.log.state import ChannelState
 from p2pworld.log.store import (
@@ -48,6 +49,8 @@ class MemoryLogStore:
         self.cursors: dict[bytes, bytes] = {}
         self.outbox: dict[tuple[bytes, bytes], tuple[bytes, str]] = {}
         self.forks: list[tuple[bytes, bytes, bytes]] = []
+        self.outbox_aside: dict[tuple[bytes, bytes], tuple[bytes, str, str]] = {}
+        self.aside: list[tuple[bytes, bytes, P2PWorldError]] = []
         self.syncs = 0
 
     def write(self, batch: Iterable[Write]) -> None:
@@ -109,8 +112,21 @@ class MemoryLogStore:
         return [Checkpoint.from_wire(codec.decode_frame(b)) for b in self.cursors.values()]
 
     def load_outbox(self) -> list[tuple[Submission, str]]:
-        return [(Submission.from_wire(codec.decode_frame(b)), w)
-                for b, w in self.outbox.values()]
+        self.aside = []
+        out = []
+        for (ch, key), (b, w) in list(self.outbox.items()):
+            try:
+                out.append((Submission.from_wire(codec.decode_frame(
+                    b, max_bytes=MAX_ENTRY_BYTES)), w))
+            except P2PWorldError as e:
+                self.move_aside(ch, key, e)
+        return out
+
+    def move_aside(self, channel: bytes, key: bytes, reason: P2PWorldError) -> None:
+        row = self.outbox.pop((channel, key), None)
+        if row is not None:
+            self.outbox_aside[(channel, key)] = (*row, reason.code)
+        self.aside.append((channel, key, reason))
 
     def crash(self) -> MemoryLogStore:
         """A copy holding exactly what was durably written (all of it: writes are synced)."""

@@ -61,17 +61,20 @@ from p2pworld.errors import (
     WorkspaceMismatch,
 )
 from p2pworld.identity import Attestation, NodeIdentity, node_id, verify_raw
+from p2pworld.transport.frames import MAX_PLAINTEXT
 
-PROTOCOL_VERSIONS: tuple[int, ...] = (2,)
-"""2: entries travel as their canonical bytes and may carry writer batch proofs (1 did not)."""
+PROTOCOL_VERSIONS: tuple[int, ...] = (3,)
+"""3: messages larger than a frame travel in parts, channel records carry a payload limit,
+catch-up is flow-controlled (``tip``). 2 had entries as canonical bytes with writer batch
+proofs; 1 had neither."""
 MAX_HANDSHAKE_BYTES = 16 * 1024
 MAX_TOKEN_BYTES = 4096
-DEFAULT_MAX_FRAME = 8 << 20
-"""Largest session frame: room for a bundle, or a snapshot of a channel with ~60,000
-idempotency records (larger snapshots need chunked transfer, not built yet)."""
 RESPONDER_DOMAIN = "p2pworld/handshake/responder/v1"
 INITIATOR_DOMAIN = "p2pworld/handshake/initiator/v1"
 _TAG = sodium.crypto_aead_chacha20poly1305_ietf_ABYTES
+DEFAULT_MAX_FRAME = MAX_PLAINTEXT + _TAG
+"""Largest session frame (ciphertext): one bundle or one part (``transport/frames.py``);
+larger messages, snapshots included, travel in parts."""
 
 if TYPE_CHECKING:
     import random

@@ -28,6 +28,8 @@ from p2pworld.errors import (
     RemoteProtocolError,
     SessionClosed,
 )
+from p2pworld.scopes import spawn_in, task
+from p2pworld.transport.frames import FramePacker, FrameReader
 from p2pworld.transport.handshake import (
     MAX_HANDSHAKE_BYTES,
     Handshake,
@@ -35,15 +37,13 @@ from p2pworld.transport.handshake import (
     HandshakeResult,
     Transport,
 )
-from p2pworld.wire import (
-    MAX_BUNDLE,
-    Message,
-    decode_frame_messages,
-    encode_bundle,
-    encode_message,
-)
+from p2pworld.wire import Message, encode_message
 
 SEND_QUEUE = 1024
+"""Messages queued for one session, at most."""
+SEND_QUEUE_BYTES = 64 << 20
+"""Encoded bytes queued for one session, at most (one message is always accepted when the
+queue is empty, whatever its size)."""
 _system_rng = random.SystemRandom()
 
 
@@ -84,6 +84,7 @@ async def _handshake(ws: FramePipe, config: HandshakeConfig, *, initiator: bool,
     return hs.result
 
 
+@task("request", boundary=False)
 async def close_websocket(ws: FramePipe) -> None:
     """Close a websocket and its TCP stream, within a second, even when cancelled.
 
@@ -118,11 +119,22 @@ class Session:
         self.closed = trio.Event()
         self.close_reason: P2PWorldError | None = None
         self._send, self._recv = trio.open_memory_channel[bytes](SEND_QUEUE)
+        self._queued_bytes = 0
+        self._packer = FramePacker()
+        self._frames_in = FrameReader()
         self.messages_in = 0
         self.messages_queued = 0
         self.messages_out = 0
         self.frames_in = 0
         self.frames_out = 0
+        self.last_frame_at = trio.current_time()
+        """When the last frame arrived (trio clock): parts of a large message count as
+        traffic for keepalive while the message is still incomplete."""
+
+    @property
+    def messages_skipped(self) -> int:
+        """Messages from the peer over the size bound, dropped without ending the session."""
+        return self._frames_in.skipped
 
     @property
     def initiator(self) -> bool:
@@ -132,12 +144,17 @@ class Session:
         """Queue a message. Raises :class:`Backpressure` when the queue is full."""
         if self.closed.is_set():
             raise SessionClosed("session is closed")
+        # Encoded now (the caller's view of the message is fixed); sealed by the writer,
+        # which packs whatever is queued into as few frames as it can.
+        raw = encode_message(msg)
+        if self._queued_bytes and self._queued_bytes + len(raw) > SEND_QUEUE_BYTES:
+            raise Backpressure("session send queue is full", limit=SEND_QUEUE_BYTES,
+                               unit="bytes")
         try:
-            # Encoded now (the caller's view of the message is fixed); sealed by the writer,
-            # which packs whatever is queued into one frame.
-            self._send.send_nowait(encode_message(msg))
+            self._send.send_nowait(raw)
         except trio.WouldBlock:
             raise Backpressure("session send queue is full", limit=SEND_QUEUE) from None
+        self._queued_bytes += len(raw)
         self.messages_queued += 1
 
     async def flush(self) -> None:
@@ -151,7 +168,7 @@ class Session:
         """Pump frames until the session ends; returns with ``close_reason`` set."""
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._writer)
+                spawn_in(nursery, self._writer)
                 await self._reader(on_message)
                 nursery.cancel_scope.cancel()
         finally:
@@ -159,7 +176,6 @@ class Session:
             await close_websocket(self.ws)
 
     async def _reader(self, on_message: Callable[[Message], Awaitable[None] | None]) -> None:
-        max_frame = self.transport.max_frame
         while True:
             try:
                 data = await self.ws.get_message()
@@ -169,40 +185,48 @@ class Session:
             try:
                 if not isinstance(data, bytes):
                     raise RemoteProtocolError("text frame on a binary session")
-                msgs = decode_frame_messages(self.transport.open(data), max_bytes=max_frame)
+                msgs = self._frames_in.feed(self.transport.open(data))
             except RemoteProtocolError as e:
                 self.close_reason = e
                 return
             self.frames_in += 1
+            self.last_frame_at = trio.current_time()
             for msg in msgs:
                 self.messages_in += 1
                 r = on_message(msg)
                 if r is not None:
                     await r
 
+    @task("peer", boundary=False)
     async def _writer(self) -> None:
-        limit = self.transport.max_frame // 2
         async for first in self._recv:
-            # Everything already queued leaves in one frame (one seal, one websocket write):
-            # under load, per-message costs become per-batch costs.
-            batch, size = [first], len(first)
-            while len(batch) < MAX_BUNDLE and size < limit:
+            # Everything already queued leaves together (few seals, few websocket writes):
+            # under load, per-message costs become per-batch costs. A message larger than a
+            # frame leaves as consecutive parts.
+            batch = [first]
+            while True:
                 try:
-                    nxt = self._recv.receive_nowait()
+                    batch.append(self._recv.receive_nowait())
                 except trio.WouldBlock:
                     break
-                batch.append(nxt)
-                size += len(nxt)
-            frame = batch[0] if len(batch) == 1 else encode_bundle(batch)
+            self._queued_bytes -= sum(len(m) for m in batch)
             try:
-                await self.ws.send_message(self.transport.seal(frame))
+                for frame in self._packer.pack(batch):
+                    await self.ws.send_message(self.transport.seal(frame))
+                    self.frames_out += 1
             except ConnectionClosed:
                 return
-            self.frames_out += 1
+            except P2PWorldError as e:
+                # The lane could not carry a frame (a relay refused it, the transport is
+                # spent): this session ends with that reason; the node redials.
+                self.close_reason = self.close_reason or e
+                await close_websocket(self.ws)
+                return
             self.messages_out += len(batch)
 
     async def aclose(self, reason: P2PWorldError | None = None) -> None:
         self.close_reason = self.close_reason or reason or SessionClosed("closed locally")
+        self.closed.set()
         await close_websocket(self.ws)
 
 

@@ -229,6 +229,8 @@ class WorldCore:
         self._missing: dict[tuple[str, bytes], _Missing] = {}
         self._digest: tuple[bytes, tuple[WorldId, ...]] | None = None
         self._left = False
+        self.own_refused: P2PWorldError | None = None
+        """Why this node's own last document update was skipped (its token), if it was."""
         for records in stored or []:
             self._load(records)
 
@@ -284,11 +286,18 @@ class WorldCore:
         return self._own(self._need_author().set_caps(ad), now_ms)
 
     def set_session(self, s: SessionInfo, *, now_ms: int) -> list[WorldEffect]:
-        self._authorize(self.public_key, "world:join", now_ms)
+        """Record a session of this node (best effort, as :meth:`set_link`)."""
+        if not self._may_update(now_ms):
+            return []
         return self._own(self._need_author().set_session(s), now_ms)
 
     def set_link(self, link: LinkInfo, *, now_ms: int) -> list[WorldEffect]:
-        self._authorize(self.public_key, "world:join", now_ms)
+        """Publish a link to a peer in this node's document. Best effort: while this node's
+        own token does not cover ``world:join`` (expired during a control-service outage,
+        revoked) the update is skipped and counted (``stats.refused``), never raised: a
+        session coming or going must not fail on it. :meth:`set_token` reconciles."""
+        if not self._may_update(now_ms):
+            return []
         return self._own(self._need_author().set_link(link), now_ms)
 
     def set_token(self, raw: bytes, *, now_ms: int) -> list[WorldEffect]:
@@ -300,15 +309,30 @@ class WorldCore:
         if self.author is None:
             return []
         self.author.token = raw
+        self.own_refused = None
         info = self.author.view().info
-        return self._own(self.author.set_info(info), now_ms) if info else []
+        fx = self._own(self.author.set_info(info), now_ms) if info else []
+        # Links that went down while the token was refused are still in the document.
+        for lk in self.author.view().links:
+            if lk.target not in self.peers:
+                fx += self._own(self.author.drop_link(lk.target), now_ms)
+        return fx
 
     def drop_link(self, target: bytes, *, now_ms: int) -> list[WorldEffect]:
-        self._authorize(self.public_key, "world:join", now_ms)
-        a = self._need_author()
-        if "l:" + target.hex() not in a.map:
+        """Remove a link from this node's document (best effort, as :meth:`set_link`)."""
+        a = self.author
+        if a is None or "l:" + target.hex() not in a.map or not self._may_update(now_ms):
             return []
         return self._own(a.drop_link(target), now_ms)
+
+    def _may_update(self, now_ms: int) -> bool:
+        try:
+            self._authorize(self.public_key, "world:join", now_ms)
+        except P2PWorldError as e:
+            self.stats.refuse(e.code)
+            self.own_refused = e
+            return False
+        return True
 
     def heartbeat(self, *, now_ms: int, status: str = "online") -> list[WorldEffect]:
         """``heartbeat``: an explicit beat (the core also beats every ``heartbeat_ms``)."""

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from p2pworld import codec
 from p2pworld.errors import P2PWorldError, StoreCorrupt, UnsupportedVersion
+from p2pworld.storage import store_failure
 
 FORMAT = 1
 """``meta.format`` of ``world.db``; another format is refused (a store written by a newer
@@ -35,6 +36,9 @@ class WorldStore:
         self.skipped = 0
         try:
             self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as e:
+            raise store_failure(self.path, e) from None
+        try:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")
             self.db.executescript("""
@@ -48,8 +52,12 @@ class WorldStore:
             elif row[0] != FORMAT:
                 raise UnsupportedVersion(f"{self.path}: world store format {row[0]!r}; this "
                                          f"build reads format {FORMAT}")
-        except sqlite3.DatabaseError as e:
-            raise StoreCorrupt(f"{self.path}: {e}") from None
+        except sqlite3.Error as e:
+            self.db.close()
+            raise store_failure(self.path, e) from None
+        except BaseException:
+            self.db.close()
+            raise
 
     def bump_incarnation(self) -> int:
         """Increment and fsync the incarnation counter; returns the new value (from 1)."""
@@ -63,17 +71,23 @@ class WorldStore:
             self.db.execute("INSERT OR REPLACE INTO meta VALUES ('incarnation', ?)", (old + 1,))
             self.db.execute("COMMIT")
             self.db.execute("PRAGMA synchronous=NORMAL")
-        except sqlite3.DatabaseError as e:
-            raise StoreCorrupt(f"{self.path}: {e}") from None
+        except sqlite3.Error as e:
+            if self.db.in_transaction:
+                self.db.execute("ROLLBACK")
+            raise store_failure(self.path, e) from None
         return old + 1
 
     def save(self, author: bytes, records: tuple[bytes, ...]) -> None:
         self.save_many([(author, records)])
 
     def save_many(self, rows: list[tuple[bytes, tuple[bytes, ...]]]) -> None:
-        with self.db:
-            self.db.executemany("INSERT OR REPLACE INTO docs VALUES (?, ?)",
-                                [(a, codec.encode_frame(list(r))) for a, r in rows])
+        """Raises :class:`~p2pworld.errors.StoreFull` / ``StoreError`` (typed) on failure."""
+        try:
+            with self.db:
+                self.db.executemany("INSERT OR REPLACE INTO docs VALUES (?, ?)",
+                                    [(a, codec.encode_frame(list(r))) for a, r in rows])
+        except sqlite3.Error as e:
+            raise store_failure(self.path, e) from None
 
     def load(self) -> list[list[bytes]]:
         """Every author's records. A row that does not decode is skipped and counted (the
@@ -81,8 +95,8 @@ class WorldStore:
         out = []
         try:
             rows = self.db.execute("SELECT author, records FROM docs ORDER BY author").fetchall()
-        except sqlite3.DatabaseError as e:
-            raise StoreCorrupt(f"{self.path}: {e}") from None
+        except sqlite3.Error as e:
+            raise store_failure(self.path, e) from None
         for _author, blob in rows:
             try:
                 recs = codec.decode_frame(bytes(blob), max_bytes=64 << 20, max_items=65536)

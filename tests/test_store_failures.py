@@ -1,0 +1,151 @@
+"""The node's own disk: the one failure of the outside world that may end a node.
+
+Real filesystems, made for the test (root, as CI runs): an ext4 image on a loop device that
+the test shuts down (``EXT4_IOC_SHUTDOWN``: every read and write on it then fails with EIO),
+and a tmpfs small enough to fill.
+
+* An I/O error ends the node with a typed :class:`~p2pworld.errors.StoreError` naming the
+  file; nothing acknowledged is lost (the acked entries are on the image, verified after it
+  is mounted again).
+* A full disk refuses writes with a typed ``STORE_FULL`` (nothing acknowledged that is not on
+  disk), keeps serving reads and replication to others, and takes writes again once space
+  returns.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import struct
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+import trio
+
+from p2pworld import NodeConfig, P2PWorldError, open_node
+from p2pworld.log.store import LogStore
+
+from .test_node import collect
+
+EXT4_IOC_SHUTDOWN = 0x8004587D
+NOLOGFLUSH = 2
+
+
+def cfg(home: Path, **kw) -> NodeConfig:  # type: ignore[no-untyped-def]
+    return NodeConfig(home=home, workspace="disk", mdns=False, keepalive=1.0, **kw)
+
+
+@contextmanager
+def ext4_image(tmp: Path, size_mb: int = 32) -> Iterator[Path]:
+    img, mnt = tmp / "disk.img", tmp / "mnt"
+    mnt.mkdir()
+    subprocess.run(["truncate", "-s", f"{size_mb}M", str(img)], check=True)
+    subprocess.run(["mkfs.ext4", "-q", "-F", str(img)], check=True)
+    subprocess.run(["mount", "-o", "loop", str(img), str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+def shut_down(mnt: Path) -> None:
+    """From now on every I/O on the filesystem fails with EIO (as a dying disk does)."""
+    fd = os.open(mnt, os.O_RDONLY)
+    try:
+        fcntl.ioctl(fd, EXT4_IOC_SHUTDOWN, struct.pack("I", NOLOGFLUSH))
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def small_tmpfs(tmp: Path, size_kb: int) -> Iterator[Path]:
+    mnt = tmp / "small"
+    mnt.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size_kb}k", "tmpfs", str(mnt)],
+                   check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+async def test_an_io_error_on_the_nodes_disk_ends_it_typed_and_loses_no_ack(
+        tmp_path: Path) -> None:
+    acked: list[int] = []
+    with ext4_image(tmp_path) as mnt, trio.fail_after(60):
+        with pytest.raises(P2PWorldError) as got:
+            async with open_node(cfg(mnt / "a")) as a:
+                chan = await a.open_channel("general")
+                for i in range(20):
+                    acked.append((await a.publish(chan.channel, b"m%d" % i)).seq)
+                shut_down(mnt)
+                for i in range(20, 40):
+                    try:
+                        acked.append((await a.publish(chan.channel, b"m%d" % i)).seq)
+                    except P2PWorldError as e:
+                        assert e.code in ("STORE_ERROR", "INDETERMINATE"), e
+                        break
+                await trio.sleep_forever()  # the node ends itself
+        assert got.value.code == "STORE_ERROR", repr(got.value)
+        assert "log.db" in got.value.message or "log.db" in str(got.value.details)
+    # Everything acknowledged is on the image (mounted again, verified on open).
+    with ext4_image_again(tmp_path) as mnt:
+        store = LogStore(mnt / "a" / "log.db")
+        try:
+            (c,) = store.load_channels()
+            assert [e.seq for e in c.entries][: len(acked)] == acked
+        finally:
+            store.close()
+
+
+@contextmanager
+def ext4_image_again(tmp: Path) -> Iterator[Path]:
+    mnt = tmp / "mnt2"
+    mnt.mkdir()
+    subprocess.run(["mount", "-o", "loop", str(tmp / "disk.img"), str(mnt)], check=True)
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)], check=False)
+
+
+async def test_a_full_disk_refuses_writes_typed_and_keeps_serving_reads(tmp_path: Path) -> None:
+    with small_tmpfs(tmp_path, 1024) as mnt, trio.fail_after(90):
+        async with open_node(cfg(mnt / "a")) as a, \
+                open_node(cfg(tmp_path / "b", peers=[a.url])) as b:
+            chan = await a.open_channel("general")
+            await b.wait_channel("general")
+            acked = []
+            with pytest.raises(P2PWorldError) as full:
+                for _ in range(2000):
+                    acked.append((await a.publish(chan.channel, os.urandom(2000))).seq)
+            assert full.value.code == "STORE_FULL"
+            assert acked == list(range(1, len(acked) + 1))
+            health = a.health()
+            assert health["errors"].get("STORE_FULL", 0) >= 1
+            notice = await a.notices()
+            assert notice.error.code == "STORE_FULL" and notice.scope == "store"
+            # Reads go on, here and at the replica, up to what was acknowledged.
+            got = await collect(a, chan.channel, len(acked))
+            assert [m.seq for m in got] == acked
+            assert [m.seq for m in await collect(b, chan.channel, len(acked))] == acked
+            # Still refused while full, typed; the node has not ended.
+            with pytest.raises(P2PWorldError) as again:
+                await a.publish(chan.channel, b"more")
+            assert again.value.code == "STORE_FULL"
+            # Space comes back: writes resume on their own (the node probes).
+            subprocess.run(["mount", "-o", "remount,size=8m", str(mnt)], check=True)
+            with trio.fail_after(30):
+                while True:
+                    try:
+                        r = await a.publish(chan.channel, b"after", key=b"after")
+                        break
+                    except P2PWorldError as e:
+                        assert e.code == "STORE_FULL"
+                        await trio.sleep(0.2)
+            assert r.seq == len(acked) + 1
+            got = await collect(b, chan.channel, r.seq)
+            assert got[-1].payload == b"after"
