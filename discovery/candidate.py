@@ -70,14 +70,14 @@ def parse_txt(props: dict[bytes, bytes | None], *, addresses: list[str],
               source: str) -> Candidate:
     """Parse and bound a TXT record; any problem is a :class:`DecodeError`."""
 
-    def get(key: bytes, limit: int) -> str:
+    def get(key: bytes, limit: int, encoding: str = "ascii") -> str:
         v = props.get(key)
         if v is None or len(v) > limit:
             raise DecodeError(f"TXT field {key.decode()} missing or too long")
         try:
-            return v.decode("ascii")
+            return v.decode(encoding)
         except UnicodeDecodeError:
-            raise DecodeError(f"TXT field {key.decode()} is not ASCII") from None
+            raise DecodeError(f"TXT field {key.decode()} is not {encoding}") from None
 
     nid_hex = get(b"id", 64)
     if len(nid_hex) != 64 or any(c not in "0123456789abcdef" for c in nid_hex):
@@ -90,7 +90,9 @@ def parse_txt(props: dict[bytes, bytes | None], *, addresses: list[str],
     if not 0 < port < 65536:
         raise DecodeError("TXT port out of range")
     addrs = tuple(a for a in addresses if usable_address(a))
-    return Candidate(node_id=bytes.fromhex(nid_hex), workspace=get(b"ws", MAX_WORKSPACE),
+    # A workspace name is UTF-8 (any language), bounded in bytes.
+    return Candidate(node_id=bytes.fromhex(nid_hex),
+                     workspace=get(b"ws", MAX_WORKSPACE, "utf-8"),
                      versions=versions, addresses=addrs, port=port, source=source)
 
 

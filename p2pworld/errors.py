@@ -312,6 +312,31 @@ class NodeFailed(P2PWorldError):
     code = "NODE_FAILED"
 
 
+class NodeClosed(P2PWorldError):
+    """The node has stopped: a call on it (or one still waiting on it) cannot go on."""
+
+    code = "NODE_CLOSED"
+
+
+class WaitTimeout(P2PWorldError, TimeoutError):
+    """A ``wait_*`` call's condition did not hold within its ``timeout``."""
+
+    code = "WAIT_TIMEOUT"
+
+
+class InvalidArgument(LocalProtocolError, TypeError):
+    """An argument of the wrong type or out of range, refused at the API edge."""
+
+    code = "INVALID_ARGUMENT"
+
+
+class AddressUnavailable(P2PWorldError):
+    """A node cannot listen where it was told to (the port is taken, the address or the
+    interface does not exist); ``details["address"]`` names it."""
+
+    code = "ADDRESS_UNAVAILABLE"
+
+
 class InternalError(P2PWorldError):
     """An exception that is not a typed p2pworld error ended one scope (a session, a lane, a
     relay connection or a request); ``details["exception"]`` names it. The scope was closed

@@ -20,8 +20,10 @@ Example:
 
 from __future__ import annotations
 
+import fcntl
 import os
 import secrets
+import socket
 from pathlib import Path
 
 from p2pworld import codec
@@ -31,6 +33,7 @@ from p2pworld.nostr.keys import NostrKey, check_mnemonic, mnemonic_from_entropy
 
 NODE_KEY_FILE = "node.key"
 NOSTR_KEY_FILE = "nostr.key"
+LOCK_FILE = "node.lock"
 
 
 def default_home() -> Path:
@@ -65,10 +68,39 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o600) -> None:
 
 
 class NodeHome:
-    """A node's home directory."""
+    """A node's home directory. ``~`` is expanded (``Path("~/p2pw")`` is the user's, never a
+    directory named ``~`` in the working directory)."""
 
     def __init__(self, path: Path | str) -> None:
-        self.path = Path(path)
+        self.path = Path(path).expanduser()
+        self._lock: int | None = None
+
+    def lock(self) -> None:
+        """Take the exclusive lock a running node holds on its home (``node.lock``): two
+        nodes on one home would share one identity and one log. Raises
+        :class:`IdentityError` naming the holder if another process holds it. Released by
+        :meth:`unlock` (or when the process ends, whatever way it ends)."""
+        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise IdentityError(f"{self.path} is in use by {holder}: each node needs a home "
+                                "of its own", holder=holder, path=str(self.path)) from None
+        except OSError as e:
+            os.close(fd)
+            raise IdentityError(f"{self.path}: cannot lock the home: {e}",
+                                path=str(self.path)) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        self._lock = fd
+
+    def unlock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)  # closing the file releases the lock
+            self._lock = None
 
     @property
     def node_key_path(self) -> Path:

@@ -15,39 +15,44 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import heapq
 import itertools
+import math
 import random
 import secrets
 import time
 import weakref
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import trio
 import trio_websocket
 
 from discovery.candidate import Candidate, from_urls
-from discovery.mdns import Found, Lost, MdnsDiscovery
+from discovery.mdns import DiscoveryError, Found, Lost, MdnsDiscovery, resolve_interfaces
 from discovery.rendezvous import Registration
 from discovery.rendezvous_client import RelayPipe, RendezvousClient
 from p2pworld import codec
 from p2pworld.auth.book import REDUCER_SCOPES, AuthConfig, TokenBook
 from p2pworld.auth.control import token_request, verify_policy, verify_revocations
 from p2pworld.auth.http import http_json
-from p2pworld.compute.core import COMPUTE_CHANNEL
+from p2pworld.compute.core import COMPUTE_CHANNEL, compute_policy
 from p2pworld.compute.state import Request as ComputeRequest
 from p2pworld.compute.state import encode_event
 from p2pworld.cores import Cores, NodeEffect, build_cores
 from p2pworld.effects import PeerMisbehaved, Send
 from p2pworld.errors import (
+    AddressUnavailable,
     Backpressure,
     Conflict,
+    InvalidArgument,
     LocalProtocolError,
+    NodeClosed,
     P2PWorldError,
     PublishTimeout,
     RendezvousClosed,
@@ -55,6 +60,7 @@ from p2pworld.errors import (
     SessionClosed,
     StoreFull,
     Unauthorized,
+    WaitTimeout,
     error_from_code,
 )
 from p2pworld.home import NodeHome
@@ -92,7 +98,7 @@ from p2pworld.nostr.transport import (
 )
 from p2pworld.scopes import SCOPES, Failure, Supervisor, spawn_in, task
 from p2pworld.transport.backoff import Backoff
-from p2pworld.transport.handshake import DEFAULT_MAX_FRAME, PROTOCOL_VERSIONS, HandshakeConfig
+from p2pworld.transport.handshake import MAX_HANDSHAKE_BYTES, PROTOCOL_VERSIONS, HandshakeConfig
 from p2pworld.transport.peering import dial_delay, is_dead, keep_new_session
 from p2pworld.transport.session import (
     Session,
@@ -216,6 +222,7 @@ class MessageCursor:
 
     async def __anext__(self) -> ChannelMessage:
         while True:
+            self._node._check_open()
             log = self._node.hub.log(self.channel)
             ents = log.entries
             top = self._node._readable_seq(self.channel)
@@ -245,6 +252,7 @@ class NodeSubscription:
     async def __anext__(self) -> ChannelMessage:
         node = self._node
         while True:
+            node._check_open()
             for rec in sorted(node.hub.records(), key=lambda r: r.channel):
                 ch = rec.channel
                 if not node.hub.participates(ch):
@@ -277,6 +285,7 @@ class WorldSubscription:
     async def __anext__(self) -> WorldEvent:
         node = self._node
         while not self._pending:
+            node._check_open()
             evs, lost = node.world.events_after(self.position)
             if lost:
                 now = _now_ms()
@@ -307,6 +316,7 @@ class ComputeFeed:
 
     async def __anext__(self) -> tuple[bytes, ComputeRequest]:
         while True:
+            self._node._check_open()
             for ch, r in self._node.eligible_compute():
                 if r.rid not in self.seen:
                     self.seen.add(r.rid)
@@ -335,6 +345,12 @@ class PeerInfo:
     """Consecutive failed direct (and rendezvous) attempts; the Nostr lane is tried after 2."""
 
 
+MAX_PRE_HANDSHAKE = 128
+"""Incoming connections waiting for their handshake at once; beyond, the oldest is closed
+(thousands of half-open connections never starve a legitimate peer, nor the node's files)."""
+UPGRADE_TIMEOUT = 1.0
+"""Seconds an incoming connection has to send its websocket upgrade request: a client sends
+it at once; anything else (no bytes, other bytes) is closed."""
 STORE_PROBE_S = 1.0
 """While the disk is full, how often the node tries a write to learn that space is back."""
 LANE_MEMORY = 10_000
@@ -351,6 +367,18 @@ NAGLE_DELAY = 0.001
 NAGLE_BATCH = 64
 """With submissions in flight, a writer waits up to NAGLE_DELAY seconds for NAGLE_BATCH
 publishes before it signs and sends what it has (one publish in flight never waits)."""
+
+
+T = TypeVar("T")
+
+
+def _need(value: object, kind: type | tuple[type, ...], name: str) -> None:
+    """Type-check an argument at the API edge (a typed refusal, not an AttributeError
+    somewhere below)."""
+    if not isinstance(value, kind):
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        raise InvalidArgument(f"{name} must be {' or '.join(k.__name__ for k in kinds)}, "
+                              f"not {type(value).__name__}", arg=name)
 
 
 def _lane_rank(address: str) -> int:
@@ -392,6 +420,8 @@ class Node:
         self.world = self.cores.world
         self._world_changed = trio.Event()
         self._world_saves: dict[bytes, tuple[bytes, ...]] = {}
+        self.closed: NodeClosed | None = None
+        """Set when the node has stopped: every call then raises it (``NODE_CLOSED``)."""
         self._running = False
         self._storing = 0  # batches handed to the store task and not yet carried out
         self._idle = trio.Event()
@@ -426,6 +456,8 @@ class Node:
         self.listen_port = 0
         self.listen_host = config.interfaces[0] if config.interfaces else "127.0.0.1"
         self.errors: dict[str, int] = {}
+        self.other_workspaces: dict[str, int] = {}
+        """Workspaces of peers discovered but not joined (at most 64 names), by sightings."""
         self.mdns: MdnsDiscovery | None = None
         self.rendezvous: dict[str, RendezvousClient] = {}
         self.nostr: NostrService | None = None
@@ -436,6 +468,8 @@ class Node:
         self._lanes_seen: dict[bytes, dict[int, str]] = {}
         self._lanes_top: dict[bytes, int] = {}  # highest seq in _lanes_seen (O(1) lane_of)
         self._token_noticed: P2PWorldError | None = None
+        self._pre_handshake: dict[trio.CancelScope, None] = {}
+        """Incoming connections that have not finished their handshake, oldest first."""
         self._closing: weakref.WeakSet[Session | RelayPipe | NostrPipe] = weakref.WeakSet()
         """Objects a failed scope held that are being closed (see _on_scope_failure)."""
         self._durable: dict[bytes, int] = {}
@@ -461,9 +495,24 @@ class Node:
                 participants only.
             participants: node public keys allowed besides this node (empty and not private:
                 open to the workspace).
-            policy: retention, replication factor ``k``, Nostr mirror / fallback flags.
+            policy: retention, replication factor ``k``, Nostr mirror / fallback flags, the
+                payload limit ``max_payload`` (default 1 MiB, at most 16 MiB).
             authority_key: signs unplanned handoffs (default: this node's key).
+
+        Names starting with ``~`` are the library's own (``InvalidArgument``).
         """
+        _need(name, str, "name")
+        if name.startswith("~") or (policy is not None and policy.app):
+            raise InvalidArgument("channel names starting with '~' and policy.app are the "
+                                  "library's own", arg="name")
+        return await self._open_channel(name, private=private, participants=participants,
+                                        policy=policy, authority_key=authority_key)
+
+    async def _open_channel(self, name: str, *, private: bool = False,
+                            participants: tuple[bytes, ...] = (),
+                            policy: ChannelPolicy | None = None,
+                            authority_key: bytes | None = None) -> ChannelRecord:
+        self._check_open()
         rec, fx = self.hub.open_channel(name, now_ms=_now_ms(), private=private,
                                         participants=participants, policy=policy,
                                         authority_key=authority_key)
@@ -474,13 +523,49 @@ class Node:
     def channels(self) -> list[ChannelRecord]:
         return self.hub.records()
 
-    async def wait_channel(self, name: str) -> ChannelRecord:
-        """Wait until a channel called ``name`` is known (opened here or announced by a peer)."""
+    async def wait_channel(self, name: str, *, timeout: float | None = None
+                           ) -> ChannelRecord:
+        """Wait until a channel called ``name`` is known (opened here or announced by a
+        peer). Raises :class:`~p2pworld.errors.WaitTimeout` after ``timeout`` seconds (None:
+        no bound), :class:`~p2pworld.errors.NodeClosed` if the node stops meanwhile."""
+        _need(name, str, "name")
+
+        def found() -> ChannelRecord | None:
+            got = self.hub.find(name)
+            return got[0] if got else None
+
+        return await self._until(found, lambda: self._channels_changed, timeout,
+                                 f"channel {name!r}")
+
+    async def _until(self, cond: Callable[[], T | None], event: Callable[[], trio.Event],
+                     timeout: float | None, what: str) -> T:
+        """Wait until ``cond()`` gives a value, waking on ``event()``; typed timeout."""
+        deadline = math.inf if timeout is None else trio.current_time() + timeout
         while True:
-            found = self.hub.find(name)
-            if found:
-                return found[0]
-            await self._channels_changed.wait()
+            self._check_open()
+            got = cond()
+            if got is not None:
+                return got
+            with trio.move_on_at(deadline) as sc:
+                await event().wait()
+            if sc.cancelled_caught:
+                raise WaitTimeout(f"{what}: not within {timeout} s", timeout=timeout)
+
+    def _check_open(self) -> None:
+        if self.closed is not None:
+            raise self.closed
+
+    def _close(self, why: str = "the node has stopped") -> None:
+        """The node stopped: every call from now on, and every one still waiting (in a task
+        outside the node), raises :class:`~p2pworld.errors.NodeClosed`."""
+        if self.closed is not None:
+            return
+        self.closed = NodeClosed(why)
+        for ev in [self._channels_changed, self._peers_changed, self._world_changed,
+                   self._any_delivered, self._idle, *self._changed.values(),
+                   *self._outcome_events.values()]:
+            ev.set()
+        self._notices_send.close()
 
     async def publish(self, channel: bytes, payload: bytes, *, key: bytes | None = None,
                       durability: str = "local", timeout: float = 10.0) -> PublishResult:
@@ -498,6 +583,13 @@ class Node:
                 returns; calling ``publish`` again with the same key is also safe.
             Conflict, NotSequencer, NotParticipant, ChannelClosed: the publish was refused.
         """
+        self._check_open()
+        _need(channel, bytes, "channel")
+        _need(payload, bytes, "payload")
+        if key is not None:
+            _need(key, bytes, "key")
+        if durability not in ("local", "replicated"):
+            raise InvalidArgument("durability is 'local' or 'replicated'", arg="durability")
         key = key or self._key_prefix + next(self._key_counter).to_bytes(8, "big")
         if self.hub.record(channel).private and channel not in self.hub.own and \
                 not self.hub.channel_keys(channel):
@@ -526,6 +618,9 @@ class Node:
         finally:
             self._outcome_events.pop(req, None)
         out = self._outcomes.pop(req, None)
+        if out is None and self.closed is not None:
+            raise PublishTimeout("the node stopped before an answer came; resubmit with the "
+                                 "same key", key=key.hex(), node_closed=True)
         if out is None:
             raise PublishTimeout(f"no answer within {timeout} s; resubmit with the same key",
                                  key=key.hex())
@@ -536,22 +631,26 @@ class Node:
     async def add_participant(self, channel: bytes, member: bytes,
                               timeout: float = 10.0) -> PublishResult:
         """Owner only: add a member (a sequenced control entry; private channels rekey)."""
+        self._check_open()
         req, fx = self.hub.add_participant(channel, member, now_ms=_now_ms())
         return await self._await_outcome(req, fx, timeout, b"")
 
     async def remove_participant(self, channel: bytes, member: bytes,
                                  timeout: float = 10.0) -> PublishResult:
         """Owner only: remove a member; on private channels the key is rotated."""
+        self._check_open()
         req, fx = self.hub.remove_participant(channel, member, now_ms=_now_ms())
         return await self._await_outcome(req, fx, timeout, b"")
 
     async def close_channel(self, channel: bytes, timeout: float = 10.0) -> PublishResult:
         """``close_channel`` (owner only): no more appends; readers can still catch up."""
+        self._check_open()
         req, fx = self.hub.close_channel(channel, now_ms=_now_ms())
         return await self._await_outcome(req, fx, timeout, b"")
 
     async def handoff(self, channel: bytes, next_sequencer: bytes) -> EpochChange:
         """Planned handoff of a channel this node sequences to ``next_sequencer`` (a key)."""
+        self._check_open()
         ec, fx = self.hub.handoff(channel, next_sequencer, now_ms=_now_ms())
         self._submit(fx)
         await self._settle()
@@ -560,6 +659,7 @@ class Node:
     async def recover(self, channel: bytes, authority: Signer,
                       new_sequencer: bytes) -> EpochChange:
         """Unplanned handoff, signed by the channel's authority key (see ``docs/``)."""
+        self._check_open()
         ec, fx = self.hub.recover(channel, authority, new_sequencer, now_ms=_now_ms())
         self._submit(fx)
         await self._settle()
@@ -567,6 +667,7 @@ class Node:
 
     async def ack(self, channel: bytes, seq: int) -> Checkpoint | None:
         """``ack_message``: durably record that this node consumed ``channel`` up to ``seq``."""
+        self._check_open()
         self._submit(self.hub.ack_message(channel, seq, now_ms=_now_ms()))
         await self._settle()
         return self.hub.cursors.get(channel)
@@ -580,6 +681,8 @@ class Node:
         Returns an async iterator (not a generator, so breaking out of ``async for`` needs no
         cleanup); ``cursor.position`` is the last ``seq`` yielded.
         """
+        self._check_open()
+        _need(channel, bytes, "channel")
         self.hub.record(channel)  # raises UnknownChannel now, not on first iteration
         return MessageCursor(self, channel, after)
 
@@ -593,6 +696,7 @@ class Node:
     async def advertise(self, ad: CapabilityAd) -> None:
         """``advertise_capabilities``: publish (replace) this node's capability ad (and, with
         relays, mirror it as NIP-89 handler information)."""
+        self._check_open()
         self._submit(self.world.advertise(ad, now_ms=_now_ms()))
         await self._settle()
         await self._mirror_ad(ad)
@@ -600,6 +704,7 @@ class Node:
     async def heartbeat(self, status: str = "online") -> None:
         """``heartbeat``: beat now (the node also beats every ``world.heartbeat_ms``);
         ``status`` is ``online`` or ``busy``."""
+        self._check_open()
         self._submit(self.world.heartbeat(now_ms=_now_ms(), status=status))
         await self._settle()
 
@@ -619,14 +724,19 @@ class Node:
         events after position ``after`` (``event.seq``), then live ones."""
         return WorldSubscription(self, after)
 
-    async def wait_member(self, nid: bytes, state: str = "online") -> Member:
+    async def wait_member(self, nid: bytes, state: str = "online", *,
+                          timeout: float | None = None) -> Member:
         """Wait until ``nid`` is known here in ``state`` (and, for ``online``, its document
-        has arrived too: heartbeats may overtake it)."""
-        while True:
+        has arrived too: heartbeats may overtake it). Typed timeout as :meth:`wait_channel`."""
+        _need(nid, bytes, "nid")
+
+        def ready() -> Member | None:
             m = self.member(nid)
-            if m is not None and m.state == state and (state != "online" or m.info):
-                return m
-            await self._world_changed.wait()
+            ok = m is not None and m.state == state and (state != "online" or m.info)
+            return m if ok else None
+
+        return await self._until(ready, lambda: self._world_changed, timeout,
+                                 f"member {nid.hex()[:16]} {state}")
 
     # --- compute ----------------------------------------------------------------------------
 
@@ -636,7 +746,7 @@ class Node:
         log = self.cores.own_compute()
         if log is not None:
             return log.record
-        return await self.open_channel(COMPUTE_CHANNEL, policy=ChannelPolicy(
+        return await self._open_channel(COMPUTE_CHANNEL, policy=compute_policy(
             nostr_mirror="compute" in self.config.mirror and bool(self.config.relays)))
 
     async def request_compute(self, job: bytes, *, kind: str = "5000",
@@ -718,14 +828,18 @@ class Node:
         return ComputeFeed(self, set(seen or ()))
 
     async def wait_compute(self, channel: bytes, rid: str,
-                           until: Any = lambda r: r.terminal) -> ComputeRequest:
-        """Wait until the request satisfies ``until`` (default: a terminal phase)."""
-        while True:
+                           until: Any = lambda r: r.terminal, *,
+                           timeout: float | None = None) -> ComputeRequest:
+        """Wait until the request satisfies ``until`` (default: a terminal phase). Typed
+        timeout as :meth:`wait_channel`."""
+        _need(channel, bytes, "channel")
+
+        def ready() -> ComputeRequest | None:
             r = self.compute_request(channel, rid)
-            if r is not None and until(r):
-                return r
-            with trio.move_on_after(0.25):
-                await self._changed_event(channel).wait()
+            return r if r is not None and until(r) else None
+
+        return await self._until(ready, lambda: self._changed_event(channel), timeout,
+                                 f"compute request {rid}")
 
     # --- the Nostr bridge ----------------------------------------------------------------
 
@@ -765,9 +879,13 @@ class Node:
         """The next notice: about a channel (``Forked``, ``LostWrite``, ``CheckpointTooOld``,
         ...) or about a scope that ended with an error (a session, a lane, a relay
         connection, a request: ``notice.scope``, ``notice.subject``, ``notice.error.code``).
-        Buffered (256); when the application does not read them, the oldest are dropped and
-        counted (``NOTICES_DROPPED``)."""
-        return await self._notices_recv.receive()
+        Buffered (256); when the application does not read them, newer ones are dropped and
+        counted (``NOTICES_DROPPED``). Raises :class:`~p2pworld.errors.NodeClosed` once the
+        node has stopped and every notice was read."""
+        try:
+            return await self._notices_recv.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise self.closed or NodeClosed("the node has stopped") from None
 
     def _notice(self, n: Notice) -> None:
         self._count(n.error.code)
@@ -775,6 +893,8 @@ class Node:
             self._notices_send.send_nowait(n)
         except trio.WouldBlock:
             self._count("NOTICES_DROPPED")
+        except trio.ClosedResourceError:
+            pass  # the node has stopped
 
     def _on_scope_failure(self, f: Failure) -> None:
         """A scope ended with an error (see :mod:`p2pworld.scopes`): count it, tell the
@@ -808,15 +928,18 @@ class Node:
         """Wait until the effect runner has carried out everything queued so far."""
         while self._queue or not self.hub.idle or self._running or self._storing or \
                 self._lazy:
+            self._check_open()
             await self._idle.wait()
+        self._check_open()
 
     def head(self, channel: bytes) -> tuple[int, bytes]:
         return self.hub.head(channel)
 
-    async def wait_peers(self, count: int) -> None:
-        """Wait until at least ``count`` peers have authenticated sessions."""
-        while len(self.sessions) < count:
-            await self._peers_changed.wait()
+    async def wait_peers(self, count: int, *, timeout: float | None = None) -> None:
+        """Wait until at least ``count`` peers have authenticated sessions. Typed timeout
+        as :meth:`wait_channel`."""
+        await self._until(lambda: True if len(self.sessions) >= count else None,
+                          lambda: self._peers_changed, timeout, f"{count} peers")
 
     def health(self) -> dict[str, Any]:
         """Per peer and per channel: session state, lane, lag, last error (JSON-ready)."""
@@ -878,6 +1001,7 @@ class Node:
                 "writer_signatures": dict(self.hub.signing), "world": world,
                 "auth": auth, "transport": transport,
                 "scopes": {k: dict(v) for k, v in self.scope_stats.items()},
+                "other_workspaces": dict(self.other_workspaces),
                 "errors": {**self.errors, **self.hub.errors}}
 
     # --- effects ----------------------------------------------------------------------------
@@ -1384,7 +1508,38 @@ class Node:
         self._submit(self.cores.receive(pid, msg, now_ms=_now_ms()))
 
     @task("peer")
-    async def _handle_incoming(self, request: trio_websocket.WebSocketRequest) -> None:
+    async def _handle_incoming(self, stream: trio.SocketStream) -> None:
+        """One incoming TCP connection, owned from accept to close: the websocket upgrade
+        within UPGRADE_TIMEOUT (anything else is closed), the handshake with messages of
+        handshake size only, then the session. At most MAX_PRE_HANDSHAKE connections wait
+        for their handshake at once; beyond, the oldest is closed."""
+        scope = trio.CancelScope()
+        self._pre_handshake[scope] = None
+        if len(self._pre_handshake) > MAX_PRE_HANDSHAKE:
+            oldest = next(iter(self._pre_handshake))
+            del self._pre_handshake[oldest]
+            oldest.cancel()
+            self._count("PRE_HANDSHAKE_EVICTED")
+        try:
+            with scope:
+                async with trio.open_nursery() as conn:
+                    await self._incoming_session(stream, conn, scope)
+                    conn.cancel_scope.cancel()
+            if scope.cancelled_caught and scope not in self._pre_handshake:
+                return  # evicted (counted above)
+        finally:
+            self._pre_handshake.pop(scope, None)
+            await trio.aclose_forcefully(stream)
+
+    async def _incoming_session(self, stream: trio.SocketStream, conn: trio.Nursery,
+                                scope: trio.CancelScope) -> None:
+        try:
+            with trio.fail_after(UPGRADE_TIMEOUT):
+                request = await trio_websocket.wrap_server_stream(
+                    conn, stream, message_queue_size=16, max_message_size=MAX_HANDSHAKE_BYTES)
+        except (trio.TooSlowError, trio_websocket.ConnectionClosed):
+            self._count("UPGRADE_TIMEOUT")  # not a websocket client (or a silent one)
+            return
         if self.transport_mode == "forced-nostr":
             # The mode allows the Nostr lane only: no direct session, either way.
             self._count("DIRECT_REFUSED_FORCED_NOSTR")
@@ -1398,6 +1553,7 @@ class Node:
             return
         except trio_websocket.ConnectionClosed:
             return
+        self._pre_handshake.pop(scope, None)  # authenticated: no longer evictable
         await self._run_owned(s)
 
     def _on_candidate(self, key: str, c: Candidate) -> None:
@@ -1405,6 +1561,9 @@ class Node:
             return
         if c.workspace != self.config.workspace:
             self._count("OTHER_WORKSPACE_SEEN")
+            if c.workspace in self.other_workspaces or len(self.other_workspaces) < 64:
+                self.other_workspaces[c.workspace] = self.other_workspaces.get(
+                    c.workspace, 0) + 1
             return
         p = self._peer(c.node_id)
         p.via.add(c.source)
@@ -1812,20 +1971,49 @@ class Node:
             await self._run_owned(s)
             await trio.sleep(backoff.next_delay(self._rng))
 
+    async def _open_listeners(self) -> list[trio.SocketListener]:
+        """One listener per configured interface (names resolve as for mDNS), all on one
+        port: the first one's. A failure is one typed error naming the address."""
+        try:
+            hosts = resolve_interfaces(self.config.interfaces or ["127.0.0.1"])
+        except DiscoveryError as e:
+            raise AddressUnavailable(e.message, address=",".join(self.config.interfaces)) \
+                from None
+        self.listen_host = hosts[0]
+        out: list[trio.SocketListener] = []
+        port = self.config.port
+        try:
+            for host in dict.fromkeys(hosts):
+                try:
+                    got = await trio.open_tcp_listeners(port, host=host)
+                except OSError as e:
+                    raise AddressUnavailable(f"cannot listen on {host}:{port}: {e}",
+                                             address=f"{host}:{port}") from None
+                out += got
+                port = got[0].socket.getsockname()[1]
+        except BaseException:
+            for lst in out:
+                await trio.aclose_forcefully(lst)
+            raise
+        return out
+
     async def _serve(self) -> None:
-        server = await self.sup.start(self._listen, key="listener")
-        self.listen_port = server.port
+        self.listen_port = await self.sup.start(self._listen, key="listener")
 
     @task("node")
     async def _listen(self, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
                       ) -> None:
-        # Each connection is a peer scope of its own, contained where trio-websocket starts
-        # it: nothing of ours runs outside the boundary.
-        await trio_websocket.serve_websocket(
-            functools.partial(self.sup.contain, self._handle_incoming, key="incoming"),
-            self.listen_host, self.config.port, None,
-            handler_nursery=self._nursery, message_queue_size=64,
-            max_message_size=DEFAULT_MAX_FRAME, task_status=task_status)
+        listeners = await self._open_listeners()
+        try:
+            task_status.started(listeners[0].socket.getsockname()[1])
+            # Each connection is a peer scope of its own, contained where the listener
+            # starts it: nothing of ours runs outside the boundary.
+            await trio.serve_listeners(
+                functools.partial(self.sup.contain, self._handle_incoming, key="incoming"),
+                listeners, handler_nursery=self._nursery)
+        finally:
+            for lst in listeners:
+                await trio.aclose_forcefully(lst)
 
 
 async def _transport_policy(config: NodeConfig, auth: AuthConfig | None
@@ -1874,8 +2062,44 @@ async def _bootstrap_auth(config: NodeConfig, ident: NodeIdentity, auth: AuthCon
 @asynccontextmanager
 async def open_node(config: NodeConfig, *, identity: NodeIdentity | None = None
                     ) -> AsyncIterator[Node]:
-    """Start a node; leaving the block stops it (goodbyes sent, sessions closed)."""
+    """Start a node; leaving the block stops it (goodbyes sent, sessions closed).
+
+    A node holds an exclusive lock on its home while it runs: a second node on the same
+    home gets a typed :class:`~p2pworld.errors.IdentityError` naming the holder (each node
+    needs a home of its own). A failure to start leaves as one typed
+    :class:`~p2pworld.errors.P2PWorldError` naming the address or file; an exception raised by
+    the code inside the block leaves unchanged.
+    """
+    config = _checked(config)
     home = NodeHome(config.home)
+    home.lock()
+    try:
+        async with _open_node(config, identity, home) as node:
+            yield node
+    finally:
+        home.unlock()
+
+
+def _checked(config: NodeConfig) -> NodeConfig:
+    """The configuration as the node runs it (``~`` expanded), its types checked."""
+    if not isinstance(config, NodeConfig):
+        raise InvalidArgument("open_node takes a NodeConfig", arg="config")
+    _need(config.home, (str, Path), "NodeConfig.home")
+    _need(config.workspace, str, "NodeConfig.workspace")
+    _need(config.port, int, "NodeConfig.port")
+    for name in ("interfaces", "peers", "rendezvous", "relays"):
+        v = getattr(config, name)
+        if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v):
+            raise InvalidArgument(f"NodeConfig.{name} must be a list of strings", arg=name)
+    if not config.workspace or len(config.workspace.encode()) > 128:
+        raise InvalidArgument("NodeConfig.workspace must be 1..128 bytes of UTF-8",
+                              arg="workspace")
+    return dataclasses.replace(config, home=Path(config.home).expanduser())
+
+
+@asynccontextmanager
+async def _open_node(config: NodeConfig, identity: NodeIdentity | None, home: NodeHome
+                     ) -> AsyncIterator[Node]:
     ident = identity or home.load_or_create()
     auth, token = config.auth, config.token
     if config.control is not None:
@@ -1941,6 +2165,7 @@ async def open_node(config: NodeConfig, *, identity: NodeIdentity | None = None
                 await node._leave()
             finally:
                 node.sup.closed = True
+                node._close()
                 nursery.cancel_scope.cancel()
     finally:
         if node_ref and node_ref[0].nostr is not None:

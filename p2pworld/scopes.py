@@ -241,8 +241,10 @@ class Supervisor:
                 return
             except Exception as e:  # noqa: BLE001 - the scope boundary (see the module docs)
                 if not started and not info.restart:
-                    self._end_node(info, e)  # a node task: the node does not start
-                    raise typed(e) from e
+                    err = typed(e)
+                    if isinstance(err, InternalError):
+                        self._end_node(info, e)  # a node task's bug: the node does not start
+                    raise err from e
                 restart = info.restart and not self.closed
                 self._ended(info, key, e, restarting=restart, args=args)
                 if not restart:

@@ -14,6 +14,7 @@ from dataclasses import replace
 import pycrdt
 
 from p2pworld import codec
+from p2pworld.compute.core import COMPUTE_APP, COMPUTE_CHANNEL
 from p2pworld.compute.state import encode_event
 from p2pworld.identity import Ed25519Signer
 from p2pworld.log.entry import ChannelPolicy, ChannelRecord, Submission
@@ -435,7 +436,8 @@ def _compute_market(sim: Simulator, policy: ChannelPolicy | None = None) -> Chan
         sim._carry(node, node.world.advertise(PROVIDER_AD, now_ms=sim.now_ms(node)))
     req = sim.nodes["n0"]
     assert req.hub is not None
-    rec, fx = req.hub.open_channel("compute", now_ms=sim.now_ms(req), policy=policy)
+    rec, fx = req.hub.open_channel(COMPUTE_CHANNEL, now_ms=sim.now_ms(req),
+                                   policy=replace(policy or ChannelPolicy(), app=COMPUTE_APP))
     sim._carry(req, fx)
     return rec
 

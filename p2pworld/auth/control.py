@@ -46,6 +46,7 @@ Example:
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -59,6 +60,50 @@ TOKEN_REQUEST_DOMAIN = "p2pworld/token-request/v1"
 POLICY_DOMAIN = "p2pworld/policy/v1"
 REVOCATIONS_DOMAIN = "p2pworld/revocations/v1"
 MAX_REQUEST_SKEW = 120
+OPERATOR_FAILURES = 5
+OPERATOR_WINDOW_S = 60
+OPERATOR_LOCKOUT_S = 60
+"""A source that presents a wrong operator credential OPERATOR_FAILURES times within
+OPERATOR_WINDOW_S seconds is refused operator calls (429) for OPERATOR_LOCKOUT_S seconds,
+doubling with every lockout (at most an hour); other sources are not affected."""
+MAX_SOURCES = 4096
+
+
+@dataclass
+class OperatorThrottle:
+    """Failed operator credentials by source (pure: the caller passes ``now``).
+
+    Example:
+        >>> t = OperatorThrottle()
+        >>> for _ in range(5):
+        ...     t.failed("10.0.0.9", now=100)
+        >>> t.locked("10.0.0.9", now=101), t.locked("10.0.0.8", now=101)
+        (59, 0)
+    """
+
+    failures: dict[str, list[int]] = field(default_factory=dict)
+    until: dict[str, int] = field(default_factory=dict)
+    lockouts: dict[str, int] = field(default_factory=dict)
+
+    def locked(self, source: str, *, now: int) -> int:
+        """Seconds ``source`` is still refused (0: not locked)."""
+        return max(0, self.until.get(source, 0) - now)
+
+    def failed(self, source: str, *, now: int) -> None:
+        if len(self.failures) >= MAX_SOURCES and source not in self.failures:
+            self.failures.pop(next(iter(self.failures)))  # the oldest source
+        recent = [t for t in self.failures.get(source, []) if now - t < OPERATOR_WINDOW_S]
+        recent.append(now)
+        self.failures[source] = recent
+        if len(recent) >= OPERATOR_FAILURES:
+            n = self.lockouts.get(source, 0)
+            self.lockouts[source] = n + 1
+            if len(self.lockouts) > MAX_SOURCES:
+                self.lockouts.pop(next(iter(self.lockouts)))
+            self.until[source] = now + min(3600, OPERATOR_LOCKOUT_S << n)
+            if len(self.until) > MAX_SOURCES:
+                self.until.pop(next(iter(self.until)))
+            self.failures[source] = []
 
 DEFAULT_POLICY: dict[str, Any] = {
     "primary": "direct",
@@ -164,13 +209,25 @@ class ControlCore:
         self.changed = False
         self.minted = 0
         self.refused: dict[str, int] = {}
+        self.throttle = OperatorThrottle()
 
     def signer(self) -> Signer:
         return Ed25519Signer(self.state.keys[self.state.current])
 
     def handle(self, method: str, path: str, *, bearer: str | None, body: Any, now: int,
-               jti: bytes, new_key: bytes | None = None) -> tuple[int, dict[str, Any]]:
-        """One request; returns ``(HTTP status, JSON body)``. Never raises for bad input."""
+               jti: bytes, new_key: bytes | None = None, source: str = ""
+               ) -> tuple[int, dict[str, Any]]:
+        """One request; returns ``(HTTP status, JSON body)``. Never raises for bad input.
+        ``source`` (the client's address) is what wrong operator credentials are throttled
+        by."""
+        if bearer:
+            wait = self.throttle.locked(source, now=now)
+            if wait:
+                self.refused["TOO_MANY_ATTEMPTS"] = self.refused.get("TOO_MANY_ATTEMPTS", 0) + 1
+                return 429, {"error": "TOO_MANY_ATTEMPTS", "retry_after": wait,
+                             "message": "too many wrong operator credentials from here"}
+            if not self._operator(bearer):
+                self.throttle.failed(source, now=now)
         try:
             return self._handle(method, path, bearer, body, now, jti, new_key)
         except (P2PWorldError, KeyError, ValueError, TypeError) as e:
@@ -182,7 +239,8 @@ class ControlCore:
         if not bearer:
             return False
         try:
-            return blake2b256(bytes.fromhex(bearer)) == self.state.operator_hash
+            return hmac.compare_digest(blake2b256(bytes.fromhex(bearer)),
+                                       self.state.operator_hash)
         except ValueError:
             return False
 

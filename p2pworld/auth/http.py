@@ -27,8 +27,9 @@ from urllib.parse import urlsplit
 import h11
 import trio
 
+from p2pworld import jsonbound
 from p2pworld.auth.control import ControlCore
-from p2pworld.errors import P2PWorldError, SessionClosed
+from p2pworld.errors import DecodeError, P2PWorldError, SessionClosed
 from p2pworld.scopes import Failure, Supervisor, spawn_in, task
 
 MAX_BODY = 64 * 1024
@@ -118,18 +119,28 @@ async def _serve_one(stream: trio.SocketStream, server: ControlServer,
         if name.lower() == b"authorization" and value.startswith(b"Bearer "):
             bearer = value[7:].decode("ascii", "replace")
     try:
-        parsed: Any = json.loads(body) if body else None
-    except ValueError:
-        await _respond(stream, conn, 400, {"error": "BAD_JSON"})
+        # Size and nesting are checked before the parser runs (20,000 "[" used to end the
+        # service with a RecursionError).
+        parsed: Any = jsonbound.loads(body, max_bytes=MAX_BODY) if body else None
+    except DecodeError as e:
+        await _respond(stream, conn, 400, {"error": "BAD_JSON", "message": e.message})
         return
     path = req.target.decode("ascii", "replace").split("?", 1)[0]
     status, out = server.core.handle(req.method.decode(), path, bearer=bearer, body=parsed,
                                      now=int(time.time()), jti=secrets.token_bytes(16),
-                                     new_key=secrets.token_bytes(32))
+                                     new_key=secrets.token_bytes(32), source=_source(stream))
     if server.core.changed and save is not None:
         await trio.to_thread.run_sync(save, server.core)
         server.core.changed = False
     await _respond(stream, conn, status, out)
+
+
+def _source(stream: trio.SocketStream) -> str:
+    """Who is asking (the peer's address), for the operator-credential throttle."""
+    try:
+        return str(stream.socket.getpeername()[0])
+    except (OSError, IndexError, AttributeError):
+        return "?"
 
 
 async def _respond(stream: trio.SocketStream, conn: h11.Connection, status: int,
@@ -182,6 +193,6 @@ async def http_json(base: str, method: str, path: str, body: Any = None, *,
     except h11.ProtocolError as e:
         raise P2PWorldError(f"bad HTTP from the control service: {e}") from None
     try:
-        return status, json.loads(out) if out else None
-    except ValueError:
+        return status, jsonbound.loads(out, max_bytes=4 * MAX_BODY) if out else None
+    except DecodeError:
         raise P2PWorldError("control service answered with invalid JSON") from None

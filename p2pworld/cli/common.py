@@ -3,17 +3,38 @@
 from __future__ import annotations
 
 import argparse
-from collections.abc import Awaitable, Callable
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import trio
+
+
+async def stdin_lines() -> AsyncIterator[str]:
+    """Lines of stdin, read in a thread the command can walk away from: Ctrl-C (or any
+    cancellation) ends the command at once even while stdin is an open pipe nobody writes
+    to (``trio.wrap_file`` waits for its thread, so the read would hold the exit)."""
+    while True:
+        line = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
+        if not line:
+            return
+        yield line
 
 
 def run_until_interrupted(run: Callable[[argparse.Namespace], Awaitable[int]],
                           args: argparse.Namespace) -> int:
     """``trio.run(run, args)``; Ctrl-C ends it quietly with status 0."""
+    from p2pworld.errors import P2PWorldError
+
     rc = 0
     try:
-        rc = trio.run(run, args)
-    except* KeyboardInterrupt:
-        pass
+        try:
+            rc = trio.run(run, args)
+        except* KeyboardInterrupt:
+            pass
+    except BaseExceptionGroup as g:
+        # One typed failure inside the command's nursery leaves as itself (main prints it).
+        typed = [x for x in g.exceptions if isinstance(x, P2PWorldError)]
+        if len(typed) == len(g.exceptions) == 1:
+            raise typed[0] from None
+        raise
     return rc

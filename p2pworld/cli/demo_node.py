@@ -119,10 +119,13 @@ async def compute_round(node: Node, idx: int, timeout: float) -> dict[str, int]:
         while not (found := node.eligible_compute()):
             await trio.sleep(0.05)
         ch, req = found[0]
+        saw_conflict = False
         try:
             await node.offer_compute(ch, req.rid)
         except Conflict:
-            out["compute_conflicts"] += 1
+            # The request was assigned before this offer was sequenced: the same conflict
+            # the accept below names, counted once per node.
+            saw_conflict = True
         r = await node.wait_compute(ch, req.rid, lambda r: r.assignee is not None
                                     or r.terminal)
         if r.assignee == node.node_id:
@@ -132,7 +135,8 @@ async def compute_round(node: Node, idx: int, timeout: float) -> dict[str, int]:
             try:
                 await node.accept_compute(ch, req.rid)
             except Conflict:
-                out["compute_conflicts"] += 1
+                saw_conflict = True
+        out["compute_conflicts"] = int(saw_conflict)
         await node.wait_compute(ch, req.rid)
     return out
 

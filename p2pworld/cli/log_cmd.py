@@ -23,6 +23,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def verify(args: argparse.Namespace) -> int:
     try:
         db = sqlite3.connect(f"file:{args.path}?mode=ro", uri=True)
+    except sqlite3.Error as err:
+        return _fail(args, f"not a readable p2pworld log: {err}")
+    try:
+        return _verify(args, db)
+    finally:
+        db.close()  # on every path (Python 3.13 warns about an unclosed connection)
+
+
+def _verify(args: argparse.Namespace, db: sqlite3.Connection) -> int:
+    try:
         rows = db.execute("SELECT ch, record, epochs, base, floor FROM channels").fetchall()
     except (sqlite3.DatabaseError, UnicodeDecodeError) as err:
         return _fail(args, f"not a readable p2pworld log: {err}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
 
@@ -44,8 +45,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from p2pworld.errors import P2PWorldError
+
     args = build_parser().parse_args(argv)
-    rc: int = args.func(args)
+    try:
+        rc: int = args.func(args)
+    except P2PWorldError as e:
+        # A typed failure (a home in use, an address taken, a corrupt store): one line that
+        # says what, and a non-zero status; no traceback.
+        if getattr(args, "json", False):
+            print(json.dumps({"event": "error", "code": e.code, "message": e.message}),
+                  flush=True)
+        print(f"p2pworld {args.command}: {e.code}: {e.message}", file=sys.stderr, flush=True)
+        return 1
     return rc
 
 

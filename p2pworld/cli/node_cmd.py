@@ -21,14 +21,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import trio
 
-from p2pworld.cli.common import run_until_interrupted
+from p2pworld.cli.common import run_until_interrupted, stdin_lines
 from p2pworld.errors import P2PWorldError
 from p2pworld.home import default_home
 from p2pworld.identity import short_id
@@ -129,8 +128,7 @@ async def _notices(node: Node, out: _Out) -> None:
 
 @task("node")
 async def _commands(node: Node, sup: Supervisor, out: _Out) -> None:
-    stdin = trio.wrap_file(sys.stdin)
-    async for line in stdin:
+    async for line in stdin_lines():
         parts = line.strip().split(maxsplit=2)
         if not parts:
             continue

@@ -4,7 +4,8 @@ query (pure; see :mod:`p2pworld.compute.state` for the rules).
 
 Example:
     >>> core = ComputeCore(node_id=b"R" * 32)
-    >>> core.is_compute(ChannelRecordStub("compute")), core.is_compute(ChannelRecordStub("x"))
+    >>> compute = ChannelRecordStub(COMPUTE_CHANNEL, compute_policy())
+    >>> core.is_compute(compute), core.is_compute(ChannelRecordStub("compute", ChannelPolicy()))
     (True, False)
 """
 
@@ -22,9 +23,18 @@ from p2pworld.compute.state import (
     decode_event,
     encode_event,
 )
+from p2pworld.log.entry import ChannelPolicy
 from p2pworld.world.doc import CapabilityAd
 
-COMPUTE_CHANNEL = "compute"
+COMPUTE_CHANNEL = "~compute"
+"""The name of a node's compute channel (names starting with ``~`` are the library's: an
+application cannot open one)."""
+COMPUTE_APP = "compute"
+
+
+def compute_policy(*, nostr_mirror: bool = False) -> ChannelPolicy:
+    """The policy of a compute channel (``app="compute"``: what marks it, not its name)."""
+    return ChannelPolicy(nostr_mirror=nostr_mirror, app=COMPUTE_APP)
 ACCEPT_WINDOW_MS = 10_000
 
 
@@ -32,12 +42,16 @@ class _Record(Protocol):
     @property
     def name(self) -> str: ...
 
+    @property
+    def policy(self) -> ChannelPolicy: ...
+
 
 @dataclass
 class ChannelRecordStub:
-    """For examples and tests: anything with a ``name``."""
+    """For examples and tests: anything with a ``name`` and a ``policy``."""
 
     name: str
+    policy: ChannelPolicy = field(default_factory=ChannelPolicy)
 
 
 class _Log(Protocol):
@@ -70,7 +84,7 @@ class ComputeCore:
     """(channel, rid) -> sequencer time of the current assignment (for the accept window)."""
 
     def is_compute(self, rec: _Record) -> bool:
-        return rec.name == COMPUTE_CHANNEL
+        return rec.policy.app == COMPUTE_APP
 
     def state(self, log: _Log) -> ComputeState:
         """The fold of a compute channel, brought up to the log's head."""

@@ -91,6 +91,10 @@ class ChannelPolicy:
     """The Nostr mirror lane may carry this channel's entries."""
     nostr_fallback: bool = False
     """The Nostr fallback lane may carry submissions when the direct lane is down."""
+    app: str = ""
+    """What the library uses the channel for (``"compute"``: a compute channel, whose entries
+    follow the compute rules). Empty for an application's own channels; a channel's name
+    never decides it."""
     max_payload: int | None = None
     """The largest application payload, in bytes (1 .. :data:`MAX_PAYLOAD_LIMIT`). None in a
     record means :data:`DEFAULT_MAX_PAYLOAD`; ``open_channel`` always records the value, so
@@ -112,6 +116,8 @@ class ChannelPolicy:
                                  "mirror": self.nostr_mirror, "fallback": self.nostr_fallback}
         if self.max_payload is not None:
             out["max"] = self.max_payload
+        if self.app:
+            out["app"] = self.app
         return out
 
     @classmethod
@@ -123,7 +129,8 @@ class ChannelPolicy:
                    nostr_mirror=codec.field(m, "mirror", bool, w),
                    nostr_fallback=codec.field(m, "fallback", bool, w),
                    max_payload=codec.int_field(m, "max", w, lo=1, hi=MAX_PAYLOAD_LIMIT)
-                   if "max" in m else None)
+                   if "max" in m else None,
+                   app=codec.str_field(m, "app", w, max_len=16) if "app" in m else "")
 
 
 MAX_PARTICIPANTS = 1024

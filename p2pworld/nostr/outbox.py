@@ -44,6 +44,9 @@ class Outbox:
         self.relays = list(dict.fromkeys(relays))
         try:
             self.db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
+        except sqlite3.Error as e:
+            raise StoreCorrupt(f"{path}: {e}") from None
+        try:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             version = self.db.execute("PRAGMA user_version").fetchone()[0]
@@ -67,7 +70,11 @@ class Outbox:
                 PRAGMA user_version = {FORMAT_VERSION};
             """)
         except sqlite3.DatabaseError as e:
+            self.db.close()
             raise StoreCorrupt(f"{path}: {e}") from None
+        except BaseException:
+            self.db.close()
+            raise
 
     def enqueue(self, ev: Event, *, source: str, entry_hash: bytes, now: float) -> bool:
         """``enqueue_nostr_bridge_event``: store once per event id, and once per

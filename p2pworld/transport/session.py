@@ -263,12 +263,17 @@ async def open_session(nursery: trio.Nursery, url: str, config: HandshakeConfig,
 
 async def accept_session(request: WebSocketRequest, config: HandshakeConfig, *,
                          timeout: float = 10.0, rng: random.Random | None = None) -> Session:
-    """Accept an incoming connection and run the responder side of the handshake."""
+    """Accept an incoming connection and run the responder side of the handshake. Until the
+    peer has authenticated, its messages are bounded by the size the request was opened
+    with (a listener opens it with handshake size); then by ``config.max_frame``."""
     ws = await request.accept()
     remote = ws.remote
     address = f"{getattr(remote, 'address', '?')}:{getattr(remote, 'port', '?')}"
-    return await _session(ws, config, initiator=False, rng=rng, timeout=timeout,
-                          address=address)
+    s = await _session(ws, config, initiator=False, rng=rng, timeout=timeout,
+                       address=address)
+    # trio-websocket 0.12 has no setter: the bound is read per message from this attribute.
+    ws._max_message_size = max(config.max_frame, MAX_HANDSHAKE_BYTES)
+    return s
 
 
 async def relayed_session(pipe: FramePipe, config: HandshakeConfig, *, initiator: bool,

@@ -229,6 +229,7 @@ class WorldCore:
         self._missing: dict[tuple[str, bytes], _Missing] = {}
         self._digest: tuple[bytes, tuple[WorldId, ...]] | None = None
         self._left = False
+        self._status = "online"
         self.own_refused: P2PWorldError | None = None
         """Why this node's own last document update was skipped (its token), if it was."""
         for records in stored or []:
@@ -335,7 +336,12 @@ class WorldCore:
         return True
 
     def heartbeat(self, *, now_ms: int, status: str = "online") -> list[WorldEffect]:
-        """``heartbeat``: an explicit beat (the core also beats every ``heartbeat_ms``)."""
+        """``heartbeat``: an explicit beat (the core also beats every ``heartbeat_ms``). The
+        status (``online`` or ``busy``) stays for the automatic beats that follow, until the
+        application sets another."""
+        if status not in ("online", "busy"):
+            raise WorldError(f"status is 'online' or 'busy', not {status[:16]!r}")
+        self._status = status
         return self._beat(now_ms, status)
 
     def leave(self, *, now_ms: int) -> list[WorldEffect]:
@@ -381,7 +387,7 @@ class WorldCore:
                 self.stats.refuse(e.code)  # beyond the membership grace: stop beating
                 return []
         self._hb_n += 1
-        st = status or ("offline" if self._left else "online")
+        st = status or ("offline" if self._left else self._status)
         hb = Heartbeat.create(self.signer, inc=self.inc, n=self._hb_n, time_ms=now_ms,
                               status=st, token=token_id_of(self.token))
         fx = self._accept_hb(hb, now_ms)

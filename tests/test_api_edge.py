@@ -1,0 +1,235 @@
+"""The API tells the caller what happened (issue "Never crash, never lose an acknowledged
+write silently", section E): typed errors at the edge, a lock on the home, a stopped node
+that says so, typed timeouts, and the small things users tripped over."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import trio
+
+from p2pworld import NodeConfig, P2PWorldError, open_node
+from p2pworld.world.core import WorldConfig
+
+from .test_node import collect
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cfg(tmp: Path, name: str, **kw) -> NodeConfig:  # type: ignore[no-untyped-def]
+    kw.setdefault("mdns", False)
+    return NodeConfig(home=tmp / name, workspace=kw.pop("workspace", "edge"), keepalive=1.0,
+                      **kw)
+
+
+async def test_two_nodes_on_one_home_the_second_is_refused_naming_the_holder(
+        tmp_path: Path) -> None:
+    """e2c769c: both ran, sharing one identity and one log."""
+    async with open_node(cfg(tmp_path, "a")) as a:
+        with pytest.raises(P2PWorldError) as got:
+            async with open_node(cfg(tmp_path, "a")):
+                pass
+        assert got.value.code == "IDENTITY_ERROR"
+        assert f"pid {os.getpid()}" in got.value.message
+        # Another process too (the README's example run twice).
+        proc = subprocess.run(
+            [sys.executable, "-m", "p2pworld.cli.main", "node", "--home", str(tmp_path / "a"),
+             "--no-mdns", "--json"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+            cwd=ROOT, timeout=60)
+        assert proc.returncode != 0 and "IDENTITY_ERROR" in proc.stdout + proc.stderr
+        assert a.health()["node_id"]
+    # Released when the node stops: the home opens again.
+    async with open_node(cfg(tmp_path, "a")):
+        pass
+
+
+async def test_a_tilde_home_is_the_users_home(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    """e2c769c created a directory named ``~`` in the working directory."""
+    monkeypatch.setenv("HOME", str(tmp_path / "user"))
+    monkeypatch.chdir(tmp_path)
+    async with open_node(NodeConfig(home=Path("~/p2pw"), mdns=False)) as node:
+        assert node.config.home == tmp_path / "user" / "p2pw"
+    assert (tmp_path / "user" / "p2pw" / "node.key").exists()
+    assert not (tmp_path / "~").exists()
+
+
+async def test_a_stopped_node_says_so_instead_of_hanging(tmp_path: Path) -> None:
+    """e2c769c: publish and messages on a stopped node hung for ever, ignoring timeout."""
+    waiting: list[P2PWorldError] = []
+    with trio.move_on_after(20):
+        await _stop_and_call(tmp_path, waiting)
+    assert [e.code for e in waiting] == ["NODE_CLOSED"]
+
+
+async def _stop_and_call(tmp_path: Path, waiting: list[P2PWorldError]) -> None:
+    async with trio.open_nursery() as outside:
+        async with open_node(cfg(tmp_path, "a")) as a:
+            chan = await a.open_channel("general")
+            await a.publish(chan.channel, b"one")
+            cursor = a.messages(chan.channel, after=1)
+
+            async def reader() -> None:
+                try:
+                    await cursor.__anext__()
+                except P2PWorldError as e:
+                    waiting.append(e)
+
+            outside.start_soon(reader)
+            await trio.sleep(0.1)
+    with trio.fail_after(5):
+        for call in (lambda: a.publish(chan.channel, b"two"),
+                     lambda: a.wait_channel("general"), lambda: a.notices(),
+                     lambda: a.open_channel("other"), lambda: a.ack(chan.channel, 1)):
+            with pytest.raises(P2PWorldError) as got:
+                await call()
+            assert got.value.code == "NODE_CLOSED"
+        with pytest.raises(P2PWorldError) as got2:
+            a.messages(chan.channel)
+        assert got2.value.code == "NODE_CLOSED"
+
+
+async def test_open_node_fails_with_one_typed_error_naming_what(tmp_path: Path) -> None:
+    """e2c769c: an ExceptionGroup around a raw OSError without the port, or a gaierror."""
+    async with open_node(cfg(tmp_path, "a")) as a:
+        with pytest.raises(P2PWorldError) as got:
+            async with open_node(cfg(tmp_path, "b", port=a.listen_port)):
+                pass
+        assert got.value.code == "ADDRESS_UNAVAILABLE"
+        assert str(a.listen_port) in got.value.details["address"]
+    with pytest.raises(P2PWorldError) as bad_if:
+        async with open_node(cfg(tmp_path, "c", interfaces=["no-such-if0"])):
+            pass
+    assert bad_if.value.code == "ADDRESS_UNAVAILABLE"
+    # The application's own exception leaves unchanged, not in an ExceptionGroup.
+    with pytest.raises(KeyError, match="mine"):
+        async with open_node(cfg(tmp_path, "d")):
+            raise KeyError("mine")
+
+
+async def test_arguments_are_checked_at_the_api_edge(tmp_path: Path) -> None:
+    """e2c769c: publish("general", ...) gave an AttributeError from deep inside."""
+    async with open_node(cfg(tmp_path, "a")) as a:
+        chan = await a.open_channel("general")
+        for bad in (lambda: a.publish("general", b"x"),  # type: ignore[arg-type]
+                    lambda: a.publish(chan.channel, "text"),  # type: ignore[arg-type]
+                    lambda: a.publish(chan.channel, b"x", durability="sure"),
+                    lambda: a.open_channel(b"bytes"),  # type: ignore[arg-type]
+                    lambda: a.open_channel("~mine")):
+            with pytest.raises(P2PWorldError) as got:
+                await bad()
+            assert got.value.code == "INVALID_ARGUMENT"
+            assert isinstance(got.value, TypeError)
+    with pytest.raises(P2PWorldError) as cfg_err:
+        async with open_node(NodeConfig(home=tmp_path / "b", interfaces="127.0.0.1")):  # type: ignore[arg-type]
+            pass
+    assert cfg_err.value.code == "INVALID_ARGUMENT"
+
+
+async def test_waits_take_a_timeout_and_raise_typed(tmp_path: Path) -> None:
+    """e2c769c: no timeout=, and trio.TooSlowError from the caller's own bound."""
+    async with open_node(cfg(tmp_path, "a")) as a:
+        chan = await a.open_channel("general")
+        for wait in (lambda: a.wait_channel("nope", timeout=0.2),
+                     lambda: a.wait_peers(1, timeout=0.2),
+                     lambda: a.wait_member(bytes(32), timeout=0.2),
+                     lambda: a.wait_compute(chan.channel, "r1", timeout=0.2)):
+            with pytest.raises(P2PWorldError) as got:
+                await wait()
+            assert got.value.code == "WAIT_TIMEOUT" and isinstance(got.value, TimeoutError)
+
+
+async def test_every_interface_is_listened_on_and_names_resolve(tmp_path: Path) -> None:
+    """e2c769c: ``--interface lo`` crashed, and only the first interface was listened on
+    while all were advertised."""
+    async with open_node(cfg(tmp_path, "a", interfaces=["lo", "127.0.0.2"])) as a:
+        assert a.url.startswith("ws://127.0.0.1:")
+        for host in ("127.0.0.1", "127.0.0.2"):
+            url = f"ws://{host}:{a.listen_port}/"
+            async with open_node(cfg(tmp_path, f"p{host[-1]}", peers=[url])) as p:
+                await _bounded(p.wait_peers(1), 20)
+
+
+async def test_a_status_set_by_the_application_stays(tmp_path: Path) -> None:
+    """e2c769c: heartbeat("busy") reverted to online at the next automatic beat."""
+    fast = WorldConfig(heartbeat_ms=200, stale_ms=5_000)
+    async with open_node(cfg(tmp_path, "a", world=fast)) as a, \
+            open_node(cfg(tmp_path, "b", world=fast, peers=[a.url])) as b:
+        await _bounded(b.wait_member(a.node_id), 20)
+        await a.heartbeat("busy")
+        with trio.fail_after(10):
+            while (m := b.member(a.node_id)) is None or m.status != "busy":
+                await trio.sleep(0.05)
+        beats = b.world.stats.hb_new
+        with trio.fail_after(10):
+            while b.world.stats.hb_new < beats + 5:  # several automatic beats later
+                await trio.sleep(0.05)
+        m = b.member(a.node_id)
+        assert m is not None and m.status == "busy"
+        await a.heartbeat("online")
+        with trio.fail_after(10):
+            while (m := b.member(a.node_id)) is None or m.status != "online":
+                await trio.sleep(0.05)
+
+
+async def test_a_channel_named_compute_is_an_ordinary_channel(tmp_path: Path) -> None:
+    """e2c769c: the name made it a compute channel, refusing ordinary payloads."""
+    async with open_node(cfg(tmp_path, "a")) as a:
+        chan = await a.open_channel("compute")
+        r = await a.publish(chan.channel, b"just a message")
+        assert r.seq == 1
+        assert [m.payload for m in await collect(a, chan.channel, 1)] == [b"just a message"]
+        # The node's own compute channel is another one, marked by its policy.
+        ch, _ = await a.request_compute(b"job", needs=("echo",))
+        assert ch != chan.channel and a.hub.record(ch).policy.app == "compute"
+
+
+def test_p2pworld_node_stops_on_ctrl_c_while_stdin_is_an_open_pipe(tmp_path: Path) -> None:
+    """e2c769c: Ctrl-C was ignored while stdin was a pipe nobody wrote to (the read held
+    the exit)."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "p2pworld.cli.main", "node", "--home", str(tmp_path / "a"),
+         "--no-mdns", "--json"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL, text=True, cwd=ROOT)
+    try:
+        assert proc.stdout is not None
+        assert json.loads(proc.stdout.readline())["event"] == "up"
+        proc.send_signal(signal.SIGINT)
+        t0 = time.monotonic()
+        rc = proc.wait(timeout=20)
+        assert rc == 0 and time.monotonic() - t0 < 20
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for f in (proc.stdin, proc.stdout):
+            if f is not None:
+                f.close()
+
+
+async def test_a_workspace_in_any_language_meets_over_mdns(tmp_path: Path) -> None:
+    """e2c769c refused a non-ASCII workspace's TXT record: nobody was ever discovered. A
+    peer of another workspace shows in health() by name."""
+    ws = "équipe-研究"
+    mdns = {"mdns": True, "interfaces": ["127.0.0.1"]}
+    async with open_node(cfg(tmp_path, "a", workspace=ws, **mdns)) as a, \
+            open_node(cfg(tmp_path, "b", workspace=ws, **mdns)) as b, \
+            open_node(cfg(tmp_path, "c", workspace="other", **mdns)):
+        await _bounded(a.wait_peers(1), 30)
+        await _bounded(b.wait_peers(1), 30)
+        with trio.fail_after(30):
+            while "other" not in a.health()["other_workspaces"]:
+                await trio.sleep(0.1)
+
+
+async def _bounded(aw, seconds: float):  # type: ignore[no-untyped-def]
+    """Await ``aw`` within ``seconds`` (the API as it was had no ``timeout=``)."""
+    with trio.fail_after(seconds):
+        return await aw
