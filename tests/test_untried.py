@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -75,14 +76,43 @@ def _node(home: Path, *extra: str) -> subprocess.Popen[str]:
         cwd=ROOT, start_new_session=True)
 
 
-def _until_event(proc: subprocess.Popen[str], pred: Any) -> dict[str, Any]:
+_PENDING: dict[int, bytes] = {}
+"""Bytes read from a node process's stdout past the last whole line, by pid."""
+
+
+def _until_event(proc: subprocess.Popen[str], pred: Any, timeout: float = 60) -> dict[str, Any]:
+    """The next JSON event of ``proc`` that ``pred`` accepts, within ``timeout`` seconds
+    (a bounded read from the raw pipe: a missing event fails the test instead of hanging
+    it, and no line waits unseen in a buffer ``select`` cannot see)."""
     assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    deadline = time.monotonic() + timeout
     while True:
-        line = proc.stdout.readline()
-        assert line, "the node process ended"
-        ev = json.loads(line)
-        if pred(ev):
-            return dict(ev)
+        buf = _PENDING.get(proc.pid, b"")
+        while b"\n" in buf:
+            line, buf = buf.split(b"\n", 1)
+            _PENDING[proc.pid] = buf
+            ev = json.loads(line)
+            if pred(ev):
+                return dict(ev)
+        r, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+        assert r, f"no matching event within {timeout} s"
+        chunk = os.read(fd, 65536)
+        assert chunk, "the node process ended"
+        _PENDING[proc.pid] = buf + chunk
+
+
+def _members(proc: subprocess.Popen[str]) -> dict[str, dict[str, Any]]:
+    """``world`` on a node process: its members by node id."""
+    assert proc.stdin is not None
+    proc.stdin.write("world\n")
+    proc.stdin.flush()
+    got: dict[str, dict[str, Any]] = {}
+    while True:
+        ev = _until_event(proc, lambda e: e["event"] in ("member", "members"))
+        if ev["event"] == "members":
+            return got
+        got[ev["node"]] = ev
 
 
 def _stop(*procs: subprocess.Popen[str]) -> None:
@@ -111,15 +141,9 @@ async def test_presence_forged_by_another_process_is_refused(tmp_path: Path) -> 
         up_a = _until_event(a, lambda e: e["event"] == "up")
         _until_event(b, lambda e: e["event"] == "peer" and e.get("up"))
         assert b.stdin is not None
-        with trio.fail_after(30):
-            while True:  # until b has a's document and heartbeat
-                b.stdin.write("world\n")
-                b.stdin.flush()
-                m = _until_event(b, lambda e: e["event"] == "member" and
-                                 e["node"] in (up_a["node"], up_b["node"]) and
-                                 e["node"] == up_a["node"])
-                if m["state"] == "online":
-                    break
+        with trio.fail_after(60):
+            # Until b has a's document and heartbeat.
+            while _members(b).get(up_a["node"], {}).get("state") != "online":
                 await trio.sleep(0.2)
         victim_key = NodeHome(tmp_path / "a").load().public_key  # what b learned in a's handshake
         attacker = NodeIdentity.from_seeds(bytes([42]) * 32, bytes([142]) * 32,
@@ -145,9 +169,7 @@ async def test_presence_forged_by_another_process_is_refused(tmp_path: Path) -> 
         health = _until_event(b, lambda e: e["event"] == "health")
         refused = health["world"]["refused"]
         assert refused.get("FORGED_UPDATE", 0) >= 2, refused
-        b.stdin.write("world\n")
-        b.stdin.flush()
-        m = _until_event(b, lambda e: e["event"] == "member" and e["node"] == up_a["node"])
+        m = _members(b)[up_a["node"]]
         assert m["state"] == "online" and m["reason"] != "explicit_offline"
     finally:
         _stop(*procs)

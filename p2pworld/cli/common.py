@@ -4,20 +4,18 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import trio
 
 
-async def stdin_lines() -> AsyncIterator[str]:
-    """Lines of stdin, read in a thread the command can walk away from: Ctrl-C (or any
-    cancellation) ends the command at once even while stdin is an open pipe nobody writes
-    to (``trio.wrap_file`` waits for its thread, so the read would hold the exit)."""
-    while True:
-        line = await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
-        if not line:
-            return
-        yield line
+async def stdin_line() -> str:
+    """The next line of stdin ("" at its end), read in a thread the command can walk away
+    from: Ctrl-C (or any cancellation) ends the command at once even while stdin is an open
+    pipe nobody writes to (``trio.wrap_file`` waits for its thread, so the read would hold
+    the exit). A function, not an async generator: a generator left suspended in a read when
+    its command is cancelled is finalized later, outside trio."""
+    return await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
 
 
 def run_until_interrupted(run: Callable[[argparse.Namespace], Awaitable[int]],

@@ -14,7 +14,7 @@ from pathlib import Path
 import trio
 
 from p2pworld.auth.service import OPERATOR_FILE, open_control
-from p2pworld.cli.common import run_until_interrupted, stdin_lines
+from p2pworld.cli.common import run_until_interrupted, stdin_line
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -45,7 +45,7 @@ async def run(args: argparse.Namespace) -> int:
         print(json.dumps(info) if args.json else
               f"control service for {info['org']} at {server.url}; operator credential in "
               f"{info['operator_token_file']}", flush=True)
-        async for line in stdin_lines():
+        while line := await stdin_line():
             if line.strip() == "quit":
                 break
             if line.strip() == "stats":

@@ -27,7 +27,7 @@ from typing import Any
 
 import trio
 
-from p2pworld.cli.common import run_until_interrupted, stdin_lines
+from p2pworld.cli.common import run_until_interrupted, stdin_line
 from p2pworld.errors import P2PWorldError
 from p2pworld.home import default_home
 from p2pworld.identity import short_id
@@ -128,7 +128,7 @@ async def _notices(node: Node, out: _Out) -> None:
 
 @task("node")
 async def _commands(node: Node, sup: Supervisor, out: _Out) -> None:
-    async for line in stdin_lines():
+    while line := await stdin_line():
         parts = line.strip().split(maxsplit=2)
         if not parts:
             continue
@@ -162,12 +162,14 @@ async def _commands(node: Node, sup: Supervisor, out: _Out) -> None:
                     f"refused={a['refused']} refreshes={a['refreshes']} "
                     f"failures={a['refresh_failures']}", **a)
             elif cmd == "world":
-                for m in node.members():
+                members = node.members()
+                for m in members:
                     tools = ",".join(m.caps.tools) if m.caps else ""
                     out("member", f"{m.node_id.hex()[:8]} {m.state} "
                         f"{m.info.device if m.info else ''} tools={tools}",
                         node=m.node_id.hex(), state=m.state, reason=m.reason,
                         device=m.info.device if m.info else None, tools=tools)
+                out("members", f"{len(members)} members", count=len(members))
             elif cmd == "channels":
                 for c in node.health()["channels"]:
                     out("channel", f"{c['name']} {c['channel'][:8]} {c['role']} "

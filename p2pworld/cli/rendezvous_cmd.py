@@ -14,7 +14,7 @@ import sys
 import trio
 
 from discovery.rendezvous_server import serve_rendezvous
-from p2pworld.cli.common import run_until_interrupted, stdin_lines
+from p2pworld.cli.common import run_until_interrupted, stdin_line
 from p2pworld.scopes import start_in
 
 
@@ -39,7 +39,7 @@ async def run(args: argparse.Namespace) -> int:
     async with trio.open_nursery() as nursery:
         server = await start_in(nursery, serve_rendezvous, host.strip("[]"), int(port))
         _emit(args.json, "up", f"rendezvous listening on {server.url}", url=server.url)
-        async for line in stdin_lines():
+        while line := await stdin_line():
             cmd = line.strip()
             if cmd == "quit":
                 break
