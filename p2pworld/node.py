@@ -58,6 +58,7 @@ from p2pworld.errors import (
     RendezvousClosed,
     RendezvousUnreachable,
     SessionClosed,
+    StoreCorrupt,
     StoreFull,
     Unauthorized,
     WaitTimeout,
@@ -84,7 +85,6 @@ from p2pworld.log.store import (
     StoreOp,
     durable_op,
     restore_outbox,
-    truncate_torn_tails,
 )
 from p2pworld.nostr.event import Event as NostrEvent
 from p2pworld.nostr.lane import NostrPipe
@@ -1002,6 +1002,9 @@ class Node:
                 "auth": auth, "transport": transport,
                 "scopes": {k: dict(v) for k, v in self.scope_stats.items()},
                 "other_workspaces": dict(self.other_workspaces),
+                "quarantined": {ch.hex(): {"code": e.code, "message": e.message,
+                                           "seq": e.details.get("seq")}
+                                for ch, e in sorted(self.hub.quarantined.items())},
                 "errors": {**self.errors, **self.hub.errors}}
 
     # --- effects ----------------------------------------------------------------------------
@@ -2097,6 +2100,20 @@ def _checked(config: NodeConfig) -> NodeConfig:
     return dataclasses.replace(config, home=Path(config.home).expanduser())
 
 
+def _log_store(home: NodeHome) -> LogStore:
+    """The home's channel log. A home that has run before (its world store exists: it is
+    created after the log, on the first start) whose log is missing or empty lost every
+    acknowledged entry: refused, typed, instead of starting over with an empty log."""
+    path = home.path / "log.db"
+    world = home.path / "world.db"
+    empty = not path.exists() or path.stat().st_size == 0
+    if empty and world.exists() and world.stat().st_size > 0:
+        raise StoreCorrupt(f"{path} is missing or empty, but this home has run before "
+                           f"({world} exists): restore the log, or start a fresh home",
+                           path=str(path))
+    return LogStore(path)
+
+
 @asynccontextmanager
 async def _open_node(config: NodeConfig, identity: NodeIdentity | None, home: NodeHome
                      ) -> AsyncIterator[Node]:
@@ -2112,7 +2129,7 @@ async def _open_node(config: NodeConfig, identity: NodeIdentity | None, home: No
             raise Unauthorized("auth is on but this node has no token (set control or token)")
         TokenBook(auth).learn(token, now=time.time(), node_key=ident.public_key,
                               nostr_pubkey=ident.nostr.public)
-    store = LogStore(home.path / "log.db")
+    store = _log_store(home)
     world_store: WorldStore | None = None
     caller: list[BaseException] = []
     node_ref: list[Node] = []
@@ -2120,10 +2137,10 @@ async def _open_node(config: NodeConfig, identity: NodeIdentity | None, home: No
         world_store = WorldStore(home.path / "world.db")
         incarnation = world_store.bump_incarnation()
         world_records = world_store.load()
-        # StoreCorrupt surfaces here, before anything runs.
-        loaded = store.load_channels()
+        # Damage to the file surfaces here as StoreCorrupt naming it, before anything runs;
+        # a damaged channel is quarantined and the others are served.
+        loaded = store.load_channels(quarantine=True)
         cursors = store.load_cursors()
-        truncate_torn_tails(store, loaded)
         async with _one_error(caller), trio.open_nursery() as nursery:
             node = Node(config, ident, store, nursery, world_store=world_store,
                         incarnation=incarnation, world_records=world_records, auth=auth,
@@ -2134,8 +2151,12 @@ async def _open_node(config: NodeConfig, identity: NodeIdentity | None, home: No
                 node.hub.load(c.record, c.epochs, c.base, c.entries)
                 node._loaded_heads[c.record.channel] = node.hub.log(c.record.channel).seq
                 node._durable[c.record.channel] = node._loaded_heads[c.record.channel]
+            for ch, err in sorted(store.quarantined.items()):
+                node.hub.quarantine(ch, err)
+                node._notice(Notice(ch, err, scope="channel", subject=ch.hex()))
             for cp in cursors:
-                node.hub.load_cursor(cp)
+                if cp.channel not in store.quarantined:
+                    node.hub.load_cursor(cp)
             for n in restore_outbox(store, node.hub):
                 node._notice(n)
             await node._serve()

@@ -24,7 +24,7 @@ from simulations.scenarios import EXTRA, NOT_YET, SCENARIOS
 
 REACHED = ("partition", "loss", "duplication", "reorder", "crash", "clock_jump",
            "control_outage", "relay_outage", "handoff", "conflict", "duplicate_submit",
-           "checkpoint_too_old", "token_refresh_during_partition", "fork", "torn_tail",
+           "checkpoint_too_old", "token_refresh_during_partition", "fork",
            "forged_entry", "forged_presence", "world_restart", "token_expired_refusal",
            "session_refused", "compute_offer", "compute_contention",
            "compute_grab", "nostr_lane", "lane_returned", "relay_drop", "relay_rate_limited",

@@ -140,7 +140,7 @@ def sequencer_crash_and_handoff(seed: int) -> Result:
     sim, ch, authority = _setup(seed)
     _traffic(sim, ch, seconds=4)
     sim.run(0.8)
-    sim.crash("n0", torn=sim.rng.random() < 0.5)
+    sim.crash("n0")
     sim.run(0.5)
     if sim.rng.random() < 0.5:
         # The sequencer comes back; later it hands the channel off as planned.
@@ -205,7 +205,7 @@ def churn(seed: int) -> Result:
     for _ in range(4):
         sim.run(0.6 + sim.rng.random() * 0.4)
         victim = sim.rng.choice(["n1", "n2", "n3"])
-        sim.crash(victim, torn=sim.rng.random() < 0.3)
+        sim.crash(victim)
         sim.run(0.3 + sim.rng.random() * 0.5)
         sim.restart(victim)
     _forge(sim, ch)
@@ -215,7 +215,7 @@ def churn(seed: int) -> Result:
 
 
 def swarm(seed: int) -> Result:
-    """Every fault at random: loss, partitions, crashes (torn tails), clock jumps, handoff,
+    """Every fault at random: loss, partitions, crashes, clock jumps, handoff,
     relay outages and misbehaving relays under the Nostr fallback lane."""
     sim, ch, authority = _setup(seed, policy=ChannelPolicy(replication=1, nostr_fallback=True),
                                 nostr=True)
@@ -239,7 +239,7 @@ def swarm(seed: int) -> Result:
             sim.heal()
         elif roll < 0.5:
             v = sim.rng.choice(names[1:])
-            sim.crash(v, torn=sim.rng.random() < 0.3)
+            sim.crash(v)
             sim.run(0.3)
             sim.restart(v)
         elif roll < 0.65:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from p2pworld import codec
 from p2pworld.identity import Ed25519Signer
-from p2pworld.log.hub import ChannelHub, OutboxDone, OutboxPut, Persist, SaveCursor, Send
-from p2pworld.log.store import Write
+from p2pworld.log.hub import ChannelHub, Send
+from p2pworld.log.store import durable_op
 from p2pworld.testing import MemoryLogStore
 from p2pworld.wire import decode_message, encode_message
 
@@ -46,15 +45,10 @@ def run(hubs: dict[str, ChannelHub], initial: list[tuple[str, Any]],
 
 
 def apply_durable(store: MemoryLogStore, e: Any) -> None:
-    if isinstance(e, Persist):
-        store.write([Write(record=e.record, epochs=e.epochs, entries=e.entries, base=e.base,
-                           floor=e.floor, truncate_after=e.truncate_after)])
-    elif isinstance(e, SaveCursor):
-        store.save_cursor(e.checkpoint.channel, codec.encode_frame(e.checkpoint.to_wire()))
-    elif isinstance(e, OutboxPut):
-        store.outbox_put(e.submission, e.want)
-    elif isinstance(e, OutboxDone):
-        store.outbox_done(e.channel, e.idem_key)
+    """Apply one durable effect as the node does (:func:`~p2pworld.log.store.durable_op`)."""
+    op = durable_op(e)
+    if op is not None:
+        store.apply([op])
 
 
 def restore(signer: Ed25519Signer, store: MemoryLogStore, n: int,

@@ -1,5 +1,5 @@
 """Durability: acks leave only after fsync, kill -9 loses no acknowledged entry, corrupted
-log files are truncated at a torn tail or refused, never served."""
+log files are refused, never served (not even as a shorter log)."""
 
 from __future__ import annotations
 
@@ -191,7 +191,7 @@ def _entries(path: Path) -> list[bytes]:
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(data=st.data())
-def test_corrupted_log_files_are_refused_or_truncated_never_served(
+def test_corrupted_log_files_are_refused_never_served(
         sample_log: Path, tmp_path: Path, data: st.DataObject) -> None:
     original = _entries(sample_log)
     raw = bytearray(sample_log.read_bytes())
@@ -201,17 +201,16 @@ def test_corrupted_log_files_are_refused_or_truncated_never_served(
     bad = tmp_path / f"bad-{os.getpid()}-{data.draw(st.integers(0, 10**9))}.db"
     bad.write_bytes(bytes(raw))
     rc, report = log_verify(bad)
-    if rc == 0:
-        # log verify vouches only for the original entries (or a prefix of them).
-        n = report["entries"]
-        assert n <= len(original)
-        assert n == 0 or report["head_hash"] == original[n - 1].hex()
     try:
         got = _entries(bad)
     except (StoreCorrupt, UnsupportedVersion):
+        assert rc == 1  # log verify refuses what the node refuses
         return
-    # Served only if it is the original log or a prefix of it (a truncated torn tail).
-    assert got == original[: len(got)]
+    # Served only whole: never a prefix (sqlite commits are atomic, so a shorter log is
+    # damage), and log verify vouches for exactly the same.
+    assert got == original
+    assert rc == 0 and report["entries"] == len(original)
+    assert report["head_hash"] == original[-1].hex()
     bad.unlink()
 
 
@@ -248,7 +247,7 @@ def test_log_verify_accepts_real_logs_and_rejects_tampering(sample_log: Path,
             _entries(bad)
 
 
-def test_torn_tail_is_truncated_and_other_damage_refused(tmp_path: Path) -> None:
+def test_an_undecodable_last_row_is_damage_not_a_torn_write(tmp_path: Path) -> None:
     def make(store: MemoryLogStore) -> bytes:
         from p2pworld.identity import Ed25519Signer
         from p2pworld.log.entry import ChannelRecord, Submission
@@ -265,10 +264,13 @@ def test_torn_tail_is_truncated_and_other_damage_refused(tmp_path: Path) -> None
 
     store = MemoryLogStore()
     ch = make(store)
+    # sqlite commits are atomic and acks leave after the commit: a half-written last row
+    # cannot come from a crash, and dropping it would drop an acknowledged entry.
     torn = store.crash()
-    torn.tear_tail(ch)
-    (c,) = torn.load_channels()
-    assert c.torn and len(c.entries) == 5
+    h, body = torn.channels[ch].rows[5]
+    torn.channels[ch].rows[5] = (h, body[: len(body) // 2])
+    with pytest.raises(StoreCorrupt, match="entry 5 unreadable"):
+        torn.load_channels()
     damaged = store.crash()
     row = damaged.channels[ch].rows[3]
     damaged.channels[ch].rows[3] = (row[0], row[1][:-5] + b"\x00" * 5)

@@ -94,7 +94,7 @@ async def test_restart_keeps_the_log_and_resumes_from_the_cursor(tmp_path: Path)
             assert r.seq == 16
 
 
-async def test_corrupt_store_is_refused(tmp_path: Path) -> None:
+async def test_a_corrupt_channel_is_quarantined_not_served(tmp_path: Path) -> None:
     async with open_node(cfg(tmp_path, "a")) as a:
         chan = await a.open_channel("general")
         for i in range(3):
@@ -103,9 +103,10 @@ async def test_corrupt_store_is_refused(tmp_path: Path) -> None:
     store.db.execute("UPDATE entries SET body = ? WHERE seq = 2",
                      (store.db.execute("SELECT body FROM entries WHERE seq = 3").fetchone()[0],))
     store.close()
-    with pytest.raises(StoreCorrupt):
-        async with open_node(cfg(tmp_path, "a")):
-            pass
+    async with open_node(cfg(tmp_path, "a")) as a:
+        assert a.health()["quarantined"][chan.channel.hex()]["seq"] == 2
+        with pytest.raises(StoreCorrupt):
+            a.head(chan.channel)
 
 
 async def test_mdns_on_loopback_finds_peers_and_ignores_other_workspaces(tmp_path: Path) -> None:

@@ -50,11 +50,14 @@ def test_lost_write_catches_an_ack_before_fsync(monkeypatch: pytest.MonkeyPatch)
     real = MemoryLogStore.crash
 
     def page_cache_lost(self: MemoryLogStore) -> MemoryLogStore:
-        # Acks went out before the data was durable: a crash loses the last few entries.
+        # Acks went out before the data was durable: a crash loses the last few commits
+        # (their entries and the head stored with them).
         out = real(self)
         for c in out.channels.values():
             for seq in sorted(c.rows)[-3:]:
                 del c.rows[seq]
+            top = max(c.rows, default=None)
+            c.head = (top, c.rows[top][0], None) if top is not None else (c.floor, None, None)
         return out
 
     monkeypatch.setattr(MemoryLogStore, "crash", page_cache_lost)

@@ -1,4 +1,15 @@
-"""``p2pworld log verify PATH``: check a stored channel log offline."""
+"""``p2pworld log verify PATH`` and ``p2pworld log repair PATH``: a node's channel log offline.
+
+``verify`` opens the file read-only and takes no lock (it may run beside the node); it runs
+exactly what the node runs on open (:class:`~p2pworld.log.store.LogStore` with
+``read_only=True``: sqlite's ``quick_check``, then
+:func:`~p2pworld.log.verify.check_channel` on every channel, and ``integrity_check`` where a
+channel looks damaged), so the two never disagree about a file.
+``repair`` needs the node stopped (it takes the home's lock): it rebuilds the indexes
+(``REINDEX``), which is what index damage needs, and verifies again. ``--drop-channel``
+deletes one damaged channel's rows, so the node takes the channel from its peers again; a
+channel this node sequences is better recovered onto a replica (``docs/guarantees.md``, storage).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +17,12 @@ import argparse
 import json
 import sqlite3
 import sys
+from pathlib import Path
+from typing import Any
 
-from p2pworld.log.verify import verify_rows
+from p2pworld.errors import IdentityError, P2PWorldError
+from p2pworld.home import NodeHome
+from p2pworld.log.store import LogStore, sqlite_check
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -18,38 +33,37 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     v.add_argument("--genesis", default=None, help="pin the channel's genesis hash (hex)")
     v.add_argument("--json", action="store_true", help="print one JSON object")
     v.set_defaults(func=verify)
+    r = sub.add_parser("repair", help="rebuild a stopped node's log.db indexes, then verify")
+    r.add_argument("path", help="a node's log.db (sqlite); its node must be stopped")
+    r.add_argument("--drop-channel", default=None, metavar="HEX",
+                   help="delete this channel's rows (taken again from peers on next start)")
+    r.add_argument("--json", action="store_true", help="print one JSON object")
+    r.set_defaults(func=repair)
 
 
 def verify(args: argparse.Namespace) -> int:
     try:
-        db = sqlite3.connect(f"file:{args.path}?mode=ro", uri=True)
-    except sqlite3.Error as err:
-        return _fail(args, f"not a readable p2pworld log: {err}")
+        store = LogStore(Path(args.path).expanduser(), read_only=True)
+    except P2PWorldError as err:
+        return _fail(args, err.message)
     try:
-        return _verify(args, db)
+        try:
+            store.load_channels(quarantine=True)
+        except P2PWorldError as err:
+            return _fail(args, err.message)
+        reports = store.reports
     finally:
-        db.close()  # on every path (Python 3.13 warns about an unclosed connection)
-
-
-def _verify(args: argparse.Namespace, db: sqlite3.Connection) -> int:
-    try:
-        rows = db.execute("SELECT ch, record, epochs, base, floor FROM channels").fetchall()
-    except (sqlite3.DatabaseError, UnicodeDecodeError) as err:
-        return _fail(args, f"not a readable p2pworld log: {err}")
+        store.close()  # on every path (Python 3.13 warns about an unclosed connection)
     if args.channel:
-        rows = [r for r in rows if bytes(r[0]).hex() == args.channel]
-    if len(rows) != 1:
-        names = [bytes(r[0]).hex() for r in rows]
-        return _fail(args, f"choose one channel with --channel: {names}")
-    ch, record, epochs, base, floor = rows[0]
-    try:
-        ents = db.execute("SELECT seq, hash, body FROM entries WHERE ch=? ORDER BY seq",
-                          (ch,)).fetchall()
-    except (sqlite3.DatabaseError, UnicodeDecodeError) as err2:
-        return _fail(args, f"entries unreadable: {err2}")
-    genesis = bytes.fromhex(args.genesis) if args.genesis else None
-    out = verify_rows(record, epochs, base, floor, ents, genesis=genesis)
-    ok = out["chain_ok"] and out["signatures_ok"] and out["genesis_ok"] is not False
+        reports = {ch: r for ch, r in reports.items() if ch.hex() == args.channel}
+    if len(reports) != 1:
+        return _fail(args, f"choose one channel with --channel: {[c.hex() for c in reports]}")
+    (out,) = reports.values()
+    if args.genesis:
+        out["genesis_ok"] = out.get("genesis_hash") == args.genesis
+        if not out["genesis_ok"]:
+            out["errors"].append("record does not match the pinned genesis hash")
+    ok = not out["errors"]
     if args.json:
         print(json.dumps(out, indent=2))
     else:
@@ -60,10 +74,72 @@ def _verify(args: argparse.Namespace, db: sqlite3.Connection) -> int:
     return 0 if ok else 1
 
 
+def repair(args: argparse.Namespace) -> int:
+    path = Path(args.path).expanduser()
+    if not path.is_file():
+        return _fail(args, f"{path}: no such file")
+    home = NodeHome(path.parent)
+    try:
+        home.lock()
+    except IdentityError as err:
+        return _fail(args, f"{err.message} (stop the node first)")
+    try:
+        return _repair(args, path)
+    finally:
+        home.unlock()
+
+
+def _repair(args: argparse.Namespace, path: Path) -> int:
+    report: dict[str, Any] = {"path": str(path), "reindexed": False, "dropped": None,
+                              "sqlite": None, "channels": {}}
+    try:
+        db = sqlite3.connect(path, isolation_level=None)
+    except sqlite3.Error as err:
+        return _fail(args, f"cannot open: {err}")
+    try:
+        db.execute("REINDEX")
+        report["reindexed"] = True
+        if args.drop_channel:
+            ch = bytes.fromhex(args.drop_channel)
+            with db:
+                db.execute("BEGIN IMMEDIATE")
+                for table in ("entries", "channels", "cursors"):
+                    db.execute(f"DELETE FROM {table} WHERE ch=?", (ch,))
+            report["dropped"] = args.drop_channel
+        report["sqlite"] = sqlite_check(db, full=True) or "ok"
+    except sqlite3.Error as err:
+        report["sqlite"] = f"{err}"
+    finally:
+        db.close()
+    ok = report["sqlite"] == "ok"
+    if ok:
+        try:
+            store = LogStore(path)
+        except P2PWorldError as err:
+            report["sqlite"] = err.message
+            ok = False
+        else:
+            try:
+                store.load_channels(quarantine=True)
+                report["channels"] = {ch.hex(): e.message
+                                      for ch, e in store.quarantined.items()}
+                ok = not store.quarantined
+            finally:
+                store.close()
+    if args.json:
+        print(json.dumps({**report, "ok": ok}, indent=2))
+    else:
+        print(f"{'OK' if ok else 'FAILED'}: indexes rebuilt: {report['reindexed']}, "
+              f"sqlite: {report['sqlite']}")
+        for ch, problem in report["channels"].items():
+            print(f"  channel {ch} still damaged: {problem} (--drop-channel {ch} deletes it)")
+    return 0 if ok else 1
+
+
 def _fail(args: argparse.Namespace, message: str) -> int:
     if args.json:
         print(json.dumps({"entries": 0, "chain_ok": False, "signatures_ok": False,
                           "head_hash": None, "state_hash": None, "errors": [message]}))
     else:
-        print(f"p2pworld log verify: {message}", file=sys.stderr)
+        print(f"p2pworld log {args.log_command}: {message}", file=sys.stderr)
     return 1

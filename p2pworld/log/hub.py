@@ -57,12 +57,13 @@ from p2pworld.log.entry import (
     ChannelPolicy,
     ChannelRecord,
     Entry,
+    SignedHead,
     Submission,
     sign_batch,
 )
 from p2pworld.log.replica import Replica
 from p2pworld.log.sequencer import ChannelLog, Sequencer
-from p2pworld.log.state import ChannelState, EpochChange, ctl_payload
+from p2pworld.log.state import ChannelState, EpochChange, Snapshot, ctl_payload
 from p2pworld.wire import (
     Ack,
     ChannelAnnounce,
@@ -151,6 +152,11 @@ class Persist:
     base: bytes | None = None
     floor: int = 0
     truncate_after: int | None = None
+    snapshot: Snapshot | None = None
+    """The sequencer's signature over ``base`` (stored with it and checked on every open)."""
+    head: SignedHead | None = None
+    """The sequencer's signature over the head these entries end at (stored with the commit
+    and checked against the last row on every open)."""
 
 
 @dataclass(frozen=True)
@@ -330,6 +336,9 @@ class ChannelHub:
         self.seen_head: dict[bytes, int] = {}  # channel -> highest signed head seen
         self.channel_errors: dict[bytes, str] = {}
         self.read_only: P2PWorldError | None = None
+        self.quarantined: dict[bytes, P2PWorldError] = {}
+        """Channels whose stored copy is damaged (:meth:`quarantine`): not served, not
+        taken from peers, refused to the application with their error."""
         """Set while this node's disk is full (:class:`~p2pworld.errors.StoreFull`): it
         refuses what it would have to persist before acknowledging (publishes on channels it
         sequences, entries as a replica, checkpoints); reads and remote publishes go on."""
@@ -449,11 +458,21 @@ class ChannelHub:
 
     # --- queries ----------------------------------------------------------------------------
 
+    def quarantine(self, channel: bytes, error: P2PWorldError) -> None:
+        """Set a channel aside whose stored copy is damaged (the store found it on open): it
+        is neither served nor taken from peers, and every call on it raises ``error``."""
+        self.quarantined[channel] = error
+        self.own.pop(channel, None)
+        self.replicas.pop(channel, None)
+        self.route.pop(channel, None)
+
     def log(self, channel: bytes) -> ChannelLog:
         if channel in self.own:
             return self.own[channel].seqr
         r = self.replicas.get(channel)
         if r is None:
+            if channel in self.quarantined:
+                raise self.quarantined[channel]
             raise UnknownChannel(f"unknown channel {channel.hex()}")
         return r
 
@@ -502,6 +521,8 @@ class ChannelHub:
                                    authority_key=authority_key)
         if rec.channel in self.own or rec.channel in self.replicas:
             return self.record(rec.channel), []
+        if rec.channel in self.quarantined:
+            raise self.quarantined[rec.channel]
         seqr = Sequencer.create(rec, self.signer)
         self.own[rec.channel] = _Own(seqr)
         self.route[rec.channel] = seqr.state.sequencer_key
@@ -887,10 +908,12 @@ class ChannelHub:
             new = seqr.take_unsynced()
             dropped = seqr.compact()
             if new or dropped:
+                snap = seqr.snapshot() if dropped and seqr.base else None
                 fx.append(Persist(record=seqr.record, epochs=tuple(seqr.state.epochs),
                                   entries=tuple(new),
-                                  base=seqr.base.encode() if dropped and seqr.base else None,
-                                  floor=seqr.floor))
+                                  base=snap.state if snap else None, snapshot=snap,
+                                  floor=seqr.floor,
+                                  head=seqr.signed_head() if new else None))
             if new:
                 fx.append(Delivered(ch, tuple(new)))
             for waiter, res in own.acks:
@@ -1009,6 +1032,10 @@ class ChannelHub:
             self.channel_errors[channel] = code
 
     def _receive(self, peer: bytes, msg: Message, now_ms: int) -> list[Effect]:
+        if self.quarantined and _channel_of(msg) in self.quarantined:
+            # Its rows on disk are damaged: writing anything for it would build on them.
+            self.errors["QUARANTINED"] = self.errors.get("QUARANTINED", 0) + 1
+            return []
         if isinstance(msg, ChannelAnnounce):
             ch = msg.record.channel
             if ch not in self.own and ch not in self.replicas:
@@ -1169,7 +1196,9 @@ class ChannelHub:
         if not new:
             return []
         ch = r.channel
-        return [Persist(record=r.record, epochs=tuple(r.state.epochs), entries=tuple(new)),
+        head = msg.head if (msg.head.seq, msg.head.head_hash) == (r.seq, r.head_hash) else None
+        return [Persist(record=r.record, epochs=tuple(r.state.epochs), entries=tuple(new),
+                        head=head),
                 Delivered(ch, tuple(new)),
                 Send(peer, Stored(ch, r.state.epoch, r.seq, r.head_hash))]
 
@@ -1181,7 +1210,7 @@ class ChannelHub:
         self.replicas[msg.channel] = fresh
         st = fresh.state
         return [Persist(record=st.record, epochs=tuple(st.epochs), base=st.encode(),
-                        floor=st.seq, truncate_after=0),
+                        floor=st.seq, truncate_after=0, snapshot=msg.snapshot),
                 Notice(msg.channel, CheckpointTooOld(
                     "cursor was older than retention; resumed from a snapshot",
                     snapshot_seq=st.seq))]
@@ -1233,3 +1262,17 @@ def _nonce(rng: random.Random) -> bytes:
 
 
 __all__ = ["ChannelHub", "Checkpoint", "PublishResult", "ChannelError", "Effect"]
+
+
+def _channel_of(msg: Message) -> bytes | None:
+    """The channel a message is about (None: it is about none)."""
+    if isinstance(msg, ChannelAnnounce):
+        return msg.record.channel
+    if isinstance(msg, Entries):
+        return msg.head.channel
+    if isinstance(msg, EpochMsg):
+        return msg.change.channel
+    if isinstance(msg, Submit):
+        return None  # answered as for any channel this node does not hold (a typed Nack)
+    ch = getattr(msg, "channel", None)
+    return ch if isinstance(ch, bytes) else None

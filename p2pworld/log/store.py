@@ -4,23 +4,33 @@ The store is driven by a shell, never by a core: cores return
 :class:`~p2pworld.log.hub.Persist` (and cursor/outbox/fork) effects and the shell applies them;
 each call commits, and so fsyncs the WAL, before it returns. Acks are released only after that.
 
-Schema, format 3 (``docs/protocol.md`` §7)::
+Schema, format 4 (``docs/protocol.md`` §7)::
 
-    meta(key TEXT PRIMARY KEY, value)                  -- 'format' = 3
-    channels(ch BLOB PRIMARY KEY, record BLOB, epochs BLOB, base BLOB, floor INTEGER)
+    meta(key TEXT PRIMARY KEY, value)                  -- 'format' = 4
+    channels(ch BLOB PRIMARY KEY, record BLOB, epochs BLOB, base BLOB, floor INTEGER,
+             base_proof BLOB, head_seq INTEGER, head_hash BLOB, head_sig BLOB)
     entries(ch BLOB, seq INTEGER, hash BLOB, body BLOB, PRIMARY KEY (ch, seq))
     cursors(ch BLOB PRIMARY KEY, body BLOB)            -- ack_message checkpoints
     outbox(ch BLOB, key BLOB, body BLOB, want TEXT, PRIMARY KEY (ch, key))
     forks(ch BLOB, seq INTEGER, held BLOB, other BLOB)   -- proof, kept forever
+    outbox_aside(ch BLOB, key BLOB, body BLOB, want TEXT, reason TEXT)
 
-Format 2 (entries without writer batch proofs) is migrated in place: its rows are valid format
-3 rows, only the version changes, so an older build refuses the store afterwards instead of
-misreading a batch proof. Format 1 (pre-release: no epochs, no retention) is refused with a
-clear message. On open every chain is
-re-verified from the stored base state. A last row that is incomplete (a torn write) is
-truncated; anything else that fails (a row that decodes but breaks the hash chain, a bad
-signature, an unreadable row before the last) is :class:`StoreCorrupt` naming the channel and
-seq, and nothing is served. sqlite's own damage reports become ``StoreCorrupt`` too.
+Every commit stores the channel's head with it (``head_seq``, ``head_hash``, and the
+sequencer's signature over it when the commit came with one), and a retention base with its
+digest and the sequencer's snapshot signature. On open every chain is re-verified from its
+base by :func:`~p2pworld.log.verify.check_channel`, the walker ``p2pworld log verify`` runs
+too: a row that does not decode (the last one included: commits are atomic), a broken chain,
+a base that does not match its proof, or rows that end before the stored head are damage. A
+damaged channel is reported as :class:`StoreCorrupt` naming the channel and seq: the node
+quarantines that channel and serves the others (``load_channels(quarantine=True)``). Damage
+to the file itself (sqlite's own ``quick_check`` on every open, and ``integrity_check``, which
+also compares every index with its table, whenever a channel looks damaged) refuses the whole
+file with a ``StoreCorrupt`` naming it; ``p2pworld log repair`` rebuilds the indexes and
+verifies again.
+
+Formats 2 and 3 are migrated in place (their rows are valid format 4 rows; the head is taken
+from the last row and an existing base gets its digest, unsigned, at migration). Format 1
+(pre-release: no epochs, no retention) is refused with a clear message.
 
 Example:
     >>> import tempfile, pathlib
@@ -39,8 +49,14 @@ from pathlib import Path
 from typing import Any
 
 from p2pworld import codec
-from p2pworld.errors import DecodeError, P2PWorldError, StoreCorrupt, UnsupportedVersion
-from p2pworld.log.entry import MAX_ENTRY_BYTES, ChannelRecord, Entry, Submission
+from p2pworld.errors import (
+    DecodeError,
+    P2PWorldError,
+    StoreCorrupt,
+    StoreError,
+    UnsupportedVersion,
+)
+from p2pworld.log.entry import MAX_ENTRY_BYTES, Entry, Submission
 from p2pworld.log.hub import (
     ChannelHub,
     Checkpoint,
@@ -51,21 +67,23 @@ from p2pworld.log.hub import (
     RecordFork,
     SaveCursor,
 )
-from p2pworld.log.state import ChannelState, EpochChange
+from p2pworld.log.state import ChannelState
+from p2pworld.log.verify import (
+    ChannelCheck,
+    ChannelRow,
+    StoredChannel,
+    base_proof,
+    check_channel,
+)
 from p2pworld.storage import store_failure
 
-STORE_FORMAT = 3
+STORE_FORMAT = 4
 
+__all__ = ["LogStore", "StoredChannel", "Write", "CursorWrite", "OutboxWrite", "ForkWrite",
+           "durable_op", "restore_outbox", "decode_channel", "written_rows", "sqlite_check",
+           "STORE_FORMAT"]
 
-@dataclass
-class StoredChannel:
-    record: ChannelRecord
-    epochs: list[EpochChange]
-    base: ChannelState
-    entries: list[Entry]
-    torn: bool = False
-    """The last row was incomplete (a torn write) and was left out. It was never
-    acknowledged: acks are sent only after a write completes."""
+REPAIR_HINT = "run `p2pworld log repair` on it (rebuilds the indexes, then verifies)"
 
 
 Write = Persist
@@ -114,19 +132,77 @@ def durable_op(e: object) -> StoreOp | None:
     return None
 
 
-class LogStore:
-    """All channel logs of one node, in one sqlite file."""
+def written_rows(w: Write, floor: int) -> tuple[list[Entry], bytes | None]:
+    """What one :class:`Write` puts into a channel whose floor is ``floor`` (after the write):
+    the entries above the floor (a burst larger than retention in one commit drops its own
+    oldest entries, never rows the floor has passed), and the base proof when the write moves
+    the base. Shared by every store implementation."""
+    entries = [e for e in w.entries if e.seq > floor]
+    proof = None
+    if w.base is not None and (w.floor > 0 or w.snapshot is not None):
+        digest = (w.snapshot.state_hash if w.snapshot is not None
+                  else ChannelState.decode(w.base).state_hash())
+        proof = base_proof(w.snapshot, digest)
+    return entries, proof
 
-    def __init__(self, path: Path | str) -> None:
+
+def head_signature(w: Write, last: Entry | None) -> bytes | None:
+    """The signed head to store with a write that ends at ``last`` (None: it came without one,
+    or the one it came with is not at ``last``)."""
+    h = w.head
+    if h is None or last is None or (h.seq, h.head_hash) != (last.seq, last.hash):
+        return None
+    return codec.encode_frame(h.to_wire())
+
+
+def sqlite_check(db: sqlite3.Connection, *, full: bool) -> str | None:
+    """sqlite's own check of the file (``integrity_check`` when ``full``, else the cheaper
+    ``quick_check``, which does not compare indexes with their tables); None when it passes,
+    else its first finding."""
+    pragma = "integrity_check" if full else "quick_check"
+    rows = db.execute(f"PRAGMA {pragma}(20)").fetchall()
+    if rows == [("ok",)]:
+        return None
+    return "; ".join(str(r[0]) for r in rows)[:500]
+
+
+class LogStore:
+    """All channel logs of one node, in one sqlite file.
+
+    Opening runs sqlite's ``quick_check`` (damage to the file refuses it, typed, naming it);
+    :meth:`load_channels` then checks every channel. ``read_only`` opens without writing
+    anything (no migration, no lock needed): what ``p2pworld log verify`` uses, so the node
+    and the operator's check run the same code. ``quarantined`` holds the channels
+    :meth:`load_channels` found damaged (with ``quarantine=True``), ``reports`` what the check
+    found for each channel."""
+
+    def __init__(self, path: Path | str, *, read_only: bool = False) -> None:
         self.path = Path(path)
+        self.read_only = read_only
+        self.quarantined: dict[bytes, StoreCorrupt] = {}
+        self.reports: dict[bytes, dict[str, Any]] = {}
+        self.syncs = 0
+        self.format = STORE_FORMAT
         try:
-            self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            if read_only:
+                if not self.path.is_file():
+                    raise StoreError(f"{self.path}: no such file", path=str(self.path))
+                self.db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True,
+                                          isolation_level=None, check_same_thread=False)
+            else:
+                self.db = sqlite3.connect(self.path, isolation_level=None,
+                                          check_same_thread=False)
         except sqlite3.Error as e:
             raise store_failure(self.path, e) from None
         try:
-            self.db.execute("PRAGMA journal_mode=WAL")
-            self.db.execute("PRAGMA synchronous=FULL")
+            if not read_only:
+                self.db.execute("PRAGMA journal_mode=WAL")
+                self.db.execute("PRAGMA synchronous=FULL")
             self._schema()
+            found = sqlite_check(self.db, full=False)
+            if found is not None:
+                raise StoreCorrupt(f"{self.path}: sqlite reports damage ({found}); "
+                                   f"{REPAIR_HINT}", path=str(self.path))
         except sqlite3.Error as e:
             self.db.close()
             raise store_failure(self.path, e) from None
@@ -136,14 +212,20 @@ class LogStore:
         except BaseException:
             self.db.close()
             raise
-        self.syncs = 0
 
     def _schema(self) -> None:
+        if self.read_only:
+            row = self.db.execute("SELECT value FROM meta WHERE key='format'").fetchone()
+            if row is None or row[0] not in (2, 3, STORE_FORMAT):
+                raise UnsupportedVersion(f"{self.path}: not a p2pworld log of format 2 to "
+                                         f"{STORE_FORMAT} (format {row and row[0]!r})")
+            self.format = int(row[0])
+            return
         self.db.execute("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value)")
         row = self.db.execute("SELECT value FROM meta WHERE key='format'").fetchone()
-        if row is not None and row[0] not in (1, 2, STORE_FORMAT):
+        if row is not None and row[0] not in (1, 2, 3, STORE_FORMAT):
             raise UnsupportedVersion(
-                f"{self.path}: store format {row[0]!r}; this build reads formats 2 "
+                f"{self.path}: store format {row[0]!r}; this build reads formats 2 and 3 "
                 f"(migrated) and {STORE_FORMAT}")
         if row is not None and row[0] == 1:
             raise UnsupportedVersion(
@@ -152,7 +234,8 @@ class LogStore:
         self.db.executescript(
             """
             CREATE TABLE IF NOT EXISTS channels(ch BLOB PRIMARY KEY, record BLOB NOT NULL,
-                epochs BLOB NOT NULL, base BLOB NOT NULL, floor INTEGER NOT NULL);
+                epochs BLOB NOT NULL, base BLOB NOT NULL, floor INTEGER NOT NULL,
+                base_proof BLOB, head_seq INTEGER, head_hash BLOB, head_sig BLOB);
             CREATE TABLE IF NOT EXISTS entries(
                 ch BLOB NOT NULL, seq INTEGER NOT NULL, hash BLOB NOT NULL, body BLOB NOT NULL,
                 PRIMARY KEY (ch, seq));
@@ -165,12 +248,38 @@ class LogStore:
                 body BLOB NOT NULL, want TEXT NOT NULL, reason TEXT NOT NULL);
             """
         )
-        if row is None:
-            self.db.execute("INSERT INTO meta VALUES ('format', ?)", (STORE_FORMAT,))
-        elif row[0] == 2:
-            # Format 2 has only writer signatures over single submissions, which format 3
-            # still reads; a format-2 build must not open a store that may hold batch proofs.
-            self.db.execute("UPDATE meta SET value=? WHERE key='format'", (STORE_FORMAT,))
+        with self.db:
+            self.db.execute("BEGIN IMMEDIATE")
+            if row is None:
+                self.db.execute("INSERT INTO meta VALUES ('format', ?)", (STORE_FORMAT,))
+            elif row[0] in (2, 3):
+                self._migrate()
+
+    def _migrate(self) -> None:
+        """Formats 2 and 3 to 4: add the head and base-proof columns, taking the head from
+        the last row and a base's digest from the base as it is (no signature: the file held
+        none). Format 2 has only writer signatures over single submissions, which format 4
+        still reads; an older build must not open a store that may hold batch proofs, so the
+        version moves on."""
+        cols = {r[1] for r in self.db.execute("PRAGMA table_info(channels)")}
+        for col, kind in (("base_proof", "BLOB"), ("head_seq", "INTEGER"),
+                          ("head_hash", "BLOB"), ("head_sig", "BLOB")):
+            if col not in cols:
+                self.db.execute(f"ALTER TABLE channels ADD COLUMN {col} {kind}")
+        for ch, base, floor in self.db.execute(
+                "SELECT ch, base, floor FROM channels").fetchall():
+            last = self.db.execute("SELECT seq, hash FROM entries WHERE ch=? ORDER BY seq DESC "
+                                   "LIMIT 1", (ch,)).fetchone()
+            proof = None
+            if floor > 0:
+                try:
+                    proof = base_proof(None, ChannelState.decode(bytes(base)).state_hash())
+                except (P2PWorldError, TypeError, ValueError):
+                    proof = None  # left without one: the check on open reports the damage
+            self.db.execute("UPDATE channels SET head_seq=?, head_hash=?, base_proof=? "
+                            "WHERE ch=?", (last[0] if last else floor,
+                                           last[1] if last else None, proof, ch))
+        self.db.execute("UPDATE meta SET value=? WHERE key='format'", (STORE_FORMAT,))
 
     # --- writes (each call is one durable transaction) --------------------------------------
 
@@ -181,22 +290,36 @@ class LogStore:
     def _write_one(self, w: Write) -> None:
         ch = w.record.channel
         epochs = codec.encode_frame([e.to_wire() for e in w.epochs])
-        row = self.db.execute("SELECT base, floor FROM channels WHERE ch=?", (ch,)).fetchone()
+        row = self.db.execute("SELECT floor FROM channels WHERE ch=?", (ch,)).fetchone()
+        floor = w.floor if w.base is not None or row is None else int(row[0])
+        entries, proof = written_rows(w, floor)
         if row is None:
             base = w.base if w.base is not None else ChannelState.genesis(w.record).encode()
-            self.db.execute("INSERT INTO channels VALUES (?, ?, ?, ?, ?)",
-                            (ch, codec.encode_frame(w.record.to_wire()), epochs, base, w.floor))
+            self.db.execute("INSERT INTO channels(ch, record, epochs, base, floor, base_proof, "
+                            "head_seq) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (ch, codec.encode_frame(w.record.to_wire()), epochs, base, floor,
+                             proof, floor))
         else:
             self.db.execute("UPDATE channels SET epochs=? WHERE ch=?", (epochs, ch))
             if w.base is not None:
-                self.db.execute("UPDATE channels SET base=?, floor=? WHERE ch=?",
-                                (w.base, w.floor, ch))
+                self.db.execute("UPDATE channels SET base=?, floor=?, base_proof=? WHERE ch=?",
+                                (w.base, w.floor, proof, ch))
                 self.db.execute("DELETE FROM entries WHERE ch=? AND seq<=?", (ch, w.floor))
         if w.truncate_after is not None:
             self.db.execute("DELETE FROM entries WHERE ch=? AND seq>?", (ch, w.truncate_after))
         self.db.executemany(
             "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?)",
-            [(e.channel, e.seq, e.hash, e.to_frame()) for e in w.entries])
+            [(e.channel, e.seq, e.hash, e.to_frame()) for e in entries])
+        if entries:
+            last = entries[-1]
+            self.db.execute("UPDATE channels SET head_seq=?, head_hash=?, head_sig=? "
+                            "WHERE ch=?", (last.seq, last.hash, head_signature(w, last), ch))
+        elif w.base is not None or w.truncate_after is not None:
+            top = self.db.execute("SELECT seq, hash FROM entries WHERE ch=? ORDER BY seq DESC "
+                                  "LIMIT 1", (ch,)).fetchone()
+            self.db.execute("UPDATE channels SET head_seq=?, head_hash=?, head_sig=NULL "
+                            "WHERE ch=?", (top[0] if top else floor, top[1] if top else None,
+                                           ch))
 
     def apply(self, ops: Iterable[Write | CursorWrite | OutboxWrite | ForkWrite]) -> None:
         """Every durable effect of one batch in one transaction: one fsync (group commit).
@@ -251,32 +374,70 @@ class LogStore:
 
     # --- reads ------------------------------------------------------------------------------
 
-    def load_channels(self) -> list[StoredChannel]:
-        """Every channel with its verified entries, in ``seq`` order."""
+    def _select_channels(self) -> str:
+        """The ``channels`` columns :func:`channel_row` reads, for this file's format."""
+        if self.format < 4:  # read-only and not migrated: no stored head or base proof
+            return "SELECT ch, record, epochs, base, floor, NULL, NULL, NULL, NULL FROM channels"
+        return ("SELECT ch, record, epochs, base, floor, base_proof, head_seq, head_hash, "
+                "head_sig FROM channels")
+
+    def load_channels(self, *, quarantine: bool = False) -> list[StoredChannel]:
+        """Every channel with its verified entries, in ``seq`` order.
+
+        Raises:
+            StoreCorrupt: sqlite finds the file damaged (naming the file), or, unless
+                ``quarantine``, a channel is damaged (naming the channel and seq). With
+                ``quarantine`` a damaged channel is left out and listed in
+                :attr:`quarantined` instead.
+        """
         out = []
+        self.quarantined = {}
         try:
-            rows = self.db.execute(
-                "SELECT ch, record, epochs, base, floor FROM channels ORDER BY ch").fetchall()
-            for ch, raw, raw_epochs, raw_base, floor in rows:
-                out.append(self._channel(bytes(ch), raw, raw_epochs, raw_base, floor))
+            rows = self.db.execute(self._select_channels() + " ORDER BY ch").fetchall()
+            for r in rows:
+                check = self._check(r)
+                self.reports[bytes(r[0])] = check.report
+                if check.stored is not None:
+                    out.append(check.stored)
+                    continue
+                assert check.problem is not None
+                self._database_wide(check.problem)
+                if not quarantine:
+                    raise check.problem
+                self.quarantined[bytes(r[0])] = check.problem
         except sqlite3.Error as e:
             raise store_failure(self.path, e) from None
         except UnicodeDecodeError as e:
             raise StoreCorrupt(f"{self.path}: {e}", path=str(self.path)) from None
         return out
 
+    def _database_wide(self, problem: StoreCorrupt) -> None:
+        """A channel looks damaged: if sqlite finds the file itself damaged (an index that
+        no longer matches its table hides or reorders rows), refuse the whole file."""
+        found = sqlite_check(self.db, full=True)
+        if found is not None:
+            raise StoreCorrupt(f"{self.path}: sqlite reports damage ({found}) seen as "
+                               f"{problem.message}; {REPAIR_HINT}", path=str(self.path))
+
     def load_channel(self, channel: bytes) -> StoredChannel | None:
         """One channel as it is on disk (None: not stored), verified like
         :meth:`load_channels`."""
         try:
-            row = self.db.execute("SELECT ch, record, epochs, base, floor FROM channels "
-                                  "WHERE ch=?", (channel,)).fetchone()
+            row = self.db.execute(self._select_channels() + " WHERE ch=?", (channel,)).fetchone()
             if row is None:
                 return None
-            ch, raw, raw_epochs, raw_base, floor = row
-            return self._channel(bytes(ch), raw, raw_epochs, raw_base, floor)
+            check = self._check(row)
         except sqlite3.Error as e:
             raise store_failure(self.path, e) from None
+        if check.problem is not None:
+            raise check.problem
+        return check.stored
+
+    def _check(self, r: tuple[Any, ...]) -> ChannelCheck:
+        ch = bytes(r[0])
+        rows = self.db.execute(
+            "SELECT seq, hash, body FROM entries WHERE ch=? ORDER BY seq", (ch,))
+        return check_channel(channel_row(r), rows)
 
     def probe(self) -> None:
         """A tiny write transaction: raises :class:`~p2pworld.errors.StoreFull` while the
@@ -287,12 +448,6 @@ class LogStore:
                 self.db.execute("INSERT OR REPLACE INTO meta VALUES ('probe', randomblob(512))")
         except sqlite3.Error as e:
             raise store_failure(self.path, e) from None
-
-    def _channel(self, ch: bytes, raw: bytes, raw_epochs: bytes, raw_base: bytes,
-                 floor: int) -> StoredChannel:
-        rows = self.db.execute(
-            "SELECT seq, hash, body FROM entries WHERE ch=? ORDER BY seq", (ch,))
-        return decode_channel(ch, raw, raw_epochs, raw_base, floor, rows)
 
     def load_cursors(self) -> list[Checkpoint]:
         try:
@@ -345,6 +500,17 @@ class LogStore:
         self.db.close()
 
 
+def channel_row(r: tuple[Any, ...]) -> ChannelRow:
+    """A ``channels`` row as :class:`LogStore` selects it."""
+    ch, record, epochs, base, floor, proof, head_seq, head_hash, head_sig = r
+    return ChannelRow(channel=bytes(ch), record=bytes(record), epochs=bytes(epochs),
+                      base=bytes(base), floor=int(floor),
+                      base_proof=None if proof is None else bytes(proof),
+                      head_seq=None if head_seq is None else int(head_seq),
+                      head_hash=None if head_hash is None else bytes(head_hash),
+                      head_sig=None if head_sig is None else bytes(head_sig))
+
+
 def restore_outbox(store: Any, hub: ChannelHub) -> list[Notice]:
     """Load the durable outbox into ``hub`` at start (what the node and the simulator both
     do). A row that can never be sent (undecodable, for a channel this node no longer holds,
@@ -352,6 +518,8 @@ def restore_outbox(store: Any, hub: ChannelHub) -> list[Notice]:
     typed notice instead of blocking the outbox or start-up."""
     notices = []
     for sub, want in store.load_outbox():
+        if sub.channel in hub.quarantined:
+            continue  # kept on disk: sent once the channel is repaired
         err = hub.load_outbox(sub, want)
         if err is not None:
             store.move_aside(sub.channel, sub.idem_key, err)
@@ -361,56 +529,16 @@ def restore_outbox(store: Any, hub: ChannelHub) -> list[Notice]:
     return notices
 
 
-def truncate_torn_tails(store: Any, loaded: list[StoredChannel]) -> None:
-    """Drop the torn last row of every channel that has one (what a restart does before
-    anything runs; ``store`` is a :class:`LogStore` or a store with the same contract). Left in
-    place, a torn row would be followed by a second one if the node crashed again before it
-    rewrote that seq, and the store would then be refused as corrupt."""
-    for c in loaded:
-        if c.torn:
-            last = c.entries[-1].seq if c.entries else c.base.seq
-            store.write([Write(record=c.record, epochs=tuple(c.epochs), truncate_after=last)])
-
-
-def decode_channel(ch: bytes, raw: bytes, raw_epochs: bytes, raw_base: bytes, floor: int,
-                   rows: Iterable[tuple[int, bytes, bytes]]) -> StoredChannel:
+def decode_channel(row: ChannelRow, rows: Iterable[tuple[int, bytes, bytes]]
+                   ) -> StoredChannel:
     """Rebuild and verify one stored channel (shared by every store implementation).
 
     Raises:
-        StoreCorrupt: anything unreadable, or a chain that does not verify from the base.
+        StoreCorrupt: anything unreadable, a chain that does not verify from the base, a base
+            that does not match its proof, or rows that end before the stored head.
     """
-    try:
-        rec = ChannelRecord.from_wire(codec.decode_frame(raw))
-        rec.verify()
-        epochs = [EpochChange.from_wire(e) for e in codec.decode_frame(raw_epochs)]
-        base = ChannelState.decode(raw_base)
-    except (P2PWorldError, TypeError, ValueError) as e:
-        raise StoreCorrupt(f"channel {ch.hex()}: record, epochs or base unreadable: {e}",
-                           channel=ch.hex()) from None
-    if rec.channel != ch or base.record.genesis_hash != rec.genesis_hash or base.seq != floor:
-        raise StoreCorrupt(f"channel {ch.hex()}: base state does not match", channel=ch.hex())
-    walk = base.copy()
-    later = [ec for ec in epochs if ec.epoch > walk.epoch]
-    ents: list[Entry] = []
-    rows = list(rows)
-    for i, (seq, h, body) in enumerate(rows):
-        try:
-            entry = Entry.from_frame(body)
-        except (P2PWorldError, ValueError, TypeError) as err:
-            if i == len(rows) - 1:
-                return StoredChannel(rec, epochs, base, ents, torn=True)
-            raise StoreCorrupt(f"channel {ch.hex()}: entry {seq} unreadable: {err}",
-                               channel=ch.hex(), seq=seq) from None
-        try:
-            while entry.epoch != walk.epoch and later and later[0].start_seq == walk.seq:
-                walk.check_epoch_change(later[0])
-                walk.apply_epoch(later.pop(0))
-            if entry.seq != seq or entry.hash != h or entry.channel != ch:
-                raise ValueError("row does not match its entry")
-            entry.submission().verify()
-            walk.apply(entry)
-        except (P2PWorldError, ValueError, TypeError) as err:
-            raise StoreCorrupt(f"channel {ch.hex()}: chain broken at seq {seq}: {err}",
-                               channel=ch.hex(), seq=seq) from None
-        ents.append(entry)
-    return StoredChannel(rec, epochs, base, ents)
+    check = check_channel(row, rows)
+    if check.problem is not None:
+        raise check.problem
+    assert check.stored is not None
+    return check.stored

@@ -47,7 +47,7 @@ from p2pworld.log.hub import (
     PublishResult,
     Resolved,
 )
-from p2pworld.log.store import durable_op, restore_outbox, truncate_torn_tails
+from p2pworld.log.store import durable_op, restore_outbox
 from p2pworld.nostr.transport import nostr_may_carry
 from p2pworld.testing.nostr_sim import DIRECT_RETRY_S, SimNostr
 from p2pworld.testing.store import MemoryLogStore
@@ -263,12 +263,8 @@ class Simulator:
         if book is not None and node.token:
             book.learn(node.token, now=self.now_ms(node) / 1000, node_key=node.signer.public_key)
         hub = cores.hub
-        loaded = node.store.load_channels()
-        truncate_torn_tails(node.store, loaded)  # as open_node does
-        for c in loaded:
+        for c in node.store.load_channels():
             hub.load(c.record, c.epochs, c.base, c.entries)
-            if c.torn:
-                self.stats.reach("torn_tail")
         for n in restore_outbox(node.store, hub):
             node.notices.append(n.error)
         node.cores = cores
@@ -436,8 +432,9 @@ class Simulator:
                         idem_key=f"{key}/result".encode(), now_ms=now)[1]
         return fx
 
-    def crash(self, name: str, *, torn: bool = False) -> None:
-        """Lose the node's memory (and what it had not written); optionally tear a tail."""
+    def crash(self, name: str) -> None:
+        """Lose the node's memory (and what it had not written). A commit is atomic, so a
+        crash leaves no half-written row (``docs/guarantees.md``, storage)."""
         node = self.nodes[name]
         if not node.up:
             return
@@ -447,9 +444,6 @@ class Simulator:
         node.cores = None
         node.pending.clear()
         node.store = node.store.crash()
-        if torn:
-            for ch in sorted(node.store.channels):
-                node.store.tear_tail(ch)
         self.stats.reach("crash")
         self._record("crash", name)
 

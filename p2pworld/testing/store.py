@@ -1,9 +1,10 @@
 """An in-memory store with the sqlite store's contract, for the simulator and tests.
 
 Every :meth:`write` is one durable transaction (as a committed sqlite transaction with
-``synchronous=FULL`` is). :meth:`crash` keeps exactly what was written; :meth:`tear_tail`
-appends a half-written entry row, as a torn write at the end of a log would leave, which
-loading must refuse (the chain check) rather than serve.
+``synchronous=FULL`` is): :meth:`crash` keeps exactly what was written. Rows, the stored head
+and the base proof are computed by the same helpers as the sqlite store's
+(:func:`~p2pworld.log.store.written_rows`, :func:`~p2pworld.log.store.head_signature`) and
+loading runs the same check (:func:`~p2pworld.log.verify.check_channel`).
 
 Example:
     >>> store = MemoryLogStore()
@@ -29,7 +30,10 @@ from p2pworld.log.store import (
     StoredChannel,
     Write,
     decode_channel,
+    head_signature,
+    written_rows,
 )
+from p2pworld.log.verify import ChannelRow
 
 
 @dataclass
@@ -38,6 +42,8 @@ class _Channel:
     epochs: bytes
     base: bytes
     floor: int
+    base_proof: bytes | None = None
+    head: tuple[int, bytes | None, bytes | None] = (0, None, None)
     rows: dict[int, tuple[bytes, bytes]] = field(default_factory=dict)
 
 
@@ -58,19 +64,27 @@ class MemoryLogStore:
             ch = w.record.channel
             epochs = codec.encode_frame([e.to_wire() for e in w.epochs])
             c = self.channels.get(ch)
+            floor = w.floor if w.base is not None or c is None else c.floor
+            entries, proof = written_rows(w, floor)
             if c is None:
                 base = w.base if w.base is not None else ChannelState.genesis(w.record).encode()
                 c = self.channels[ch] = _Channel(codec.encode_frame(w.record.to_wire()), epochs,
-                                                 base, w.floor)
+                                                 base, floor, proof, (floor, None, None))
             else:
                 c.epochs = epochs
                 if w.base is not None:
-                    c.base, c.floor = w.base, w.floor
+                    c.base, c.floor, c.base_proof = w.base, w.floor, proof
                     c.rows = {s: r for s, r in c.rows.items() if s > w.floor}
             if w.truncate_after is not None:
                 c.rows = {s: r for s, r in c.rows.items() if s <= w.truncate_after}
-            for e in w.entries:
+            for e in entries:
                 c.rows[e.seq] = (e.hash, e.to_frame())
+            if entries:
+                last = entries[-1]
+                c.head = (last.seq, last.hash, head_signature(w, last))
+            elif w.base is not None or w.truncate_after is not None:
+                top = max(c.rows, default=None)
+                c.head = (top, c.rows[top][0], None) if top is not None else (floor, None, None)
         self.syncs += 1
 
     def apply(self, ops: Iterable[Write | CursorWrite | OutboxWrite | ForkWrite]) -> None:
@@ -104,7 +118,10 @@ class MemoryLogStore:
                            other.to_frame()))
 
     def load_channels(self) -> list[StoredChannel]:
-        return [decode_channel(ch, c.record, c.epochs, c.base, c.floor,
+        return [decode_channel(ChannelRow(channel=ch, record=c.record, epochs=c.epochs,
+                                          base=c.base, floor=c.floor, base_proof=c.base_proof,
+                                          head_seq=c.head[0], head_hash=c.head[1],
+                                          head_sig=c.head[2]),
                                [(s, h, b) for s, (h, b) in sorted(c.rows.items())])
                 for ch, c in sorted(self.channels.items())]
 
@@ -131,10 +148,3 @@ class MemoryLogStore:
     def crash(self) -> MemoryLogStore:
         """A copy holding exactly what was durably written (all of it: writes are synced)."""
         return copy.deepcopy(self)
-
-    def tear_tail(self, channel: bytes) -> None:
-        """Append a torn (truncated) row after the last entry of ``channel``."""
-        c = self.channels[channel]
-        last = max(c.rows, default=c.floor)
-        h, body = c.rows.get(last, (bytes(32), b""))
-        c.rows[last + 1] = (h, body[: len(body) // 2])
