@@ -96,7 +96,8 @@ class Cores:
         return list(self.hub.receive(peer, msg, now_ms=now_ms))
 
     def tick(self, *, now_ms: int) -> list[NodeEffect]:
-        return list[NodeEffect](self.world.tick(now_ms=now_ms))
+        """The cores' timers: presence and gossip, and the channels' start-up exchange."""
+        return [*self.world.tick(now_ms=now_ms), *self.hub.tick(now_ms=now_ms)]
 
 
 def build_cores(signer: Signer, *, workspace: str, rng: random.Random, incarnation: int,

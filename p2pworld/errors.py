@@ -230,9 +230,37 @@ class CheckpointMismatch(ChannelError):
 
 
 class LostWrite(ChannelError):
-    """A ``local`` ack was lost: an unplanned handoff started the new epoch before it."""
+    """An acknowledged entry is not in the log any more: an unplanned handoff started the new
+    epoch before it, or the sequencer's store rolled back and no reachable replica held it.
+    ``details``: ``seq`` (and ``last`` for a range), ``idem_key`` where the writer's node
+    knows it."""
 
     code = "LOST_WRITE"
+
+
+class Resequenced(ChannelError):
+    """An entry this node's writer held an ack for, lost when its old sequencer stepped down
+    (:class:`LostWrite` first), was resubmitted with the same key and acknowledged again by
+    the new sequencer: ``details`` ``old_seq``, ``seq`` (the new one) and ``idem_key``."""
+
+    code = "RESEQUENCED"
+
+
+class RolledBack(ChannelError):
+    """This node's store had rolled back (an old copy restored, a lost WAL): a peer held a
+    longer signed log of a channel it sequences. The entries were taken back from that peer
+    (``details``: ``from_seq``, ``restored``); what no peer held is reported as
+    :class:`LostWrite`. No seq is ever issued twice in one epoch."""
+
+    code = "ROLLED_BACK"
+
+
+class RollbackUnchecked(ChannelError):
+    """A sequencer that loaded a channel from disk heard from no peer within the start-up
+    bound (``NodeConfig.startup_check_s``), so a rollback of its store could not be checked
+    (it cannot be seen offline). It went on acknowledging."""
+
+    code = "ROLLBACK_UNCHECKED"
 
 
 class PayloadTooLarge(ChannelError):

@@ -175,6 +175,10 @@ class NodeConfig:
     policy has ``nostr_mirror``)."""
     fallback_alert: float = 0.05
     """``health()["transport"]["alert"]`` is raised above this fallback ratio."""
+    startup_check_s: float = 2.0
+    """How long a channel this node sequences, loaded from disk, waits for its peers' heads
+    before acknowledging anything (a store that rolled back is found that way; with no answer
+    the node goes on with a ``ROLLBACK_UNCHECKED`` notice). 0: no check."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -2097,6 +2101,10 @@ def _checked(config: NodeConfig) -> NodeConfig:
     if not config.workspace or len(config.workspace.encode()) > 128:
         raise InvalidArgument("NodeConfig.workspace must be 1..128 bytes of UTF-8",
                               arg="workspace")
+    if not isinstance(config.startup_check_s, (int, float)) or not \
+            0 <= config.startup_check_s <= 600:
+        raise InvalidArgument("NodeConfig.startup_check_s must be 0..600 seconds",
+                              arg="startup_check_s")
     return dataclasses.replace(config, home=Path(config.home).expanduser())
 
 
@@ -2147,8 +2155,9 @@ async def _open_node(config: NodeConfig, identity: NodeIdentity | None, home: No
                         token=token)
             node_ref.append(node)
             node.policy, node.transport_mode = policy, mode
+            node.hub.startup_check_ms = int(config.startup_check_s * 1000)
             for c in loaded:
-                node.hub.load(c.record, c.epochs, c.base, c.entries)
+                node.hub.load(c.record, c.epochs, c.base, c.entries, c.head)
                 node._loaded_heads[c.record.channel] = node.hub.log(c.record.channel).seq
                 node._durable[c.record.channel] = node._loaded_heads[c.record.channel]
             for ch, err in sorted(store.quarantined.items()):

@@ -25,6 +25,10 @@ from p2pworld.log.state import EpochChange, Snapshot
 
 MAX_BATCH = 512
 """Most entries in one ``ents`` message."""
+MAX_RESTORE = 4096
+"""Entries one :class:`Restore` may carry (a rollback larger than that is reported lost)."""
+MAX_EPOCHS = 1024
+"""Most epoch changes in one ``headr`` message."""
 MAX_EPOCH_ENTRIES = 4096
 """Most old-epoch entries in one ``epoch`` message."""
 
@@ -251,6 +255,109 @@ class Entries(Message):
         if len(raw) > MAX_BATCH:
             raise DecodeError("ents: batch too large", limit=MAX_BATCH)
         return cls(tuple(Entry.from_bytes(e) for e in raw), SignedHead.from_wire(m.get("head")))
+
+
+@message
+@dataclass(frozen=True)
+class HeadQuery(Message):
+    """A sequencer that has just loaded its channels from disk asks a peer what it holds of
+    ``channel`` (the start-up exchange, ``docs/protocol.md`` §5.7): its store may have rolled
+    back, and only peers can tell."""
+
+    TYPE = "headq"
+    TYPED = True
+    channel: bytes
+
+    def fields(self) -> dict[str, Value]:
+        return {"ch": self.channel}
+
+    @classmethod
+    def parse(cls, m: dict[str, Value]) -> HeadQuery:
+        return cls(codec.bytes_field(m, "ch", "headq", size=16))
+
+
+@message
+@dataclass(frozen=True)
+class HeadReport(Message):
+    """The answer to :class:`HeadQuery`: this node's head of ``channel`` (``seq`` 0 and a
+    zero hash: it holds no copy), its epoch, and the epoch changes it knows, each checked by
+    the asker as any epoch-change proof."""
+
+    TYPE = "headr"
+    TYPED = True
+    channel: bytes
+    epoch: int
+    seq: int
+    head_hash: bytes
+    epochs: tuple[EpochChange, ...] = ()
+
+    def fields(self) -> dict[str, Value]:
+        return {"ch": self.channel, "epoch": self.epoch, "seq": self.seq,
+                "head": self.head_hash, "ecs": [e.to_wire() for e in self.epochs]}
+
+    @classmethod
+    def parse(cls, m: dict[str, Value]) -> HeadReport:
+        w = "headr"
+        raw = codec.field(m, "ecs", list, w)
+        if len(raw) > MAX_EPOCHS:
+            raise DecodeError("headr: too many epoch changes", limit=MAX_EPOCHS)
+        return cls(codec.bytes_field(m, "ch", w, size=16), codec.int_field(m, "epoch", w, lo=1),
+                   codec.int_field(m, "seq", w), codec.bytes_field(m, "head", w, size=32),
+                   tuple(EpochChange.from_wire(e) for e in raw))
+
+
+@message
+@dataclass(frozen=True)
+class RestoreRequest(Message):
+    """A sequencer whose head is behind a peer's (its store rolled back) asks that peer for
+    the entries after ``after`` (whose hash is ``after_hash``)."""
+
+    TYPE = "restq"
+    TYPED = True
+    channel: bytes
+    after: int
+    after_hash: bytes
+
+    def fields(self) -> dict[str, Value]:
+        return {"ch": self.channel, "after": self.after, "hash": self.after_hash}
+
+    @classmethod
+    def parse(cls, m: dict[str, Value]) -> RestoreRequest:
+        w = "restq"
+        return cls(codec.bytes_field(m, "ch", w, size=16), codec.int_field(m, "after", w),
+                   codec.bytes_field(m, "hash", w, size=32))
+
+
+@message
+@dataclass(frozen=True)
+class Restore(Message):
+    """The answer to :class:`RestoreRequest`: the entries after the asker's head up to this
+    replica's last signed head, which authenticates them all (the asker signed it before its
+    store rolled back). ``head`` None: this node cannot (it holds no such prefix, or the gap
+    is over the restore bound)."""
+
+    TYPE = "rest"
+    TYPED = True
+    channel: bytes
+    entries: tuple[Entry, ...] = ()
+    head: SignedHead | None = None
+
+    def fields(self) -> dict[str, Value]:
+        out: dict[str, Value] = {"ch": self.channel, "ents": [e.encoded for e in self.entries]}
+        if self.head is not None:
+            out["head"] = self.head.to_wire()
+        return out
+
+    @classmethod
+    def parse(cls, m: dict[str, Value]) -> Restore:
+        w = "rest"
+        raw = codec.field(m, "ents", list, w)
+        if len(raw) > MAX_RESTORE:
+            raise DecodeError("rest: too many entries", limit=MAX_RESTORE)
+        head = m.get("head")
+        return cls(codec.bytes_field(m, "ch", w, size=16),
+                   tuple(Entry.from_bytes(e) for e in raw),
+                   None if head is None else SignedHead.from_wire(head))
 
 
 @message

@@ -161,6 +161,38 @@ def sequencer_crash_and_handoff(seed: int) -> Result:
     return sim, ch, {}
 
 
+def superseded_sequencer_returns(seed: int) -> Result:
+    """The sequencer is cut off and goes on acknowledging its own writes; the authority
+    starts a recovery epoch on the most complete replica of the other side; then the old
+    sequencer returns (a heal, or a crash and restart on its old store) and publishes at
+    once. What it acknowledged after the new epoch's start must never be lost silently: it
+    steps down and resubmits (the ``lost_write`` checker fails on a sequencer that does not)."""
+    sim, ch, authority = _setup(seed)
+    _traffic(sim, ch, seconds=2)
+    sim.run(2.5)
+    sim.partition({"n0"})
+    for i in range(1 + sim.rng.randrange(5)):
+        sim.publish("n0", ch, b"away %d" % i, key=b"away%d" % i,
+                    want=sim.rng.choice(["local", "replicated"]))
+    sim.run(0.5)
+    live = [n for n in sorted(sim.nodes) if n != "n0" and sim.nodes[n].hub is not None]
+    best = max(live, key=lambda n: sim.nodes[n].hub.log(ch).seq)  # type: ignore[union-attr]
+    sim.recover(best, ch, authority)
+    for i in range(3):
+        sim.publish(sim.rng.choice(live), ch, b"new %d" % i, key=b"new%d" % i)
+    sim.run(1.0)
+    if sim.rng.random() < 0.5:
+        sim.crash("n0")
+        sim.run(0.2)
+        sim.restart("n0")
+    sim.heal()
+    for i in range(3):
+        sim.publish("n0", ch, b"back %d" % i, key=b"back%d" % i)
+    sim.run(3.0)
+    _settle(sim)
+    return sim, ch, {}
+
+
 def stale_checkpoint_recovery(seed: int) -> Result:
     sim, ch, _ = _setup(seed, policy=ChannelPolicy(retention=8))
     away = sim.rng.choice(["n1", "n2", "n3"])
@@ -560,6 +592,7 @@ SCENARIOS: dict[str, Callable[[int], Result]] = {
     "steady": steady,
     "partition-heal": partition_heal,
     "sequencer-crash-and-handoff": sequencer_crash_and_handoff,
+    "superseded-sequencer-returns": superseded_sequencer_returns,
     "stale-checkpoint-recovery": stale_checkpoint_recovery,
     "equivocating-sequencer": equivocating_sequencer,
     "churn": churn,

@@ -56,7 +56,7 @@ def restore(signer: Ed25519Signer, store: MemoryLogStore, n: int,
     """A hub restarted from what its store holds (after a crash)."""
     h = ChannelHub(signer, workspace=workspace, rng=random.Random(n + 1000))
     for c in store.load_channels():
-        h.load(c.record, c.epochs, c.base, c.entries)
+        h.load(c.record, c.epochs, c.base, c.entries, c.head)
     for sub, want in store.load_outbox():
         h.load_outbox(sub, want)
     return h

@@ -401,6 +401,10 @@ async def two_lanes(url: str) -> AsyncIterator[tuple[NostrLane, NostrLane, Nostr
         await n.start(lb.run)
         await pa.limits_known(url)
         await pb.limits_known(url)
+        # Both connected (and subscribed) before the first publish: on a loaded machine a
+        # first connect that fails waits out a backoff longer than a publish's timeout.
+        while pa.health[url].state != "connected" or pb.health[url].state != "connected":
+            await trio.sleep(0.02)
         pipe = await la.open_pipe(B.public)
         theirs = await incoming.receive()
         yield la, lb, pipe, theirs

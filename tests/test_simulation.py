@@ -64,6 +64,14 @@ def test_lost_write_catches_an_ack_before_fsync(monkeypatch: pytest.MonkeyPatch)
     assert anomalies("sequencer-crash-and-handoff", range(4))["lost_write"] > 0
 
 
+def test_lost_write_catches_a_superseded_sequencer_that_does_not_step_down(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # e2c769c's behaviour: a sequencer that learns of a newer epoch keeps sequencing, and
+    # what it acknowledged meanwhile is in no final log, with no LostWrite anywhere.
+    monkeypatch.setattr(ChannelHub, "_step_down", lambda self, channel, newer, now_ms: [])
+    assert anomalies("superseded-sequencer-returns", range(4))["lost_write"] > 0
+
+
 def test_duplicate_catches_a_sequencer_without_idempotency(monkeypatch: pytest.MonkeyPatch
                                                            ) -> None:
     real = Sequencer.submit

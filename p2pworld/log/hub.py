@@ -44,6 +44,9 @@ from p2pworld.errors import (
     PayloadTooLarge,
     PublishTimeout,
     RemoteProtocolError,
+    Resequenced,
+    RollbackUnchecked,
+    RolledBack,
     UnknownChannel,
     WorkspaceMismatch,
     error_from_code,
@@ -65,12 +68,17 @@ from p2pworld.log.replica import Replica
 from p2pworld.log.sequencer import ChannelLog, Sequencer
 from p2pworld.log.state import ChannelState, EpochChange, Snapshot, ctl_payload
 from p2pworld.wire import (
+    MAX_RESTORE,
     Ack,
     ChannelAnnounce,
     Entries,
     EpochMsg,
+    HeadQuery,
+    HeadReport,
     Message,
     Nack,
+    Restore,
+    RestoreRequest,
     SnapshotMsg,
     Stored,
     Submit,
@@ -86,6 +94,11 @@ if TYPE_CHECKING:
 
 MAX_BATCH = 256
 """Most entries per ``ents`` message a sequencer sends."""
+STARTUP_CHECK_MS = 2_000
+"""How long a sequencer that loaded a channel from disk waits for its peers' heads before it
+acknowledges anyway (with a ``RollbackUnchecked`` notice if none answered)."""
+RESTORE_BYTES = 24 << 20
+"""Most entry bytes one ``Restore`` carries (a larger rollback is reported lost)."""
 MAX_BATCH_BYTES = 1 << 20
 """Most encoded entry bytes per ``ents`` message (one larger entry travels alone)."""
 WINDOW_ENTRIES = 4096
@@ -295,6 +308,25 @@ class _Own:
     acks: list[tuple[_Waiter, PublishResult]] = field(default_factory=list)
     replicated: list[tuple[_Waiter, PublishResult]] = field(default_factory=list)
     dirty_floor: bool = False
+    check: _Check | None = None
+    """Set while the channel, loaded from disk, is not yet checked against peers."""
+
+
+@dataclass
+class _Check:
+    """The start-up exchange of one channel this node sequences (``docs/protocol.md`` §5.7):
+    until it ends, submissions and subscriptions are held, not answered."""
+
+    deadline: int | None = None
+    asked: set[bytes] = field(default_factory=set)
+    reports: dict[bytes, HeadReport] = field(default_factory=dict)
+    restoring: bytes | None = None
+    """The peer asked for the entries this node lost (one at a time)."""
+    tried: set[bytes] = field(default_factory=set)
+    restored: int = 0
+    from_seq: int = 0
+    held: list[tuple[_Waiter, Submission]] = field(default_factory=list)
+    subs: list[tuple[bytes, Subscribe]] = field(default_factory=list)
 
 
 class ChannelHub:
@@ -336,6 +368,11 @@ class ChannelHub:
         self.seen_head: dict[bytes, int] = {}  # channel -> highest signed head seen
         self.channel_errors: dict[bytes, str] = {}
         self.read_only: P2PWorldError | None = None
+        self._reacks: dict[tuple[bytes, bytes], int] = {}
+        """Entries acknowledged here, lost when this node stepped down and resubmitted: the
+        seq each had (a ``RESEQUENCED`` notice follows the new ack)."""
+        self.startup_check_ms = STARTUP_CHECK_MS
+        """How long a channel loaded from disk waits for its peers' heads (0: no check)."""
         self.quarantined: dict[bytes, P2PWorldError] = {}
         """Channels whose stored copy is damaged (:meth:`quarantine`): not served, not
         taken from peers, refused to the application with their error."""
@@ -373,14 +410,23 @@ class ChannelHub:
     # --- loading (from the store, at start) -------------------------------------------------
 
     def load(self, record: ChannelRecord, epochs: list[EpochChange], base: ChannelState,
-             entries: list[Entry]) -> None:
-        """Restore a channel from durable storage (the store verified the chain)."""
+             entries: list[Entry], head: SignedHead | None = None) -> None:
+        """Restore a channel from durable storage (the store verified the chain). A channel
+        this node sequences is then checked against its peers before it acknowledges
+        anything (:meth:`tick`, the start-up exchange): the store may have rolled back.
+        ``head``: the signed head stored with the last commit."""
         st = base.copy()
         st.replay(entries, epochs)
         for ec in epochs:
             if ec.epoch > st.epoch and ec.start_seq == st.seq:
                 st.apply_epoch(ec)
-        self._install(st, entries, base)
+        log = self._install(st, entries, base)
+        if isinstance(log, Replica) and head is not None and \
+                (head.seq, head.head_hash, head.epoch) == (log.seq, log.head_hash, st.epoch):
+            log.signed_head = head
+        own = self.own.get(st.channel)
+        if own is not None and self.startup_check_ms > 0:
+            own.check = _Check()
 
     def _install(self, st: ChannelState, entries: list[Entry], base: ChannelState) -> ChannelLog:
         ch = st.channel
@@ -418,6 +464,8 @@ class ChannelHub:
         record, epochs, base, entries = stored
         self.load(record, epochs, base, entries)
         new = self.own.get(channel)
+        if new is not None:
+            new.check = own.check if own is not None else None
         if own is not None and new is not None:
             log = new.seqr
             for peer, flow in own.subscribers.items():
@@ -645,6 +693,11 @@ class ChannelHub:
         own = self.own[sub.channel]
         if self.read_only is not None:
             return self._refuse(waiter, sub.channel, self.read_only)
+        if own.check is not None:
+            # Not sequenced before the start-up exchange ends: its seq could be one a
+            # replica already holds from before this store rolled back.
+            own.check.held.append((waiter, sub))
+            return []
         try:
             self._authorize(sub.sender_key, _scope(sub.channel, sub.kind), now_ms)
             check = self.validator
@@ -740,14 +793,15 @@ class ChannelHub:
 
     # --- epochs -----------------------------------------------------------------------------
 
-    def handoff(self, channel: bytes, next_sequencer: bytes, *, now_ms: int
-                ) -> tuple[EpochChange, list[Effect]]:
-        """Planned handoff: this sequencer signs an epoch change naming the next one."""
+    def handoff(self, channel: bytes, next_sequencer: bytes, *, now_ms: int,
+                reason: str = "handoff") -> tuple[EpochChange, list[Effect]]:
+        """Planned handoff: this sequencer signs an epoch change naming the next one
+        (``reason="rollback"``: its own new epoch after its store rolled back)."""
         own = self.own.get(channel)
         if own is None:
             raise NotSequencer("only the current sequencer can hand a channel off")
         fx = self.flush(now_ms=now_ms)
-        ec = own.seqr.handoff(next_sequencer)
+        ec = own.seqr.handoff(next_sequencer, reason=reason)
         seqr = own.seqr
         subscribers = dict(own.subscribers)
         st = seqr.state
@@ -883,6 +937,264 @@ class ChannelHub:
         self.cursors[channel] = cp
         return [SaveCursor(cp)]
 
+    # --- the start-up exchange --------------------------------------------------------------
+
+    def tick(self, *, now_ms: int) -> list[Effect]:
+        """Timers: the start-up exchange of channels loaded from disk (its bound starts at
+        the first tick after loading)."""
+        fx: list[Effect] = []
+        for ch, own in sorted(self.own.items()):
+            if own.check is None:
+                continue
+            if own.check.deadline is None:
+                own.check.deadline = now_ms + self.startup_check_ms
+            fx += self._ask_heads(ch)
+            fx += self._check_progress(ch, now_ms)
+        return fx
+
+    def checking(self, channel: bytes) -> bool:
+        """Is ``channel`` still in its start-up exchange (nothing acknowledged yet)?"""
+        own = self.own.get(channel)
+        return own is not None and own.check is not None
+
+    def _ask_heads(self, channel: bytes) -> list[Effect]:
+        own = self.own[channel]
+        c = own.check
+        if c is None:
+            return []
+        st = own.seqr.state
+        fx: list[Effect] = []
+        for pid, key in sorted(self.peers.items()):
+            if pid in c.asked or (st.restricted and key not in st.participants):
+                continue
+            c.asked.add(pid)
+            fx.append(Send(pid, HeadQuery(channel)))
+        return fx
+
+    def _head_report(self, peer: bytes, channel: bytes) -> HeadReport:
+        """What this node holds of ``channel``, for the sequencer asking (nothing, to a
+        non-participant of a restricted channel)."""
+        try:
+            log = self.log(channel)
+        except P2PWorldError:
+            return HeadReport(channel, 1, 0, bytes(32))
+        st = log.state
+        if st.restricted and self.peers.get(peer) not in st.participants:
+            return HeadReport(channel, 1, 0, bytes(32))
+        return HeadReport(channel, st.epoch, log.seq, log.head_hash, tuple(st.epochs))
+
+    def _on_head_report(self, peer: bytes, msg: HeadReport, now_ms: int) -> list[Effect]:
+        own = self.own.get(msg.channel)
+        if own is None:
+            return []
+        if msg.epoch > own.seqr.state.epoch:
+            newer = self._newer_epochs(msg.channel, list(msg.epochs))
+            if newer:
+                return self._step_down(msg.channel, newer, now_ms)
+        if own.check is None or peer not in own.check.asked:
+            return []
+        own.check.reports[peer] = msg
+        return self._check_progress(msg.channel, now_ms)
+
+    def _newer_epochs(self, channel: bytes, epochs: list[EpochChange]) -> list[EpochChange]:
+        """The epoch changes past this node's epoch of ``channel``, if ``epochs`` is a valid
+        chain from the genesis record (any valid epoch-change proof); else none."""
+        st = self.state(channel)
+        walk = ChannelState.genesis(st.record)
+        try:
+            for ec in sorted(epochs, key=lambda e: e.epoch):
+                walk.check_epoch_change(ec)
+                walk.epoch, walk.sequencer_key = ec.epoch, ec.sequencer_key
+        except P2PWorldError as e:
+            self._count(e.code, b"", channel)
+            return []
+        return [ec for ec in sorted(epochs, key=lambda e: e.epoch) if ec.epoch > st.epoch]
+
+    def _step_down(self, channel: bytes, newer: list[EpochChange], now_ms: int
+                   ) -> list[Effect]:
+        """A newer epoch exists (an unplanned recovery while this node was away): stop
+        sequencing and become a replica. What this node appended after the new epoch's start
+        is not in the new epoch: every such entry goes back into the outbox and is resubmitted
+        with its own key to the new sequencer; a writer here that already held an ack for it
+        gets ``LostWrite`` now and a ``RESEQUENCED`` notice with the new seq later; publishes
+        still waiting are answered by the new sequencer; remote writers still waiting get
+        ``NOT_SEQUENCER`` and resubmit from their outboxes."""
+        own = self.own[channel]
+        seqr = own.seqr
+        first = newer[0]
+        if first.start_seq < seqr.seq and seqr.hash_at(first.start_seq) != first.start_hash:
+            err = Forked("a newer epoch starts on a history this node does not hold",
+                         channel=channel.hex(), seq=first.start_seq)
+            self._count(err.code, b"", channel)
+            return [Notice(channel, err)]
+        del self.own[channel]
+        unsynced = seqr.take_unsynced()
+        waiting: dict[int, list[_Waiter]] = {}
+        for waiter, res in own.acks + own.replicated:
+            waiting.setdefault(res.seq, []).append(waiter)
+        held = own.check.held if own.check is not None else []
+        start = first.start_seq
+        lost = seqr.truncate(start) if seqr.seq > start else []
+        st = seqr.state
+        for ec in newer:
+            if (st.seq, st.head_hash) != (ec.start_seq, ec.start_hash):
+                break  # further epochs arrive with the new sequencer's catch-up
+            st.apply_epoch(ec)
+        self._install(st, list(seqr.entries), seqr.base or st.copy())
+        self.route[channel] = newer[-1].sequencer_key
+        kept = tuple(e for e in unsynced if e.seq <= start)
+        fx: list[Effect] = [Persist(record=st.record, epochs=tuple(st.epochs), entries=kept,
+                                    truncate_after=start if lost else None)]
+        if kept:
+            fx.append(Delivered(channel, kept))
+        fx.append(Notice(channel, NotSequencer(
+            f"a newer epoch ({newer[-1].epoch}) exists: this node stepped down as the "
+            f"sequencer; entries after seq {start} are resubmitted to the new one",
+            epoch=newer[-1].epoch, start=start, resubmitted=len(lost))))
+        for seq, ws in sorted(waiting.items()):
+            if seq > start:
+                continue
+            # The entry is in the new epoch too: a local ack stands; a replicated one is
+            # asked of the new sequencer (same key: it answers with this seq).
+            kept_entry = seqr.entry(seq)
+            for w in ws:
+                if w.want == "local":
+                    fx += self._answer(w, PublishResult(
+                        channel=channel, seq=seq, entry_hash=seqr.hash_at(seq) or bytes(32),
+                        status="appended", strength="local"))
+                elif kept_entry is not None:
+                    fx += self._requeue(channel, kept_entry.submission(), w, None)
+                else:
+                    fx += self._refuse(w, channel, NotSequencer("this node stepped down"))
+        for e in lost:
+            holders: list[_Waiter | None] = [*waiting.get(e.seq, [])] or [None]
+            for holder in holders:
+                fx += self._requeue(channel, e.submission(), holder,
+                                    e.seq if holder is None else None)
+        for waiter, sub in held:
+            fx += self._requeue(channel, sub, waiter, None)
+        fx += self._reroute(channel)
+        return fx
+
+    def _requeue(self, channel: bytes, sub: Submission, waiter: _Waiter | None,
+                 seq: int | None) -> list[Effect]:
+        """Put a submission this node can no longer sequence into the outbox for the new
+        sequencer (same key); tell whoever held an ack for it."""
+        if waiter is not None and waiter.peer is not None:
+            return self._refuse(waiter, channel, NotSequencer("this node stepped down"))
+        key = (channel, sub.idem_key)
+        if key in self.outbox:
+            return []
+        fx: list[Effect] = []
+        want = waiter.want if waiter is not None else "local"
+        if waiter is None and seq is not None:
+            # Acknowledged here before this node learnt it was superseded.
+            self._reacks[key] = seq
+            if sub.sender_key == self.signer.public_key:
+                fx.append(Notice(channel, LostWrite(
+                    f"entry {seq} was acknowledged by this node after a newer epoch began; "
+                    "it is resubmitted with the same key", seq=seq,
+                    idem_key=sub.idem_key.hex(), resubmitted=True)))
+        self.outbox[key] = _Pending(sub, want, waiter.req if waiter is not None else None)
+        fx.append(OutboxPut(sub, want))
+        return fx
+
+    def _check_progress(self, channel: bytes, now_ms: int) -> list[Effect]:
+        """Go on with the exchange: restore from the peer furthest ahead in this epoch, then
+        end it once every peer asked has answered (at least one), or at the bound."""
+        own = self.own[channel]
+        c = own.check
+        if c is None or c.restoring is not None:
+            return []
+        seqr = own.seqr
+        ahead = sorted(((r.seq, p) for p, r in c.reports.items()
+                        if r.epoch == seqr.state.epoch and r.seq > seqr.seq
+                        and p not in c.tried and p in self.peers), reverse=True)
+        if ahead:
+            _, p = ahead[0]
+            c.restoring = p
+            c.tried.add(p)
+            if not c.restored:
+                c.from_seq = seqr.seq
+            return [Send(p, RestoreRequest(channel, seqr.seq, seqr.head_hash))]
+        waiting = c.asked - set(c.reports)
+        if c.reports and not waiting:
+            return self._end_check(channel, now_ms)
+        if c.deadline is not None and now_ms >= c.deadline:
+            return self._end_check(channel, now_ms)
+        return []
+
+    def _restore_for(self, peer: bytes, msg: RestoreRequest) -> Restore:
+        """Entries after ``msg.after`` up to our signed head, for the channel's own sequencer
+        (whose store rolled back); an empty answer if we cannot."""
+        r = self.replicas.get(msg.channel)
+        nothing = Restore(msg.channel)
+        if r is None or self.peers.get(peer) != r.state.sequencer_key:
+            return nothing
+        h = r.signed_head
+        if h is None or (h.seq, h.head_hash, h.epoch) != (r.seq, r.head_hash, r.state.epoch):
+            return nothing
+        if msg.after < r.floor or r.hash_at(msg.after) != msg.after_hash:
+            return nothing
+        ents = r.read(msg.after, MAX_RESTORE + 1)
+        if not ents or len(ents) > MAX_RESTORE or \
+                sum(len(e.encoded) for e in ents) > RESTORE_BYTES:
+            return nothing
+        return Restore(msg.channel, tuple(ents), h)
+
+    def _on_restore(self, peer: bytes, msg: Restore, now_ms: int) -> list[Effect]:
+        own = self.own.get(msg.channel)
+        if own is None or own.check is None or own.check.restoring != peer:
+            return []
+        c = own.check
+        c.restoring = None
+        if msg.head is not None and msg.entries:
+            try:
+                c.restored += own.seqr.restore(list(msg.entries), msg.head)
+                self._dirty.add(msg.channel)
+            except P2PWorldError as e:
+                self._count(e.code, peer, msg.channel)
+        return self._check_progress(msg.channel, now_ms)
+
+    def _end_check(self, channel: bytes, now_ms: int) -> list[Effect]:
+        """The exchange is over: say what it found, make sure no seq a peer saw is issued
+        again in this epoch, then answer what was held."""
+        own = self.own[channel]
+        c = own.check
+        assert c is not None
+        own.check = None
+        seqr = own.seqr
+        fx: list[Effect] = []
+        if c.restored:
+            fx.append(Notice(channel, RolledBack(
+                f"this node's store had rolled back to seq {c.from_seq}; {c.restored} "
+                "entries were taken back from a replica", from_seq=c.from_seq,
+                restored=c.restored)))
+        best = max((r.seq for r in c.reports.values() if r.epoch == seqr.state.epoch),
+                   default=0)
+        if best > seqr.seq:
+            fx.append(Notice(channel, LostWrite(
+                f"entries {seqr.seq + 1}..{best} were acknowledged before this node's store "
+                "rolled back and no reachable replica holds them", seq=seqr.seq + 1,
+                last=best)))
+            if not seqr.state.closed:
+                # A new epoch at the head we hold: those seqs are never issued again in the
+                # epoch a peer saw them in (peers holding them truncate and tell writers).
+                fx += self.handoff(channel, self.signer.public_key, now_ms=now_ms,
+                                   reason="rollback")[1]
+                own = self.own[channel]
+        if not c.reports:
+            fx.append(Notice(channel, RollbackUnchecked(
+                f"no peer answered within {self.startup_check_ms} ms: a rollback of this "
+                "node's store could not be checked", bound_ms=self.startup_check_ms)))
+        for peer, sub in c.subs:
+            if peer in self.peers:
+                fx += self._on_subscribe(peer, sub)
+        for waiter, s in c.held:
+            fx += self._submit_local(waiter, s, now_ms)
+        self._dirty.add(channel)
+        return fx
+
     # --- flush ------------------------------------------------------------------------------
 
     def flush(self, *, now_ms: int) -> list[Effect]:
@@ -978,6 +1290,12 @@ class ChannelHub:
         fx: list[Effect] = []
         for ch in sorted(self.own):
             fx += self._announce(ch, only=peer)
+            if self.own[ch].check is not None:
+                fx += self._ask_heads(ch)
+            else:
+                # A sequencer that was cut off may have been superseded: a peer that knows
+                # a newer epoch says so in its answer (and this node steps down).
+                fx.append(Send(peer, HeadQuery(ch)))
         for ch, r in sorted(self.replicas.items()):
             if self.sequencer_of(ch) == peer and not r.frozen:
                 fx += self._subscribe(ch, peer)
@@ -989,6 +1307,11 @@ class ChannelHub:
         key = self.peers.pop(peer, None)
         for o in self.own.values():
             o.subscribers.pop(peer, None)
+            if o.check is not None:
+                o.check.asked.discard(peer)
+                o.check.subs = [(p, m) for p, m in o.check.subs if p != peer]
+                if o.check.restoring == peer:
+                    o.check.restoring = None
         del key
         fx: list[Effect] = []
         for pend in self.outbox.values():
@@ -1041,9 +1364,17 @@ class ChannelHub:
             if ch not in self.own and ch not in self.replicas:
                 # Learning a new channel is a mutation: its owner must hold channel:open now.
                 self._authorize(msg.record.owner_key, "channel:open", now_ms)
-            return self._on_announce(peer, msg.record, list(msg.epochs))
+            return self._on_announce(peer, msg.record, list(msg.epochs), now_ms)
         if isinstance(msg, Subscribe):
             return self._on_subscribe(peer, msg)
+        if isinstance(msg, HeadQuery):
+            return [Send(peer, self._head_report(peer, msg.channel))]
+        if isinstance(msg, HeadReport):
+            return self._on_head_report(peer, msg, now_ms)
+        if isinstance(msg, RestoreRequest):
+            return [Send(peer, self._restore_for(peer, msg))]
+        if isinstance(msg, Restore):
+            return self._on_restore(peer, msg, now_ms)
         if isinstance(msg, Entries):
             return self._on_entries(peer, msg)
         if isinstance(msg, EpochMsg):
@@ -1102,10 +1433,18 @@ class ChannelHub:
             return []  # a local ack; the replicated one follows
         del self.outbox[key]
         self._release(req)
-        return [OutboxDone(channel, key[1]), Resolved(req, outcome)]
+        fx: list[Effect] = [OutboxDone(channel, key[1]), Resolved(req, outcome)]
+        old_seq = self._reacks.pop(key, None)
+        if old_seq is not None and isinstance(outcome, PublishResult) and \
+                pend.sub.sender_key == self.signer.public_key:
+            fx.append(Notice(channel, Resequenced(
+                f"entry {old_seq}, lost when this node stepped down, is seq {outcome.seq} "
+                "of the new epoch", seq=outcome.seq, old_seq=old_seq,
+                idem_key=key[1].hex())))
+        return fx
 
-    def _on_announce(self, peer: bytes, rec: ChannelRecord, epochs: list[EpochChange]
-                     ) -> list[Effect]:
+    def _on_announce(self, peer: bytes, rec: ChannelRecord, epochs: list[EpochChange],
+                     now_ms: int = 0) -> list[Effect]:
         rec.verify()
         if rec.workspace != self.workspace:
             raise WorkspaceMismatch("channel of another workspace")
@@ -1115,6 +1454,10 @@ class ChannelHub:
             walk.check_epoch_change(ec)
             walk.epoch, walk.sequencer_key = ec.epoch, ec.sequencer_key
         fx: list[Effect] = []
+        own = self.own.get(rec.channel)
+        if own is not None and walk.epoch > own.seqr.state.epoch:
+            newer = [ec for ec in epochs if ec.epoch > own.seqr.state.epoch]
+            return self._step_down(rec.channel, sorted(newer, key=lambda e: e.epoch), now_ms)
         if rec.channel not in self.own and rec.channel not in self.replicas:
             if walk.sequencer_key == self.signer.public_key:
                 return []  # we would sequence it but hold nothing: wait for an epoch message
@@ -1133,6 +1476,9 @@ class ChannelHub:
     def _on_subscribe(self, peer: bytes, msg: Subscribe) -> list[Effect]:
         own = self.own.get(msg.channel)
         if own is None:
+            return []
+        if own.check is not None:
+            own.check.subs.append((peer, msg))  # answered once this log is checked
             return []
         seqr = own.seqr
         st = seqr.state

@@ -50,6 +50,10 @@ class Replica(ChannelLog):
         super().__init__(state, entries, base)
         self.fork_proof: tuple[Entry, Entry] | None = None
         self.fork_head: SignedHead | None = None
+        self.signed_head: SignedHead | None = None
+        """The sequencer's signed head at this replica's head, when it holds one (from the
+        last batch, or stored with the last commit): what lets it give a sequencer whose
+        store rolled back its own entries back (:meth:`Sequencer.restore`)."""
         self.epoch_pending: tuple[EpochChange, ChannelState, list[Entry], int] | None = None
         """Old-epoch entries towards an epoch change's start that arrived in parts: the
         change, the state they fold to, the entries and their encoded bytes. Held in memory
@@ -145,6 +149,8 @@ class Replica(ChannelLog):
             trial.idem = st.idem
             self.state = trial
             self.entries.extend(new)
+        if head.seq == self.seq and head.head_hash == self.head_hash:
+            self.signed_head = head
         return new
 
     def receive_epoch(self, ec: EpochChange, entries: list[Entry] | None = None) -> list[Entry]:
@@ -166,7 +172,7 @@ class Replica(ChannelLog):
                 raise Forked("our history diverges from the epoch change's start",
                              seq=ec.start_seq)
             if st.seq > ec.start_seq:
-                if ec.reason != "recovery":
+                if ec.reason not in ("recovery", "rollback"):
                     raise ChainBroken("a handoff cannot start below our head")
                 lost = self.truncate(ec.start_seq)
         else:

@@ -28,7 +28,15 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from p2pworld.errors import ChannelClosed, Conflict, LocalProtocolError, NotSequencer
+from p2pworld.errors import (
+    ChainBroken,
+    ChannelClosed,
+    Conflict,
+    InvalidSignature,
+    LocalProtocolError,
+    NotSequencer,
+    P2PWorldError,
+)
 from p2pworld.identity import Signer
 from p2pworld.log.entry import ChannelRecord, Entry, SignedHead, Submission, hash_bytes
 from p2pworld.log.state import ChannelState, EpochChange, Snapshot
@@ -197,6 +205,39 @@ class Sequencer(ChannelLog):
         return SubmitOutcome(status="appended", seq=entry.seq, entry_hash=self.head_hash,
                              entry=entry)
 
+    def restore(self, entries: list[Entry], head: SignedHead) -> int:
+        """Take back entries this sequencer appended before its store rolled back, from a
+        replica that holds them: they must extend this log's head in its epoch, and ``head``,
+        this sequencer's own signature, must cover the last one. All or nothing; returns how
+        many were taken (they are persisted like new appends, via :meth:`take_unsynced`)."""
+        if not entries:
+            return 0
+        if head.channel != self.channel or head.epoch != self.state.epoch:
+            raise ChainBroken("restore: a head of another channel or epoch")
+        try:
+            head.verify(self._signer.public_key)
+        except InvalidSignature:
+            raise ChainBroken("restore: the head is not this sequencer's") from None
+        trial = self.state.copy()
+        for e in entries:
+            if e.channel != self.channel or e.epoch != trial.epoch:
+                raise ChainBroken("restore: an entry of another channel or epoch", seq=e.seq)
+            if e.seq != trial.seq + 1 or e.prev_hash != trial.head_hash:
+                raise ChainBroken("restore: entries do not extend the head", seq=e.seq)
+            sub = e.submission()
+            try:
+                sub.verify()
+                trial.check_submission(sub)
+            except P2PWorldError as err:
+                raise ChainBroken(f"restore: entry {e.seq} is invalid: {err.code}") from None
+            trial.apply(e)
+        if (trial.seq, trial.head_hash) != (head.seq, head.head_hash):
+            raise ChainBroken("restore: the signed head does not cover these entries")
+        self.state = trial
+        self.entries.extend(entries)
+        self._unsynced.extend(entries)
+        return len(entries)
+
     def take_unsynced(self) -> list[Entry]:
         """Entries appended since the last call: the caller persists them before acking."""
         out, self._unsynced = self._unsynced, []
@@ -226,13 +267,15 @@ class Sequencer(ChannelLog):
         assert self.base is not None
         return Snapshot.create(self._signer, self.base)
 
-    def handoff(self, next_sequencer: bytes) -> EpochChange:
+    def handoff(self, next_sequencer: bytes, *, reason: str = "handoff") -> EpochChange:
         """Planned handoff: sign an epoch change naming the next sequencer at our head.
-        From now on this sequencer refuses submissions (it is fenced by its own change)."""
+        From now on this sequencer refuses submissions (it is fenced by its own change).
+        ``reason="rollback"``: this sequencer's store rolled back, and it starts a new epoch
+        of its own at the head it holds (``next_sequencer`` is its own key)."""
         if self.state.closed:
             raise ChannelClosed("a closed channel is not handed off")
         ec = EpochChange.create(self._signer, channel=self.channel, epoch=self.state.epoch + 1,
                                 sequencer_key=next_sequencer, start_seq=self.seq,
-                                start_hash=self.head_hash, reason="handoff")
+                                start_hash=self.head_hash, reason=reason)
         self.handed_off = True
         return ec

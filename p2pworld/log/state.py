@@ -110,7 +110,7 @@ class EpochChange:
         w = "epoch change"
         m = codec.need_map(value, w)
         reason = codec.str_field(m, "reason", w, max_len=16)
-        if reason not in ("handoff", "recovery"):
+        if reason not in ("handoff", "recovery", "rollback"):
             raise DecodeError("epoch change: unknown reason")
         return cls(channel=codec.bytes_field(m, "ch", w, size=16),
                    epoch=codec.int_field(m, "epoch", w, lo=2),
@@ -236,6 +236,12 @@ class ChannelState:
         if ec.reason == "handoff":
             if ec.signer_key != self.sequencer_key or ec.epoch != self.epoch + 1:
                 raise Unauthorized("a handoff must be signed by the current sequencer")
+        elif ec.reason == "rollback":
+            # The sequencer itself, whose store rolled back, starts a new epoch at the head
+            # it still holds: it stays the sequencer, and what followed is reported lost.
+            if ec.signer_key != self.sequencer_key or ec.sequencer_key != ec.signer_key \
+                    or ec.epoch != self.epoch + 1:
+                raise Unauthorized("a rollback epoch is the current sequencer's own")
         elif ec.signer_key != self.record.authority_key or ec.epoch <= self.epoch:
             raise Unauthorized("a recovery must be signed by the channel's authority key")
 

@@ -74,6 +74,8 @@ class StoredChannel:
     epochs: list[EpochChange]
     base: ChannelState
     entries: list[Entry]
+    head: SignedHead | None = None
+    """The sequencer's signature over the head, stored with the last commit (verified)."""
 
 
 @dataclass
@@ -109,7 +111,7 @@ def check_channel(row: ChannelRow, rows: Iterable[tuple[int, bytes, bytes]], *,
 
     def done() -> ChannelCheck:
         if not errors:
-            return ChannelCheck(out, StoredChannel(rec, epochs, base, ents), None)
+            return ChannelCheck(out, StoredChannel(rec, epochs, base, ents, signed), None)
         seq = {"seq": bad_seq[0]} if bad_seq else {}
         return ChannelCheck(out, None, StoreCorrupt(
             f"channel {row.channel.hex()}: {errors[0]}", channel=row.channel.hex(), **seq))
@@ -123,6 +125,7 @@ def check_channel(row: ChannelRow, rows: Iterable[tuple[int, bytes, bytes]], *,
         return ChannelCheck(out, None, StoreCorrupt(
             f"channel {row.channel.hex()}: {errors[0]}", channel=row.channel.hex()))
     ents: list[Entry] = []
+    signed: SignedHead | None = None
     out["genesis_hash"] = rec.genesis_hash.hex()
     if genesis is not None:
         out["genesis_ok"] = rec.genesis_hash == genesis
@@ -186,7 +189,7 @@ def check_channel(row: ChannelRow, rows: Iterable[tuple[int, bytes, bytes]], *,
             except P2PWorldError as err:
                 chain_ok = False
                 errors.append(f"epoch {ec.epoch} does not start at the head: {err.code}")
-    head_errors = _check_head(row, walk, keys) if chain_ok else []
+    head_errors, signed = _check_head(row, walk, keys) if chain_ok else ([], None)
     out["head_ok"] = chain_ok and not head_errors
     errors.extend(head_errors)
     if out["genesis_ok"] is False:
@@ -244,20 +247,21 @@ def _check_base(rec: ChannelRecord, base: ChannelState, row: ChannelRow,
     return []
 
 
-def _check_head(row: ChannelRow, walk: ChannelState, keys: dict[int, bytes]) -> list[str]:
+def _check_head(row: ChannelRow, walk: ChannelState, keys: dict[int, bytes]
+                ) -> tuple[list[str], SignedHead | None]:
     if row.head_seq is None:
-        return []
+        return [], None
     if walk.seq != row.head_seq:
         return [f"the rows end at seq {walk.seq} but the last commit's head is seq "
-                f"{row.head_seq}: rows are missing or an index is damaged"]
+                f"{row.head_seq}: rows are missing or an index is damaged"], None
     if row.head_hash is not None and row.head_hash != walk.head_hash:
-        return [f"head at seq {walk.seq} does not match the last commit's head"]
+        return [f"head at seq {walk.seq} does not match the last commit's head"], None
     if row.head_sig is None:
-        return []
+        return [], None
     try:
         sh = SignedHead.from_wire(codec.decode_frame(row.head_sig))
     except P2PWorldError as err:
-        return [f"stored head signature unreadable: {err.code}"]
+        return [f"stored head signature unreadable: {err.code}"], None
     key = keys.get(sh.epoch)
     try:
         if (sh.channel, sh.seq, sh.head_hash) != (row.channel, walk.seq, walk.head_hash) \
@@ -265,5 +269,5 @@ def _check_head(row: ChannelRow, walk: ChannelState, keys: dict[int, bytes]) -> 
             raise ValueError
         sh.verify(key)
     except (P2PWorldError, ValueError):
-        return ["stored head signature does not verify"]
-    return []
+        return ["stored head signature does not verify"], None
+    return [], sh

@@ -264,7 +264,7 @@ class Simulator:
             book.learn(node.token, now=self.now_ms(node) / 1000, node_key=node.signer.public_key)
         hub = cores.hub
         for c in node.store.load_channels():
-            hub.load(c.record, c.epochs, c.base, c.entries)
+            hub.load(c.record, c.epochs, c.base, c.entries, c.head)
         for n in restore_outbox(node.store, hub):
             node.notices.append(n.error)
         node.cores = cores
