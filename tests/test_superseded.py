@@ -12,6 +12,11 @@ too) and real nodes over sockets.
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
 from pathlib import Path
 
 import trio
@@ -19,6 +24,7 @@ import trio
 from p2pworld import NodeConfig, open_node
 from p2pworld.log.hub import Notice, PublishResult, Resolved
 
+from .conftest import ROOT
 from .hubs import connect, disconnect, run
 from .test_channel_features import publish, world
 
@@ -91,3 +97,61 @@ async def test_three_nodes_the_old_sequencer_returns_and_publishes_at_once(tmp_p
                     await trio.sleep(0.05)
                 assert a.head(chan.channel) == b.head(chan.channel) == c.head(chan.channel)
                 assert a.health()["channels"][0]["role"] == "replica"
+
+
+def _writer(home: Path, peers: list[str], prefix: str, count: int, wait_s: float = 0.0
+            ) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "tests.tools.writer", str(home), "superseded", ",".join(peers),
+         prefix, str(count), str(wait_s)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT, start_new_session=True)
+
+
+def _events(proc: subprocess.Popen[bytes], timeout: float = 90) -> list[dict]:  # type: ignore[type-arg]
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise AssertionError(f"the writer process did not finish: {err.decode()[-2000:]}"
+                             ) from None
+    assert proc.returncode == 0, err.decode()[-2000:]
+    return [json.loads(x) for x in out.decode().splitlines() if x.startswith("{")]
+
+
+async def test_real_processes_the_old_sequencer_goes_away_and_returns(tmp_path: Path) -> None:
+    # a is its own process: it opens the channel and writes, is killed (-9), b recovers with
+    # the authority key, and a returns as a new process that publishes at once.
+    a_home = tmp_path / "a"
+    with trio.fail_after(240):
+        async with open_node(cfg(tmp_path / "b")) as b, \
+                open_node(cfg(tmp_path / "c", peers=[b.url])) as c:
+            first = _writer(a_home, [b.url, c.url], "r:m", 5, wait_s=60)
+            assert first.stdout is not None
+            acks = 0
+            while acks < 5:  # read acks as they come, then kill -9 mid-wait
+                line = await trio.to_thread.run_sync(first.stdout.readline)
+                assert line, first.stderr.read().decode()[-2000:] if first.stderr else ""
+                acks += json.loads(line).get("event") == "ack"
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+            for f in (first.stdout, first.stderr):
+                if f:
+                    f.close()
+            chan = next(r.channel for r in b.channels() if r.name == "general")
+            while min(b.head(chan)[0], c.head(chan)[0]) < 5:
+                await trio.sleep(0.05)
+            from p2pworld.home import NodeHome
+            await b.recover(chan, NodeHome(a_home).load().signer,
+                            NodeHome(tmp_path / "b").load().public_key)
+            assert (await c.publish(chan, b"from c")).seq == 6
+            back = _writer(a_home, [b.url, c.url], "back", 1, wait_s=2.0)
+            evs = await trio.to_thread.run_sync(_events, back)
+            acked = [e for e in evs if e["event"] == "ack"]
+            assert [e["seq"] for e in acked] == [7]  # e2c769c: 6, an epoch-1 seq nobody takes
+            (role,) = [e for e in evs if e["event"] == "role"]
+            assert role["role"] == ["replica"] and role["head"] == 7
+            while min(b.head(chan)[0], c.head(chan)[0]) < 7:
+                await trio.sleep(0.05)
+            assert b.head(chan) == c.head(chan)
+            assert [m.payload for m in b.hub.entries(chan)][-2:] == [b"from c", b"back0"]
