@@ -23,21 +23,29 @@ Ten-line embedding::
 """
 
 from p2pworld.auth.book import AuthConfig
+from p2pworld.compute.state import Request as ComputeRequest
 from p2pworld.errors import (
+    AddressUnavailable,
     ChannelError,
     Conflict,
     DecodeError,
     HandshakeError,
     IdentityError,
     InternalError,
+    InvalidArgument,
     LocalProtocolError,
+    LostWrite,
+    NodeClosed,
     NodeFailed,
     NotSequencer,
     P2PWorldError,
     PayloadTooLarge,
     PublishTimeout,
     RemoteProtocolError,
+    Resequenced,
     Revoked,
+    RollbackUnchecked,
+    RolledBack,
     ScopeDenied,
     StoreCorrupt,
     StoreError,
@@ -45,12 +53,13 @@ from p2pworld.errors import (
     TokenExpired,
     Unauthorized,
     UnknownChannel,
+    WaitTimeout,
 )
 from p2pworld.home import NodeHome, default_home
 from p2pworld.identity import Ed25519Signer, NodeIdentity, Signer, node_id
 from p2pworld.log.entry import ChannelRecord
 from p2pworld.log.hub import Notice, PublishResult
-from p2pworld.node import ChannelMessage, Node, NodeConfig, open_node
+from p2pworld.node import ChannelMessage, ComputeEvent, ComputeFeed, Node, NodeConfig, open_node
 from p2pworld.world.core import Member, WorldEvent
 from p2pworld.world.doc import CapabilityAd, NodeInfo
 
@@ -65,4 +74,6 @@ __all__ = [
     "PublishTimeout", "RemoteProtocolError", "Signer", "UnknownChannel", "default_home",
     "node_id", "open_node", "InternalError", "NodeFailed", "Notice", "PayloadTooLarge",
     "StoreCorrupt", "StoreError", "StoreFull",
+    "AddressUnavailable", "ComputeEvent", "ComputeFeed", "ComputeRequest", "InvalidArgument",
+    "LostWrite", "NodeClosed", "Resequenced", "RollbackUnchecked", "RolledBack", "WaitTimeout",
 ]

@@ -24,7 +24,7 @@ import random
 import secrets
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -308,25 +308,61 @@ class WorldSubscription:
         return ev
 
 
-class ComputeFeed:
-    """Async iterator of ``(channel, request)`` for newly eligible compute requests."""
+@dataclass(frozen=True)
+class ComputeEvent:
+    """What :class:`ComputeFeed` yields: ``kind`` is ``request`` (a request this node's live
+    ad satisfies, open, not offered on yet), ``assigned`` (the requester assigned it to this
+    node: accept it or reject it) or ``reopened`` (its assignee lapsed or rejected it and it
+    is open again); ``request`` as it stands now; ``seq`` the entry of the requester's compute
+    channel that says so. Unpacks as ``(channel, request)``."""
 
-    def __init__(self, node: Node, seen: set[str]) -> None:
+    kind: str
+    channel: bytes
+    request: ComputeRequest
+    seq: int
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.channel, self.request))
+
+
+class ComputeFeed:
+    """The provider-scoped subscription: async iterator of :class:`ComputeEvent`, live.
+
+    ``cursor`` (channel id -> seq read up to) is where the feed stands; store it and pass it
+    back to :meth:`Node.compute_feed` to resume after a restart, as with
+    :meth:`Node.subscribe`: events are judged against each request as it stands when they
+    are read, so a resumed feed never replays an assignment that no longer holds.
+    """
+
+    def __init__(self, node: Node, cursor: dict[bytes, int]) -> None:
         self._node = node
-        self.seen = seen
+        self.cursor = dict(cursor)
+        self._ready: list[ComputeEvent] = []
 
     def __aiter__(self) -> ComputeFeed:
         return self
 
-    async def __anext__(self) -> tuple[bytes, ComputeRequest]:
+    async def __anext__(self) -> ComputeEvent:
+        node = self._node
         while True:
-            self._node._check_open()
-            for ch, r in self._node.eligible_compute():
-                if r.rid not in self.seen:
-                    self.seen.add(r.rid)
-                    return ch, r
-            with trio.move_on_after(0.25):
-                await self._node._any_delivered.wait()
+            node._check_open()
+            if self._ready:
+                return self._ready.pop(0)
+            compute = node.cores.compute
+            assert compute is not None
+            me = node.member(node.node_id)
+            now = _now_ms()
+            for log in node.cores.compute_logs():
+                ch = log.record.channel
+                events, upto = compute.provider_events(
+                    log, me.caps if me else None, after=self.cursor.get(ch, 0), now_ms=now)
+                self.cursor[ch] = upto
+                st = compute.state(log)
+                self._ready += [ComputeEvent(ev.kind, ch, st.requests[ev.rid], ev.seq)
+                                for ev in events]
+            if not self._ready:
+                with trio.move_on_after(0.25):
+                    await node._any_delivered.wait()
 
 
 @dataclass
@@ -825,11 +861,25 @@ class Node:
         """The requester marks a ``paid``-class job paid (payment itself is the runtime's)."""
         return await self._compute_op(channel, rid, "paid", "paid")
 
-    def compute_feed(self, *, seen: set[str] | None = None) -> ComputeFeed:
-        """The provider-scoped subscription: every open request this node's live ad
-        satisfies, as it appears (live), skipping request ids in ``seen`` (resume with the
-        feed's ``seen`` set)."""
-        return ComputeFeed(self, set(seen or ()))
+    def compute_feed(self, *, cursor: dict[bytes, int] | None = None) -> ComputeFeed:
+        """The provider-scoped subscription (live): requests this node's live ad satisfies,
+        assignments to this node (a reassignment after another provider lapsed too) and
+        requests that reopened, as :class:`ComputeEvent` s. Resume from a stored
+        ``feed.cursor``.
+
+        Example (a provider's loop)::
+
+            async for ev in node.compute_feed():
+                if ev.kind in ("request", "reopened"):
+                    await node.offer_compute(ev.channel, ev.request.rid)
+                elif ev.kind == "assigned":
+                    await node.accept_compute(ev.channel, ev.request.rid)
+                    await node.complete_compute(ev.channel, ev.request.rid, run(ev.request))
+        """
+        if cursor is not None and not (isinstance(cursor, dict) and all(
+                isinstance(k, bytes) and isinstance(v, int) for k, v in cursor.items())):
+            raise InvalidArgument("cursor is a dict of channel id -> seq", arg="cursor")
+        return ComputeFeed(self, cursor or {})
 
     async def wait_compute(self, channel: bytes, rid: str,
                            until: Any = lambda r: r.terminal, *,

@@ -290,10 +290,18 @@ class HeadReport(Message):
     seq: int
     head_hash: bytes
     epochs: tuple[EpochChange, ...] = ()
+    signed: SignedHead | None = None
+    """The sequencer's signature over this head, when the peer holds it: a claim to be ahead
+    counts only with it (an unsigned report cannot make a sequencer restore or declare
+    anything lost)."""
 
     def fields(self) -> dict[str, Value]:
-        return {"ch": self.channel, "epoch": self.epoch, "seq": self.seq,
-                "head": self.head_hash, "ecs": [e.to_wire() for e in self.epochs]}
+        out: dict[str, Value] = {"ch": self.channel, "epoch": self.epoch, "seq": self.seq,
+                                 "head": self.head_hash,
+                                 "ecs": [e.to_wire() for e in self.epochs]}
+        if self.signed is not None:
+            out["sig"] = self.signed.to_wire()
+        return out
 
     @classmethod
     def parse(cls, m: dict[str, Value]) -> HeadReport:
@@ -301,9 +309,11 @@ class HeadReport(Message):
         raw = codec.field(m, "ecs", list, w)
         if len(raw) > MAX_EPOCHS:
             raise DecodeError("headr: too many epoch changes", limit=MAX_EPOCHS)
+        sig = m.get("sig")
         return cls(codec.bytes_field(m, "ch", w, size=16), codec.int_field(m, "epoch", w, lo=1),
                    codec.int_field(m, "seq", w), codec.bytes_field(m, "head", w, size=32),
-                   tuple(EpochChange.from_wire(e) for e in raw))
+                   tuple(EpochChange.from_wire(e) for e in raw),
+                   None if sig is None else SignedHead.from_wire(sig))
 
 
 @message

@@ -8,12 +8,14 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import pytest
 import trio
 
 from p2pworld import NodeConfig, open_node
 from p2pworld.log.hub import Notice, Persist, Resolved
 from p2pworld.log.store import LogStore
 from p2pworld.testing import MemoryLogStore
+from p2pworld.wire import HeadReport, Restore
 
 from .hubs import apply_durable, hub, run
 
@@ -93,11 +95,12 @@ async def test_with_no_peer_to_ask_it_goes_on_after_the_bound_and_says_so(tmp_pa
             assert await _notices(a, 1) == ["ROLLBACK_UNCHECKED"]
 
 
-def test_entries_no_replica_can_give_back_are_reported_and_never_reissued() -> None:
-    # The core path on the hubs: a's store rolls back to seq 3, b (the only peer) reports
-    # head 6 but cannot give the entries back (it holds no signed head for them). a reports
-    # LostWrite for 4..6 and starts a new epoch at 3; b truncates to it, and the next
-    # publish is seq 4 of epoch 2 on both, never a second seq 4 in epoch 1.
+def test_entries_no_replica_can_give_back_are_reported_and_never_reissued(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The core path on the hubs: a's store rolls back to seq 3, b (the only peer) proves head
+    # 6 (a's own signed head) but cannot give the entries back (over the restore bound, say).
+    # a reports LostWrite for 4..6 and starts a new epoch at 3; b truncates to it, and the
+    # next publish is seq 4 of epoch 2 on both, never a second seq 4 in epoch 1.
     a, sa = hub(1)
     b, _ = hub(2)
     stores = {"a": MemoryLogStore(), "b": MemoryLogStore()}
@@ -114,7 +117,7 @@ def test_entries_no_replica_can_give_back_are_reported_and_never_reissued() -> N
         a.publish(rec.channel, b"%d" % i, idem_key=b"k%d" % i, now_ms=1)
     run({"a": a, "b": b}, [], stores=stores)
     assert b.head(rec.channel)[0] == 6
-    b.replicas[rec.channel].signed_head = None  # b cannot prove them: nothing to restore
+    monkeypatch.setattr(b, "_restore_for", lambda peer, msg: Restore(msg.channel))
     # a restarts on the rolled-back store.
     a2, _ = hub(1)
     stores["a"] = old
@@ -137,3 +140,56 @@ def test_entries_no_replica_can_give_back_are_reported_and_never_reissued() -> N
     assert [e.payload for e in b.entries(rec.channel)] == [b"0", b"1", b"2", b"new"]
     persisted = [e for e in seen["a"] if isinstance(e, Persist) and e.entries]
     assert persisted and persisted[-1].entries[-1].seq == 4
+
+
+def _rolled_back_pair() -> tuple:  # type: ignore[type-arg]
+    """a sequences a channel with 3 entries that b replicates; a restarts on its store with a
+    publish waiting. Returns (a2, b, channel, the publish's req)."""
+    a, sa = hub(1)
+    b, _ = hub(2)
+    stores = {"a": MemoryLogStore(), "b": MemoryLogStore()}
+    rec, fx = a.open_channel("c", now_ms=0)
+    for e in fx:
+        apply_durable(stores["a"], e)
+    run({"a": a, "b": b}, [("a", x) for x in a.peer_up(b.node_id, b.signer.public_key)] +
+        [("b", x) for x in b.peer_up(a.node_id, sa.public_key)], stores=stores)
+    for i in range(3):
+        a.publish(rec.channel, b"%d" % i, idem_key=b"k%d" % i, now_ms=1)
+    run({"a": a, "b": b}, [], stores=stores)
+    a2, _ = hub(1)
+    for c in stores["a"].load_channels():
+        a2.load(c.record, c.epochs, c.base, c.entries, c.head)
+    req, _ = a2.publish(rec.channel, b"new", idem_key=b"new", now_ms=2)
+    a2.peer_up(b.node_id, b.signer.public_key)
+    a2.tick(now_ms=10)  # the bound starts: 2 s
+    return a2, b, rec.channel, req
+
+
+def test_an_unsigned_claim_to_be_ahead_is_no_evidence() -> None:
+    # A hostile peer answers the head query with seq 10**15 and no signature: counted as an
+    # answer, never as a rollback (no LostWrite, no new epoch, nothing asked of it).
+    a2, b, ch, req = _rolled_back_pair()
+    fx = a2.receive(b.node_id, HeadReport(ch, 1, 10**15, bytes(32)), now_ms=20)
+    assert not [e for e in fx if isinstance(e, Notice)]
+    assert a2.state(ch).epoch == 1
+    assert a2.errors.get("UNPROVEN_HEAD") == 1
+    out = a2.flush(now_ms=21)
+    (res,) = [e.outcome for e in fx + out if isinstance(e, Resolved) and e.req == req]
+    assert res.seq == 4  # type: ignore[union-attr]
+
+
+def test_a_peer_that_never_answers_the_restore_cannot_hold_the_channel(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # b proves it is ahead (a signed head of a's) but never answers the restore request: at
+    # the bound the exchange ends anyway, the writes held are answered.
+    a2, b, ch, req = _rolled_back_pair()
+    r = b.replicas[ch]
+    proven = HeadReport(ch, 1, r.seq + 2, bytes(32), (), None)
+    monkeypatch.setattr(a2, "_proven", lambda seqr, msg: True)
+    fx = a2.receive(b.node_id, proven, now_ms=20)
+    assert [type(e.message).__name__ for e in fx if hasattr(e, "message")] == ["RestoreRequest"]
+    assert a2.checking(ch)
+    assert not [e for e in a2.tick(now_ms=1_000) if isinstance(e, Resolved)]
+    fx = a2.tick(now_ms=2_011) + a2.flush(now_ms=2_012)
+    assert not a2.checking(ch) and a2.errors.get("RESTORE_TIMEOUT") == 1
+    assert [e.outcome for e in fx if isinstance(e, Resolved) and e.req == req]

@@ -113,6 +113,7 @@ async def test_a_retention_burst_survives_a_restart(tmp_path: Path) -> None:
 def _burst_hub_and_store(path: Path) -> tuple[ChannelHub, LogStore]:
     from p2pworld.identity import Ed25519Signer
     hub = ChannelHub(Ed25519Signer(bytes([7]) * 32), workspace="w", rng=random.Random(7))
+    hub.startup_check_ms = 0  # no peers to ask here: what is tested is the store
     return hub, LogStore(path)
 
 
@@ -393,3 +394,79 @@ def test_damage_is_refused_by_both_or_everything_acknowledged_is_served(
             assert ch.hex() in quarantined, (kind, name)
             assert verdicts[name] == 1, (kind, name)
     shutil.rmtree(home)
+
+
+# --- what an adversarial pass found (sqlite edits the property test did not make) ---------
+
+def _edit(src: Path, tmp: Path, *sql: tuple[str, tuple]) -> Path:  # type: ignore[type-arg]
+    home = _copy_home(src, tmp)
+    con = sqlite3.connect(home / "log.db")
+    for stmt, args in sql:
+        con.execute(stmt, args)
+    con.commit()
+    con.close()
+    return home
+
+
+async def _open_view(home: Path) -> dict[str, dict] | P2PWorldError:  # type: ignore[type-arg]
+    try:
+        async with open_node(cfg(home)) as a:
+            return dict(a.health()["quarantined"])
+    except P2PWorldError as e:
+        return e
+
+
+async def test_a_head_column_set_to_null_is_damage_not_a_missing_check(
+        two_channels: tuple[Path, dict[str, bytes], dict[bytes, list[bytes]]],
+        tmp_path: Path) -> None:
+    src, ids, _ = two_channels
+    ch = ids["plain"]
+    home = _edit(src, tmp_path / "a",
+                 ("UPDATE channels SET head_seq=NULL WHERE ch=?", (ch,)),
+                 ("DELETE FROM entries WHERE ch=? AND seq>3", (ch,)))
+    rc, report = cli("verify", str(home / "log.db"), "--channel", ch.hex())
+    assert rc == 1 and "head is missing" in report["errors"][0]
+    view = await _open_view(home)
+    assert isinstance(view, dict) and list(view) == [ch.hex()]
+
+
+async def test_entries_left_without_their_channel_row_quarantine_that_channel(
+        two_channels: tuple[Path, dict[str, bytes], dict[bytes, list[bytes]]],
+        tmp_path: Path) -> None:
+    # Without it the channel was simply unknown, and reopening it issued seq 1 again.
+    src, ids, _ = two_channels
+    ch = ids["plain"]
+    home = _edit(src, tmp_path / "a", ("DELETE FROM channels WHERE ch=?", (ch,)))
+    rc, report = cli("verify", str(home / "log.db"), "--channel", ch.hex())
+    assert rc == 1 and "without a channel record" in report["errors"][0]
+    async with open_node(cfg(home)) as a:
+        assert list(a.health()["quarantined"]) == [ch.hex()]
+        with pytest.raises(P2PWorldError) as err:
+            await a.open_channel("plain")
+        assert err.value.code == "STORE_CORRUPT"
+        assert (await a.publish(ids["kept"], b"served")).seq == 101
+
+
+@pytest.mark.parametrize("damage", ["format_row", "cursor_row", "entries_table"])
+async def test_the_node_and_log_verify_refuse_the_same_damaged_files(
+        two_channels: tuple[Path, dict[str, bytes], dict[bytes, list[bytes]]],
+        tmp_path: Path, damage: str) -> None:
+    src, ids, _ = two_channels
+    sql = {"format_row": ("DELETE FROM meta WHERE key='format'", ()),
+           "cursor_row": ("INSERT INTO cursors VALUES (?, x'00ff')", (ids["plain"],)),
+           "entries_table": ("DROP TABLE entries", ())}[damage]
+    home = _edit(src, tmp_path / "a", sql)
+    before = (home / "log.db").read_bytes()
+    rc, _ = cli("verify", str(home / "log.db"), "--channel", ids["plain"].hex())
+    view = await _open_view(home)
+    assert rc == 1
+    assert isinstance(view, P2PWorldError) and view.code == "STORE_CORRUPT", view
+    assert str(home / "log.db") in view.message
+    assert (home / "log.db").read_bytes() == before  # refused without being rewritten
+
+
+def test_log_repair_refuses_a_channel_id_that_is_not_one(tmp_path: Path) -> None:
+    db = tmp_path / "log.db"
+    LogStore(db).close()
+    rc, out = cli("repair", str(db), "--drop-channel", "zz")
+    assert rc == 1 and "32 hex digits" in out["errors"][0]

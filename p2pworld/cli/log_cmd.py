@@ -49,6 +49,7 @@ def verify(args: argparse.Namespace) -> int:
     try:
         try:
             store.load_channels(quarantine=True)
+            store.load_cursors()  # what the node reads on open too
         except P2PWorldError as err:
             return _fail(args, err.message)
         reports = store.reports
@@ -78,6 +79,13 @@ def repair(args: argparse.Namespace) -> int:
     path = Path(args.path).expanduser()
     if not path.is_file():
         return _fail(args, f"{path}: no such file")
+    if args.drop_channel is not None:
+        try:
+            if len(bytes.fromhex(args.drop_channel)) != 16:
+                raise ValueError
+        except ValueError:
+            return _fail(args, f"--drop-channel takes a channel id (32 hex digits), not "
+                               f"{args.drop_channel!r}")
     home = NodeHome(path.parent)
     try:
         home.lock()

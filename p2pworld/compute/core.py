@@ -23,6 +23,7 @@ from p2pworld.compute.state import (
     decode_event,
     encode_event,
 )
+from p2pworld.errors import P2PWorldError
 from p2pworld.log.entry import ChannelPolicy
 from p2pworld.world.doc import CapabilityAd
 
@@ -63,6 +64,17 @@ class _Log(Protocol):
 
     @property
     def floor(self) -> int: ...
+
+
+@dataclass(frozen=True)
+class ProviderEvent:
+    """One thing a provider must hear of (:meth:`ComputeCore.provider_events`): ``kind`` is
+    ``request``, ``assigned`` (to this node) or ``reopened``; ``seq`` the entry that says
+    so."""
+
+    kind: str
+    rid: str
+    seq: int
 
 
 @dataclass(frozen=True)
@@ -133,7 +145,10 @@ class ComputeCore:
                 out.append(Intent(encode_event("expire", rid=rid), f"{rid}/expire".encode()))
                 continue
             if r.open and r.attempt < MAX_ATTEMPTS:
-                nxt = r.next_offer()
+                # Only to a provider whose presence is live: an offer whose provider died
+                # (or stopped answering) would only burn an attempt and an accept window.
+                # With none live, the request stays open and waits for offers.
+                nxt = r.next_offer(live=lambda p: not stale(p))
                 if nxt is not None:
                     out.append(Intent(encode_event("assign", rid=rid, provider=nxt.provider,
                                                    attempt=r.attempt + 1),
@@ -151,6 +166,51 @@ class ComputeCore:
         return out
 
     # --- the provider's side ----------------------------------------------------------------
+
+    def provider_events(self, log: _Log, ad: CapabilityAd | None, *, after: int, now_ms: int
+                        ) -> tuple[list[ProviderEvent], int]:
+        """What this node, as a provider, must hear of on another node's compute channel in
+        the entries after seq ``after``, judged against the request as it stands now (so a
+        resumed cursor never replays what no longer holds): a ``request`` its live ad
+        satisfies and it has not offered on, an assignment to it (``assigned``), a request
+        that ``reopened`` (lapsed or rejected) that it may serve. At most one event per
+        request (assigned over reopened over request). Returns them, in log order, and the
+        seq read up to (the next cursor)."""
+        st = self.state(log)
+        head = log.floor + len(log.entries)
+        if st.requester == self.node_id:
+            return [], head
+        serve = ad is not None and ad.live(now_ms)
+        have = set(ad.tools) | set(ad.models) | set(ad.job_kinds) if ad is not None else set()
+        found: dict[str, ProviderEvent] = {}
+        rank = {"request": 0, "reopened": 1, "assigned": 2}
+        for e in log.entries[max(0, after - log.floor):]:
+            if e.kind != "msg":
+                continue
+            try:
+                ev = decode_event(e.payload)
+            except P2PWorldError:
+                continue
+            rid, op = ev.get("rid"), ev.get("op")
+            r = st.requests.get(rid) if isinstance(rid, str) else None
+            if r is None or r.terminal or now_ms > r.expires_ms:
+                continue
+            fits = serve and set(r.needs) <= have and (
+                ad is None or not ad.job_kinds or r.kind in ad.job_kinds)
+            kind = None
+            if op == "assign" and ev.get("provider") == self.node_id and \
+                    r.assignee == self.node_id and r.phase == "assigned" and \
+                    ev.get("attempt") == r.attempt:
+                kind = "assigned"
+            elif op in ("lapse", "reject") and r.open and fits and \
+                    self.node_id not in r.tried:
+                kind = "reopened"
+            elif op == "request" and r.open and fits and \
+                    all(o.provider != self.node_id for o in r.offers):
+                kind = "request"
+            if kind is not None and (rid not in found or rank[kind] >= rank[found[rid].kind]):
+                found[r.rid] = ProviderEvent(kind, r.rid, e.seq)
+        return sorted(found.values(), key=lambda x: x.seq), head
 
     def eligible(self, logs: Sequence[_Log], ad: CapabilityAd | None, *, now_ms: int
                  ) -> list[tuple[bytes, Request]]:

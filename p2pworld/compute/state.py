@@ -45,6 +45,7 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,9 +111,11 @@ class Request:
     def open(self) -> bool:
         return self.phase in ("requested", "offered")
 
-    def next_offer(self) -> Offer | None:
-        """The next provider to assign, by the request's selection policy."""
-        left = [o for o in self.offers if o.provider not in self.tried]
+    def next_offer(self, live: Callable[[bytes], bool] | None = None) -> Offer | None:
+        """The next provider to assign, by the request's selection policy; with ``live``,
+        only among providers it accepts (whose presence is live)."""
+        left = [o for o in self.offers if o.provider not in self.tried
+                and (live is None or live(o.provider))]
         if not left:
             return None
         if self.policy == "lowest_price":

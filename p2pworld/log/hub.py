@@ -981,7 +981,11 @@ class ChannelHub:
         st = log.state
         if st.restricted and self.peers.get(peer) not in st.participants:
             return HeadReport(channel, 1, 0, bytes(32))
-        return HeadReport(channel, st.epoch, log.seq, log.head_hash, tuple(st.epochs))
+        signed = log.signed_head if isinstance(log, Replica) else None
+        if signed is not None and (signed.seq, signed.head_hash, signed.epoch) != (
+                log.seq, log.head_hash, st.epoch):
+            signed = None
+        return HeadReport(channel, st.epoch, log.seq, log.head_hash, tuple(st.epochs), signed)
 
     def _on_head_report(self, peer: bytes, msg: HeadReport, now_ms: int) -> list[Effect]:
         own = self.own.get(msg.channel)
@@ -991,10 +995,40 @@ class ChannelHub:
             newer = self._newer_epochs(msg.channel, list(msg.epochs))
             if newer:
                 return self._step_down(msg.channel, newer, now_ms)
+        seqr = own.seqr
+        if own.check is None and msg.epoch == seqr.state.epoch and self._proven(seqr, msg) \
+                and (msg.seq > seqr.seq or seqr.hash_at(msg.seq) not in (msg.head_hash, None)):
+            # A head this sequencer signed that its log no longer holds: its store rolled back
+            # while no peer could be asked (ROLLBACK_UNCHECKED), and it may have issued those
+            # seqs again. Never silent; repairing it takes a recovery epoch.
+            err = Forked("a replica holds a head this sequencer signed that its own log no "
+                         "longer holds: its store rolled back unchecked",
+                         channel=msg.channel.hex(), seq=msg.seq, held=seqr.seq)
+            self._count(err.code, peer, msg.channel)
+            return [Notice(msg.channel, err)]
         if own.check is None or peer not in own.check.asked:
             return []
+        if msg.epoch == seqr.state.epoch and msg.seq > seqr.seq and not self._proven(
+                seqr, msg):
+            # A claim to be ahead without this sequencer's own signature over that head:
+            # counted as an answer, never as evidence (a hostile peer cannot make it restore,
+            # start a new epoch or report writes lost).
+            self._count("UNPROVEN_HEAD", peer, msg.channel)
+            msg = HeadReport(msg.channel, msg.epoch, 0, bytes(32))
         own.check.reports[peer] = msg
         return self._check_progress(msg.channel, now_ms)
+
+    def _proven(self, seqr: Sequencer, msg: HeadReport) -> bool:
+        """Is ``msg``'s head signed by this sequencer, in its epoch?"""
+        h = msg.signed
+        if h is None or (h.channel, h.epoch, h.seq, h.head_hash) != (
+                msg.channel, msg.epoch, msg.seq, msg.head_hash):
+            return False
+        try:
+            h.verify(self.signer.public_key)
+        except P2PWorldError:
+            return False
+        return True
 
     def _newer_epochs(self, channel: bytes, epochs: list[EpochChange]) -> list[EpochChange]:
         """The epoch changes past this node's epoch of ``channel``, if ``epochs`` is a valid
@@ -1104,8 +1138,16 @@ class ChannelHub:
         end it once every peer asked has answered (at least one), or at the bound."""
         own = self.own[channel]
         c = own.check
-        if c is None or c.restoring is not None:
+        if c is None:
             return []
+        past = c.deadline is not None and now_ms >= c.deadline
+        if c.restoring is not None:
+            if not past:
+                return []
+            # The peer asked for the entries never answered: the bound ends the exchange.
+            self._count("RESTORE_TIMEOUT", c.restoring, channel)
+            c.restoring = None
+            return self._end_check(channel, now_ms)
         seqr = own.seqr
         ahead = sorted(((r.seq, p) for p, r in c.reports.items()
                         if r.epoch == seqr.state.epoch and r.seq > seqr.seq
@@ -1118,9 +1160,7 @@ class ChannelHub:
                 c.from_seq = seqr.seq
             return [Send(p, RestoreRequest(channel, seqr.seq, seqr.head_hash))]
         waiting = c.asked - set(c.reports)
-        if c.reports and not waiting:
-            return self._end_check(channel, now_ms)
-        if c.deadline is not None and now_ms >= c.deadline:
+        if (c.reports and not waiting) or past:
             return self._end_check(channel, now_ms)
         return []
 

@@ -84,6 +84,9 @@ __all__ = ["LogStore", "StoredChannel", "Write", "CursorWrite", "OutboxWrite", "
            "STORE_FORMAT"]
 
 REPAIR_HINT = "run `p2pworld log repair` on it (rebuilds the indexes, then verifies)"
+_TABLES = {"channels", "entries", "cursors", "outbox", "forks"}
+"""Tables every store of format 2 and later has (``outbox_aside`` came later: created when
+missing)."""
 
 
 Write = Persist
@@ -221,8 +224,16 @@ class LogStore:
                                          f"{STORE_FORMAT} (format {row and row[0]!r})")
             self.format = int(row[0])
             return
+        tables = {r[0] for r in self.db.execute(
+            "SELECT name FROM sqlite_master WHERE type='table'")}
         self.db.execute("CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value)")
         row = self.db.execute("SELECT value FROM meta WHERE key='format'").fetchone()
+        if row is None and tables & _TABLES:
+            raise StoreCorrupt(f"{self.path}: the store's format record is missing; "
+                               f"{REPAIR_HINT}", path=str(self.path))
+        if row is not None and not _TABLES <= tables:
+            raise StoreCorrupt(f"{self.path}: tables missing: {sorted(_TABLES - tables)}",
+                               path=str(self.path))
         if row is not None and row[0] not in (1, 2, 3, STORE_FORMAT):
             raise UnsupportedVersion(
                 f"{self.path}: store format {row[0]!r}; this build reads formats 2 and 3 "
@@ -394,6 +405,22 @@ class LogStore:
         self.quarantined = {}
         try:
             rows = self.db.execute(self._select_channels() + " ORDER BY ch").fetchall()
+            known = {bytes(r[0]) for r in rows}
+            for (ch,) in self.db.execute("SELECT DISTINCT ch FROM entries").fetchall():
+                if bytes(ch) not in known:
+                    # Entries whose channel row is gone: that channel's record and head are
+                    # lost, and reopening it would issue its acknowledged seqs again.
+                    problem = StoreCorrupt(f"channel {bytes(ch).hex()}: entries without a "
+                                           "channel record", channel=bytes(ch).hex())
+                    self._database_wide(problem)
+                    if not quarantine:
+                        raise problem
+                    self.quarantined[bytes(ch)] = problem
+                    self.reports[bytes(ch)] = {
+                        "channel": bytes(ch).hex(), "entries": 0, "chain_ok": False,
+                        "signatures_ok": False, "base_ok": False, "head_ok": False,
+                        "head_hash": None, "state_hash": None, "genesis_ok": None,
+                        "errors": [problem.message]}
             for r in rows:
                 check = self._check(r)
                 self.reports[bytes(r[0])] = check.report
@@ -437,7 +464,7 @@ class LogStore:
         ch = bytes(r[0])
         rows = self.db.execute(
             "SELECT seq, hash, body FROM entries WHERE ch=? ORDER BY seq", (ch,))
-        return check_channel(channel_row(r), rows)
+        return check_channel(channel_row(r, legacy=self.format < 4), rows)
 
     def probe(self) -> None:
         """A tiny write transaction: raises :class:`~p2pworld.errors.StoreFull` while the
@@ -453,8 +480,10 @@ class LogStore:
         try:
             return [Checkpoint.from_wire(codec.decode_frame(bytes(b)))
                     for (b,) in self.db.execute("SELECT body FROM cursors")]
-        except (sqlite3.DatabaseError, UnicodeDecodeError, DecodeError) as e:
-            raise StoreCorrupt(f"{self.path}: checkpoints unreadable: {e}") from None
+        except (sqlite3.DatabaseError, UnicodeDecodeError, P2PWorldError, TypeError,
+                ValueError) as e:
+            raise StoreCorrupt(f"{self.path}: checkpoints unreadable: {e}",
+                               path=str(self.path)) from None
 
     def load_outbox(self) -> list[tuple[Submission, str]]:
         """The outbox, oldest first. A row that does not decode (written by an older build,
@@ -500,10 +529,12 @@ class LogStore:
         self.db.close()
 
 
-def channel_row(r: tuple[Any, ...]) -> ChannelRow:
-    """A ``channels`` row as :class:`LogStore` selects it."""
+def channel_row(r: tuple[Any, ...], *, legacy: bool = False) -> ChannelRow:
+    """A ``channels`` row as :class:`LogStore` selects it (``legacy``: from a store of an
+    older format, read without migrating it)."""
     ch, record, epochs, base, floor, proof, head_seq, head_hash, head_sig = r
-    return ChannelRow(channel=bytes(ch), record=bytes(record), epochs=bytes(epochs),
+    return ChannelRow(legacy=legacy, channel=bytes(ch), record=bytes(record),
+                      epochs=bytes(epochs),
                       base=bytes(base), floor=int(floor),
                       base_proof=None if proof is None else bytes(proof),
                       head_seq=None if head_seq is None else int(head_seq),

@@ -64,6 +64,9 @@ class ChannelRow:
     head_sig: bytes | None = None
     """The sequencer's :class:`~p2pworld.log.entry.SignedHead` over the stored head (wire
     frame), when the commit came with one."""
+    legacy: bool = False
+    """Read from a store of an older format (read-only, not migrated): it holds no head and
+    no base proof, so only the chain is checked."""
 
 
 @dataclass
@@ -226,7 +229,7 @@ def _check_base(rec: ChannelRecord, base: ChannelState, row: ChannelRow,
         return ["base state does not match the channel or its floor"]
     h = base.state_hash()
     if row.base_proof is None:
-        if row.floor == 0 and h == ChannelState.genesis(rec).state_hash():
+        if (row.floor == 0 and h == ChannelState.genesis(rec).state_hash()) or row.legacy:
             return []
         return ["retention base has no stored proof"]
     try:
@@ -250,7 +253,9 @@ def _check_base(rec: ChannelRecord, base: ChannelState, row: ChannelRow,
 def _check_head(row: ChannelRow, walk: ChannelState, keys: dict[int, bytes]
                 ) -> tuple[list[str], SignedHead | None]:
     if row.head_seq is None:
-        return [], None
+        return ([], None) if row.legacy else (["the last commit's head is missing"], None)
+    if row.head_hash is None and row.head_seq != row.floor:
+        return ["the last commit's head hash is missing"], None
     if walk.seq != row.head_seq:
         return [f"the rows end at seq {walk.seq} but the last commit's head is seq "
                 f"{row.head_seq}: rows are missing or an index is damaged"], None
