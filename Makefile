@@ -30,7 +30,7 @@ test: $(STAMP) $(RELAY_STAMP)
 	$(BIN)/ruff check p2pworld discovery tests simulations benchmarks
 	$(BIN)/mypy
 	$(BIN)/python -m simulations run --scenario all --seeds 0:20 --brief
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 # A long seeded sweep of every scenario (not part of make test).
 soak: $(STAMP)

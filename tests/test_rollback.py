@@ -95,12 +95,9 @@ async def test_with_no_peer_to_ask_it_goes_on_after_the_bound_and_says_so(tmp_pa
             assert await _notices(a, 1) == ["ROLLBACK_UNCHECKED"]
 
 
-def test_entries_no_replica_can_give_back_are_reported_and_never_reissued(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    # The core path on the hubs: a's store rolls back to seq 3, b (the only peer) proves head
-    # 6 (a's own signed head) but cannot give the entries back (over the restore bound, say).
-    # a reports LostWrite for 4..6 and starts a new epoch at 3; b truncates to it, and the
-    # next publish is seq 4 of epoch 2 on both, never a second seq 4 in epoch 1.
+def _replicated(n: int) -> tuple:  # type: ignore[type-arg]
+    """Hubs a (sequencer) and b (replica) with stores, connected, and n entries on a channel
+    of a's. Returns (a, b, record, stores)."""
     a, sa = hub(1)
     b, _ = hub(2)
     stores = {"a": MemoryLogStore(), "b": MemoryLogStore()}
@@ -109,9 +106,20 @@ def test_entries_no_replica_can_give_back_are_reported_and_never_reissued(
         apply_durable(stores["a"], e)
     run({"a": a, "b": b}, [("a", x) for x in a.peer_up(b.node_id, b.signer.public_key)] +
         [("b", x) for x in b.peer_up(a.node_id, sa.public_key)], stores=stores)
-    for i in range(3):
+    for i in range(n):
         a.publish(rec.channel, b"%d" % i, idem_key=b"k%d" % i, now_ms=1)
     run({"a": a, "b": b}, [], stores=stores)
+    return a, b, rec, stores
+
+
+def test_entries_no_replica_can_give_back_are_reported_and_never_reissued(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The core path on the hubs: a's store rolls back to seq 3, b (the only peer) proves head
+    # 6 (a's own signed head) but cannot give the entries back (over the restore bound, say).
+    # a reports LostWrite for 4..6 and starts a new epoch at 3; b truncates to it, and the
+    # next publish is seq 4 of epoch 2 on both, never a second seq 4 in epoch 1.
+    a, b, rec, stores = _replicated(3)
+    sa = a.signer
     old = stores["a"].crash()
     for i in range(3, 6):
         a.publish(rec.channel, b"%d" % i, idem_key=b"k%d" % i, now_ms=1)
@@ -145,17 +153,7 @@ def test_entries_no_replica_can_give_back_are_reported_and_never_reissued(
 def _rolled_back_pair() -> tuple:  # type: ignore[type-arg]
     """a sequences a channel with 3 entries that b replicates; a restarts on its store with a
     publish waiting. Returns (a2, b, channel, the publish's req)."""
-    a, sa = hub(1)
-    b, _ = hub(2)
-    stores = {"a": MemoryLogStore(), "b": MemoryLogStore()}
-    rec, fx = a.open_channel("c", now_ms=0)
-    for e in fx:
-        apply_durable(stores["a"], e)
-    run({"a": a, "b": b}, [("a", x) for x in a.peer_up(b.node_id, b.signer.public_key)] +
-        [("b", x) for x in b.peer_up(a.node_id, sa.public_key)], stores=stores)
-    for i in range(3):
-        a.publish(rec.channel, b"%d" % i, idem_key=b"k%d" % i, now_ms=1)
-    run({"a": a, "b": b}, [], stores=stores)
+    _, b, rec, stores = _replicated(3)
     a2, _ = hub(1)
     for c in stores["a"].load_channels():
         a2.load(c.record, c.epochs, c.base, c.entries, c.head)

@@ -85,6 +85,7 @@ from p2pworld.wire import (
     Subscribe,
     SubscribeRefused,
     Tip,
+    message_channel,
 )
 
 if TYPE_CHECKING:
@@ -1651,14 +1652,6 @@ __all__ = ["ChannelHub", "Checkpoint", "PublishResult", "ChannelError", "Effect"
 
 
 def _channel_of(msg: Message) -> bytes | None:
-    """The channel a message is about (None: it is about none)."""
-    if isinstance(msg, ChannelAnnounce):
-        return msg.record.channel
-    if isinstance(msg, Entries):
-        return msg.head.channel
-    if isinstance(msg, EpochMsg):
-        return msg.change.channel
-    if isinstance(msg, Submit):
-        return None  # answered as for any channel this node does not hold (a typed Nack)
-    ch = getattr(msg, "channel", None)
-    return ch if isinstance(ch, bytes) else None
+    """The channel a message is about, for quarantine (None: about none). A submission is
+    answered as for any channel this node does not hold (a typed nack), so it is let by."""
+    return None if isinstance(msg, Submit) else message_channel(msg)
