@@ -151,12 +151,17 @@ def test_recovery_by_authority_reports_lost_local_acks() -> None:
     del hubs["a"]
     ec, fx = hubs["b"].recover(rec.channel, authority, keys["b"].public_key, now_ms=9)
     seen = run(hubs, [("b", e) for e in fx])
-    lost = [e for e in seen["c"] if type(e).__name__ == "Notice"]
-    assert sorted(n.error.details["seq"] for n in lost) == [2, 3]
-    assert all(n.error.code == "LOST_WRITE" for n in lost)
+    notices = [e.error for e in seen["c"] if type(e).__name__ == "Notice"]
+    lost = [n for n in notices if n.code == "LOST_WRITE"]
+    assert sorted(n.details["seq"] for n in lost) == [2, 3]
+    # The writer's node resubmits them with their keys: the new sequencer acknowledges them
+    # again (RESEQUENCED, old and new seq).
+    again = sorted((n.details["old_seq"], n.details["seq"]) for n in notices
+                   if n.code == "RESEQUENCED")
+    assert again == [(2, 2), (3, 3)]
     assert hubs["c"].head(rec.channel) == hubs["b"].head(rec.channel)
-    (ok,) = publish(hubs, "c", rec.channel, b"lost 1", b"2")  # the writer resubmits
-    assert isinstance(ok, PublishResult) and ok.seq == 2
+    (ok,) = publish(hubs, "c", rec.channel, b"lost 1", b"2")  # an application retry
+    assert isinstance(ok, PublishResult) and ok.seq == 2 and ok.status == "duplicate"
 
 
 def test_equivocation_is_a_fork_with_proof_and_recovery_resumes() -> None:

@@ -321,8 +321,10 @@ def test_reassignment_only_to_live_providers_and_the_feed_hears_of_it() -> None:
     assert core.state(log).requests["r"].open
     events, _ = ComputeCore(p3).provider_events(log, ad, after=0, now_ms=2)
     assert [(e.kind, e.seq) for e in events] == [("reopened", 5)]
-    # Resumed from its cursor, p2's feed does not replay the assignment that no longer holds.
-    assert feed2.provider_events(log, ad, after=cursor, now_ms=2)[0] == []
+    # Resumed from its cursor, p2's feed does not replay the assignment that no longer holds;
+    # its lapse took its offer, so it hears the request reopened (it may offer again).
+    assert [e.kind for e in feed2.provider_events(log, ad, after=cursor, now_ms=2)[0]] == [
+        "reopened"]
     log.add(p3, "offer", rid="r", price=0, sla_ms=0)
     (it,) = core.drive(log, now_ms=3, stale=lambda p: p in dead)
     assert decode(it.payload)["provider"] == p3
@@ -331,3 +333,30 @@ def test_reassignment_only_to_live_providers_and_the_feed_hears_of_it() -> None:
 def decode(payload: bytes) -> dict[str, Any]:
     from p2pworld.compute.state import decode_event
     return dict(decode_event(payload))
+
+
+def test_a_provider_that_returns_after_its_lapse_can_offer_and_be_assigned_again() -> None:
+    # The only provider accepts and dies: the lapse takes its offer, the request waits open;
+    # the same provider back (same node id) hears "reopened", offers again, is assigned.
+    from p2pworld.compute.core import ComputeCore
+    from p2pworld.identity import node_id
+    req = node_id(_Rec.owner_key)
+    p1 = PROVIDERS[0]
+    log = _FakeLog()
+    log.add(req, "request", rid="r", kind="5001", job=b"j", policy="first", price=0,
+            sla_ms=0, needs=["echo"], expires=10**12)
+    log.add(p1, "offer", rid="r", price=0, sla_ms=0)
+    log.add(req, "assign", rid="r", provider=p1, attempt=1)
+    log.add(p1, "accept", rid="r", attempt=1)
+    core = ComputeCore(req)
+    (it,) = core.drive(log, now_ms=1, stale=lambda p: True)
+    assert decode(it.payload)["reason"] == "assignee_stale"
+    log.add(req, "lapse", rid="r", attempt=1, reason="assignee_stale")
+    assert core.drive(log, now_ms=2, stale=lambda p: True) == []  # nobody live: it waits
+    ad = CapabilityAd(tools=("echo",), job_kinds=("5001",), expires_ms=2**62)
+    events, _ = ComputeCore(p1).provider_events(log, ad, after=0, now_ms=3)
+    assert [e.kind for e in events] == ["reopened"]
+    log.add(p1, "offer", rid="r", price=0, sla_ms=0)  # accepted by the fold now
+    assert core.state(log).requests["r"].offers[-1].provider == p1
+    (it,) = core.drive(log, now_ms=4, stale=lambda p: False)
+    assert (decode(it.payload)["provider"], decode(it.payload)["attempt"]) == (p1, 2)

@@ -23,9 +23,10 @@ import trio
 
 from p2pworld import NodeConfig, open_node
 from p2pworld.log.hub import Notice, PublishResult, Resolved
+from p2pworld.wire import HeadReport
 
 from .conftest import ROOT
-from .hubs import connect, disconnect, run
+from .hubs import connect, disconnect, outcomes, run
 from .test_channel_features import publish, world
 
 
@@ -155,3 +156,52 @@ async def test_real_processes_the_old_sequencer_goes_away_and_returns(tmp_path: 
                 await trio.sleep(0.05)
             assert b.head(chan) == c.head(chan)
             assert [m.payload for m in b.hub.entries(chan)][-2:] == [b"from c", b"back0"]
+
+
+def test_a_replica_that_enters_the_new_epoch_tells_the_old_sequencer() -> None:
+    # a is cut off from b (the new sequencer) but not from c: c, entering epoch 2, passes
+    # the change on to a, which steps down at once instead of acknowledging epoch-1 writes
+    # that no peer would store.
+    hubs, keys = world()
+    rec, fx = hubs["a"].open_channel("sup", now_ms=0)
+    run(hubs, [("a", e) for e in fx])
+    publish(hubs, "a", rec.channel, b"kept", b"k0")
+    run(hubs, disconnect(hubs, "a", "b"))
+    ab = {k: hubs[k] for k in "ac"}
+    _, fx = hubs["b"].recover(rec.channel, keys["a"], keys["b"].public_key, now_ms=9)
+    run(hubs, [("b", e) for e in fx])
+    assert rec.channel not in hubs["a"].own and hubs["a"].state(rec.channel).epoch == 2
+    _, fx = hubs["a"].publish(rec.channel, b"after", idem_key=b"after", now_ms=10)
+    seen = run(ab, [("a", e) for e in fx])
+    acks = [o for o in outcomes(seen["a"]) if isinstance(o, PublishResult)]
+    assert acks == []  # no epoch-1 ack; it waits in the outbox for the new sequencer
+    seen = run(hubs, connect(hubs, "a", "b"))
+    (ok,) = [o for o in outcomes(seen["a"]) if isinstance(o, PublishResult)]
+    assert ok.seq == 2 and hubs["b"].head(rec.channel) == hubs["a"].head(rec.channel)
+
+
+def test_a_partial_epoch_chain_makes_no_false_fork() -> None:
+    # A peer passes on a genuine epoch 3 change with epoch 2 left out (it starts on epoch 2's
+    # history, which a does not hold): a stops sequencing, with no FORKED notice, and takes
+    # the missing epochs from the new sequencer.
+    hubs, keys = world(4)
+    rec, fx = hubs["a"].open_channel("sup", now_ms=0)
+    run(hubs, [("a", e) for e in fx])
+    publish(hubs, "a", rec.channel, b"kept", b"k0")
+    rest = {k: hubs[k] for k in "bcd"}
+    run(hubs, disconnect(hubs, "a", "b") + disconnect(hubs, "a", "c") +
+        disconnect(hubs, "a", "d"))
+    _, fx = hubs["b"].recover(rec.channel, keys["a"], keys["b"].public_key, now_ms=9)
+    run(rest, [("b", e) for e in fx])
+    publish(rest, "c", rec.channel, b"epoch 2", b"c1")
+    _, fx = hubs["c"].recover(rec.channel, keys["a"], keys["c"].public_key, now_ms=10)
+    run(rest, [("c", e) for e in fx])
+    e3 = hubs["c"].state(rec.channel).epochs[-1]
+    assert e3.epoch == 3
+    fx = hubs["a"].receive(hubs["d"].node_id, HeadReport(rec.channel, 3, 0, bytes(32), (e3,)),
+                           now_ms=11)
+    assert not [e for e in fx if isinstance(e, Notice) and e.error.code == "FORKED"]
+    assert rec.channel not in hubs["a"].own
+    run(hubs, fx and [("a", e) for e in fx] + connect(hubs, "a", "c"))
+    assert hubs["a"].head(rec.channel) == hubs["c"].head(rec.channel)
+    assert hubs["a"].state(rec.channel).epoch == 3

@@ -202,8 +202,11 @@ class ComputeCore:
                     r.assignee == self.node_id and r.phase == "assigned" and \
                     ev.get("attempt") == r.attempt:
                 kind = "assigned"
-            elif op in ("lapse", "reject") and r.open and fits and \
-                    self.node_id not in r.tried:
+            elif r.open and fits and (op == "lapse" or (
+                    op == "reject" and e.sender != self.node_id)) and \
+                    all(o.provider != self.node_id for o in r.offers):
+                # Open again, and this node holds no offer on it (never offered, or its own
+                # assignment lapsed and took its offer): offering is how it takes part.
                 kind = "reopened"
             elif op == "request" and r.open and fits and \
                     all(o.provider != self.node_id for o in r.offers):

@@ -180,6 +180,11 @@ class ComputeState:
                 raise self._taken(r)
             if any(o.provider == sender for o in r.offers):
                 raise Conflict(f"{sender.hex()[:16]} already offered on {rid}")
+            if sender in r.tried:
+                # Its assignment lapsed (it went stale, or missed the accept window) and its
+                # offer went with it: offering again says it is back, and may be assigned
+                # again (within MAX_ATTEMPTS).
+                r.tried.remove(sender)
             r.offers.append(Offer(sender, _int(ev, "price"), _int(ev, "sla_ms"),
                                   len(r.offers)))
             r.phase = "offered"
@@ -216,6 +221,8 @@ class ComputeState:
                     raise Conflict(f"request {rid} was accepted; it reopens only once")
                 r.reopened = True
             r.reason = reason
+            lapsed = r.assignee
+            r.offers = [o for o in r.offers if o.provider != lapsed]  # it may offer anew
             self._reopen(r)
         elif op == "paid":
             if not own or r.phase != "payment-required":

@@ -842,11 +842,9 @@ class ChannelHub:
         log = self.log(ch)
         if ec.epoch <= log.state.epoch:
             return []
-        if isinstance(log, Sequencer):
-            # We were the sequencer and someone else took over: we are a replica now.
-            log = self._install(log.state, list(log.entries), log.base or log.state.copy())
-        assert isinstance(log, Replica)
+        assert isinstance(log, Replica)  # a sequencer steps down instead (_step_down)
         before = log.seq
+        old_key = log.state.sequencer_key
         lost = log.receive_epoch(ec, entries)
         if log.pending_head is not None:
             # The catch-up came in part (it is bounded by bytes): ask the new sequencer for
@@ -862,9 +860,14 @@ class ChannelHub:
             fx.append(Delivered(ch, new))
         for e in lost:
             if e.sender_key == self.signer.public_key:
-                fx.append(Notice(ch, LostWrite(
-                    "acknowledged entry was not in the recovery epoch's start",
-                    seq=e.seq, idem_key=e.idem_key.hex())))
+                # This node's own write, acknowledged and then cut: LostWrite now, resubmitted
+                # with its key to the new sequencer, RESEQUENCED with the new seq later.
+                fx += self._requeue(ch, e.submission(), None, e.seq)
+        old_seq = node_id(old_key) if old_key != ec.sequencer_key else None
+        if old_seq is not None and old_seq in self.peers and old_seq != peer:
+            # The node that sequenced the old epoch may not know it was superseded (it was
+            # cut off from the new sequencer, not from us): tell it, so it steps down.
+            fx.append(Send(old_seq, EpochMsg(ec, ())))
         if ec.sequencer_key == self.signer.public_key:
             self._install(st, list(log.entries), log.base or st.copy())
             fx += self._announce(ch)
@@ -1057,25 +1060,34 @@ class ChannelHub:
         own = self.own[channel]
         seqr = own.seqr
         first = newer[0]
-        if first.start_seq < seqr.seq and seqr.hash_at(first.start_seq) != first.start_hash:
-            err = Forked("a newer epoch starts on a history this node does not hold",
-                         channel=channel.hex(), seq=first.start_seq)
-            self._count(err.code, b"", channel)
-            return [Notice(channel, err)]
+        # Where the first newer epoch starts on the history held here, everything after
+        # that start is not in it. Otherwise (a chain with epochs left out, or one that
+        # starts past this head) this node still stops sequencing at once and becomes a
+        # replica as it is; the new sequencer's catch-up brings the missing epoch changes
+        # and truncates what they cut (own entries are then resubmitted, as below).
+        on_history = first.start_seq <= seqr.seq and \
+            seqr.hash_at(first.start_seq) == first.start_hash
         del self.own[channel]
         unsynced = seqr.take_unsynced()
         waiting: dict[int, list[_Waiter]] = {}
         for waiter, res in own.acks + own.replicated:
             waiting.setdefault(res.seq, []).append(waiter)
         held = own.check.held if own.check is not None else []
-        start = first.start_seq
+        start = first.start_seq if on_history else seqr.seq
         lost = seqr.truncate(start) if seqr.seq > start else []
         st = seqr.state
-        for ec in newer:
+        for ec in newer if on_history else []:
             if (st.seq, st.head_hash) != (ec.start_seq, ec.start_hash):
                 break  # further epochs arrive with the new sequencer's catch-up
             st.apply_epoch(ec)
-        self._install(st, list(seqr.entries), seqr.base or st.copy())
+        base = seqr.base or st.copy()
+        if st.sequencer_key == self.signer.public_key:
+            # The epoch in force here still names this node: a replica all the same (it
+            # knows it is superseded), routed to the newest sequencer.
+            self.own.pop(channel, None)
+            self.replicas[channel] = Replica(st, list(seqr.entries), base)
+        else:
+            self._install(st, list(seqr.entries), base)
         self.route[channel] = newer[-1].sequencer_key
         kept = tuple(e for e in unsynced if e.seq <= start)
         fx: list[Effect] = [Persist(record=st.record, epochs=tuple(st.epochs), entries=kept,
@@ -1421,6 +1433,11 @@ class ChannelHub:
         if isinstance(msg, EpochMsg):
             if msg.change.channel not in self.own and msg.change.channel not in self.replicas:
                 return []
+            own = self.own.get(msg.change.channel)
+            if own is not None and msg.change.epoch > own.seqr.state.epoch:
+                newer = self._newer_epochs(msg.change.channel,
+                                           [*own.seqr.state.epochs, msg.change])
+                return self._step_down(msg.change.channel, newer, now_ms) if newer else []
             if msg.change.epoch > self.log(msg.change.channel).state.epoch:
                 # A new sequencer takes over: it must hold channel:open now.
                 self._authorize(msg.change.sequencer_key, "channel:open", now_ms)

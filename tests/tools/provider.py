@@ -40,8 +40,7 @@ async def main(home: str, workspace: str, peer: str, mode: str, hb_ms: int, stal
                     await node.offer_compute(ev.channel, rid)
                     emit(event="offered", rid=rid)
                 elif ev.kind == "assigned":
-                    await node.accept_compute(ev.channel, rid)
-                    emit(event="accepted", rid=rid)
+                    # Decided before "accepted" is reported: the test may kill it right then.
                     if mode not in ("hang", "work"):
                         try:
                             os.close(os.open(mode, os.O_CREAT | os.O_EXCL))
@@ -50,6 +49,8 @@ async def main(home: str, workspace: str, peer: str, mode: str, hb_ms: int, stal
                             hang = False
                     else:
                         hang = mode == "hang"
+                    await node.accept_compute(ev.channel, rid)
+                    emit(event="accepted", rid=rid)
                     if not hang:
                         await node.complete_compute(ev.channel, rid, ev.request.job.upper())
                         emit(event="completed", rid=rid)
