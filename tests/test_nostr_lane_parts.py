@@ -405,7 +405,17 @@ async def two_lanes(url: str) -> AsyncIterator[tuple[NostrLane, NostrLane, Nostr
         # first connect that fails waits out a backoff longer than a publish's timeout.
         while pa.health[url].state != "connected" or pb.health[url].state != "connected":
             await trio.sleep(0.02)
-        pipe = await la.open_pipe(B.public)
+        # The relay's first write (its store being set up) can take longer than a lane
+        # publish waits on a loaded machine: one throwaway event first, with a generous bound.
+        warm = Event.create(A, kind=1, content="warm-up", tags=[], created_at=int(time.time()),
+                            aux=bytes(32))
+        got = await pa.publish(warm, timeout=60)
+        assert any(o is not None and o.ok for o in got.values()), (got, pa.health[url])
+        try:
+            pipe = await la.open_pipe(B.public)
+        except Exception as e:
+            raise AssertionError(f"lane open failed: {e!r}; relay health {pa.health[url]}"
+                                 ) from e
         theirs = await incoming.receive()
         yield la, lb, pipe, theirs
         n.cancel_scope.cancel()
