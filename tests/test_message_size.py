@@ -8,6 +8,7 @@ past it, a remote 300 kB publish timed out and poisoned the outbox, 10 MB crashe
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 from pathlib import Path
 
@@ -65,8 +66,8 @@ async def test_over_the_limit_is_refused_before_anything_is_written(tmp_path: Pa
                 assert got.value.details["limit"] == MiB
             # Nothing was written or sent: the log is empty, the outbox too, the nodes run.
             assert a.head(chan.channel)[0] == 0 and b.hub.outbox == {}
-            rows = sqlite3.connect(tmp_path / "b" / "log.db").execute(
-                "SELECT COUNT(*) FROM outbox").fetchone()
+            with contextlib.closing(sqlite3.connect(tmp_path / "b" / "log.db")) as db:
+                rows = db.execute("SELECT COUNT(*) FROM outbox").fetchone()
             assert rows == (0,)
             assert (await b.publish(chan.channel, b"fine")).seq == 1
             assert a.hub.record(chan.channel).policy.max_payload == MiB  # recorded

@@ -42,6 +42,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -106,7 +107,10 @@ class SimNostr:
             secret = hashlib.blake2b(b"nostr/%d/%s" % (self.sim.seed, node.name.encode()),
                                      digest_size=32).digest()
             self.keys[node.name] = NostrKey(secret)
-            self.outboxes[node.name] = Outbox(":memory:", relays=sorted(self.relays))
+            box = self.outboxes[node.name] = Outbox(":memory:", relays=sorted(self.relays))
+            # A simulation has no teardown: its outboxes close when it is collected (an open
+            # sqlite connection left to the garbage collector warns on Python 3.13).
+            weakref.finalize(self, box.close)
         # Memory is gone after a crash; the outbox (durable) tells the mirror what it sent.
         self.requests[node.name] = self.outboxes[node.name].first_events("compute:")
 
