@@ -407,6 +407,9 @@ class LogStore:
             rows = self.db.execute(self._select_channels() + " ORDER BY ch").fetchall()
             known = {bytes(r[0]) for r in rows}
             for (ch,) in self.db.execute("SELECT DISTINCT ch FROM entries").fetchall():
+                if not isinstance(ch, bytes) or len(ch) != 16:
+                    raise StoreCorrupt(f"{self.path}: an entry row with a channel id of the "
+                                       f"wrong type; {REPAIR_HINT}", path=str(self.path))
                 if bytes(ch) not in known:
                     # Entries whose channel row is gone: that channel's record and head are
                     # lost, and reopening it would issue its acknowledged seqs again.
@@ -461,10 +464,23 @@ class LogStore:
         return check.stored
 
     def _check(self, r: tuple[Any, ...]) -> ChannelCheck:
+        if not isinstance(r[0], bytes) or len(r[0]) != 16:
+            raise StoreCorrupt(f"{self.path}: a channel row with an id of the wrong type; "
+                               f"{REPAIR_HINT}", path=str(self.path))
         ch = bytes(r[0])
         rows = self.db.execute(
             "SELECT seq, hash, body FROM entries WHERE ch=? ORDER BY seq", (ch,))
-        return check_channel(channel_row(r, legacy=self.format < 4), rows)
+        try:
+            row = channel_row(r, legacy=self.format < 4)
+        except (TypeError, ValueError) as e:
+            # A damaged page can hand back a value of another type (text for a blob, ...).
+            problem = StoreCorrupt(f"channel {ch.hex()}: a column of the wrong type ({e})",
+                                   channel=ch.hex())
+            return ChannelCheck({"channel": ch.hex(), "entries": 0, "chain_ok": False,
+                                 "signatures_ok": False, "base_ok": False, "head_ok": False,
+                                 "head_hash": None, "state_hash": None, "genesis_ok": None,
+                                 "errors": [problem.message]}, None, problem)
+        return check_channel(row, rows)
 
     def probe(self) -> None:
         """A tiny write transaction: raises :class:`~p2pworld.errors.StoreFull` while the

@@ -152,6 +152,8 @@ def check_channel(row: ChannelRow, rows: Iterable[tuple[int, bytes, bytes]], *,
     later = [ec for ec in epochs if ec.epoch > walk.epoch]
     for seq, h, body in rows:
         try:
+            if not isinstance(seq, int) or not isinstance(h, bytes):
+                raise TypeError("a row column of the wrong type")
             e = Entry.from_frame(body)
         except (P2PWorldError, ValueError, TypeError) as err:
             chain_ok = False
