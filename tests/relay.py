@@ -73,13 +73,16 @@ def free_port() -> int:
 
 @contextmanager
 def real_relay(tmp: Path, port: int | None = None, *,
-               writers: list[str] | None = None) -> Iterator[str]:
+               writers: list[str] | None = None, extra: str = "") -> Iterator[str]:
     """``ws://127.0.0.1:PORT`` of a running relay; its storage lives in ``tmp``. ``writers``
-    (pubkeys, hex): NIP-42 on, and only these keys, once authenticated, may publish."""
+    (pubkeys, hex): NIP-42 on, and only these keys, once authenticated, may publish.
+    ``extra``: more lines of relay configuration (e.g. ``max_event_size: N``)."""
     if not RELAY_BIN.exists():
         raise AssertionError(f"{RELAY_BIN} missing: run `make .relay-venv/.installed`")
     port = port or free_port()
     cfg = write_config(tmp, port, auth=writers is not None)
+    if extra:
+        cfg.write_text(cfg.read_text() + extra.rstrip("\n") + "\n")
 
     proc = subprocess.Popen([str(RELAY_BIN), "-c", str(cfg), "serve"], cwd=tmp,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,

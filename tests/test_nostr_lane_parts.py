@@ -15,8 +15,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import signal
-import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -60,7 +58,7 @@ from p2pworld.nostr.nip11 import (
 )
 from p2pworld.nostr.relay import RelayPool, open_relay_pool
 
-from .relay import RELAY_BIN, free_port, real_relay, write_config
+from .relay import free_port, real_relay
 
 PIPE = bytes(range(16))
 A = NostrKey(bytes(31) + b"\x21")
@@ -475,34 +473,8 @@ async def test_one_mib_and_a_max_frame_through_nostr_relay_defaults(tmp_path: Pa
 def relay_with_limit(tmp: Path, max_content: int) -> Iterator[int]:
     """A ``nostr-relay`` with ``max_event_size: max_content`` on a free loopback port (its
     port); stopped by its process group."""
-    port = free_port()
-    cfg = write_config(tmp, port)
-    cfg.write_text(cfg.read_text() + f"max_event_size: {max_content}\n")
-    proc = subprocess.Popen([str(RELAY_BIN), "-c", str(cfg), "serve"], cwd=tmp,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
-    try:
-        import socket
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-                break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise AssertionError("the Nostr relay did not start") from None
-                time.sleep(0.1)
-        yield port
-    finally:
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+    with real_relay(tmp, extra=f"max_event_size: {max_content}") as url:
+        yield int(url.rsplit(":", 1)[1])
 
 
 @asynccontextmanager
