@@ -101,7 +101,7 @@ async def run_plan_asyncio(plan: str, publish: Any) -> None:
 def p2p_main(role: str, args: list[str]) -> None:
     import trio
 
-    from p2pworld.node import NodeConfig, open_node
+    from p2pworld.runtime.node import NodeConfig, open_node
 
     async def seq(home: str) -> None:
         async with open_node(NodeConfig(home=home, workspace="bench", mdns=False)) as node:

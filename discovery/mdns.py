@@ -26,15 +26,11 @@ import ifaddr
 import trio
 from zeroconf import IPVersion, ServiceBrowser, ServiceInfo, ServiceStateChange, Zeroconf
 
-from discovery.candidate import SERVICE_TYPE, Candidate, build_txt, parse_txt
-from p2pworld.errors import DecodeError, P2PWorldError
-from p2pworld.scopes import task
+from p2pworld.errors import DecodeError, DiscoveryError
+from p2pworld.io.scopes import task
+from p2pworld.transport.candidate import SERVICE_TYPE, Candidate, build_txt, parse_txt
 
 EVENT_QUEUE = 256
-
-
-class DiscoveryError(P2PWorldError):
-    code = "DISCOVERY_ERROR"
 
 
 @dataclass(frozen=True)

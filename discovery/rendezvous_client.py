@@ -22,12 +22,12 @@ import trio
 import trio_websocket
 from trio_websocket import CloseReason, ConnectionClosed
 
-from discovery.rendezvous import Registration, parse_message, register, verified_peers
 from p2pworld import codec
 from p2pworld.errors import DecodeError, P2PWorldError
 from p2pworld.identity import Signer
-from p2pworld.scopes import spawn_in, task
-from p2pworld.transport.session import close_websocket
+from p2pworld.io.scopes import spawn_in, task
+from p2pworld.io.session import close_websocket
+from p2pworld.transport.rendezvous import Registration, parse_message, register, verified_peers
 
 PIPE_QUEUE = 256
 

@@ -1,6 +1,6 @@
 """The rendezvous server shell: ``p2pworld rendezvous --listen HOST:PORT``.
 
-Pumps websocket connections into :class:`~discovery.rendezvous.RendezvousCore` and carries out
+Pumps websocket connections into :class:`~p2pworld.transport.rendezvous.RendezvousCore` and carries out
 what it returns. One bounded send queue per connection: a client that cannot keep up is
 disconnected (it reconnects and re-registers), so one slow node never stalls the others.
 
@@ -23,11 +23,11 @@ from typing import Any
 import trio
 import trio_websocket
 
-from discovery.rendezvous import MAX_RELAY_BYTES, Out, RendezvousCore
 from p2pworld import codec
 from p2pworld.errors import P2PWorldError
-from p2pworld.scopes import Failure, Supervisor, spawn_in, start_in, task
-from p2pworld.transport.session import close_websocket
+from p2pworld.io.scopes import Failure, Supervisor, spawn_in, start_in, task
+from p2pworld.io.session import close_websocket
+from p2pworld.transport.rendezvous import MAX_RELAY_BYTES, Out, RendezvousCore
 
 SEND_QUEUE = 512
 

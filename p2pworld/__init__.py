@@ -22,8 +22,10 @@ Ten-line embedding::
     trio.run(main)
 """
 
-from p2pworld.auth.book import AuthConfig
-from p2pworld.compute.state import Request as ComputeRequest
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from p2pworld.errors import (
     AddressUnavailable,
     ChannelError,
@@ -41,6 +43,7 @@ from p2pworld.errors import (
     P2PWorldError,
     PayloadTooLarge,
     PublishTimeout,
+    Refused,
     RemoteProtocolError,
     Resequenced,
     Revoked,
@@ -55,25 +58,138 @@ from p2pworld.errors import (
     UnknownChannel,
     WaitTimeout,
 )
-from p2pworld.home import NodeHome, default_home
-from p2pworld.identity import Ed25519Signer, NodeIdentity, Signer, node_id
-from p2pworld.log.entry import ChannelRecord
-from p2pworld.log.hub import Notice, PublishResult
-from p2pworld.node import ChannelMessage, ComputeEvent, ComputeFeed, Node, NodeConfig, open_node
-from p2pworld.world.core import Member, WorldEvent
-from p2pworld.world.doc import CapabilityAd, NodeInfo
+
+# Everything else is resolved on first use (PEP 562), so that ``import p2pworld`` and importing
+# a core (``p2pworld.log.sequencer``) load no runtime: no trio, zeroconf, sqlite3 or pycrdt.
+_LAZY: dict[str, tuple[str, str]] = {
+    "Checkpoint": ("p2pworld.channel.hub", "Checkpoint"),
+    "BridgeChange": ("p2pworld.io.nostr_service", "BridgeChange"),
+    "BridgeFeed": ("p2pworld.io.nostr_service", "BridgeFeed"),
+    "EpochChange": ("p2pworld.log.state", "EpochChange"),
+    "MessageCursor": ("p2pworld.runtime.node", "MessageCursor"),
+    "NodeSubscription": ("p2pworld.runtime.node", "NodeSubscription"),
+    "WorldSubscription": ("p2pworld.runtime.node", "WorldSubscription"),
+    "AuthConfig": ("p2pworld.auth.book", "AuthConfig"),
+    "CapabilityAd": ("p2pworld.world.doc", "CapabilityAd"),
+    "ChannelMessage": ("p2pworld.runtime.node", "ChannelMessage"),
+    "ChannelRecord": ("p2pworld.log.entry", "ChannelRecord"),
+    "ComputeEvent": ("p2pworld.runtime.node", "ComputeEvent"),
+    "ComputeFeed": ("p2pworld.runtime.node", "ComputeFeed"),
+    "ComputeRequest": ("p2pworld.compute.state", "Request"),
+    "Ed25519Signer": ("p2pworld.identity", "Ed25519Signer"),
+    "Member": ("p2pworld.world.core", "Member"),
+    "Node": ("p2pworld.runtime.node", "Node"),
+    "NodeConfig": ("p2pworld.runtime.node", "NodeConfig"),
+    "NodeHome": ("p2pworld.io.home", "NodeHome"),
+    "NodeIdentity": ("p2pworld.identity", "NodeIdentity"),
+    "NodeInfo": ("p2pworld.world.doc", "NodeInfo"),
+    "Notice": ("p2pworld.channel.hub", "Notice"),
+    "PublishResult": ("p2pworld.channel.hub", "PublishResult"),
+    "Signer": ("p2pworld.identity", "Signer"),
+    "WorldEvent": ("p2pworld.world.core", "WorldEvent"),
+    "default_home": ("p2pworld.io.home", "default_home"),
+    "node_id": ("p2pworld.identity", "node_id"),
+    "open_node": ("p2pworld.runtime.node", "open_node"),
+}
+
+if TYPE_CHECKING:
+    from p2pworld.auth.book import AuthConfig
+    from p2pworld.channel.hub import Checkpoint, Notice, PublishResult
+    from p2pworld.compute.state import Request as ComputeRequest
+    from p2pworld.identity import Ed25519Signer, NodeIdentity, Signer, node_id
+    from p2pworld.io.home import NodeHome, default_home
+    from p2pworld.io.nostr_service import BridgeChange, BridgeFeed
+    from p2pworld.log.entry import ChannelRecord
+    from p2pworld.log.state import EpochChange
+    from p2pworld.runtime.node import (
+        ChannelMessage,
+        ComputeEvent,
+        ComputeFeed,
+        MessageCursor,
+        Node,
+        NodeConfig,
+        NodeSubscription,
+        WorldSubscription,
+        open_node,
+    )
+    from p2pworld.world.core import Member, WorldEvent
+    from p2pworld.world.doc import CapabilityAd, NodeInfo
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "AuthConfig", "CapabilityAd", "Member", "NodeInfo", "Revoked", "ScopeDenied",
-    "TokenExpired", "Unauthorized", "WorldEvent",
-    "ChannelError", "ChannelMessage", "ChannelRecord", "Conflict", "DecodeError",
-    "Ed25519Signer", "HandshakeError", "IdentityError", "LocalProtocolError", "Node",
-    "NodeConfig", "NodeHome", "NodeIdentity", "NotSequencer", "P2PWorldError", "PublishResult",
-    "PublishTimeout", "RemoteProtocolError", "Signer", "UnknownChannel", "default_home",
-    "node_id", "open_node", "InternalError", "NodeFailed", "Notice", "PayloadTooLarge",
-    "StoreCorrupt", "StoreError", "StoreFull",
-    "AddressUnavailable", "ComputeEvent", "ComputeFeed", "ComputeRequest", "InvalidArgument",
-    "LostWrite", "NodeClosed", "Resequenced", "RollbackUnchecked", "RolledBack", "WaitTimeout",
+    "Checkpoint",
+    "BridgeChange",
+    "BridgeFeed",
+    "EpochChange",
+    "MessageCursor",
+    "NodeSubscription",
+    "WorldSubscription",
+    "AddressUnavailable",
+    "AuthConfig",
+    "CapabilityAd",
+    "ChannelError",
+    "ChannelMessage",
+    "ChannelRecord",
+    "ComputeEvent",
+    "ComputeFeed",
+    "ComputeRequest",
+    "Conflict",
+    "DecodeError",
+    "Ed25519Signer",
+    "HandshakeError",
+    "IdentityError",
+    "InternalError",
+    "InvalidArgument",
+    "LocalProtocolError",
+    "LostWrite",
+    "Member",
+    "Node",
+    "NodeClosed",
+    "NodeConfig",
+    "NodeFailed",
+    "NodeHome",
+    "NodeIdentity",
+    "NodeInfo",
+    "NotSequencer",
+    "Notice",
+    "P2PWorldError",
+    "PayloadTooLarge",
+    "PublishResult",
+    "PublishTimeout",
+    "Refused",
+    "RemoteProtocolError",
+    "Resequenced",
+    "Revoked",
+    "RollbackUnchecked",
+    "RolledBack",
+    "ScopeDenied",
+    "Signer",
+    "StoreCorrupt",
+    "StoreError",
+    "StoreFull",
+    "TokenExpired",
+    "Unauthorized",
+    "UnknownChannel",
+    "WaitTimeout",
+    "WorldEvent",
+    "default_home",
+    "node_id",
+    "open_node",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    try:
+        module, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'p2pworld' has no attribute {name!r}") from None
+    import importlib
+
+    value = getattr(importlib.import_module(module), attr)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -1,7 +1,7 @@
 """Effects shared by every core: what a core asks its shell (or the simulator) to do.
 
 Cores return lists of effects instead of doing I/O; each domain adds its own effect types
-(``p2pworld.log.hub``, ``p2pworld.world.core``), and :class:`Send` is common to all of them.
+(``p2pworld.channel.hub``, ``p2pworld.world.core``), and :class:`Send` is common to all of them.
 """
 
 from __future__ import annotations

@@ -4,9 +4,15 @@ Every error a caller can branch on is a subclass of :class:`P2PWorldError` and c
 ``code`` that never changes between releases (log lines and metrics use it). As in h11, errors
 split by who is at fault:
 
-* :class:`LocalProtocolError` — this program misused a core (a bug on our side of the wire).
-* :class:`RemoteProtocolError` — the peer (or a file on disk) sent something invalid. Cores
-  that raise it move to a sticky error state: the connection or log is dead.
+* :class:`LocalProtocolError` — this program misused a core or the API (a bug on our side of
+  the wire, or a caller's wrong argument).
+* :class:`RemoteProtocolError` — the peer sent something invalid. Cores that raise it move to
+  a sticky error state: the connection or log is dead.
+* :class:`Refused` — a well-formed request that was not carried out: a rule, a limit, the state
+  of a channel or session, or this node's environment (its disk, its addresses) refused it.
+
+Every error class is defined in this module, registered in :data:`ERROR_CODES` under a code of
+its own, and is under exactly one of the three (a test checks it).
 
 Example:
     >>> try:
@@ -47,6 +53,13 @@ class RemoteProtocolError(P2PWorldError):
     code = "REMOTE_PROTOCOL_ERROR"
 
 
+class Refused(P2PWorldError):
+    """A well-formed request that was not carried out: a rule, a limit, the state of a channel
+    or session, or this node's environment refused it. Nothing was changed by it."""
+
+    code = "REFUSED"
+
+
 # --- encoding -----------------------------------------------------------------------------
 
 
@@ -65,7 +78,7 @@ class UnsupportedVersion(RemoteProtocolError):
 # --- identity -----------------------------------------------------------------------------
 
 
-class IdentityError(P2PWorldError):
+class IdentityError(Refused):
     """A key file or identity record is missing, unreadable or corrupt."""
 
     code = "IDENTITY_ERROR"
@@ -128,7 +141,7 @@ class FrameTooLarge(RemoteProtocolError):
     code = "FRAME_TOO_LARGE"
 
 
-class SessionClosed(P2PWorldError):
+class SessionClosed(Refused):
     """The session is closed; nothing more can be sent on it."""
 
     code = "SESSION_CLOSED"
@@ -147,7 +160,7 @@ class RendezvousUnreachable(SessionClosed):
     code = "RENDEZVOUS_UNREACHABLE"
 
 
-class Backpressure(P2PWorldError):
+class Backpressure(Refused):
     """A bounded queue is full; the caller may retry later."""
 
     code = "BACKPRESSURE"
@@ -156,11 +169,15 @@ class Backpressure(P2PWorldError):
 # --- channels and logs --------------------------------------------------------------------
 
 
-class ChannelError(P2PWorldError):
+class ChannelError(Refused):
+    """A channel refused the request (unknown, closed, not its sequencer, a conflict...)."""
+
     code = "CHANNEL_ERROR"
 
 
 class UnknownChannel(ChannelError):
+    """No channel with this id is known to this node (not opened, not announced to it)."""
+
     code = "UNKNOWN_CHANNEL"
 
 
@@ -171,10 +188,14 @@ class NotSequencer(ChannelError):
 
 
 class ChannelClosed(ChannelError):
+    """The channel was closed (a signed ``close`` entry): nothing more is accepted on it."""
+
     code = "CHANNEL_CLOSED"
 
 
 class NotParticipant(ChannelError):
+    """The node is not a participant of this private channel."""
+
     code = "NOT_PARTICIPANT"
 
 
@@ -196,21 +217,21 @@ class Forked(RemoteProtocolError):
     code = "FORKED"
 
 
-class StoreCorrupt(P2PWorldError):
+class StoreCorrupt(Refused):
     """A durable store failed verification: a row, an index or a signed head does not match.
     ``details`` name the file and, where one is to blame, the channel and seq."""
 
     code = "STORE_CORRUPT"
 
 
-class StoreError(P2PWorldError):
+class StoreError(Refused):
     """The node's own store failed (an I/O error such as EIO): the one failure that ends a
     node. ``details["path"]`` names the file."""
 
     code = "STORE_ERROR"
 
 
-class StoreFull(P2PWorldError):
+class StoreFull(Refused):
     """The node's disk (or its store's size limit) is full: writes are refused, nothing was
     acknowledged, reads go on. The node retries and accepts writes again once space returns."""
 
@@ -333,20 +354,20 @@ class Fenced(RemoteProtocolError):
     code = "FENCED"
 
 
-class NodeFailed(P2PWorldError):
+class NodeFailed(LocalProtocolError):
     """A task of the node's own machinery (its effect runner, store task or timers) failed:
     the node ended. This is a bug; ``__cause__`` holds the original exception."""
 
     code = "NODE_FAILED"
 
 
-class NodeClosed(P2PWorldError):
+class NodeClosed(Refused):
     """The node has stopped: a call on it (or one still waiting on it) cannot go on."""
 
     code = "NODE_CLOSED"
 
 
-class WaitTimeout(P2PWorldError, TimeoutError):
+class WaitTimeout(Refused, TimeoutError):
     """A ``wait_*`` call's condition did not hold within its ``timeout``."""
 
     code = "WAIT_TIMEOUT"
@@ -358,14 +379,14 @@ class InvalidArgument(LocalProtocolError, TypeError):
     code = "INVALID_ARGUMENT"
 
 
-class AddressUnavailable(P2PWorldError):
+class AddressUnavailable(Refused):
     """A node cannot listen where it was told to (the port is taken, the address or the
     interface does not exist); ``details["address"]`` names it."""
 
     code = "ADDRESS_UNAVAILABLE"
 
 
-class InternalError(P2PWorldError):
+class InternalError(LocalProtocolError):
     """An exception that is not a typed p2pworld error ended one scope (a session, a lane, a
     relay connection or a request); ``details["exception"]`` names it. The scope was closed
     and, where it should be, retried."""
@@ -415,6 +436,18 @@ class WorldGap(StaleUpdate):
     """Records are missing before this one: fetch them (anti-entropy); nothing was applied."""
 
     code = "WORLD_GAP"
+
+
+class KeyUnavailable(Refused):
+    """This node holds no key for the payload (not a participant, or removed before it)."""
+
+    code = "KEY_UNAVAILABLE"
+
+
+class DiscoveryError(Refused):
+    """mDNS discovery could not start on the interfaces it was given."""
+
+    code = "DISCOVERY_ERROR"
 
 
 _register()

@@ -5,9 +5,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
+from p2pworld.channel.hub import ChannelHub, Send
 from p2pworld.identity import Ed25519Signer
-from p2pworld.log.hub import ChannelHub, Send
-from p2pworld.log.store import durable_op
+from p2pworld.io.log_store import durable_op
 from p2pworld.testing import MemoryLogStore
 from p2pworld.wire import decode_message, encode_message
 
@@ -45,7 +45,7 @@ def run(hubs: dict[str, ChannelHub], initial: list[tuple[str, Any]],
 
 
 def apply_durable(store: MemoryLogStore, e: Any) -> None:
-    """Apply one durable effect as the node does (:func:`~p2pworld.log.store.durable_op`)."""
+    """Apply one durable effect as the node does (:func:`~p2pworld.io.log_store.durable_op`)."""
     op = durable_op(e)
     if op is not None:
         store.apply([op])

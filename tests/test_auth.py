@@ -15,9 +15,9 @@ from hypothesis import strategies as st
 from p2pworld import NodeConfig, open_node
 from p2pworld.auth.book import AuthConfig, TokenBook
 from p2pworld.auth.control import ControlCore, ControlState, token_request
-from p2pworld.auth.http import http_json, serve_control
 from p2pworld.auth.token import Claims, mint, verify_token
-from p2pworld.cores import Cores, build_cores
+from p2pworld.channel.hub import Resolved
+from p2pworld.core.cores import Cores, build_cores
 from p2pworld.effects import PeerMisbehaved, Send
 from p2pworld.errors import (
     P2PWorldError,
@@ -27,7 +27,7 @@ from p2pworld.errors import (
     Unauthorized,
 )
 from p2pworld.identity import Ed25519Signer, node_id
-from p2pworld.log.hub import Resolved
+from p2pworld.io.http import http_json, serve_control
 from p2pworld.log.state import EpochChange
 from p2pworld.wire import (
     ChannelAnnounce,

@@ -7,11 +7,17 @@ from dataclasses import replace
 
 import pytest
 
-from p2pworld.errors import ChainBroken, ChannelClosed, Fenced, NotParticipant, P2PWorldError
+from p2pworld.channel.hub import PublishResult
+from p2pworld.errors import (
+    ChainBroken,
+    ChannelClosed,
+    Fenced,
+    KeyUnavailable,
+    NotParticipant,
+    P2PWorldError,
+)
 from p2pworld.identity import Ed25519Signer
-from p2pworld.log.channel_key import KeyUnavailable
 from p2pworld.log.entry import ChannelPolicy, Entry, SignedHead, Submission
-from p2pworld.log.hub import PublishResult
 from p2pworld.log.replica import Replica
 from p2pworld.log.sequencer import Sequencer
 from p2pworld.log.state import ChannelState, Snapshot

@@ -51,8 +51,8 @@ def test_control_service_and_a_node_that_uses_it_from_the_cli(tmp_path: Path) ->
     import trio
 
     from p2pworld.auth.control import token_request
-    from p2pworld.auth.http import http_json
-    from p2pworld.home import NodeHome
+    from p2pworld.io.home import NodeHome
+    from p2pworld.io.http import http_json
 
     ctl = subprocess.Popen([sys.executable, "-m", "p2pworld.cli.main", "control", "serve",
                             "--home", str(tmp_path / "ctl"), "--listen", "127.0.0.1:0",

@@ -22,10 +22,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from p2pworld import NodeConfig, codec, open_node
+from p2pworld.channel.hub import Checkpoint
 from p2pworld.cli.main import main as cli_main
 from p2pworld.errors import StoreCorrupt, UnsupportedVersion
-from p2pworld.log.hub import Checkpoint
-from p2pworld.log.store import LogStore
+from p2pworld.io.log_store import LogStore
 from p2pworld.testing import MemoryLogStore
 from p2pworld.wire import Ack, Stored
 
@@ -250,9 +250,9 @@ def test_log_verify_accepts_real_logs_and_rejects_tampering(sample_log: Path,
 def test_an_undecodable_last_row_is_damage_not_a_torn_write(tmp_path: Path) -> None:
     def make(store: MemoryLogStore) -> bytes:
         from p2pworld.identity import Ed25519Signer
+        from p2pworld.io.log_store import Write
         from p2pworld.log.entry import ChannelRecord, Submission
         from p2pworld.log.sequencer import Sequencer
-        from p2pworld.log.store import Write
         owner = Ed25519Signer(bytes([1]) * 32)
         s = Sequencer.create(ChannelRecord.create(owner, workspace="w", name="t",
                                                   created_at=0), owner)

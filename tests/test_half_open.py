@@ -27,7 +27,7 @@ import trio
 import trio_websocket
 
 from p2pworld import NodeConfig, open_node
-from p2pworld.transport.session import close_websocket
+from p2pworld.io.session import close_websocket
 
 ROOT = Path(__file__).resolve().parent.parent
 HALF_OPEN = 2000

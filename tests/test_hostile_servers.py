@@ -22,8 +22,8 @@ import trio
 import trio_websocket
 
 from p2pworld import NodeConfig, codec, open_node
-from p2pworld.auth.http import http_json
-from p2pworld.transport.session import close_websocket
+from p2pworld.io.http import http_json
+from p2pworld.io.session import close_websocket
 
 ROOT = Path(__file__).resolve().parent.parent
 CLI = [sys.executable, "-m", "p2pworld.cli.main"]

@@ -10,8 +10,8 @@ import pytest
 
 from p2pworld import codec
 from p2pworld.errors import IdentityError, InvalidAttestation
-from p2pworld.home import NodeHome
 from p2pworld.identity import Attestation, Ed25519Signer, NodeIdentity, node_id
+from p2pworld.io.home import NodeHome
 from p2pworld.nostr.keys import NostrKey, nip06_path
 
 from .conftest import VECTORS

@@ -9,10 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pworld.errors import ChainBroken, ChannelClosed, Conflict, Forked, InvalidSignature
-from p2pworld.identity import Ed25519Signer
-from p2pworld.log.entry import ChannelRecord, Entry, SignedHead, Submission
-from p2pworld.log.hub import (
+from p2pworld.channel.hub import (
     ChannelHub,
     Delivered,
     OutboxPut,
@@ -21,6 +18,9 @@ from p2pworld.log.hub import (
     Resolved,
     Send,
 )
+from p2pworld.errors import ChainBroken, ChannelClosed, Conflict, Forked, InvalidSignature
+from p2pworld.identity import Ed25519Signer
+from p2pworld.log.entry import ChannelRecord, Entry, SignedHead, Submission
 from p2pworld.log.replica import Replica
 from p2pworld.log.sequencer import Sequencer
 from p2pworld.wire import decode_message, encode_message

@@ -12,9 +12,9 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from p2pworld.channel.hub import PublishResult
 from p2pworld.errors import Conflict, P2PWorldError
 from p2pworld.log.entry import ChannelPolicy, hash_bytes
-from p2pworld.log.hub import PublishResult
 from p2pworld.testing import MemoryLogStore
 
 from .hubs import connect, disconnect, hub, outcomes, restore, run

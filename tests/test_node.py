@@ -9,7 +9,7 @@ import trio
 
 from p2pworld import Conflict, NodeConfig, open_node
 from p2pworld.errors import StoreCorrupt
-from p2pworld.log.store import LogStore
+from p2pworld.io.log_store import LogStore
 
 
 def cfg(tmp: Path, name: str, **kw) -> NodeConfig:  # type: ignore[no-untyped-def]

@@ -14,7 +14,7 @@ from p2pworld import NodeConfig, open_node
 from p2pworld.codec import decode
 from p2pworld.errors import PolicyDenied
 from p2pworld.log.entry import ChannelPolicy
-from p2pworld.nostr.lane import LANE_KIND
+from p2pworld.nostr.lane_frames import LANE_KIND
 
 from .relay import black_hole, real_relay, sdk_fetch
 from .test_node import exchange_ordered
@@ -66,7 +66,7 @@ async def test_forced_nostr_passes_the_channel_test_with_no_direct_lane(tmp_path
 async def test_mixed_mode_falls_back_to_nostr_and_returns_to_direct(tmp_path: Path) -> None:
     """Precedence: direct, a direct retry, then Nostr; back to direct when it returns. A
     channel whose policy forbids the fallback never crosses the relay."""
-    from discovery.candidate import from_urls
+    from p2pworld.transport.candidate import from_urls
 
     from .tools.proxy import TcpProxy
 
@@ -134,7 +134,7 @@ async def test_primary_only_never_uses_the_relay_and_policy_only_narrows(
             assert a.health()["transport"]["mode"] == "primary-only"
     # A policy without the Nostr lane turns the default mode into primary-only and refuses
     # forced-nostr outright: local config cannot widen it.
-    from p2pworld.nostr.transport import resolve_mode
+    from p2pworld.core.lanes import resolve_mode
     assert resolve_mode("primary-with-fallback", {"fallback": ["rendezvous"]}) == "primary-only"
     with pytest.raises(PolicyDenied):
         resolve_mode("forced-nostr", {"fallback": ["rendezvous"]})

@@ -26,10 +26,20 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2pworld.errors import DecodeError, NostrError
+from p2pworld.io.nip11 import (
+    MAX_DOCUMENT,
+    MAX_LIMIT,
+    RelayLimits,
+    fetch_limits,
+    http_url,
+    parse_limits,
+)
+from p2pworld.io.nostr_lane import NostrLane, NostrPipe
+from p2pworld.io.nostr_relay import RelayPool, open_relay_pool
 from p2pworld.nostr import nip44
 from p2pworld.nostr.event import Event, client_event
 from p2pworld.nostr.keys import NostrKey
-from p2pworld.nostr.lane import (
+from p2pworld.nostr.lane_frames import (
     DEFAULT_MAX_CONTENT,
     DEFAULT_PART,
     EVENT_OVERHEAD,
@@ -42,21 +52,10 @@ from p2pworld.nostr.lane import (
     PART_CAP,
     REORDER_WINDOW,
     LaneFrame,
-    NostrLane,
-    NostrPipe,
     Reassembler,
     part_size_for,
     split,
 )
-from p2pworld.nostr.nip11 import (
-    MAX_DOCUMENT,
-    MAX_LIMIT,
-    RelayLimits,
-    fetch_limits,
-    http_url,
-    parse_limits,
-)
-from p2pworld.nostr.relay import RelayPool, open_relay_pool
 
 from .relay import free_port, real_relay
 

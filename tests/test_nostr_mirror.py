@@ -155,10 +155,10 @@ async def test_bridge_events_need_the_bridge_publish_scope(tmp_path: Path) -> No
 
     from p2pworld.auth.book import AuthConfig
     from p2pworld.auth.token import Claims, mint
+    from p2pworld.core.mirror import presence_event
     from p2pworld.errors import ScopeDenied
-    from p2pworld.home import NodeHome
     from p2pworld.identity import Ed25519Signer
-    from p2pworld.nostr.mirror import presence_event
+    from p2pworld.io.home import NodeHome
 
     control = Ed25519Signer(bytes([7]) * 32)
     ident = NodeHome(tmp_path / "a").load_or_create()
@@ -186,8 +186,8 @@ async def test_the_control_policy_narrows_the_transport_mode(tmp_path: Path) -> 
     from dataclasses import replace
 
     from p2pworld.auth.control import ControlCore, ControlState
-    from p2pworld.auth.http import serve_control
     from p2pworld.errors import PolicyDenied
+    from p2pworld.io.http import serve_control
 
     state = ControlState.create(org="acme", operator_secret=b"o" * 32, key=bytes([5]) * 32,
                                 open_enrollment=True)

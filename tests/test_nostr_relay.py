@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 import trio
 
+from p2pworld.io.nostr_relay import open_relay_pool
 from p2pworld.nostr.event import Event
 from p2pworld.nostr.keys import NostrKey
-from p2pworld.nostr.relay import open_relay_pool
 
 from .relay import black_hole, free_port, real_relay
 
@@ -78,8 +78,8 @@ async def test_a_dead_relay_does_not_block_publishing_to_a_live_one(tmp_path: Pa
 
 async def test_bridge_outbox_publishes_to_every_relay_and_a_dead_one_only_delays_itself(
         tmp_path: Path) -> None:
-    from p2pworld.nostr.outbox import Outbox
-    from p2pworld.nostr.relay import Bridge
+    from p2pworld.io.nostr_outbox import Outbox
+    from p2pworld.io.nostr_relay import Bridge
 
     async with black_hole() as dead:
         with real_relay(tmp_path / "r") as url, trio.fail_after(40):
@@ -118,7 +118,7 @@ def test_the_outbox_mirrors_an_entry_once_and_refuses_other_formats(tmp_path: Pa
     import pytest
 
     from p2pworld.errors import UnsupportedVersion
-    from p2pworld.nostr.outbox import Outbox
+    from p2pworld.io.nostr_outbox import Outbox
 
     box = Outbox(tmp_path / "b.db", relays=["ws://r"])
     first = Event.create(KEY, kind=7000, content="", tags=[["status", "success"]],
@@ -159,7 +159,7 @@ async def test_an_unexpected_failure_of_a_relay_connection_is_counted_not_swallo
     """e2c769c cancelled the connection's nursery before closing the stream, and the close
     (a checkpoint) raised Cancelled over whatever error was on its way out: a failure of a
     relay connection vanished, the connection redialled, nothing was counted."""
-    from p2pworld.nostr.relay import RelayPool, open_relay_pool
+    from p2pworld.io.nostr_relay import RelayPool, open_relay_pool
 
     real_writer = RelayPool._writer
     failed = []

@@ -9,15 +9,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from p2pworld.errors import DecodeError, LocalProtocolError, PolicyDenied
-from p2pworld.nostr.lane import MAX_PART, LaneFrame, Reassembler, split
-from p2pworld.nostr.transport import (
+from p2pworld.core.lanes import (
     LANES_OF_MODE,
     MODES,
     LaneCounters,
     policy_lanes,
     resolve_mode,
 )
+from p2pworld.errors import DecodeError, LocalProtocolError, PolicyDenied
+from p2pworld.nostr.lane_frames import MAX_PART, LaneFrame, Reassembler, split
 
 PIPE = bytes(range(16))
 
@@ -99,7 +99,7 @@ def test_unknown_modes_are_refused_and_the_ratio_alerts() -> None:
 
 
 def test_a_sender_cannot_park_unbounded_out_of_order_data() -> None:
-    from p2pworld.nostr.lane import MAX_BUFFERED
+    from p2pworld.nostr.lane_frames import MAX_BUFFERED
 
     r = Reassembler()
     with pytest.raises(DecodeError):

@@ -9,18 +9,18 @@ import trio
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from discovery.candidate import from_urls
-from discovery.rendezvous import (
+from discovery.rendezvous_server import serve_rendezvous
+from p2pworld import NodeConfig, codec, open_node
+from p2pworld.errors import ForgedUpdate, P2PWorldError, RemoteProtocolError
+from p2pworld.identity import Ed25519Signer
+from p2pworld.transport.candidate import from_urls
+from p2pworld.transport.rendezvous import (
     RendezvousCore,
     parse_message,
     register,
     registration,
     verified_peers,
 )
-from discovery.rendezvous_server import serve_rendezvous
-from p2pworld import NodeConfig, codec, open_node
-from p2pworld.errors import ForgedUpdate, P2PWorldError, RemoteProtocolError
-from p2pworld.identity import Ed25519Signer
 
 A = Ed25519Signer(bytes([1]) * 32)
 B = Ed25519Signer(bytes([2]) * 32)

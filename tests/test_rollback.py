@@ -12,8 +12,8 @@ import pytest
 import trio
 
 from p2pworld import NodeConfig, open_node
-from p2pworld.log.hub import Notice, Persist, Resolved
-from p2pworld.log.store import LogStore
+from p2pworld.channel.hub import Notice, Persist, Resolved
+from p2pworld.io.log_store import LogStore
 from p2pworld.testing import MemoryLogStore
 from p2pworld.wire import HeadReport, Restore
 

@@ -31,12 +31,12 @@ from discovery.rendezvous_server import RendezvousServer, serve_rendezvous
 from p2pworld import NodeConfig, open_node
 from p2pworld.auth.book import DEFAULT_SCOPES, AuthConfig
 from p2pworld.auth.control import ControlCore, ControlState, verify_revocations
-from p2pworld.auth.http import http_json, serve_control
 from p2pworld.auth.token import Claims, mint
 from p2pworld.errors import P2PWorldError
 from p2pworld.identity import Ed25519Signer, NodeIdentity
-from p2pworld.node import Node
-from p2pworld.transport.session import close_websocket
+from p2pworld.io.http import http_json, serve_control
+from p2pworld.io.session import close_websocket
+from p2pworld.runtime.node import Node
 
 from .tools.rendezvous_gate import STAGES, RendezvousGate
 

@@ -1,6 +1,6 @@
 """An exception injected into every registered task ends that task's scope, never more.
 
-For each task registered in :mod:`p2pworld.scopes` (``tests/test_scopes.py`` checks that the
+For each task registered in :mod:`p2pworld.io.scopes` (``tests/test_scopes.py`` checks that the
 registry covers every call site), a world of real nodes (and, where the task needs them, a
 real rendezvous, control service, Nostr relay or mDNS on loopback) runs while the task's
 first call on the victim raises an exception that is not a typed error (a bug). Then:
@@ -35,13 +35,13 @@ from typing import Any
 import pytest
 import trio
 
-from discovery.candidate import from_urls
 from p2pworld import NodeConfig, open_node
 from p2pworld.auth.book import AuthConfig
 from p2pworld.errors import NodeFailed, P2PWorldError, SessionClosed
+from p2pworld.io.scopes import TASKS
 from p2pworld.log.entry import ChannelPolicy
-from p2pworld.node import Node
-from p2pworld.scopes import TASKS
+from p2pworld.runtime.node import Node
+from p2pworld.transport.candidate import from_urls
 from p2pworld.world.doc import CapabilityAd
 
 from .relay import real_relay
@@ -226,7 +226,7 @@ class Plan:
     trigger: str = ""
 
 
-NODE = "p2pworld.node:Node."
+NODE = "p2pworld.runtime.node:Node."
 PLANS: dict[str, Plan] = {
     NODE + "_effect_runner": Plan("mesh", "fatal", "node"),
     NODE + "_store_runner": Plan("mesh", "fatal", "node"),
@@ -248,23 +248,23 @@ PLANS: dict[str, Plan] = {
     NODE + "_discovery": Plan("mdns", "restart", "lane"),
     NODE + "_auth_loop": Plan("control", "restart", "request"),
     NODE + "_revocation_loop": Plan("control", "restart", "request"),
-    "p2pworld.transport.session:Session._writer": Plan("mesh", "closed", "peer"),
-    "p2pworld.transport.session:close_websocket": Plan("mesh", "closed", "peer", "drop"),
+    "p2pworld.io.session:Session._writer": Plan("mesh", "closed", "peer"),
+    "p2pworld.io.session:close_websocket": Plan("mesh", "closed", "peer", "drop"),
     "discovery.mdns:MdnsDiscovery.register": Plan("mdns", "restart", "lane"),
     "discovery.rendezvous_client:RendezvousClient._refresh":
         Plan("rendezvous", "restart", "relay"),
-    "p2pworld.nostr.service:NostrService.run": Plan("nostr", "restart", "lane"),
-    "p2pworld.nostr.service:NostrService._discover": Plan("nostr", "restart", "lane"),
-    "p2pworld.nostr.service:NostrService._presence": Plan("nostr", "restart", "lane"),
-    "p2pworld.nostr.relay:RelayPool._run": Plan("nostr", "restart", "relay"),
-    "p2pworld.nostr.relay:RelayPool._writer": Plan("nostr", "restart", "relay"),
-    "p2pworld.nostr.relay:Bridge.run": Plan("nostr", "restart", "lane"),
-    "p2pworld.nostr.relay:Bridge._one": Plan("nostr", "restart", "request"),
-    "p2pworld.nostr.lane:NostrLane.run": Plan("nostr", "restart", "lane"),
-    "p2pworld.nostr.lane:NostrLane._sweep": Plan("nostr", "restart", "lane"),
-    "p2pworld.nostr.lane:NostrPipe._publish_part": Plan("nostr", "closed", "peer", "big"),
+    "p2pworld.io.nostr_service:NostrService.run": Plan("nostr", "restart", "lane"),
+    "p2pworld.io.nostr_service:NostrService._discover": Plan("nostr", "restart", "lane"),
+    "p2pworld.io.nostr_service:NostrService._presence": Plan("nostr", "restart", "lane"),
+    "p2pworld.io.nostr_relay:RelayPool._run": Plan("nostr", "restart", "relay"),
+    "p2pworld.io.nostr_relay:RelayPool._writer": Plan("nostr", "restart", "relay"),
+    "p2pworld.io.nostr_relay:Bridge.run": Plan("nostr", "restart", "lane"),
+    "p2pworld.io.nostr_relay:Bridge._one": Plan("nostr", "restart", "request"),
+    "p2pworld.io.nostr_lane:NostrLane.run": Plan("nostr", "restart", "lane"),
+    "p2pworld.io.nostr_lane:NostrLane._sweep": Plan("nostr", "restart", "lane"),
+    "p2pworld.io.nostr_lane:NostrPipe._publish_part": Plan("nostr", "closed", "peer", "big"),
 }
-RV, HTTP = "discovery.rendezvous_server:", "p2pworld.auth.http:"
+RV, HTTP = "discovery.rendezvous_server:", "p2pworld.io.http:"
 SERVER_TASKS = {RV + "RendezvousServer._handle", RV + "RendezvousServer._writer",
                 RV + "RendezvousServer._expire", RV + "RendezvousServer._listen",
                 RV + "serve_rendezvous", HTTP + "ControlServer._handle", HTTP + "serve_control",
@@ -305,7 +305,7 @@ async def _trigger(w: World, plan: Plan) -> None:
                         key=w.b.node_id.hex())
     elif plan.trigger == "nostr-dial-in":
         # Whichever side dialled first, the victim also takes a pipe opened to it.
-        from discovery.candidate import Candidate
+        from p2pworld.transport.candidate import Candidate
         from p2pworld.transport.handshake import PROTOCOL_VERSIONS
 
         to_a = Candidate(node_id=a.node_id, workspace=a.config.workspace,
@@ -428,7 +428,7 @@ async def test_a_rendezvous_connection_that_fails_ends_alone(name: str, tmp_path
 
 
 async def test_a_control_request_that_fails_ends_alone(tmp_path: Path) -> None:
-    name = "p2pworld.auth.http:ControlServer._handle"
+    name = "p2pworld.io.http:ControlServer._handle"
     with trio.fail_after(60), injected(name) as calls:
         async with trio.open_nursery() as n:
             ctl = Control(control_core())
@@ -446,14 +446,14 @@ async def test_a_control_request_that_fails_ends_alone(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["discovery.rendezvous_server:serve_rendezvous",
                                   "discovery.rendezvous_server:RendezvousServer._listen",
-                                  "p2pworld.auth.http:serve_control",
-                                  "p2pworld.auth.http:_accept"])
+                                  "p2pworld.io.http:serve_control",
+                                  "p2pworld.io.http:_accept"])
 async def test_a_server_whose_own_machinery_fails_ends_typed(name: str) -> None:
     """The server's own listener failing ends the server (its process): at start, the
     error leaves ``start`` typed."""
     import discovery.rendezvous_server as rvs
-    import p2pworld.auth.http as http
-    from p2pworld.scopes import start_in
+    import p2pworld.io.http as http
+    from p2pworld.io.scopes import start_in
 
     with trio.fail_after(30), injected(name):
         with pytest.raises((Injected, BaseExceptionGroup)) as got:

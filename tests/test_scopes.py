@@ -1,6 +1,6 @@
 """Every background task is registered with its scope, and a failure ends that scope only.
 
-The registry (:mod:`p2pworld.scopes`) is checked against every call site that starts a task
+The registry (:mod:`p2pworld.io.scopes`) is checked against every call site that starts a task
 in the package (an AST scan): nothing is started with a bare ``nursery.start_soon`` /
 ``nursery.start``, every target of ``spawn_in`` / ``start_in`` / ``sup.spawn`` / ``sup.start``
 / ``sup.contain`` (and every handler given to a server) is registered, and every registered
@@ -18,7 +18,7 @@ import pytest
 import trio
 
 from p2pworld.errors import NodeFailed, P2PWorldError, StoreError
-from p2pworld.scopes import TASKS, Failure, Supervisor, info_of, task
+from p2pworld.io.scopes import TASKS, Failure, Supervisor, info_of, task
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("p2pworld", "discovery")
@@ -103,7 +103,7 @@ def _scan() -> tuple[list[str], list[str], set[str]]:
         importlib.import_module(mod)  # registers its tasks
     bare, unregistered, used = [], [], set()
     for mod, path in _modules():
-        if mod == "p2pworld.scopes":
+        if mod == "p2pworld.io.scopes":
             continue
         v = _Sites(mod)
         v.visit(ast.parse(path.read_text()))

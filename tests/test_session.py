@@ -6,8 +6,8 @@ import trio
 import trio_websocket
 
 from p2pworld.errors import HandshakeRefused, HandshakeTimeout, P2PWorldError, PeerIdentityMismatch
+from p2pworld.io.session import Session, accept_session, close_websocket, open_session
 from p2pworld.transport.handshake import HandshakeConfig
-from p2pworld.transport.session import Session, accept_session, close_websocket, open_session
 from p2pworld.wire import Message, Ping
 
 from .conftest import make_identity

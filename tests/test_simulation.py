@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from p2pworld.log.hub import ChannelHub, Delivered
+from p2pworld.channel.hub import ChannelHub, Delivered
 from p2pworld.log.replica import Replica
 from p2pworld.log.sequencer import Sequencer
 from p2pworld.log.state import ChannelState
@@ -67,7 +67,7 @@ def test_lost_write_catches_an_ack_before_fsync(monkeypatch: pytest.MonkeyPatch)
     _lose_last_commits(monkeypatch)
     # With the start-up exchange a restarted sequencer takes such entries back from its
     # replicas (or reports them lost): turn it off, or nothing is left for the checker.
-    monkeypatch.setattr("p2pworld.log.hub.STARTUP_CHECK_MS", 0)
+    monkeypatch.setattr("p2pworld.channel.hub.STARTUP_CHECK_MS", 0)
     assert anomalies("sequencer-crash-and-handoff", range(4))["lost_write"] > 0
 
 
@@ -251,7 +251,7 @@ def test_multiple_winners_catches_a_sequencer_without_compute_validation(
 
 def test_bridge_lost_write_catches_a_bridge_that_marks_unanswered_publishes(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    from p2pworld.nostr.outbox import Outbox
+    from p2pworld.io.nostr_outbox import Outbox
     from p2pworld.testing.checkers import check_bridge
     from simulations.scenarios import bridge_outage
 
@@ -268,8 +268,8 @@ def test_bridge_lost_write_catches_a_bridge_that_marks_unanswered_publishes(
 
 def test_bridge_duplicate_catches_a_bridge_that_re_signs_on_retry(
         monkeypatch: pytest.MonkeyPatch) -> None:
+    from p2pworld.io.nostr_outbox import Outbox
     from p2pworld.nostr.event import Event
-    from p2pworld.nostr.outbox import Outbox
     from p2pworld.testing.checkers import check_bridge
     from p2pworld.testing.nostr_sim import SimNostr
     from simulations.scenarios import bridge_outage

@@ -24,11 +24,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from p2pworld import NodeConfig, open_node
+from p2pworld.channel.hub import ChannelHub
 from p2pworld.cli.main import main as cli_main
 from p2pworld.errors import P2PWorldError
+from p2pworld.io.log_store import LogStore, durable_op
 from p2pworld.log.entry import ChannelPolicy
-from p2pworld.log.hub import ChannelHub
-from p2pworld.log.store import LogStore, durable_op
 
 
 def cfg(home: Path, **kw) -> NodeConfig:  # type: ignore[no-untyped-def]

@@ -26,7 +26,7 @@ import pytest
 import trio
 
 from p2pworld import NodeConfig, P2PWorldError, open_node
-from p2pworld.log.store import LogStore
+from p2pworld.io.log_store import LogStore
 
 from .test_node import collect
 

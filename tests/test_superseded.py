@@ -22,7 +22,7 @@ from pathlib import Path
 import trio
 
 from p2pworld import NodeConfig, open_node
-from p2pworld.log.hub import Notice, PublishResult, Resolved
+from p2pworld.channel.hub import Notice, PublishResult, Resolved
 from p2pworld.wire import HeadReport
 
 from .conftest import ROOT
@@ -86,7 +86,7 @@ async def test_three_nodes_the_old_sequencer_returns_and_publishes_at_once(tmp_p
                 while min(b.head(chan.channel)[0], c.head(chan.channel)[0]) < 5:
                     await trio.sleep(0.05)
             # a is gone; b is made the sequencer with the authority key (a's node key).
-            from p2pworld.home import NodeHome
+            from p2pworld.io.home import NodeHome
             authority = NodeHome(tmp_path / "a").load().signer
             await b.recover(chan.channel, authority, NodeHome(tmp_path / "b").load().public_key)
             r = await c.publish(chan.channel, b"from c")
@@ -142,7 +142,7 @@ async def test_real_processes_the_old_sequencer_goes_away_and_returns(tmp_path: 
             chan = next(r.channel for r in b.channels() if r.name == "general")
             while min(b.head(chan)[0], c.head(chan)[0]) < 5:
                 await trio.sleep(0.05)
-            from p2pworld.home import NodeHome
+            from p2pworld.io.home import NodeHome
             await b.recover(chan, NodeHome(a_home).load().signer,
                             NodeHome(tmp_path / "b").load().public_key)
             assert (await c.publish(chan, b"from c")).seq == 6

@@ -20,8 +20,8 @@ import trio
 from p2pworld import NodeConfig, P2PWorldError, open_node
 from p2pworld.auth.book import AuthConfig
 from p2pworld.identity import NodeIdentity
+from p2pworld.io.session import open_session
 from p2pworld.transport.handshake import HandshakeConfig
-from p2pworld.transport.session import open_session
 from p2pworld.wire import WorldPush
 from p2pworld.world.records import HEARTBEAT_DOMAIN, Heartbeat
 
@@ -130,7 +130,7 @@ async def test_presence_forged_by_another_process_is_refused(tmp_path: Path) -> 
     heartbeats claiming to be the other (gone offline, busy): refused as forged, counted, and
     the real node still shows online."""
     from p2pworld import codec
-    from p2pworld.home import NodeHome
+    from p2pworld.io.home import NodeHome
 
     b = _node(tmp_path / "b")
     procs = [b]

@@ -15,12 +15,12 @@ from p2pworld import NodeConfig, codec, open_node
 from p2pworld.effects import PeerMisbehaved, Send
 from p2pworld.errors import DecodeError, ForgedUpdate, StaleUpdate, WorldGap
 from p2pworld.identity import Ed25519Signer
+from p2pworld.io.world_store import WorldStore
 from p2pworld.testing.sim import Simulator
 from p2pworld.wire import WorldPush, decode_message, encode_message
 from p2pworld.world.core import WorldConfig, WorldCore
 from p2pworld.world.doc import AuthorDoc, CapabilityAd, DocReplica, NodeInfo
 from p2pworld.world.records import DocUpdate, Heartbeat, client_id
-from p2pworld.world.store import WorldStore
 
 A = Ed25519Signer(bytes([1]) * 32)
 M = Ed25519Signer(bytes([2]) * 32)  # mallory
@@ -377,7 +377,7 @@ def test_the_world_store_refuses_another_format(tmp_path: Path) -> None:
     import sqlite3
 
     from p2pworld.errors import UnsupportedVersion
-    from p2pworld.world.store import WorldStore
+    from p2pworld.io.world_store import WorldStore
 
     s = WorldStore(tmp_path / "world.db")
     assert s.bump_incarnation() == 1

@@ -11,8 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2pworld import codec
+from p2pworld.channel.hub import Delivered
 from p2pworld.errors import ChainBroken, DecodeError, InvalidSignature
 from p2pworld.identity import Ed25519Signer
+from p2pworld.io.log_store import STORE_FORMAT, LogStore, Write
 from p2pworld.log import entry as entry_mod
 from p2pworld.log import merkle
 from p2pworld.log.entry import (
@@ -22,10 +24,8 @@ from p2pworld.log.entry import (
     WriterProof,
     sign_batch,
 )
-from p2pworld.log.hub import Delivered
 from p2pworld.log.replica import Replica
 from p2pworld.log.sequencer import Sequencer
-from p2pworld.log.store import STORE_FORMAT, LogStore, Write
 
 from .hubs import connect, hub, run
 

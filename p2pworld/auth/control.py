@@ -2,7 +2,7 @@
 
 The control service is the one authority for identity and policy (ADR 0001): it binds a node
 key to a Nostr key and a user/device, and mints short-lived scoped tokens. The HTTP shell
-(:mod:`p2pworld.auth.http`) feeds requests into :meth:`ControlCore.handle`; state is a plain
+(:mod:`p2pworld.io.http`) feeds requests into :meth:`ControlCore.handle`; state is a plain
 value (:class:`ControlState`) the shell persists.
 
 Endpoints (JSON bodies; byte strings as lowercase hex):

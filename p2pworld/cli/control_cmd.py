@@ -13,8 +13,8 @@ from pathlib import Path
 
 import trio
 
-from p2pworld.auth.service import OPERATOR_FILE, open_control
 from p2pworld.cli.common import run_until_interrupted, stdin_line
+from p2pworld.io.control_service import OPERATOR_FILE, open_control
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -20,10 +20,10 @@ from typing import Any
 
 import trio
 
-from p2pworld.auth.http import serve_control
-from p2pworld.auth.service import load_or_init
 from p2pworld.cli.common import run_until_interrupted
-from p2pworld.scopes import spawn_in, start_in, task
+from p2pworld.io.control_service import load_or_init
+from p2pworld.io.http import serve_control
+from p2pworld.io.scopes import spawn_in, start_in, task
 
 
 async def _lines(stream: trio.abc.ReceiveStream) -> Any:

@@ -17,10 +17,10 @@ from typing import Any
 
 import trio
 
+from p2pworld.core.lanes import lane_of_address
 from p2pworld.errors import Conflict, P2PWorldError
-from p2pworld.node import Node, NodeConfig, open_node
-from p2pworld.nostr.transport import lane_of_address
-from p2pworld.scopes import spawn_in, task
+from p2pworld.io.scopes import spawn_in, task
+from p2pworld.runtime.node import Node, NodeConfig, open_node
 from p2pworld.world.doc import CapabilityAd
 
 DEMO_CHANNEL = "demo"

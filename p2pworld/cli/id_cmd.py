@@ -7,7 +7,7 @@ import json
 import sys
 
 from p2pworld.errors import IdentityError
-from p2pworld.home import NodeHome, default_home
+from p2pworld.io.home import NodeHome, default_home
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -1,7 +1,7 @@
 """``p2pworld log verify PATH`` and ``p2pworld log repair PATH``: a node's channel log offline.
 
 ``verify`` opens the file read-only and takes no lock (it may run beside the node); it runs
-exactly what the node runs on open (:class:`~p2pworld.log.store.LogStore` with
+exactly what the node runs on open (:class:`~p2pworld.io.log_store.LogStore` with
 ``read_only=True``: sqlite's ``quick_check``, then
 :func:`~p2pworld.log.verify.check_channel` on every channel, and ``integrity_check`` where a
 channel looks damaged), so the two never disagree about a file.
@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from p2pworld.errors import IdentityError, P2PWorldError
-from p2pworld.home import NodeHome
-from p2pworld.log.store import LogStore, sqlite_check
+from p2pworld.io.home import NodeHome
+from p2pworld.io.log_store import LogStore, sqlite_check
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

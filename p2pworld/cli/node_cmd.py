@@ -29,10 +29,10 @@ import trio
 
 from p2pworld.cli.common import run_until_interrupted, stdin_line
 from p2pworld.errors import P2PWorldError
-from p2pworld.home import default_home
 from p2pworld.identity import short_id
-from p2pworld.node import Node, NodeConfig, open_node
-from p2pworld.scopes import Supervisor, task
+from p2pworld.io.home import default_home
+from p2pworld.io.scopes import Supervisor, task
+from p2pworld.runtime.node import Node, NodeConfig, open_node
 from p2pworld.world.doc import CapabilityAd
 
 

@@ -15,7 +15,7 @@ import trio
 
 from discovery.rendezvous_server import serve_rendezvous
 from p2pworld.cli.common import run_until_interrupted, stdin_line
-from p2pworld.scopes import start_in
+from p2pworld.io.scopes import start_in
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:

@@ -32,16 +32,10 @@ import nacl.bindings as sodium
 import nacl.exceptions
 
 from p2pworld import codec
-from p2pworld.errors import DecodeError, P2PWorldError
+from p2pworld.errors import DecodeError, KeyUnavailable
 
 if TYPE_CHECKING:
     import random
-
-
-class KeyUnavailable(P2PWorldError):
-    """This node holds no key for the payload (not a participant, or removed before it)."""
-
-    code = "KEY_UNAVAILABLE"
 
 
 @runtime_checkable

@@ -3,24 +3,24 @@
 :class:`SimNostr` is what :class:`~p2pworld.testing.sim.Simulator` runs when built with
 ``nostr=True``. It uses the real pieces wherever they are pure or deterministic:
 
-* **Lane frames** go through the real :func:`~p2pworld.nostr.lane.split` and
-  :class:`~p2pworld.nostr.lane.Reassembler`: every part is published to every relay that is up,
+* **Lane frames** go through the real :func:`~p2pworld.nostr.lane_frames.split` and
+  :class:`~p2pworld.nostr.lane_frames.Reassembler`: every part is published to every relay that is up,
   each relay may drop it, refuse it (``rate-limited:``) or deliver it twice, and copies arrive
   out of order (relays are not FIFO with each other). A frame no relay accepted closes the pipe
-  (a session reset, as in :class:`~p2pworld.nostr.lane.NostrPipe`); a part every relay lost
-  leaves a gap that closes the pipe after :data:`~p2pworld.nostr.lane.GAP_TIMEOUT_S`.
-* **Which messages may cross** is :func:`~p2pworld.nostr.transport.nostr_may_carry`, the
+  (a session reset, as in :class:`~p2pworld.io.nostr_lane.NostrPipe`); a part every relay lost
+  leaves a gap that closes the pipe after :data:`~p2pworld.nostr.lane_frames.GAP_TIMEOUT_S`.
+* **Which messages may cross** is :func:`~p2pworld.core.lanes.nostr_may_carry`, the
   node's own rule; lane precedence is the node's: direct, a direct retry, then Nostr, and back
   to direct as soon as it answers.
-* **Mirrors** are built by :func:`~p2pworld.nostr.mirror.compute_mirror_rows` (the node's
-  code) and written to a real :class:`~p2pworld.nostr.outbox.Outbox` (sqlite in memory: each
+* **Mirrors** are built by :func:`~p2pworld.core.mirror.compute_mirror_rows` (the node's
+  code) and written to a real :class:`~p2pworld.io.nostr_outbox.Outbox` (sqlite in memory: each
   enqueue and mark is one committed transaction, which is what survives a crash, so the outbox
   object outlives a simulated crash). The bridge drains it every tick with the outbox's own
   due/mark/backoff logic against the simulated relays.
 
-Lane parts travel as the real lane sends them: :meth:`~p2pworld.nostr.lane.LaneFrame.encode`,
+Lane parts travel as the real lane sends them: :meth:`~p2pworld.nostr.lane_frames.LaneFrame.encode`,
 NIP-44 v2 encryption for the recipient's Nostr key, and on arrival decryption and the checking
-:meth:`~p2pworld.nostr.lane.LaneFrame.decode`. Everything random comes from the simulator's
+:meth:`~p2pworld.nostr.lane_frames.LaneFrame.decode`. Everything random comes from the simulator's
 seeded rng: Nostr keys are derived from the seed, and BIP-340 aux randomness and NIP-44 nonces
 are drawn from ``sim.rng``.
 
@@ -47,16 +47,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from p2pworld.core.lanes import LaneCounters
+from p2pworld.core.mirror import compute_mirror_rows
+from p2pworld.io.nostr_outbox import Outbox
 from p2pworld.nostr import nip44
 from p2pworld.nostr.event import Event
 from p2pworld.nostr.keys import NostrKey
-from p2pworld.nostr.lane import GAP_TIMEOUT_S, LaneFrame, Reassembler, split
-from p2pworld.nostr.mirror import compute_mirror_rows
-from p2pworld.nostr.outbox import Outbox
-from p2pworld.nostr.transport import LaneCounters
+from p2pworld.nostr.lane_frames import GAP_TIMEOUT_S, LaneFrame, Reassembler, split
 
 if TYPE_CHECKING:
-    from p2pworld.log.hub import Delivered
+    from p2pworld.channel.hub import Delivered
     from p2pworld.testing.sim import SimNode, Simulator
 
 RELAY_LATENCY = 0.03
@@ -136,7 +136,7 @@ class SimNostr:
                 sim._record("bridge", node.name, ev.id)
 
     def drain(self, node: SimNode) -> None:
-        """The bridge: publish what is due, mark it, as :class:`~p2pworld.nostr.relay.Bridge`."""
+        """The bridge: publish what is due, mark it, as :class:`~p2pworld.io.nostr_relay.Bridge`."""
         sim, box = self.sim, self.outboxes[node.name]
         for ev, url in box.due(now=sim.now):
             relay = self.relays.get(url)

@@ -1,7 +1,7 @@
 """A deterministic discrete-event simulator that drives the real protocol cores.
 
 No trio inside: a seeded event queue with virtual time runs N nodes, each a real
-:class:`~p2pworld.log.hub.ChannelHub` with a :class:`~p2pworld.testing.MemoryLogStore`,
+:class:`~p2pworld.channel.hub.ChannelHub` with a :class:`~p2pworld.testing.MemoryLogStore`,
 connected by simulated sessions. Every effect a core emits passes through the same codec the
 network uses and is folded into a trace hash: the same seed gives the same trace, bit for bit.
 
@@ -34,28 +34,28 @@ from typing import Any
 from p2pworld import codec
 from p2pworld.auth.book import DEFAULT_SCOPES, AuthConfig, TokenBook
 from p2pworld.auth.token import Claims, mint
-from p2pworld.compute.state import encode_event
-from p2pworld.cores import Cores, build_cores
-from p2pworld.effects import PeerMisbehaved, Send
-from p2pworld.errors import P2PWorldError, RemoteProtocolError
-from p2pworld.identity import Ed25519Signer, Signer, node_id, verify_raw
-from p2pworld.log.entry import ChannelPolicy, Entry
-from p2pworld.log.hub import (
+from p2pworld.channel.hub import (
     ChannelHub,
     Delivered,
     Notice,
     PublishResult,
     Resolved,
 )
-from p2pworld.log.store import durable_op, restore_outbox
-from p2pworld.nostr.transport import nostr_may_carry
+from p2pworld.compute.state import encode_event
+from p2pworld.core.cores import Cores, build_cores
+from p2pworld.core.lanes import nostr_may_carry
+from p2pworld.effects import PeerMisbehaved, Send
+from p2pworld.errors import P2PWorldError, RemoteProtocolError
+from p2pworld.identity import Ed25519Signer, Signer, node_id, verify_raw
+from p2pworld.io.log_store import durable_op, restore_outbox
+from p2pworld.io.world_store import MemoryWorldStore
+from p2pworld.log.entry import ChannelPolicy, Entry
 from p2pworld.testing.nostr_sim import DIRECT_RETRY_S, SimNostr
 from p2pworld.testing.store import MemoryLogStore
 from p2pworld.transport.frames import FramePacker, FrameReader
 from p2pworld.wire import Message, encode_message
 from p2pworld.world.core import WorldChanged, WorldConfig, WorldCore, WorldEvent, WorldSave
 from p2pworld.world.doc import NodeInfo
-from p2pworld.world.store import MemoryWorldStore
 
 _PACKER = FramePacker()
 

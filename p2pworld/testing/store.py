@@ -3,7 +3,7 @@
 Every :meth:`write` is one durable transaction (as a committed sqlite transaction with
 ``synchronous=FULL`` is): :meth:`crash` keeps exactly what was written. Rows, the stored head
 and the base proof are computed by the same helpers as the sqlite store's
-(:func:`~p2pworld.log.store.written_rows`, :func:`~p2pworld.log.store.head_signature`) and
+(:func:`~p2pworld.io.log_store.written_rows`, :func:`~p2pworld.io.log_store.head_signature`) and
 loading runs the same check (:func:`~p2pworld.log.verify.check_channel`).
 
 Example:
@@ -19,11 +19,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from p2pworld import codec
+from p2pworld.channel.hub import Checkpoint
 from p2pworld.errors import P2PWorldError
-from p2pworld.log.entry import MAX_ENTRY_BYTES, Entry, Submission
-from p2pworld.log.hub import Checkpoint
-from p2pworld.log.state import ChannelState
-from p2pworld.log.store import (
+from p2pworld.io.log_store import (
     CursorWrite,
     ForkWrite,
     OutboxWrite,
@@ -33,6 +31,8 @@ from p2pworld.log.store import (
     head_signature,
     written_rows,
 )
+from p2pworld.log.entry import MAX_ENTRY_BYTES, Entry, Submission
+from p2pworld.log.state import ChannelState
 from p2pworld.log.verify import ChannelRow
 
 
@@ -48,7 +48,7 @@ class _Channel:
 
 
 class MemoryLogStore:
-    """Same methods as :class:`p2pworld.log.store.LogStore`."""
+    """Same methods as :class:`p2pworld.io.log_store.LogStore`."""
 
     def __init__(self) -> None:
         self.channels: dict[bytes, _Channel] = {}

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import trio
 
-from p2pworld.node import NodeConfig, open_node
+from p2pworld.runtime.node import NodeConfig, open_node
 
 
 async def main(home: str, count: int) -> None:

@@ -14,7 +14,7 @@ from pathlib import Path
 import trio
 
 from discovery.mdns import MdnsDiscovery
-from p2pworld.node import NodeConfig, open_node
+from p2pworld.runtime.node import NodeConfig, open_node
 
 
 async def main(args: argparse.Namespace) -> None:

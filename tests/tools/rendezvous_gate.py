@@ -23,7 +23,7 @@ import trio
 import trio_websocket
 from trio_websocket import ConnectionClosed, HandshakeError
 
-from p2pworld.transport.session import close_websocket
+from p2pworld.io.session import close_websocket
 
 STAGES = ("accept", "challenge", "register")
 MAX_MESSAGE = (1 << 20) + 8192

@@ -28,7 +28,7 @@ from p2pworld.errors import (
     RemoteProtocolError,
     SessionClosed,
 )
-from p2pworld.scopes import spawn_in, task
+from p2pworld.io.scopes import spawn_in, task
 from p2pworld.transport.frames import FramePacker, FrameReader
 from p2pworld.transport.handshake import (
     MAX_HANDSHAKE_BYTES,

@@ -20,10 +20,10 @@ from pathlib import Path
 import trio
 
 from p2pworld.auth.control import ControlCore, ControlState
-from p2pworld.auth.http import ControlServer, serve_control
 from p2pworld.errors import P2PWorldError, StoreCorrupt
-from p2pworld.home import write_atomic
-from p2pworld.scopes import start_in
+from p2pworld.io.home import write_atomic
+from p2pworld.io.http import ControlServer, serve_control
+from p2pworld.io.scopes import start_in
 
 STATE_FILE = "control.state"
 OPERATOR_FILE = "operator.token"

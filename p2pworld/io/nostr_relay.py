@@ -7,7 +7,7 @@ a bounded outgoing queue (a full queue drops the publish for that relay and coun
 :func:`~p2pworld.nostr.event.parse_relay_message` before it is used.
 
 Limits: the first time a relay's websocket is up, the pool fetches its NIP-11 document
-(:func:`~p2pworld.nostr.nip11.fetch_limits`, bounded) and keeps its limits in
+(:func:`~p2pworld.io.nip11.fetch_limits`, bounded) and keeps its limits in
 :attr:`RelayPool.limits` (None: no usable document); the Nostr lane sizes its parts with them.
 
 Resuming a subscription re-sends its ``REQ`` with ``since`` set to the newest ``created_at``
@@ -38,6 +38,9 @@ import trio
 import trio_websocket
 
 from p2pworld.errors import NostrError
+from p2pworld.io.nip11 import FETCH_TIMEOUT_S, RelayLimits, fetch_limits
+from p2pworld.io.scopes import Failure, Supervisor, spawn_in, task
+from p2pworld.io.session import close_websocket
 from p2pworld.nostr.event import (
     Event,
     auth_event,
@@ -48,10 +51,7 @@ from p2pworld.nostr.event import (
     parse_relay_message,
 )
 from p2pworld.nostr.keys import NostrKey
-from p2pworld.nostr.nip11 import FETCH_TIMEOUT_S, RelayLimits, fetch_limits
-from p2pworld.scopes import Failure, Supervisor, spawn_in, task
 from p2pworld.transport.backoff import Backoff
-from p2pworld.transport.session import close_websocket
 
 SEND_QUEUE = 256
 _CONNECTION_ERRORS = (OSError, trio.TooSlowError, trio_websocket.HandshakeError,
@@ -410,7 +410,7 @@ async def open_relay_pool(urls: list[str], *, key: NostrKey | None = None,
 
 
 class Bridge:
-    """Drains an :class:`~p2pworld.nostr.outbox.Outbox` into a relay pool: every due
+    """Drains an :class:`~p2pworld.io.nostr_outbox.Outbox` into a relay pool: every due
     (event, relay) pair is published concurrently (at most ``parallel`` at a time), each
     bounded by ``timeout``, and marked on ``OK true`` / ``duplicate:`` or scheduled for a
     retry. A relay that never answers only delays its own rows."""

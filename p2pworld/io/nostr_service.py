@@ -1,13 +1,13 @@
 """A node's Nostr side (shell): relay pool, fallback lane, bridge outbox and mirrors.
 
-:class:`NostrService` is what :func:`p2pworld.node.open_node` starts when ``NodeConfig.relays``
+:class:`NostrService` is what :func:`p2pworld.runtime.node.open_node` starts when ``NodeConfig.relays``
 is set. It owns
 
-* the :class:`~p2pworld.nostr.relay.RelayPool` (configured relays, plus peers' NIP-65 relays
+* the :class:`~p2pworld.io.nostr_relay.RelayPool` (configured relays, plus peers' NIP-65 relays
   added as the lane needs them);
-* the :class:`~p2pworld.nostr.lane.NostrLane` (sessions over relays, when the transport mode
+* the :class:`~p2pworld.io.nostr_lane.NostrLane` (sessions over relays, when the transport mode
   allows the Nostr lane);
-* the durable :class:`~p2pworld.nostr.outbox.Outbox` and the :class:`~p2pworld.nostr.relay.Bridge`
+* the durable :class:`~p2pworld.io.nostr_outbox.Outbox` and the :class:`~p2pworld.io.nostr_relay.Bridge`
   draining it (``enqueue_nostr_bridge_event`` / ``mark_bridge_event_published``), with the
   bridge-adapter subscription (:meth:`feed`) streaming every outbox change;
 * discovery from relays: workspace presence events (NIP-38) and relay lists (NIP-65).
@@ -35,10 +35,7 @@ from typing import Any
 
 import trio
 
-from p2pworld.nostr.event import Event
-from p2pworld.nostr.keys import NostrKey
-from p2pworld.nostr.lane import NostrLane, NostrPipe
-from p2pworld.nostr.mirror import (
+from p2pworld.core.mirror import (
     PRESENCE_EVERY_S,
     PRESENCE_KIND,
     PRESENCE_TTL_S,
@@ -49,9 +46,12 @@ from p2pworld.nostr.mirror import (
     relay_list_event,
     workspace_tag,
 )
-from p2pworld.nostr.outbox import Outbox
-from p2pworld.nostr.relay import Bridge, RelayPool
-from p2pworld.scopes import Failure, Supervisor, task
+from p2pworld.io.nostr_lane import NostrLane, NostrPipe
+from p2pworld.io.nostr_outbox import Outbox
+from p2pworld.io.nostr_relay import Bridge, RelayPool
+from p2pworld.io.scopes import Failure, Supervisor, task
+from p2pworld.nostr.event import Event
+from p2pworld.nostr.keys import NostrKey
 
 FEED_BUFFER = 1024
 

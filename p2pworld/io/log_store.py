@@ -1,7 +1,7 @@
 """Durable channel storage in sqlite (WAL, ``synchronous=FULL``).
 
 The store is driven by a shell, never by a core: cores return
-:class:`~p2pworld.log.hub.Persist` (and cursor/outbox/fork) effects and the shell applies them;
+:class:`~p2pworld.channel.hub.Persist` (and cursor/outbox/fork) effects and the shell applies them;
 each call commits, and so fsyncs the WAL, before it returns. Acks are released only after that.
 
 Schema, format 4 (``docs/protocol.md`` §7)::
@@ -49,15 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from p2pworld import codec
-from p2pworld.errors import (
-    DecodeError,
-    P2PWorldError,
-    StoreCorrupt,
-    StoreError,
-    UnsupportedVersion,
-)
-from p2pworld.log.entry import MAX_ENTRY_BYTES, Entry, Submission
-from p2pworld.log.hub import (
+from p2pworld.channel.hub import (
     ChannelHub,
     Checkpoint,
     Notice,
@@ -67,6 +59,15 @@ from p2pworld.log.hub import (
     RecordFork,
     SaveCursor,
 )
+from p2pworld.errors import (
+    DecodeError,
+    P2PWorldError,
+    StoreCorrupt,
+    StoreError,
+    UnsupportedVersion,
+)
+from p2pworld.io.storage import store_failure
+from p2pworld.log.entry import MAX_ENTRY_BYTES, Entry, Submission
 from p2pworld.log.state import ChannelState
 from p2pworld.log.verify import (
     ChannelCheck,
@@ -75,7 +76,6 @@ from p2pworld.log.verify import (
     base_proof,
     check_channel,
 )
-from p2pworld.storage import store_failure
 
 STORE_FORMAT = 4
 

@@ -30,7 +30,7 @@ import trio
 from p2pworld import jsonbound
 from p2pworld.auth.control import ControlCore
 from p2pworld.errors import DecodeError, P2PWorldError, SessionClosed
-from p2pworld.scopes import Failure, Supervisor, spawn_in, task
+from p2pworld.io.scopes import Failure, Supervisor, spawn_in, task
 
 MAX_BODY = 64 * 1024
 

@@ -5,7 +5,7 @@ event durably (sqlite, ``synchronous=FULL``) once per event id, with the p2pworl
 entry hash it mirrors (the mapping is kept both ways); ``mark`` (``mark_bridge_event_published``)
 records a relay's ``OK true`` or ``duplicate:``; an event stays due on a relay until then,
 retried with exponential backoff. :class:`Bridge` drains it into a
-:class:`~p2pworld.nostr.relay.RelayPool`; the relays' pace never reaches the caller of
+:class:`~p2pworld.io.nostr_relay.RelayPool`; the relays' pace never reaches the caller of
 ``enqueue`` (the primary lane), which only writes a row.
 
 Example:

@@ -33,23 +33,39 @@ from typing import Any, TypeVar
 import trio
 import trio_websocket
 
-from discovery.candidate import Candidate, from_urls
-from discovery.mdns import DiscoveryError, Found, Lost, MdnsDiscovery, resolve_interfaces
-from discovery.rendezvous import Registration
+from discovery.mdns import Found, Lost, MdnsDiscovery, resolve_interfaces
 from discovery.rendezvous_client import RelayPipe, RendezvousClient
 from p2pworld import codec
 from p2pworld.auth.book import REDUCER_SCOPES, AuthConfig, TokenBook
 from p2pworld.auth.control import token_request, verify_policy, verify_revocations
-from p2pworld.auth.http import http_json
+from p2pworld.channel.hub import (
+    ChannelHub,
+    ChannelKnown,
+    Checkpoint,
+    Delivered,
+    Effect,
+    Notice,
+    Persist,
+    PublishResult,
+    Resolved,
+)
 from p2pworld.compute.core import COMPUTE_CHANNEL, compute_policy
 from p2pworld.compute.state import Request as ComputeRequest
 from p2pworld.compute.state import encode_event
-from p2pworld.cores import Cores, NodeEffect, build_cores
+from p2pworld.core.cores import Cores, NodeEffect, build_cores
+from p2pworld.core.lanes import (
+    LaneCounters,
+    lane_of_address,
+    nostr_may_carry,
+    resolve_mode,
+)
+from p2pworld.core.mirror import compute_mirror_rows, handler_event
 from p2pworld.effects import PeerMisbehaved, Send
 from p2pworld.errors import (
     AddressUnavailable,
     Backpressure,
     Conflict,
+    DiscoveryError,
     InvalidArgument,
     LocalProtocolError,
     NodeClosed,
@@ -64,48 +80,34 @@ from p2pworld.errors import (
     WaitTimeout,
     error_from_code,
 )
-from p2pworld.home import NodeHome
 from p2pworld.identity import NodeIdentity, Signer, blake2b256, short_id
-from p2pworld.log.entry import SIGN_BATCH, ChannelPolicy, ChannelRecord, Entry
-from p2pworld.log.hub import (
-    ChannelHub,
-    ChannelKnown,
-    Checkpoint,
-    Delivered,
-    Effect,
-    Notice,
-    Persist,
-    PublishResult,
-    Resolved,
-)
-from p2pworld.log.state import EpochChange
-from p2pworld.log.store import (
+from p2pworld.io.home import NodeHome
+from p2pworld.io.http import http_json
+from p2pworld.io.log_store import (
     LogStore,
     OutboxWrite,
     StoreOp,
     durable_op,
     restore_outbox,
 )
-from p2pworld.nostr.event import Event as NostrEvent
-from p2pworld.nostr.lane import NostrPipe
-from p2pworld.nostr.mirror import compute_mirror_rows, handler_event
-from p2pworld.nostr.service import BridgeFeed, NostrService
-from p2pworld.nostr.transport import (
-    LaneCounters,
-    lane_of_address,
-    nostr_may_carry,
-    resolve_mode,
-)
-from p2pworld.scopes import SCOPES, Failure, Supervisor, spawn_in, task
-from p2pworld.transport.backoff import Backoff
-from p2pworld.transport.handshake import MAX_HANDSHAKE_BYTES, PROTOCOL_VERSIONS, HandshakeConfig
-from p2pworld.transport.peering import dial_delay, is_dead, keep_new_session
-from p2pworld.transport.session import (
+from p2pworld.io.nostr_lane import NostrPipe
+from p2pworld.io.nostr_service import BridgeFeed, NostrService
+from p2pworld.io.scopes import SCOPES, Failure, Supervisor, spawn_in, task
+from p2pworld.io.session import (
     Session,
     accept_session,
     open_session,
     relayed_session,
 )
+from p2pworld.io.world_store import WorldStore
+from p2pworld.log.entry import SIGN_BATCH, ChannelPolicy, ChannelRecord, Entry
+from p2pworld.log.state import EpochChange
+from p2pworld.nostr.event import Event as NostrEvent
+from p2pworld.transport.backoff import Backoff
+from p2pworld.transport.candidate import Candidate, from_urls
+from p2pworld.transport.handshake import MAX_HANDSHAKE_BYTES, PROTOCOL_VERSIONS, HandshakeConfig
+from p2pworld.transport.peering import dial_delay, is_dead, keep_new_session
+from p2pworld.transport.rendezvous import Registration
 from p2pworld.wire import Ack, Entries, EpochMsg, Message, Nack, Ping, Pong, Stored, Submit, Tip
 from p2pworld.world.core import (
     Member,
@@ -115,7 +117,6 @@ from p2pworld.world.core import (
     WorldSave,
 )
 from p2pworld.world.doc import CapabilityAd, LinkInfo, NodeInfo, SessionInfo
-from p2pworld.world.store import WorldStore
 
 
 @dataclass(kw_only=True)
@@ -472,7 +473,7 @@ class Node:
         self.tracer: Any = None
         self._nursery = nursery
         self.sup = Supervisor(nursery, on_failure=self._on_scope_failure, rng=self._rng)
-        """Every background task of this node starts through it (``p2pworld.scopes``)."""
+        """Every background task of this node starts through it (``p2pworld.io.scopes``)."""
         self.scope_stats: dict[str, dict[str, Any]] = {
             s: {"failures": 0, "last_error": None, "last_subject": None} for s in SCOPES}
         self.sessions: dict[bytes, Session] = {}
@@ -951,7 +952,7 @@ class Node:
             pass  # the node has stopped
 
     def _on_scope_failure(self, f: Failure) -> None:
-        """A scope ended with an error (see :mod:`p2pworld.scopes`): count it, tell the
+        """A scope ended with an error (see :mod:`p2pworld.io.scopes`): count it, tell the
         application, and close what the scope holds (a session of the failed peer task
         closes itself on the way out)."""
         st = self.scope_stats[f.scope]

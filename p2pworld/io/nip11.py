@@ -3,7 +3,7 @@
 The lane sizes its parts to what each relay accepts (``limitation.max_content_length`` and
 ``limitation.max_message_length``). :func:`parse_limits` is pure; :func:`fetch_limits` is the
 shell: one bounded HTTP GET on the relay's URL (``ws://`` → ``http://``) with
-``Accept: application/nostr+json`` (h11 on trio, as :mod:`p2pworld.auth.http` does HTTP).
+``Accept: application/nostr+json`` (h11 on trio, as :mod:`p2pworld.io.http` does HTTP).
 
 Bounds: the answer is at most :data:`MAX_DOCUMENT` bytes (headers at most 16 KiB) and the
 whole exchange takes at most ``timeout`` seconds. Every failure (refused, timeout, not 200, a

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from p2pworld import codec
 from p2pworld.errors import P2PWorldError, StoreCorrupt, UnsupportedVersion
-from p2pworld.storage import store_failure
+from p2pworld.io.storage import store_failure
 
 FORMAT = 1
 """``meta.format`` of ``world.db``; another format is refused (a store written by a newer

@@ -128,7 +128,7 @@ def info_of(fn: Callable[..., Any]) -> TaskInfo:
     fn = getattr(fn, "__func__", fn)
     got = TASKS.get(f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', '?')}")
     if got is None:
-        raise LocalProtocolError(f"task {fn!r} is not registered with a scope (p2pworld.scopes)")
+        raise LocalProtocolError(f"task {fn!r} is not registered with a scope (p2pworld.io.scopes)")
     return got
 
 

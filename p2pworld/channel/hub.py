@@ -1,0 +1,1675 @@
+"""The channel hub core: every channel a node knows, and the peer protocol that moves them.
+
+Sans-I/O. Inputs are calls (``open_channel``, ``publish``, ``handoff``, ``recover``,
+``ack_message``, ``peer_up``, ``peer_down``, ``receive``, ``flush``) with the current time;
+outputs are ordered effects the shell carries out *in order* (a later effect may depend on an
+earlier ``Persist`` having completed: acks are emitted only after the ``Persist`` of their
+entries).
+
+Work is batched: ``publish`` and ``receive`` only queue appends; ``flush`` persists them once
+(group commit), signs one head per channel and sends one batch per subscriber.
+
+Example:
+    >>> import random
+    >>> from p2pworld.identity import Ed25519Signer
+    >>> hub = ChannelHub(Ed25519Signer(bytes(32)), workspace="w", rng=random.Random(0))
+    >>> rec, fx = hub.open_channel("general", now_ms=0)
+    >>> req, fx = hub.publish(rec.channel, b"hello", idem_key=b"k", now_ms=1)
+    >>> [type(e).__name__ for e in hub.flush(now_ms=2)]
+    ['Persist', 'Delivered', 'Resolved']
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING, Any
+
+from p2pworld import codec
+from p2pworld.codec import Value
+from p2pworld.effects import PeerMisbehaved, Send
+from p2pworld.errors import (
+    ChainBroken,
+    ChannelError,
+    CheckpointMismatch,
+    CheckpointTooOld,
+    Fenced,
+    Forked,
+    KeyUnavailable,
+    LocalProtocolError,
+    LostWrite,
+    NotParticipant,
+    NotSequencer,
+    P2PWorldError,
+    PayloadTooLarge,
+    PublishTimeout,
+    RemoteProtocolError,
+    Resequenced,
+    RollbackUnchecked,
+    RolledBack,
+    UnknownChannel,
+    WorkspaceMismatch,
+    error_from_code,
+)
+from p2pworld.identity import Signer, node_id
+from p2pworld.log import channel_key
+from p2pworld.log.entry import (
+    DEFAULT_MAX_PAYLOAD,
+    MAX_CTL_PAYLOAD,
+    SIGN_BATCH,
+    ChannelPolicy,
+    ChannelRecord,
+    Entry,
+    SignedHead,
+    Submission,
+    sign_batch,
+)
+from p2pworld.log.replica import Replica
+from p2pworld.log.sequencer import ChannelLog, Sequencer
+from p2pworld.log.state import ChannelState, EpochChange, Snapshot, ctl_payload
+from p2pworld.wire import (
+    MAX_RESTORE,
+    Ack,
+    ChannelAnnounce,
+    Entries,
+    EpochMsg,
+    HeadQuery,
+    HeadReport,
+    Message,
+    Nack,
+    Restore,
+    RestoreRequest,
+    SnapshotMsg,
+    Stored,
+    Submit,
+    Subscribe,
+    SubscribeRefused,
+    Tip,
+    message_channel,
+)
+
+if TYPE_CHECKING:
+    import random
+
+    from p2pworld.auth.book import TokenBook
+
+MAX_BATCH = 256
+"""Most entries per ``ents`` message a sequencer sends."""
+STARTUP_CHECK_MS = 2_000
+"""How long a sequencer that loaded a channel from disk waits for its peers' heads before it
+acknowledges anyway (with a ``RollbackUnchecked`` notice if none answered)."""
+RESTORE_BYTES = 24 << 20
+"""Most entry bytes one ``Restore`` carries (a larger rollback is reported lost)."""
+MAX_BATCH_BYTES = 1 << 20
+"""Most encoded entry bytes per ``ents`` message (one larger entry travels alone)."""
+WINDOW_ENTRIES = 4096
+WINDOW_BYTES = 8 << 20
+"""Flow control: entries (and encoded bytes) a sequencer sends a subscriber beyond what the
+subscriber reported stored (``Stored``); more waits for its answer. At least one batch is
+always in flight, so a subscriber far behind catches up at the pace it persists."""
+PEER_WINDOW_BYTES = 24 << 20
+"""The same bound summed over every channel a subscriber catches up on from this node (below
+the session's send queue, so catch-up never overflows it)."""
+WRITER_WINDOW_BYTES = 16 << 20
+"""Payload bytes a writer keeps sent and unanswered at once (at least one submission); the
+rest wait in the outbox, in order, for answers."""
+MINE_MEMORY = 8192
+MAX_EPOCH_CATCHUP = 4000
+EPOCH_CATCHUP_BYTES = 32 << 20
+"""Old-epoch entries one ``epoch`` message carries, at most (by count and by bytes)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PublishResult:
+    """An acknowledged publish: where the message sits in the channel and how safe it is."""
+
+    channel: bytes
+    seq: int
+    entry_hash: bytes
+    status: str  # "appended" or "duplicate"
+    strength: str  # "local" (fsynced by the sequencer) or "replicated" (also by k replicas)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Checkpoint:
+    """A durable cursor: this node has consumed ``channel`` up to ``seq`` (``ack_message``)."""
+
+    channel: bytes
+    epoch: int
+    seq: int
+    head_hash: bytes
+
+    def to_wire(self) -> dict[str, Value]:
+        return {"ch": self.channel, "epoch": self.epoch, "seq": self.seq, "head": self.head_hash}
+
+    @classmethod
+    def from_wire(cls, value: Any) -> Checkpoint:
+        w = "checkpoint"
+        m = codec.need_map(value, w)
+        return cls(channel=codec.bytes_field(m, "ch", w, size=16),
+                   epoch=codec.int_field(m, "epoch", w, lo=1), seq=codec.int_field(m, "seq", w),
+                   head_hash=codec.bytes_field(m, "head", w, size=32))
+
+
+# --- effects ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class Persist:
+    """Make a channel's changes durable in one transaction: record and epoch changes, new
+    entries, optionally a new retention floor (``base``: the encoded state at the floor) or a
+    truncation (entries after ``truncate_after`` are dropped: a recovery epoch)."""
+
+    record: ChannelRecord
+    epochs: tuple[EpochChange, ...] = ()
+    entries: tuple[Entry, ...] = ()
+    base: bytes | None = None
+    floor: int = 0
+    truncate_after: int | None = None
+    snapshot: Snapshot | None = None
+    """The sequencer's signature over ``base`` (stored with it and checked on every open)."""
+    head: SignedHead | None = None
+    """The sequencer's signature over the head these entries end at (stored with the commit
+    and checked against the last row on every open)."""
+
+
+@dataclass(frozen=True)
+class Delivered:
+    channel: bytes
+    entries: tuple[Entry, ...]
+
+
+@dataclass(frozen=True)
+class Resolved:
+    req: int
+    outcome: PublishResult | P2PWorldError
+
+
+@dataclass(frozen=True)
+class ChannelKnown:
+    record: ChannelRecord
+
+
+@dataclass(frozen=True)
+class Notice:
+    """Something the application must hear about: on a channel (``Forked``, ``LostWrite``,
+    ``CheckpointTooOld``, ``CheckpointMismatch``, a refused subscription) or, from the node
+    runtime, a scope that ended with an error (a session, a lane, a relay connection, a
+    request; see :mod:`p2pworld.io.scopes`). ``node.notices()`` is the one stream of them.
+
+    ``scope`` is ``channel``, ``peer``, ``lane``, ``relay``, ``request``, ``node`` or
+    ``store``; ``subject`` names which one (a channel or node id in hex, a relay URL, a lane or
+    request name); ``channel`` is empty unless the notice is about a channel."""
+
+    channel: bytes
+    error: P2PWorldError
+    scope: str = "channel"
+    subject: str = ""
+
+
+@dataclass(frozen=True)
+class SaveCursor:
+    checkpoint: Checkpoint
+
+
+@dataclass(frozen=True)
+class OutboxPut:
+    """Persist a submission a writer sent to a remote sequencer, until it is answered."""
+
+    submission: Submission
+    want: str
+
+
+@dataclass(frozen=True)
+class OutboxDone:
+    channel: bytes
+    idem_key: bytes
+
+
+@dataclass(frozen=True)
+class RecordFork:
+    channel: bytes
+    held: Entry
+    other: Entry
+
+
+Effect = (Send | Persist | Delivered | Resolved | ChannelKnown | PeerMisbehaved | Notice
+          | SaveCursor | OutboxPut | OutboxDone | RecordFork)
+
+
+# --- bookkeeping --------------------------------------------------------------------------
+
+
+@dataclass
+class _Waiter:
+    req: int
+    peer: bytes | None  # None: a publish by this node on its own channel
+    peer_req: int = 0
+    want: str = "local"
+
+
+@dataclass
+class _Pending:
+    """A submission sent to a remote sequencer (also in the durable outbox)."""
+
+    sub: Submission
+    want: str
+    req: int | None
+    sent_to: bytes | None = None
+
+
+@dataclass(frozen=True)
+class _Unsigned:
+    """A publish waiting for the flush, which signs each channel's queue as one batch."""
+
+    req: int
+    channel: bytes
+    idem_key: bytes
+    payload: bytes
+    kind: str
+    want: str
+
+
+@dataclass
+class _Flow:
+    """One subscriber's catch-up window: batches sent and not yet reported stored."""
+
+    sent: int
+    """Last seq sent."""
+    acked: int = 0
+    """Last seq the subscriber reported stored."""
+    batches: list[tuple[int, int]] = field(default_factory=list)
+    """``(last seq, encoded bytes)`` of each batch in flight, oldest first."""
+    inflight_bytes: int = 0
+    tip: int = 0
+    """Last head announced to it with ``Tip``."""
+
+    def stored(self, seq: int) -> None:
+        """The subscriber has everything up to ``seq`` on disk: those batches have landed."""
+        self.acked = max(self.acked, seq)
+        while self.batches and self.batches[0][0] <= seq:
+            self.inflight_bytes -= self.batches.pop(0)[1]
+
+    def room(self) -> bool:
+        """May another batch leave now? Always when nothing is in flight."""
+        return not self.batches or (self.sent - self.acked < WINDOW_ENTRIES
+                                    and self.inflight_bytes < WINDOW_BYTES)
+
+    def sent_batch(self, last: int, size: int) -> None:
+        self.sent = last
+        self.batches.append((last, size))
+        self.inflight_bytes += size
+
+
+@dataclass
+class _Own:
+    seqr: Sequencer
+    subscribers: dict[bytes, _Flow] = field(default_factory=dict)  # peer -> catch-up window
+    stored: dict[bytes, int] = field(default_factory=dict)  # replica key -> durable seq
+    acks: list[tuple[_Waiter, PublishResult]] = field(default_factory=list)
+    replicated: list[tuple[_Waiter, PublishResult]] = field(default_factory=list)
+    dirty_floor: bool = False
+    check: _Check | None = None
+    """Set while the channel, loaded from disk, is not yet checked against peers."""
+
+
+@dataclass
+class _Check:
+    """The start-up exchange of one channel this node sequences (``docs/protocol.md`` §5.7):
+    until it ends, submissions and subscriptions are held, not answered."""
+
+    deadline: int | None = None
+    asked: set[bytes] = field(default_factory=set)
+    reports: dict[bytes, HeadReport] = field(default_factory=dict)
+    restoring: bytes | None = None
+    """The peer asked for the entries this node lost (one at a time)."""
+    tried: set[bytes] = field(default_factory=set)
+    restored: int = 0
+    from_seq: int = 0
+    held: list[tuple[_Waiter, Submission]] = field(default_factory=list)
+    subs: list[tuple[bytes, Subscribe]] = field(default_factory=list)
+
+
+class ChannelHub:
+    """All channels of one node: sequencers for those it sequences, replicas for the rest."""
+
+    def __init__(self, signer: Signer, *, workspace: str, rng: random.Random,
+                 auth: TokenBook | None = None) -> None:
+        self.signer = signer
+        self.auth = auth
+        """Token checks before every mutation (None: an open world without a control service)."""
+        self.validator: Callable[[ChannelLog, Submission, int], None] | None = None
+        """Application rules a sequencer enforces before appending (compute assignment)."""
+        self.workspace = workspace
+        self.node_id = node_id(signer.public_key)
+        self.rng = rng
+        self.own: dict[bytes, _Own] = {}
+        self.replicas: dict[bytes, Replica] = {}
+        self.route: dict[bytes, bytes] = {}  # channel -> sequencer key (from epoch changes)
+        self.peers: dict[bytes, bytes] = {}  # peer id -> public key
+        self.cursors: dict[bytes, Checkpoint] = {}
+        self.outbox: dict[tuple[bytes, bytes], _Pending] = {}
+        self._reqs = itertools.count(1)
+        self._dirty: set[bytes] = set()
+        self._unsent: list[_Pending] = []
+        self._unsigned: list[_Unsigned] = []
+        self._mine: dict[tuple[bytes, bytes], Submission] = {}
+        """Recently signed submissions: our own entries coming back need no signature check."""
+        self.signing = {"batches": 0, "submissions": 0}
+        """Writer signatures made for remote channels, and the submissions they covered."""
+        self._by_req: dict[int, tuple[bytes, bytes]] = {}
+        self._req_bytes: dict[int, int] = {}
+        self._sent_bytes = 0
+        """Payload bytes of submissions sent and unanswered (:data:`WRITER_WINDOW_BYTES`)."""
+        self._held: list[_Pending] = []
+        """Submissions waiting for room in the writer window, oldest first."""
+        self._keys: dict[bytes, dict[int, bytes]] = {}  # channel -> key id -> channel key
+        self.errors: dict[str, int] = {}
+        self.last_error: dict[bytes, str] = {}
+        self.seen_head: dict[bytes, int] = {}  # channel -> highest signed head seen
+        self.channel_errors: dict[bytes, str] = {}
+        self.read_only: P2PWorldError | None = None
+        self._reacks: dict[tuple[bytes, bytes], int] = {}
+        """Entries acknowledged here, lost when this node stepped down and resubmitted: the
+        seq each had (a ``RESEQUENCED`` notice follows the new ack)."""
+        self.startup_check_ms = STARTUP_CHECK_MS
+        """How long a channel loaded from disk waits for its peers' heads (0: no check)."""
+        self.quarantined: dict[bytes, P2PWorldError] = {}
+        """Channels whose stored copy is damaged (:meth:`quarantine`): not served, not
+        taken from peers, refused to the application with their error."""
+        """Set while this node's disk is full (:class:`~p2pworld.errors.StoreFull`): it
+        refuses what it would have to persist before acknowledging (publishes on channels it
+        sequences, entries as a replica, checkpoints); reads and remote publishes go on."""
+
+    def batches_in_flight(self, limit: int) -> int:
+        """Writer batches (signatures) with ``local`` submissions sent and unanswered,
+        counted up to ``limit``. Read from the outbox itself, so it can never drift."""
+        seen: set[bytes] = set()
+        for pend in self.outbox.values():
+            # A replicated ack may wait on replicas for long; it does not hold batches back.
+            if pend.sent_to is not None and pend.want == "local":
+                seen.add(pend.sub.signature)
+                if len(seen) >= limit:
+                    break
+        return len(seen)
+
+    @property
+    def in_flight(self) -> int:
+        """Submissions sent to remote sequencers and not answered yet."""
+        return len(self._by_req)
+
+    @property
+    def queued(self) -> int:
+        """Publishes waiting to be signed at the next :meth:`flush`."""
+        return len(self._unsigned)
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waits for :meth:`flush` (no queued publish, unsent submission or append)."""
+        return not self._dirty and not self._unsigned and not self._unsent
+
+    # --- loading (from the store, at start) -------------------------------------------------
+
+    def load(self, record: ChannelRecord, epochs: list[EpochChange], base: ChannelState,
+             entries: list[Entry], head: SignedHead | None = None) -> None:
+        """Restore a channel from durable storage (the store verified the chain). A channel
+        this node sequences is then checked against its peers before it acknowledges
+        anything (:meth:`tick`, the start-up exchange): the store may have rolled back.
+        ``head``: the signed head stored with the last commit."""
+        st = base.copy()
+        st.replay(entries, epochs)
+        for ec in epochs:
+            if ec.epoch > st.epoch and ec.start_seq == st.seq:
+                st.apply_epoch(ec)
+        log = self._install(st, entries, base)
+        if isinstance(log, Replica) and head is not None and \
+                (head.seq, head.head_hash, head.epoch) == (log.seq, log.head_hash, st.epoch):
+            log.signed_head = head
+        own = self.own.get(st.channel)
+        if own is not None and self.startup_check_ms > 0:
+            own.check = _Check()
+
+    def _install(self, st: ChannelState, entries: list[Entry], base: ChannelState) -> ChannelLog:
+        ch = st.channel
+        self.replicas.pop(ch, None)
+        self.own.pop(ch, None)
+        self.route[ch] = st.sequencer_key
+        log: ChannelLog
+        if st.sequencer_key == self.signer.public_key:
+            seqr = Sequencer(st, self.signer, entries, base)
+            self.own[ch] = _Own(seqr)
+            log = seqr
+        else:
+            log = self.replicas[ch] = Replica(st, entries, base)
+        return log
+
+    def restore(self, channel: bytes, stored: tuple[ChannelRecord, list[EpochChange],
+                                                     ChannelState, list[Entry]] | None
+                ) -> list[Effect]:
+        """Put a channel back to what is on disk after a transaction that did not commit (a
+        full disk): the appends it held are gone from memory as they are from disk.
+        Publishes waiting on them are refused (:attr:`read_only`), subscribers resume from
+        the durable head, and a channel that never reached the disk is forgotten.
+        ``stored``: ``(record, epochs, base, entries)`` as loaded, or None."""
+        err = self.read_only or LocalProtocolError("transaction did not commit")
+        fx: list[Effect] = []
+        own = self.own.get(channel)
+        if own is not None:
+            for waiter, _ in own.acks + own.replicated:
+                fx += self._refuse(waiter, channel, err)
+        if stored is None:
+            self.own.pop(channel, None)
+            self.replicas.pop(channel, None)
+            self.route.pop(channel, None)
+            return fx
+        record, epochs, base, entries = stored
+        self.load(record, epochs, base, entries)
+        new = self.own.get(channel)
+        if new is not None:
+            new.check = own.check if own is not None else None
+        if own is not None and new is not None:
+            log = new.seqr
+            for peer, flow in own.subscribers.items():
+                # Whatever was sent past the durable head was never persisted here.
+                new.subscribers[peer] = _Flow(sent=min(flow.sent, log.seq),
+                                              acked=min(flow.acked, log.seq))
+            new.stored = {k: min(v, log.seq) for k, v in own.stored.items()}
+        self._dirty.discard(channel)
+        return fx
+
+    def resume_writes(self) -> list[Effect]:
+        """The disk has room again: accept writes, and ask every sequencer for what this
+        node's replicas did not take meanwhile."""
+        self.read_only = None
+        fx: list[Effect] = []
+        for ch, r in sorted(self.replicas.items()):
+            target = self.sequencer_of(ch)
+            if target in self.peers and not r.frozen:
+                fx += self._subscribe(ch, target)
+        return fx
+
+    def load_outbox(self, sub: Submission, want: str) -> P2PWorldError | None:
+        """Restore a stored outbox row; returns why it can never be sent instead (its
+        channel is unknown here, or its payload is over the channel's limit)."""
+        try:
+            bound = self.record(sub.channel).payload_bound(sub.kind)
+        except UnknownChannel as e:
+            return e
+        if len(sub.payload) > bound:
+            return PayloadTooLarge(f"stored submission of {len(sub.payload)} bytes is over "
+                                   f"the channel's limit of {bound}", size=len(sub.payload),
+                                   limit=bound)
+        self.outbox[(sub.channel, sub.idem_key)] = _Pending(sub, want, None)
+        return None
+
+    def load_cursor(self, cp: Checkpoint) -> None:
+        self.cursors[cp.channel] = cp
+
+    # --- queries ----------------------------------------------------------------------------
+
+    def quarantine(self, channel: bytes, error: P2PWorldError) -> None:
+        """Set a channel aside whose stored copy is damaged (the store found it on open): it
+        is neither served nor taken from peers, and every call on it raises ``error``."""
+        self.quarantined[channel] = error
+        self.own.pop(channel, None)
+        self.replicas.pop(channel, None)
+        self.route.pop(channel, None)
+
+    def log(self, channel: bytes) -> ChannelLog:
+        if channel in self.own:
+            return self.own[channel].seqr
+        r = self.replicas.get(channel)
+        if r is None:
+            if channel in self.quarantined:
+                raise self.quarantined[channel]
+            raise UnknownChannel(f"unknown channel {channel.hex()}")
+        return r
+
+    def record(self, channel: bytes) -> ChannelRecord:
+        return self.log(channel).record
+
+    def state(self, channel: bytes) -> ChannelState:
+        return self.log(channel).state
+
+    def records(self) -> list[ChannelRecord]:
+        return [o.seqr.record for o in self.own.values()] + [
+            r.record for r in self.replicas.values()]
+
+    def entries(self, channel: bytes) -> list[Entry]:
+        return self.log(channel).entries
+
+    def head(self, channel: bytes) -> tuple[int, bytes]:
+        log = self.log(channel)
+        return log.seq, log.head_hash
+
+    def find(self, name: str) -> list[ChannelRecord]:
+        return [r for r in self.records() if r.name == name]
+
+    def sequencer_of(self, channel: bytes) -> bytes:
+        return node_id(self.route.get(channel) or self.record(channel).owner_key)
+
+    def participates(self, channel: bytes) -> bool:
+        return self.state(channel).may_write(self.signer.public_key)
+
+    # --- calls ------------------------------------------------------------------------------
+
+    def open_channel(self, name: str, *, now_ms: int, private: bool = False,
+                     participants: tuple[bytes, ...] = (), policy: ChannelPolicy | None = None,
+                     authority_key: bytes | None = None) -> tuple[ChannelRecord, list[Effect]]:
+        """``open_channel``: create (or reopen) a channel this node sequences."""
+        self._authorize(self.signer.public_key, "channel:open", now_ms)
+        if self.read_only is not None:
+            raise self.read_only
+        policy = policy or ChannelPolicy()
+        if policy.max_payload is None:
+            # Recorded, so the sequencer and every replica apply the same limit for ever.
+            policy = replace(policy, max_payload=DEFAULT_MAX_PAYLOAD)
+        rec = ChannelRecord.create(self.signer, workspace=self.workspace, name=name,
+                                   created_at=now_ms // 1000, private=private,
+                                   participants=participants, policy=policy,
+                                   authority_key=authority_key)
+        if rec.channel in self.own or rec.channel in self.replicas:
+            return self.record(rec.channel), []
+        if rec.channel in self.quarantined:
+            raise self.quarantined[rec.channel]
+        seqr = Sequencer.create(rec, self.signer)
+        self.own[rec.channel] = _Own(seqr)
+        self.route[rec.channel] = seqr.state.sequencer_key
+        fx: list[Effect] = [Persist(record=rec, base=seqr.state.encode()), ChannelKnown(rec)]
+        fx += self._announce(rec.channel)
+        if private:
+            _, more = self._rekey(rec.channel, now_ms)
+            fx += more
+        return rec, fx
+
+    def _announce(self, channel: bytes, only: bytes | None = None) -> list[Effect]:
+        log = self.log(channel)
+        st = log.state
+        msg = ChannelAnnounce(log.record, tuple(st.epochs))
+        fx: list[Effect] = []
+        for pid, key in sorted(self.peers.items()):
+            if only is not None and pid != only:
+                continue
+            if not st.restricted or key in st.participants:
+                fx.append(Send(pid, msg))
+        return fx
+
+    def publish(self, channel: bytes, payload: bytes, *, idem_key: bytes, now_ms: int,
+                want: str = "local", kind: str = "msg") -> tuple[int, list[Effect]]:
+        """``publish_message``: queue a publish; its :class:`Resolved` comes later (from
+        ``flush`` or ``receive``), or at once if it is refused.
+
+        On a private channel the payload is sealed with the current channel key first. On a
+        channel another node sequences, the submission is signed at the next :meth:`flush`
+        together with every other publish queued for it: one writer signature per batch
+        (``docs/protocol.md`` §5.2). On a channel this node sequences it is appended at once.
+        """
+        st = self.state(channel)
+        limit = st.record.policy.payload_limit if kind == "msg" else MAX_CTL_PAYLOAD
+        if len(payload) > limit:
+            # Before anything is queued, written or sent: the caller's error, typed.
+            raise PayloadTooLarge(f"payload of {len(payload)} bytes is over the channel's "
+                                  f"limit of {limit}", size=len(payload), limit=limit)
+        req = next(self._reqs)
+        if self.read_only is not None and channel in self.own:
+            return req, [Resolved(req, self.read_only)]
+        try:
+            self._authorize(self.signer.public_key, _scope(channel, kind), now_ms)
+        except P2PWorldError as e:
+            return req, [Resolved(req, e)]
+        if kind == "msg" and st.record.private:
+            try:
+                payload = self._seal(channel, payload)
+            except P2PWorldError as e:
+                return req, [Resolved(req, e)]
+        if channel in self.own:
+            # Sequenced at once (membership changes and rekeys read the state they leave).
+            sub = Submission.create(self.signer, channel=channel, idem_key=idem_key,
+                                    payload=payload, kind=kind)
+            return req, self._submit(req, sub, want, now_ms)
+        self._unsigned.append(_Unsigned(req, channel, idem_key, payload, kind, want))
+        return req, []
+
+    def _sign_queued(self, now_ms: int) -> list[Effect]:
+        """Sign the queued publishes, one batch (one signature) per channel, and submit them
+        in the order they were made."""
+        queued, self._unsigned = self._unsigned, []
+        by_channel: dict[bytes, list[_Unsigned]] = {}
+        for u in queued:
+            by_channel.setdefault(u.channel, []).append(u)
+        signed: dict[int, Submission] = {}
+        for ch, us in by_channel.items():
+            for i in range(0, len(us), SIGN_BATCH):
+                part = us[i: i + SIGN_BATCH]
+                subs = sign_batch(self.signer, channel=ch,
+                                  items=[(u.idem_key, u.payload, u.kind) for u in part])
+                signed.update((u.req, sub) for u, sub in zip(part, subs, strict=True))
+                self.signing["batches"] += 1
+                self.signing["submissions"] += len(subs)
+                if len(self._mine) + len(subs) > MINE_MEMORY:
+                    self._mine = {}
+                self._mine.update(((ch, sub.idem_key), sub) for sub in subs)
+        fx: list[Effect] = []
+        for u in queued:
+            fx += self._submit(u.req, signed[u.req], u.want, now_ms)
+        return fx
+
+    def _submit(self, req: int, sub: Submission, want: str, now_ms: int) -> list[Effect]:
+        ch = sub.channel
+        if ch in self.own:
+            return self._submit_local(_Waiter(req, None, want=want), sub, now_ms)
+        pend = _Pending(sub, want, req)
+        self.outbox[(ch, sub.idem_key)] = pend
+        # Sent at the next flush, so a burst of publishes is written to the outbox in one
+        # transaction and leaves in one go.
+        self._unsent.append(pend)
+        return [OutboxPut(sub, want)]
+
+    def _send_pending(self, pend: _Pending) -> list[Effect]:
+        seq_peer = self.sequencer_of(pend.sub.channel)
+        if seq_peer not in self.peers:
+            pend.sent_to = None
+            return []
+        size = len(pend.sub.payload)
+        if self._sent_bytes and self._sent_bytes + size > WRITER_WINDOW_BYTES:
+            # Flow control: it leaves when answers make room (every flush retries).
+            if pend not in self._held:
+                self._held.append(pend)
+            return []
+        pend.sent_to = seq_peer
+        if pend.req is None:
+            pend.req = next(self._reqs)
+        self._release(pend.req)
+        self._by_req[pend.req] = (pend.sub.channel, pend.sub.idem_key)
+        self._req_bytes[pend.req] = size
+        self._sent_bytes += size
+        return [Send(seq_peer, Submit(pend.req, pend.sub, pend.want))]
+
+    def _release(self, req: int) -> None:
+        """``req`` is no longer in flight."""
+        self._by_req.pop(req, None)
+        self._sent_bytes -= self._req_bytes.pop(req, 0)
+
+    def _submit_local(self, waiter: _Waiter, sub: Submission, now_ms: int) -> list[Effect]:
+        own = self.own[sub.channel]
+        if self.read_only is not None:
+            return self._refuse(waiter, sub.channel, self.read_only)
+        if own.check is not None:
+            # Not sequenced before the start-up exchange ends: its seq could be one a
+            # replica already holds from before this store rolled back.
+            own.check.held.append((waiter, sub))
+            return []
+        try:
+            self._authorize(sub.sender_key, _scope(sub.channel, sub.kind), now_ms)
+            check = self.validator
+            log = own.seqr
+            out = own.seqr.submit(sub, now_ms=now_ms, validate=None if check is None or
+                                  sub.kind != "msg" else lambda s: check(log, s, now_ms))
+        except P2PWorldError as e:
+            return self._refuse(waiter, sub.channel, e)
+        res = PublishResult(channel=sub.channel, seq=out.seq, entry_hash=out.entry_hash,
+                            status=out.status, strength="local")
+        own.acks.append((waiter, res))
+        self._dirty.add(sub.channel)
+        return []
+
+    def _refuse(self, waiter: _Waiter, channel: bytes, e: P2PWorldError) -> list[Effect]:
+        if waiter.peer is None:
+            return [Resolved(waiter.req, e)]
+        d = e.details
+        return [Send(waiter.peer, Nack(waiter.peer_req, channel, e.code, e.message[:512],
+                                       int(d.get("seq", 0)), bytes(d.get("entry_hash", b""))))]
+
+    # --- membership, lifecycle, keys --------------------------------------------------------
+
+    def add_participant(self, channel: bytes, member: bytes, *, now_ms: int
+                        ) -> tuple[int, list[Effect]]:
+        req, fx = self.publish(channel, ctl_payload("add", member=member),
+                               idem_key=b"add:" + member + _nonce(self.rng), now_ms=now_ms,
+                               kind="ctl")
+        if self.record(channel).private and channel in self.own:
+            # A fresh key wrapped for everyone, the new member included: members read what is
+            # sent after they join, not before.
+            _, more = self._rekey(channel, now_ms)
+            fx += more
+        if channel in self.own:
+            fx += self._announce(channel, only=node_id(member))
+        return req, fx
+
+    def remove_participant(self, channel: bytes, member: bytes, *, now_ms: int
+                           ) -> tuple[int, list[Effect]]:
+        req, fx = self.publish(channel, ctl_payload("remove", member=member),
+                               idem_key=b"rm:" + member + _nonce(self.rng), now_ms=now_ms,
+                               kind="ctl")
+        if self.record(channel).private and channel in self.own:
+            _, more = self._rekey(channel, now_ms, excluding=member)
+            fx += more
+        return req, fx
+
+    def close_channel(self, channel: bytes, *, now_ms: int) -> tuple[int, list[Effect]]:
+        """``close_channel``: no more appends; readers can still catch up."""
+        return self.publish(channel, ctl_payload("close"), idem_key=b"close", now_ms=now_ms,
+                            kind="ctl")
+
+    def _rekey(self, channel: bytes, now_ms: int, excluding: bytes | None = None
+               ) -> tuple[int, list[Effect]]:
+        st = self.state(channel)
+        key_id = max(st.keys, default=0) + 1
+        key = channel_key.new_key(self.rng)
+        members = sorted((st.participants | {st.record.owner_key}) - {excluding or b""})
+        wrapped = {node_id(m).hex(): channel_key.wrap(key, m, channel=channel, key_id=key_id,
+                                                      rng=self.rng) for m in members}
+        self._keys.setdefault(channel, {})[key_id] = key
+        return self.publish(channel, ctl_payload("rekey", key_id=key_id, wrapped=wrapped),
+                            idem_key=b"rekey:%d" % key_id, now_ms=now_ms, kind="ctl")
+
+    def channel_keys(self, channel: bytes) -> dict[int, bytes]:
+        """The channel keys this node can open (unwrapped lazily from the folded state)."""
+        st = self.state(channel)
+        have = self._keys.setdefault(channel, {})
+        me = self.node_id.hex()
+        for kid, wrapped in st.keys.items():
+            if kid not in have and me in wrapped and isinstance(self.signer,
+                                                                channel_key.KeyAgreement):
+                try:
+                    have[kid] = channel_key.unwrap(wrapped[me], self.signer, channel=channel,
+                                                   key_id=kid)
+                except KeyUnavailable:
+                    continue
+        return have
+
+    def _seal(self, channel: bytes, payload: bytes) -> bytes:
+        keys = self.channel_keys(channel)
+        if not keys:
+            raise KeyUnavailable("no channel key yet for this private channel")
+        kid = max(keys)
+        return channel_key.seal(keys[kid], payload, channel=channel, key_id=kid, rng=self.rng)
+
+    def open_payload(self, entry: Entry) -> bytes:
+        """The application payload of an entry (decrypted on private channels)."""
+        if entry.kind != "msg" or not self.record(entry.channel).private:
+            return entry.payload
+        return channel_key.open_sealed(self.channel_keys(entry.channel), entry.payload,
+                                       channel=entry.channel)
+
+    # --- epochs -----------------------------------------------------------------------------
+
+    def handoff(self, channel: bytes, next_sequencer: bytes, *, now_ms: int,
+                reason: str = "handoff") -> tuple[EpochChange, list[Effect]]:
+        """Planned handoff: this sequencer signs an epoch change naming the next one
+        (``reason="rollback"``: its own new epoch after its store rolled back)."""
+        own = self.own.get(channel)
+        if own is None:
+            raise NotSequencer("only the current sequencer can hand a channel off")
+        fx = self.flush(now_ms=now_ms)
+        ec = own.seqr.handoff(next_sequencer, reason=reason)
+        seqr = own.seqr
+        subscribers = dict(own.subscribers)
+        st = seqr.state
+        st.apply_epoch(ec)
+        self._install(st, list(seqr.entries), seqr.base or st.copy())
+        fx.append(Persist(record=st.record, epochs=tuple(st.epochs)))
+        for pid in sorted(self.peers):
+            flow = subscribers.get(pid)
+            fx.append(Send(pid, EpochMsg(ec, tuple(seqr.read_bounded(
+                max(flow.sent if flow else 0, seqr.floor), count=MAX_EPOCH_CATCHUP,
+                size=EPOCH_CATCHUP_BYTES)))))
+        fx += self._reroute(channel)
+        return ec, fx
+
+    def recover(self, channel: bytes, authority: Signer, new_sequencer: bytes, *,
+                now_ms: int) -> tuple[EpochChange, list[Effect]]:
+        """Unplanned handoff (or fork recovery), signed by the channel's authority key.
+
+        The new epoch starts at this node's head: run it on a node that holds every
+        ``replicated`` ack (it is one of the k replicas). ``local`` acks past this head are
+        reported to their writers as lost (:class:`LostWrite`)."""
+        log = self.log(channel)
+        st = log.state
+        if authority.public_key != st.record.authority_key:
+            raise LocalProtocolError("this key is not the channel's authority")
+        ec = EpochChange.create(authority, channel=channel, epoch=st.epoch + 1,
+                                sequencer_key=new_sequencer, start_seq=log.seq,
+                                start_hash=log.head_hash, reason="recovery")
+        fx = self._enter_epoch(None, ec, [])
+        for pid in sorted(self.peers):
+            fx.append(Send(pid, EpochMsg(ec, ())))
+        return ec, fx
+
+    def _enter_epoch(self, peer: bytes | None, ec: EpochChange, entries: list[Entry]
+                     ) -> list[Effect]:
+        ch = ec.channel
+        log = self.log(ch)
+        if ec.epoch <= log.state.epoch:
+            return []
+        assert isinstance(log, Replica)  # a sequencer steps down instead (_step_down)
+        before = log.seq
+        old_key = log.state.sequencer_key
+        lost = log.receive_epoch(ec, entries)
+        if log.pending_head is not None:
+            # The catch-up came in part (it is bounded by bytes): ask the new sequencer for
+            # the rest, from where the part ends.
+            target = node_id(ec.sequencer_key)
+            return self._subscribe(ch, target) if target in self.peers else []
+        st = log.state
+        fx: list[Effect] = []
+        new = tuple(e for e in log.entries if e.seq > before)
+        fx.append(Persist(record=st.record, epochs=tuple(st.epochs), entries=new,
+                          truncate_after=ec.start_seq if lost else None))
+        if new:
+            fx.append(Delivered(ch, new))
+        for e in lost:
+            if e.sender_key == self.signer.public_key:
+                # This node's own write, acknowledged and then cut: LostWrite now, resubmitted
+                # with its key to the new sequencer, RESEQUENCED with the new seq later.
+                fx += self._requeue(ch, e.submission(), None, e.seq)
+        old_seq = node_id(old_key) if old_key != ec.sequencer_key else None
+        if old_seq is not None and old_seq in self.peers and old_seq != peer:
+            # The node that sequenced the old epoch may not know it was superseded (it was
+            # cut off from the new sequencer, not from us): tell it, so it steps down.
+            fx.append(Send(old_seq, EpochMsg(ec, ())))
+        if ec.sequencer_key == self.signer.public_key:
+            self._install(st, list(log.entries), log.base or st.copy())
+            fx += self._announce(ch)
+        fx += self._reroute(ch)
+        return fx
+
+    def _reroute(self, channel: bytes) -> list[Effect]:
+        """After an epoch change: subscribe to the new sequencer and resend our outbox."""
+        self.route[channel] = self.state(channel).sequencer_key
+        fx: list[Effect] = []
+        if channel in self.own:
+            for key, pend in sorted(self.outbox.items()):
+                if key[0] == channel:
+                    del self.outbox[key]
+                    if pend.req is not None:
+                        self._release(pend.req)
+                    fx.append(OutboxDone(channel, pend.sub.idem_key))
+                    fx += self._submit_local(_Waiter(pend.req or 0, None, want=pend.want),
+                                             pend.sub, 0)
+            return fx
+        target = self.sequencer_of(channel)
+        if target in self.peers:
+            fx += self._subscribe(channel, target)
+        for pend in self._pending_for(channel):
+            fx += self._send_pending(pend)
+        return fx
+
+    def _pending_for(self, channel: bytes) -> list[_Pending]:
+        return [p for k, p in sorted(self.outbox.items()) if k[0] == channel]
+
+    def _subscribe(self, channel: bytes, peer: bytes) -> list[Effect]:
+        r = self.replicas[channel]
+        fx: list[Effect] = []
+        st = r.state
+        if st.epochs and st.epochs[-1].sequencer_key == self.peers.get(peer):
+            # The node we subscribe to may have missed the change that made it the sequencer
+            # (it was down or cut off when it was signed). Epoch changes are signed, so anyone
+            # can relay them: pass it on, with the entries up to its start that we hold.
+            ec = st.epochs[-1]
+            before: list[Entry] = []
+            size = 0
+            for e in reversed(r.entries):
+                if e.seq > ec.start_seq:
+                    continue
+                size += len(e.encoded)
+                if len(before) >= MAX_EPOCH_CATCHUP or (before and size > EPOCH_CATCHUP_BYTES):
+                    break
+                before.append(e)
+            fx.append(Send(peer, EpochMsg(ec, tuple(reversed(before)))))
+        seq, head = r.pending_head or (r.seq, r.head_hash)
+        fx.append(Send(peer, Subscribe(channel, seq, head, st.epoch)))
+        return fx
+
+    # --- checkpoints ------------------------------------------------------------------------
+
+    def ack_message(self, channel: bytes, seq: int, *, now_ms: int | None = None
+                    ) -> list[Effect]:
+        """``ack_message``: record that this node consumed ``channel`` up to ``seq``."""
+        if now_ms is not None:
+            self._authorize(self.signer.public_key, f"channel:read:{channel.hex()}", now_ms)
+        if self.read_only is not None:
+            raise self.read_only
+        log = self.log(channel)
+        h = log.hash_at(seq)
+        if h is None or seq > log.seq:
+            raise LocalProtocolError("can only acknowledge a held seq")
+        cp = Checkpoint(channel=channel, epoch=log.state.epoch, seq=seq, head_hash=h)
+        old = self.cursors.get(channel)
+        if old is not None and old.seq >= seq:
+            return []
+        self.cursors[channel] = cp
+        return [SaveCursor(cp)]
+
+    # --- the start-up exchange --------------------------------------------------------------
+
+    def tick(self, *, now_ms: int) -> list[Effect]:
+        """Timers: the start-up exchange of channels loaded from disk (its bound starts at
+        the first tick after loading)."""
+        fx: list[Effect] = []
+        for ch, own in sorted(self.own.items()):
+            if own.check is None:
+                continue
+            if own.check.deadline is None:
+                own.check.deadline = now_ms + self.startup_check_ms
+            fx += self._ask_heads(ch)
+            fx += self._check_progress(ch, now_ms)
+        return fx
+
+    def checking(self, channel: bytes) -> bool:
+        """Is ``channel`` still in its start-up exchange (nothing acknowledged yet)?"""
+        own = self.own.get(channel)
+        return own is not None and own.check is not None
+
+    def _ask_heads(self, channel: bytes) -> list[Effect]:
+        own = self.own[channel]
+        c = own.check
+        if c is None:
+            return []
+        st = own.seqr.state
+        fx: list[Effect] = []
+        for pid, key in sorted(self.peers.items()):
+            if pid in c.asked or (st.restricted and key not in st.participants):
+                continue
+            c.asked.add(pid)
+            fx.append(Send(pid, HeadQuery(channel)))
+        return fx
+
+    def _head_report(self, peer: bytes, channel: bytes) -> HeadReport:
+        """What this node holds of ``channel``, for the sequencer asking (nothing, to a
+        non-participant of a restricted channel)."""
+        try:
+            log = self.log(channel)
+        except P2PWorldError:
+            return HeadReport(channel, 1, 0, bytes(32))
+        st = log.state
+        if st.restricted and self.peers.get(peer) not in st.participants:
+            return HeadReport(channel, 1, 0, bytes(32))
+        signed = log.signed_head if isinstance(log, Replica) else None
+        if signed is not None and (signed.seq, signed.head_hash, signed.epoch) != (
+                log.seq, log.head_hash, st.epoch):
+            signed = None
+        return HeadReport(channel, st.epoch, log.seq, log.head_hash, tuple(st.epochs), signed)
+
+    def _on_head_report(self, peer: bytes, msg: HeadReport, now_ms: int) -> list[Effect]:
+        own = self.own.get(msg.channel)
+        if own is None:
+            return []
+        if msg.epoch > own.seqr.state.epoch:
+            newer = self._newer_epochs(msg.channel, list(msg.epochs))
+            if newer:
+                return self._step_down(msg.channel, newer, now_ms)
+        seqr = own.seqr
+        if own.check is None and msg.epoch == seqr.state.epoch and self._proven(seqr, msg) \
+                and (msg.seq > seqr.seq or seqr.hash_at(msg.seq) not in (msg.head_hash, None)):
+            # A head this sequencer signed that its log no longer holds: its store rolled back
+            # while no peer could be asked (ROLLBACK_UNCHECKED), and it may have issued those
+            # seqs again. Never silent; repairing it takes a recovery epoch.
+            err = Forked("a replica holds a head this sequencer signed that its own log no "
+                         "longer holds: its store rolled back unchecked",
+                         channel=msg.channel.hex(), seq=msg.seq, held=seqr.seq)
+            self._count(err.code, peer, msg.channel)
+            return [Notice(msg.channel, err)]
+        if own.check is None or peer not in own.check.asked:
+            return []
+        if msg.epoch == seqr.state.epoch and msg.seq > seqr.seq and not self._proven(
+                seqr, msg):
+            # A claim to be ahead without this sequencer's own signature over that head:
+            # counted as an answer, never as evidence (a hostile peer cannot make it restore,
+            # start a new epoch or report writes lost).
+            self._count("UNPROVEN_HEAD", peer, msg.channel)
+            msg = HeadReport(msg.channel, msg.epoch, 0, bytes(32))
+        own.check.reports[peer] = msg
+        return self._check_progress(msg.channel, now_ms)
+
+    def _proven(self, seqr: Sequencer, msg: HeadReport) -> bool:
+        """Is ``msg``'s head signed by this sequencer, in its epoch?"""
+        h = msg.signed
+        if h is None or (h.channel, h.epoch, h.seq, h.head_hash) != (
+                msg.channel, msg.epoch, msg.seq, msg.head_hash):
+            return False
+        try:
+            h.verify(self.signer.public_key)
+        except P2PWorldError:
+            return False
+        return True
+
+    def _newer_epochs(self, channel: bytes, epochs: list[EpochChange]) -> list[EpochChange]:
+        """The epoch changes past this node's epoch of ``channel``, if ``epochs`` is a valid
+        chain from the genesis record (any valid epoch-change proof); else none."""
+        st = self.state(channel)
+        walk = ChannelState.genesis(st.record)
+        try:
+            for ec in sorted(epochs, key=lambda e: e.epoch):
+                walk.check_epoch_change(ec)
+                walk.epoch, walk.sequencer_key = ec.epoch, ec.sequencer_key
+        except P2PWorldError as e:
+            self._count(e.code, b"", channel)
+            return []
+        return [ec for ec in sorted(epochs, key=lambda e: e.epoch) if ec.epoch > st.epoch]
+
+    def _step_down(self, channel: bytes, newer: list[EpochChange], now_ms: int
+                   ) -> list[Effect]:
+        """A newer epoch exists (an unplanned recovery while this node was away): stop
+        sequencing and become a replica. What this node appended after the new epoch's start
+        is not in the new epoch: every such entry goes back into the outbox and is resubmitted
+        with its own key to the new sequencer; a writer here that already held an ack for it
+        gets ``LostWrite`` now and a ``RESEQUENCED`` notice with the new seq later; publishes
+        still waiting are answered by the new sequencer; remote writers still waiting get
+        ``NOT_SEQUENCER`` and resubmit from their outboxes."""
+        own = self.own[channel]
+        seqr = own.seqr
+        first = newer[0]
+        # Where the first newer epoch starts on the history held here, everything after
+        # that start is not in it. Otherwise (a chain with epochs left out, or one that
+        # starts past this head) this node still stops sequencing at once and becomes a
+        # replica as it is; the new sequencer's catch-up brings the missing epoch changes
+        # and truncates what they cut (own entries are then resubmitted, as below).
+        on_history = first.start_seq <= seqr.seq and \
+            seqr.hash_at(first.start_seq) == first.start_hash
+        del self.own[channel]
+        unsynced = seqr.take_unsynced()
+        waiting: dict[int, list[_Waiter]] = {}
+        for waiter, res in own.acks + own.replicated:
+            waiting.setdefault(res.seq, []).append(waiter)
+        held = own.check.held if own.check is not None else []
+        start = first.start_seq if on_history else seqr.seq
+        lost = seqr.truncate(start) if seqr.seq > start else []
+        st = seqr.state
+        for ec in newer if on_history else []:
+            if (st.seq, st.head_hash) != (ec.start_seq, ec.start_hash):
+                break  # further epochs arrive with the new sequencer's catch-up
+            st.apply_epoch(ec)
+        base = seqr.base or st.copy()
+        if st.sequencer_key == self.signer.public_key:
+            # The epoch in force here still names this node: a replica all the same (it
+            # knows it is superseded), routed to the newest sequencer.
+            self.own.pop(channel, None)
+            self.replicas[channel] = Replica(st, list(seqr.entries), base)
+        else:
+            self._install(st, list(seqr.entries), base)
+        self.route[channel] = newer[-1].sequencer_key
+        kept = tuple(e for e in unsynced if e.seq <= start)
+        fx: list[Effect] = [Persist(record=st.record, epochs=tuple(st.epochs), entries=kept,
+                                    truncate_after=start if lost else None)]
+        if kept:
+            fx.append(Delivered(channel, kept))
+        fx.append(Notice(channel, NotSequencer(
+            f"a newer epoch ({newer[-1].epoch}) exists: this node stepped down as the "
+            f"sequencer; entries after seq {start} are resubmitted to the new one",
+            epoch=newer[-1].epoch, start=start, resubmitted=len(lost))))
+        for seq, ws in sorted(waiting.items()):
+            if seq > start:
+                continue
+            # The entry is in the new epoch too: a local ack stands; a replicated one is
+            # asked of the new sequencer (same key: it answers with this seq).
+            kept_entry = seqr.entry(seq)
+            for w in ws:
+                if w.want == "local":
+                    fx += self._answer(w, PublishResult(
+                        channel=channel, seq=seq, entry_hash=seqr.hash_at(seq) or bytes(32),
+                        status="appended", strength="local"))
+                elif kept_entry is not None:
+                    fx += self._requeue(channel, kept_entry.submission(), w, None)
+                else:
+                    fx += self._refuse(w, channel, NotSequencer("this node stepped down"))
+        for e in lost:
+            holders: list[_Waiter | None] = [*waiting.get(e.seq, [])] or [None]
+            for holder in holders:
+                fx += self._requeue(channel, e.submission(), holder,
+                                    e.seq if holder is None else None)
+        for waiter, sub in held:
+            fx += self._requeue(channel, sub, waiter, None)
+        fx += self._reroute(channel)
+        return fx
+
+    def _requeue(self, channel: bytes, sub: Submission, waiter: _Waiter | None,
+                 seq: int | None) -> list[Effect]:
+        """Put a submission this node can no longer sequence into the outbox for the new
+        sequencer (same key); tell whoever held an ack for it."""
+        if waiter is not None and waiter.peer is not None:
+            return self._refuse(waiter, channel, NotSequencer("this node stepped down"))
+        key = (channel, sub.idem_key)
+        if key in self.outbox:
+            return []
+        fx: list[Effect] = []
+        want = waiter.want if waiter is not None else "local"
+        if waiter is None and seq is not None:
+            # Acknowledged here before this node learnt it was superseded.
+            self._reacks[key] = seq
+            if sub.sender_key == self.signer.public_key:
+                fx.append(Notice(channel, LostWrite(
+                    f"entry {seq} was acknowledged by this node after a newer epoch began; "
+                    "it is resubmitted with the same key", seq=seq,
+                    idem_key=sub.idem_key.hex(), resubmitted=True)))
+        self.outbox[key] = _Pending(sub, want, waiter.req if waiter is not None else None)
+        fx.append(OutboxPut(sub, want))
+        return fx
+
+    def _check_progress(self, channel: bytes, now_ms: int) -> list[Effect]:
+        """Go on with the exchange: restore from the peer furthest ahead in this epoch, then
+        end it once every peer asked has answered (at least one), or at the bound."""
+        own = self.own[channel]
+        c = own.check
+        if c is None:
+            return []
+        past = c.deadline is not None and now_ms >= c.deadline
+        if c.restoring is not None:
+            if not past:
+                return []
+            # The peer asked for the entries never answered: the bound ends the exchange.
+            self._count("RESTORE_TIMEOUT", c.restoring, channel)
+            c.restoring = None
+            return self._end_check(channel, now_ms)
+        seqr = own.seqr
+        ahead = sorted(((r.seq, p) for p, r in c.reports.items()
+                        if r.epoch == seqr.state.epoch and r.seq > seqr.seq
+                        and p not in c.tried and p in self.peers), reverse=True)
+        if ahead:
+            _, p = ahead[0]
+            c.restoring = p
+            c.tried.add(p)
+            if not c.restored:
+                c.from_seq = seqr.seq
+            return [Send(p, RestoreRequest(channel, seqr.seq, seqr.head_hash))]
+        waiting = c.asked - set(c.reports)
+        if (c.reports and not waiting) or past:
+            return self._end_check(channel, now_ms)
+        return []
+
+    def _restore_for(self, peer: bytes, msg: RestoreRequest) -> Restore:
+        """Entries after ``msg.after`` up to our signed head, for the channel's own sequencer
+        (whose store rolled back); an empty answer if we cannot."""
+        r = self.replicas.get(msg.channel)
+        nothing = Restore(msg.channel)
+        if r is None or self.peers.get(peer) != r.state.sequencer_key:
+            return nothing
+        h = r.signed_head
+        if h is None or (h.seq, h.head_hash, h.epoch) != (r.seq, r.head_hash, r.state.epoch):
+            return nothing
+        if msg.after < r.floor or r.hash_at(msg.after) != msg.after_hash:
+            return nothing
+        ents = r.read(msg.after, MAX_RESTORE + 1)
+        if not ents or len(ents) > MAX_RESTORE or \
+                sum(len(e.encoded) for e in ents) > RESTORE_BYTES:
+            return nothing
+        return Restore(msg.channel, tuple(ents), h)
+
+    def _on_restore(self, peer: bytes, msg: Restore, now_ms: int) -> list[Effect]:
+        own = self.own.get(msg.channel)
+        if own is None or own.check is None or own.check.restoring != peer:
+            return []
+        c = own.check
+        c.restoring = None
+        if msg.head is not None and msg.entries:
+            try:
+                c.restored += own.seqr.restore(list(msg.entries), msg.head)
+                self._dirty.add(msg.channel)
+            except P2PWorldError as e:
+                self._count(e.code, peer, msg.channel)
+        return self._check_progress(msg.channel, now_ms)
+
+    def _end_check(self, channel: bytes, now_ms: int) -> list[Effect]:
+        """The exchange is over: say what it found, make sure no seq a peer saw is issued
+        again in this epoch, then answer what was held."""
+        own = self.own[channel]
+        c = own.check
+        assert c is not None
+        own.check = None
+        seqr = own.seqr
+        fx: list[Effect] = []
+        if c.restored:
+            fx.append(Notice(channel, RolledBack(
+                f"this node's store had rolled back to seq {c.from_seq}; {c.restored} "
+                "entries were taken back from a replica", from_seq=c.from_seq,
+                restored=c.restored)))
+        best = max((r.seq for r in c.reports.values() if r.epoch == seqr.state.epoch),
+                   default=0)
+        if best > seqr.seq:
+            fx.append(Notice(channel, LostWrite(
+                f"entries {seqr.seq + 1}..{best} were acknowledged before this node's store "
+                "rolled back and no reachable replica holds them", seq=seqr.seq + 1,
+                last=best)))
+            if not seqr.state.closed:
+                # A new epoch at the head we hold: those seqs are never issued again in the
+                # epoch a peer saw them in (peers holding them truncate and tell writers).
+                fx += self.handoff(channel, self.signer.public_key, now_ms=now_ms,
+                                   reason="rollback")[1]
+                own = self.own[channel]
+        if not c.reports:
+            fx.append(Notice(channel, RollbackUnchecked(
+                f"no peer answered within {self.startup_check_ms} ms: a rollback of this "
+                "node's store could not be checked", bound_ms=self.startup_check_ms)))
+        for peer, sub in c.subs:
+            if peer in self.peers:
+                fx += self._on_subscribe(peer, sub)
+        for waiter, s in c.held:
+            fx += self._submit_local(waiter, s, now_ms)
+        self._dirty.add(channel)
+        return fx
+
+    # --- flush ------------------------------------------------------------------------------
+
+    def flush(self, *, now_ms: int) -> list[Effect]:
+        """Persist what was appended, then release acks and send batches to subscribers."""
+        fx: list[Effect] = []
+        if self._held and self._sent_bytes < WRITER_WINDOW_BYTES:
+            held, self._held = self._held, []
+            for pend in held:
+                if self.outbox.get((pend.sub.channel, pend.sub.idem_key)) is pend and \
+                        pend.sent_to is None:
+                    fx += self._send_pending(pend)
+        if self._unsigned:
+            fx += self._sign_queued(now_ms)
+        unsent, self._unsent = self._unsent, []
+        for pend in unsent:
+            if self.outbox.get((pend.sub.channel, pend.sub.idem_key)) is pend:
+                fx += self._send_pending(pend)
+        for ch in sorted(self._dirty):
+            own = self.own.get(ch)
+            if own is None:
+                continue
+            seqr = own.seqr
+            new = seqr.take_unsynced()
+            dropped = seqr.compact()
+            if new or dropped:
+                snap = seqr.snapshot() if dropped and seqr.base else None
+                fx.append(Persist(record=seqr.record, epochs=tuple(seqr.state.epochs),
+                                  entries=tuple(new),
+                                  base=snap.state if snap else None, snapshot=snap,
+                                  floor=seqr.floor,
+                                  head=seqr.signed_head() if new else None))
+            if new:
+                fx.append(Delivered(ch, tuple(new)))
+            for waiter, res in own.acks:
+                if waiter.want == "replicated" and res.seq > self._replicated_seq(own):
+                    own.replicated.append((waiter, res))
+                    continue
+                fx += self._answer(waiter, res)
+            own.acks.clear()
+            for peer in sorted(own.subscribers):
+                fx += self._catch_up(own, peer)
+        self._dirty.clear()
+        return fx
+
+    def _answer(self, waiter: _Waiter, res: PublishResult) -> list[Effect]:
+        if waiter.peer is None:
+            return [Resolved(waiter.req, res)]
+        if waiter.peer in self.peers:
+            return [Send(waiter.peer, Ack(waiter.peer_req, res.channel, res.status, res.seq,
+                                          res.entry_hash, res.strength))]
+        return []
+
+    def _replicated_seq(self, own: _Own) -> int:
+        """Highest seq fsynced by at least k participants besides the sequencer."""
+        k = max(1, own.seqr.record.policy.replication)
+        st = own.seqr.state
+        counted = sorted((s for key, s in own.stored.items()
+                          if key != self.signer.public_key and st.may_write(key)), reverse=True)
+        return counted[k - 1] if len(counted) >= k else 0
+
+    def _catch_up(self, own: _Own, peer: bytes) -> list[Effect]:
+        """Send a subscriber what follows its cursor, in signed batches bounded by count and
+        bytes, as far as its window allows; if entries are held back, tell it the head."""
+        fx: list[Effect] = []
+        flow = own.subscribers[peer]
+        seqr = own.seqr
+        if flow.sent < seqr.floor:
+            # Retention dropped entries this subscriber had not been sent yet: it resumes
+            # from a snapshot, as a subscriber with a too-old cursor does.
+            fx.append(Send(peer, SnapshotMsg(seqr.channel, seqr.snapshot())))
+            flow.sent = flow.acked = seqr.floor
+            flow.batches.clear()
+            flow.inflight_bytes = 0
+        while flow.sent < seqr.seq and flow.room() and (
+                not flow.batches or self._peer_inflight(peer) < PEER_WINDOW_BYTES):
+            batch = seqr.read_bounded(flow.sent, count=MAX_BATCH, size=MAX_BATCH_BYTES)
+            last = flow.sent + len(batch)
+            flow.sent_batch(last, sum(len(e.encoded) for e in batch))
+            fx.append(Send(peer, Entries(tuple(batch), seqr.signed_head_at(last))))
+        if flow.sent < seqr.seq and flow.tip < seqr.seq:
+            flow.tip = seqr.seq
+            fx.append(Send(peer, Tip(seqr.channel, seqr.state.epoch, seqr.seq)))
+        return fx
+
+    def _peer_inflight(self, peer: bytes) -> int:
+        return sum(o.subscribers[peer].inflight_bytes for o in self.own.values()
+                   if peer in o.subscribers)
+
+    # --- peers ------------------------------------------------------------------------------
+
+    def peer_up(self, peer: bytes, peer_key: bytes) -> list[Effect]:
+        self.peers[peer] = peer_key
+        fx: list[Effect] = []
+        for ch in sorted(self.own):
+            fx += self._announce(ch, only=peer)
+            if self.own[ch].check is not None:
+                fx += self._ask_heads(ch)
+            else:
+                # A sequencer that was cut off may have been superseded: a peer that knows
+                # a newer epoch says so in its answer (and this node steps down).
+                fx.append(Send(peer, HeadQuery(ch)))
+        for ch, r in sorted(self.replicas.items()):
+            if self.sequencer_of(ch) == peer and not r.frozen:
+                fx += self._subscribe(ch, peer)
+                for pend in self._pending_for(ch):
+                    fx += self._send_pending(pend)
+        return fx
+
+    def peer_down(self, peer: bytes) -> list[Effect]:
+        key = self.peers.pop(peer, None)
+        for o in self.own.values():
+            o.subscribers.pop(peer, None)
+            if o.check is not None:
+                o.check.asked.discard(peer)
+                o.check.subs = [(p, m) for p, m in o.check.subs if p != peer]
+                if o.check.restoring == peer:
+                    o.check.restoring = None
+        del key
+        fx: list[Effect] = []
+        for pend in self.outbox.values():
+            if pend.sent_to == peer:
+                pend.sent_to = None
+                if pend.req is not None:
+                    # The outcome is unknown; the outbox resubmits (same key) when a lane
+                    # returns, so the entry is never lost and never duplicated.
+                    fx.append(Resolved(pend.req, PublishTimeout(
+                        "lane to the sequencer closed before the ack; the outbox resubmits "
+                        "it with the same key", queued=True)))
+                    self._release(pend.req)
+                    pend.req = None
+        return fx
+
+    def receive(self, peer: bytes, msg: Message, *, now_ms: int) -> list[Effect]:
+        try:
+            return self._receive(peer, msg, now_ms)
+        except Forked as e:
+            self._count(e.code, peer)
+            ch = bytes.fromhex(str(e.details.get("channel", ""))) if e.details.get(
+                "channel") else b""
+            r = self.replicas.get(ch)
+            fx: list[Effect] = [Notice(ch, e)] if ch else []
+            if r is not None and r.fork_proof is not None:
+                fx.append(RecordFork(ch, r.fork_proof[0], r.fork_proof[1]))
+            return fx
+        except RemoteProtocolError as e:
+            self._count(e.code, peer)
+            return [PeerMisbehaved(peer, e)]
+
+    def _authorize(self, key: bytes, scope: str, now_ms: int) -> None:
+        """Raise a typed ``Unauthorized`` unless ``key``'s token covers ``scope`` now."""
+        if self.auth is not None:
+            self.auth.check(key, scope, now=now_ms / 1000)
+
+    def _count(self, code: str, peer: bytes, channel: bytes | None = None) -> None:
+        self.errors[code] = self.errors.get(code, 0) + 1
+        self.last_error[peer] = code
+        if channel is not None:
+            self.channel_errors[channel] = code
+
+    def _receive(self, peer: bytes, msg: Message, now_ms: int) -> list[Effect]:
+        if self.quarantined and _channel_of(msg) in self.quarantined:
+            # Its rows on disk are damaged: writing anything for it would build on them.
+            self.errors["QUARANTINED"] = self.errors.get("QUARANTINED", 0) + 1
+            return []
+        if isinstance(msg, ChannelAnnounce):
+            ch = msg.record.channel
+            if ch not in self.own and ch not in self.replicas:
+                # Learning a new channel is a mutation: its owner must hold channel:open now.
+                self._authorize(msg.record.owner_key, "channel:open", now_ms)
+            return self._on_announce(peer, msg.record, list(msg.epochs), now_ms)
+        if isinstance(msg, Subscribe):
+            return self._on_subscribe(peer, msg)
+        if isinstance(msg, HeadQuery):
+            return [Send(peer, self._head_report(peer, msg.channel))]
+        if isinstance(msg, HeadReport):
+            return self._on_head_report(peer, msg, now_ms)
+        if isinstance(msg, RestoreRequest):
+            return [Send(peer, self._restore_for(peer, msg))]
+        if isinstance(msg, Restore):
+            return self._on_restore(peer, msg, now_ms)
+        if isinstance(msg, Entries):
+            return self._on_entries(peer, msg)
+        if isinstance(msg, EpochMsg):
+            if msg.change.channel not in self.own and msg.change.channel not in self.replicas:
+                return []
+            own = self.own.get(msg.change.channel)
+            if own is not None and msg.change.epoch > own.seqr.state.epoch:
+                newer = self._newer_epochs(msg.change.channel,
+                                           [*own.seqr.state.epochs, msg.change])
+                return self._step_down(msg.change.channel, newer, now_ms) if newer else []
+            if msg.change.epoch > self.log(msg.change.channel).state.epoch:
+                # A new sequencer takes over: it must hold channel:open now.
+                self._authorize(msg.change.sequencer_key, "channel:open", now_ms)
+            return self._enter_epoch(peer, msg.change, list(msg.entries))
+        if isinstance(msg, SnapshotMsg):
+            return self._on_snapshot(peer, msg)
+        if isinstance(msg, Stored):
+            return self._on_stored(peer, msg)
+        if isinstance(msg, Tip):
+            r = self.replicas.get(msg.channel)
+            if r is not None and msg.epoch == r.state.epoch and \
+                    self.sequencer_of(msg.channel) == peer:
+                self.seen_head[msg.channel] = max(self.seen_head.get(msg.channel, 0), msg.seq)
+            return []
+        if isinstance(msg, SubscribeRefused):
+            err = error_from_code(msg.code, msg.reason)
+            return [Notice(msg.channel, err)] if msg.channel in self.replicas else []
+        if isinstance(msg, Submit):
+            ch = msg.submission.channel
+            waiter = _Waiter(0, peer, msg.req, want=msg.want)
+            if ch not in self.own:
+                return self._refuse(waiter, ch, NotSequencer("this node does not sequence it"))
+            return self._submit_local(waiter, msg.submission, now_ms)
+        if isinstance(msg, Ack):
+            return self._on_answer(peer, msg.req, msg.channel, PublishResult(
+                channel=msg.channel, seq=msg.seq, entry_hash=msg.entry_hash, status=msg.status,
+                strength=msg.strength))
+        if isinstance(msg, Nack):
+            err = error_from_code(msg.code, msg.reason, seq=msg.seq, entry_hash=msg.entry_hash)
+            if isinstance(err, NotSequencer):
+                # Keep it in the outbox; it goes to the new sequencer on reroute. It is no
+                # longer in flight.
+                key = self._by_req.get(msg.req)
+                pend = self.outbox.get(key) if key else None
+                if pend is not None and pend.req == msg.req and pend.sent_to == peer:
+                    pend.sent_to = None
+                    self._release(msg.req)
+                return []
+            return self._on_answer(peer, msg.req, msg.channel, err)
+        return []
+
+    def _on_answer(self, peer: bytes, req: int, channel: bytes,
+                   outcome: PublishResult | P2PWorldError) -> list[Effect]:
+        key = self._by_req.get(req)
+        pend = self.outbox.get(key) if key else None
+        if key is None or pend is None or pend.req != req or pend.sent_to != peer or \
+                key[0] != channel:
+            return []
+        if isinstance(outcome, PublishResult) and pend.want == "replicated" and \
+                outcome.strength != "replicated":
+            return []  # a local ack; the replicated one follows
+        del self.outbox[key]
+        self._release(req)
+        fx: list[Effect] = [OutboxDone(channel, key[1]), Resolved(req, outcome)]
+        old_seq = self._reacks.pop(key, None)
+        if old_seq is not None and isinstance(outcome, PublishResult) and \
+                pend.sub.sender_key == self.signer.public_key:
+            fx.append(Notice(channel, Resequenced(
+                f"entry {old_seq}, lost when this node stepped down, is seq {outcome.seq} "
+                "of the new epoch", seq=outcome.seq, old_seq=old_seq,
+                idem_key=key[1].hex())))
+        return fx
+
+    def _on_announce(self, peer: bytes, rec: ChannelRecord, epochs: list[EpochChange],
+                     now_ms: int = 0) -> list[Effect]:
+        rec.verify()
+        if rec.workspace != self.workspace:
+            raise WorkspaceMismatch("channel of another workspace")
+        # Who sequences it now follows from the signed epoch changes, checked from genesis.
+        walk = ChannelState.genesis(rec)
+        for ec in epochs:
+            walk.check_epoch_change(ec)
+            walk.epoch, walk.sequencer_key = ec.epoch, ec.sequencer_key
+        fx: list[Effect] = []
+        own = self.own.get(rec.channel)
+        if own is not None and walk.epoch > own.seqr.state.epoch:
+            newer = [ec for ec in epochs if ec.epoch > own.seqr.state.epoch]
+            return self._step_down(rec.channel, sorted(newer, key=lambda e: e.epoch), now_ms)
+        if rec.channel not in self.own and rec.channel not in self.replicas:
+            if walk.sequencer_key == self.signer.public_key:
+                return []  # we would sequence it but hold nothing: wait for an epoch message
+            r = self.replicas[rec.channel] = Replica.create(rec)
+            fx += [Persist(record=rec, base=r.state.encode()), ChannelKnown(rec)]
+        log = self.log(rec.channel)
+        if walk.epoch >= log.state.epoch:
+            self.route[rec.channel] = walk.sequencer_key
+        target = self.sequencer_of(rec.channel)
+        if rec.channel in self.replicas and target in self.peers:
+            fx += self._subscribe(rec.channel, target)
+            for pend in self._pending_for(rec.channel):
+                fx += self._send_pending(pend)
+        return fx
+
+    def _on_subscribe(self, peer: bytes, msg: Subscribe) -> list[Effect]:
+        own = self.own.get(msg.channel)
+        if own is None:
+            return []
+        if own.check is not None:
+            own.check.subs.append((peer, msg))  # answered once this log is checked
+            return []
+        seqr = own.seqr
+        st = seqr.state
+        if st.restricted and self.peers.get(peer) not in st.participants:
+            return [Send(peer, SubscribeRefused(msg.channel, NotParticipant.code,
+                                                "not a participant"))]
+        fx: list[Effect] = []
+        after = msg.after
+        newer = [ec for ec in st.epochs if ec.epoch > msg.epoch]
+        checked = False
+        if newer and after > newer[0].start_seq:
+            # The subscriber holds old-epoch entries past the change (a recovery cut them):
+            # the epoch message makes it truncate them and report the lost ones.
+            first = newer.pop(0)
+            fx.append(Send(peer, EpochMsg(first, ())))
+            after, checked = first.start_seq, True
+        if after > seqr.seq:
+            return [Send(peer, SubscribeRefused(msg.channel, CheckpointMismatch.code,
+                                                "cursor is ahead of the log"))]
+        if after < seqr.floor:
+            fx.append(Send(peer, SnapshotMsg(msg.channel, seqr.snapshot())))
+            after = seqr.floor
+        elif not checked and seqr.hash_at(after) != msg.after_hash:
+            return [Send(peer, SubscribeRefused(msg.channel, CheckpointMismatch.code,
+                                                "cursor hash does not match the log"))]
+        for ec in newer:
+            if ec.start_seq >= after:
+                old = [e for e in seqr.read_bounded(after, count=min(
+                    MAX_EPOCH_CATCHUP, ec.start_seq - after), size=EPOCH_CATCHUP_BYTES)]
+                fx.append(Send(peer, EpochMsg(ec, tuple(old))))
+                if after + len(old) < ec.start_seq:
+                    # Part of the way only (bounded): the subscriber holds this part aside
+                    # and subscribes again from its end for the next one.
+                    return fx
+                after = ec.start_seq
+        own.subscribers[peer] = _Flow(sent=after, acked=after)
+        if after < seqr.seq:
+            fx.append(Send(peer, Tip(msg.channel, st.epoch, seqr.seq)))
+            own.subscribers[peer].tip = seqr.seq
+        self._dirty.add(msg.channel)
+        return fx
+
+    def _on_entries(self, peer: bytes, msg: Entries) -> list[Effect]:
+        r = self.replicas.get(msg.head.channel)
+        if r is None:
+            return []
+        if msg.head.epoch == r.state.epoch:
+            self.seen_head[r.channel] = max(self.seen_head.get(r.channel, 0), msg.head.seq)
+        if self.read_only is not None:
+            # Not taken (it could not be persisted): asked for again when writes resume.
+            self.errors[self.read_only.code] = self.errors.get(self.read_only.code, 0) + 1
+            return []
+        try:
+            new = r.receive(list(msg.entries), msg.head, self._mine)
+        except (ChainBroken, Fenced) as e:
+            # Ask again from what we hold; the batch changed nothing.
+            self._count(e.code, peer, r.channel)
+            if self.sequencer_of(r.channel) == peer:
+                return self._subscribe(r.channel, peer)
+            return []
+        if not new:
+            return []
+        ch = r.channel
+        head = msg.head if (msg.head.seq, msg.head.head_hash) == (r.seq, r.head_hash) else None
+        return [Persist(record=r.record, epochs=tuple(r.state.epochs), entries=tuple(new),
+                        head=head),
+                Delivered(ch, tuple(new)),
+                Send(peer, Stored(ch, r.state.epoch, r.seq, r.head_hash))]
+
+    def _on_snapshot(self, peer: bytes, msg: SnapshotMsg) -> list[Effect]:
+        r = self.replicas.get(msg.channel)
+        if r is None or msg.snapshot.seq <= r.seq or self.sequencer_of(msg.channel) != peer:
+            return []
+        fresh = Replica.from_snapshot(r.record, msg.snapshot)
+        self.replicas[msg.channel] = fresh
+        st = fresh.state
+        return [Persist(record=st.record, epochs=tuple(st.epochs), base=st.encode(),
+                        floor=st.seq, truncate_after=0, snapshot=msg.snapshot),
+                Notice(msg.channel, CheckpointTooOld(
+                    "cursor was older than retention; resumed from a snapshot",
+                    snapshot_seq=st.seq))]
+
+    def _on_stored(self, peer: bytes, msg: Stored) -> list[Effect]:
+        own = self.own.get(msg.channel)
+        key = self.peers.get(peer)
+        if own is None or key is None or msg.epoch != own.seqr.state.epoch:
+            return []
+        flow = own.subscribers.get(peer)
+        if flow is not None and msg.seq <= flow.sent:
+            # Flow control trusts the subscriber about its own progress (lying only slows it
+            # down); replicated acks below need the hash to match.
+            flow.stored(msg.seq)
+            # Room on this peer's window: every channel it is behind on may send more.
+            for ch, o in self.own.items():
+                f = o.subscribers.get(peer)
+                if f is not None and f.sent < o.seqr.seq:
+                    self._dirty.add(ch)
+        if own.seqr.hash_at(msg.seq) != msg.head_hash:
+            return []
+        own.stored[key] = max(own.stored.get(key, 0), msg.seq)
+        rseq = self._replicated_seq(own)
+        fx: list[Effect] = []
+        keep = []
+        for waiter, res in own.replicated:
+            if res.seq <= rseq:
+                fx += self._answer(waiter, PublishResult(
+                    channel=res.channel, seq=res.seq, entry_hash=res.entry_hash,
+                    status=res.status, strength="replicated"))
+            else:
+                keep.append((waiter, res))
+        own.replicated = keep
+        return fx
+
+    def replicated_seq(self, channel: bytes) -> int:
+        own = self.own.get(channel)
+        return self._replicated_seq(own) if own else 0
+
+
+def _scope(channel: bytes, kind: str) -> str:
+    """``msg`` entries need ``channel:publish:<id>``; control entries (membership, close) need
+    ``channel:open``."""
+    return f"channel:publish:{channel.hex()}" if kind == "msg" else "channel:open"
+
+
+def _nonce(rng: random.Random) -> bytes:
+    return bytes(rng.getrandbits(8) for _ in range(8))
+
+
+__all__ = ["ChannelHub", "Checkpoint", "PublishResult", "ChannelError", "Effect"]
+
+
+def _channel_of(msg: Message) -> bytes | None:
+    """The channel a message is about, for quarantine (None: about none). A submission is
+    answered as for any channel this node does not hold (a typed nack), so it is let by."""
+    return None if isinstance(msg, Submit) else message_channel(msg)
