@@ -6,8 +6,8 @@ import random
 from typing import Any
 
 from p2pworld.channel.hub import ChannelHub, Send
+from p2pworld.core.persist import STORE_EFFECTS
 from p2pworld.identity import Ed25519Signer
-from p2pworld.io.log_store import durable_op
 from p2pworld.testing import MemoryLogStore
 from p2pworld.wire import decode_message, encode_message
 
@@ -45,10 +45,9 @@ def run(hubs: dict[str, ChannelHub], initial: list[tuple[str, Any]],
 
 
 def apply_durable(store: MemoryLogStore, e: Any) -> None:
-    """Apply one durable effect as the node does (:func:`~p2pworld.io.log_store.durable_op`)."""
-    op = durable_op(e)
-    if op is not None:
-        store.apply([op])
+    """Apply one durable effect: the store takes the cores' own effects."""
+    if isinstance(e, STORE_EFFECTS):
+        store.apply([e])
 
 
 def restore(signer: Ed25519Signer, store: MemoryLogStore, n: int,

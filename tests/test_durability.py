@@ -249,8 +249,8 @@ def test_log_verify_accepts_real_logs_and_rejects_tampering(sample_log: Path,
 
 def test_an_undecodable_last_row_is_damage_not_a_torn_write(tmp_path: Path) -> None:
     def make(store: MemoryLogStore) -> bytes:
+        from p2pworld.channel.hub import Persist
         from p2pworld.identity import Ed25519Signer
-        from p2pworld.io.log_store import Write
         from p2pworld.log.entry import ChannelRecord, Submission
         from p2pworld.log.sequencer import Sequencer
         owner = Ed25519Signer(bytes([1]) * 32)
@@ -259,7 +259,7 @@ def test_an_undecodable_last_row_is_damage_not_a_torn_write(tmp_path: Path) -> N
         for i in range(5):
             s.submit(Submission.create(owner, channel=s.channel, idem_key=b"%d" % i,
                                        payload=b"%d" % i), now_ms=0)
-        store.write([Write(record=s.record, entries=tuple(s.take_unsynced()))])
+        store.write([Persist(record=s.record, entries=tuple(s.take_unsynced()))])
         return s.channel
 
     store = MemoryLogStore()

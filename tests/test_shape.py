@@ -16,20 +16,21 @@ from . import layout
 
 MODULE_LIMIT, CLASS_LIMIT = 700, 450
 MODULE_WATCH, CLASS_WATCH = 600, 400
+SLACK = 20
 
 SIZE_ALLOWANCES: dict[str, tuple[int, str]] = {
     # module or module:Class -> (lines when listed, reason)
-    "p2pworld.runtime.node": (2282, "the runtime still decides; the node core takes its "
+    "p2pworld.runtime.node": (2247, "the runtime still decides; the node core takes its "
                                     "decisions (issue 15, M2-M3) and the facade splits it (M5)"),
-    "p2pworld.runtime.node:Node": (1641, "as above"),
+    "p2pworld.runtime.node:Node": (1608, "as above"),
     "p2pworld.channel.hub": (1675, "membership, epochs, checkpoints, writers and fan-out in one "
                                    "class; split by noun in issue 15, M5"),
     "p2pworld.channel.hub:ChannelHub": (1323, "as above"),
     "p2pworld.world.core": (832, "gossip, presence and ads in one core; split in issue 15, M5"),
     "p2pworld.world.core:WorldCore": (629, "as above"),
-    "p2pworld.testing.sim": (806, "the simulator's copies of node policy go when it runs the "
+    "p2pworld.testing.sim": (728, "the simulator's copies of node policy go when it runs the "
                                   "node core (issue 15, M2-M3)"),
-    "p2pworld.testing.sim:Simulator": (664, "as above"),
+    "p2pworld.testing.sim:Simulator": (604, "as above"),
     "p2pworld.wire": (681, "every message of every protocol; one module per noun once the "
                            "channel data path changes the wire (issue 17)"),
     "p2pworld.log.entry": (605, "records, policy, submissions, entries and signed heads: the "
@@ -38,8 +39,9 @@ SIZE_ALLOWANCES: dict[str, tuple[int, str]] = {
 
 SHELL_UNITS = {"p2pworld.io", "p2pworld.runtime", "discovery"}
 NOT_THE_NODE = {"p2pworld.testing", "p2pworld.cli"}
-SHELL_SHARE_CEILING = 0.40
-"""Today's share (39.9% when the test landed); issue 15 brings it to 0.20."""
+SHELL_SHARE_CEILING = 0.39
+"""39.4% when the test landed, 38.8% once the persist core took the data path's ordering and
+pacing; issue 15 brings it to 0.20 (lower this as decisions move)."""
 
 
 def sizes() -> dict[str, int]:
@@ -74,6 +76,10 @@ def test_allowances_only_shrink() -> None:
     stale = [n for n, (_, _) in SIZE_ALLOWANCES.items()
              if n not in current or current[n] <= _limits(n)[0]]
     assert not stale, f"remove these allowances, they are no longer needed: {stale}"
+    # An allowance follows its module down (within SLACK lines), so it cannot grow back.
+    loose = {n: current[n] for n, (lines, _) in SIZE_ALLOWANCES.items()
+             if current[n] < lines - SLACK}
+    assert not loose, f"lower these allowances to the current sizes: {loose}"
 
 
 def decision_points(tree: ast.AST) -> int:

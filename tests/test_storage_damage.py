@@ -26,8 +26,9 @@ from hypothesis import strategies as st
 from p2pworld import NodeConfig, open_node
 from p2pworld.channel.hub import ChannelHub
 from p2pworld.cli.main import main as cli_main
+from p2pworld.core.persist import STORE_EFFECTS
 from p2pworld.errors import P2PWorldError
-from p2pworld.io.log_store import LogStore, durable_op
+from p2pworld.io.log_store import LogStore
 from p2pworld.log.entry import ChannelPolicy
 
 
@@ -118,7 +119,7 @@ def _burst_hub_and_store(path: Path) -> tuple[ChannelHub, LogStore]:
 
 
 def _carry(store: LogStore, fx: list[object]) -> None:
-    ops = [op for op in (durable_op(e) for e in fx) if op is not None]
+    ops = [e for e in fx if isinstance(e, STORE_EFFECTS)]
     if ops:
         store.apply(ops)
 

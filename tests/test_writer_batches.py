@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from p2pworld import codec
-from p2pworld.channel.hub import Delivered
+from p2pworld.channel.hub import Delivered, Persist
 from p2pworld.errors import ChainBroken, DecodeError, InvalidSignature
 from p2pworld.identity import Ed25519Signer
-from p2pworld.io.log_store import STORE_FORMAT, LogStore, Write
+from p2pworld.io.log_store import STORE_FORMAT, LogStore
 from p2pworld.log import entry as entry_mod
 from p2pworld.log import merkle
 from p2pworld.log.entry import (
@@ -194,7 +194,7 @@ def test_format_2_store_is_migrated_and_read(tmp_path: Path) -> None:
     e = s.submit(Submission.create(OWNER, channel=rec.channel, idem_key=b"a", payload=b"x"),
                  now_ms=0).entry
     assert e is not None
-    store.write([Write(record=rec, entries=(e,))])
+    store.write([Persist(record=rec, entries=(e,))])
     store.close()
     con = sqlite3.connect(path)
     con.execute("UPDATE meta SET value=2 WHERE key='format'")

@@ -44,7 +44,6 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +58,7 @@ from p2pworld.channel.hub import (
     RecordFork,
     SaveCursor,
 )
+from p2pworld.core.persist import StoreEffect
 from p2pworld.errors import (
     DecodeError,
     P2PWorldError,
@@ -79,9 +79,8 @@ from p2pworld.log.verify import (
 
 STORE_FORMAT = 4
 
-__all__ = ["LogStore", "StoredChannel", "Write", "CursorWrite", "OutboxWrite", "ForkWrite",
-           "durable_op", "restore_outbox", "decode_channel", "written_rows", "sqlite_check",
-           "STORE_FORMAT"]
+__all__ = ["LogStore", "StoredChannel", "restore_outbox", "decode_channel", "written_rows",
+           "sqlite_check", "STORE_FORMAT"]
 
 REPAIR_HINT = "run `p2pworld log repair` on it (rebuilds the indexes, then verifies)"
 _TABLES = {"channels", "entries", "cursors", "outbox", "forks"}
@@ -89,54 +88,9 @@ _TABLES = {"channels", "entries", "cursors", "outbox", "forks"}
 missing)."""
 
 
-Write = Persist
-"""One channel's part of a transaction: the hub's ``Persist`` effect is the store operation."""
-
-
-@dataclass(frozen=True)
-class CursorWrite:
-    channel: bytes
-    body: bytes
-
-
-@dataclass(frozen=True)
-class OutboxWrite:
-    """Put ``submission`` (with ``want``), or delete ``(channel, key)`` when it is None."""
-
-    channel: bytes
-    key: bytes
-    submission: Submission | None = None
-    want: str = "local"
-
-
-@dataclass(frozen=True)
-class ForkWrite:
-    channel: bytes
-    held: Entry
-    other: Entry
-
-
-StoreOp = Persist | CursorWrite | OutboxWrite | ForkWrite
-
-
-def durable_op(e: object) -> StoreOp | None:
-    """The store operation for a durable core effect (None for effects that are not durable).
-    Shared by the node runtime and the simulator, so both persist exactly the same way."""
-    if isinstance(e, Persist):
-        return e
-    if isinstance(e, SaveCursor):
-        return CursorWrite(e.checkpoint.channel, codec.encode_frame(e.checkpoint.to_wire()))
-    if isinstance(e, OutboxPut):
-        return OutboxWrite(e.submission.channel, e.submission.idem_key, e.submission, e.want)
-    if isinstance(e, OutboxDone):
-        return OutboxWrite(e.channel, e.idem_key)
-    if isinstance(e, RecordFork):
-        return ForkWrite(e.channel, e.held, e.other)
-    return None
-
-
-def written_rows(w: Write, floor: int) -> tuple[list[Entry], bytes | None]:
-    """What one :class:`Write` puts into a channel whose floor is ``floor`` (after the write):
+def written_rows(w: Persist, floor: int) -> tuple[list[Entry], bytes | None]:
+    """What one :class:`~p2pworld.channel.hub.Persist` puts into a channel whose floor is
+    ``floor`` (after the write):
     the entries above the floor (a burst larger than retention in one commit drops its own
     oldest entries, never rows the floor has passed), and the base proof when the write moves
     the base. Shared by every store implementation."""
@@ -149,7 +103,7 @@ def written_rows(w: Write, floor: int) -> tuple[list[Entry], bytes | None]:
     return entries, proof
 
 
-def head_signature(w: Write, last: Entry | None) -> bytes | None:
+def head_signature(w: Persist, last: Entry | None) -> bytes | None:
     """The signed head to store with a write that ends at ``last`` (None: it came without one,
     or the one it came with is not at ``last``)."""
     h = w.head
@@ -294,11 +248,11 @@ class LogStore:
 
     # --- writes (each call is one durable transaction) --------------------------------------
 
-    def write(self, batch: Iterable[Write]) -> None:
+    def write(self, batch: Iterable[Persist]) -> None:
         """Several channels' writes in one transaction, so one fsync (group commit)."""
         self.apply(batch)
 
-    def _write_one(self, w: Write) -> None:
+    def _write_one(self, w: Persist) -> None:
         ch = w.record.channel
         epochs = codec.encode_frame([e.to_wire() for e in w.epochs])
         row = self.db.execute("SELECT floor FROM channels WHERE ch=?", (ch,)).fetchone()
@@ -332,8 +286,10 @@ class LogStore:
                             "WHERE ch=?", (top[0] if top else floor, top[1] if top else None,
                                            ch))
 
-    def apply(self, ops: Iterable[Write | CursorWrite | OutboxWrite | ForkWrite]) -> None:
-        """Every durable effect of one batch in one transaction: one fsync (group commit).
+    def apply(self, ops: Iterable[StoreEffect]) -> None:
+        """Every durable effect of one batch (the cores' own effects: ``Persist``,
+        ``SaveCursor``, ``OutboxPut``, ``OutboxDone``, ``RecordFork``) in one transaction: one
+        fsync (group commit).
         All or nothing: on failure nothing of the batch is on disk.
 
         Raises:
@@ -346,42 +302,41 @@ class LogStore:
         except sqlite3.Error as e:
             raise store_failure(self.path, e) from None
 
-    def _apply(self, ops: Iterable[Write | CursorWrite | OutboxWrite | ForkWrite]) -> None:
+    def _apply(self, ops: Iterable[StoreEffect]) -> None:
         with self.db:
             self.db.execute("BEGIN")
             for op in ops:
-                if isinstance(op, Write):
+                if isinstance(op, Persist):
                     self._write_one(op)
-                elif isinstance(op, CursorWrite):
+                elif isinstance(op, SaveCursor):
                     self.db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?)",
-                                    (op.channel, op.body))
-                elif isinstance(op, OutboxWrite):
-                    if op.submission is not None:
-                        sub = op.submission
-                        self.db.execute("INSERT OR REPLACE INTO outbox VALUES (?, ?, ?, ?)",
-                                        (sub.channel, sub.idem_key,
-                                         codec.encode_frame(sub.to_wire()), op.want))
-                    else:
-                        self.db.execute("DELETE FROM outbox WHERE ch=? AND key=?",
-                                        (op.channel, op.key))
+                                    (op.checkpoint.channel,
+                                     codec.encode_frame(op.checkpoint.to_wire())))
+                elif isinstance(op, OutboxPut):
+                    sub = op.submission
+                    self.db.execute("INSERT OR REPLACE INTO outbox VALUES (?, ?, ?, ?)",
+                                    (sub.channel, sub.idem_key,
+                                     codec.encode_frame(sub.to_wire()), op.want))
+                elif isinstance(op, OutboxDone):
+                    self.db.execute("DELETE FROM outbox WHERE ch=? AND key=?",
+                                    (op.channel, op.idem_key))
                 else:
                     self.db.execute("INSERT INTO forks VALUES (?, ?, ?, ?)",
-                                    (op.channel, op.held.seq,
-                                     op.held.to_frame(),
+                                    (op.channel, op.held.seq, op.held.to_frame(),
                                      op.other.to_frame()))
         self.syncs += 1
 
-    def save_cursor(self, channel: bytes, body: bytes) -> None:
-        self.apply([CursorWrite(channel, body)])
+    def save_cursor(self, checkpoint: Checkpoint) -> None:
+        self.apply([SaveCursor(checkpoint)])
 
     def outbox_put(self, sub: Submission, want: str) -> None:
-        self.apply([OutboxWrite(sub.channel, sub.idem_key, sub, want)])
+        self.apply([OutboxPut(sub, want)])
 
     def outbox_done(self, channel: bytes, key: bytes) -> None:
-        self.apply([OutboxWrite(channel, key)])
+        self.apply([OutboxDone(channel, key)])
 
     def record_fork(self, channel: bytes, held: Entry, other: Entry) -> None:
-        self.apply([ForkWrite(channel, held, other)])
+        self.apply([RecordFork(channel, held, other)])
 
     # --- reads ------------------------------------------------------------------------------
 

@@ -60,6 +60,17 @@ from p2pworld.core.lanes import (
     resolve_mode,
 )
 from p2pworld.core.mirror import compute_mirror_rows, handler_event
+from p2pworld.core.persist import (
+    BATCHES_IN_FLIGHT,
+    Carry,
+    Commit,
+    Pace,
+    PersistCore,
+    leaves_at_once,
+    pace,
+    persisted_channels,
+    refused_after,
+)
 from p2pworld.effects import PeerMisbehaved, Send
 from p2pworld.errors import (
     AddressUnavailable,
@@ -85,9 +96,6 @@ from p2pworld.io.home import NodeHome
 from p2pworld.io.http import http_json
 from p2pworld.io.log_store import (
     LogStore,
-    OutboxWrite,
-    StoreOp,
-    durable_op,
     restore_outbox,
 )
 from p2pworld.io.nostr_lane import NostrPipe
@@ -100,7 +108,7 @@ from p2pworld.io.session import (
     relayed_session,
 )
 from p2pworld.io.world_store import WorldStore
-from p2pworld.log.entry import SIGN_BATCH, ChannelPolicy, ChannelRecord, Entry
+from p2pworld.log.entry import ChannelPolicy, ChannelRecord, Entry
 from p2pworld.log.state import EpochChange
 from p2pworld.nostr.event import Event as NostrEvent
 from p2pworld.transport.backoff import Backoff
@@ -108,7 +116,7 @@ from p2pworld.transport.candidate import Candidate, from_urls
 from p2pworld.transport.handshake import MAX_HANDSHAKE_BYTES, PROTOCOL_VERSIONS, HandshakeConfig
 from p2pworld.transport.peering import dial_delay, is_dead, keep_new_session
 from p2pworld.transport.rendezvous import Registration
-from p2pworld.wire import Ack, Entries, EpochMsg, Message, Nack, Ping, Pong, Stored, Submit, Tip
+from p2pworld.wire import Message, Ping, Pong
 from p2pworld.world.core import (
     Member,
     WorldChanged,
@@ -396,18 +404,8 @@ STORE_PROBE_S = 1.0
 """While the disk is full, how often the node tries a write to learn that space is back."""
 LANE_MEMORY = 10_000
 """Entries per channel whose receiving lane a node remembers (for ``ChannelMessage.lane``)."""
-LAZY_WRITE_DELAY = 0.02
-"""Seconds an outbox write waits for a transaction to ride along with (see ``_carry_out``)."""
 LINGER_PASSES = 32
 """Most scheduler passes the effect runner yields while work keeps arriving (batching)."""
-BATCHES_IN_FLIGHT = 2
-BATCH_WAIT = 0.05
-"""A writer keeps at most BATCHES_IN_FLIGHT batches unanswered; the next waits (at most
-BATCH_WAIT seconds) for an answer or a full batch."""
-NAGLE_DELAY = 0.001
-NAGLE_BATCH = 64
-"""With submissions in flight, a writer waits up to NAGLE_DELAY seconds for NAGLE_BATCH
-publishes before it signs and sends what it has (one publish in flight never waits)."""
 
 
 T = TypeVar("T")
@@ -467,7 +465,7 @@ class Node:
         self._storing = 0  # batches handed to the store task and not yet carried out
         self._idle = trio.Event()
         self._jobs_send, self._jobs_recv = trio.open_memory_channel[list[NodeEffect]](0)
-        self._lazy: list[OutboxWrite] = []  # outbox writes waiting for the next transaction
+        self.persist = PersistCore()  # what must be on disk before what (and the lazy outbox)
         self._any_delivered = trio.Event()
         self._notices_send, self._notices_recv = trio.open_memory_channel[Notice](256)
         self.tracer: Any = None
@@ -483,7 +481,6 @@ class Node:
         self._changed: dict[bytes, trio.Event] = {}
         self._outcomes: dict[int, PublishResult | P2PWorldError] = {}
         self._outcome_events: dict[int, trio.Event] = {}
-        self._published = trio.Event()  # set by every publish (see NAGLE_DELAY)
         self._deadlines: list[tuple[float, int]] = []  # (trio time, req): publish timeouts
         self._timer_scope = trio.CancelScope()
         self._key_prefix = secrets.token_bytes(8)
@@ -647,8 +644,6 @@ class Node:
                              key: bytes) -> PublishResult:
         ev = self._outcome_events[req] = trio.Event()
         self._submit(fx)
-        self._published.set()
-        self._published = trio.Event()
         # One shared timer task instead of a cancel scope per publish (see _timeouts).
         deadline = trio.current_time() + timeout
         heapq.heappush(self._deadlines, (deadline, req))
@@ -982,7 +977,7 @@ class Node:
     async def _settle(self) -> None:
         """Wait until the effect runner has carried out everything queued so far."""
         while self._queue or not self.hub.idle or self._running or self._storing or \
-                self._lazy:
+                self.persist.lazy:
             self._check_open()
             await self._idle.wait()
         self._check_open()
@@ -1069,6 +1064,15 @@ class Node:
             self._queue.extend(fx)
         self._wake.set()
 
+    @staticmethod
+    def _mono_ms() -> int:
+        """The persist core's clock: trio's (monotonic; virtual under ``MockClock``)."""
+        return int(trio.current_time() * 1000)
+
+    def _pace(self) -> Pace:
+        return pace(queued=self.hub.queued, in_flight=self.hub.in_flight,
+                    batches_in_flight=self.hub.batches_in_flight(BATCHES_IN_FLIGHT))
+
     def _changed_event(self, channel: bytes) -> trio.Event:
         self.hub.record(channel)  # raises UnknownChannel
         ev = self._changed.get(channel)
@@ -1091,24 +1095,14 @@ class Node:
             self._wake = trio.Event()
             self._running = True
             while True:
-                if self.hub.queued and \
-                        self.hub.batches_in_flight(BATCHES_IN_FLIGHT) >= BATCHES_IN_FLIGHT:
-                    # Pipelining by batches: with BATCHES_IN_FLIGHT writer batches unanswered,
-                    # the next one waits for an answer (or a full batch), so under load a few
-                    # large batches travel instead of many small ones (every hop costs per
-                    # batch: a frame, a transaction, a signature check).
-                    with trio.move_on_after(BATCH_WAIT):
-                        while self.hub.queued < SIGN_BATCH and self.hub.batches_in_flight(
-                                BATCHES_IN_FLIGHT) >= BATCHES_IN_FLIGHT:
+                p = self._pace()
+                if p.wait_ms:
+                    # The writer's pacing (p2pworld.core.persist.pace): wait for company for
+                    # the queued publishes, asking again at every wake-up.
+                    with trio.move_on_after(p.wait_ms / 1000):
+                        while self._pace() == p:
                             await self._wake.wait()
                             self._wake = trio.Event()
-                elif 0 < self.hub.queued < NAGLE_BATCH and self.hub.in_flight:
-                    # Nagle for writer batches: with submissions in flight (their acks will
-                    # wake us anyway), wait up to NAGLE_DELAY for more publishes, so one
-                    # signature, one frame and one transaction on every node cover them.
-                    with trio.move_on_after(NAGLE_DELAY):
-                        while self.hub.queued < NAGLE_BATCH:
-                            await self._published.wait()
                 # Let tasks that are already runnable (publishers woken by the last acks, a
                 # session reader with a frame in hand) queue their work first, and keep
                 # yielding while more keeps arriving (at most LINGER_PASSES scheduler passes):
@@ -1127,7 +1121,8 @@ class Node:
                     break
                 rest = []
                 for e in fx:
-                    if isinstance(e, Send) and isinstance(e.message, Submit):
+                    if leaves_at_once(e):
+                        assert isinstance(e, Send)
                         self._send(e.peer, e.message)
                     else:
                         rest.append(e)
@@ -1158,10 +1153,11 @@ class Node:
     async def _store_runner(self) -> None:
         while True:
             fx: list[NodeEffect] | None = None
-            if self._lazy:
+            wake = self.persist.wake_at()
+            if wake is not None:
                 # Outbox rows ride along with the next transaction; if none comes soon, they
                 # are written on their own.
-                with trio.move_on_after(LAZY_WRITE_DELAY):
+                with trio.move_on_at(wake / 1000):
                     fx = await self._jobs_recv.receive()
                 if fx is None:
                     await self._write_lazy()
@@ -1176,61 +1172,41 @@ class Node:
                 self._maybe_idle()
 
     async def _write_lazy(self) -> None:
-        lazy, self._lazy = self._lazy, []
-        if lazy:
-            try:
-                await trio.to_thread.run_sync(self.store.apply, lazy)
-            except StoreFull as err:
-                self._lazy = lazy + self._lazy  # kept in memory until the disk has room
-                await self._store_full(err, [], [])
+        commit = self.persist.idle(now_ms=self._mono_ms())
+        if commit is not None:
+            await self._commit(commit, [])
+
+    async def _commit(self, commit: Commit, tail: list[NodeEffect]) -> bool:
+        """One transaction; on a full disk, the rest of the batch is carried out refused."""
+        try:
+            await trio.to_thread.run_sync(self.store.apply, commit.ops)
+        except StoreFull as err:
+            # Nothing of it is on disk: undo it in memory and refuse what waited on it; the
+            # node goes on serving reads. (StoreError, an I/O error, ends the node: it leaves
+            # this task, a node scope.)
+            self.persist.failed(commit, now_ms=self._mono_ms())
+            await self._store_full(err, commit, tail)
+            return False
+        return True
 
     def _maybe_idle(self) -> None:
-        if not self._running and not self._storing and not self._lazy:
+        if not self._running and not self._storing and not self.persist.lazy:
             self._idle.set()
             self._idle = trio.Event()
 
     async def _carry_out(self, fx: list[NodeEffect]) -> None:
-        # Group commit: every durable effect of the batch goes to disk in one transaction
-        # (one fsync) before any effect listed after the first of them is carried out. Effects
-        # listed before it never depend on it (cores emit an effect after what it needs), so
-        # they go first: a remote ack's result is not held back by an unrelated local write.
-        # Moving durable effects ahead only makes things durable earlier, so "ack after
-        # fsync" still holds.
-        # Outbox writes do not gate anything: a submission may leave before its outbox row is
-        # on disk (if we crash first, the publish was never acknowledged to the caller, who
-        # holds an indeterminate outcome and the key), and an answered one may be reported
-        # before its row is deleted (a resubmission after a crash is answered "duplicate").
-        # They ride along with the next transaction (in order), or are written on their own
-        # when the store task has had nothing to do for LAZY_WRITE_DELAY. One exception: an
-        # indeterminate outcome tells the caller "the outbox resubmits it", so the rows are
-        # on disk before such an outcome is reported.
-        gating = []
-        for i, e in enumerate(fx):
-            op = durable_op(e)
-            if isinstance(op, OutboxWrite):
-                self._lazy.append(op)
-            elif op is not None:
-                gating.append(i)
-        if self._lazy and any(isinstance(e, Resolved) and isinstance(e.outcome, PublishTimeout)
-                              for e in fx):
-            await self._write_lazy()
-        head, tail = (fx[: gating[0]], fx[gating[0]:]) if gating else (fx, [])
-        await self._effects_after_persist(head)
-        if gating:
-            lazy, self._lazy = self._lazy, []
-            ops = lazy + [op for i in gating if (op := durable_op(fx[i])) is not None]
-            try:
-                await trio.to_thread.run_sync(self.store.apply, ops)
-            except StoreFull as err:
-                # Nothing of the batch is on disk: undo it in memory and refuse what waited
-                # on it; the node goes on serving reads. (StoreError, an I/O error, ends the
-                # node: it leaves this task, a node scope.)
-                self._lazy = lazy + self._lazy
-                await self._store_full(err, ops, tail)
+        # The order is the persist core's (p2pworld.core.persist): this only carries it out.
+        steps = self.persist.plan(fx, now_ms=self._mono_ms())
+        for i, step in enumerate(steps):
+            if isinstance(step, Carry):
+                await self._effects_after_persist(list(step.effects))
+                continue
+            tail = [e for s in steps[i + 1:] if isinstance(s, Carry) for e in s.effects] \
+                if step.gates else []
+            if not await self._commit(step, tail) and step.gates:
                 return
-            self.trace("persist", [(x.channel, x.seq) for e in tail if isinstance(e, Persist)
-                                   for x in e.entries])
-            await self._effects_after_persist(tail)
+            self.trace("persist", [(x.channel, x.seq) for op in step.ops
+                                   if isinstance(op, Persist) for x in op.entries])
         if self._world_saves and self.world_store is not None:
             rows, self._world_saves = sorted(self._world_saves.items()), {}
             try:
@@ -1239,7 +1215,7 @@ class Node:
                 # World documents are soft state (peers send them again): counted only.
                 self._count(StoreFull.code)
 
-    async def _store_full(self, err: StoreFull, ops: list[StoreOp],
+    async def _store_full(self, err: StoreFull, commit: Commit,
                           tail: list[NodeEffect]) -> None:
         """A transaction failed on a full disk: enter read-only mode (the hub refuses new
         writes), put every channel of the batch back to what the disk holds, and carry out
@@ -1252,24 +1228,13 @@ class Node:
         else:
             self._count(err.code)
         fx: list[NodeEffect] = []
-        for ch in sorted({op.record.channel for op in ops if isinstance(op, Persist)}):
+        for ch in persisted_channels(commit):
             c = await trio.to_thread.run_sync(self.store.load_channel, ch)
             fx += self.hub.restore(ch, None if c is None else (c.record, c.epochs, c.base,
                                                                 c.entries))
             self._durable[ch] = self.hub.log(ch).seq if ch in self.hub.own or \
                 ch in self.hub.replicas else 0
-        for e in tail:
-            if isinstance(e, Resolved) and isinstance(e.outcome, PublishResult):
-                fx.append(Resolved(e.req, err))
-            elif isinstance(e, Send) and isinstance(e.message, Ack):
-                a = e.message
-                fx.append(Send(e.peer, Nack(a.req, a.channel, err.code, err.message[:512])))
-            elif isinstance(e, Send) and isinstance(e.message, (Entries, Stored, Tip,
-                                                                EpochMsg)):
-                continue  # what the failed transaction held never leaves this node
-            elif not isinstance(e, (Delivered, Persist)):
-                fx.append(e)
-        await self._effects_after_persist(fx)
+        await self._effects_after_persist(fx + refused_after(err, tail))
 
     @task("node", restart=True)
     async def _store_probe(self) -> None:

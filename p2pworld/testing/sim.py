@@ -36,42 +36,28 @@ from p2pworld.auth.book import DEFAULT_SCOPES, AuthConfig, TokenBook
 from p2pworld.auth.token import Claims, mint
 from p2pworld.channel.hub import (
     ChannelHub,
-    Delivered,
-    Notice,
-    PublishResult,
-    Resolved,
 )
 from p2pworld.compute.state import encode_event
 from p2pworld.core.cores import Cores, build_cores
 from p2pworld.core.lanes import nostr_may_carry
-from p2pworld.effects import PeerMisbehaved, Send
+from p2pworld.core.persist import (
+    Pace,
+    PersistCore,
+)
 from p2pworld.errors import P2PWorldError, RemoteProtocolError
 from p2pworld.identity import Ed25519Signer, Signer, node_id, verify_raw
-from p2pworld.io.log_store import durable_op, restore_outbox
+from p2pworld.io.log_store import restore_outbox
 from p2pworld.io.world_store import MemoryWorldStore
 from p2pworld.log.entry import ChannelPolicy, Entry
+from p2pworld.testing.executor import Ack, Executor
 from p2pworld.testing.nostr_sim import DIRECT_RETRY_S, SimNostr
 from p2pworld.testing.store import MemoryLogStore
 from p2pworld.transport.frames import FramePacker, FrameReader
 from p2pworld.wire import Message, encode_message
-from p2pworld.world.core import WorldChanged, WorldConfig, WorldCore, WorldEvent, WorldSave
+from p2pworld.world.core import WorldConfig, WorldCore, WorldEvent
 from p2pworld.world.doc import NodeInfo
 
 _PACKER = FramePacker()
-
-
-@dataclass
-class Ack:
-    """One acknowledged publish, as the writer saw it."""
-
-    writer: str
-    channel: bytes
-    key: bytes
-    payload: bytes
-    seq: int
-    strength: str
-    status: str
-    at: float
 
 
 @dataclass
@@ -93,6 +79,13 @@ class SimNode:
     token: bytes | None = None
     bytes_in: int = 0
     frames_in: int = 0
+    persist: PersistCore = field(default_factory=PersistCore)
+    """The node's persist core (what must be on disk before what), as in the runtime."""
+    queue: list[Any] = field(default_factory=list)
+    """Effects waiting while the writer's pacing holds the flush back (as in the runtime)."""
+    pacing: tuple[Pace, float] | None = None
+    """The pace being waited on, and until when (simulated time)."""
+    lazy_timer: float | None = None
 
     @property
     def hub(self) -> ChannelHub | None:
@@ -129,7 +122,7 @@ class Stats:
         self.reached[what] = self.reached.get(what, 0) + 1
 
 
-class Simulator:
+class Simulator(Executor):
     """Seeded, virtual-time runs of real cores over simulated sessions."""
 
     def __init__(self, seed: int, nodes: int = 3, *, latency: float = 0.002,
@@ -263,6 +256,7 @@ class Simulator:
         if book is not None and node.token:
             book.learn(node.token, now=self.now_ms(node) / 1000, node_key=node.signer.public_key)
         hub = cores.hub
+        node.persist, node.queue, node.pacing, node.lazy_timer = PersistCore(), [], None, None
         for c in node.store.load_channels():
             hub.load(c.record, c.epochs, c.base, c.entries, c.head)
         for n in restore_outbox(node.store, hub):
@@ -600,67 +594,6 @@ class Simulator:
             if self.observer is not None:
                 self.observer(dst, src, m)
 
-    # --- effects (what the node runtime does, in the same order) ------------------------
-
-    def _carry(self, node: SimNode, fx: list[Any]) -> None:
-        hub = node.hub
-        if hub is None:
-            return
-        fx = list(fx) + hub.flush(now_ms=self.now_ms(node))
-        while fx:
-            ops = [op for e in fx if (op := durable_op(e)) is not None]
-            if ops:
-                node.store.apply(ops)
-            for e in fx:
-                self._record("fx", node.name, type(e).__name__)
-                if isinstance(e, Send):
-                    self._send(node, e.peer, e.message)
-                elif isinstance(e, Delivered):
-                    if self.nostr is not None:
-                        self.nostr.delivered(node, e)
-                    got = node.delivered.setdefault(e.channel, [])
-                    for x in e.entries:
-                        got.append((node.incarnation, x.seq, x.hash))
-                        sent = _sent_at(x)
-                        if sent is not None:
-                            self.stats.latencies.append(self.now - sent)
-                elif isinstance(e, Resolved):
-                    self._resolved(node, e)
-                elif isinstance(e, WorldSave):
-                    node.world_store.save(e.author, e.records)
-                elif isinstance(e, WorldChanged):
-                    node.world_events.append(e.event)
-                elif isinstance(e, PeerMisbehaved):
-                    self.stats.reach(f"refused:{e.error.code}")
-                elif isinstance(e, Notice):
-                    node.notices.append(e.error)
-                    code = e.error.code
-                    if code == "LOST_WRITE":
-                        self.stats.lost_notices.add((node.name, e.channel,
-                                                     int(e.error.details.get("seq", 0))))
-                    elif code == "CHECKPOINT_TOO_OLD":
-                        self.stats.reach("checkpoint_too_old")
-                    elif code == "FORKED":
-                        self.stats.reach("fork")
-                        self.stats.fork_notices.add(node.name)
-            fx = hub.flush(now_ms=self.now_ms(node))
-
-    def _resolved(self, node: SimNode, e: Resolved) -> None:
-        pend = node.pending.pop(e.req, None)
-        out = e.outcome
-        name = out.status if isinstance(out, PublishResult) else out.code
-        self.stats.outcomes[name] = self.stats.outcomes.get(name, 0) + 1
-        if pend is None:
-            return
-        ch, key, payload, _ = pend
-        if isinstance(out, PublishResult):
-            if out.status == "duplicate":
-                self.stats.reach("duplicate_submit")
-            self.stats.acks.append(Ack(node.name, ch, key, payload, out.seq, out.strength,
-                                       out.status, self.now))
-        elif out.code == "CONFLICT":
-            self.stats.reach("conflict")
-
     # --- workload API -------------------------------------------------------------------
 
     def open_channel(self, owner: str, name: str, *, policy: ChannelPolicy | None = None,
@@ -793,14 +726,3 @@ class Simulator:
                                          channel in node.hub.replicas):
                 out[name] = list(node.hub.log(channel).entries)
         return out
-
-
-def _sent_at(e: Entry) -> float | None:
-    if e.kind != "msg":
-        return None
-    try:
-        m = codec.decode(e.payload)
-        return float(m["t"]) / 1e6 if isinstance(m, dict) and isinstance(m.get("t"), int) \
-            else None
-    except P2PWorldError:
-        return None

@@ -19,14 +19,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from p2pworld import codec
-from p2pworld.channel.hub import Checkpoint
+from p2pworld.channel.hub import Checkpoint, OutboxDone, OutboxPut, Persist, SaveCursor
+from p2pworld.core.persist import StoreEffect
 from p2pworld.errors import P2PWorldError
 from p2pworld.io.log_store import (
-    CursorWrite,
-    ForkWrite,
-    OutboxWrite,
     StoredChannel,
-    Write,
     decode_channel,
     head_signature,
     written_rows,
@@ -59,7 +56,7 @@ class MemoryLogStore:
         self.aside: list[tuple[bytes, bytes, P2PWorldError]] = []
         self.syncs = 0
 
-    def write(self, batch: Iterable[Write]) -> None:
+    def write(self, batch: Iterable[Persist]) -> None:
         for w in batch:
             ch = w.record.channel
             epochs = codec.encode_frame([e.to_wire() for e in w.epochs])
@@ -87,25 +84,24 @@ class MemoryLogStore:
                 c.head = (top, c.rows[top][0], None) if top is not None else (floor, None, None)
         self.syncs += 1
 
-    def apply(self, ops: Iterable[Write | CursorWrite | OutboxWrite | ForkWrite]) -> None:
+    def apply(self, ops: Iterable[StoreEffect]) -> None:
         """Same contract as :meth:`LogStore.apply`: the whole batch is one durable write."""
         for op in ops:
-            if isinstance(op, Write):
+            if isinstance(op, Persist):
                 self.write([op])
                 self.syncs -= 1
-            elif isinstance(op, CursorWrite):
-                self.save_cursor(op.channel, op.body)
-            elif isinstance(op, OutboxWrite):
-                if op.submission is not None:
-                    self.outbox_put(op.submission, op.want)
-                else:
-                    self.outbox_done(op.channel, op.key)
+            elif isinstance(op, SaveCursor):
+                self.save_cursor(op.checkpoint)
+            elif isinstance(op, OutboxPut):
+                self.outbox_put(op.submission, op.want)
+            elif isinstance(op, OutboxDone):
+                self.outbox_done(op.channel, op.idem_key)
             else:
                 self.record_fork(op.channel, op.held, op.other)
         self.syncs += 1
 
-    def save_cursor(self, channel: bytes, body: bytes) -> None:
-        self.cursors[channel] = body
+    def save_cursor(self, checkpoint: Checkpoint) -> None:
+        self.cursors[checkpoint.channel] = codec.encode_frame(checkpoint.to_wire())
 
     def outbox_put(self, sub: Submission, want: str) -> None:
         self.outbox[(sub.channel, sub.idem_key)] = (codec.encode_frame(sub.to_wire()), want)

@@ -1,0 +1,210 @@
+"""What must be on disk before what, and when a writer's batch goes: the data path's decisions.
+
+Both executors (the trio runtime and the simulator) run this core, so every seed exercises the
+ordering that makes "ack after fsync" true, the lazy outbox and the writer's pacing.
+
+**Ordering** (:meth:`PersistCore.plan`). A batch of core effects becomes steps:
+:class:`Carry` (carry these effects out: sends, deliveries, outcomes, notices) and
+:class:`Commit` (one transaction, one fsync; the steps after it wait for it). Every durable
+effect of a batch goes in one commit before any effect listed after the first of them; effects
+listed before it never depend on it (cores emit an effect after what it needs), so they go
+first. Outbox rows gate nothing: a submission may leave before its row is on disk (a crash
+first means the publish was never acknowledged, and the caller holds an indeterminate outcome
+and its key), and an answered one may be reported before its row is deleted (a resubmission
+after a crash is answered ``duplicate``). They ride along with the next commit, or are
+committed on their own after :data:`LAZY_WRITE_MS` with nothing else to write
+(:meth:`PersistCore.idle`), and always before an indeterminate outcome is reported (it tells
+the caller "the outbox resubmits it"). Writer submissions (``Send(Submit)``) may leave ahead
+of earlier batches still on their way to disk (:func:`leaves_at_once`): they depend on nothing
+this node still has to write.
+
+**A failed commit** (the disk is full, :func:`refused_after`): nothing of it is on disk, so
+every acknowledgement that waited on it becomes a refusal and what it held never leaves the
+node; the outbox rows go back to wait for the next commit.
+
+**Pacing** (:func:`pace`). With :data:`BATCHES_IN_FLIGHT` writer batches unanswered, the next
+waits (at most :data:`BATCH_WAIT_MS`) for an answer or a full batch, so under load a few large
+batches travel instead of many small ones (every hop costs per batch: a frame, a transaction, a
+signature check); with submissions in flight (their answers wake the writer anyway), it waits
+up to :data:`NAGLE_WAIT_MS` for :data:`NAGLE_BATCH` publishes, so one signature, one frame and
+one transaction on every node cover them; a lone publish never waits.
+
+Example:
+    >>> from p2pworld.channel.hub import Delivered, Persist, Resolved
+    >>> core = PersistCore()
+    >>> steps = core.plan([Resolved(1, None), Persist(record=None), Delivered(b"c", ())],
+    ...                   now_ms=0)
+    >>> [type(s).__name__ for s in steps]
+    ['Carry', 'Commit', 'Carry']
+    >>> pace(queued=3, in_flight=5, batches_in_flight=1)
+    Pace(wait_ms=1, until_queued=64)
+    >>> pace(queued=1, in_flight=0, batches_in_flight=0).wait_ms
+    0
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from p2pworld.channel.hub import (
+    Delivered,
+    OutboxDone,
+    OutboxPut,
+    Persist,
+    PublishResult,
+    RecordFork,
+    Resolved,
+    SaveCursor,
+)
+from p2pworld.effects import Send
+from p2pworld.errors import P2PWorldError, PublishTimeout
+from p2pworld.log.entry import SIGN_BATCH
+from p2pworld.wire import Ack, Entries, EpochMsg, Nack, Stored, Submit, Tip
+
+if TYPE_CHECKING:
+    from p2pworld.core.cores import NodeEffect
+
+StoreEffect = Persist | SaveCursor | OutboxPut | OutboxDone | RecordFork
+"""The durable effects: what a store's ``apply`` takes, the one vocabulary at the store."""
+STORE_EFFECTS = (Persist, SaveCursor, OutboxPut, OutboxDone, RecordFork)
+OUTBOX_EFFECTS = (OutboxPut, OutboxDone)
+
+LAZY_WRITE_MS = 20
+"""Outbox rows with nothing else to write are committed on their own after this long."""
+BATCHES_IN_FLIGHT = 2
+BATCH_WAIT_MS = 50
+NAGLE_WAIT_MS = 1
+NAGLE_BATCH = 64
+
+
+@dataclass(frozen=True)
+class Carry:
+    """Carry out these effects, in order (none of them is durable)."""
+
+    effects: tuple[NodeEffect, ...]
+
+
+@dataclass(frozen=True)
+class Commit:
+    """Write these durable effects in one transaction; what follows waits for it."""
+
+    ops: tuple[StoreEffect, ...]
+
+    @property
+    def gates(self) -> bool:
+        """Whether what follows waits for it (a commit of outbox rows alone gates nothing)."""
+        return any(not isinstance(op, OUTBOX_EFFECTS) for op in self.ops)
+
+
+Step = Carry | Commit
+
+
+@dataclass
+class PersistCore:
+    """The ordering of one node's durable writes (see the module's docstring)."""
+
+    lazy: list[StoreEffect] = field(default_factory=list)
+    """Outbox rows not yet committed."""
+    lazy_since_ms: int | None = None
+
+    def plan(self, fx: Iterable[NodeEffect], *, now_ms: int) -> list[Step]:
+        fx = list(fx)
+        gating: list[StoreEffect] = []
+        first: int | None = None
+        for i, e in enumerate(fx):
+            if isinstance(e, OUTBOX_EFFECTS):
+                self._defer(e, now_ms)
+            elif isinstance(e, STORE_EFFECTS):
+                gating.append(e)
+                if first is None:
+                    first = i
+        steps: list[Step] = []
+        if self.lazy and any(isinstance(e, Resolved) and isinstance(e.outcome, PublishTimeout)
+                             for e in fx):
+            steps.append(self._take_lazy())
+        head, tail = (fx[:first], fx[first:]) if first is not None else (fx, [])
+        steps.append(Carry(tuple(e for e in head if not isinstance(e, STORE_EFFECTS))))
+        if gating:
+            lazy = self._take_lazy().ops
+            steps.append(Commit(lazy + tuple(gating)))
+            steps.append(Carry(tuple(e for e in tail if not isinstance(e, STORE_EFFECTS))))
+        return [s for s in steps if not (isinstance(s, Carry) and not s.effects)]
+
+    def idle(self, *, now_ms: int) -> Commit | None:
+        """The outbox rows' own commit, once they have waited :data:`LAZY_WRITE_MS`."""
+        if self.lazy and self.lazy_since_ms is not None and \
+                now_ms - self.lazy_since_ms >= LAZY_WRITE_MS:
+            return self._take_lazy()
+        return None
+
+    def wake_at(self) -> int | None:
+        """When :meth:`idle` has something to commit (None: nothing waits)."""
+        return None if not self.lazy or self.lazy_since_ms is None \
+            else self.lazy_since_ms + LAZY_WRITE_MS
+
+    def failed(self, commit: Commit, *, now_ms: int) -> None:
+        """``commit`` did not reach the disk: its outbox rows wait for the next one."""
+        rows = [op for op in commit.ops if isinstance(op, OUTBOX_EFFECTS)]
+        self.lazy[:0] = rows
+        if rows and self.lazy_since_ms is None:
+            self.lazy_since_ms = now_ms
+
+    def _defer(self, e: StoreEffect, now_ms: int) -> None:
+        self.lazy.append(e)
+        if self.lazy_since_ms is None:
+            self.lazy_since_ms = now_ms
+
+    def _take_lazy(self) -> Commit:
+        lazy, self.lazy, self.lazy_since_ms = tuple(self.lazy), [], None
+        return Commit(lazy)
+
+
+def leaves_at_once(e: NodeEffect) -> bool:
+    """A writer's submission: it may leave ahead of earlier batches still on their way to disk."""
+    return isinstance(e, Send) and isinstance(e.message, Submit)
+
+
+def persisted_channels(commit: Commit) -> list[bytes]:
+    """The channels a commit changed (to put back to what the disk holds when it failed)."""
+    return sorted({op.record.channel for op in commit.ops if isinstance(op, Persist)})
+
+
+def refused_after(err: P2PWorldError, tail: Sequence[NodeEffect]) -> list[NodeEffect]:
+    """The effects that followed a failed commit, with every acknowledgement that waited on
+    it turned into a refusal, and nothing of what it held leaving the node."""
+    out: list[NodeEffect] = []
+    for e in tail:
+        if isinstance(e, Resolved) and isinstance(e.outcome, PublishResult):
+            out.append(Resolved(e.req, err))
+        elif isinstance(e, Send) and isinstance(e.message, Ack):
+            a = e.message
+            out.append(Send(e.peer, Nack(a.req, a.channel, err.code, err.message[:512])))
+        elif isinstance(e, Send) and isinstance(e.message, (Entries, Stored, Tip, EpochMsg)):
+            continue
+        elif not isinstance(e, (Delivered, *STORE_EFFECTS)):
+            out.append(e)
+    return out
+
+
+@dataclass(frozen=True)
+class Pace:
+    """Before a flush: wait up to ``wait_ms`` (0: flush now) for ``until_queued`` publishes.
+    An executor asks again at every event while it waits, and flushes as soon as the answer
+    is another one (or the wait is over)."""
+
+    wait_ms: int
+    until_queued: int = 0
+
+
+NO_WAIT = Pace(0)
+
+
+def pace(*, queued: int, in_flight: int, batches_in_flight: int) -> Pace:
+    """How long a writer's queued publishes wait for company (see the module's docstring)."""
+    if queued and batches_in_flight >= BATCHES_IN_FLIGHT and queued < SIGN_BATCH:
+        return Pace(BATCH_WAIT_MS, SIGN_BATCH)
+    if 0 < queued < NAGLE_BATCH and in_flight:
+        return Pace(NAGLE_WAIT_MS, NAGLE_BATCH)
+    return NO_WAIT
