@@ -133,6 +133,20 @@ class TokenBook:
             self._count(e)
             raise
 
+    def admit(self, raw: bytes, *, now: float, node_key: bytes,
+              nostr_pubkey: bytes | None) -> P2PWorldError | None:
+        """Session admission, after a handshake proved ``node_key`` (and, by its
+        attestation, ``nostr_pubkey``): the peer's token must name both, grant
+        ``world:join`` and be valid now or within the membership grace (a session carries
+        reads; every write on it is checked again against a live token). None: admitted;
+        else the refusal (counted), and the session ends with it."""
+        try:
+            self.learn(raw, now=now, node_key=node_key, nostr_pubkey=nostr_pubkey, grace=True)
+            self.check_heartbeat(node_key, now=now)
+        except P2PWorldError as e:  # a refused token, or one that does not even decode
+            return e
+        return None
+
     def check_heartbeat(self, node_key: bytes, *, now: float) -> None:
         """Heartbeats are allowed under the membership grace: a token that expired less than
         ``grace_s`` ago still lets its node beat (never after revocation)."""

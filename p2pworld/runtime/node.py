@@ -38,6 +38,7 @@ from discovery.rendezvous_client import RelayPipe, RendezvousClient
 from p2pworld import codec
 from p2pworld.auth.book import REDUCER_SCOPES, AuthConfig, TokenBook
 from p2pworld.auth.control import token_request, verify_policy, verify_revocations
+from p2pworld.auth.schedule import refresh_after_s, retry_after_s
 from p2pworld.channel.hub import (
     ChannelHub,
     ChannelKnown,
@@ -50,6 +51,7 @@ from p2pworld.channel.hub import (
     Resolved,
 )
 from p2pworld.compute.core import COMPUTE_CHANNEL, compute_policy
+from p2pworld.compute.keys import op_key
 from p2pworld.compute.state import Request as ComputeRequest
 from p2pworld.compute.state import encode_event
 from p2pworld.core.cores import Cores, NodeEffect, build_cores
@@ -812,11 +814,11 @@ class Node:
         return self.cores.compute.eligible(self.cores.compute_logs(), me.caps if me else None,
                                            now_ms=_now_ms())
 
-    async def _compute_op(self, channel: bytes, rid: str, op: str, key: str,
-                          **fields: Any) -> PublishResult:
+    async def _compute_op(self, channel: bytes, rid: str, op: str, **fields: Any
+                          ) -> PublishResult:
+        key = op_key(rid, op, by=self.node_id, attempt=int(fields.get("attempt", 0)))
         try:
-            return await self.publish(channel, encode_event(op, rid=rid, **fields),
-                                      key=f"{rid}/{key}/{self.node_id.hex()[:16]}".encode())
+            return await self.publish(channel, encode_event(op, rid=rid, **fields), key=key)
         except Conflict as e:
             r = self.compute_request(channel, rid)
             who = r.accepted_by or r.assignee if r else None
@@ -828,34 +830,32 @@ class Node:
                             sla_ms: int = 0) -> PublishResult:
         """Offer to run a request. Raises ``Conflict`` (with ``details["assignee"]``) if it
         is already assigned to someone else."""
-        return await self._compute_op(channel, rid, "offer", "offer", price=price,
-                                      sla_ms=sla_ms)
+        return await self._compute_op(channel, rid, "offer", price=price, sla_ms=sla_ms)
 
     async def accept_compute(self, channel: bytes, rid: str) -> PublishResult:
         """``accept_compute``: the assigned provider accepts (``Conflict`` for anyone else)."""
         r = self.compute_request(channel, rid)
-        return await self._compute_op(channel, rid, "accept", f"accept/{r.attempt if r else 0}",
-                                      attempt=r.attempt if r else 0)
+        attempt = r.attempt if r else 0
+        return await self._compute_op(channel, rid, "accept", attempt=attempt)
 
     async def reject_compute(self, channel: bytes, rid: str, reason: str) -> PublishResult:
         """``reject_compute``: the assigned provider declines; the next offer is assigned."""
         r = self.compute_request(channel, rid)
-        return await self._compute_op(channel, rid, "reject", f"reject/{r.attempt if r else 0}",
-                                      attempt=r.attempt if r else 0, reason=reason)
+        attempt = r.attempt if r else 0
+        return await self._compute_op(channel, rid, "reject", attempt=attempt, reason=reason)
 
     async def complete_compute(self, channel: bytes, rid: str, data: bytes, *,
                                status: str = "success") -> PublishResult:
         """The accepted provider returns the result (``success``, ``error`` or ``partial``)."""
-        return await self._compute_op(channel, rid, "result", "result", status=status,
-                                      data=data)
+        return await self._compute_op(channel, rid, "result", status=status, data=data)
 
     async def cancel_compute(self, channel: bytes, rid: str) -> PublishResult:
         """The requester cancels a request that has not ended."""
-        return await self._compute_op(channel, rid, "cancel", "cancel")
+        return await self._compute_op(channel, rid, "cancel")
 
     async def paid_compute(self, channel: bytes, rid: str) -> PublishResult:
         """The requester marks a ``paid``-class job paid (payment itself is the runtime's)."""
-        return await self._compute_op(channel, rid, "paid", "paid")
+        return await self._compute_op(channel, rid, "paid")
 
     def compute_feed(self, *, cursor: dict[bytes, int] | None = None) -> ComputeFeed:
         """The provider-scoped subscription (live): requests this node's live ad satisfies,
@@ -1450,21 +1450,13 @@ class Node:
             self._peers_changed = trio.Event()
 
     def _check_peer_token(self, s: Session) -> P2PWorldError | None:
-        """Direct calls are checked in the session handshake: the peer's token must name the
-        key it proved and the Nostr key of its attestation, grant ``world:join``, and be valid
-        now or within the membership grace (a session carries reads; every write on it is
-        checked again against a live token)."""
+        """Direct calls are checked in the session handshake (``TokenBook.admit``)."""
         book = self.cores.auth
         if book is None:
             return None
         r = s.result
-        try:
-            book.learn(r.peer_token or b"", now=time.time(), node_key=r.peer_key,
-                       nostr_pubkey=r.peer_attestation.nostr_pubkey, grace=True)
-            book.check_heartbeat(r.peer_key, now=time.time())
-        except P2PWorldError as e:
-            return e
-        return None
+        return book.admit(r.peer_token or b"", now=time.time(), node_key=r.peer_key,
+                          nostr_pubkey=r.peer_attestation.nostr_pubkey)
 
     @task("peer")
     async def _close_session(self, s: Session, reason: P2PWorldError) -> None:
@@ -1876,21 +1868,19 @@ class Node:
 
     @task("request", restart=True)
     async def _auth_loop(self) -> None:
-        """Refresh before expiry (at 80% of the lifetime, minus up to 10% jitter); while the
-        control service is unreachable retry every few seconds, so writes resume well within
-        two refresh intervals after it returns."""
+        """Refresh before expiry and retry while the control service is unreachable, when
+        :mod:`p2pworld.auth.schedule` says (the simulator asks it too)."""
         assert self.config.control is not None
         while True:
-            exp = self.token_expires or int(time.time())
-            life = max(10.0, exp - time.time())
-            await trio.sleep(max(1.0, life * (0.8 - 0.1 * self._rng.random())))
+            exp, start = self.token_expires or int(time.time()), time.time()
+            await trio.sleep(refresh_after_s(expires_at=exp, now=start, rng=self._rng))
             while True:
                 try:
                     await self._refresh_token()
                     break
                 except P2PWorldError:
                     self.auth_stats["refresh_failures"] += 1
-                    await trio.sleep(min(5.0, max(1.0, life / 20)))
+                    await trio.sleep(retry_after_s(expires_at=exp, now=start))
 
     @task("node", restart=True)
     async def _ticker(self) -> None:

@@ -32,11 +32,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from p2pworld import codec
-from p2pworld.auth.book import DEFAULT_SCOPES, AuthConfig, TokenBook
-from p2pworld.auth.token import Claims, mint
+from p2pworld.auth.book import AuthConfig, TokenBook
 from p2pworld.channel.hub import (
     ChannelHub,
 )
+from p2pworld.compute.keys import op_key
 from p2pworld.compute.state import encode_event
 from p2pworld.core.cores import Cores, build_cores
 from p2pworld.core.lanes import nostr_may_carry
@@ -49,6 +49,7 @@ from p2pworld.identity import Ed25519Signer, Signer, node_id, verify_raw
 from p2pworld.io.log_store import restore_outbox
 from p2pworld.io.world_store import MemoryWorldStore
 from p2pworld.log.entry import ChannelPolicy, Entry
+from p2pworld.testing.control_sim import SIM_NOSTR_KEY, SimControl
 from p2pworld.testing.executor import Ack, Executor
 from p2pworld.testing.nostr_sim import DIRECT_RETRY_S, SimNostr
 from p2pworld.testing.store import MemoryLogStore
@@ -86,6 +87,9 @@ class SimNode:
     pacing: tuple[Pace, float] | None = None
     """The pace being waited on, and until when (simulated time)."""
     lazy_timer: float | None = None
+    token_exp: float = 0.0
+    """When the node's token expires, as its claims say (0: it has none)."""
+    refresh_from: float = 0.0
 
     @property
     def hub(self) -> ChannelHub | None:
@@ -122,7 +126,7 @@ class Stats:
         self.reached[what] = self.reached.get(what, 0) + 1
 
 
-class Simulator(Executor):
+class Simulator(Executor, SimControl):
     """Seeded, virtual-time runs of real cores over simulated sessions."""
 
     def __init__(self, seed: int, nodes: int = 3, *, latency: float = 0.002,
@@ -248,6 +252,7 @@ class Simulator(Executor):
                                                          node.incarnation)).digest())
         inc = node.world_store.bump_incarnation()
         book = TokenBook(AuthConfig(keys=dict(self.auth_config.keys))) if self.auth else None
+        node.token_exp = 0.0
         node.token = self._mint(node) if self.auth else None
         cores = build_cores(node.signer, workspace=self.workspace, rng=rng, incarnation=inc,
                             world_records=node.world_store.load(),
@@ -272,61 +277,7 @@ class Simulator(Executor):
                                                    now_ms=self.now_ms(node)))
             self.at(self.rng.random() * self.tick_interval, lambda: self._tick(node, gen))
         if self.auth:
-            delay = 2.0 if not node.token else self.token_ttl * (
-                0.8 - 0.1 * self.rng.random())
-            self.at(delay, lambda: self._refresh(node, gen))
-
-    # --- the simulated control service --------------------------------------------------
-
-    def _mint(self, node: SimNode) -> bytes | None:
-        """A token from the control service (its clock is true time), if it is reachable."""
-        if not self.control_up or node.name in self.control_cut or node.name in self.revoked_at:
-            return None
-        iat = int(self.now)
-        exp = iat + int(self.token_ttl)
-        n = sum(len(v) for v in self.minted.values())
-        self.minted.setdefault(node.name, []).append((iat, exp))
-        claims = Claims(org="sim", user=node.name, device=node.name, session="s",
-                        node_key=node.signer.public_key, nostr_pubkey=bytes(32),
-                        scopes=DEFAULT_SCOPES, issued_at=iat, expires_at=exp,
-                        token_id=n.to_bytes(16, "big"))
-        return mint(claims, self.control, kid="k1")
-
-    def _refresh(self, node: SimNode, gen: int) -> None:
-        if node.cores is None or node.incarnation != gen:
-            return
-        raw = self._mint(node)
-        if raw is None:
-            self.stats.reach("token_refresh_failed")
-            if self.sessions and any(node.name in p for p in self.blocked_pairs()):
-                self.stats.reach("token_refresh_during_partition")
-            self.at(2.0, lambda: self._refresh(node, gen))
-            return
-        first = node.token is None
-        node.token = raw
-        w = node.cores.world
-        self._carry(node, w.set_token(raw, now_ms=self.now_ms(node)))
-        if first and self.world_on:
-            self._carry(node, w.join(NodeInfo(device=node.name), now_ms=self.now_ms(node)))
-        self.stats.reach("token_refresh")
-        self.at(self.token_ttl * (0.8 - 0.1 * self.rng.random()),
-                lambda: self._refresh(node, gen))
-
-    REVOCATION_POLL = 30.0
-
-    def revoke(self, name: str) -> None:
-        """The control service revokes a node; every node learns it at its next revocation
-        poll (within :attr:`REVOCATION_POLL` seconds), as real nodes do."""
-        nid = self.nodes[name].signer_id
-        self.revoked_at[name] = self.now
-        for other in sorted(self.nodes):
-            node = self.nodes[other]
-
-            def apply(node: SimNode = node) -> None:
-                if node.cores is not None and node.cores.auth is not None:
-                    node.cores.auth.revoke(nodes=frozenset({nid}))
-
-            self.at(self.rng.random() * self.REVOCATION_POLL, apply)
+            self._schedule_refresh(node, gen)
 
     def any_node(self, name: str) -> SimNode:
         """A node by name, retired or not."""
@@ -385,7 +336,8 @@ class Simulator(Executor):
     def _provide(self, node: SimNode) -> list[Any]:
         """A simple provider application: offer on every eligible request, accept when
         assigned, return a result on the next tick. Duplicated submissions are idempotent
-        (same keys); refusals are expected (``Conflict``) and counted by the hub."""
+        (the node's own keys, :func:`~p2pworld.compute.keys.op_key`); refusals are expected
+        (``Conflict``) and counted by the hub."""
         cores = node.cores
         assert cores is not None and cores.compute is not None
         now = self.now_ms(node)
@@ -396,7 +348,7 @@ class Simulator(Executor):
                                             if ad_owner else None, now_ms=now):
             fx += cores.hub.publish(ch, encode_event("offer", rid=r.rid, price=node.index,
                                                      sla_ms=0),
-                                    idem_key=f"{r.rid}/offer/{node.name}".encode(),
+                                    idem_key=op_key(r.rid, "offer", by=me),
                                     now_ms=now)[1]
             self.stats.reach("compute_offer")
         for log in cores.compute_logs():
@@ -408,22 +360,21 @@ class Simulator(Executor):
                     # someone else: the sequencer must refuse it with a Conflict.
                     fx += cores.hub.publish(log.record.channel, encode_event(
                         "accept", rid=rid, attempt=r.attempt),
-                        idem_key=f"{rid}/{node.name}/{r.attempt}/grab".encode(),
+                        idem_key=op_key(rid, "accept", by=me, attempt=r.attempt),
                         now_ms=now)[1]
                     self.stats.reach("compute_grab")
                 if r.assignee != me or r.terminal:
                     continue
-                key = f"{rid}/{node.name}/{r.attempt}"
                 if r.phase == "assigned":
                     op, extra = ("reject", {"reason": "busy"}) if \
                         self.rng.random() < self.reject_rate else ("accept", {})
                     fx += cores.hub.publish(log.record.channel, encode_event(
                         op, rid=rid, attempt=r.attempt, **extra),
-                        idem_key=f"{key}/{op}".encode(), now_ms=now)[1]
+                        idem_key=op_key(rid, op, by=me, attempt=r.attempt), now_ms=now)[1]
                 elif r.phase in ("accepted", "processing"):
                     fx += cores.hub.publish(log.record.channel, encode_event(
                         "result", rid=rid, status="success", data=b"done"),
-                        idem_key=f"{key}/result".encode(), now_ms=now)[1]
+                        idem_key=op_key(rid, "result", by=me), now_ms=now)[1]
         return fx
 
     def crash(self, name: str) -> None:
@@ -512,16 +463,12 @@ class Simulator(Executor):
                 self._connect(*sorted(pair))
 
     def _handshake_tokens(self, na: SimNode, nb: SimNode) -> bool:
-        """What the node runtime checks after a handshake, on each side's own clock."""
+        """The node's session admission (``TokenBook.admit``), on each side's own clock."""
         for me, peer in ((na, nb), (nb, na)):
             book = me.cores.auth if me.cores else None
-            if book is None:
-                continue
-            try:
-                book.learn(peer.token or b"", now=self.now_ms(me) / 1000,
-                           node_key=peer.signer.public_key, grace=True)
-                book.check_heartbeat(peer.signer.public_key, now=self.now_ms(me) / 1000)
-            except P2PWorldError:
+            if book is not None and book.admit(
+                    peer.token or b"", now=self.now_ms(me) / 1000,
+                    node_key=peer.signer.public_key, nostr_pubkey=SIM_NOSTR_KEY) is not None:
                 return False
         return True
 

@@ -1,0 +1,102 @@
+"""The simulated control service: tokens minted on true time, refreshed when the node's own
+token schedule says (:mod:`p2pworld.auth.schedule`), revocations learned at the next poll."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from p2pworld.auth.book import DEFAULT_SCOPES
+from p2pworld.auth.schedule import refresh_after_s, retry_after_s
+from p2pworld.auth.token import Claims, mint
+from p2pworld.world.doc import NodeInfo
+
+if TYPE_CHECKING:
+    import random
+
+    from p2pworld.identity import Signer
+    from p2pworld.testing.sim import SimNode, Stats
+
+SIM_NOSTR_KEY = bytes(32)
+"""The Nostr key the simulated control service's tokens name (the simulator runs no Nostr
+keys)."""
+
+
+class SimControl:
+    """The control-service half of :class:`~p2pworld.testing.sim.Simulator`."""
+
+    now: float
+    rng: random.Random
+    stats: Stats
+    nodes: dict[str, SimNode]
+    control: Signer
+    control_up: bool
+    control_cut: set[str]
+    revoked_at: dict[str, float]
+    minted: dict[str, list[tuple[int, int]]]
+    token_ttl: float
+    world_on: bool
+    sessions: set[frozenset[str]]
+
+    if TYPE_CHECKING:
+        def now_ms(self, node: SimNode) -> int: ...
+        def at(self, delay: float, fn: Callable[[], None]) -> None: ...
+        def blocked_pairs(self) -> set[tuple[str, str]]: ...
+        def _carry(self, node: SimNode, fx: list[Any], *, paced: bool = False) -> None: ...
+
+    def _mint(self, node: SimNode) -> bytes | None:
+        """A token from the control service (its clock is true time), if it is reachable."""
+        if not self.control_up or node.name in self.control_cut or node.name in self.revoked_at:
+            return None
+        iat = int(self.now)
+        exp = iat + int(self.token_ttl)
+        n = sum(len(v) for v in self.minted.values())
+        self.minted.setdefault(node.name, []).append((iat, exp))
+        node.token_exp = exp  # the claim (the control service's clock), as a node holds it
+        claims = Claims(org="sim", user=node.name, device=node.name, session="s",
+                        node_key=node.signer.public_key, nostr_pubkey=SIM_NOSTR_KEY,
+                        scopes=DEFAULT_SCOPES, issued_at=iat, expires_at=exp,
+                        token_id=n.to_bytes(16, "big"))
+        return mint(claims, self.control, kid="k1")
+
+    def _refresh(self, node: SimNode, gen: int) -> None:
+        if node.cores is None or node.incarnation != gen:
+            return
+        raw = self._mint(node)
+        if raw is None:
+            self.stats.reach("token_refresh_failed")
+            if self.sessions and any(node.name in p for p in self.blocked_pairs()):
+                self.stats.reach("token_refresh_during_partition")
+            self.at(retry_after_s(expires_at=node.token_exp, now=node.refresh_from),
+                    lambda: self._refresh(node, gen))
+            return
+        first = node.token is None
+        node.token = raw
+        w = node.cores.world
+        self._carry(node, w.set_token(raw, now_ms=self.now_ms(node)))
+        if first and self.world_on:
+            self._carry(node, w.join(NodeInfo(device=node.name), now_ms=self.now_ms(node)))
+        self.stats.reach("token_refresh")
+        self._schedule_refresh(node, gen)
+
+    def _schedule_refresh(self, node: SimNode, gen: int) -> None:
+        """When the node's token schedule (``p2pworld.auth.schedule``) says, on its clock."""
+        node.refresh_from = self.now_ms(node) / 1000
+        self.at(refresh_after_s(expires_at=node.token_exp, now=node.refresh_from, rng=self.rng),
+                lambda: self._refresh(node, gen))
+
+    REVOCATION_POLL = 30.0
+
+    def revoke(self, name: str) -> None:
+        """The control service revokes a node; every node learns it at its next revocation
+        poll (within :attr:`REVOCATION_POLL` seconds), as real nodes do."""
+        nid = self.nodes[name].signer_id
+        self.revoked_at[name] = self.now
+        for other in sorted(self.nodes):
+            node = self.nodes[other]
+
+            def apply(node: SimNode = node) -> None:
+                if node.cores is not None and node.cores.auth is not None:
+                    node.cores.auth.revoke(nodes=frozenset({nid}))
+
+            self.at(self.rng.random() * self.REVOCATION_POLL, apply)

@@ -1,0 +1,72 @@
+"""The simulator holds no copy of node policy: where the node decides something (what is on
+disk before what, the writer's pacing, session admission, when a token is refreshed, which key
+a compute op uses), the runtime and the simulator call the same core. This test finds the
+copies that used to be there (f-string idempotency keys, token checks by hand, the refresh
+fractions, durable effects applied outside the persist core's plan) and checks that both
+executors name each shared core."""
+
+from __future__ import annotations
+
+import ast
+
+import pytest
+
+from . import layout
+
+SIMULATOR = {m: p for m, p in layout.modules_of({"simulator"}).items()}
+RUNTIME = layout.ROOT / "p2pworld/runtime/node.py"
+
+SHARED = {
+    "pace": "the writer's pacing (p2pworld.core.persist)",
+    "PersistCore": "what must be on disk before what (p2pworld.core.persist)",
+    "leaves_at_once": "which effects leave ahead of earlier commits (p2pworld.core.persist)",
+    "admit": "session admission (TokenBook.admit)",
+    "refresh_after_s": "when a token is refreshed (p2pworld.auth.schedule)",
+    "retry_after_s": "when a failed refresh is retried (p2pworld.auth.schedule)",
+    "op_key": "compute idempotency keys (p2pworld.compute.keys)",
+}
+
+
+def names(path: layout.Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    return {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)} | {
+        n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)}
+
+
+@pytest.mark.parametrize("name", sorted(SHARED))
+def test_both_executors_use_the_shared_core(name: str) -> None:
+    sim = set().union(*(names(p) for p in SIMULATOR.values()))
+    assert name in names(RUNTIME), f"the runtime does not use {SHARED[name]}"
+    assert name in sim, f"the simulator does not use {SHARED[name]}"
+
+
+def copies(source: str) -> list[str]:
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.keyword) and node.arg == "idem_key" and isinstance(
+                node.value, ast.Call) and isinstance(node.value.func, ast.Attribute) and \
+                isinstance(node.value.func.value, ast.JoinedStr):
+            found.append(f"line {node.lineno}: an idempotency key made by hand")
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and (
+                node.func.attr == "check_heartbeat" or (node.func.attr == "learn" and any(
+                    k.arg == "grace" for k in node.keywords))):
+            # (A node learning its own token at start is not admission.)
+            found.append(f"line {node.lineno}: a token check by hand ({node.func.attr})")
+        if isinstance(node, ast.Constant) and node.value in (0.8,):
+            found.append(f"line {node.lineno}: the token refresh fraction")
+        if isinstance(node, ast.Name) and node.id in {"durable_op", "STORE_EFFECTS"}:
+            found.append(f"line {node.lineno}: durable effects picked outside the plan")
+    return found
+
+
+@pytest.mark.parametrize("module", sorted(SIMULATOR))
+def test_the_simulator_holds_no_copy(module: str) -> None:
+    assert not copies(SIMULATOR[module].read_text()), module
+
+
+def test_the_copy_check_can_fail() -> None:
+    old = ('hub.publish(ch, b"", idem_key=f"{rid}/offer/{name}".encode(), now_ms=0)\n'
+           'book.learn(raw, now=0, node_key=k, grace=True)\n'
+           'delay = ttl * (0.8 - 0.1 * rng.random())\n'
+           'ops = [op for e in fx if (op := durable_op(e)) is not None]\n')
+    assert len(copies(old)) == 4
