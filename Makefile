@@ -30,11 +30,14 @@ test: $(STAMP) $(RELAY_STAMP)
 	$(BIN)/ruff check p2pworld discovery tests simulations benchmarks
 	$(BIN)/mypy
 	$(BIN)/python -m simulations run --scenario all --seeds 0:20 --brief
+	$(BIN)/python -m simulations run --scenario all --seeds 0:2 --stores sqlite --heavy-seeds 1 --brief
 	$(BIN)/python -m pytest -q --durations=15
 
-# A long seeded sweep of every scenario (not part of make test).
+# A long seeded sweep of every scenario (not part of make test), and a shorter one on the
+# real sqlite stores.
 soak: $(STAMP)
-	$(BIN)/python -m simulations run --scenario all --seeds 0:2000 --brief
+	$(BIN)/python -m simulations run --scenario all --seeds 0:2000 --heavy-seeds 100 --brief
+	$(BIN)/python -m simulations run --scenario all --seeds 0:200 --stores sqlite --brief
 
 # A local Nostr relay on 127.0.0.1:7777 for `p2pworld demo --relay ws://127.0.0.1:7777`
 # (foreground; Ctrl-C stops it). Its storage lives in .relay-data/.

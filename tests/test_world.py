@@ -388,3 +388,44 @@ def test_the_world_store_refuses_another_format(tmp_path: Path) -> None:
     db.close()
     with pytest.raises(UnsupportedVersion):
         WorldStore(tmp_path / "world.db")
+
+
+@given(st.lists(st.tuples(st.integers(0, 5), st.booleans(), st.booleans()), max_size=25))
+@settings(max_examples=60, deadline=None)
+def test_a_kept_live_document_changes_no_view(ops: list[tuple[int, bool, bool]]) -> None:
+    # A replica keeps its author's live CRDT document between changes (the holder may drop
+    # it at any time): applied with it, rebuilt without it, or after a refused update that
+    # may have touched it, every view and state hash is the same.
+    from p2pworld.world.doc import LinkInfo
+
+    author = AuthorDoc(A, 1)
+    start = author.start()
+    kept, rebuilt = DocReplica(A.public_key), DocReplica(A.public_key)
+    kept.apply(start)
+    rebuilt.apply(start)
+    for target, drop, refuse in ops:
+        peer = bytes([target]) * 32
+        if refuse:
+            bad = DocUpdate.create(A, inc=1, seq=kept.position[1] + 1, kind="delta",
+                                   data=b"\xff not crdt", prev=kept.head)
+            with pytest.raises(DecodeError):
+                kept.apply(bad)
+        u = author.drop_link(peer) if drop else author.set_link(
+            LinkInfo(target=peer, state="direct"))
+        kept.apply(u)
+        rebuilt.live = None  # the holder dropped it: rebuilt from the records
+        rebuilt.apply(u)
+        assert kept.view == rebuilt.view and kept.state_hash() == rebuilt.state_hash()
+
+
+def test_live_documents_are_kept_for_the_most_recently_changed_authors_only() -> None:
+    from p2pworld.world.doc import LiveDocs
+
+    holder = LiveDocs(limit=2)
+    reps = []
+    for n in (11, 12, 13):
+        signer = Ed25519Signer(bytes([n]) * 32)
+        rep = DocReplica(signer.public_key, holder=holder)
+        rep.apply(AuthorDoc(signer, 1).start())
+        reps.append(rep)
+    assert [r.live is not None for r in reps] == [False, True, True]

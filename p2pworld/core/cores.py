@@ -16,13 +16,14 @@ Example:
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from p2pworld.auth.book import TokenBook
-from p2pworld.channel.hub import ChannelHub, Effect
+from p2pworld.channel.hub import ChannelHub, Effect, Notice
 from p2pworld.compute.core import ComputeCore
 from p2pworld.compute.state import REQUESTER_OPS, decode_event
+from p2pworld.errors import P2PWorldError
 from p2pworld.identity import Signer, node_id, verify_raw
 from p2pworld.log.entry import Submission
 from p2pworld.log.sequencer import ChannelLog
@@ -47,6 +48,7 @@ class Cores:
     world: WorldCore
     auth: TokenBook | None = None
     compute: ComputeCore | None = None
+    _token_noticed: P2PWorldError | None = field(default=None, repr=False)
 
     def compute_logs(self) -> list[ChannelLog]:
         """Every compute channel this node holds (its own and the ones it replicates)."""
@@ -89,6 +91,17 @@ class Cores:
 
     def peer_down(self, peer: bytes) -> list[NodeEffect]:
         return [*self.hub.peer_down(peer), *self.world.peer_down(peer)]
+
+    def own_world(self, fx: list[WorldEffect]) -> list[NodeEffect]:
+        """A best-effort update of this node's own world document (a link, a session); if it
+        was skipped because this node's own token no longer covers it (expired in a control
+        outage, revoked), a notice, once per cause."""
+        out: list[NodeEffect] = list(fx)
+        refused = self.world.own_refused
+        if refused is not None and refused is not self._token_noticed:
+            self._token_noticed = refused
+            out.append(Notice(b"", refused, scope="node", subject="token"))
+        return out
 
     def receive(self, peer: bytes, msg: Message, *, now_ms: int) -> list[NodeEffect]:
         if isinstance(msg, WORLD_MESSAGES):

@@ -79,7 +79,7 @@ from p2pworld.log.verify import (
 
 STORE_FORMAT = 4
 
-__all__ = ["LogStore", "StoredChannel", "restore_outbox", "decode_channel", "written_rows",
+__all__ = ["LogStore", "StoredChannel", "load_into", "restore_outbox", "decode_channel", "written_rows",
            "sqlite_check", "STORE_FORMAT"]
 
 REPAIR_HINT = "run `p2pworld log repair` on it (rebuilds the indexes, then verifies)"
@@ -499,6 +499,19 @@ class LogStore:
     def close(self) -> None:
         self.db.close()
 
+    def copy_into(self, other: LogStore) -> LogStore:
+        """Copy what this store holds, as committed, over ``other`` (sqlite's backup API);
+        returns ``other`` opened again. An old copy of a store, for tests of a rollback."""
+        self.db.backup(other.db)
+        return other.crash()
+
+    def crash(self) -> LogStore:
+        """What a process killed now leaves behind, opened again: the file as committed
+        (every write is one committed transaction, so nothing else was pending). The
+        simulator's crash on the real store, and a test's view of ``kill -9``."""
+        self.db.close()
+        return LogStore(self.path)
+
 
 def channel_row(r: tuple[Any, ...], *, legacy: bool = False) -> ChannelRow:
     """A ``channels`` row as :class:`LogStore` selects it (``legacy``: from a store of an
@@ -511,6 +524,23 @@ def channel_row(r: tuple[Any, ...], *, legacy: bool = False) -> ChannelRow:
                       head_seq=None if head_seq is None else int(head_seq),
                       head_hash=None if head_hash is None else bytes(head_hash),
                       head_sig=None if head_sig is None else bytes(head_sig))
+
+
+def load_into(hub: ChannelHub, store: Any, loaded: list[StoredChannel]) -> list[Notice]:
+    """What a node takes from its store at start, the runtime and the simulator alike:
+    ``loaded`` (``store.load_channels(quarantine=True)``) into ``hub``, every damaged channel
+    quarantined with a notice, the checkpoints of the others, and the outbox
+    (:func:`restore_outbox`). Returns the notices."""
+    for c in loaded:
+        hub.load(c.record, c.epochs, c.base, c.entries, c.head)
+    notices = []
+    for ch, err in sorted(store.quarantined.items()):
+        hub.quarantine(ch, err)
+        notices.append(Notice(ch, err, scope="channel", subject=ch.hex()))
+    for cp in store.load_cursors():
+        if cp.channel not in store.quarantined:
+            hub.load_cursor(cp)
+    return notices + restore_outbox(store, hub)
 
 
 def restore_outbox(store: Any, hub: ChannelHub) -> list[Notice]:

@@ -120,6 +120,9 @@ class MemoryWorldStore:
         self.incarnation = 0
         self.docs: dict[bytes, tuple[bytes, ...]] = {}
 
+    def close(self) -> None:
+        """Nothing to close (the same method as :class:`WorldStore`'s)."""
+
     def bump_incarnation(self) -> int:
         self.incarnation += 1
         return self.incarnation

@@ -98,7 +98,7 @@ from p2pworld.io.home import NodeHome
 from p2pworld.io.http import http_json
 from p2pworld.io.log_store import (
     LogStore,
-    restore_outbox,
+    load_into,
 )
 from p2pworld.io.nostr_lane import NostrPipe
 from p2pworld.io.nostr_service import BridgeFeed, NostrService
@@ -507,7 +507,6 @@ class Node:
         self._mirror_req: dict[str, str] = {}
         self._lanes_seen: dict[bytes, dict[int, str]] = {}
         self._lanes_top: dict[bytes, int] = {}  # highest seq in _lanes_seen (O(1) lane_of)
-        self._token_noticed: P2PWorldError | None = None
         self._pre_handshake: dict[trio.CancelScope, None] = {}
         """Incoming connections that have not finished their handshake, oldest first."""
         self._closing: weakref.WeakSet[Session | RelayPipe | NostrPipe] = weakref.WeakSet()
@@ -1421,26 +1420,16 @@ class Node:
         self._peers_changed = trio.Event()
         now = _now_ms()
         self._submit(self.cores.peer_up(pid, s.result.peer_key, now_ms=now))
-        self._world_update(self.world.set_link(LinkInfo(
+        self._submit(self.cores.own_world(self.world.set_link(LinkInfo(
             target=pid, state="nostr" if s.address.startswith("nostr:") else "direct",
-            capabilities=("v1",)), now_ms=now))
+            capabilities=("v1",)), now_ms=now)))
         return True
-
-    def _world_update(self, fx: Sequence[NodeEffect]) -> None:
-        """Carry out a best-effort update of this node's own world document; if it was
-        skipped because this node's own token no longer covers it (expired in a control
-        outage, revoked), say so once per cause on ``notices()``."""
-        self._submit(fx)
-        refused = self.world.own_refused
-        if refused is not None and refused is not self._token_noticed:
-            self._token_noticed = refused
-            self._notice(Notice(b"", refused, scope="node", subject="token"))
 
     def _forget(self, pid: bytes, s: Session) -> None:
         if self.sessions.get(pid) is s:
             del self.sessions[pid]
             self._submit(self.cores.peer_down(pid))
-            self._world_update(self.world.drop_link(pid, now_ms=_now_ms()))
+            self._submit(self.cores.own_world(self.world.drop_link(pid, now_ms=_now_ms())))
             p = self._peer(pid)
             p.state = "backoff"
             if s.close_reason is not None and s.close_reason.code != SessionClosed.code:
@@ -1451,12 +1440,10 @@ class Node:
 
     def _check_peer_token(self, s: Session) -> P2PWorldError | None:
         """Direct calls are checked in the session handshake (``TokenBook.admit``)."""
-        book = self.cores.auth
-        if book is None:
-            return None
-        r = s.result
-        return book.admit(r.peer_token or b"", now=time.time(), node_key=r.peer_key,
-                          nostr_pubkey=r.peer_attestation.nostr_pubkey)
+        book, r = self.cores.auth, s.result
+        return None if book is None else book.admit(
+            r.peer_token or b"", now=time.time(), node_key=r.peer_key,
+            nostr_pubkey=r.peer_attestation.nostr_pubkey)
 
     @task("peer")
     async def _close_session(self, s: Session, reason: P2PWorldError) -> None:
@@ -1927,9 +1914,9 @@ class Node:
             await self.nostr.goodbye()
         with trio.move_on_after(1.0):
             now = _now_ms()
-            self._world_update(self.world.set_session(SessionInfo(
+            self._submit(self.cores.own_world(self.world.set_session(SessionInfo(
                 session_id=self.session_id, workspace=self.config.workspace,
-                started_ms=self._session_start, ended_ms=now), now_ms=now))
+                started_ms=self._session_start, ended_ms=now), now_ms=now)))
             try:
                 self._submit(self.world.leave(now_ms=now))
             except P2PWorldError as e:
@@ -2154,7 +2141,6 @@ async def _open_node(config: NodeConfig, identity: NodeIdentity | None, home: No
         # Damage to the file surfaces here as StoreCorrupt naming it, before anything runs;
         # a damaged channel is quarantined and the others are served.
         loaded = store.load_channels(quarantine=True)
-        cursors = store.load_cursors()
         async with _one_error(caller), trio.open_nursery() as nursery:
             node = Node(config, ident, store, nursery, world_store=world_store,
                         incarnation=incarnation, world_records=world_records, auth=auth,
@@ -2162,18 +2148,11 @@ async def _open_node(config: NodeConfig, identity: NodeIdentity | None, home: No
             node_ref.append(node)
             node.policy, node.transport_mode = policy, mode
             node.hub.startup_check_ms = int(config.startup_check_s * 1000)
+            for n in load_into(node.hub, store, loaded):
+                node._notice(n)
             for c in loaded:
-                node.hub.load(c.record, c.epochs, c.base, c.entries, c.head)
                 node._loaded_heads[c.record.channel] = node.hub.log(c.record.channel).seq
                 node._durable[c.record.channel] = node._loaded_heads[c.record.channel]
-            for ch, err in sorted(store.quarantined.items()):
-                node.hub.quarantine(ch, err)
-                node._notice(Notice(ch, err, scope="channel", subject=ch.hex()))
-            for cp in cursors:
-                if cp.channel not in store.quarantined:
-                    node.hub.load_cursor(cp)
-            for n in restore_outbox(store, node.hub):
-                node._notice(n)
             await node._serve()
             sup = node.sup
             sup.spawn(node._effect_runner, key="effects")

@@ -11,6 +11,10 @@
 * ``diverged`` — after heal, nodes' heads or state hashes differ.
 * ``replay_mismatch`` — replaying a node's store (from zero, and from a mid-log snapshot plus
   the tail) does not give the node's state hash.
+* ``store_refused`` — a node's own store refused one of its channels at a restart (the
+  channel was quarantined): a crash must leave every store whole (:func:`check_stores`).
+* ``crashed`` — a core raised out of an input and the run could not go on (counted by the
+  runner): in the runtime that would end a scope or the node.
 * Bridge (:func:`check_bridge`, runs with the Nostr model): an event some outbox accepted that
   a relay does not hold after the relays recovered and the outboxes drained counts as
   ``lost_write``; two events on one relay mirroring the same log entry (same p2pworld id,
@@ -38,7 +42,7 @@ if TYPE_CHECKING:
 ANOMALIES = ("lost_write", "duplicate", "poll_skip", "nonmonotonic", "inconsistent_offsets",
              "diverged", "unauthorized_accepted", "forged_visible", "forks_undetected",
              "replay_mismatch", "multiple_winners", "presence_collapsed", "writes_not_resumed",
-             "compute_stuck")
+             "compute_stuck", "store_refused", "crashed")
 
 
 def check_channel(sim: Simulator, channel: bytes) -> dict[str, int]:
@@ -143,6 +147,14 @@ def _snap_signer(sim: Simulator, key: bytes):  # type: ignore[no-untyped-def]
         if s.public_key == key:
             return s
     raise LookupError("no signer for the snapshot's sequencer")
+
+
+def check_stores(sim: Simulator) -> dict[str, int]:
+    """``store_refused``: channels a node's own store refused at a restart (quarantined).
+    A store that nobody damaged must open again whole after any crash."""
+    out = dict.fromkeys(ANOMALIES, 0)
+    out["store_refused"] = len(sim.stats.quarantined)
+    return out
 
 
 def check_world(sim: Simulator, *, marker: str = "FORGED") -> dict[str, int]:

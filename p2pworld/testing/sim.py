@@ -29,9 +29,8 @@ import itertools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from p2pworld import codec
 from p2pworld.auth.book import AuthConfig, TokenBook
 from p2pworld.channel.hub import (
     ChannelHub,
@@ -46,13 +45,14 @@ from p2pworld.core.persist import (
 )
 from p2pworld.errors import P2PWorldError, RemoteProtocolError
 from p2pworld.identity import Ed25519Signer, Signer, node_id, verify_raw
-from p2pworld.io.log_store import restore_outbox
+from p2pworld.io.log_store import load_into
 from p2pworld.io.world_store import MemoryWorldStore
-from p2pworld.log.entry import ChannelPolicy, Entry
+from p2pworld.log.entry import Entry
 from p2pworld.testing.control_sim import SIM_NOSTR_KEY, SimControl
 from p2pworld.testing.executor import Ack, Executor
 from p2pworld.testing.nostr_sim import DIRECT_RETRY_S, SimNostr
 from p2pworld.testing.store import MemoryLogStore
+from p2pworld.testing.workload import Workload
 from p2pworld.transport.frames import FramePacker, FrameReader
 from p2pworld.wire import Message, encode_message
 from p2pworld.world.core import WorldConfig, WorldCore, WorldEvent
@@ -61,13 +61,24 @@ from p2pworld.world.doc import NodeInfo
 _PACKER = FramePacker()
 
 
+class StoreFactory(Protocol):
+    """Opens a node's stores (the default keeps them in memory)."""
+
+    def log(self, name: str, generation: int) -> Any:
+        """The log store of node ``name``; a new ``generation`` is a new, empty store."""
+
+    def world(self, name: str) -> Any:
+        """The world store of node ``name``."""
+
+
 @dataclass
 class SimNode:
     name: str
     signer: Signer
     index: int
-    store: MemoryLogStore = field(default_factory=MemoryLogStore)
-    world_store: MemoryWorldStore = field(default_factory=MemoryWorldStore)
+    store: Any = field(default_factory=MemoryLogStore)
+    """A :class:`~p2pworld.testing.MemoryLogStore` or the real sqlite store."""
+    world_store: Any = field(default_factory=MemoryWorldStore)
     cores: Cores | None = None
     incarnation: int = 0
     clock_offset: float = 0.0
@@ -87,6 +98,7 @@ class SimNode:
     pacing: tuple[Pace, float] | None = None
     """The pace being waited on, and until when (simulated time)."""
     lazy_timer: float | None = None
+    store_generation: int = 0
     token_exp: float = 0.0
     """When the node's token expires, as its claims say (0: it has none)."""
     refresh_from: float = 0.0
@@ -119,6 +131,8 @@ class Stats:
     outcomes: dict[str, int] = field(default_factory=dict)
     lost_notices: set[tuple[str, bytes, int]] = field(default_factory=set)
     fork_notices: set[str] = field(default_factory=set)
+    quarantined: set[tuple[str, bytes]] = field(default_factory=set)
+    """(node, channel): a channel the node's own store refused at a restart."""
     lost_for_good: dict[str, float] = field(default_factory=dict)
     """Nodes whose store was destroyed (the machine is gone), and when."""
 
@@ -126,25 +140,31 @@ class Stats:
         self.reached[what] = self.reached.get(what, 0) + 1
 
 
-class Simulator(Executor, SimControl):
+class Simulator(Executor, SimControl, Workload):
     """Seeded, virtual-time runs of real cores over simulated sessions."""
 
     def __init__(self, seed: int, nodes: int = 3, *, latency: float = 0.002,
                  jitter: float = 0.001, workspace: str = "sim", degree: int | None = None,
                  world: bool = True, world_config: WorldConfig | None = None,
                  tick: float = 0.25, auth: bool = False, token_ttl: float = 60.0,
-                 joined: set[str] | None = None, nostr: bool = False) -> None:
+                 joined: set[str] | None = None, nostr: bool = False,
+                 stores: StoreFactory | None = None) -> None:
         """``degree``: each node links to about that many random others (default: full
         mesh). ``world``: nodes join the world at boot and tick every ``tick`` seconds.
         ``auth``: a simulated control service mints ``token_ttl``-second tokens; every core
         checks them (handshakes, submissions, world records, heartbeats under grace); nodes
-        refresh at 80% of a token's life (minus jitter) and retry every 2 s while the control
-        service is down (:attr:`control_up`) or cut off from them (:attr:`control_cut`).
+        refresh and retry as the node's token schedule says (:mod:`p2pworld.auth.schedule`)
+        while the control service is down (:attr:`control_up`) or cut off from them
+        (:attr:`control_cut`).
         ``joined``: only these nodes join the world (the others relay and watch): a
         single-source measurement in very large worlds. ``nostr``: two simulated relays, the
         Nostr fallback lane (mode ``primary-with-fallback``) and the bridge outbox
-        (:class:`~p2pworld.testing.nostr_sim.SimNostr`)."""
+        (:class:`~p2pworld.testing.nostr_sim.SimNostr`). ``stores``: opens each node's log
+        and world stores (:class:`StoreFactory`; default: in memory); with the real
+        sqlite stores (``simulations.stores.SqliteStores``) a crash reopens the file as
+        committed, and :meth:`destroy_store` opens a new, empty one."""
         self.seed = seed
+        self.stores = stores
         self.rng = random.Random(seed)
         self.now = 0.0
         self.latency = latency
@@ -206,10 +226,18 @@ class Simulator(Executor, SimControl):
             name = f"n{i}"
             seed_bytes = hashlib.blake2b(b"%d/%d" % (seed, i), digest_size=32).digest()
             node = SimNode(name, Ed25519Signer(seed_bytes), i)
+            if stores is not None:
+                node.store, node.world_store = stores.log(name, 0), stores.world(name)
             self.nodes[name] = node
             self._boot(node)
         for pair in sorted(self.links, key=sorted):
             self._connect(*sorted(pair))
+
+    def close(self) -> None:
+        """Close every node's stores (the real ones hold files open)."""
+        for node in [*self.nodes.values(), *self.retired.values()]:
+            node.store.close()
+            node.world_store.close()
 
     # --- time ---------------------------------------------------------------------------
 
@@ -262,10 +290,10 @@ class Simulator(Executor, SimControl):
             book.learn(node.token, now=self.now_ms(node) / 1000, node_key=node.signer.public_key)
         hub = cores.hub
         node.persist, node.queue, node.pacing, node.lazy_timer = PersistCore(), [], None, None
-        for c in node.store.load_channels():
-            hub.load(c.record, c.epochs, c.base, c.entries, c.head)
-        for n in restore_outbox(node.store, hub):
+        for n in load_into(hub, node.store, node.store.load_channels(quarantine=True)):
             node.notices.append(n.error)
+        for ch in node.store.quarantined:
+            self.stats.quarantined.add((node.name, ch))
         node.cores = cores
         if self.nostr is not None:
             self.nostr.boot(node)
@@ -535,134 +563,15 @@ class Simulator(Executor, SimControl):
             self.stats.reach(f"session_error:{e.code}")
             self._disconnect(src.name, dst.name, redial=True)
             return
+        # A frame is one input, as in the runtime (its reader hands every message to the
+        # cores before the effect runner carries out what they asked for).
+        fx: list[Any] = []
         for m in msgs:
             self._record("recv", dst.name, src.name, frame)
-            self._carry(dst, dst.cores.receive(src.signer_id, m, now_ms=self.now_ms(dst)))
+            fx += dst.cores.receive(src.signer_id, m, now_ms=self.now_ms(dst))
             if self.observer is not None:
                 self.observer(dst, src, m)
-
-    # --- workload API -------------------------------------------------------------------
-
-    def open_channel(self, owner: str, name: str, *, policy: ChannelPolicy | None = None,
-                     authority: Signer | None = None) -> bytes:
-        node = self.nodes[owner]
-        assert node.hub is not None
-        rec, fx = node.hub.open_channel(name, now_ms=self.now_ms(node), policy=policy,
-                                        authority_key=authority.public_key if authority
-                                        else None)
-        self._carry(node, fx)
-        return rec.channel
-
-    def publish(self, writer: str, channel: bytes, payload: bytes, *, key: bytes,
-                want: str = "local") -> None:
-        node = self.nodes[writer]
-        if node.hub is None:
-            return
-        # A retry of the same payload under the same key sends the same bytes (a duplicate).
-        stamped = self._stamped.setdefault((writer, channel, key, payload), codec.encode(
-            {"t": int(self.now * 1e6), "p": payload}))
-        try:
-            req, fx = node.hub.publish(channel, stamped, idem_key=key,
-                                       now_ms=self.now_ms(node), want=want)
-        except P2PWorldError as e:
-            self.stats.outcomes[e.code] = self.stats.outcomes.get(e.code, 0) + 1
-            return
-        node.pending[req] = (channel, key, stamped, self.now)
-        self._carry(node, fx)
-
-    def handoff(self, owner: str, channel: bytes, to: str) -> None:
-        node = self.nodes[owner]
-        if node.hub is None or channel not in node.hub.own:
-            return
-        _, fx = node.hub.handoff(channel, self.nodes[to].signer.public_key,
-                                 now_ms=self.now_ms(node))
-        self.stats.reach("handoff")
-        self._carry(node, fx)
-
-    def recover(self, at: str, channel: bytes, authority: Signer) -> None:
-        node = self.nodes[at]
-        if node.hub is None:
-            return
-        _, fx = node.hub.recover(channel, authority, node.signer.public_key,
-                                 now_ms=self.now_ms(node))
-        self.stats.reach("handoff")
-        self._carry(node, fx)
-
-    def partition(self, side: set[str], *, one_way: bool = False) -> None:
-        """Cut every link between ``side`` and the rest (only side -> rest if one_way:
-        a session needs both directions, so it fails either way)."""
-        rest = set(self.nodes) - side
-        for a in sorted(side):
-            for b in sorted(rest):
-                self.blocked.add((a, b))
-                if not one_way:
-                    self.blocked.add((b, a))
-                self._disconnect(a, b)
-        self.stats.reach("partition")
-        if self.nostr is not None:
-            self.reconnect_blocked()  # the Nostr lane, where allowed
-
-    def heal(self) -> None:
-        self.blocked.clear()
-        for pair in sorted(self.links, key=sorted):
-            if self.nostr is not None and pair in self.sessions and \
-                    self.nostr.lane.get(pair) == "nostr":
-                # The direct lane answers again: traffic moves back to it (a new session
-                # replaces the Nostr one; subscriptions resume from their checkpoints).
-                self.stats.reach("lane_returned")
-                self._disconnect(*sorted(pair))
-            self._connect(*sorted(pair))
-
-    def jump_clock(self, name: str, seconds: float) -> None:
-        self.nodes[name].clock_offset += seconds
-        self.stats.reach("clock_jump")
-
-    def inject(self, into: str, from_: str, msg: Message) -> None:
-        """Deliver ``msg`` to ``into`` as if ``from_`` had sent it (hostile peers)."""
-        dst, src = self.nodes[into], self.nodes[from_]
-        if dst.cores is not None:
-            self._carry(dst, dst.cores.receive(src.signer_id, msg, now_ms=self.now_ms(dst)))
-
-    def converged(self, channel: bytes) -> bool:
-        """Every node is up, holds the channel, and all heads and states are equal."""
-        heads = set()
-        for node in self.nodes.values():
-            if node.hub is None or (channel not in node.hub.own and
-                                    channel not in node.hub.replicas):
-                return False
-            log = node.hub.log(channel)
-            heads.add((log.seq, log.head_hash, log.state.epoch))
-        return len(heads) == 1
-
-    def run_until_converged(self, channel: bytes, limit: float, step: float = 0.005
-                            ) -> float | None:
-        """Advance time until :meth:`converged`; returns the virtual seconds it took (None if
-        not within ``limit``). Work scheduled after convergence still runs later."""
-        start = self.now
-        while self.now - start <= limit:
-            if self.converged(channel):
-                return self.now - start
-            self.run(step)
-        return None
-
-    def name_of(self, nid: bytes) -> str | None:
-        node = self._by_id().get(nid)
-        if node is None:
-            node = next((n for n in self.retired.values() if n.signer_id == nid), None)
-        return node.name if node else None
-
-    def world_converged(self) -> bool:
-        """Every node is up and holds the same document positions and contents."""
-        hashes = {n.world.state_hash() if n.world else b"" for n in self.nodes.values()}
-        return len(hashes) == 1 and b"" not in hashes
-
-    def run_until_world_converged(self, limit: float, step: float = 0.05) -> float | None:
-        start = self.now
-        while self.now - start <= limit:
-            if self.world_converged():
-                return self.now - start
-            self.run(step)
-        return None
+        self._carry(dst, fx)
 
     # --- inspection ---------------------------------------------------------------------
 

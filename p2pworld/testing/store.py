@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from p2pworld import codec
 from p2pworld.channel.hub import Checkpoint, OutboxDone, OutboxPut, Persist, SaveCursor
 from p2pworld.core.persist import StoreEffect
-from p2pworld.errors import P2PWorldError
+from p2pworld.errors import P2PWorldError, StoreCorrupt
 from p2pworld.io.log_store import (
     StoredChannel,
     decode_channel,
@@ -55,6 +55,7 @@ class MemoryLogStore:
         self.outbox_aside: dict[tuple[bytes, bytes], tuple[bytes, str, str]] = {}
         self.aside: list[tuple[bytes, bytes, P2PWorldError]] = []
         self.syncs = 0
+        self.quarantined: dict[bytes, StoreCorrupt] = {}
 
     def write(self, batch: Iterable[Persist]) -> None:
         for w in batch:
@@ -113,13 +114,23 @@ class MemoryLogStore:
         self.forks.append((channel, held.to_frame(),
                            other.to_frame()))
 
-    def load_channels(self) -> list[StoredChannel]:
-        return [decode_channel(ChannelRow(channel=ch, record=c.record, epochs=c.epochs,
-                                          base=c.base, floor=c.floor, base_proof=c.base_proof,
-                                          head_seq=c.head[0], head_hash=c.head[1],
-                                          head_sig=c.head[2]),
-                               [(s, h, b) for s, (h, b) in sorted(c.rows.items())])
-                for ch, c in sorted(self.channels.items())]
+    def load_channels(self, *, quarantine: bool = False) -> list[StoredChannel]:
+        """As :meth:`LogStore.load_channels`: each channel checked; with ``quarantine``, a
+        damaged one is left out and named in :attr:`quarantined`."""
+        self.quarantined = {}
+        out = []
+        for ch, c in sorted(self.channels.items()):
+            row = ChannelRow(channel=ch, record=c.record, epochs=c.epochs, base=c.base,
+                             floor=c.floor, base_proof=c.base_proof, head_seq=c.head[0],
+                             head_hash=c.head[1], head_sig=c.head[2])
+            try:
+                out.append(decode_channel(row, [(s, h, b) for s, (h, b) in
+                                                sorted(c.rows.items())]))
+            except StoreCorrupt as e:
+                if not quarantine:
+                    raise
+                self.quarantined[ch] = e
+        return out
 
     def load_cursors(self) -> list[Checkpoint]:
         return [Checkpoint.from_wire(codec.decode_frame(b)) for b in self.cursors.values()]
@@ -140,6 +151,9 @@ class MemoryLogStore:
         if row is not None:
             self.outbox_aside[(channel, key)] = (*row, reason.code)
         self.aside.append((channel, key, reason))
+
+    def close(self) -> None:
+        """Nothing to close (the same method as the sqlite store's)."""
 
     def crash(self) -> MemoryLogStore:
         """A copy holding exactly what was durably written (all of it: writes are synced)."""

@@ -51,13 +51,7 @@ from typing import TYPE_CHECKING
 from p2pworld import codec
 from p2pworld.auth.book import token_id_of
 from p2pworld.effects import PeerMisbehaved, Send
-from p2pworld.errors import (
-    DecodeError,
-    P2PWorldError,
-    StaleUpdate,
-    WorldError,
-    WorldGap,
-)
+from p2pworld.errors import DecodeError, P2PWorldError, StaleUpdate, WorldError, WorldGap
 from p2pworld.identity import Signer, blake2b256, node_id, verify_raw
 from p2pworld.wire import (
     Message,
@@ -75,6 +69,7 @@ from p2pworld.world.doc import (
     DocReplica,
     DocView,
     LinkInfo,
+    LiveDocs,
     NodeInfo,
     SessionInfo,
 )
@@ -209,6 +204,7 @@ class WorldCore:
         self.verifier = verifier
         self.token = token
         self.replicas: dict[bytes, DocReplica] = {}
+        self._live = LiveDocs()
         self.keys: dict[bytes, bytes] = {}
         self._by_prefix: dict[bytes, bytes] = {}
         self.presence: dict[bytes, _Presence] = {}
@@ -797,12 +793,11 @@ class WorldCore:
         return nid
 
     def _replica(self, key: bytes) -> DocReplica:
-        rep = self.replicas.get(key)
-        if rep is None:
+        if (rep := self.replicas.get(key)) is None:
             if len(key) != 32:
                 raise DecodeError("world update: bad author key")
             self._know(key)
-            rep = self.replicas[key] = DocReplica(key, self.verifier)
+            rep = self.replicas[key] = DocReplica(key, self.verifier, holder=self._live)
         return rep
 
     def _digest_now(self) -> tuple[bytes, tuple[WorldId, ...]]:

@@ -320,6 +320,11 @@ class DocReplica:
     base: DocUpdate | None = None
     deltas: list[DocUpdate] = field(default_factory=list)
     view: DocView = field(default_factory=DocView)
+    holder: LiveDocs | None = field(default=None, repr=False, compare=False)
+    """Who bounds how many replicas keep a live document (None: this one always keeps it)."""
+    live: pycrdt.Doc[Any] | None = field(default=None, repr=False, compare=False)
+    """The CRDT document of these records, kept between changes (an optimisation: rebuilt
+    from the records whenever it is absent; the holder drops it to bound memory)."""
 
     @property
     def position(self) -> tuple[int, int]:
@@ -391,13 +396,17 @@ class DocReplica:
             # Same position, same head: the author vouches that this is the same state.
             self.base, self.deltas = u, []
             return self.view
-        # The CRDT document is rebuilt from the records for each change and then dropped: a
-        # node tracking a thousand peers keeps their records and checked views, not a
-        # thousand live documents (changes are rare; heartbeats never come here).
-        doc: pycrdt.Doc[Any] = pycrdt.Doc(client_id=1)
-        if what == "apply":
-            for r in self.records():
-                doc.apply_update(r.data)
+        # The CRDT document of the records so far: the live one if the holder kept it (taken
+        # here, so a refused update, which may have touched it, leaves none behind), else
+        # rebuilt from the records. The holder keeps live documents for the authors that
+        # change most recently only: a node tracking a thousand peers keeps their records and
+        # checked views, not a thousand live documents.
+        doc, self.live = self.live, None
+        if doc is None or what == "replace":
+            doc = pycrdt.Doc(client_id=1)
+            if what == "apply":
+                for r in self.records():
+                    doc.apply_update(r.data)
         view = _apply_checked(doc, u.data)
         if guard is not None:
             guard(self.view, view)
@@ -405,7 +414,9 @@ class DocReplica:
             self.base, self.deltas = u, []
         else:
             self.deltas.append(u)
-        self.view = view
+        self.view, self.live = view, doc
+        if self.holder is not None:
+            self.holder.touch(self)
         return view
 
     def document(self) -> pycrdt.Doc[Any]:
@@ -419,6 +430,26 @@ class DocReplica:
         """Hash of the checked contents (equal on every replica holding the same records)."""
         return blake2b256(codec.tagged("p2pworld/world-view", {
             "pos": list(self.position), "view": self.view.to_value()}))
+
+
+LIVE_DOCS = 64
+"""Authors whose live CRDT document a node keeps between changes (the most recently
+touched; the others are rebuilt from their records when they next change)."""
+
+
+class LiveDocs:
+    """Which replicas keep their live document: the :data:`LIVE_DOCS` most recently touched
+    (a node tracking a thousand peers keeps their records, not a thousand live documents)."""
+
+    def __init__(self, limit: int = LIVE_DOCS) -> None:
+        self.limit = limit
+        self._order: dict[bytes, DocReplica] = {}
+
+    def touch(self, rep: DocReplica) -> None:
+        self._order.pop(rep.author, None)
+        self._order[rep.author] = rep
+        while len(self._order) > self.limit:
+            self._order.pop(next(iter(self._order))).live = None
 
 
 def _apply_checked(doc: pycrdt.Doc[Any], data: bytes) -> DocView:

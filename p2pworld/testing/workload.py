@@ -1,0 +1,204 @@
+"""What a scenario does to a simulated world: its workload (channels, publishes, handoffs,
+recoveries) and its faults (partitions, clock jumps, injected frames, stores lost or rolled
+back), and the questions it asks (has a channel or the world converged?)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from p2pworld import codec
+from p2pworld.errors import P2PWorldError
+from p2pworld.log.entry import ChannelPolicy
+from p2pworld.testing.store import MemoryLogStore
+
+if TYPE_CHECKING:
+    import random
+
+    from p2pworld.identity import Signer
+    from p2pworld.testing.nostr_sim import SimNostr
+    from p2pworld.testing.sim import SimNode, Stats, StoreFactory
+    from p2pworld.wire import Message
+
+
+class Workload:
+    """The scenario-facing half of :class:`~p2pworld.testing.sim.Simulator`."""
+
+    now: float
+    rng: random.Random
+    stats: Stats
+    nodes: dict[str, SimNode]
+    retired: dict[str, SimNode]
+    stores: StoreFactory | None
+    nostr: SimNostr | None
+    blocked: set[tuple[str, str]]
+    sessions: set[frozenset[str]]
+    links: set[frozenset[str]]
+    _stamped: dict[tuple[str, bytes, bytes, bytes], bytes]
+
+    if TYPE_CHECKING:
+        def now_ms(self, node: SimNode) -> int: ...
+        def run(self, seconds: float) -> None: ...
+        def any_node(self, name: str) -> SimNode: ...
+        def reconnect_blocked(self) -> None: ...
+        def _by_id(self) -> dict[bytes, SimNode]: ...
+        def _carry(self, node: SimNode, fx: list[Any], *, paced: bool = False) -> None: ...
+        def _connect(self, a: str, b: str, lane: str = "direct") -> None: ...
+        def _disconnect(self, a: str, b: str, *, redial: bool = False) -> None: ...
+
+    def open_channel(self, owner: str, name: str, *, policy: ChannelPolicy | None = None,
+                     authority: Signer | None = None) -> bytes:
+        node = self.nodes[owner]
+        assert node.hub is not None
+        rec, fx = node.hub.open_channel(name, now_ms=self.now_ms(node), policy=policy,
+                                        authority_key=authority.public_key if authority
+                                        else None)
+        self._carry(node, fx)
+        return rec.channel
+
+    def publish(self, writer: str, channel: bytes, payload: bytes, *, key: bytes,
+                want: str = "local") -> None:
+        self.publish_many(writer, channel, [(key, payload)], want=want)
+
+    def publish_many(self, writer: str, channel: bytes, items: list[tuple[bytes, bytes]], *,
+                     want: str = "local") -> None:
+        """Publishes that arrive together (concurrent callers of one node in one pass of its
+        effect runner): one flush takes them all, as in the runtime. ``items``: (key,
+        payload) pairs."""
+        node = self.nodes[writer]
+        if node.hub is None:
+            return
+        fx: list[Any] = []
+        for key, payload in items:
+            # A retry of the same payload under the same key sends the same bytes.
+            stamped = self._stamped.setdefault((writer, channel, key, payload), codec.encode(
+                {"t": int(self.now * 1e6), "p": payload}))
+            try:
+                req, more = node.hub.publish(channel, stamped, idem_key=key,
+                                             now_ms=self.now_ms(node), want=want)
+            except P2PWorldError as e:
+                self.stats.outcomes[e.code] = self.stats.outcomes.get(e.code, 0) + 1
+                continue
+            node.pending[req] = (channel, key, stamped, self.now)
+            fx += more
+        self._carry(node, fx)
+
+    def handoff(self, owner: str, channel: bytes, to: str) -> None:
+        node = self.nodes[owner]
+        if node.hub is None or channel not in node.hub.own:
+            return
+        _, fx = node.hub.handoff(channel, self.nodes[to].signer.public_key,
+                                 now_ms=self.now_ms(node))
+        self.stats.reach("handoff")
+        self._carry(node, fx)
+
+    def recover(self, at: str, channel: bytes, authority: Signer) -> None:
+        node = self.nodes[at]
+        if node.hub is None:
+            return
+        _, fx = node.hub.recover(channel, authority, node.signer.public_key,
+                                 now_ms=self.now_ms(node))
+        self.stats.reach("handoff")
+        self._carry(node, fx)
+
+    def partition(self, side: set[str], *, one_way: bool = False) -> None:
+        """Cut every link between ``side`` and the rest (only side -> rest if one_way:
+        a session needs both directions, so it fails either way)."""
+        rest = set(self.nodes) - side
+        for a in sorted(side):
+            for b in sorted(rest):
+                self.blocked.add((a, b))
+                if not one_way:
+                    self.blocked.add((b, a))
+                self._disconnect(a, b)
+        self.stats.reach("partition")
+        if self.nostr is not None:
+            self.reconnect_blocked()  # the Nostr lane, where allowed
+
+    def heal(self) -> None:
+        self.blocked.clear()
+        for pair in sorted(self.links, key=sorted):
+            if self.nostr is not None and pair in self.sessions and \
+                    self.nostr.lane.get(pair) == "nostr":
+                # The direct lane answers again: traffic moves back to it (a new session
+                # replaces the Nostr one; subscriptions resume from their checkpoints).
+                self.stats.reach("lane_returned")
+                self._disconnect(*sorted(pair))
+            self._connect(*sorted(pair))
+
+    def jump_clock(self, name: str, seconds: float) -> None:
+        self.nodes[name].clock_offset += seconds
+        self.stats.reach("clock_jump")
+
+    def inject(self, into: str, from_: str, msg: Message) -> None:
+        """Deliver ``msg`` to ``into`` as if ``from_`` had sent it (hostile peers)."""
+        dst, src = self.nodes[into], self.nodes[from_]
+        if dst.cores is not None:
+            self._carry(dst, dst.cores.receive(src.signer_id, msg, now_ms=self.now_ms(dst)))
+
+    def converged(self, channel: bytes) -> bool:
+        """Every node is up, holds the channel, and all heads and states are equal."""
+        heads = set()
+        for node in self.nodes.values():
+            if node.hub is None or (channel not in node.hub.own and
+                                    channel not in node.hub.replicas):
+                return False
+            log = node.hub.log(channel)
+            heads.add((log.seq, log.head_hash, log.state.epoch))
+        return len(heads) == 1
+
+    def run_until_converged(self, channel: bytes, limit: float, step: float = 0.005
+                            ) -> float | None:
+        """Advance time until :meth:`converged`; returns the virtual seconds it took (None if
+        not within ``limit``). Work scheduled after convergence still runs later."""
+        start = self.now
+        while self.now - start <= limit:
+            if self.converged(channel):
+                return self.now - start
+            self.run(step)
+        return None
+
+    def name_of(self, nid: bytes) -> str | None:
+        node = self._by_id().get(nid)
+        if node is None:
+            node = next((n for n in self.retired.values() if n.signer_id == nid), None)
+        return node.name if node else None
+
+    def world_converged(self) -> bool:
+        """Every node is up and holds the same document positions and contents."""
+        hashes = {n.world.state_hash() if n.world else b"" for n in self.nodes.values()}
+        return len(hashes) == 1 and b"" not in hashes
+
+    def run_until_world_converged(self, limit: float, step: float = 0.05) -> float | None:
+        start = self.now
+        while self.now - start <= limit:
+            if self.world_converged():
+                return self.now - start
+            self.run(step)
+        return None
+
+    # --- store faults -------------------------------------------------------------------
+
+    def destroy_store(self, name: str) -> None:
+        """The node's log store is lost for good (the machine is gone): it gets a new,
+        empty one."""
+        node = self.any_node(name)
+        node.store.close()
+        node.store_generation += 1
+        node.store = (self.stores.log(name, node.store_generation)
+                      if self.stores is not None else MemoryLogStore())
+
+    def copy_store(self, name: str) -> Any:
+        """A copy of the node's log store as it stands (for :meth:`roll_back_store`)."""
+        node = self.nodes[name]
+        if self.stores is None:
+            return node.store.crash()  # in memory: a deep copy of what was written
+        node.store_generation += 1
+        return node.store.copy_into(self.stores.log(name, node.store_generation))
+
+    def roll_back_store(self, name: str, old: Any) -> None:
+        """While the node is down, its store becomes ``old`` (an old copy restored, a lost
+        WAL): it restarts from an older head."""
+        node = self.nodes[name]
+        assert not node.up, "a store is rolled back while its node is down"
+        node.store.close()
+        node.store = old
