@@ -26,3 +26,12 @@ class PeerMisbehaved:
 
     peer: bytes
     error: P2PWorldError
+
+
+@dataclass(frozen=True)
+class SendAll:
+    """Send ``messages`` to ``peer``, in order, as one write: the sends of one batch to one
+    peer (the session packs them into as few frames as fit)."""
+
+    peer: bytes
+    messages: tuple[Message, ...]

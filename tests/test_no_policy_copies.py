@@ -17,9 +17,9 @@ SIMULATOR = {m: p for m, p in layout.modules_of({"simulator"}).items()}
 RUNTIME = layout.ROOT / "p2pworld/runtime/node.py"
 
 SHARED = {
-    "pace": "the writer's pacing (p2pworld.core.persist)",
-    "PersistCore": "what must be on disk before what (p2pworld.core.persist)",
-    "leaves_at_once": "which effects leave ahead of earlier commits (p2pworld.core.persist)",
+    "NodeCore": "the node core (p2pworld.core.node: the writer's pacing, what must be on disk "
+                "before what, timers, batches)",
+    "TimerFired": "the core's wake-ups (p2pworld.core.node)",
     "admit": "session admission (TokenBook.admit)",
     "refresh_after_s": "when a token is refreshed (p2pworld.auth.schedule)",
     "retry_after_s": "when a failed refresh is retried (p2pworld.auth.schedule)",
@@ -38,6 +38,15 @@ def test_both_executors_use_the_shared_core(name: str) -> None:
     sim = set().union(*(names(p) for p in SIMULATOR.values()))
     assert name in names(RUNTIME), f"the runtime does not use {SHARED[name]}"
     assert name in sim, f"the simulator does not use {SHARED[name]}"
+
+
+IN_THE_CORE = {"pace", "PersistCore", "leaves_at_once", "batched"}
+"""Decisions the node core makes: an executor that names one decides beside it."""
+
+
+@pytest.mark.parametrize("path", [RUNTIME, *SIMULATOR.values()], ids=lambda p: p.name)
+def test_executors_leave_the_core_s_decisions_to_it(path: layout.Path) -> None:
+    assert not names(path) & IN_THE_CORE, path
 
 
 def copies(source: str) -> list[str]:

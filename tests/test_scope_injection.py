@@ -233,7 +233,6 @@ PLANS: dict[str, Plan] = {
     NODE + "_listen": Plan("mesh", "fatal", "node"),
     NODE + "_timeouts": Plan("mesh", "restart", "node"),
     NODE + "_keepalive": Plan("mesh", "restart", "node"),
-    NODE + "_ticker": Plan("mesh", "restart", "node"),
     NODE + "_static_dial": Plan("mesh", "restart", "peer"),
     NODE + "_dial_loop": Plan("mesh", "restart", "peer", "candidate"),
     NODE + "_run_session": Plan("mesh", "closed", "peer"),

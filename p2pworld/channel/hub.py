@@ -27,6 +27,39 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from p2pworld import codec
+from p2pworld.channel.effects import (  # the hub's effects, re-exported here
+    ChannelKnown as ChannelKnown,
+)
+from p2pworld.channel.effects import (
+    Delivered as Delivered,
+)
+from p2pworld.channel.effects import (
+    Effect as Effect,
+)
+from p2pworld.channel.effects import (
+    Notice as Notice,
+)
+from p2pworld.channel.effects import (
+    OutboxDone as OutboxDone,
+)
+from p2pworld.channel.effects import (
+    OutboxPut as OutboxPut,
+)
+from p2pworld.channel.effects import (
+    Outcomes as Outcomes,
+)
+from p2pworld.channel.effects import (
+    Persist as Persist,
+)
+from p2pworld.channel.effects import (
+    RecordFork as RecordFork,
+)
+from p2pworld.channel.effects import (
+    Resolved as Resolved,
+)
+from p2pworld.channel.effects import (
+    SaveCursor as SaveCursor,
+)
 from p2pworld.codec import Value
 from p2pworld.effects import PeerMisbehaved, Send
 from p2pworld.errors import (
@@ -67,7 +100,7 @@ from p2pworld.log.entry import (
 )
 from p2pworld.log.replica import Replica
 from p2pworld.log.sequencer import ChannelLog, Sequencer
-from p2pworld.log.state import ChannelState, EpochChange, Snapshot, ctl_payload
+from p2pworld.log.state import ChannelState, EpochChange, ctl_payload
 from p2pworld.wire import (
     MAX_RESTORE,
     Ack,
@@ -151,91 +184,6 @@ class Checkpoint:
                    epoch=codec.int_field(m, "epoch", w, lo=1), seq=codec.int_field(m, "seq", w),
                    head_hash=codec.bytes_field(m, "head", w, size=32))
 
-
-# --- effects ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class Persist:
-    """Make a channel's changes durable in one transaction: record and epoch changes, new
-    entries, optionally a new retention floor (``base``: the encoded state at the floor) or a
-    truncation (entries after ``truncate_after`` are dropped: a recovery epoch)."""
-
-    record: ChannelRecord
-    epochs: tuple[EpochChange, ...] = ()
-    entries: tuple[Entry, ...] = ()
-    base: bytes | None = None
-    floor: int = 0
-    truncate_after: int | None = None
-    snapshot: Snapshot | None = None
-    """The sequencer's signature over ``base`` (stored with it and checked on every open)."""
-    head: SignedHead | None = None
-    """The sequencer's signature over the head these entries end at (stored with the commit
-    and checked against the last row on every open)."""
-
-
-@dataclass(frozen=True)
-class Delivered:
-    channel: bytes
-    entries: tuple[Entry, ...]
-
-
-@dataclass(frozen=True)
-class Resolved:
-    req: int
-    outcome: PublishResult | P2PWorldError
-
-
-@dataclass(frozen=True)
-class ChannelKnown:
-    record: ChannelRecord
-
-
-@dataclass(frozen=True)
-class Notice:
-    """Something the application must hear about: on a channel (``Forked``, ``LostWrite``,
-    ``CheckpointTooOld``, ``CheckpointMismatch``, a refused subscription) or, from the node
-    runtime, a scope that ended with an error (a session, a lane, a relay connection, a
-    request; see :mod:`p2pworld.io.scopes`). ``node.notices()`` is the one stream of them.
-
-    ``scope`` is ``channel``, ``peer``, ``lane``, ``relay``, ``request``, ``node`` or
-    ``store``; ``subject`` names which one (a channel or node id in hex, a relay URL, a lane or
-    request name); ``channel`` is empty unless the notice is about a channel."""
-
-    channel: bytes
-    error: P2PWorldError
-    scope: str = "channel"
-    subject: str = ""
-
-
-@dataclass(frozen=True)
-class SaveCursor:
-    checkpoint: Checkpoint
-
-
-@dataclass(frozen=True)
-class OutboxPut:
-    """Persist a submission a writer sent to a remote sequencer, until it is answered."""
-
-    submission: Submission
-    want: str
-
-
-@dataclass(frozen=True)
-class OutboxDone:
-    channel: bytes
-    idem_key: bytes
-
-
-@dataclass(frozen=True)
-class RecordFork:
-    channel: bytes
-    held: Entry
-    other: Entry
-
-
-Effect = (Send | Persist | Delivered | Resolved | ChannelKnown | PeerMisbehaved | Notice
-          | SaveCursor | OutboxPut | OutboxDone | RecordFork)
 
 
 # --- bookkeeping --------------------------------------------------------------------------

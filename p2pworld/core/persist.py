@@ -52,13 +52,14 @@ from p2pworld.channel.hub import (
     Delivered,
     OutboxDone,
     OutboxPut,
+    Outcomes,
     Persist,
     PublishResult,
     RecordFork,
     Resolved,
     SaveCursor,
 )
-from p2pworld.effects import Send
+from p2pworld.effects import Send, SendAll
 from p2pworld.errors import P2PWorldError, PublishTimeout
 from p2pworld.log.entry import SIGN_BATCH
 from p2pworld.wire import Ack, Entries, EpochMsg, Nack, Stored, Submit, Tip
@@ -70,6 +71,8 @@ StoreEffect = Persist | SaveCursor | OutboxPut | OutboxDone | RecordFork
 """The durable effects: what a store's ``apply`` takes, the one vocabulary at the store."""
 STORE_EFFECTS = (Persist, SaveCursor, OutboxPut, OutboxDone, RecordFork)
 OUTBOX_EFFECTS = (OutboxPut, OutboxDone)
+GATING_EFFECTS = (Persist, SaveCursor, RecordFork)
+"""The durable effects that what follows them waits for."""
 
 LAZY_WRITE_MS = 20
 """Outbox rows with nothing else to write are committed on their own after this long."""
@@ -121,8 +124,7 @@ class PersistCore:
                 if first is None:
                     first = i
         steps: list[Step] = []
-        if self.lazy and any(isinstance(e, Resolved) and isinstance(e.outcome, PublishTimeout)
-                             for e in fx):
+        if self.lazy and any(isinstance(r.outcome, PublishTimeout) for r in outcomes(fx)):
             steps.append(self._take_lazy())
         head, tail = (fx[:first], fx[first:]) if first is not None else (fx, [])
         steps.append(Carry(tuple(e for e in head if not isinstance(e, STORE_EFFECTS))))
@@ -163,7 +165,20 @@ class PersistCore:
 
 def leaves_at_once(e: NodeEffect) -> bool:
     """A writer's submission: it may leave ahead of earlier batches still on their way to disk."""
+    if isinstance(e, SendAll):
+        return all(isinstance(m, Submit) for m in e.messages)
     return isinstance(e, Send) and isinstance(e.message, Submit)
+
+
+def outcomes(fx: Iterable[NodeEffect]) -> list[Resolved]:
+    """Every outcome among ``fx``, single or in batches."""
+    out: list[Resolved] = []
+    for e in fx:
+        if isinstance(e, Resolved):
+            out.append(e)
+        elif isinstance(e, Outcomes):
+            out += e.items
+    return out
 
 
 def persisted_channels(commit: Commit) -> list[bytes]:
@@ -175,7 +190,7 @@ def refused_after(err: P2PWorldError, tail: Sequence[NodeEffect]) -> list[NodeEf
     """The effects that followed a failed commit, with every acknowledgement that waited on
     it turned into a refusal, and nothing of what it held leaving the node."""
     out: list[NodeEffect] = []
-    for e in tail:
+    for e in _unbatched(tail):
         if isinstance(e, Resolved) and isinstance(e.outcome, PublishResult):
             out.append(Resolved(e.req, err))
         elif isinstance(e, Send) and isinstance(e.message, Ack):
@@ -184,6 +199,18 @@ def refused_after(err: P2PWorldError, tail: Sequence[NodeEffect]) -> list[NodeEf
         elif isinstance(e, Send) and isinstance(e.message, (Entries, Stored, Tip, EpochMsg)):
             continue
         elif not isinstance(e, (Delivered, *STORE_EFFECTS)):
+            out.append(e)
+    return out
+
+
+def _unbatched(fx: Iterable[NodeEffect]) -> list[NodeEffect]:
+    out: list[NodeEffect] = []
+    for e in fx:
+        if isinstance(e, SendAll):
+            out += [Send(e.peer, m) for m in e.messages]
+        elif isinstance(e, Outcomes):
+            out += e.items
+        else:
             out.append(e)
     return out
 

@@ -46,6 +46,7 @@ from p2pworld.channel.hub import (
     Delivered,
     Effect,
     Notice,
+    Outcomes,
     Persist,
     PublishResult,
     Resolved,
@@ -62,18 +63,25 @@ from p2pworld.core.lanes import (
     resolve_mode,
 )
 from p2pworld.core.mirror import compute_mirror_rows, handler_event
+from p2pworld.core.node import (
+    Called,
+    CommitFailed,
+    Flush,
+    NodeCore,
+    PeerDown,
+    PeerUp,
+    Plan,
+    Received,
+    TimerFired,
+)
 from p2pworld.core.persist import (
-    BATCHES_IN_FLIGHT,
     Carry,
     Commit,
-    Pace,
-    PersistCore,
-    leaves_at_once,
-    pace,
+    Step,
     persisted_channels,
     refused_after,
 )
-from p2pworld.effects import PeerMisbehaved, Send
+from p2pworld.effects import PeerMisbehaved, Send, SendAll
 from p2pworld.errors import (
     AddressUnavailable,
     Backpressure,
@@ -466,8 +474,11 @@ class Node:
         self._running = False
         self._storing = 0  # batches handed to the store task and not yet carried out
         self._idle = trio.Event()
-        self._jobs_send, self._jobs_recv = trio.open_memory_channel[list[NodeEffect]](0)
-        self.persist = PersistCore()  # what must be on disk before what (and the lazy outbox)
+        self._jobs_send, self._jobs_recv = trio.open_memory_channel[tuple[Step, ...]](0)
+        self.core = NodeCore(self.cores, first_tick_ms=_now_ms())
+        """The node core: every input goes through it, and the effect runner and store task
+        carry out its plans (:mod:`p2pworld.core.node`)."""
+        self._wake_at: int | None = None  # the latest plan's wake-up (node clock, ms)
         self._any_delivered = trio.Event()
         self._notices_send, self._notices_recv = trio.open_memory_channel[Notice](256)
         self.tracer: Any = None
@@ -478,7 +489,6 @@ class Node:
             s: {"failures": 0, "last_error": None, "last_subject": None} for s in SCOPES}
         self.sessions: dict[bytes, Session] = {}
         self.peers: dict[bytes, PeerInfo] = {}
-        self._queue: list[NodeEffect] = []
         self._wake = trio.Event()
         self._changed: dict[bytes, trio.Event] = {}
         self._outcomes: dict[int, PublishResult | P2PWorldError] = {}
@@ -975,8 +985,7 @@ class Node:
 
     async def _settle(self) -> None:
         """Wait until the effect runner has carried out everything queued so far."""
-        while self._queue or not self.hub.idle or self._running or self._storing or \
-                self.persist.lazy:
+        while not self.core.idle or self._running or self._storing:
             self._check_open()
             await self._idle.wait()
         self._check_open()
@@ -1059,18 +1068,13 @@ class Node:
     # --- effects ----------------------------------------------------------------------------
 
     def _submit(self, fx: Sequence[NodeEffect]) -> None:
-        if fx:
-            self._queue.extend(fx)
+        """An API call's (or a task's) effects go to the node core; the effect runner
+        flushes them."""
+        self._input(Called(effects=tuple(fx)))
+
+    def _input(self, inp: Called | Received | PeerUp | PeerDown) -> None:
+        self.core.handle(inp, now_ms=_now_ms())
         self._wake.set()
-
-    @staticmethod
-    def _mono_ms() -> int:
-        """The persist core's clock: trio's (monotonic; virtual under ``MockClock``)."""
-        return int(trio.current_time() * 1000)
-
-    def _pace(self) -> Pace:
-        return pace(queued=self.hub.queued, in_flight=self.hub.in_flight,
-                    batches_in_flight=self.hub.batches_in_flight(BATCHES_IN_FLIGHT))
 
     def _changed_event(self, channel: bytes) -> trio.Event:
         self.hub.record(channel)  # raises UnknownChannel
@@ -1081,55 +1085,59 @@ class Node:
 
     @task("node")
     async def _effect_runner(self) -> None:
-        """Flush the cores and hand each batch of effects to the store task, in order.
+        """Carry out the node core's plans: writer submissions at once, every other step
+        handed to the store task, in order; sleep until the next input or the plan's
+        wake-up (one timer for all of the core's: pacing, the lazy outbox, its timers).
 
-        Writer submissions (``Send(Submit)``) leave at once: they depend on nothing this node
-        still has to write (outbox rows never gate anything, see :meth:`_carry_out`), so a
-        publish is not held back behind the previous batch's fsync. Every other effect is
-        carried out by :meth:`_store_runner` in the order the cores emitted it. While the
-        store task is busy, new work accumulates in the cores and the next flush takes it
-        all: one transaction for everything that arrived meanwhile (group commit)."""
+        While the store task is busy, new work accumulates in the core and the next flush
+        takes it all: one transaction for everything that arrived meanwhile (group
+        commit)."""
         while True:
-            await self._wake.wait()
+            wake = self._wake_at
+            if wake is None:
+                await self._wake.wait()
+            else:
+                with trio.move_on_after(max(0, wake - _now_ms()) / 1000):
+                    await self._wake.wait()
             self._wake = trio.Event()
             self._running = True
-            while True:
-                p = self._pace()
-                if p.wait_ms:
-                    # The writer's pacing (p2pworld.core.persist.pace): wait for company for
-                    # the queued publishes, asking again at every wake-up.
-                    with trio.move_on_after(p.wait_ms / 1000):
-                        while self._pace() == p:
-                            await self._wake.wait()
-                            self._wake = trio.Event()
-                # Let tasks that are already runnable (publishers woken by the last acks, a
-                # session reader with a frame in hand) queue their work first, and keep
-                # yielding while more keeps arriving (at most LINGER_PASSES scheduler passes):
-                # one flush then signs, writes and sends it all as one batch. When nothing
-                # else is runnable this costs one pass.
-                queued = len(self._queue) + self.hub.queued
-                for _ in range(LINGER_PASSES):
-                    await trio.lowlevel.checkpoint()
-                    now_queued = len(self._queue) + self.hub.queued
-                    if now_queued == queued:
-                        break
-                    queued = now_queued
-                fx, self._queue = self._queue, []
-                fx += self.hub.flush(now_ms=_now_ms())
-                if not fx:
+            # Let tasks that are already runnable (publishers woken by the last acks, a
+            # session reader with a frame in hand) queue their work first, and keep yielding
+            # while more keeps arriving (at most LINGER_PASSES scheduler passes): one flush
+            # then signs, writes and sends it all as one batch. When nothing else is
+            # runnable this costs one pass.
+            queued = self.core.queued
+            for _ in range(LINGER_PASSES):
+                await trio.lowlevel.checkpoint()
+                now_queued = self.core.queued
+                if now_queued == queued:
                     break
-                rest = []
-                for e in fx:
-                    if leaves_at_once(e):
-                        assert isinstance(e, Send)
-                        self._send(e.peer, e.message)
-                    else:
-                        rest.append(e)
-                if rest:
-                    self._storing += 1
-                    await self._jobs_send.send(rest)
+                queued = now_queued
+            now = _now_ms()
+            due = self._wake_at is not None and now >= self._wake_at
+            plan = self.core.handle(TimerFired() if due else Flush(), now_ms=now)
+            while True:
+                await self._carry_plan(plan)
+                if plan.empty:
+                    break
+                plan = self.core.handle(Flush(), now_ms=_now_ms())
+            self._wake_at = plan.wake_at_ms
             self._running = False
             self._maybe_idle()
+
+    async def _carry_plan(self, plan: Plan) -> None:
+        for e in plan.leave:
+            self._send_effect(e)
+        if plan.steps:
+            self._storing += 1
+            await self._jobs_send.send(plan.steps)
+
+    def _send_effect(self, e: NodeEffect) -> None:
+        if isinstance(e, SendAll):
+            for m in e.messages:
+                self._send(e.peer, m)
+        elif isinstance(e, Send):
+            self._send(e.peer, e.message)
 
     @task("node", restart=True)
     async def _timeouts(self) -> None:
@@ -1151,29 +1159,12 @@ class Node:
     @task("node")
     async def _store_runner(self) -> None:
         while True:
-            fx: list[NodeEffect] | None = None
-            wake = self.persist.wake_at()
-            if wake is not None:
-                # Outbox rows ride along with the next transaction; if none comes soon, they
-                # are written on their own.
-                with trio.move_on_at(wake / 1000):
-                    fx = await self._jobs_recv.receive()
-                if fx is None:
-                    await self._write_lazy()
-                    self._maybe_idle()
-                    continue
-            else:
-                fx = await self._jobs_recv.receive()
+            steps = await self._jobs_recv.receive()
             try:
-                await self._carry_out(fx)
+                await self._carry_out(steps)
             finally:
                 self._storing -= 1
                 self._maybe_idle()
-
-    async def _write_lazy(self) -> None:
-        commit = self.persist.idle(now_ms=self._mono_ms())
-        if commit is not None:
-            await self._commit(commit, [])
 
     async def _commit(self, commit: Commit, tail: list[NodeEffect]) -> bool:
         """One transaction; on a full disk, the rest of the batch is carried out refused."""
@@ -1183,19 +1174,18 @@ class Node:
             # Nothing of it is on disk: undo it in memory and refuse what waited on it; the
             # node goes on serving reads. (StoreError, an I/O error, ends the node: it leaves
             # this task, a node scope.)
-            self.persist.failed(commit, now_ms=self._mono_ms())
+            self.core.handle(CommitFailed(commit=commit), now_ms=_now_ms())
             await self._store_full(err, commit, tail)
             return False
         return True
 
     def _maybe_idle(self) -> None:
-        if not self._running and not self._storing and not self.persist.lazy:
+        if not self._running and not self._storing and not self.core.persist.lazy:
             self._idle.set()
             self._idle = trio.Event()
 
-    async def _carry_out(self, fx: list[NodeEffect]) -> None:
-        # The order is the persist core's (p2pworld.core.persist): this only carries it out.
-        steps = self.persist.plan(fx, now_ms=self._mono_ms())
+    async def _carry_out(self, steps: tuple[Step, ...]) -> None:
+        # The order is the node core's (p2pworld.core.persist): this only carries it out.
         for i, step in enumerate(steps):
             if isinstance(step, Carry):
                 await self._effects_after_persist(list(step.effects))
@@ -1250,8 +1240,11 @@ class Node:
 
     async def _effects_after_persist(self, fx: list[NodeEffect]) -> None:
         for e in fx:
-            if isinstance(e, Send):
-                self._send(e.peer, e.message)
+            if isinstance(e, (Send, SendAll)):
+                self._send_effect(e)
+            elif isinstance(e, Outcomes):
+                for r in e.items:
+                    self._resolved(r)
             elif isinstance(e, Delivered):
                 if e.entries:
                     self._durable[e.channel] = max(self._durable.get(e.channel, 0),
@@ -1264,10 +1257,7 @@ class Node:
                 if ev is not None:
                     ev.set()
             elif isinstance(e, Resolved):
-                self.trace("resolved", e.req)
-                if e.req in self._outcome_events:
-                    self._outcomes[e.req] = e.outcome
-                    self._outcome_events[e.req].set()
+                self._resolved(e)
             elif isinstance(e, ChannelKnown):
                 self._channels_changed.set()
                 self._channels_changed = trio.Event()
@@ -1283,6 +1273,12 @@ class Node:
                     p.last_error = e.error.code
             elif isinstance(e, Notice):
                 self._notice(e)
+
+    def _resolved(self, e: Resolved) -> None:
+        self.trace("resolved", e.req)
+        if e.req in self._outcome_events:
+            self._outcomes[e.req] = e.outcome
+            self._outcome_events[e.req].set()
 
     def trace(self, what: str, arg: object) -> None:
         """Hook for tests that observe the order of effects (no-op unless set)."""
@@ -1419,7 +1415,7 @@ class Node:
         self._peers_changed.set()
         self._peers_changed = trio.Event()
         now = _now_ms()
-        self._submit(self.cores.peer_up(pid, s.result.peer_key, now_ms=now))
+        self._input(PeerUp(peer=pid, key=s.result.peer_key))
         self._submit(self.cores.own_world(self.world.set_link(LinkInfo(
             target=pid, state="nostr" if s.address.startswith("nostr:") else "direct",
             capabilities=("v1",)), now_ms=now)))
@@ -1428,7 +1424,7 @@ class Node:
     def _forget(self, pid: bytes, s: Session) -> None:
         if self.sessions.get(pid) is s:
             del self.sessions[pid]
-            self._submit(self.cores.peer_down(pid))
+            self._input(PeerDown(peer=pid))
             self._submit(self.cores.own_world(self.world.drop_link(pid, now_ms=_now_ms())))
             p = self._peer(pid)
             p.state = "backoff"
@@ -1507,7 +1503,7 @@ class Node:
             if sent and sent[0] == msg.n:
                 self._peer(pid).rtt_ms = (time.monotonic() - sent[1]) * 1000
             return
-        self._submit(self.cores.receive(pid, msg, now_ms=_now_ms()))
+        self._input(Received(peer=pid, messages=(msg,)))
 
     @task("peer")
     async def _handle_incoming(self, stream: trio.SocketStream) -> None:
@@ -1869,15 +1865,6 @@ class Node:
                     self.auth_stats["refresh_failures"] += 1
                     await trio.sleep(retry_after_s(expires_at=exp, now=start))
 
-    @task("node", restart=True)
-    async def _ticker(self) -> None:
-        """Drive the cores' timers (heartbeats, presence expiry, gossip repair, the
-        requester's compute duties)."""
-        while True:
-            self._submit(self.cores.tick(now_ms=_now_ms()))
-            self._submit(self.cores.drive_compute(now_ms=_now_ms()))
-            await trio.sleep(0.25)
-
     async def _join(self) -> None:
         cfg = self.config
         from p2pworld import __version__
@@ -2162,7 +2149,6 @@ async def _open_node(config: NodeConfig, identity: NodeIdentity | None, home: No
             if config.relays:
                 await node._start_nostr()
             await node._join()
-            sup.spawn(node._ticker, key="ticker")
             if config.control is not None:
                 sup.spawn(node._auth_loop, key="token")
                 sup.spawn(node._revocation_loop, key="revocations")

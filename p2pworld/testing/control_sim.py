@@ -14,6 +14,7 @@ from p2pworld.world.doc import NodeInfo
 if TYPE_CHECKING:
     import random
 
+    from p2pworld.core.node import Input
     from p2pworld.identity import Signer
     from p2pworld.testing.sim import SimNode, Stats
 
@@ -42,7 +43,7 @@ class SimControl:
         def now_ms(self, node: SimNode) -> int: ...
         def at(self, delay: float, fn: Callable[[], None]) -> None: ...
         def blocked_pairs(self) -> set[tuple[str, str]]: ...
-        def _carry(self, node: SimNode, fx: list[Any], *, paced: bool = False) -> None: ...
+        def _carry(self, node: SimNode, fx: list[Any], *, inp: Input | None = None) -> None: ...
 
     def _mint(self, node: SimNode) -> bytes | None:
         """A token from the control service (its clock is true time), if it is reachable."""

@@ -1,10 +1,10 @@
 """The simulator's executor: what the runtime's effect runner and store task do, carried out
 against the simulated network, clock and store, with the node's own cores deciding.
 
-The runtime (:mod:`p2pworld.runtime.node`) and this executor run the same persist core
-(:mod:`p2pworld.core.persist`): the writer's pacing, submissions first, then the plan step by
-step. Neither decides: a commit here is instant, and a crash between events loses exactly what
-no commit held.
+The runtime (:mod:`p2pworld.runtime.node`) and this executor drive the same node core
+(:mod:`p2pworld.core.node`): an input in, a plan out, carried out in its order (submissions
+first, then the steps), and one timer for the plan's wake-up. Neither decides: a commit here
+is instant, and a crash between events loses exactly what no commit held.
 """
 
 from __future__ import annotations
@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from p2pworld import codec
-from p2pworld.channel.hub import ChannelHub, Delivered, Notice, PublishResult, Resolved
-from p2pworld.core.persist import BATCHES_IN_FLIGHT, Commit, leaves_at_once, pace
-from p2pworld.effects import PeerMisbehaved, Send
+from p2pworld.channel.hub import Delivered, Notice, Outcomes, PublishResult, Resolved
+from p2pworld.core.node import Called, Flush, Input, Plan, TimerFired
+from p2pworld.core.persist import Commit
+from p2pworld.effects import PeerMisbehaved, Send, SendAll
 from p2pworld.errors import P2PWorldError
 from p2pworld.log.entry import Entry
 from p2pworld.wire import Message
@@ -52,83 +53,59 @@ class Executor:
         def now_ms(self, node: SimNode) -> int: ...
         def at(self, delay: float, fn: Callable[[], None]) -> None: ...
         def _record(self, *parts: Any) -> None: ...
-        def _send(self, src: SimNode, dst_id: bytes, msg: Message) -> None: ...
+        def _send(self, src: SimNode, dst_id: bytes, msgs: tuple[Message, ...]) -> None: ...
 
-    def _carry(self, node: SimNode, fx: list[Any], *, paced: bool = False) -> None:
-        """What the runtime's effect runner and store task do, with the same cores deciding:
-        the writer's pacing (:func:`~p2pworld.core.persist.pace`), submissions first, then
-        the persist core's plan, step by step (a commit is instant here; a crash between
-        events loses only what no commit held)."""
-        hub = node.hub
-        if hub is None:
+    def _carry(self, node: SimNode, fx: list[Any], *, inp: Input | None = None) -> None:
+        """Hand ``node``'s core an input (by default: an API call's effects ``fx``) and
+        carry out what it plans, flushing until nothing is left, as the runtime's effect
+        runner and store task do (a commit is instant here; a crash between events loses
+        only what no commit held)."""
+        core = node.core
+        if core is None:
             return
-        node.queue += fx
+        plan = core.handle(inp if inp is not None else Called(effects=tuple(fx)),
+                           now_ms=self.now_ms(node))
         while True:
-            if not paced and self._pacing(node, hub):
-                return
-            paced = False
-            fx, node.queue = node.queue + hub.flush(now_ms=self.now_ms(node)), []
-            if not fx:
+            self._carry_plan(node, plan)
+            if plan.empty and not plan.ready:
                 break
-            for e in fx:
-                if leaves_at_once(e):
+            plan = core.handle(Flush(), now_ms=self.now_ms(node))
+        self._wake_at(node, plan.wake_at_ms)
+
+    def _carry_plan(self, node: SimNode, plan: Plan) -> None:
+        for e in plan.leave:
+            self._effect(node, e)
+        for step in plan.steps:
+            if isinstance(step, Commit):
+                node.store.apply(step.ops)
+            else:
+                for e in step.effects:
                     self._effect(node, e)
-            for step in node.persist.plan([e for e in fx if not leaves_at_once(e)],
-                                          now_ms=self.now_ms(node)):
-                if isinstance(step, Commit):
-                    node.store.apply(step.ops)
-                else:
-                    for e in step.effects:
-                        self._effect(node, e)
-        self._schedule_lazy(node)
 
-    def _pacing(self, node: SimNode, hub: ChannelHub) -> bool:
-        """Whether the flush waits (the runtime waits while the pace stays the one it began
-        waiting on, until its deadline)."""
-        p = pace(queued=hub.queued, in_flight=hub.in_flight,
-                 batches_in_flight=hub.batches_in_flight(BATCHES_IN_FLIGHT))
-        if p.wait_ms and node.pacing is None:
-            node.pacing = (p, self.now + p.wait_ms / 1000)
-            gen = node.incarnation
-            self.at(p.wait_ms / 1000, lambda: self._pace_over(node, gen))
-            return True
-        if p.wait_ms and node.pacing is not None and node.pacing[0] == p and \
-                self.now < node.pacing[1]:
-            return True
-        node.pacing = None
-        return False
-
-    def _pace_over(self, node: SimNode, gen: int) -> None:
-        if node.up and node.incarnation == gen and node.pacing is not None and \
-                self.now >= node.pacing[1]:
-            node.pacing = None
-            self._carry(node, [], paced=True)
-
-    def _schedule_lazy(self, node: SimNode) -> None:
-        wake = node.persist.wake_at()
-        if wake is None:
+    def _wake_at(self, node: SimNode, wake_ms: int | None) -> None:
+        """One timer per node, for the earliest wake-up its core asked for."""
+        if wake_ms is None:
             return
-        at = self.now + max(0, wake - self.now_ms(node)) / 1000
-        if node.lazy_timer is not None and node.lazy_timer <= at:
+        at = self.now + max(0, wake_ms - self.now_ms(node)) / 1000
+        if node.wake_timer is not None and self.now <= node.wake_timer <= at:
             return
-        node.lazy_timer = at
+        node.wake_timer = at
         gen = node.incarnation
 
-        def write() -> None:
-            if not node.up or node.incarnation != gen:
-                return
-            node.lazy_timer = None
-            commit = node.persist.idle(now_ms=self.now_ms(node))
-            if commit is not None:
-                node.store.apply(commit.ops)
-            self._schedule_lazy(node)
+        def fire() -> None:
+            if not node.up or node.incarnation != gen or node.wake_timer != at:
+                return  # crashed, or superseded by an earlier wake-up
+            node.wake_timer = None
+            self._carry(node, [], inp=TimerFired())
 
-        self.at(at - self.now, write)
+        self.at(at - self.now, fire)
 
     def _effect(self, node: SimNode, e: Any) -> None:
         self._record("fx", node.name, type(e).__name__)
         if isinstance(e, Send):
-            self._send(node, e.peer, e.message)
+            self._send(node, e.peer, (e.message,))
+        elif isinstance(e, SendAll):
+            self._send(node, e.peer, e.messages)
         elif isinstance(e, Delivered):
             if self.nostr is not None:
                 self.nostr.delivered(node, e)
@@ -140,6 +117,9 @@ class Executor:
                     self.stats.latencies.append(self.now - sent)
         elif isinstance(e, Resolved):
             self._resolved(node, e)
+        elif isinstance(e, Outcomes):
+            for r in e.items:
+                self._resolved(node, r)
         elif isinstance(e, WorldSave):
             node.world_store.save(e.author, e.records)
         elif isinstance(e, WorldChanged):

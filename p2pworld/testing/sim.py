@@ -39,10 +39,7 @@ from p2pworld.compute.keys import op_key
 from p2pworld.compute.state import encode_event
 from p2pworld.core.cores import Cores, build_cores
 from p2pworld.core.lanes import nostr_may_carry
-from p2pworld.core.persist import (
-    Pace,
-    PersistCore,
-)
+from p2pworld.core.node import NodeCore, PeerDown, PeerUp, Received
 from p2pworld.errors import P2PWorldError, RemoteProtocolError
 from p2pworld.identity import Ed25519Signer, Signer, node_id, verify_raw
 from p2pworld.io.log_store import load_into
@@ -91,13 +88,10 @@ class SimNode:
     token: bytes | None = None
     bytes_in: int = 0
     frames_in: int = 0
-    persist: PersistCore = field(default_factory=PersistCore)
-    """The node's persist core (what must be on disk before what), as in the runtime."""
-    queue: list[Any] = field(default_factory=list)
-    """Effects waiting while the writer's pacing holds the flush back (as in the runtime)."""
-    pacing: tuple[Pace, float] | None = None
-    """The pace being waited on, and until when (simulated time)."""
-    lazy_timer: float | None = None
+    core: NodeCore | None = None
+    """The node core the runtime runs too (None while the node is down)."""
+    wake_timer: float | None = None
+    """When the node's one timer fires (simulated time), for its core's earliest wake-up."""
     store_generation: int = 0
     token_exp: float = 0.0
     """When the node's token expires, as its claims say (0: it has none)."""
@@ -289,7 +283,10 @@ class Simulator(Executor, SimControl, Workload):
         if book is not None and node.token:
             book.learn(node.token, now=self.now_ms(node) / 1000, node_key=node.signer.public_key)
         hub = cores.hub
-        node.persist, node.queue, node.pacing, node.lazy_timer = PersistCore(), [], None, None
+        # Processes start at different moments: the timers' phase differs per node.
+        node.core = NodeCore(cores, first_tick_ms=self.now_ms(node) + int(
+            self.rng.random() * self.tick_interval * 1000), tick_ms=int(self.tick_interval * 1000))
+        node.wake_timer = None
         for n in load_into(hub, node.store, node.store.load_channels(quarantine=True)):
             node.notices.append(n.error)
         for ch in node.store.quarantined:
@@ -304,6 +301,7 @@ class Simulator(Executor, SimControl, Workload):
                 self._carry(node, cores.world.join(NodeInfo(device=node.name),
                                                    now_ms=self.now_ms(node)))
             self.at(self.rng.random() * self.tick_interval, lambda: self._tick(node, gen))
+        self._carry(node, [])  # the core's first wake-up
         if self.auth:
             self._schedule_refresh(node, gen)
 
@@ -325,10 +323,9 @@ class Simulator(Executor, SimControl, Workload):
     def _tick(self, node: SimNode, gen: int) -> None:
         if node.cores is None or node.incarnation != gen:
             return
-        self._carry(node, node.cores.tick(now_ms=self.now_ms(node)))
+        # The workload's own pulse (the node's timers are its core's wake-ups).
         if self.measure_staleness:
             self._staleness(node)
-        self._carry(node, node.cores.drive_compute(now_ms=self.now_ms(node)))
         if node.name in self.providers:
             self._carry(node, self._provide(node))
         if self.nostr is not None:
@@ -415,6 +412,7 @@ class Simulator(Executor, SimControl, Workload):
             if frozenset((name, other)) in self.sessions:
                 self._disconnect(name, other)
         node.cores = None
+        node.core = None
         node.pending.clear()
         node.store = node.store.crash()
         self.stats.reach("crash")
@@ -468,10 +466,8 @@ class Simulator(Executor, SimControl, Workload):
             self.stats.reach("session_refused")
             self.at(1.0, lambda: self._connect(a, b))
             return
-        fa = na.cores.peer_up(nb.signer_id, nb.signer.public_key, now_ms=self.now_ms(na))
-        fb = nb.cores.peer_up(na.signer_id, na.signer.public_key, now_ms=self.now_ms(nb))
-        self._carry(na, fa)
-        self._carry(nb, fb)
+        self._carry(na, [], inp=PeerUp(peer=nb.signer_id, key=nb.signer.public_key))
+        self._carry(nb, [], inp=PeerUp(peer=na.signer_id, key=na.signer.public_key))
 
     def _connect_nostr(self, a: str, b: str) -> None:
         pair = frozenset((a, b))
@@ -509,11 +505,11 @@ class Simulator(Executor, SimControl, Workload):
         for x, y in ((a, b), (b, a)):
             nx, ny = self.nodes[x], self.nodes[y]
             if nx.cores is not None:
-                self._carry(nx, nx.cores.peer_down(ny.signer_id))
+                self._carry(nx, [], inp=PeerDown(peer=ny.signer_id))
         if redial:
             self.at(0.05 + self.rng.random() * 0.2, lambda: self._connect(a, b))
 
-    def _send(self, src: SimNode, dst_id: bytes, msg: Message) -> None:
+    def _send(self, src: SimNode, dst_id: bytes, msgs: tuple[Message, ...]) -> None:
         dst = self._by_id().get(dst_id)
         if dst is None:
             return
@@ -526,12 +522,15 @@ class Simulator(Executor, SimControl, Workload):
             self._disconnect(src.name, dst.name, redial=True)
             return
         lane = self.nostr.lane.get(pair, "direct") if self.nostr is not None else "direct"
-        if lane == "nostr" and src.hub is not None and not nostr_may_carry(src.hub, msg):
+        if lane == "nostr" and src.hub is not None and \
+                len(allowed := tuple(m for m in msgs if nostr_may_carry(src.hub, m))) < len(msgs):
             self.stats.reach("lane_forbidden")
+            msgs = allowed
+        if not msgs:
             return
         gen = self._session_gen[pair]
         # The session's own framing: a message larger than a frame travels in parts.
-        for frame in _PACKER.pack([encode_message(msg)]):
+        for frame in _PACKER.pack([encode_message(m) for m in msgs]):
             if lane == "nostr":
                 assert self.nostr is not None
                 self.nostr.send(src.name, dst.name, frame, gen)
@@ -565,13 +564,10 @@ class Simulator(Executor, SimControl, Workload):
             return
         # A frame is one input, as in the runtime (its reader hands every message to the
         # cores before the effect runner carries out what they asked for).
-        fx: list[Any] = []
-        for m in msgs:
-            self._record("recv", dst.name, src.name, frame)
-            fx += dst.cores.receive(src.signer_id, m, now_ms=self.now_ms(dst))
-            if self.observer is not None:
-                self.observer(dst, src, m)
-        self._carry(dst, fx)
+        self._record("recv", dst.name, src.name, frame, len(msgs))
+        self._carry(dst, [], inp=Received(peer=src.signer_id, messages=tuple(msgs)))
+        for m in msgs if self.observer is not None else ():
+            self.observer(dst, src, m)  # type: ignore[misc]
 
     # --- inspection ---------------------------------------------------------------------
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from p2pworld import codec
+from p2pworld.core.node import Input, Received
 from p2pworld.errors import P2PWorldError
 from p2pworld.log.entry import ChannelPolicy
 from p2pworld.testing.store import MemoryLogStore
@@ -41,7 +42,7 @@ class Workload:
         def any_node(self, name: str) -> SimNode: ...
         def reconnect_blocked(self) -> None: ...
         def _by_id(self) -> dict[bytes, SimNode]: ...
-        def _carry(self, node: SimNode, fx: list[Any], *, paced: bool = False) -> None: ...
+        def _carry(self, node: SimNode, fx: list[Any], *, inp: Input | None = None) -> None: ...
         def _connect(self, a: str, b: str, lane: str = "direct") -> None: ...
         def _disconnect(self, a: str, b: str, *, redial: bool = False) -> None: ...
 
@@ -133,7 +134,7 @@ class Workload:
         """Deliver ``msg`` to ``into`` as if ``from_`` had sent it (hostile peers)."""
         dst, src = self.nodes[into], self.nodes[from_]
         if dst.cores is not None:
-            self._carry(dst, dst.cores.receive(src.signer_id, msg, now_ms=self.now_ms(dst)))
+            self._carry(dst, [], inp=Received(peer=src.signer_id, messages=(msg,)))
 
     def converged(self, channel: bytes) -> bool:
         """Every node is up, holds the channel, and all heads and states are equal."""

@@ -1,0 +1,296 @@
+"""The node core: one pure core per node, ``handle(input, now_ms) -> Plan``.
+
+Both executors, the trio runtime (:mod:`p2pworld.runtime.node`) and the simulator
+(:mod:`p2pworld.testing.executor`), drive a node only through :meth:`NodeCore.handle`: they
+turn what happened (a frame arrived with its messages, a session came up or went down, an API
+call ran, a wake-up came due, a commit failed) into an input, and carry out the
+:class:`Plan` they get back. The decisions between input and plan are made here, in the same
+code for both: when the writer's batch goes (:func:`~p2pworld.core.persist.pace`), what must be
+on disk before what (:class:`~p2pworld.core.persist.PersistCore`), when the cores' timers run,
+and how effects are grouped into batches.
+
+**Inputs** are frozen, keyword-only values. Events (:class:`Received`, :class:`PeerUp`,
+:class:`PeerDown`, :class:`Called`) only queue work: their plan is empty and ``ready`` says
+that a batch waits. :class:`Flush` (the executor can take a batch now) and :class:`TimerFired`
+(a wake-up the last plan asked for came due) return the batch.
+
+**A plan** is ``leave`` (writer submissions: they may go ahead of earlier batches still on
+their way to disk), then ``steps`` in order (:class:`~p2pworld.core.persist.Carry` and
+:class:`~p2pworld.core.persist.Commit`; what follows a commit waits for it), and ``wake_at_ms``:
+when to call again with :class:`TimerFired` (the earliest of the writer's pacing deadline, the
+lazy outbox's commit and the next timer run). An executor keeps one timer, for the latest
+plan's ``wake_at_ms``.
+
+**Batches.** On the channel data path effects are per batch, never per message: the sends of a
+flush to one peer become one :class:`~p2pworld.effects.SendAll` (one write, packed into as few
+frames as fit), its outcomes one :class:`~p2pworld.channel.hub.Outcomes`; a batch's
+persistence is one commit. Grouping never moves an effect across a durable one, so the
+persist core's ordering holds for the groups.
+
+Example:
+    >>> import random
+    >>> from p2pworld.core.cores import build_cores
+    >>> from p2pworld.identity import Ed25519Signer
+    >>> cores = build_cores(Ed25519Signer(bytes(32)), workspace="lab", rng=random.Random(0),
+    ...                     incarnation=1)
+    >>> core = NodeCore(cores, first_tick_ms=0)
+    >>> plan = core.handle(Called(effects=()), now_ms=0)
+    >>> plan.ready, plan.steps
+    (True, ())
+    >>> core.handle(Flush(), now_ms=0).wake_at_ms  # the first timer run is due
+    0
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from p2pworld.channel.hub import Outcomes, Resolved
+from p2pworld.core.cores import Cores, NodeEffect
+from p2pworld.core.persist import (
+    BATCHES_IN_FLIGHT,
+    GATING_EFFECTS,
+    Commit,
+    Pace,
+    PersistCore,
+    Step,
+    leaves_at_once,
+    pace,
+)
+from p2pworld.effects import Send, SendAll
+from p2pworld.wire import Message
+
+TICK_MS = 250
+"""How often the cores' timers run (heartbeats, presence expiry, gossip repair, the channels'
+start-up exchange, the requester's compute duties)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Received:
+    """A frame arrived from ``peer`` with these messages (already authenticated and decoded)."""
+
+    peer: bytes
+    messages: tuple[Message, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class PeerUp:
+    """A session with ``peer`` (node id) is up; ``key`` is its authenticated public key."""
+
+    peer: bytes
+    key: bytes
+
+
+@dataclass(frozen=True, kw_only=True)
+class PeerDown:
+    """The session with ``peer`` ended."""
+
+    peer: bytes
+
+
+@dataclass(frozen=True, kw_only=True)
+class Called:
+    """An API call ran on the cores and returned its result to the caller; these are the
+    effects it asked for."""
+
+    effects: tuple[NodeEffect, ...]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Flush:
+    """The executor can take a batch now."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class TimerFired:
+    """A wake-up a plan asked for came due."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CommitFailed:
+    """``commit`` did not reach the disk (it is full): its outbox rows wait for the next."""
+
+    commit: Commit
+
+
+Input = Received | PeerUp | PeerDown | Called | Flush | TimerFired | CommitFailed
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What to carry out for one input, in this order: ``leave``, then ``steps`` (see the
+    module's docstring); then call again with :class:`TimerFired` at ``wake_at_ms`` (None: not
+    before another input), and with :class:`Flush` as soon as possible if ``ready``."""
+
+    leave: tuple[NodeEffect, ...] = ()
+    steps: tuple[Step, ...] = ()
+    wake_at_ms: int | None = None
+    ready: bool = False
+
+    @property
+    def empty(self) -> bool:
+        """Nothing to carry out now."""
+        return not self.leave and not self.steps
+
+
+@dataclass
+class NodeCore:
+    """One node's decisions between what happened and what to do (see the module's
+    docstring). ``first_tick_ms``: when the cores' timers first run; ``tick_ms``: how often
+    they run after that."""
+
+    cores: Cores
+    first_tick_ms: int = 0
+    tick_ms: int = TICK_MS
+    persist: PersistCore = field(default_factory=PersistCore)
+    queue: list[NodeEffect] = field(default_factory=list)
+    """Effects of inputs not yet taken by a flush."""
+    pacing: tuple[Pace, int] | None = None
+    """The pace a flush is waiting on, and until when."""
+    next_tick_ms: int = field(init=False)
+    stats: dict[str, int] = field(default_factory=lambda: {"inputs": 0, "flushes": 0,
+                                                           "waits": 0, "timer_runs": 0})
+
+    def __post_init__(self) -> None:
+        self.next_tick_ms = self.first_tick_ms
+        self._last_now_ms: int | None = None
+
+    @property
+    def queued(self) -> int:
+        """Work waiting for a flush (effects and publishes not yet signed)."""
+        return len(self.queue) + self.cores.hub.queued
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waits: no queued effect, no unflushed core work, no uncommitted row."""
+        return not self.queue and self.cores.hub.idle and not self.persist.lazy
+
+    def handle(self, inp: Input, *, now_ms: int) -> Plan:
+        """Apply ``inp`` at ``now_ms`` (the node's clock) and say what to carry out."""
+        self.stats["inputs"] += 1
+        if self._last_now_ms is not None and now_ms < self._last_now_ms:
+            self._clock_went_back(self._last_now_ms - now_ms)
+        self._last_now_ms = now_ms
+        c = self.cores
+        if isinstance(inp, Received):
+            for m in inp.messages:
+                self.queue += c.receive(inp.peer, m, now_ms=now_ms)
+        elif isinstance(inp, Called):
+            self.queue += inp.effects
+        elif isinstance(inp, PeerUp):
+            self.queue += c.peer_up(inp.peer, inp.key, now_ms=now_ms)
+        elif isinstance(inp, PeerDown):
+            self.queue += c.peer_down(inp.peer)
+        elif isinstance(inp, CommitFailed):
+            self.persist.failed(inp.commit, now_ms=now_ms)
+        elif isinstance(inp, TimerFired):
+            if now_ms >= self.next_tick_ms:
+                self.stats["timer_runs"] += 1
+                self.next_tick_ms = now_ms + self.tick_ms
+                self.queue += c.tick(now_ms=now_ms)
+                self.queue += c.drive_compute(now_ms=now_ms)
+            return self._flush(now_ms)
+        else:
+            return self._flush(now_ms)
+        return Plan(wake_at_ms=self.wake_at(), ready=not self.idle)
+
+    def _clock_went_back(self, by_ms: int) -> None:
+        """The node's clock was set back: the core's own deadlines move with it, so its
+        timers keep their pace instead of stopping until the clock catches up."""
+        self.next_tick_ms -= by_ms
+        if self.pacing is not None:
+            self.pacing = (self.pacing[0], self.pacing[1] - by_ms)
+        if self.persist.lazy_since_ms is not None:
+            self.persist.lazy_since_ms -= by_ms
+
+    def wake_at(self) -> int | None:
+        """The earliest wake-up this core needs: the pacing deadline, the lazy outbox's own
+        commit, the next timer run."""
+        times = [self.next_tick_ms]
+        if self.pacing is not None:
+            times.append(self.pacing[1])
+        lazy = self.persist.wake_at()
+        if lazy is not None:
+            times.append(lazy)
+        return min(times)
+
+    def _waits(self, now_ms: int) -> bool:
+        """Whether the writer's queued publishes wait for company (the flush is held back
+        while the pace stays the one it began waiting on, until its deadline)."""
+        hub = self.cores.hub
+        p = pace(queued=hub.queued, in_flight=hub.in_flight,
+                 batches_in_flight=hub.batches_in_flight(BATCHES_IN_FLIGHT))
+        if p.wait_ms and self.pacing is None:
+            self.pacing = (p, now_ms + p.wait_ms)
+            return True
+        if p.wait_ms and self.pacing is not None and self.pacing[0] == p and \
+                now_ms < self.pacing[1]:
+            return True
+        self.pacing = None
+        return False
+
+    def _flush(self, now_ms: int) -> Plan:
+        steps: list[Step] = []
+        leave: list[NodeEffect] = []
+        fx: list[NodeEffect] = []
+        if self._waits(now_ms):
+            # The batch waits for company; outbox rows that waited long enough do not.
+            self.stats["waits"] += 1
+        else:
+            fx, self.queue = [*self.queue, *self.cores.hub.flush(now_ms=now_ms)], []
+        if fx:
+            self.stats["flushes"] += 1
+            rest: list[NodeEffect] = []
+            for e in batched(fx):
+                (leave if leaves_at_once(e) else rest).append(e)
+            steps = self.persist.plan(rest, now_ms=now_ms) if rest else []
+        if not any(isinstance(s, Commit) for s in steps):
+            lazy = self.persist.idle(now_ms=now_ms)
+            if lazy is not None:
+                steps.append(lazy)
+        return Plan(tuple(leave), tuple(steps), self.wake_at(), ready=False)
+
+
+def batched(fx: list[NodeEffect]) -> list[NodeEffect]:
+    """Group a flush's effects into batches: the sends to one peer into one
+    :class:`~p2pworld.effects.SendAll` (writer submissions apart, as they leave at once), the
+    outcomes into one :class:`~p2pworld.channel.hub.Outcomes`, each at its first member's
+    place. Groups never span a durable effect (a commit), so what the persist core orders
+    keeps its order.
+
+    Example:
+        >>> from p2pworld.wire import Ping
+        >>> [type(e).__name__ for e in batched([Send(b"a", Ping(1)), Send(b"a", Ping(2)),
+        ...                                     Send(b"b", Ping(3))])]
+        ['SendAll', 'Send']
+    """
+    out: list[NodeEffect | list[NodeEffect]] = []
+    sends: dict[tuple[bytes, bool], list[NodeEffect]] = {}
+    outcomes: list[NodeEffect] | None = None
+    for e in fx:
+        if isinstance(e, Send):
+            k = (e.peer, leaves_at_once(e))
+            group = sends.get(k)
+            if group is None:
+                group = sends[k] = []
+                out.append(group)
+            group.append(e)
+        elif isinstance(e, Resolved):
+            if outcomes is None:
+                outcomes = []
+                out.append(outcomes)
+            outcomes.append(e)
+        else:
+            if isinstance(e, GATING_EFFECTS):
+                sends, outcomes = {}, None
+            out.append(e)
+    return [_one(x) if isinstance(x, list) else x for x in out]
+
+
+def _one(group: list[NodeEffect]) -> NodeEffect:
+    if len(group) == 1:
+        return group[0]
+    first = group[0]
+    if isinstance(first, Send):
+        return SendAll(first.peer, tuple(e.message for e in group if isinstance(e, Send)))
+    return Outcomes(tuple(e for e in group if isinstance(e, Resolved)))
