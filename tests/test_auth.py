@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from p2pworld import NodeConfig, open_node
 from p2pworld.auth.book import AuthConfig, TokenBook

@@ -13,8 +13,7 @@ from typing import Any
 
 import pytest
 import trio
-from hypothesis import settings
-from hypothesis import strategies as st
+from hypothesis import settings, strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
 
 from p2pworld import NodeConfig, open_node

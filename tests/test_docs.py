@@ -158,7 +158,7 @@ PROSE = [
     (r"at most ([\d,]+) entries and 32 MiB per message", "p2pworld.channel.hub.MAX_EPOCH_CATCHUP"),
     (r"4,000 entries and ([\d,]+ MiB) per message", "p2pworld.channel.hub.EPOCH_CATCHUP_BYTES"),
     (r"at most ([\d,]+) entries and 24 MiB\)", "p2pworld.wire.MAX_RESTORE"),
-    (r"4,096 entries and ([\d,]+ MiB)\)", "p2pworld.channel.hub.RESTORE_BYTES"),
+    (r"4,096 entries and ([\d,]+ MiB)\)", "p2pworld.channel.startup.RESTORE_BYTES"),
 ]
 
 

@@ -17,7 +17,6 @@ from p2pworld.channel.hub import Outcomes, Resolved
 from p2pworld.core import node as node_core
 from p2pworld.core.cores import build_cores
 from p2pworld.core.node import (
-    TICK_MS,
     Called,
     Flush,
     NodeCore,
@@ -32,6 +31,7 @@ from p2pworld.effects import Send, SendAll
 from p2pworld.identity import Ed25519Signer
 from p2pworld.testing import Simulator
 from p2pworld.wire import Ack, Ping, Submit
+from p2pworld.world.doc import NodeInfo
 
 IN_FLIGHT = 100
 
@@ -134,15 +134,25 @@ def test_events_queue_and_flush_carries() -> None:
     assert core.handle(Flush(), now_ms=0).empty
 
 
-def test_one_wake_up_for_timers() -> None:
-    """The plan asks to be woken at the next timer run; the timers run when it fires, and
-    not before."""
+def test_one_wake_up_for_timers_at_the_cores_deadlines() -> None:
+    """No periodic tick: an unjoined node alone asks for no wake-up at all; joined, it asks
+    for its next deadline (here the announcement of its own new records, then its next
+    heartbeat) and the timers run then, not before."""
     core = _core()
-    assert core.handle(Flush(), now_ms=0).wake_at_ms == 1_000
+    assert core.handle(Flush(), now_ms=0).wake_at_ms == 1_000  # the start (first_tick_ms)
     core.handle(TimerFired(), now_ms=999)
     assert core.stats["timer_runs"] == 0
-    plan = core.handle(TimerFired(), now_ms=1_000)
-    assert core.stats["timer_runs"] == 1 and plan.wake_at_ms == 1_000 + TICK_MS
+    assert core.handle(TimerFired(), now_ms=1_000).wake_at_ms is None  # nothing due
+    hb = core.cores.world.config.heartbeat_ms
+    core.handle(Called(effects=tuple(core.cores.world.join(NodeInfo(), now_ms=2_000))),
+                now_ms=2_000)
+    assert core.handle(Flush(), now_ms=2_000).wake_at_ms <= 2_000  # announce its new records
+    core.handle(TimerFired(), now_ms=2_000)
+    assert core.handle(Flush(), now_ms=2_000).wake_at_ms == 2_000 + hb
+    core.handle(TimerFired(), now_ms=2_000 + hb - 1)
+    assert core.stats["timer_runs"] == 2
+    plan = core.handle(TimerFired(), now_ms=2_000 + hb)
+    assert core.stats["timer_runs"] == 3 and plan.wake_at_ms == 2_000 + 2 * hb
 
 
 def test_lazy_outbox_rows_get_their_own_wake_up() -> None:
@@ -199,11 +209,16 @@ def test_each_publish_hears_its_own_outcome_from_a_batch() -> None:
 
 
 def test_a_clock_set_back_does_not_stop_the_timers() -> None:
-    """The node's clock is the wall clock: set back by a minute, the core's timers keep
-    their pace (the next run is due one tick later, not a minute later)."""
+    """The node's clock is the wall clock: set back by a minute, the next heartbeat is still
+    due one interval after the last one (before, the world's own timers waited a minute, and
+    peers saw the node go stale)."""
     core = _core()
-    core.handle(TimerFired(), now_ms=1_000)
-    assert core.handle(Flush(), now_ms=-59_000 + 1_000).wake_at_ms == -59_000 + 1_000 + TICK_MS
+    hb = core.cores.world.config.heartbeat_ms
+    core.handle(Called(effects=tuple(core.cores.world.join(NodeInfo(), now_ms=2_000))),
+                now_ms=2_000)
+    core.handle(TimerFired(), now_ms=2_000 + hb)
+    back = 2_000 + hb - 60_000
+    assert core.handle(Flush(), now_ms=back).wake_at_ms == back + hb
 
 
 def test_outbox_rows_do_not_wait_on_the_writer_s_pacing() -> None:
@@ -216,4 +231,4 @@ def test_outbox_rows_do_not_wait_on_the_writer_s_pacing() -> None:
     core._waits = lambda now_ms: True  # type: ignore[method-assign]
     plan = core.handle(TimerFired(), now_ms=LAZY_WRITE_MS)
     assert [type(s).__name__ for s in plan.steps] == ["Commit"]
-    assert plan.wake_at_ms is not None and plan.wake_at_ms > LAZY_WRITE_MS
+    assert not core.persist.lazy

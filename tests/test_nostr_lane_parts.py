@@ -22,8 +22,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from p2pworld.errors import DecodeError, NostrError
 from p2pworld.io.nip11 import (

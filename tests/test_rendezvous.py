@@ -6,8 +6,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from discovery.rendezvous_server import serve_rendezvous
 from p2pworld import NodeConfig, codec, open_node

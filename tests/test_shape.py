@@ -23,11 +23,11 @@ SIZE_ALLOWANCES: dict[str, tuple[int, str]] = {
     "p2pworld.runtime.node": (2216, "the runtime still decides; the node core takes its "
                                     "decisions (issue 15, M2-M3) and the facade splits it (M5)"),
     "p2pworld.runtime.node:Node": (1562, "as above"),
-    "p2pworld.channel.hub": (1623, "membership, epochs, checkpoints, writers and fan-out in one "
+    "p2pworld.channel.hub": (1406, "membership, epochs, checkpoints, writers and fan-out in one "
                                    "class; split by noun in issue 15, M5"),
-    "p2pworld.channel.hub:ChannelHub": (1323, "as above"),
-    "p2pworld.world.core": (827, "gossip, presence and ads in one core; split in issue 15, M5"),
-    "p2pworld.world.core:WorldCore": (629, "as above"),
+    "p2pworld.channel.hub:ChannelHub": (1130, "as above"),
+    "p2pworld.world.core": (727, "gossip, presence and ads in one core; split in issue 15, M5"),
+    "p2pworld.world.core:WorldCore": (576, "as above"),
     "p2pworld.testing.sim:Simulator": (444, "the simulator's copies of node policy go when it "
                                              "runs the node core (issue 15, M2-M3)"),
     "p2pworld.wire": (681, "every message of every protocol; one module per noun once the "
@@ -38,9 +38,10 @@ SIZE_ALLOWANCES: dict[str, tuple[int, str]] = {
 
 SHELL_UNITS = {"p2pworld.io", "p2pworld.runtime", "discovery"}
 NOT_THE_NODE = {"p2pworld.testing", "p2pworld.cli"}
-SHELL_SHARE_CEILING = 0.39
+SHELL_SHARE_CEILING = 0.38
 """39.4% when the test landed, 38.8% once the persist core took the data path's ordering and
-pacing; issue 15 brings it to 0.20 (lower this as decisions move)."""
+pacing, 37.3% once the node core took the flush, the timers and the batching; issue 15
+brings it to 0.20 (lower this as decisions move)."""
 
 
 def sizes() -> dict[str, int]:

@@ -20,8 +20,7 @@ from pathlib import Path
 
 import pytest
 import trio
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from p2pworld import NodeConfig, open_node
 from p2pworld.channel.hub import ChannelHub

@@ -8,8 +8,7 @@ from pathlib import Path
 import pycrdt
 import pytest
 import trio
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
+from hypothesis import HealthCheck, given, settings, strategies as st
 
 from p2pworld import NodeConfig, codec, open_node
 from p2pworld.effects import PeerMisbehaved, Send

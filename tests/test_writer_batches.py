@@ -7,16 +7,14 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from p2pworld import codec
 from p2pworld.channel.hub import Delivered, Persist
 from p2pworld.errors import ChainBroken, DecodeError, InvalidSignature
 from p2pworld.identity import Ed25519Signer
 from p2pworld.io.log_store import STORE_FORMAT, LogStore
-from p2pworld.log import entry as entry_mod
-from p2pworld.log import merkle
+from p2pworld.log import entry as entry_mod, merkle
 from p2pworld.log.entry import (
     ChannelRecord,
     Entry,

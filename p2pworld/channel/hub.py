@@ -27,39 +27,20 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from p2pworld import codec
-from p2pworld.channel.effects import (  # the hub's effects, re-exported here
+from p2pworld.channel.effects import (  # re-exported: the core's effects and values
     ChannelKnown as ChannelKnown,
-)
-from p2pworld.channel.effects import (
     Delivered as Delivered,
-)
-from p2pworld.channel.effects import (
     Effect as Effect,
-)
-from p2pworld.channel.effects import (
     Notice as Notice,
-)
-from p2pworld.channel.effects import (
     OutboxDone as OutboxDone,
-)
-from p2pworld.channel.effects import (
     OutboxPut as OutboxPut,
-)
-from p2pworld.channel.effects import (
     Outcomes as Outcomes,
-)
-from p2pworld.channel.effects import (
     Persist as Persist,
-)
-from p2pworld.channel.effects import (
     RecordFork as RecordFork,
-)
-from p2pworld.channel.effects import (
     Resolved as Resolved,
-)
-from p2pworld.channel.effects import (
     SaveCursor as SaveCursor,
 )
+from p2pworld.channel.startup import StartupExchange
 from p2pworld.codec import Value
 from p2pworld.effects import PeerMisbehaved, Send
 from p2pworld.errors import (
@@ -79,8 +60,6 @@ from p2pworld.errors import (
     PublishTimeout,
     RemoteProtocolError,
     Resequenced,
-    RollbackUnchecked,
-    RolledBack,
     UnknownChannel,
     WorkspaceMismatch,
     error_from_code,
@@ -102,7 +81,6 @@ from p2pworld.log.replica import Replica
 from p2pworld.log.sequencer import ChannelLog, Sequencer
 from p2pworld.log.state import ChannelState, EpochChange, ctl_payload
 from p2pworld.wire import (
-    MAX_RESTORE,
     Ack,
     ChannelAnnounce,
     Entries,
@@ -132,8 +110,6 @@ MAX_BATCH = 256
 STARTUP_CHECK_MS = 2_000
 """How long a sequencer that loaded a channel from disk waits for its peers' heads before it
 acknowledges anyway (with a ``RollbackUnchecked`` notice if none answered)."""
-RESTORE_BYTES = 24 << 20
-"""Most entry bytes one ``Restore`` carries (a larger rollback is reported lost)."""
 MAX_BATCH_BYTES = 1 << 20
 """Most encoded entry bytes per ``ents`` message (one larger entry travels alone)."""
 WINDOW_ENTRIES = 4096
@@ -279,7 +255,7 @@ class _Check:
     subs: list[tuple[bytes, Subscribe]] = field(default_factory=list)
 
 
-class ChannelHub:
+class ChannelHub(StartupExchange):
     """All channels of one node: sequencers for those it sequences, replicas for the rest."""
 
     def __init__(self, signer: Signer, *, workspace: str, rng: random.Random,
@@ -890,98 +866,7 @@ class ChannelHub:
         self.cursors[channel] = cp
         return [SaveCursor(cp)]
 
-    # --- the start-up exchange --------------------------------------------------------------
-
-    def tick(self, *, now_ms: int) -> list[Effect]:
-        """Timers: the start-up exchange of channels loaded from disk (its bound starts at
-        the first tick after loading)."""
-        fx: list[Effect] = []
-        for ch, own in sorted(self.own.items()):
-            if own.check is None:
-                continue
-            if own.check.deadline is None:
-                own.check.deadline = now_ms + self.startup_check_ms
-            fx += self._ask_heads(ch)
-            fx += self._check_progress(ch, now_ms)
-        return fx
-
-    def checking(self, channel: bytes) -> bool:
-        """Is ``channel`` still in its start-up exchange (nothing acknowledged yet)?"""
-        own = self.own.get(channel)
-        return own is not None and own.check is not None
-
-    def _ask_heads(self, channel: bytes) -> list[Effect]:
-        own = self.own[channel]
-        c = own.check
-        if c is None:
-            return []
-        st = own.seqr.state
-        fx: list[Effect] = []
-        for pid, key in sorted(self.peers.items()):
-            if pid in c.asked or (st.restricted and key not in st.participants):
-                continue
-            c.asked.add(pid)
-            fx.append(Send(pid, HeadQuery(channel)))
-        return fx
-
-    def _head_report(self, peer: bytes, channel: bytes) -> HeadReport:
-        """What this node holds of ``channel``, for the sequencer asking (nothing, to a
-        non-participant of a restricted channel)."""
-        try:
-            log = self.log(channel)
-        except P2PWorldError:
-            return HeadReport(channel, 1, 0, bytes(32))
-        st = log.state
-        if st.restricted and self.peers.get(peer) not in st.participants:
-            return HeadReport(channel, 1, 0, bytes(32))
-        signed = log.signed_head if isinstance(log, Replica) else None
-        if signed is not None and (signed.seq, signed.head_hash, signed.epoch) != (
-                log.seq, log.head_hash, st.epoch):
-            signed = None
-        return HeadReport(channel, st.epoch, log.seq, log.head_hash, tuple(st.epochs), signed)
-
-    def _on_head_report(self, peer: bytes, msg: HeadReport, now_ms: int) -> list[Effect]:
-        own = self.own.get(msg.channel)
-        if own is None:
-            return []
-        if msg.epoch > own.seqr.state.epoch:
-            newer = self._newer_epochs(msg.channel, list(msg.epochs))
-            if newer:
-                return self._step_down(msg.channel, newer, now_ms)
-        seqr = own.seqr
-        if own.check is None and msg.epoch == seqr.state.epoch and self._proven(seqr, msg) \
-                and (msg.seq > seqr.seq or seqr.hash_at(msg.seq) not in (msg.head_hash, None)):
-            # A head this sequencer signed that its log no longer holds: its store rolled back
-            # while no peer could be asked (ROLLBACK_UNCHECKED), and it may have issued those
-            # seqs again. Never silent; repairing it takes a recovery epoch.
-            err = Forked("a replica holds a head this sequencer signed that its own log no "
-                         "longer holds: its store rolled back unchecked",
-                         channel=msg.channel.hex(), seq=msg.seq, held=seqr.seq)
-            self._count(err.code, peer, msg.channel)
-            return [Notice(msg.channel, err)]
-        if own.check is None or peer not in own.check.asked:
-            return []
-        if msg.epoch == seqr.state.epoch and msg.seq > seqr.seq and not self._proven(
-                seqr, msg):
-            # A claim to be ahead without this sequencer's own signature over that head:
-            # counted as an answer, never as evidence (a hostile peer cannot make it restore,
-            # start a new epoch or report writes lost).
-            self._count("UNPROVEN_HEAD", peer, msg.channel)
-            msg = HeadReport(msg.channel, msg.epoch, 0, bytes(32))
-        own.check.reports[peer] = msg
-        return self._check_progress(msg.channel, now_ms)
-
-    def _proven(self, seqr: Sequencer, msg: HeadReport) -> bool:
-        """Is ``msg``'s head signed by this sequencer, in its epoch?"""
-        h = msg.signed
-        if h is None or (h.channel, h.epoch, h.seq, h.head_hash) != (
-                msg.channel, msg.epoch, msg.seq, msg.head_hash):
-            return False
-        try:
-            h.verify(self.signer.public_key)
-        except P2PWorldError:
-            return False
-        return True
+    # --- stepping down (a newer epoch elsewhere) ----------------------------------------
 
     def _newer_epochs(self, channel: bytes, epochs: list[EpochChange]) -> list[EpochChange]:
         """The epoch changes past this node's epoch of ``channel``, if ``epochs`` is a valid
@@ -1093,108 +978,6 @@ class ChannelHub:
                     idem_key=sub.idem_key.hex(), resubmitted=True)))
         self.outbox[key] = _Pending(sub, want, waiter.req if waiter is not None else None)
         fx.append(OutboxPut(sub, want))
-        return fx
-
-    def _check_progress(self, channel: bytes, now_ms: int) -> list[Effect]:
-        """Go on with the exchange: restore from the peer furthest ahead in this epoch, then
-        end it once every peer asked has answered (at least one), or at the bound."""
-        own = self.own[channel]
-        c = own.check
-        if c is None:
-            return []
-        past = c.deadline is not None and now_ms >= c.deadline
-        if c.restoring is not None:
-            if not past:
-                return []
-            # The peer asked for the entries never answered: the bound ends the exchange.
-            self._count("RESTORE_TIMEOUT", c.restoring, channel)
-            c.restoring = None
-            return self._end_check(channel, now_ms)
-        seqr = own.seqr
-        ahead = sorted(((r.seq, p) for p, r in c.reports.items()
-                        if r.epoch == seqr.state.epoch and r.seq > seqr.seq
-                        and p not in c.tried and p in self.peers), reverse=True)
-        if ahead:
-            _, p = ahead[0]
-            c.restoring = p
-            c.tried.add(p)
-            if not c.restored:
-                c.from_seq = seqr.seq
-            return [Send(p, RestoreRequest(channel, seqr.seq, seqr.head_hash))]
-        waiting = c.asked - set(c.reports)
-        if (c.reports and not waiting) or past:
-            return self._end_check(channel, now_ms)
-        return []
-
-    def _restore_for(self, peer: bytes, msg: RestoreRequest) -> Restore:
-        """Entries after ``msg.after`` up to our signed head, for the channel's own sequencer
-        (whose store rolled back); an empty answer if we cannot."""
-        r = self.replicas.get(msg.channel)
-        nothing = Restore(msg.channel)
-        if r is None or self.peers.get(peer) != r.state.sequencer_key:
-            return nothing
-        h = r.signed_head
-        if h is None or (h.seq, h.head_hash, h.epoch) != (r.seq, r.head_hash, r.state.epoch):
-            return nothing
-        if msg.after < r.floor or r.hash_at(msg.after) != msg.after_hash:
-            return nothing
-        ents = r.read(msg.after, MAX_RESTORE + 1)
-        if not ents or len(ents) > MAX_RESTORE or \
-                sum(len(e.encoded) for e in ents) > RESTORE_BYTES:
-            return nothing
-        return Restore(msg.channel, tuple(ents), h)
-
-    def _on_restore(self, peer: bytes, msg: Restore, now_ms: int) -> list[Effect]:
-        own = self.own.get(msg.channel)
-        if own is None or own.check is None or own.check.restoring != peer:
-            return []
-        c = own.check
-        c.restoring = None
-        if msg.head is not None and msg.entries:
-            try:
-                c.restored += own.seqr.restore(list(msg.entries), msg.head)
-                self._dirty.add(msg.channel)
-            except P2PWorldError as e:
-                self._count(e.code, peer, msg.channel)
-        return self._check_progress(msg.channel, now_ms)
-
-    def _end_check(self, channel: bytes, now_ms: int) -> list[Effect]:
-        """The exchange is over: say what it found, make sure no seq a peer saw is issued
-        again in this epoch, then answer what was held."""
-        own = self.own[channel]
-        c = own.check
-        assert c is not None
-        own.check = None
-        seqr = own.seqr
-        fx: list[Effect] = []
-        if c.restored:
-            fx.append(Notice(channel, RolledBack(
-                f"this node's store had rolled back to seq {c.from_seq}; {c.restored} "
-                "entries were taken back from a replica", from_seq=c.from_seq,
-                restored=c.restored)))
-        best = max((r.seq for r in c.reports.values() if r.epoch == seqr.state.epoch),
-                   default=0)
-        if best > seqr.seq:
-            fx.append(Notice(channel, LostWrite(
-                f"entries {seqr.seq + 1}..{best} were acknowledged before this node's store "
-                "rolled back and no reachable replica holds them", seq=seqr.seq + 1,
-                last=best)))
-            if not seqr.state.closed:
-                # A new epoch at the head we hold: those seqs are never issued again in the
-                # epoch a peer saw them in (peers holding them truncate and tell writers).
-                fx += self.handoff(channel, self.signer.public_key, now_ms=now_ms,
-                                   reason="rollback")[1]
-                own = self.own[channel]
-        if not c.reports:
-            fx.append(Notice(channel, RollbackUnchecked(
-                f"no peer answered within {self.startup_check_ms} ms: a rollback of this "
-                "node's store could not be checked", bound_ms=self.startup_check_ms)))
-        for peer, sub in c.subs:
-            if peer in self.peers:
-                fx += self._on_subscribe(peer, sub)
-        for waiter, s in c.held:
-            fx += self._submit_local(waiter, s, now_ms)
-        self._dirty.add(channel)
         return fx
 
     # --- flush ------------------------------------------------------------------------------

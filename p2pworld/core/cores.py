@@ -86,6 +86,31 @@ class Cores:
             fx += more
         return fx
 
+    def compute_open(self) -> bool:
+        """Whether this node's own compute channel has requests not yet decided (its duties
+        depend on offers and presence, so the node core runs them every tick meanwhile)."""
+        log = self.own_compute() if self.compute is not None else None
+        return log is not None and self.compute is not None and any(
+            not r.terminal for r in self.compute.state(log).requests.values())
+
+    def is_own_compute(self, channel: bytes) -> bool:
+        if self.compute is None:
+            return False
+        try:
+            rec = self.hub.record(channel)
+        except P2PWorldError:
+            return False
+        return self.compute.is_compute(rec) and rec.owner_key == self.hub.signer.public_key
+
+    def wake_at(self) -> int | None:
+        """When the world's or the channels' timers next have something to do."""
+        return min((t for t in (self.world.wake_at(), self.hub.wake_at()) if t is not None),
+                   default=None)
+
+    def clock_went_back(self, by_ms: int) -> None:
+        self.world.clock_went_back(by_ms)
+        self.hub.clock_went_back(by_ms)
+
     def peer_up(self, peer: bytes, key: bytes, *, now_ms: int) -> list[NodeEffect]:
         return [*self.hub.peer_up(peer, key), *self.world.peer_up(peer, key, now_ms=now_ms)]
 

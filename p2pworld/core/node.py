@@ -18,8 +18,11 @@ that a batch waits. :class:`Flush` (the executor can take a batch now) and :clas
 their way to disk), then ``steps`` in order (:class:`~p2pworld.core.persist.Carry` and
 :class:`~p2pworld.core.persist.Commit`; what follows a commit waits for it), and ``wake_at_ms``:
 when to call again with :class:`TimerFired` (the earliest of the writer's pacing deadline, the
-lazy outbox's commit and the next timer run). An executor keeps one timer, for the latest
-plan's ``wake_at_ms``.
+lazy outbox's commit and the cores' next deadline: a heartbeat, an announcement, a graft, a
+digest pull, a member that may go stale, a start-up exchange's bound, and every
+:data:`TICK_MS` the compute duties while requests are open). There is no periodic tick: a node
+with nothing due sleeps until an input. An executor keeps one timer, for the latest plan's
+``wake_at_ms``.
 
 **Batches.** On the channel data path effects are per batch, never per message: the sends of a
 flush to one peer become one :class:`~p2pworld.effects.SendAll` (one write, packed into as few
@@ -31,21 +34,32 @@ Example:
     >>> import random
     >>> from p2pworld.core.cores import build_cores
     >>> from p2pworld.identity import Ed25519Signer
+    >>> from p2pworld.world.doc import NodeInfo
     >>> cores = build_cores(Ed25519Signer(bytes(32)), workspace="lab", rng=random.Random(0),
     ...                     incarnation=1)
     >>> core = NodeCore(cores, first_tick_ms=0)
-    >>> plan = core.handle(Called(effects=()), now_ms=0)
+    >>> rec, fx = cores.hub.open_channel("notes", now_ms=0)
+    >>> plan = core.handle(Called(effects=tuple(fx)), now_ms=0)  # an event only queues
     >>> plan.ready, plan.steps
     (True, ())
-    >>> core.handle(Flush(), now_ms=0).wake_at_ms  # the first timer run is due
+    >>> [type(s).__name__ for s in core.handle(Flush(), now_ms=0).steps]
+    ['Commit', 'Carry']
+    >>> core.handle(Flush(), now_ms=0).wake_at_ms  # the start: the compute duties run once
     0
+    >>> core.handle(TimerFired(), now_ms=0).wake_at_ms is None  # alone, unjoined: nothing due
+    True
+    >>> _ = core.handle(Called(effects=tuple(cores.world.join(NodeInfo(), now_ms=0))), now_ms=0)
+    >>> core.handle(Flush(), now_ms=0).wake_at_ms  # announcing its new records
+    500
+    >>> core.handle(TimerFired(), now_ms=500).wake_at_ms  # then its next heartbeat
+    5000
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from p2pworld.channel.hub import Outcomes, Resolved
+from p2pworld.channel.hub import Delivered, Outcomes, Resolved
 from p2pworld.core.cores import Cores, NodeEffect
 from p2pworld.core.persist import (
     BATCHES_IN_FLIGHT,
@@ -61,8 +75,9 @@ from p2pworld.effects import Send, SendAll
 from p2pworld.wire import Message
 
 TICK_MS = 250
-"""How often the cores' timers run (heartbeats, presence expiry, gossip repair, the channels'
-start-up exchange, the requester's compute duties)."""
+"""How often the requester's compute duties run while its own compute channel has requests not
+yet decided (they depend on offers and presence, not on a deadline). Every other timer run is
+at a deadline a core asked for (:meth:`Cores.wake_at`)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -136,8 +151,8 @@ class Plan:
 @dataclass
 class NodeCore:
     """One node's decisions between what happened and what to do (see the module's
-    docstring). ``first_tick_ms``: when the cores' timers first run; ``tick_ms``: how often
-    they run after that."""
+    docstring). ``first_tick_ms``: the cores' timers do not run before it (a process's start
+    phase); ``tick_ms``: how often the compute duties run while requests are open."""
 
     cores: Cores
     first_tick_ms: int = 0
@@ -147,13 +162,16 @@ class NodeCore:
     """Effects of inputs not yet taken by a flush."""
     pacing: tuple[Pace, int] | None = None
     """The pace a flush is waiting on, and until when."""
-    next_tick_ms: int = field(init=False)
+    poll_at_ms: int | None = field(default=None, init=False)
+    """When the compute duties run next (None: no request is open)."""
     stats: dict[str, int] = field(default_factory=lambda: {"inputs": 0, "flushes": 0,
                                                            "waits": 0, "timer_runs": 0})
 
     def __post_init__(self) -> None:
-        self.next_tick_ms = self.first_tick_ms
         self._last_now_ms: int | None = None
+        self._started = False
+        # The compute duties run once at the start (requests loaded from disk may be open).
+        self.poll_at_ms = self.first_tick_ms
 
     @property
     def queued(self) -> int:
@@ -184,20 +202,35 @@ class NodeCore:
         elif isinstance(inp, CommitFailed):
             self.persist.failed(inp.commit, now_ms=now_ms)
         elif isinstance(inp, TimerFired):
-            if now_ms >= self.next_tick_ms:
+            due = self.timers_at()
+            if due is not None and now_ms >= due:
                 self.stats["timer_runs"] += 1
-                self.next_tick_ms = now_ms + self.tick_ms
+                self._started = True
                 self.queue += c.tick(now_ms=now_ms)
-                self.queue += c.drive_compute(now_ms=now_ms)
+                if self.poll_at_ms is not None and now_ms >= self.poll_at_ms:
+                    self.queue += c.drive_compute(now_ms=now_ms)
+                    self.poll_at_ms = now_ms + self.tick_ms if c.compute_open() else None
             return self._flush(now_ms)
         else:
             return self._flush(now_ms)
         return Plan(wake_at_ms=self.wake_at(), ready=not self.idle)
 
+    def timers_at(self) -> int | None:
+        """When the cores' timers next have something to do (None: nothing before an
+        input)."""
+        due = self.cores.wake_at()
+        if self.poll_at_ms is not None:
+            due = self.poll_at_ms if due is None else min(due, self.poll_at_ms)
+        if due is not None and not self._started:
+            due = max(due, self.first_tick_ms)
+        return due
+
     def _clock_went_back(self, by_ms: int) -> None:
-        """The node's clock was set back: the core's own deadlines move with it, so its
-        timers keep their pace instead of stopping until the clock catches up."""
-        self.next_tick_ms -= by_ms
+        """The node's clock was set back: the deadlines move with it, so the timers keep
+        their pace instead of stopping until the clock catches up."""
+        self.cores.clock_went_back(by_ms)
+        if self.poll_at_ms is not None:
+            self.poll_at_ms -= by_ms
         if self.pacing is not None:
             self.pacing = (self.pacing[0], self.pacing[1] - by_ms)
         if self.persist.lazy_since_ms is not None:
@@ -205,14 +238,15 @@ class NodeCore:
 
     def wake_at(self) -> int | None:
         """The earliest wake-up this core needs: the pacing deadline, the lazy outbox's own
-        commit, the next timer run."""
-        times = [self.next_tick_ms]
+        commit, the cores' next timer run (None: none before an input)."""
+        timers = self.timers_at()
+        times = [] if timers is None else [timers]
         if self.pacing is not None:
             times.append(self.pacing[1])
         lazy = self.persist.wake_at()
         if lazy is not None:
             times.append(lazy)
-        return min(times)
+        return min(times, default=None)
 
     def _waits(self, now_ms: int) -> bool:
         """Whether the writer's queued publishes wait for company (the flush is held back
@@ -241,6 +275,7 @@ class NodeCore:
         if fx:
             self.stats["flushes"] += 1
             rest: list[NodeEffect] = []
+            self._new_compute_entries(fx, now_ms)
             for e in batched(fx):
                 (leave if leaves_at_once(e) else rest).append(e)
             steps = self.persist.plan(rest, now_ms=now_ms) if rest else []
@@ -249,6 +284,14 @@ class NodeCore:
             if lazy is not None:
                 steps.append(lazy)
         return Plan(tuple(leave), tuple(steps), self.wake_at(), ready=False)
+
+
+    def _new_compute_entries(self, fx: list[NodeEffect], now_ms: int) -> None:
+        """A new entry on this node's own compute channel (a request, an offer, an accept)
+        starts its duties' runs, at the next tick."""
+        if self.poll_at_ms is None and any(isinstance(e, Delivered) and e.entries and
+                                           self.cores.is_own_compute(e.channel) for e in fx):
+            self.poll_at_ms = now_ms + self.tick_ms
 
 
 def batched(fx: list[NodeEffect]) -> list[NodeEffect]:

@@ -53,8 +53,7 @@ from p2pworld.channel.hub import (
 )
 from p2pworld.compute.core import COMPUTE_CHANNEL, compute_policy
 from p2pworld.compute.keys import op_key
-from p2pworld.compute.state import Request as ComputeRequest
-from p2pworld.compute.state import encode_event
+from p2pworld.compute.state import Request as ComputeRequest, encode_event
 from p2pworld.core.cores import Cores, NodeEffect, build_cores
 from p2pworld.core.lanes import (
     LaneCounters,

@@ -73,7 +73,15 @@ from p2pworld.world.doc import (
     NodeInfo,
     SessionInfo,
 )
+from p2pworld.world.events import (  # re-exported: the core's effects and values
+    Member as Member,
+    WorldChanged as WorldChanged,
+    WorldEffect as WorldEffect,
+    WorldEvent as WorldEvent,
+    WorldSave as WorldSave,
+)
 from p2pworld.world.records import DocUpdate, Heartbeat, Verifier
+from p2pworld.world.timers import WorldTimers, _earliest
 
 if TYPE_CHECKING:
     import random
@@ -98,61 +106,6 @@ class WorldConfig:
     ihave_ms: int = 500
     graft_ms: int = 1_000
     lazy_fanout: int = 3
-
-
-# --- effects and events -------------------------------------------------------------------
-
-
-@dataclass(frozen=True, kw_only=True)
-class WorldEvent:
-    """One change of the world as this node sees it (the workspace-scoped subscription).
-
-    ``kind``: ``joined`` (a member became live), ``updated`` (its document or status changed),
-    ``stale`` (no heartbeat for ``stale_ms``: ``reason="ttl_expired"``), ``left``
-    (``reason="explicit_offline"``).
-    """
-
-    seq: int
-    kind: str
-    node: bytes
-    at_ms: int
-    reason: str = ""
-
-
-@dataclass(frozen=True)
-class WorldChanged:
-    event: WorldEvent
-
-
-@dataclass(frozen=True)
-class WorldSave:
-    """Persist one author's records (base + deltas since, raw signed bytes); not fsync-gated:
-    world state is re-fetched from peers, and a node's own document restarts as a new
-    incarnation from whatever survived."""
-
-    author: bytes
-    records: tuple[bytes, ...]
-
-
-WorldEffect = Send | PeerMisbehaved | WorldChanged | WorldSave
-
-
-@dataclass(frozen=True, kw_only=True)
-class Member:
-    """What this node knows about one node of the world (itself included)."""
-
-    node_id: bytes
-    public_key: bytes
-    state: str
-    """``online``, ``stale``, ``left`` or ``unknown`` (a document but no heartbeat yet)."""
-    status: str
-    last_seen_ms: int | None
-    reason: str
-    info: NodeInfo | None
-    caps: CapabilityAd | None
-    sessions: tuple[SessionInfo, ...]
-    links: tuple[LinkInfo, ...]
-    position: tuple[int, int]
 
 
 @dataclass
@@ -186,7 +139,7 @@ class WorldStats:
         self.refused[code] = self.refused.get(code, 0) + 1
 
 
-class WorldCore:
+class WorldCore(WorldTimers):
     """World state of one node (see the module docs). Not thread-safe; one per node."""
 
     def __init__(self, signer: Signer, *, inc: int, rng: random.Random,
@@ -223,6 +176,8 @@ class WorldCore:
         self._next_ihave = 0
         self._recent: list[tuple[str, bytes, WorldId, bytes | None]] = []
         self._missing: dict[tuple[str, bytes], _Missing] = {}
+        self._missing_at: int | None = None  # the earliest graft deadline (or earlier)
+        self._stale_at: int | None = None  # when the next member may go stale (or earlier)
         self._digest: tuple[bytes, tuple[WorldId, ...]] | None = None
         self._left = False
         self._status = "online"
@@ -534,6 +489,8 @@ class WorldCore:
             return []
         if p.state != "online":
             p.state, p.reason = "online", ""
+            if nid != self.node_id:
+                self._stale_at = _earliest(self._stale_at, now_ms + self.config.stale_ms + 1)
             return [self._event("joined", nid, now_ms)]
         if old_status != hb.status:
             return [self._event("updated", nid, now_ms, "status")]
@@ -559,6 +516,8 @@ class WorldCore:
                 if (int(inc), int(pos)) > held and (kind, prefix) not in self._missing:
                     self._missing[(kind, prefix)] = _Missing(peer, now_ms + self.config.graft_ms,
                                                              kind)
+                    self._missing_at = _earliest(self._missing_at,
+                                                 now_ms + self.config.graft_ms)
         return []
 
     def _held(self, kind: str, prefix: bytes) -> tuple[int, int]:
@@ -649,65 +608,6 @@ class WorldCore:
         if batch_u or batch_h:
             fx.append(Send(peer, WorldPush(tuple(batch_u), tuple(batch_h), tree, sync)))
         return fx
-
-    # --- time ---------------------------------------------------------------------------
-
-    def tick(self, *, now_ms: int) -> list[WorldEffect]:
-        """Beat, expire, announce, graft and pull as their timers come due."""
-        fx: list[WorldEffect] = []
-        cfg = self.config
-        if self.author is not None and not self._left and now_ms >= self._next_hb:
-            fx += self._beat(now_ms)
-        for nid, p in sorted(self.presence.items()):
-            if nid != self.node_id and p.state == "online" and \
-                    now_ms - p.last_seen_ms > cfg.stale_ms:
-                p.state, p.reason = "stale", "ttl_expired"
-                fx.append(WorldChanged(self._event_obj("stale", nid, now_ms, "ttl_expired")))
-        if now_ms >= self._next_ihave:
-            self._next_ihave = now_ms + cfg.ihave_ms
-            fx += self._announce()
-        due = sorted((k, m) for k, m in self._missing.items() if m.deadline <= now_ms)
-        grafts: dict[bytes, tuple[list[WorldId], list[bytes]]] = {}
-        for (kind, prefix), m in due:
-            del self._missing[(kind, prefix)]
-            if m.peer not in self.peers:
-                continue
-            have, hbs = grafts.setdefault(m.peer, ([], []))
-            known = self._by_prefix.get(prefix)
-            if kind == "u":
-                have.append((known or prefix, *self._held("u", prefix)))
-            elif known is not None:
-                hbs.append(known)
-            else:
-                have.append((prefix, 0, 0))
-        for peer, (have, hbs) in sorted(grafts.items()):
-            for wid in have:
-                known = self._by_prefix.get(bytes(wid[0])[:8])
-                if known is not None:
-                    self.pruned.get(known, set()).discard(peer)
-            for known in hbs:
-                self.pruned.get(known, set()).discard(peer)
-            self.stats.grafts += 1
-            fx.append(Send(peer, WorldGraft(tuple(have), tuple(hbs))))
-        if now_ms >= self._next_pull and self.peers:
-            self._next_pull = now_ms + cfg.pull_ms
-            peer = self.rng.choice(sorted(self.peers))
-            fx.append(Send(peer, WorldDigest(self._digest_now()[0])))
-        return fx
-
-    def _announce(self) -> list[WorldEffect]:
-        """Lazy push: each record received lately is announced to a few peers that are
-        pruned from its source's tree (they graft if the tree failed to deliver it)."""
-        recent, self._recent = self._recent, []
-        per: dict[bytes, tuple[list[WorldId], list[WorldId]]] = {}
-        for kind, node, wid, src in recent[-8192:]:
-            lazy = sorted(p for p in self.pruned.get(node, ()) if p != src and p in self.peers)
-            if not lazy:
-                continue
-            for p in self.rng.sample(lazy, min(self.config.lazy_fanout, len(lazy))):
-                per.setdefault(p, ([], []))[0 if kind == "u" else 1].append(wid)
-        return [Send(p, WorldIHave(tuple(u[-4096:]), tuple(h[-4096:])))
-                for p, (u, h) in sorted(per.items())]
 
     # --- queries ------------------------------------------------------------------------
 
