@@ -15,7 +15,7 @@ from p2pworld.testing.checkers import check_channel, check_world
 from p2pworld.testing.sim import Simulator
 from p2pworld.world.core import WorldCore
 from p2pworld.world.doc import CapabilityAd
-from simulations.scenarios import SCENARIOS
+from simulations.scenarios import HEAVY, SCENARIOS
 
 
 def anomalies(scenario: str, seeds: range) -> dict[str, int]:
@@ -41,7 +41,8 @@ def test_same_seed_same_trace_and_different_seed_different_trace() -> None:
 
 
 def test_the_real_cores_pass() -> None:
-    for name in SCENARIOS:
+    # The heavy scenarios run in make test's sweep (python -m simulations), not twice over.
+    for name in sorted(set(SCENARIOS) - HEAVY):
         assert sum(anomalies(name, range(2)).values()) == 0, name
 
 

@@ -564,7 +564,8 @@ class Simulator(Executor, SimControl, Workload):
             return
         # A frame is one input, as in the runtime (its reader hands every message to the
         # cores before the effect runner carries out what they asked for).
-        self._record("recv", dst.name, src.name, frame, len(msgs))
+        self._record("recv", dst.name, src.name, hashlib.blake2b(frame, digest_size=16).digest(),
+                     len(msgs))
         self._carry(dst, [], inp=Received(peer=src.signer_id, messages=tuple(msgs)))
         for m in msgs if self.observer is not None else ():
             self.observer(dst, src, m)  # type: ignore[misc]
