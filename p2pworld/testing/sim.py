@@ -58,6 +58,12 @@ from p2pworld.world.doc import NodeInfo
 _PACKER = FramePacker()
 
 
+def _digest(frame: bytes) -> bytes:
+    """What the trace records of a frame (hashing its repr cost more than the run itself for
+    1 MiB entries)."""
+    return hashlib.blake2b(frame, digest_size=16).digest()
+
+
 class StoreFactory(Protocol):
     """Opens a node's stores (the default keeps them in memory)."""
 
@@ -564,8 +570,7 @@ class Simulator(Executor, SimControl, Workload):
             return
         # A frame is one input, as in the runtime (its reader hands every message to the
         # cores before the effect runner carries out what they asked for).
-        self._record("recv", dst.name, src.name, hashlib.blake2b(frame, digest_size=16).digest(),
-                     len(msgs))
+        self._record("recv", dst.name, src.name, _digest(frame), len(msgs))
         self._carry(dst, [], inp=Received(peer=src.signer_id, messages=tuple(msgs)))
         for m in msgs if self.observer is not None else ():
             self.observer(dst, src, m)  # type: ignore[misc]
