@@ -29,7 +29,7 @@ demo: $(STAMP)
 test: $(STAMP) $(RELAY_STAMP)
 	$(BIN)/ruff check p2pworld discovery tests simulations benchmarks
 	$(BIN)/mypy
-	$(BIN)/python -m simulations run --scenario all --seeds 0:20 --twice 3 --brief
+	$(BIN)/python -m simulations run --scenario all --seeds 0:18 --twice 3 --brief
 	$(BIN)/python -m simulations run --scenario all --seeds 0:2 --stores sqlite --heavy-seeds 1 --brief
 	$(BIN)/python -m pytest -q --durations=15
 

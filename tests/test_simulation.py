@@ -41,7 +41,7 @@ def test_same_seed_same_trace_and_different_seed_different_trace() -> None:
 
 
 def test_the_real_cores_pass() -> None:
-    # A smoke test for pytest alone: make test's sweep (python -m simulations) runs 20 seeds of
+    # A smoke test for pytest alone: make test's sweep (python -m simulations) runs 18 seeds of
     # every scenario and the heavy ones too.
     for name in sorted(set(SCENARIOS) - HEAVY):
         assert sum(anomalies(name, range(1)).values()) == 0, name
