@@ -35,3 +35,20 @@ class SendAll:
 
     peer: bytes
     messages: tuple[Message, ...]
+
+
+@dataclass(frozen=True)
+class RefreshToken:
+    """Ask the control service for a fresh token (and its current keys); the executor answers
+    with :class:`~p2pworld.core.node.TokenMinted` or :class:`~p2pworld.core.node.TokenRefused`.
+    The node core says when (:class:`~p2pworld.auth.schedule.TokenSchedule`)."""
+
+
+@dataclass(frozen=True)
+class CloseSession:
+    """End the session with ``peer`` (``reason``: an error code, counted): the node core
+    found it dead (:class:`~p2pworld.transport.peering.Keepalive`). The peer is dialled
+    again as usual."""
+
+    peer: bytes
+    reason: str

@@ -118,10 +118,15 @@ def partition_heal(seed: int) -> Result:
     sim, ch, _ = _setup(seed)
     _traffic(sim, ch, seconds=4)
     names = sorted(sim.nodes)
-    kind = sim.rng.choice(["halves", "isolate", "one-way", "swizzle"])
+    kind = sim.rng.choice(["halves", "isolate", "one-way", "swizzle", "silent"])
     sim.run(0.5)
     if kind == "halves":
         sim.partition(set(names[: len(names) // 2]))
+    elif kind == "silent":
+        # Nobody sees the sessions end: the keepalive must find them dead (3 intervals),
+        # and the writes stuck behind them wait for the lane to return.
+        sim.partition({sim.rng.choice(names)}, silent=True)
+        sim.run(10.0 + 10 * sim.rng.random())
     elif kind == "isolate":
         sim.partition({sim.rng.choice(names)})
     elif kind == "one-way":

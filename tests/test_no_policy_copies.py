@@ -21,8 +21,9 @@ SHARED = {
                 "before what, timers, batches)",
     "TimerFired": "the core's wake-ups (p2pworld.core.node)",
     "admit": "session admission (TokenBook.admit)",
-    "refresh_after_s": "when a token is refreshed (p2pworld.auth.schedule)",
-    "retry_after_s": "when a failed refresh is retried (p2pworld.auth.schedule)",
+    "TokenSchedule": "when a token is refreshed and a failed refresh retried "
+                     "(p2pworld.auth.schedule, run by the node core)",
+    "RefreshToken": "the node core's ask for a fresh token (each executor carries it out)",
     "op_key": "compute idempotency keys (p2pworld.compute.keys)",
 }
 
@@ -40,7 +41,8 @@ def test_both_executors_use_the_shared_core(name: str) -> None:
     assert name in sim, f"the simulator does not use {SHARED[name]}"
 
 
-IN_THE_CORE = {"pace", "PersistCore", "leaves_at_once", "batched"}
+IN_THE_CORE = {"pace", "PersistCore", "leaves_at_once", "batched", "refresh_after_s",
+               "retry_after_s"}
 """Decisions the node core makes: an executor that names one decides beside it."""
 
 

@@ -13,6 +13,7 @@ from typing import Any
 
 import pytest
 
+from p2pworld.auth.schedule import ASK_TIMEOUT_MS, TokenSchedule
 from p2pworld.channel.hub import Outcomes, Resolved
 from p2pworld.core import node as node_core
 from p2pworld.core.cores import build_cores
@@ -25,9 +26,11 @@ from p2pworld.core.node import (
     Plan,
     Received,
     TimerFired,
+    TokenMinted,
+    TokenRefused,
 )
 from p2pworld.core.persist import LAZY_WRITE_MS, Commit
-from p2pworld.effects import Send, SendAll
+from p2pworld.effects import RefreshToken, Send, SendAll
 from p2pworld.identity import Ed25519Signer
 from p2pworld.testing import Simulator
 from p2pworld.wire import Ack, Ping, Submit
@@ -186,7 +189,8 @@ def test_lazy_outbox_rows_get_their_own_wake_up() -> None:
 
 
 def test_inputs_are_frozen_and_keyword_only() -> None:
-    for cls in (Received, PeerUp, PeerDown, Called, Flush, TimerFired, node_core.CommitFailed):
+    for cls in (Received, PeerUp, PeerDown, Called, Flush, TimerFired, node_core.CommitFailed,
+                node_core.TokenMinted, node_core.TokenRefused):
         params = dataclasses.fields(cls)
         assert cls.__dataclass_params__.frozen  # type: ignore[attr-defined]
         if params:
@@ -232,3 +236,66 @@ def test_outbox_rows_do_not_wait_on_the_writer_s_pacing() -> None:
     plan = core.handle(TimerFired(), now_ms=LAZY_WRITE_MS)
     assert [type(s).__name__ for s in plan.steps] == ["Commit"]
     assert not core.persist.lazy
+
+
+def _refreshes(plan: Plan) -> int:
+    return sum(isinstance(e, RefreshToken) for e in _objects(plan))
+
+
+def test_the_token_refresh_is_the_node_core_s_wake_up() -> None:
+    """The node core says when to ask for a fresh token (one ask at a time); a minted token
+    is signed with from then on and schedules the next ask from its claims; a refused ask is
+    retried soon; an ask with no answer (its task failed) counts as failed and is asked again
+    after ASK_TIMEOUT_MS, so the refresh never stops for good."""
+    from p2pworld.auth.book import AuthConfig, TokenBook
+    from p2pworld.auth.token import Claims, mint
+
+    control = Ed25519Signer(b"c" * 32)
+    me = Ed25519Signer(b"m" * 32)
+    book = TokenBook(AuthConfig(keys={"k1": control.public_key}))
+
+    def token(iat: int, exp: int) -> bytes:
+        return mint(Claims(org="o", user="u", device="d", session="s",
+                           node_key=me.public_key, nostr_pubkey=bytes(32),
+                           scopes=("world:write",), issued_at=iat, expires_at=exp,
+                           token_id=iat.to_bytes(16, "big")), control, kid="k1")
+
+    first = token(0, 60)
+    cores = build_cores(me, workspace="lab", rng=random.Random(0), incarnation=1, auth=book,
+                        token=first)
+    book.learn(first, now=0, node_key=me.public_key)
+    core = NodeCore(cores, first_tick_ms=0, token=TokenSchedule(random.Random(0)))
+    assert core.token is not None
+    core.token.start(expires_at=60, now_ms=0)
+    due = core.handle(TimerFired(), now_ms=0).wake_at_ms  # (the start's compute run first)
+    assert due is not None and 42_000 <= due <= 48_000
+    assert _refreshes(core.handle(TimerFired(), now_ms=due - 1)) == 0
+    assert _refreshes(core.handle(TimerFired(), now_ms=due)) == 1
+    assert _refreshes(core.handle(TimerFired(), now_ms=due + 1)) == 0  # one at a time
+    core.handle(TokenRefused(code="CONTROL_UNREACHABLE"), now_ms=due + 10)
+    retry = core.handle(Flush(), now_ms=due + 10).wake_at_ms
+    assert retry == due + 10 + 3_000  # a twentieth of the 60 s it had when scheduled
+    assert _refreshes(core.handle(TimerFired(), now_ms=retry)) == 1
+    fresh = token(50, 110)
+    core.handle(TokenMinted(token=fresh, expires_at=0), now_ms=50_000)
+    assert cores.world.token == fresh and core.token.refreshes == 1
+    nxt = core.handle(Flush(), now_ms=50_000).wake_at_ms
+    assert nxt is not None and 50_000 + 42_000 <= nxt <= 50_000 + 48_000  # from its claims
+    # The ask's task failed before it could answer: asked again after ASK_TIMEOUT_MS.
+    assert _refreshes(core.handle(TimerFired(), now_ms=nxt)) == 1
+    assert _refreshes(core.handle(TimerFired(), now_ms=nxt + ASK_TIMEOUT_MS - 1)) == 0
+    assert _refreshes(core.handle(TimerFired(), now_ms=nxt + ASK_TIMEOUT_MS)) == 1
+    assert core.token.failures == 2
+
+
+def test_the_simulator_refreshes_tokens_through_the_node_core() -> None:
+    """With a control service, simulated nodes refresh when their node core asks (the
+    simulator keeps no refresh timer of its own): over three token lifetimes each node
+    refreshes at least twice and its token never lapses while the service is up."""
+    sim = Simulator(3, nodes=3, auth=True, token_ttl=20.0)
+    sim.run(65.0)
+    for node in sim.nodes.values():
+        assert node.core is not None and node.core.token is not None
+        assert node.core.token.refreshes >= 2, node.name
+        assert node.core.token.expires_at > sim.now
+    assert sim.stats.reached.get("token_refresh", 0) >= 6

@@ -29,12 +29,12 @@ async def serve(nursery: trio.Nursery, ident, accepted: list, failures: list,  #
         accepted.append(s)
         got: list[Message] = []
 
-        def on_message(m: Message) -> None:
-            got.append(m)
-            if changed is not None and len(got) == 20:
+        def on_frame(msgs: list[Message]) -> None:
+            got.extend(msgs)
+            if changed is not None and len(got) >= 20:
                 changed.set()
 
-        await s.run(on_message)
+        await s.run(on_frame)
 
     server = await nursery.start(lambda task_status: trio_websocket.serve_websocket(
         handler, "127.0.0.1", 0, None, handler_nursery=nursery, task_status=task_status))

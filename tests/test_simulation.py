@@ -221,13 +221,12 @@ def test_presence_collapsed_catches_heartbeats_without_a_membership_grace(
 
 def test_writes_not_resumed_catches_a_node_that_stops_refreshing(
         monkeypatch: pytest.MonkeyPatch) -> None:
-    real = Simulator._refresh
+    from p2pworld.auth.schedule import TokenSchedule
 
-    def gives_up(self: Simulator, node: Any, gen: int) -> None:
-        if self.control_up:
-            real(self, node, gen)  # never retries once the service was down
+    def gives_up(self: TokenSchedule, *, now_ms: int) -> None:
+        self.asking, self.due_ms = False, None  # never retries once the service was down
 
-    monkeypatch.setattr(Simulator, "_refresh", gives_up)
+    monkeypatch.setattr(TokenSchedule, "failed", gives_up)
     assert _storm(1)["writes_not_resumed"] == 1
 
 

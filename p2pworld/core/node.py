@@ -59,6 +59,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from p2pworld.auth.schedule import TokenSchedule
 from p2pworld.channel.hub import Delivered, Outcomes, Resolved
 from p2pworld.core.cores import Cores, NodeEffect
 from p2pworld.core.persist import (
@@ -71,8 +72,9 @@ from p2pworld.core.persist import (
     leaves_at_once,
     pace,
 )
-from p2pworld.effects import Send, SendAll
-from p2pworld.wire import Message
+from p2pworld.effects import RefreshToken, Send, SendAll
+from p2pworld.transport.peering import Keepalive
+from p2pworld.wire import Message, Ping, Pong
 
 TICK_MS = 250
 """How often the requester's compute duties run while its own compute channel has requests not
@@ -112,6 +114,24 @@ class Called:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TokenMinted:
+    """The control service answered a :class:`~p2pworld.effects.RefreshToken` with ``token``;
+    ``keys`` (key id -> public key) are the signing keys it published with it (None: not
+    fetched); ``expires_at`` (unix s) counts only if the token's claims cannot be read here."""
+
+    token: bytes
+    expires_at: float = 0.0
+    keys: dict[str, bytes] | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class TokenRefused:
+    """A :class:`~p2pworld.effects.RefreshToken` failed (unreachable, or refused: ``code``)."""
+
+    code: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class Flush:
     """The executor can take a batch now."""
 
@@ -128,7 +148,8 @@ class CommitFailed:
     commit: Commit
 
 
-Input = Received | PeerUp | PeerDown | Called | Flush | TimerFired | CommitFailed
+Input = (Received | PeerUp | PeerDown | Called | Flush | TimerFired | CommitFailed
+         | TokenMinted | TokenRefused)
 
 
 @dataclass(frozen=True)
@@ -158,6 +179,10 @@ class NodeCore:
     first_tick_ms: int = 0
     tick_ms: int = TICK_MS
     persist: PersistCore = field(default_factory=PersistCore)
+    token: TokenSchedule | None = None
+    """When to refresh this node's token (None: no control service)."""
+    keepalive: Keepalive | None = None
+    """Pings, round trips and dead sessions (None: not watched)."""
     queue: list[NodeEffect] = field(default_factory=list)
     """Effects of inputs not yet taken by a flush."""
     pacing: tuple[Pace, int] | None = None
@@ -190,18 +215,41 @@ class NodeCore:
             self._clock_went_back(self._last_now_ms - now_ms)
         self._last_now_ms = now_ms
         c = self.cores
+        k = self.keepalive
         if isinstance(inp, Received):
+            if k is not None:
+                k.heard(inp.peer, now_ms=now_ms)
             for m in inp.messages:
-                self.queue += c.receive(inp.peer, m, now_ms=now_ms)
+                if isinstance(m, Ping):
+                    self.queue.append(Send(inp.peer, Pong(m.n)))
+                elif isinstance(m, Pong):
+                    if k is not None:
+                        k.pong(inp.peer, m.n, now_ms=now_ms)
+                else:
+                    self.queue += c.receive(inp.peer, m, now_ms=now_ms)
         elif isinstance(inp, Called):
             self.queue += inp.effects
         elif isinstance(inp, PeerUp):
+            if k is not None:
+                k.up(inp.peer, now_ms=now_ms)
             self.queue += c.peer_up(inp.peer, inp.key, now_ms=now_ms)
         elif isinstance(inp, PeerDown):
+            if k is not None:
+                k.down(inp.peer)
             self.queue += c.peer_down(inp.peer)
         elif isinstance(inp, CommitFailed):
             self.persist.failed(inp.commit, now_ms=now_ms)
+        elif isinstance(inp, TokenMinted):
+            self._minted(inp, now_ms)
+        elif isinstance(inp, TokenRefused):
+            if self.token is not None:
+                self.token.failed(now_ms=now_ms)
+            self.stats["token_refused"] = self.stats.get("token_refused", 0) + 1
         elif isinstance(inp, TimerFired):
+            if self.token is not None and self.token.take(now_ms=now_ms):
+                self.queue.append(RefreshToken())
+            if k is not None:
+                self.queue += k.due(now_ms=now_ms)
             due = self.timers_at()
             if due is not None and now_ms >= due:
                 self.stats["timer_runs"] += 1
@@ -214,6 +262,20 @@ class NodeCore:
         else:
             return self._flush(now_ms)
         return Plan(wake_at_ms=self.wake_at(), ready=not self.idle)
+
+    def _minted(self, inp: TokenMinted, now_ms: int) -> None:
+        """A fresh token: the keys it came with first (a rotated key is published one token
+        lifetime before it signs, so every node knows it before any token uses it), then the
+        world core signs with it, and its refresh is scheduled from its claims."""
+        c = self.cores
+        if inp.keys is not None and c.auth is not None:
+            c.auth.config.keys = dict(inp.keys)
+        self.queue += c.world.set_token(inp.token, now_ms=now_ms)
+        held = c.auth.tokens.get(c.hub.signer.public_key) if c.auth is not None else None
+        expires = held[1].expires_at if held is not None and held[0] == inp.token \
+            else inp.expires_at
+        if self.token is not None:
+            self.token.minted(expires_at=expires, now_ms=now_ms)
 
     def timers_at(self) -> int | None:
         """When the cores' timers next have something to do (None: nothing before an
@@ -235,6 +297,9 @@ class NodeCore:
             self.pacing = (self.pacing[0], self.pacing[1] - by_ms)
         if self.persist.lazy_since_ms is not None:
             self.persist.lazy_since_ms -= by_ms
+        for t in (self.token, self.keepalive):
+            if t is not None:
+                t.clock_went_back(by_ms)
 
     def wake_at(self) -> int | None:
         """The earliest wake-up this core needs: the pacing deadline, the lazy outbox's own
@@ -243,9 +308,10 @@ class NodeCore:
         times = [] if timers is None else [timers]
         if self.pacing is not None:
             times.append(self.pacing[1])
-        lazy = self.persist.wake_at()
-        if lazy is not None:
-            times.append(lazy)
+        for w in (self.persist, self.token, self.keepalive):
+            t = w.wake_at() if w is not None else None
+            if t is not None:
+                times.append(t)
         return min(times, default=None)
 
     def _waits(self, now_ms: int) -> bool:

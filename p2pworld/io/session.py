@@ -5,7 +5,7 @@ Example (see ``tests/test_session.py`` for a full run)::
 
     async with trio.open_nursery() as n:
         session = await open_session(n, url, config, timeout=10)
-        n.start_soon(session.run, on_message)
+        n.start_soon(session.run, on_frame)  # on_frame(messages) for every frame
         session.send_nowait(Ping(1))
 """
 
@@ -127,7 +127,6 @@ class Session:
         self.messages_out = 0
         self.frames_in = 0
         self.frames_out = 0
-        self.last_frame_at = trio.current_time()
         """When the last frame arrived (trio clock): parts of a large message count as
         traffic for keepalive while the message is still incomplete."""
 
@@ -164,18 +163,20 @@ class Session:
         while self.messages_out < target and not self.closed.is_set():
             await trio.sleep(0.005)
 
-    async def run(self, on_message: Callable[[Message], Awaitable[None] | None]) -> None:
-        """Pump frames until the session ends; returns with ``close_reason`` set."""
+    async def run(self, on_frame: Callable[[list[Message]], Awaitable[None] | None]) -> None:
+        """Pump frames until the session ends; returns with ``close_reason`` set.
+        ``on_frame`` gets each frame's whole messages (none for a part of a large one: a
+        frame is traffic all the same, which the node's keepalive counts)."""
         try:
             async with trio.open_nursery() as nursery:
                 spawn_in(nursery, self._writer)
-                await self._reader(on_message)
+                await self._reader(on_frame)
                 nursery.cancel_scope.cancel()
         finally:
             self.closed.set()
             await close_websocket(self.ws)
 
-    async def _reader(self, on_message: Callable[[Message], Awaitable[None] | None]) -> None:
+    async def _reader(self, on_frame: Callable[[list[Message]], Awaitable[None] | None]) -> None:
         while True:
             try:
                 data = await self.ws.get_message()
@@ -190,12 +191,10 @@ class Session:
                 self.close_reason = e
                 return
             self.frames_in += 1
-            self.last_frame_at = trio.current_time()
-            for msg in msgs:
-                self.messages_in += 1
-                r = on_message(msg)
-                if r is not None:
-                    await r
+            self.messages_in += len(msgs)
+            r = on_frame(msgs)
+            if r is not None:
+                await r
 
     @task("peer", boundary=False)
     async def _writer(self) -> None:

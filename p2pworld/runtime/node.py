@@ -38,7 +38,7 @@ from discovery.rendezvous_client import RelayPipe, RendezvousClient
 from p2pworld import codec
 from p2pworld.auth.book import REDUCER_SCOPES, AuthConfig, TokenBook
 from p2pworld.auth.control import token_request, verify_policy, verify_revocations
-from p2pworld.auth.schedule import refresh_after_s, retry_after_s
+from p2pworld.auth.schedule import TokenSchedule
 from p2pworld.channel.hub import (
     ChannelHub,
     ChannelKnown,
@@ -66,12 +66,15 @@ from p2pworld.core.node import (
     Called,
     CommitFailed,
     Flush,
+    Input,
     NodeCore,
     PeerDown,
     PeerUp,
     Plan,
     Received,
     TimerFired,
+    TokenMinted,
+    TokenRefused,
 )
 from p2pworld.core.persist import (
     Carry,
@@ -80,7 +83,7 @@ from p2pworld.core.persist import (
     persisted_channels,
     refused_after,
 )
-from p2pworld.effects import PeerMisbehaved, Send, SendAll
+from p2pworld.effects import CloseSession, PeerMisbehaved, RefreshToken, Send, SendAll
 from p2pworld.errors import (
     AddressUnavailable,
     Backpressure,
@@ -123,9 +126,9 @@ from p2pworld.nostr.event import Event as NostrEvent
 from p2pworld.transport.backoff import Backoff
 from p2pworld.transport.candidate import Candidate, from_urls
 from p2pworld.transport.handshake import MAX_HANDSHAKE_BYTES, PROTOCOL_VERSIONS, HandshakeConfig
-from p2pworld.transport.peering import dial_delay, is_dead, keep_new_session
+from p2pworld.transport.peering import Keepalive, dial_delay, keep_new_session
 from p2pworld.transport.rendezvous import Registration
-from p2pworld.wire import Message, Ping, Pong
+from p2pworld.wire import Message
 from p2pworld.world.core import (
     Member,
     WorldChanged,
@@ -394,7 +397,6 @@ class PeerInfo:
     impostor can copy a TXT record); the handshake decides which address really is it."""
     since: float = 0.0
     last_error: str = ""
-    rtt_ms: float | None = None
     handshakes: int = 0
     failures: int = 0
     nostr: bytes = b""
@@ -451,19 +453,16 @@ class Node:
         self.store = store
         self.world_store = world_store
         self._rng = random.SystemRandom()
-        self.token: bytes | None = token or config.token
-        self.token_expires: int | None = None
-        self.auth_stats: dict[str, Any] = {"refreshes": 0, "refresh_failures": 0,
-                                           "revocation_polls": 0}
+        token = token or config.token
+        self.auth_stats: dict[str, Any] = {"refresh_failures": 0, "revocation_polls": 0}
         book = TokenBook(auth) if auth is not None else None
         self.cores: Cores = build_cores(identity.signer, workspace=config.workspace,
                                         rng=self._rng, incarnation=incarnation,
                                         world_records=world_records, world_config=config.world,
-                                        auth=book, token=self.token or b"")
-        if book is not None and self.token:
-            claims = book.learn(self.token, now=time.time(), node_key=identity.public_key,
-                                nostr_pubkey=identity.nostr.public)
-            self.token_expires = claims.expires_at
+                                        auth=book, token=token or b"")
+        if book is not None and token:
+            book.learn(token, now=time.time(), node_key=identity.public_key,
+                       nostr_pubkey=identity.nostr.public)
         self.hub: ChannelHub = self.cores.hub
         self.world = self.cores.world
         self._world_changed = trio.Event()
@@ -474,7 +473,8 @@ class Node:
         self._storing = 0  # batches handed to the store task and not yet carried out
         self._idle = trio.Event()
         self._jobs_send, self._jobs_recv = trio.open_memory_channel[tuple[Step, ...]](0)
-        self.core = NodeCore(self.cores, first_tick_ms=_now_ms())
+        self.core = NodeCore(self.cores, first_tick_ms=_now_ms(), keepalive=Keepalive(
+            interval_ms=round(config.keepalive * 1000)))
         """The node core: every input goes through it, and the effect runner and store task
         carry out its plans (:mod:`p2pworld.core.node`)."""
         self._wake_at: int | None = None  # the latest plan's wake-up (node clock, ms)
@@ -499,9 +499,6 @@ class Node:
         self._peers_changed = trio.Event()
         self._channels_changed = trio.Event()
         self._dialing: set[bytes] = set()
-        self._last_rx: dict[bytes, float] = {}
-        self._ping_sent: dict[bytes, tuple[int, float]] = {}
-        self._ping_n = itertools.count(1)
         self.listen_port = 0
         self.listen_host = config.interfaces[0] if config.interfaces else "127.0.0.1"
         self.errors: dict[str, int] = {}
@@ -527,6 +524,18 @@ class Node:
         """Channel heads loaded from disk at start (entries up to them came before)."""
 
     # --- public API -------------------------------------------------------------------------
+
+    @property
+    def token(self) -> bytes | None:
+        """This node's current token (None: an open world)."""
+        return self.world.token or None
+
+    @property
+    def token_expires(self) -> int | None:
+        """When this node's current token expires (unix s; None: no token)."""
+        book, tok = self.cores.auth, self.token
+        held = book.tokens.get(self.identity.public_key) if book is not None else None
+        return held[1].expires_at if held is not None and held[0] == tok else None
 
     @property
     def url(self) -> str:
@@ -1002,6 +1011,7 @@ class Node:
         """Per peer and per channel: session state, lane, lag, last error (JSON-ready)."""
         now = time.monotonic()
         peers = []
+        keep = self.core.keepalive
         for pid, p in sorted(self.peers.items()):
             s = self.sessions.get(pid)
             peers.append({
@@ -1009,7 +1019,7 @@ class Node:
                 "lane": lane_of_address(s.address) if s else None,
                 "via": sorted(p.via), "address": p.address,
                 "since_s": round(now - p.since, 3) if p.since else None,
-                "rtt_ms": None if p.rtt_ms is None else round(p.rtt_ms, 3),
+                "rtt_ms": keep.rtt_ms.get(pid) if keep is not None else None,
                 "frames_in": s.frames_in if s else 0, "frames_out": s.frames_out if s else 0,
                 "handshakes": p.handshakes, "failures": p.failures,
                 "last_error": p.last_error or None,
@@ -1050,7 +1060,9 @@ class Node:
         book = self.cores.auth
         auth = {"enabled": book is not None, "control": self.config.control,
                 "token_expires": self.token_expires,
-                "refused": dict(book.refused) if book else {}, **self.auth_stats}
+                "refused": dict(book.refused) if book else {},
+                "refreshes": self.core.token.refreshes if self.core.token else 0,
+                **self.auth_stats}
         transport = {"mode": self.transport_mode, **self.lanes.report(),
                      "nostr": self.nostr.report() if self.nostr else None}
         return {"node_id": self.node_id.hex(), "workspace": self.config.workspace,
@@ -1071,7 +1083,7 @@ class Node:
         flushes them."""
         self._input(Called(effects=tuple(fx)))
 
-    def _input(self, inp: Called | Received | PeerUp | PeerDown) -> None:
+    def _input(self, inp: Input) -> None:
         self.core.handle(inp, now_ms=_now_ms())
         self._wake.set()
 
@@ -1272,6 +1284,14 @@ class Node:
                     p.last_error = e.error.code
             elif isinstance(e, Notice):
                 self._notice(e)
+            elif isinstance(e, RefreshToken):
+                self.sup.spawn(self._fetch_token, key="token")
+            elif isinstance(e, CloseSession):
+                s = self.sessions.get(e.peer)
+                if s is not None:
+                    self._count(e.reason)
+                    self.sup.spawn(self._close_session, s, SessionClosed(
+                        f"session closed: {e.reason}"), key=e.peer.hex())
 
     def _resolved(self, e: Resolved) -> None:
         self.trace("resolved", e.req)
@@ -1410,7 +1430,6 @@ class Node:
         p.nostr = s.result.peer_attestation.nostr_pubkey
         if _lane_rank(s.address) == 0:
             p.direct_failures = 0
-        self._last_rx[pid] = time.monotonic()
         self._peers_changed.set()
         self._peers_changed = trio.Event()
         now = _now_ms()
@@ -1485,24 +1504,9 @@ class Node:
             return
         pid = s.peer_id
         try:
-            await s.run(lambda m: self._on_message(pid, s, m))
+            await s.run(lambda msgs: self._input(Received(peer=pid, messages=tuple(msgs))))
         finally:
             self._forget(pid, s)
-
-    def _on_message(self, pid: bytes, s: Session, msg: Message) -> None:
-        self._last_rx[pid] = time.monotonic()
-        if isinstance(msg, Ping):
-            try:
-                s.send_nowait(Pong(msg.n))
-            except (Backpressure, SessionClosed):
-                pass
-            return
-        if isinstance(msg, Pong):
-            sent = self._ping_sent.get(pid)
-            if sent and sent[0] == msg.n:
-                self._peer(pid).rtt_ms = (time.monotonic() - sent[1]) * 1000
-            return
-        self._input(Received(peer=pid, messages=(msg,)))
 
     @task("peer")
     async def _handle_incoming(self, stream: trio.SocketStream) -> None:
@@ -1803,16 +1807,37 @@ class Node:
                         for p in self.peers.values():
                             p.candidates.pop(f"mdns:{ev.service_name}", None)
 
-    async def _refresh_token(self) -> int:
-        """Mint a fresh token from the control service; returns its expiry (unix s)."""
+    def start_token_schedule(self) -> None:
+        """Refresh this node's token when its schedule says (a node with a control
+        service); the node core decides when, :meth:`_fetch_token` carries it out."""
+        self.core.token = TokenSchedule(self._rng)
+        self.core.token.start(expires_at=self.token_expires or 0, now_ms=_now_ms())
+        self._wake.set()
+
+    @task("request")
+    async def _fetch_token(self) -> None:
+        """One :class:`RefreshToken`: the control service's keys, then a fresh token; the
+        answer goes to the node core (``TokenMinted`` or ``TokenRefused``), which schedules
+        the next ask."""
+        result: TokenMinted | TokenRefused = TokenRefused(code="CONTROL_UNREACHABLE")
+        try:
+            with trio.move_on_after(2 * self.config.handshake_timeout):
+                result = await self._ask_token()
+        except P2PWorldError as e:
+            result = TokenRefused(code=e.code)
+        finally:
+            self._input(result)
+        if isinstance(result, TokenRefused):
+            self.auth_stats["refresh_failures"] += 1
+            self._count(result.code)
+
+    async def _ask_token(self) -> TokenMinted:
         assert self.config.control is not None
-        # Keys first: a rotated key is published one token lifetime before it signs, and
-        # every node refetches at each refresh, so all know it before any token uses it.
-        status, keys = await http_json(self.config.control, "GET", "/v1/keys")
-        if status == 200 and self.cores.auth is not None:
+        keys: dict[str, bytes] | None = None
+        status, doc = await http_json(self.config.control, "GET", "/v1/keys")
+        if status == 200:
             try:
-                self.cores.auth.config.keys = {k["kid"]: bytes.fromhex(k["public_key"])
-                                               for k in keys["keys"]}
+                keys = {k["kid"]: bytes.fromhex(k["public_key"]) for k in doc["keys"]}
             except (KeyError, TypeError, ValueError):
                 raise Unauthorized("control service published malformed keys") from None
         status, out = await http_json(self.config.control, "POST", "/v1/token",
@@ -1821,15 +1846,11 @@ class Node:
         if status != 200 or not isinstance(out, dict) or "token" not in out:
             err = out.get("error", "UNAUTHORIZED") if isinstance(out, dict) else "UNAUTHORIZED"
             raise error_from_code(str(err), f"control service refused a token ({status})")
-        raw = bytes.fromhex(out["token"])
-        now_ms = _now_ms()
-        self._submit(self.world.set_token(raw, now_ms=now_ms))
-        self.token = raw
-        claims = self.cores.auth.tokens[self.identity.public_key][1] if self.cores.auth \
-            else None
-        self.token_expires = claims.expires_at if claims else int(out.get("expires_at", 0))
-        self.auth_stats["refreshes"] += 1
-        return self.token_expires
+        try:
+            raw, exp = bytes.fromhex(out["token"]), float(out.get("expires_at", 0))
+        except (TypeError, ValueError):
+            raise Unauthorized("control service answered a malformed token") from None
+        return TokenMinted(token=raw, expires_at=exp, keys=keys)
 
     @task("request", restart=True)
     async def _revocation_loop(self) -> None:
@@ -1847,22 +1868,6 @@ class Node:
                         self.auth_stats["revocation_polls"] += 1
                 except (P2PWorldError, KeyError, TypeError, ValueError):
                     self.auth_stats["refresh_failures"] += 1
-
-    @task("request", restart=True)
-    async def _auth_loop(self) -> None:
-        """Refresh before expiry and retry while the control service is unreachable, when
-        :mod:`p2pworld.auth.schedule` says (the simulator asks it too)."""
-        assert self.config.control is not None
-        while True:
-            exp, start = self.token_expires or int(time.time()), time.time()
-            await trio.sleep(refresh_after_s(expires_at=exp, now=start, rng=self._rng))
-            while True:
-                try:
-                    await self._refresh_token()
-                    break
-                except P2PWorldError:
-                    self.auth_stats["refresh_failures"] += 1
-                    await trio.sleep(retry_after_s(expires_at=exp, now=start))
 
     async def _join(self) -> None:
         cfg = self.config
@@ -1912,28 +1917,6 @@ class Node:
             await self._settle()
             for s in list(self.sessions.values()):
                 await s.flush()
-
-    @task("node", restart=True)
-    async def _keepalive(self) -> None:
-        interval = self.config.keepalive
-        while True:
-            await trio.sleep(interval)
-            now = time.monotonic()
-            for pid, s in list(self.sessions.items()):
-                # A large message arriving in parts counts as traffic before it is whole.
-                last = max(self._last_rx.get(pid, now),
-                           now - (trio.current_time() - s.last_frame_at))
-                if is_dead(last, now, interval=interval):
-                    self._count("KEEPALIVE_TIMEOUT")
-                    self.sup.spawn(self._close_session, s, SessionClosed("keepalive timeout"),
-                                   key=pid.hex())
-                    continue
-                n = next(self._ping_n)
-                self._ping_sent[pid] = (n, now)
-                try:
-                    s.send_nowait(Ping(n))
-                except (Backpressure, SessionClosed):
-                    pass
 
     def _static_peers(self) -> None:
         if self.transport_mode == "forced-nostr":
@@ -2144,12 +2127,11 @@ async def _open_node(config: NodeConfig, identity: NodeIdentity | None, home: No
             sup.spawn(node._effect_runner, key="effects")
             sup.spawn(node._store_runner, key="store")
             sup.spawn(node._timeouts, key="timeouts")
-            sup.spawn(node._keepalive, key="keepalive")
             if config.relays:
                 await node._start_nostr()
             await node._join()
             if config.control is not None:
-                sup.spawn(node._auth_loop, key="token")
+                node.start_token_schedule()
                 sup.spawn(node._revocation_loop, key="revocations")
             if config.mdns:
                 await sup.start(node._discovery, key="mdns")

@@ -1,5 +1,6 @@
 """The simulated control service: tokens minted on true time, refreshed when the node's own
-token schedule says (:mod:`p2pworld.auth.schedule`), revocations learned at the next poll."""
+token schedule says (:class:`~p2pworld.auth.schedule.TokenSchedule`, in its node core),
+revocations learned at the next poll."""
 
 from __future__ import annotations
 
@@ -7,8 +8,8 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from p2pworld.auth.book import DEFAULT_SCOPES
-from p2pworld.auth.schedule import refresh_after_s, retry_after_s
 from p2pworld.auth.token import Claims, mint
+from p2pworld.core.node import TokenMinted, TokenRefused
 from p2pworld.world.doc import NodeInfo
 
 if TYPE_CHECKING:
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
     from p2pworld.identity import Signer
     from p2pworld.testing.sim import SimNode, Stats
 
+CONTROL_RTT_S = 0.004
+"""A round trip to the simulated control service."""
 SIM_NOSTR_KEY = bytes(32)
 """The Nostr key the simulated control service's tokens name (the simulator runs no Nostr
 keys)."""
@@ -60,7 +63,13 @@ class SimControl:
                         token_id=n.to_bytes(16, "big"))
         return mint(claims, self.control, kid="k1")
 
-    def _refresh(self, node: SimNode, gen: int) -> None:
+    def _ask_token(self, node: SimNode) -> None:
+        """Carry out a :class:`~p2pworld.effects.RefreshToken` (the node core said when): the
+        answer, a control round trip later, goes back to the core as an input."""
+        gen = node.incarnation
+        self.at(CONTROL_RTT_S, lambda: self._answer_token(node, gen))
+
+    def _answer_token(self, node: SimNode, gen: int) -> None:
         if node.cores is None or node.incarnation != gen:
             return
         raw = self._mint(node)
@@ -68,23 +77,17 @@ class SimControl:
             self.stats.reach("token_refresh_failed")
             if self.sessions and any(node.name in p for p in self.blocked_pairs()):
                 self.stats.reach("token_refresh_during_partition")
-            self.at(retry_after_s(expires_at=node.token_exp, now=node.refresh_from),
-                    lambda: self._refresh(node, gen))
+            self._carry(node, [], inp=TokenRefused(code="CONTROL_UNREACHABLE"))
             return
         first = node.token is None
         node.token = raw
-        w = node.cores.world
-        self._carry(node, w.set_token(raw, now_ms=self.now_ms(node)))
+        self._carry(node, [], inp=TokenMinted(token=raw, expires_at=node.token_exp))
         if first and self.world_on:
-            self._carry(node, w.join(NodeInfo(device=node.name), now_ms=self.now_ms(node)))
+            # The runtime's start waits for a first token (``_bootstrap_auth``); a node
+            # booted while the service was away joins now.
+            self._carry(node, node.cores.world.join(NodeInfo(device=node.name),
+                                                    now_ms=self.now_ms(node)))
         self.stats.reach("token_refresh")
-        self._schedule_refresh(node, gen)
-
-    def _schedule_refresh(self, node: SimNode, gen: int) -> None:
-        """When the node's token schedule (``p2pworld.auth.schedule``) says, on its clock."""
-        node.refresh_from = self.now_ms(node) / 1000
-        self.at(refresh_after_s(expires_at=node.token_exp, now=node.refresh_from, rng=self.rng),
-                lambda: self._refresh(node, gen))
 
     REVOCATION_POLL = 30.0
 

@@ -17,7 +17,7 @@ from p2pworld import codec
 from p2pworld.channel.hub import Delivered, Notice, Outcomes, PublishResult, Resolved
 from p2pworld.core.node import Called, Flush, Input, Plan, TimerFired
 from p2pworld.core.persist import Commit
-from p2pworld.effects import PeerMisbehaved, Send, SendAll
+from p2pworld.effects import CloseSession, PeerMisbehaved, RefreshToken, Send, SendAll
 from p2pworld.errors import P2PWorldError
 from p2pworld.log.entry import Entry
 from p2pworld.wire import Message
@@ -48,12 +48,16 @@ class Executor:
     now: float
     stats: Stats
     nostr: SimNostr | None
+    sessions: set[frozenset[str]]
 
     if TYPE_CHECKING:
         def now_ms(self, node: SimNode) -> int: ...
         def at(self, delay: float, fn: Callable[[], None]) -> None: ...
         def _record(self, *parts: Any) -> None: ...
         def _send(self, src: SimNode, dst_id: bytes, msgs: tuple[Message, ...]) -> None: ...
+        def _ask_token(self, node: SimNode) -> None: ...
+        def _by_id(self) -> dict[bytes, SimNode]: ...
+        def _disconnect(self, a: str, b: str, *, redial: bool = False) -> None: ...
 
     def _carry(self, node: SimNode, fx: list[Any], *, inp: Input | None = None) -> None:
         """Hand ``node``'s core an input (by default: an API call's effects ``fx``) and
@@ -124,6 +128,13 @@ class Executor:
             node.world_store.save(e.author, e.records)
         elif isinstance(e, WorldChanged):
             node.world_events.append(e.event)
+        elif isinstance(e, RefreshToken):
+            self._ask_token(node)
+        elif isinstance(e, CloseSession):
+            peer = self._by_id().get(e.peer)
+            if peer is not None and frozenset((node.name, peer.name)) in self.sessions:
+                self.stats.reach(e.reason.lower())
+                self._disconnect(node.name, peer.name, redial=True)
         elif isinstance(e, PeerMisbehaved):
             self.stats.reach(f"refused:{e.error.code}")
         elif isinstance(e, Notice):

@@ -22,7 +22,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import heapq
 import itertools
@@ -32,36 +31,33 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from p2pworld.auth.book import AuthConfig, TokenBook
+from p2pworld.auth.schedule import TokenSchedule
 from p2pworld.channel.hub import (
     ChannelHub,
 )
 from p2pworld.compute.keys import op_key
 from p2pworld.compute.state import encode_event
 from p2pworld.core.cores import Cores, build_cores
-from p2pworld.core.lanes import nostr_may_carry
-from p2pworld.core.node import NodeCore, PeerDown, PeerUp, Received
-from p2pworld.errors import P2PWorldError, RemoteProtocolError
+from p2pworld.core.node import NodeCore
+from p2pworld.errors import P2PWorldError
 from p2pworld.identity import Ed25519Signer, Signer, node_id, verify_raw
 from p2pworld.io.log_store import load_into
 from p2pworld.io.world_store import MemoryWorldStore
 from p2pworld.log.entry import Entry
-from p2pworld.testing.control_sim import SIM_NOSTR_KEY, SimControl
+from p2pworld.testing.control_sim import SimControl
 from p2pworld.testing.executor import Ack, Executor
-from p2pworld.testing.nostr_sim import DIRECT_RETRY_S, SimNostr
+from p2pworld.testing.network import SimNetwork
+from p2pworld.testing.nostr_sim import SimNostr
 from p2pworld.testing.store import MemoryLogStore
 from p2pworld.testing.workload import Workload
-from p2pworld.transport.frames import FramePacker, FrameReader
-from p2pworld.wire import Message, encode_message
+from p2pworld.transport.frames import FrameReader
+from p2pworld.transport.peering import Keepalive
+from p2pworld.wire import Message
 from p2pworld.world.core import WorldConfig, WorldCore, WorldEvent
 from p2pworld.world.doc import NodeInfo
 
-_PACKER = FramePacker()
-
-
-def _digest(frame: bytes) -> bytes:
-    """What the trace records of a frame (hashing its repr cost more than the run itself for
-    1 MiB entries)."""
-    return hashlib.blake2b(frame, digest_size=16).digest()
+KEEPALIVE_MS = 5_000
+"""The runtime's default keepalive interval (``NodeConfig.keepalive``)."""
 
 
 class StoreFactory(Protocol):
@@ -101,7 +97,6 @@ class SimNode:
     store_generation: int = 0
     token_exp: float = 0.0
     """When the node's token expires, as its claims say (0: it has none)."""
-    refresh_from: float = 0.0
 
     @property
     def hub(self) -> ChannelHub | None:
@@ -140,7 +135,7 @@ class Stats:
         self.reached[what] = self.reached.get(what, 0) + 1
 
 
-class Simulator(Executor, SimControl, Workload):
+class Simulator(Executor, SimControl, Workload, SimNetwork):
     """Seeded, virtual-time runs of real cores over simulated sessions."""
 
     def __init__(self, seed: int, nodes: int = 3, *, latency: float = 0.002,
@@ -176,6 +171,8 @@ class Simulator(Executor, SimControl, Workload):
         self.nodes: dict[str, SimNode] = {}
         self.sessions: set[frozenset[str]] = set()
         self._fifo: dict[tuple[str, str], float] = {}
+        self._held: dict[tuple[str, str], list[tuple[bytes, int]]] = {}
+        """Frames waiting out a silent partition, per direction (see :meth:`_transmit`)."""
         self._readers: dict[tuple[str, str, int], FrameReader] = {}
         """Per session and direction: parts of a large message being reassembled."""
         self._session_gen: dict[frozenset[str], int] = {}
@@ -291,7 +288,8 @@ class Simulator(Executor, SimControl, Workload):
         hub = cores.hub
         # Processes start at different moments: the timers' phase differs per node.
         node.core = NodeCore(cores, first_tick_ms=self.now_ms(node) + int(
-            self.rng.random() * self.tick_interval * 1000), tick_ms=int(self.tick_interval * 1000))
+            self.rng.random() * self.tick_interval * 1000), tick_ms=int(self.tick_interval * 1000),
+            keepalive=Keepalive(interval_ms=KEEPALIVE_MS))
         node.wake_timer = None
         for n in load_into(hub, node.store, node.store.load_channels(quarantine=True)):
             node.notices.append(n.error)
@@ -307,9 +305,10 @@ class Simulator(Executor, SimControl, Workload):
                 self._carry(node, cores.world.join(NodeInfo(device=node.name),
                                                    now_ms=self.now_ms(node)))
             self.at(self.rng.random() * self.tick_interval, lambda: self._tick(node, gen))
-        self._carry(node, [])  # the core's first wake-up
         if self.auth:
-            self._schedule_refresh(node, gen)
+            node.core.token = TokenSchedule(rng)
+            node.core.token.start(expires_at=node.token_exp, now_ms=self.now_ms(node))
+        self._carry(node, [])  # the core's first wake-up
 
     def any_node(self, name: str) -> SimNode:
         """A node by name, retired or not."""
@@ -434,146 +433,6 @@ class Simulator(Executor, SimControl, Workload):
         for other in sorted(self.nodes):
             if other != name and frozenset((name, other)) in self.links:
                 self._connect(name, other)
-
-    # --- sessions -----------------------------------------------------------------------
-
-    def _by_id(self) -> dict[bytes, SimNode]:
-        if len(getattr(self, "_ids", {})) != len(self.nodes):
-            self._ids = {n.signer_id: n for n in self.nodes.values()}
-        return self._ids
-
-    def _reachable(self, a: str, b: str) -> bool:
-        if a not in self.nodes or b not in self.nodes:
-            return False  # retired
-        return (a, b) not in self.blocked and (b, a) not in self.blocked and \
-            self.nodes[a].up and self.nodes[b].up
-
-    def _connect(self, a: str, b: str, lane: str = "direct") -> None:
-        pair = frozenset((a, b))
-        if pair in self.sessions:
-            return
-        if lane == "direct" and not self._reachable(a, b):
-            # Strict precedence: no direct route; after a direct retry, the Nostr lane (if
-            # the mode allows it and some relay is up).
-            if self.nostr is not None and self.nostr.available() and a in self.nodes \
-                    and b in self.nodes and self.nodes[a].up and self.nodes[b].up:
-                self.at(DIRECT_RETRY_S, lambda: self._connect_nostr(a, b))
-            return
-        self.sessions.add(pair)
-        if self.nostr is not None:
-            self.nostr.opened(pair, lane)
-        self._session_gen[pair] = self._session_gen.get(pair, 0) + 1
-        self._record("up", a, b)
-        na, nb = self.nodes[a], self.nodes[b]
-        assert na.cores is not None and nb.cores is not None
-        if self.auth and not self._handshake_tokens(na, nb):
-            # The handshake refuses a peer without a valid token: no session; redial later.
-            self.sessions.discard(pair)
-            self.stats.reach("session_refused")
-            self.at(1.0, lambda: self._connect(a, b))
-            return
-        self._carry(na, [], inp=PeerUp(peer=nb.signer_id, key=nb.signer.public_key))
-        self._carry(nb, [], inp=PeerUp(peer=na.signer_id, key=na.signer.public_key))
-
-    def _connect_nostr(self, a: str, b: str) -> None:
-        pair = frozenset((a, b))
-        if pair in self.sessions or self.nostr is None or not self.nostr.available():
-            return
-        if self._reachable(a, b):
-            self._connect(a, b)  # the direct retry answered
-            return
-        if a in self.nodes and b in self.nodes and self.nodes[a].up and self.nodes[b].up:
-            self.stats.reach("nostr_lane")
-            self._connect(a, b, lane="nostr")
-
-    def reconnect_blocked(self) -> None:
-        """Links without a session try again (a relay came back)."""
-        for pair in sorted(self.links, key=sorted):
-            if pair not in self.sessions:
-                self._connect(*sorted(pair))
-
-    def _handshake_tokens(self, na: SimNode, nb: SimNode) -> bool:
-        """The node's session admission (``TokenBook.admit``), on each side's own clock."""
-        for me, peer in ((na, nb), (nb, na)):
-            book = me.cores.auth if me.cores else None
-            if book is not None and book.admit(
-                    peer.token or b"", now=self.now_ms(me) / 1000,
-                    node_key=peer.signer.public_key, nostr_pubkey=SIM_NOSTR_KEY) is not None:
-                return False
-        return True
-
-    def _disconnect(self, a: str, b: str, *, redial: bool = False) -> None:
-        pair = frozenset((a, b))
-        if pair not in self.sessions:
-            return
-        self.sessions.discard(pair)
-        self._record("down", a, b)
-        for x, y in ((a, b), (b, a)):
-            nx, ny = self.nodes[x], self.nodes[y]
-            if nx.cores is not None:
-                self._carry(nx, [], inp=PeerDown(peer=ny.signer_id))
-        if redial:
-            self.at(0.05 + self.rng.random() * 0.2, lambda: self._connect(a, b))
-
-    def _send(self, src: SimNode, dst_id: bytes, msgs: tuple[Message, ...]) -> None:
-        dst = self._by_id().get(dst_id)
-        if dst is None:
-            return
-        pair = frozenset((src.name, dst.name))
-        if pair not in self.sessions:
-            return
-        if self.loss and self.rng.random() < self.loss:
-            # A lost (or duplicated, or reordered) frame fails authentication: session reset.
-            self.stats.reach(self.rng.choice(["loss", "duplication", "reorder"]))
-            self._disconnect(src.name, dst.name, redial=True)
-            return
-        lane = self.nostr.lane.get(pair, "direct") if self.nostr is not None else "direct"
-        if lane == "nostr" and src.hub is not None and \
-                len(allowed := tuple(m for m in msgs if nostr_may_carry(src.hub, m))) < len(msgs):
-            self.stats.reach("lane_forbidden")
-            msgs = allowed
-        if not msgs:
-            return
-        gen = self._session_gen[pair]
-        # The session's own framing: a message larger than a frame travels in parts.
-        for frame in _PACKER.pack([encode_message(m) for m in msgs]):
-            if lane == "nostr":
-                assert self.nostr is not None
-                self.nostr.send(src.name, dst.name, frame, gen)
-                continue
-            key = (src.name, dst.name)
-            t = max(self.now + self.latency + self.rng.random() * self.jitter,
-                    self._fifo.get(key, 0.0))
-            self._fifo[key] = t
-            self.at(t - self.now, functools.partial(self._deliver_frame, src.name, dst.name,
-                                                     frame, gen))
-
-    def _deliver_frame(self, src_name: str, dst_name: str, frame: bytes, gen: int) -> None:
-        pair = frozenset((src_name, dst_name))
-        src, dst = self.nodes.get(src_name), self.nodes.get(dst_name)
-        if pair not in self.sessions or self._session_gen[pair] != gen or dst is None \
-                or src is None or dst.cores is None:
-            return  # the session died with this frame in flight
-        dst.bytes_in += len(frame)
-        dst.frames_in += 1
-        reader = self._readers.get((src_name, dst_name, gen))
-        if reader is None:
-            for k in [k for k in self._readers if k[:2] == (src_name, dst_name)]:
-                del self._readers[k]  # an older session's
-            reader = self._readers[(src_name, dst_name, gen)] = FrameReader()
-        try:
-            msgs = reader.feed(frame)
-        except RemoteProtocolError as e:
-            # As the real session does: a frame that does not decode ends the session.
-            self.stats.reach(f"session_error:{e.code}")
-            self._disconnect(src.name, dst.name, redial=True)
-            return
-        # A frame is one input, as in the runtime (its reader hands every message to the
-        # cores before the effect runner carries out what they asked for).
-        self._record("recv", dst.name, src.name, _digest(frame), len(msgs))
-        self._carry(dst, [], inp=Received(peer=src.signer_id, messages=tuple(msgs)))
-        for m in msgs if self.observer is not None else ():
-            self.observer(dst, src, m)  # type: ignore[misc]
 
     # --- inspection ---------------------------------------------------------------------
 

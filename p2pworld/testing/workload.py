@@ -32,6 +32,8 @@ class Workload:
     stores: StoreFactory | None
     nostr: SimNostr | None
     blocked: set[tuple[str, str]]
+    _held: dict[tuple[str, str], list[tuple[bytes, int]]]
+    _session_gen: dict[frozenset[str], int]
     sessions: set[frozenset[str]]
     links: set[frozenset[str]]
     _stamped: dict[tuple[str, bytes, bytes, bytes], bytes]
@@ -45,6 +47,7 @@ class Workload:
         def _carry(self, node: SimNode, fx: list[Any], *, inp: Input | None = None) -> None: ...
         def _connect(self, a: str, b: str, lane: str = "direct") -> None: ...
         def _disconnect(self, a: str, b: str, *, redial: bool = False) -> None: ...
+        def _transmit(self, a: str, b: str, frame: bytes, gen: int) -> None: ...
 
     def open_channel(self, owner: str, name: str, *, policy: ChannelPolicy | None = None,
                      authority: Signer | None = None) -> bytes:
@@ -101,22 +104,32 @@ class Workload:
         self.stats.reach("handoff")
         self._carry(node, fx)
 
-    def partition(self, side: set[str], *, one_way: bool = False) -> None:
+    def partition(self, side: set[str], *, one_way: bool = False,
+                  silent: bool = False) -> None:
         """Cut every link between ``side`` and the rest (only side -> rest if one_way:
-        a session needs both directions, so it fails either way)."""
+        a session needs both directions, so it fails either way). ``silent``: no side sees
+        its sessions end; their frames are lost until each node's keepalive finds them
+        dead."""
         rest = set(self.nodes) - side
         for a in sorted(side):
             for b in sorted(rest):
                 self.blocked.add((a, b))
                 if not one_way:
                     self.blocked.add((b, a))
-                self._disconnect(a, b)
+                if not silent:
+                    self._disconnect(a, b)
         self.stats.reach("partition")
         if self.nostr is not None:
             self.reconnect_blocked()  # the Nostr lane, where allowed
 
     def heal(self) -> None:
         self.blocked.clear()
+        for (a, b), frames in sorted(self._held.items()):
+            for frame, gen in frames:
+                if frozenset((a, b)) in self.sessions and \
+                        self._session_gen[frozenset((a, b))] == gen:
+                    self._transmit(a, b, frame, gen)
+        self._held.clear()
         for pair in sorted(self.links, key=sorted):
             if self.nostr is not None and pair in self.sessions and \
                     self.nostr.lane.get(pair) == "nostr":
