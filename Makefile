@@ -29,9 +29,16 @@ demo: $(STAMP)
 test: $(STAMP) $(RELAY_STAMP)
 	$(BIN)/ruff check p2pworld discovery tests simulations benchmarks
 	$(BIN)/mypy
-	$(BIN)/python -m simulations run --scenario all --seeds 0:18 --twice 3 --brief
-	$(BIN)/python -m simulations run --scenario all --seeds 0:2 --stores sqlite --heavy-seeds 1 --brief
-	$(BIN)/python -m pytest -q --durations=15
+	@# The simulations use one core; the suite mostly waits on sockets and processes. They run
+	@# side by side (the tests must hold with another process busy anyway), and either failing
+	@# fails the target; the simulations' summary is printed after the suite's.
+	@( $(BIN)/python -m simulations run --scenario all --seeds 0:18 --twice 3 --brief && \
+	   $(BIN)/python -m simulations run --scenario all --seeds 0:2 --stores sqlite \
+	     --heavy-seeds 1 --brief ) > .simulations.log 2>&1 & sims=$$!; \
+	$(BIN)/python -m pytest -q --durations=15; tests=$$?; \
+	wait $$sims; simulations=$$?; cat .simulations.log; \
+	echo "make test: pytest exit $$tests, simulations exit $$simulations"; \
+	test $$tests -eq 0 && test $$simulations -eq 0
 
 # A long seeded sweep of every scenario (not part of make test), and a shorter one on the
 # real sqlite stores.
@@ -58,4 +65,5 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 clean:
-	rm -rf $(VENV) $(RELAY_VENV) .relay-data .pytest_cache .mypy_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) $(RELAY_VENV) .relay-data .pytest_cache .mypy_cache .ruff_cache .hypothesis \
+		.simulations.log

@@ -52,3 +52,18 @@ class CloseSession:
 
     peer: bytes
     reason: str
+
+
+@dataclass(frozen=True)
+class Dial:
+    """Try to open a session to ``peer`` on ``lane`` (``primary``: each of ``urls`` in order,
+    then through each of ``relays``; ``nostr``: a pipe to the Nostr key ``nostr``), and say
+    how it went with :class:`~p2pworld.core.node.DialDone`. ``probe``: a try of the direct
+    lane while a Nostr-lane session is up."""
+
+    peer: bytes
+    lane: str
+    urls: tuple[str, ...] = ()
+    relays: tuple[str, ...] = ()
+    nostr: bytes = b""
+    probe: bool = False

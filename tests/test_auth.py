@@ -34,6 +34,7 @@ from p2pworld.wire import (
     Message,
     Nack,
     Submit,
+    WorldGraft,
     WorldPush,
     message_types,
 )
@@ -356,3 +357,50 @@ async def test_nodes_with_tokens_talk_and_a_node_without_one_is_refused(tmp_path
                     assert not d.sessions
                 assert a.health()["errors"].get("UNAUTHORIZED", 0) >= 1
             n.cancel_scope.cancel()
+
+
+# --- world records made as a token lapsed (issue 15, found by the token-expiry-storm scenario
+# once the simulator wrote link info as the runtime does) ---------------------------------------
+
+def _own_records(c: Cores) -> list[bytes]:
+    return [r.raw for r in c.world.replicas[c.hub.signer.public_key].records()]
+
+
+def _lapsed_author() -> tuple[Cores, int]:
+    """X joins with a token about to lapse, records a link with it, then refreshes."""
+    x = cores(X, token(X, exp=NOW + 30))
+    t = NOW * 1000
+    x.world.join(NodeInfo(device="x"), now_ms=t)
+    x.world.peer_up(node_id(Y.public_key), Y.public_key, now_ms=t + 20_000)
+    from p2pworld.world.doc import LinkInfo
+    x.world.set_link(LinkInfo(target=node_id(Y.public_key), state="direct"), now_ms=t + 20_000)
+    return x, t
+
+
+def test_a_record_made_as_its_token_lapsed_is_judged_by_the_author_s_latest_token() -> None:
+    """Before, a peer that checked X's records after X's first token lapsed refused the first
+    of them for ever (its token no longer verified), and every later one with it, as they
+    follow it in X's chain: X's document never converged, even though X had refreshed."""
+    x, t = _lapsed_author()
+    x.world.set_token(token(X, iat=NOW + 25, exp=NOW + 600, jti=b"2" * 16), now_ms=t + 25_000)
+    r = cores(R, token(R, exp=NOW + 3600))
+    r.world.peer_up(node_id(X.public_key), X.public_key, now_ms=t)
+    later = t + 300_000  # X's first token lapsed long ago (leeway included)
+    fx = r.world.receive(node_id(X.public_key), WorldPush(updates=tuple(_own_records(x))),
+                         now_ms=later)
+    assert refused(fx) == []
+    assert r.world.replicas[X.public_key].position == x.world.replicas[X.public_key].position
+
+
+def test_a_refused_record_is_not_asked_for_again_at_once() -> None:
+    """A record refused here leaves a gap before the author's later records; answering that
+    gap with a graft at once brought the refused record straight back, to be refused again:
+    a ping-pong between two nodes at network speed (the token-expiry-storm scenario's seed 4
+    spent minutes of CPU in it). The gap is left to the digest pull."""
+    x, t = _lapsed_author()
+    r = cores(R, token(R, exp=NOW + 3600))
+    r.world.peer_up(node_id(X.public_key), X.public_key, now_ms=t)
+    fx = r.world.receive(node_id(X.public_key), WorldPush(updates=tuple(_own_records(x))),
+                         now_ms=t + 300_000)
+    assert "TOKEN_EXPIRED" in refused(fx)
+    assert not [e for e in fx if isinstance(e, Send) and isinstance(e.message, WorldGraft)]

@@ -24,6 +24,12 @@ SHARED = {
     "TokenSchedule": "when a token is refreshed and a failed refresh retried "
                      "(p2pworld.auth.schedule, run by the node core)",
     "RefreshToken": "the node core's ask for a fresh token (each executor carries it out)",
+    "PeerCore": "which peer to dial, on which lane, when; which session survives "
+                "(p2pworld.core.peers)",
+    "Dial": "the node core's dial (each executor carries it out)",
+    "DialDone": "how a dial went, back to the node core",
+    "CandidateSeen": "discovery candidates as node-core inputs",
+    "Keepalive": "pings and dead sessions (p2pworld.transport.peering, in the node core)",
     "op_key": "compute idempotency keys (p2pworld.compute.keys)",
 }
 
@@ -42,7 +48,7 @@ def test_both_executors_use_the_shared_core(name: str) -> None:
 
 
 IN_THE_CORE = {"pace", "PersistCore", "leaves_at_once", "batched", "refresh_after_s",
-               "retry_after_s"}
+               "retry_after_s", "keep_new_session", "dial_delay", "is_dead", "DIRECT_RETRY_S"}
 """Decisions the node core makes: an executor that names one decides beside it."""
 
 

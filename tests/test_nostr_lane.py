@@ -91,8 +91,8 @@ async def test_mixed_mode_falls_back_to_nostr_and_returns_to_direct(tmp_path: Pa
             while not (b.health()["peers"] and b.health()["peers"][0]["lane"] == "nostr"):
                 await b._peers_changed.wait()
             # Whoever dialled it first tried the direct lane twice before the relay.
-            assert max(b.peers[a.node_id].direct_failures,
-                       a.peers[b.node_id].direct_failures) >= 2
+            assert max(b.core.peers.peers[a.node_id].direct_failures,  # type: ignore[union-attr]
+                       a.core.peers.peers[b.node_id].direct_failures) >= 2  # type: ignore[union-attr]
             r = await b.publish(open_ch.channel, b"via-nostr", key=b"k-n")
             assert r.seq == 21
             # The direct-only channel does not cross the relay: its publish stays

@@ -20,9 +20,9 @@ SLACK = 20
 
 SIZE_ALLOWANCES: dict[str, tuple[int, str]] = {
     # module or module:Class -> (lines when listed, reason)
-    "p2pworld.runtime.node": (2183, "the runtime still decides; the node core takes its "
+    "p2pworld.runtime.node": (2128, "the runtime still decides; the node core takes its "
                                     "decisions (issue 15, M2-M3) and the facade splits it (M5)"),
-    "p2pworld.runtime.node:Node": (1543, "as above"),
+    "p2pworld.runtime.node:Node": (1491, "as above"),
     "p2pworld.channel.hub": (1406, "membership, epochs, checkpoints, writers and fan-out in one "
                                    "class; split by noun in issue 15, M5"),
     "p2pworld.channel.hub:ChannelHub": (1130, "as above"),
@@ -36,7 +36,7 @@ SIZE_ALLOWANCES: dict[str, tuple[int, str]] = {
 
 SHELL_UNITS = {"p2pworld.io", "p2pworld.runtime", "discovery"}
 NOT_THE_NODE = {"p2pworld.testing", "p2pworld.cli"}
-SHELL_SHARE_CEILING = 0.38
+SHELL_SHARE_CEILING = 0.36
 """39.4% when the test landed, 38.8% once the persist core took the data path's ordering and
 pacing, 37.3% once the node core took the flush, the timers and the batching; issue 15
 brings it to 0.20 (lower this as decisions move)."""

@@ -23,7 +23,7 @@ from p2pworld.auth.book import TokenBook
 from p2pworld.channel.hub import ChannelHub, Effect, Notice
 from p2pworld.compute.core import ComputeCore
 from p2pworld.compute.state import REQUESTER_OPS, decode_event
-from p2pworld.effects import CloseSession, RefreshToken
+from p2pworld.effects import CloseSession, Dial, RefreshToken
 from p2pworld.errors import P2PWorldError
 from p2pworld.identity import Signer, node_id, verify_raw
 from p2pworld.log.entry import Submission
@@ -35,7 +35,7 @@ from p2pworld.world.records import Verifier
 if TYPE_CHECKING:
     import random
 
-NodeEffect = Effect | WorldEffect | RefreshToken | CloseSession
+NodeEffect = Effect | WorldEffect | RefreshToken | CloseSession | Dial
 """Any effect a node's cores (and its node core) emit."""
 
 WORLD_MESSAGES = (WorldPush, WorldIHave, WorldGraft, WorldPrune, WorldDigest)

@@ -62,6 +62,7 @@ from dataclasses import dataclass, field
 from p2pworld.auth.schedule import TokenSchedule
 from p2pworld.channel.hub import Delivered, Outcomes, Resolved
 from p2pworld.core.cores import Cores, NodeEffect
+from p2pworld.core.peers import PeerCore
 from p2pworld.core.persist import (
     BATCHES_IN_FLIGHT,
     GATING_EFFECTS,
@@ -73,8 +74,12 @@ from p2pworld.core.persist import (
     pace,
 )
 from p2pworld.effects import RefreshToken, Send, SendAll
+from p2pworld.transport.candidate import Candidate
 from p2pworld.transport.peering import Keepalive
 from p2pworld.wire import Message, Ping, Pong
+from p2pworld.world.doc import LinkInfo
+from p2pworld.world.events import WorldEffect
+from p2pworld.world.links import LinkUpdates
 
 TICK_MS = 250
 """How often the requester's compute duties run while its own compute channel has requests not
@@ -92,10 +97,42 @@ class Received:
 
 @dataclass(frozen=True, kw_only=True)
 class PeerUp:
-    """A session with ``peer`` (node id) is up; ``key`` is its authenticated public key."""
+    """A session with ``peer`` (node id) is up; ``key`` is its authenticated public key,
+    ``lane`` its lane (``primary`` or ``nostr``), ``initiator`` whether this node dialled it,
+    ``nostr`` the Nostr key the peer attests (empty if none)."""
 
     peer: bytes
     key: bytes
+    lane: str = "primary"
+    initiator: bool = False
+    nostr: bytes = b""
+
+
+@dataclass(frozen=True, kw_only=True)
+class CandidateSeen:
+    """Discovery record ``key`` (``mdns:<name>``, ``rv:<url>``, ``nostr``...) says where a
+    peer may be."""
+
+    key: str
+    candidate: Candidate
+
+
+@dataclass(frozen=True, kw_only=True)
+class CandidateGone:
+    """Discovery record ``key`` no longer lists ``peer`` (None: any peer)."""
+
+    key: str
+    peer: bytes | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class DialDone:
+    """A :class:`~p2pworld.core.peers.Dial` ended: ``ok`` if it opened a session (kept or
+    not), else ``code`` says why not."""
+
+    peer: bytes
+    ok: bool
+    code: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -149,7 +186,7 @@ class CommitFailed:
 
 
 Input = (Received | PeerUp | PeerDown | Called | Flush | TimerFired | CommitFailed
-         | TokenMinted | TokenRefused)
+         | TokenMinted | TokenRefused | CandidateSeen | CandidateGone | DialDone)
 
 
 @dataclass(frozen=True)
@@ -183,6 +220,12 @@ class NodeCore:
     """When to refresh this node's token (None: no control service)."""
     keepalive: Keepalive | None = None
     """Pings, round trips and dead sessions (None: not watched)."""
+    links: LinkUpdates | None = None
+    """This node's links in its world document, written once sessions settle (None: not
+    written)."""
+    peers: PeerCore | None = None
+    """Which peers to dial, on which lane, when; which session survives (None: the
+    executor connects sessions itself, as unit tests do)."""
     queue: list[NodeEffect] = field(default_factory=list)
     """Effects of inputs not yet taken by a flush."""
     pacing: tuple[Pace, int] | None = None
@@ -232,11 +275,23 @@ class NodeCore:
         elif isinstance(inp, PeerUp):
             if k is not None:
                 k.up(inp.peer, now_ms=now_ms)
+            if self.links is not None:
+                self.links.up(inp.peer, "nostr" if inp.lane == "nostr" else "direct",
+                              now_ms=now_ms)
+            if self.peers is not None:
+                self.peers.up(inp.peer, inp.lane, initiator=inp.initiator, now_ms=now_ms)
+                self.peers.learned_nostr(inp.peer, inp.nostr)
             self.queue += c.peer_up(inp.peer, inp.key, now_ms=now_ms)
         elif isinstance(inp, PeerDown):
             if k is not None:
                 k.down(inp.peer)
+            if self.links is not None:
+                self.links.down(inp.peer, now_ms=now_ms)
+            if self.peers is not None:
+                self.peers.down(inp.peer, now_ms=now_ms)
             self.queue += c.peer_down(inp.peer)
+        elif isinstance(inp, (CandidateSeen, CandidateGone, DialDone)):
+            self._peering(inp, now_ms)
         elif isinstance(inp, CommitFailed):
             self.persist.failed(inp.commit, now_ms=now_ms)
         elif isinstance(inp, TokenMinted):
@@ -250,6 +305,12 @@ class NodeCore:
                 self.queue.append(RefreshToken())
             if k is not None:
                 self.queue += k.due(now_ms=now_ms)
+            changed = self.links.take(now_ms=now_ms) if self.links is not None else None
+            if changed:
+                self.queue += self._write_links(changed, now_ms)
+            if self.peers is not None:
+                self.queue += self.peers.due(now_ms=now_ms, nostr_of=lambda pid: self._nostr_of(
+                    pid, now_ms))
             due = self.timers_at()
             if due is not None and now_ms >= due:
                 self.stats["timer_runs"] += 1
@@ -262,6 +323,42 @@ class NodeCore:
         else:
             return self._flush(now_ms)
         return Plan(wake_at_ms=self.wake_at(), ready=not self.idle)
+
+    def _peering(self, inp: CandidateSeen | CandidateGone | DialDone, now_ms: int) -> None:
+        if self.peers is None:
+            return
+        if isinstance(inp, CandidateSeen):
+            self.peers.seen(inp.key, inp.candidate, now_ms=now_ms)
+        elif isinstance(inp, CandidateGone):
+            self.peers.gone(inp.key, inp.peer)
+        else:
+            self.peers.dialled(inp.peer, ok=inp.ok, code=inp.code, now_ms=now_ms)
+
+    def _write_links(self, changed: dict[bytes, str | None], now_ms: int) -> list[NodeEffect]:
+        """The net link changes that settled, written to this node's own document (a link
+        as it already stands is not written again)."""
+        w = self.cores.world
+        if w.author is None:
+            return []
+        have = {lk.target: lk.state for lk in w.author.view().links}
+        fx: list[WorldEffect] = []
+        for peer, state in sorted(changed.items()):
+            if state is None:
+                if peer in have:
+                    fx += w.drop_link(peer, now_ms=now_ms)
+            elif have.get(peer) != state:
+                fx += w.set_link(LinkInfo(target=peer, state=state, capabilities=("v1",)),
+                                 now_ms=now_ms)
+        return self.cores.own_world(fx)
+
+    def _nostr_of(self, peer: bytes, now_ms: int) -> bytes:
+        """A peer's Nostr key from its world record (empty if it has none)."""
+        m = self.cores.world.member(peer, now_ms=now_ms)
+        try:
+            return bytes.fromhex(m.info.nostr_pubkey) if m is not None and m.info is not None \
+                and m.info.nostr_pubkey else b""
+        except ValueError:
+            return b""
 
     def _minted(self, inp: TokenMinted, now_ms: int) -> None:
         """A fresh token: the keys it came with first (a rotated key is published one token
@@ -297,7 +394,7 @@ class NodeCore:
             self.pacing = (self.pacing[0], self.pacing[1] - by_ms)
         if self.persist.lazy_since_ms is not None:
             self.persist.lazy_since_ms -= by_ms
-        for t in (self.token, self.keepalive):
+        for t in (self.token, self.keepalive, self.peers, self.links):
             if t is not None:
                 t.clock_went_back(by_ms)
 
@@ -308,7 +405,7 @@ class NodeCore:
         times = [] if timers is None else [timers]
         if self.pacing is not None:
             times.append(self.pacing[1])
-        for w in (self.persist, self.token, self.keepalive):
+        for w in (self.persist, self.token, self.keepalive, self.peers, self.links):
             t = w.wake_at() if w is not None else None
             if t is not None:
                 times.append(t)

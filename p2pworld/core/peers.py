@@ -40,6 +40,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from p2pworld.effects import Dial
 from p2pworld.transport.backoff import Backoff
 from p2pworld.transport.peering import dial_delay, keep_new_session
 
@@ -55,21 +56,6 @@ ATTEMPT_MS = 10_000
 """Default bound of one target of an attempt (a URL, a relay, a pipe): the handshake time."""
 MAX_OTHER_WORKSPACES = 64
 """Names of other workspaces remembered (sightings counted per name)."""
-
-
-@dataclass(frozen=True)
-class Dial:
-    """Try to open a session to ``peer`` on ``lane`` (``primary``: each of ``urls`` in order,
-    then through each of ``relays``; ``nostr``: a pipe to the Nostr key ``nostr``), and say
-    how it went with :class:`~p2pworld.core.node.DialDone`. ``probe``: a try of the direct
-    lane while a Nostr-lane session is up."""
-
-    peer: bytes
-    lane: str
-    urls: tuple[str, ...] = ()
-    relays: tuple[str, ...] = ()
-    nostr: bytes = b""
-    probe: bool = False
 
 
 @dataclass

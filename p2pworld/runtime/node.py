@@ -64,7 +64,10 @@ from p2pworld.core.lanes import (
 from p2pworld.core.mirror import compute_mirror_rows, handler_event
 from p2pworld.core.node import (
     Called,
+    CandidateGone,
+    CandidateSeen,
     CommitFailed,
+    DialDone,
     Flush,
     Input,
     NodeCore,
@@ -76,6 +79,7 @@ from p2pworld.core.node import (
     TokenMinted,
     TokenRefused,
 )
+from p2pworld.core.peers import PeerCore
 from p2pworld.core.persist import (
     Carry,
     Commit,
@@ -83,7 +87,7 @@ from p2pworld.core.persist import (
     persisted_channels,
     refused_after,
 )
-from p2pworld.effects import CloseSession, PeerMisbehaved, RefreshToken, Send, SendAll
+from p2pworld.effects import CloseSession, Dial, PeerMisbehaved, RefreshToken, Send, SendAll
 from p2pworld.errors import (
     AddressUnavailable,
     Backpressure,
@@ -126,7 +130,7 @@ from p2pworld.nostr.event import Event as NostrEvent
 from p2pworld.transport.backoff import Backoff
 from p2pworld.transport.candidate import Candidate, from_urls
 from p2pworld.transport.handshake import MAX_HANDSHAKE_BYTES, PROTOCOL_VERSIONS, HandshakeConfig
-from p2pworld.transport.peering import Keepalive, dial_delay, keep_new_session
+from p2pworld.transport.peering import Keepalive
 from p2pworld.transport.rendezvous import Registration
 from p2pworld.wire import Message
 from p2pworld.world.core import (
@@ -136,7 +140,8 @@ from p2pworld.world.core import (
     WorldEvent,
     WorldSave,
 )
-from p2pworld.world.doc import CapabilityAd, LinkInfo, NodeInfo, SessionInfo
+from p2pworld.world.doc import CapabilityAd, NodeInfo, SessionInfo
+from p2pworld.world.links import LinkUpdates
 
 
 @dataclass(kw_only=True)
@@ -392,17 +397,10 @@ class PeerInfo:
     state: str = "discovered"  # discovered | connecting | connected | backoff
     via: set[str] = field(default_factory=set)
     address: str = ""
-    candidates: dict[str, Candidate] = field(default_factory=dict)
-    """Where the peer may be, by discovery record. Several records may claim one id (an
-    impostor can copy a TXT record); the handshake decides which address really is it."""
     since: float = 0.0
     last_error: str = ""
     handshakes: int = 0
     failures: int = 0
-    nostr: bytes = b""
-    """The peer's Nostr key (from its world record or a relay presence event)."""
-    direct_failures: int = 0
-    """Consecutive failed direct (and rendezvous) attempts; the Nostr lane is tried after 2."""
 
 
 MAX_PRE_HANDSHAKE = 128
@@ -431,9 +429,9 @@ def _need(value: object, kind: type | tuple[type, ...], name: str) -> None:
                               f"not {type(value).__name__}", arg=name)
 
 
-def _lane_rank(address: str) -> int:
-    """0: a primary-lane session (direct or rendezvous-relayed); 1: the Nostr lane."""
-    return 1 if address.startswith("nostr:") else 0
+def _lane(address: str) -> str:
+    """A session's lane family: ``nostr``, or ``primary`` (direct or rendezvous-relayed)."""
+    return "nostr" if address.startswith("nostr:") else "primary"
 
 
 def _now_ms() -> int:
@@ -474,7 +472,7 @@ class Node:
         self._idle = trio.Event()
         self._jobs_send, self._jobs_recv = trio.open_memory_channel[tuple[Step, ...]](0)
         self.core = NodeCore(self.cores, first_tick_ms=_now_ms(), keepalive=Keepalive(
-            interval_ms=round(config.keepalive * 1000)))
+            interval_ms=round(config.keepalive * 1000)), links=LinkUpdates())
         """The node core: every input goes through it, and the effect runner and store task
         carry out its plans (:mod:`p2pworld.core.node`)."""
         self._wake_at: int | None = None  # the latest plan's wake-up (node clock, ms)
@@ -498,17 +496,18 @@ class Node:
         self._key_counter = itertools.count()
         self._peers_changed = trio.Event()
         self._channels_changed = trio.Event()
-        self._dialing: set[bytes] = set()
         self.listen_port = 0
         self.listen_host = config.interfaces[0] if config.interfaces else "127.0.0.1"
         self.errors: dict[str, int] = {}
-        self.other_workspaces: dict[str, int] = {}
-        """Workspaces of peers discovered but not joined (at most 64 names), by sightings."""
         self.mdns: MdnsDiscovery | None = None
         self.rendezvous: dict[str, RendezvousClient] = {}
         self.nostr: NostrService | None = None
         self.policy: dict[str, Any] | None = None
-        self.transport_mode = "primary-only" if not config.relays else config.transport
+        self.core.peers = PeerCore(
+            me=self.node_id, workspace=config.workspace, rng=self._rng,
+            mode="primary-only" if not config.relays else config.transport,
+            grace_ms=round(config.dial_grace * 1000),
+            attempt_ms=round(config.handshake_timeout * 1000))
         self.lanes = LaneCounters(alert_at=config.fallback_alert)
         self._mirror_req: dict[str, str] = {}
         self._lanes_seen: dict[bytes, dict[int, str]] = {}
@@ -524,6 +523,25 @@ class Node:
         """Channel heads loaded from disk at start (entries up to them came before)."""
 
     # --- public API -------------------------------------------------------------------------
+
+    @property
+    def transport_mode(self) -> str:
+        """The effective transport mode (``docs/transport.md``): the node core dials by it."""
+        return self._peering.mode
+
+    @transport_mode.setter
+    def transport_mode(self, mode: str) -> None:
+        self._peering.mode = mode
+
+    @property
+    def _peering(self) -> PeerCore:
+        assert self.core.peers is not None
+        return self.core.peers
+
+    @property
+    def other_workspaces(self) -> dict[str, int]:
+        """Workspaces of peers discovered but not joined (at most 64 names), by sightings."""
+        return self._peering.other_workspaces
 
     @property
     def token(self) -> bytes | None:
@@ -1011,9 +1029,9 @@ class Node:
         """Per peer and per channel: session state, lane, lag, last error (JSON-ready)."""
         now = time.monotonic()
         peers = []
-        keep = self.core.keepalive
-        for pid, p in sorted(self.peers.items()):
-            s = self.sessions.get(pid)
+        keep, known = self.core.keepalive, self._peering.peers
+        for pid in sorted(set(self.peers) | set(known)):
+            s, p = self.sessions.get(pid), self._peer(pid)
             peers.append({
                 "node_id": pid.hex(), "state": "connected" if s else p.state,
                 "lane": lane_of_address(s.address) if s else None,
@@ -1286,6 +1304,8 @@ class Node:
                 self._notice(e)
             elif isinstance(e, RefreshToken):
                 self.sup.spawn(self._fetch_token, key="token")
+            elif isinstance(e, Dial):
+                self.sup.spawn(self._dial_task, e, key=e.peer.hex())
             elif isinstance(e, CloseSession):
                 s = self.sessions.get(e.peer)
                 if s is not None:
@@ -1413,12 +1433,10 @@ class Node:
         """Keep one session per peer: the one dialled by the node with the lower id."""
         pid = s.peer_id
         old = self.sessions.get(pid)
+        lane = _lane(s.address)
         if old is not None:
-            # A primary-lane session always replaces a Nostr-lane one (traffic returns to the
-            # direct lane as soon as it is back), never the other way round.
-            old_rank, new_rank = (_lane_rank(old.address), _lane_rank(s.address))
-            if new_rank > old_rank or (new_rank == old_rank and not keep_new_session(
-                    self.node_id, pid, old_initiator=old.initiator, new_initiator=s.initiator)):
+            # The node core says which survives (p2pworld.core.peers).
+            if not self._peering.admit(pid, lane, initiator=s.initiator):
                 return False
             self.sup.spawn(self._close_session, old,
                            SessionClosed("replaced by a preferred session"), key=pid.hex())
@@ -1427,23 +1445,16 @@ class Node:
         p = self._peer(pid)
         p.state, p.address, p.since, p.last_error = "connected", s.address, time.monotonic(), ""
         p.handshakes += 1
-        p.nostr = s.result.peer_attestation.nostr_pubkey
-        if _lane_rank(s.address) == 0:
-            p.direct_failures = 0
         self._peers_changed.set()
         self._peers_changed = trio.Event()
-        now = _now_ms()
-        self._input(PeerUp(peer=pid, key=s.result.peer_key))
-        self._submit(self.cores.own_world(self.world.set_link(LinkInfo(
-            target=pid, state="nostr" if s.address.startswith("nostr:") else "direct",
-            capabilities=("v1",)), now_ms=now)))
+        self._input(PeerUp(peer=pid, key=s.result.peer_key, lane=lane, initiator=s.initiator,
+                           nostr=s.result.peer_attestation.nostr_pubkey))
         return True
 
     def _forget(self, pid: bytes, s: Session) -> None:
         if self.sessions.get(pid) is s:
             del self.sessions[pid]
             self._input(PeerDown(peer=pid))
-            self._submit(self.cores.own_world(self.world.drop_link(pid, now_ms=_now_ms())))
             p = self._peer(pid)
             p.state = "backoff"
             if s.close_reason is not None and s.close_reason.code != SessionClosed.code:
@@ -1558,108 +1569,40 @@ class Node:
         await self._run_owned(s)
 
     def _on_candidate(self, key: str, c: Candidate) -> None:
-        if c.node_id == self.node_id:
-            return
-        if c.workspace != self.config.workspace:
-            self._count("OTHER_WORKSPACE_SEEN")
-            if c.workspace in self.other_workspaces or len(self.other_workspaces) < 64:
-                self.other_workspaces[c.workspace] = self.other_workspaces.get(
-                    c.workspace, 0) + 1
-            return
-        p = self._peer(c.node_id)
-        p.via.add(c.source)
-        p.candidates[key] = c
-        if c.node_id not in self._dialing:
-            self.sup.spawn(self._dial_loop, c.node_id, key=c.node_id.hex())
+        """A discovery record: the node core decides whether, when and how to dial."""
+        self._input(CandidateSeen(key=key, candidate=c))
+        known = self._peering.peers.get(c.node_id)
+        if known is not None and key in known.candidates:  # taken (not another workspace's)
+            self._peer(c.node_id).via.add(c.source)
 
-    @task("peer", restart=True)
-    async def _dial_loop(self, pid: bytes) -> None:
-        """Keep a session to ``pid`` while it is a candidate: dial, back off, redial. One per
-        peer (a restarted or a second one returns at once while another runs)."""
-        if pid in self._dialing:
-            return
-        self._dialing.add(pid)
-        backoff = Backoff(base=0.25, cap=30.0)
-        probe = Backoff(base=1.0, cap=15.0)
+    @task("peer")
+    async def _dial_task(self, d: Dial) -> None:
+        """Carry out one :class:`Dial` of the node core and tell it how it went."""
+        ok, code = False, "NO_ROUTE"
         try:
-            while True:
-                p = self.peers.get(pid)
-                if p is None or not p.candidates:
-                    return
-                s = self.sessions.get(pid)
-                if s is not None:
-                    if _lane_rank(s.address) and self.transport_mode == "primary-with-fallback":
-                        # On the Nostr lane: keep probing the direct lane, and move back to it
-                        # (the new session replaces this one) as soon as it answers.
-                        with trio.move_on_after(probe.next_delay(self._rng)):
-                            await s.closed.wait()
-                        if not s.closed.is_set() and await self._dial_primary(
-                                pid, list(p.candidates.values())):
-                            probe.reset()
-                        continue
-                    await s.closed.wait()
-                    continue
-                delay = dial_delay(self.node_id, pid, grace=self.config.dial_grace,
-                                   jitter=self._rng.random())
-                if delay:
-                    # Give the lower id the first move; dial ourselves only if it does not.
-                    with trio.move_on_after(delay):
-                        while pid not in self.sessions:
-                            await self._peers_changed.wait()
-                    if pid in self.sessions:
-                        continue
-                if await self._dial(pid, list(p.candidates.values())):
-                    backoff.reset()
-                    continue
-                p.state = "backoff"
-                await trio.sleep(backoff.next_delay(self._rng))
+            ok, code = await (self._dial_nostr(d) if d.lane == "nostr" else
+                              self._dial_primary(d))
         finally:
-            self._dialing.discard(pid)
+            self._input(DialDone(peer=d.peer, ok=ok, code=code))
 
-    async def _dial(self, pid: bytes, cands: list[Candidate]) -> bool:
-        """Strict lane precedence: direct (and rendezvous-relayed), then a direct retry (the
-        session resumes every channel from its checkpoint), then, only if the transport mode
-        allows it, the Nostr lane."""
-        p = self._peer(pid)
-        if self.transport_mode != "forced-nostr":
-            if await self._dial_primary(pid, cands):
-                return True
-            p.direct_failures += 1
-            if self.transport_mode == "primary-only" or p.direct_failures < 2:
-                return False
-        return await self._dial_nostr(pid, cands)
-
-    def _nostr_key_of(self, pid: bytes, cands: list[Candidate]) -> bytes:
-        for c in cands:
-            if c.nostr:
-                return c.nostr
-        m = self.world.member(pid, now_ms=_now_ms())
-        if m is not None and m.info is not None and m.info.nostr_pubkey:
-            try:
-                return bytes.fromhex(m.info.nostr_pubkey)
-            except ValueError:
-                pass
-        return self._peer(pid).nostr
-
-    async def _dial_nostr(self, pid: bytes, cands: list[Candidate]) -> bool:
+    async def _dial_nostr(self, d: Dial) -> tuple[bool, str]:
         lane = self.nostr.lane if self.nostr is not None else None
-        key = self._nostr_key_of(pid, cands)
-        if lane is None or len(key) != 32:
-            return False
-        p = self._peer(pid)
+        if lane is None:
+            return False, "NOSTR_LANE_FAILED"
+        p = self._peer(d.peer)
         p.state = "connecting"
         try:
-            pipe = await lane.open_pipe(key)
-            s = await relayed_session(pipe, self._hs_config(expected=pid), initiator=True,
+            pipe = await lane.open_pipe(d.nostr)
+            s = await relayed_session(pipe, self._hs_config(expected=d.peer), initiator=True,
                                       address=pipe.address,
                                       timeout=self.config.handshake_timeout)
         except (P2PWorldError, trio_websocket.ConnectionClosed) as e:
             code = getattr(e, "code", "NOSTR_LANE_FAILED")
             p.last_error, p.failures = code, p.failures + 1
             self._count(code)
-            return False
+            return False, code
         p.via.add("nostr")
-        return await self._start_session(pid, s)
+        return await self._start_session(d.peer, s), ""
 
     def _nostr_pipe_opened(self, pipe: NostrPipe) -> None:
         self.sup.spawn(self._on_nostr_pipe, pipe, key=pipe.peer.hex())
@@ -1667,7 +1610,7 @@ class Node:
     @task("peer")
     async def _on_nostr_pipe(self, pipe: NostrPipe) -> None:
         """A peer opened a Nostr-lane pipe to us: the same handshake as any session."""
-        if self.transport_mode == "primary-only":
+        if not self._peering.accepts("nostr"):
             await pipe.aclose()
             return
         try:
@@ -1685,21 +1628,20 @@ class Node:
                                           versions=PROTOCOL_VERSIONS, addresses=(), port=0,
                                           source="nostr", nostr=nostr))
 
-    async def _dial_primary(self, pid: bytes, cands: list[Candidate]) -> bool:
-        p = self._peer(pid)
-        urls = sorted({u for c in cands for u in c.urls()})
-        for url in urls:
+    async def _dial_primary(self, d: Dial) -> tuple[bool, str]:
+        """Each URL in the order given, then a relayed session through each rendezvous."""
+        p, pid, code = self._peer(d.peer), d.peer, "NO_ROUTE"
+        for url in d.urls:
             p.state = "connecting"
             try:
                 s = await open_session(self._nursery, url, self._hs_config(expected=pid),
                                        timeout=self.config.handshake_timeout)
             except P2PWorldError as e:
-                p.last_error, p.failures = e.code, p.failures + 1
+                code, p.last_error, p.failures = e.code, e.code, p.failures + 1
                 self._count(e.code)
                 continue
-            return await self._start_session(pid, s)
-        # No direct route: run the same session through a rendezvous that knows the peer.
-        for relay in sorted({c.relay for c in cands if c.relay}):
+            return await self._start_session(pid, s), ""
+        for relay in d.relays:
             client = self.rendezvous.get(relay)
             if client is None or not client.connected.is_set():
                 continue
@@ -1714,8 +1656,8 @@ class Node:
                 p.last_error, p.failures = code, p.failures + 1
                 self._count(code)
                 continue
-            return await self._start_session(pid, s)
-        return False
+            return await self._start_session(pid, s), ""
+        return False, code
 
     async def _start_session(self, pid: bytes, s: Session) -> bool:
         self.sup.spawn(self._run_session, s, key=pid.hex())
@@ -1743,13 +1685,13 @@ class Node:
             listed.add(r.node)
             self._on_candidate(key, from_urls(r.node, r.workspace, r.urls, source="rendezvous",
                                               relay=relay))
-        for pid, p in self.peers.items():
+        for pid in list(self._peering.peers):
             if pid not in listed:
-                p.candidates.pop(key, None)
+                self._input(CandidateGone(key=key, peer=pid))
 
     @task("peer")
     async def _on_relayed(self, relay: str, pipe: RelayPipe) -> None:
-        if self.transport_mode == "forced-nostr":
+        if not self._peering.accepts("primary"):
             self._count("DIRECT_REFUSED_FORCED_NOSTR")
             await pipe.aclose()
             return
@@ -1804,8 +1746,7 @@ class Node:
                     if isinstance(ev, Found):
                         self._on_candidate(f"mdns:{ev.service_name}", ev.candidate)
                     elif isinstance(ev, Lost):
-                        for p in self.peers.values():
-                            p.candidates.pop(f"mdns:{ev.service_name}", None)
+                        self._input(CandidateGone(key=f"mdns:{ev.service_name}"))
 
     def start_token_schedule(self) -> None:
         """Refresh this node's token when its schedule says (a node with a control

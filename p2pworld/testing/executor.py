@@ -17,7 +17,7 @@ from p2pworld import codec
 from p2pworld.channel.hub import Delivered, Notice, Outcomes, PublishResult, Resolved
 from p2pworld.core.node import Called, Flush, Input, Plan, TimerFired
 from p2pworld.core.persist import Commit
-from p2pworld.effects import CloseSession, PeerMisbehaved, RefreshToken, Send, SendAll
+from p2pworld.effects import CloseSession, Dial, PeerMisbehaved, RefreshToken, Send, SendAll
 from p2pworld.errors import P2PWorldError
 from p2pworld.log.entry import Entry
 from p2pworld.wire import Message
@@ -57,7 +57,8 @@ class Executor:
         def _send(self, src: SimNode, dst_id: bytes, msgs: tuple[Message, ...]) -> None: ...
         def _ask_token(self, node: SimNode) -> None: ...
         def _by_id(self) -> dict[bytes, SimNode]: ...
-        def _disconnect(self, a: str, b: str, *, redial: bool = False) -> None: ...
+        def _disconnect(self, a: str, b: str) -> None: ...
+        def _dial(self, node: SimNode, d: Dial) -> None: ...
 
     def _carry(self, node: SimNode, fx: list[Any], *, inp: Input | None = None) -> None:
         """Hand ``node``'s core an input (by default: an API call's effects ``fx``) and
@@ -130,11 +131,13 @@ class Executor:
             node.world_events.append(e.event)
         elif isinstance(e, RefreshToken):
             self._ask_token(node)
+        elif isinstance(e, Dial):
+            self._dial(node, e)
         elif isinstance(e, CloseSession):
             peer = self._by_id().get(e.peer)
             if peer is not None and frozenset((node.name, peer.name)) in self.sessions:
                 self.stats.reach(e.reason.lower())
-                self._disconnect(node.name, peer.name, redial=True)
+                self._disconnect(node.name, peer.name)
         elif isinstance(e, PeerMisbehaved):
             self.stats.reach(f"refused:{e.error.code}")
         elif isinstance(e, Notice):

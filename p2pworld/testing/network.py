@@ -16,11 +16,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from p2pworld.core.lanes import nostr_may_carry
-from p2pworld.core.node import PeerDown, PeerUp, Received
+from p2pworld.core.node import CandidateSeen, DialDone, PeerDown, PeerUp, Received
+from p2pworld.effects import Dial
 from p2pworld.errors import RemoteProtocolError
 from p2pworld.testing.control_sim import SIM_NOSTR_KEY
-from p2pworld.testing.nostr_sim import DIRECT_RETRY_S
+from p2pworld.transport.candidate import Candidate
 from p2pworld.transport.frames import FramePacker, FrameReader
+from p2pworld.transport.handshake import PROTOCOL_VERSIONS
 from p2pworld.wire import Message, encode_message
 
 if TYPE_CHECKING:
@@ -29,6 +31,8 @@ if TYPE_CHECKING:
     from p2pworld.testing.sim import SimNode, Stats
 
 _PACKER = FramePacker()
+HANDSHAKE_RTTS = 3
+"""A dial takes this many one-way latencies (connect, handshake) before it answers."""
 
 
 def _digest(frame: bytes) -> bytes:
@@ -46,6 +50,7 @@ class SimNetwork:
     nodes: dict[str, SimNode]
     nostr: SimNostr | None
     auth: bool
+    workspace: str
     sessions: set[frozenset[str]]
     links: set[frozenset[str]]
     blocked: set[tuple[str, str]]
@@ -76,49 +81,75 @@ class SimNetwork:
         return (a, b) not in self.blocked and (b, a) not in self.blocked and \
             self.nodes[a].up and self.nodes[b].up
 
-    def _connect(self, a: str, b: str, lane: str = "direct") -> None:
+    def _introduce(self, node: SimNode) -> None:
+        """What discovery tells ``node`` (its links: the topology), as candidates; its node
+        core dials them when and on the lane it decides."""
+        for pair in sorted(self.links, key=sorted):
+            if node.name in pair:
+                (other,) = pair - {node.name}
+                peer = self.nodes.get(other)
+                if peer is not None:
+                    self._carry(node, [], inp=CandidateSeen(key="sim", candidate=Candidate(
+                        node_id=peer.signer_id, workspace=self.workspace,
+                        versions=PROTOCOL_VERSIONS,
+                        addresses=(f"10.0.{peer.index // 256}.{peer.index % 256}",),
+                        port=7000, source="sim", nostr=peer.signer.public_key)))
+
+    def _dial(self, node: SimNode, d: Dial) -> None:
+        """Carry out a :class:`~p2pworld.effects.Dial`: a handshake's time later, a session
+        (or the reason there is none), and :class:`DialDone` to the dialling core."""
+        gen = node.incarnation
+
+        def attempt() -> None:
+            if node.cores is None or node.incarnation != gen:
+                return
+            peer = self._by_id().get(d.peer)
+            code = "CONNECT_FAILED" if peer is None else self._connect(
+                node.name, peer.name, "nostr" if d.lane == "nostr" else "direct")
+            if node.cores is not None and node.incarnation == gen:
+                self._carry(node, [], inp=DialDone(peer=d.peer, ok=not code, code=code))
+
+        self.at(HANDSHAKE_RTTS * self.latency, attempt)
+
+    def _connect(self, a: str, b: str, lane: str = "direct") -> str:
+        """``a`` opens a session to ``b`` on ``lane``; returns why not ("" if a session is up
+        now, the new one or the one both ends keep)."""
         pair = frozenset((a, b))
+        na, nb = self.nodes[a], self.nodes[b]
         if pair in self.sessions:
-            return
+            cur = self.nostr.lane.get(pair, "direct") if self.nostr is not None else "direct"
+            new = "nostr" if lane == "nostr" else "primary"
+            keep_new = na.core is not None and na.core.peers is not None and \
+                na.core.peers.admit(nb.signer_id, new, initiator=True)
+            if cur == lane or not keep_new:
+                return ""  # the session up stays (the same lane: one as good as the other)
+            if not self._reachable(a, b):
+                return "CONNECT_FAILED"
+            self.stats.reach("lane_returned")  # the direct lane replaces the Nostr one
+            self._disconnect(a, b)
         if lane == "direct" and not self._reachable(a, b):
-            # Strict precedence: no direct route; after a direct retry, the Nostr lane (if
-            # the mode allows it and some relay is up).
-            if self.nostr is not None and self.nostr.available() and a in self.nodes \
-                    and b in self.nodes and self.nodes[a].up and self.nodes[b].up:
-                self.at(DIRECT_RETRY_S, lambda: self._connect_nostr(a, b))
-            return
+            return "CONNECT_FAILED"
+        if lane == "nostr":
+            if self.nostr is None or not self.nostr.available() or not (na.up and nb.up):
+                return "NOSTR_LANE_FAILED"
+            self.stats.reach("nostr_lane")
         self.sessions.add(pair)
         if self.nostr is not None:
             self.nostr.opened(pair, lane)
         self._session_gen[pair] = self._session_gen.get(pair, 0) + 1
         self._record("up", a, b)
-        na, nb = self.nodes[a], self.nodes[b]
         assert na.cores is not None and nb.cores is not None
         if self.auth and not self._handshake_tokens(na, nb):
-            # The handshake refuses a peer without a valid token: no session; redial later.
+            # The handshake refuses a peer without a valid token: no session.
             self.sessions.discard(pair)
             self.stats.reach("session_refused")
-            self.at(1.0, lambda: self._connect(a, b))
-            return
-        self._carry(na, [], inp=PeerUp(peer=nb.signer_id, key=nb.signer.public_key))
-        self._carry(nb, [], inp=PeerUp(peer=na.signer_id, key=na.signer.public_key))
-
-    def _connect_nostr(self, a: str, b: str) -> None:
-        pair = frozenset((a, b))
-        if pair in self.sessions or self.nostr is None or not self.nostr.available():
-            return
-        if self._reachable(a, b):
-            self._connect(a, b)  # the direct retry answered
-            return
-        if a in self.nodes and b in self.nodes and self.nodes[a].up and self.nodes[b].up:
-            self.stats.reach("nostr_lane")
-            self._connect(a, b, lane="nostr")
-
-    def reconnect_blocked(self) -> None:
-        """Links without a session try again (a relay came back)."""
-        for pair in sorted(self.links, key=sorted):
-            if pair not in self.sessions:
-                self._connect(*sorted(pair))
+            return "UNAUTHORIZED"
+        kind = "nostr" if lane == "nostr" else "primary"
+        self._carry(na, [], inp=PeerUp(peer=nb.signer_id, key=nb.signer.public_key, lane=kind,
+                                       initiator=True))
+        self._carry(nb, [], inp=PeerUp(peer=na.signer_id, key=na.signer.public_key, lane=kind,
+                                       initiator=False))
+        return ""
 
     def _handshake_tokens(self, na: SimNode, nb: SimNode) -> bool:
         """The node's session admission (``TokenBook.admit``), on each side's own clock."""
@@ -130,7 +161,9 @@ class SimNetwork:
                 return False
         return True
 
-    def _disconnect(self, a: str, b: str, *, redial: bool = False) -> None:
+    def _disconnect(self, a: str, b: str) -> None:
+        """The session between ``a`` and ``b`` ends (both cores hear ``PeerDown``; each
+        dials again as its node core decides)."""
         pair = frozenset((a, b))
         if pair not in self.sessions:
             return
@@ -140,8 +173,6 @@ class SimNetwork:
             nx, ny = self.nodes[x], self.nodes[y]
             if nx.cores is not None:
                 self._carry(nx, [], inp=PeerDown(peer=ny.signer_id))
-        if redial:
-            self.at(0.05 + self.rng.random() * 0.2, lambda: self._connect(a, b))
 
     def _send(self, src: SimNode, dst_id: bytes, msgs: tuple[Message, ...]) -> None:
         dst = self._by_id().get(dst_id)
@@ -153,7 +184,7 @@ class SimNetwork:
         if self.loss and self.rng.random() < self.loss:
             # A lost (or duplicated, or reordered) frame fails authentication: session reset.
             self.stats.reach(self.rng.choice(["loss", "duplication", "reorder"]))
-            self._disconnect(src.name, dst.name, redial=True)
+            self._disconnect(src.name, dst.name)
             return
         lane = self.nostr.lane.get(pair, "direct") if self.nostr is not None else "direct"
         if lane == "nostr" and src.hub is not None and \
@@ -202,7 +233,7 @@ class SimNetwork:
         except RemoteProtocolError as e:
             # As the real session does: a frame that does not decode ends the session.
             self.stats.reach(f"session_error:{e.code}")
-            self._disconnect(src.name, dst.name, redial=True)
+            self._disconnect(src.name, dst.name)
             return
         # A frame is one input, as in the runtime (its reader hands every message to the
         # cores before the effect runner carries out what they asked for).

@@ -61,8 +61,6 @@ if TYPE_CHECKING:
 
 RELAY_LATENCY = 0.03
 RELAY_JITTER = 0.03
-DIRECT_RETRY_S = 0.5
-"""The direct retry before the Nostr lane is tried (the node tries direct twice)."""
 PIPE = bytes(16)
 
 
@@ -199,7 +197,7 @@ class SimNostr:
                 # No relay took the frame: the pipe closes, the session resets.
                 sim.stats.reach("relay_outage" if not any(
                     r.up for r in self.relays.values()) else "relay_rate_limited")
-                sim._disconnect(src, dst, redial=True)
+                sim._disconnect(src, dst)
                 return
             if not delivered:
                 # Lost everywhere: a gap the receiver closes the pipe on.
@@ -207,7 +205,7 @@ class SimNostr:
                     rx = self._rx.get((src, dst))
                     if sim._session_gen.get(pair) == gen and rx is not None and \
                             rx.gap_since is not None:
-                        sim._disconnect(src, dst, redial=True)
+                        sim._disconnect(src, dst)
                     elif sim._session_gen.get(pair) == gen:
                         # No later frame made the gap visible yet: check again later.
                         sim.at(GAP_TIMEOUT_S, gap_check)
@@ -246,12 +244,11 @@ class SimNostr:
             for pair in sorted(self.lane, key=sorted):
                 if self.lane[pair] == "nostr" and pair in sim.sessions:
                     sim.stats.reach("relay_outage")
-                    sim._disconnect(*sorted(pair), redial=True)
+                    sim._disconnect(*sorted(pair))
 
         def back() -> None:
             self.relays[url].up = True
             sim._record("relay_up", url)
-            sim.reconnect_blocked()
 
         sim.at(seconds, back)
 

@@ -38,7 +38,8 @@ from p2pworld.channel.hub import (
 from p2pworld.compute.keys import op_key
 from p2pworld.compute.state import encode_event
 from p2pworld.core.cores import Cores, build_cores
-from p2pworld.core.node import NodeCore
+from p2pworld.core.node import CandidateGone, NodeCore
+from p2pworld.core.peers import PeerCore
 from p2pworld.errors import P2PWorldError
 from p2pworld.identity import Ed25519Signer, Signer, node_id, verify_raw
 from p2pworld.io.log_store import load_into
@@ -55,6 +56,7 @@ from p2pworld.transport.peering import Keepalive
 from p2pworld.wire import Message
 from p2pworld.world.core import WorldConfig, WorldCore, WorldEvent
 from p2pworld.world.doc import NodeInfo
+from p2pworld.world.links import LinkUpdates
 
 KEEPALIVE_MS = 5_000
 """The runtime's default keepalive interval (``NodeConfig.keepalive``)."""
@@ -227,8 +229,8 @@ class Simulator(Executor, SimControl, Workload, SimNetwork):
                 node.store, node.world_store = stores.log(name, 0), stores.world(name)
             self.nodes[name] = node
             self._boot(node)
-        for pair in sorted(self.links, key=sorted):
-            self._connect(*sorted(pair))
+        for node in list(self.nodes.values()):
+            self._introduce(node)
 
     def close(self) -> None:
         """Close every node's stores (the real ones hold files open)."""
@@ -289,7 +291,9 @@ class Simulator(Executor, SimControl, Workload, SimNetwork):
         # Processes start at different moments: the timers' phase differs per node.
         node.core = NodeCore(cores, first_tick_ms=self.now_ms(node) + int(
             self.rng.random() * self.tick_interval * 1000), tick_ms=int(self.tick_interval * 1000),
-            keepalive=Keepalive(interval_ms=KEEPALIVE_MS))
+            keepalive=Keepalive(interval_ms=KEEPALIVE_MS), links=LinkUpdates(),
+            peers=PeerCore(me=node.signer_id, workspace=self.workspace, rng=rng,
+                           mode="primary-with-fallback" if self.nostr else "primary-only"))
         node.wake_timer = None
         for n in load_into(hub, node.store, node.store.load_channels(quarantine=True)):
             node.notices.append(n.error)
@@ -318,9 +322,12 @@ class Simulator(Executor, SimControl, Workload, SimNetwork):
         """Take a node out of the world for good (a revoked node): it stops, and checkers and
         convergence look only at the remaining members."""
         self.crash(name)
-        self.retired[name] = self.nodes.pop(name)
+        gone = self.nodes.pop(name)
+        self.retired[name] = gone
         self.links = {p for p in self.links if name not in p}
         self._ids: dict[bytes, SimNode] = {}
+        for node in self.nodes.values():  # its discovery records go with it
+            self._carry(node, [], inp=CandidateGone(key="sim", peer=gone.signer_id))
 
     def blocked_pairs(self) -> set[tuple[str, str]]:
         return set(self.blocked)
@@ -430,9 +437,7 @@ class Simulator(Executor, SimControl, Workload, SimNetwork):
         node.incarnation += 1
         self._boot(node)
         self._record("restart", name)
-        for other in sorted(self.nodes):
-            if other != name and frozenset((name, other)) in self.links:
-                self._connect(name, other)
+        self._introduce(node)
 
     # --- inspection ---------------------------------------------------------------------
 

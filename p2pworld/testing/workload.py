@@ -42,11 +42,9 @@ class Workload:
         def now_ms(self, node: SimNode) -> int: ...
         def run(self, seconds: float) -> None: ...
         def any_node(self, name: str) -> SimNode: ...
-        def reconnect_blocked(self) -> None: ...
         def _by_id(self) -> dict[bytes, SimNode]: ...
         def _carry(self, node: SimNode, fx: list[Any], *, inp: Input | None = None) -> None: ...
-        def _connect(self, a: str, b: str, lane: str = "direct") -> None: ...
-        def _disconnect(self, a: str, b: str, *, redial: bool = False) -> None: ...
+        def _disconnect(self, a: str, b: str) -> None: ...
         def _transmit(self, a: str, b: str, frame: bytes, gen: int) -> None: ...
 
     def open_channel(self, owner: str, name: str, *, policy: ChannelPolicy | None = None,
@@ -119,8 +117,6 @@ class Workload:
                 if not silent:
                     self._disconnect(a, b)
         self.stats.reach("partition")
-        if self.nostr is not None:
-            self.reconnect_blocked()  # the Nostr lane, where allowed
 
     def heal(self) -> None:
         self.blocked.clear()
@@ -130,14 +126,8 @@ class Workload:
                         self._session_gen[frozenset((a, b))] == gen:
                     self._transmit(a, b, frame, gen)
         self._held.clear()
-        for pair in sorted(self.links, key=sorted):
-            if self.nostr is not None and pair in self.sessions and \
-                    self.nostr.lane.get(pair) == "nostr":
-                # The direct lane answers again: traffic moves back to it (a new session
-                # replaces the Nostr one; subscriptions resume from their checkpoints).
-                self.stats.reach("lane_returned")
-                self._disconnect(*sorted(pair))
-            self._connect(*sorted(pair))
+        # Nothing reconnects here: each node's core dials again at its own backoff, and
+        # probes the direct lane from the Nostr lane (a direct session replaces a Nostr one).
 
     def jump_clock(self, name: str, seconds: float) -> None:
         self.nodes[name].clock_offset += seconds

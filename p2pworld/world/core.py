@@ -62,6 +62,7 @@ from p2pworld.wire import (
     WorldPrune,
     WorldPush,
 )
+from p2pworld.world.admission import authorize_record, learn_latest_tokens
 from p2pworld.world.doc import (
     COMPACT_EVERY,
     AuthorDoc,
@@ -395,15 +396,22 @@ class WorldCore(WorldTimers):
         new_hb: list[Heartbeat] = []
         dup_src: list[bytes] = []
         gaps: list[WorldId] = []
+        refused: set[bytes] = set()
+        if self.auth is not None:
+            learn_latest_tokens(self.auth, self.verifier, msg.updates, now_ms)
         for i, raw in enumerate(msg.updates):
+            author: bytes | None = None
             try:
                 u = DocUpdate.decode(raw)
+                author = u.author
                 rep = self._replica(u.author)
                 if rep.check(u) in ("stale", "gap"):
                     rep.apply(u)  # raises StaleUpdate / WorldGap: nothing to authorize
-                self._authorize_record(u, now_ms)
+                authorize_record(self.auth, self.verifier, u, now_ms)
                 rep.apply(u, self._guard(u, now_ms))
             except WorldGap:
+                if u.author in refused:  # our own refusal: a graft would bring it back at
+                    continue             # once (a ping-pong); the digest pull repairs it
                 rep = self.replicas[u.author]
                 gaps.append((u.node, *rep.position))
                 continue
@@ -414,6 +422,8 @@ class WorldCore(WorldTimers):
             except P2PWorldError as e:
                 self.stats.refuse(e.code)
                 fx.append(PeerMisbehaved(peer, e))
+                if author is not None:
+                    refused.add(author)
                 continue
             self.stats.upd_new += 1
             self._missing.pop(("u", u.node[:8]), None)
@@ -661,16 +671,6 @@ class WorldCore(WorldTimers):
     def _authorize(self, key: bytes, scope: str, now_ms: int) -> None:
         if self.auth is not None:
             self.auth.check(key, scope, now=now_ms / 1000)
-
-    def _authorize_record(self, u: DocUpdate, now_ms: int) -> None:
-        """A relayed world record carries its author's token: it must name the record's
-        signer, be valid now and grant ``world:join``."""
-        if self.auth is None:
-            return
-        if u.token:
-            u.verify(self.verifier)  # learn a token only from a record its node signed
-            self.auth.learn(u.token, now=now_ms / 1000, node_key=u.author)
-        self.auth.check(u.author, "world:join", now=now_ms / 1000)
 
     def _guard(self, u: DocUpdate, now_ms: int) -> Callable[[DocView, DocView], None] | None:
         if self.auth is None:
