@@ -67,3 +67,6 @@ class Dial:
     relays: tuple[str, ...] = ()
     nostr: bytes = b""
     probe: bool = False
+    static: str = ""
+    """A configured peer (``NodeConfig.peers``) by its URL: its node id is learned in the
+    handshake (``peer`` is empty)."""

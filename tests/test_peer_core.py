@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import random
 
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from p2pworld.core.peers import PeerCore
 from p2pworld.effects import Dial
@@ -187,3 +186,25 @@ def test_the_rules_hold_under_any_order_of_events(mode: str, me: bytes,
                 if d.probe:
                     assert p.lane == "nostr" and mode == "primary-with-fallback"
                 in_flight = True
+
+
+def test_configured_peers_are_dialled_and_dialled_again_after_their_session() -> None:
+    pc = _core(mode="primary-only")
+    pc.add_static("ws://10.0.0.1:7/")
+    (d,) = pc.due(now_ms=0)
+    assert (d.static, d.urls, d.peer) == ("ws://10.0.0.1:7/", ("ws://10.0.0.1:7/",), b"")
+    assert pc.due(now_ms=1) == []  # one at a time
+    pc.dialled_static(d.static, b"", ok=False, now_ms=5)
+    t = pc.wake_at()
+    assert t is not None and 5 < t <= 255
+    (d,) = pc.due(now_ms=t)
+    pc.dialled_static(d.static, HIGH, ok=True, now_ms=t)
+    pc.up(HIGH, "primary", initiator=True, now_ms=t)
+    assert pc.wake_at() is None  # nothing while its session is up
+    pc.down(HIGH, now_ms=t + 1_000)
+    t2 = pc.wake_at()
+    assert t2 is not None and t + 1_000 < t2 <= t + 1_250  # the backoff was reset
+    assert [d.static for d in pc.due(now_ms=t2)] == ["ws://10.0.0.1:7/"]
+    forced = _core(mode="forced-nostr")
+    forced.add_static("ws://10.0.0.1:7/")
+    assert forced.due(now_ms=0) == [] and forced.wake_at() is None

@@ -232,7 +232,6 @@ PLANS: dict[str, Plan] = {
     NODE + "_store_runner": Plan("mesh", "fatal", "node"),
     NODE + "_listen": Plan("mesh", "fatal", "node"),
     NODE + "_timeouts": Plan("mesh", "restart", "node"),
-    NODE + "_static_dial": Plan("mesh", "restart", "peer"),
     NODE + "_dial_task": Plan("mesh", "closed", "peer", "dial"),
     NODE + "_run_session": Plan("mesh", "closed", "peer"),
     NODE + "_handle_incoming": Plan("mesh", "closed", "peer"),

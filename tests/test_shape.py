@@ -36,7 +36,7 @@ SIZE_ALLOWANCES: dict[str, tuple[int, str]] = {
 
 SHELL_UNITS = {"p2pworld.io", "p2pworld.runtime", "discovery"}
 NOT_THE_NODE = {"p2pworld.testing", "p2pworld.cli"}
-SHELL_SHARE_CEILING = 0.36
+SHELL_SHARE_CEILING = 0.35
 """39.4% when the test landed, 38.8% once the persist core took the data path's ordering and
 pacing, 37.3% once the node core took the flush, the timers and the batching; issue 15
 brings it to 0.20 (lower this as decisions move)."""

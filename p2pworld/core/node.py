@@ -133,6 +133,8 @@ class DialDone:
     peer: bytes
     ok: bool
     code: str = ""
+    static: str = ""
+    """The configured peer's URL, for a dial of one (``peer``: the id its handshake gave)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -331,6 +333,8 @@ class NodeCore:
             self.peers.seen(inp.key, inp.candidate, now_ms=now_ms)
         elif isinstance(inp, CandidateGone):
             self.peers.gone(inp.key, inp.peer)
+        elif inp.static:
+            self.peers.dialled_static(inp.static, inp.peer, ok=inp.ok, now_ms=now_ms)
         else:
             self.peers.dialled(inp.peer, ok=inp.ok, code=inp.code, now_ms=now_ms)
 

@@ -20,6 +20,9 @@ in one place:
 * **Which session survives** (:meth:`PeerCore.admit`): a primary-lane session replaces a Nostr
   one, never the other way round; on one lane, both ends keep the one the lower id dialled.
 * **Incoming** sessions on a lane the mode forbids are refused (:meth:`PeerCore.accepts`).
+* **Configured peers** (``NodeConfig.peers``: URLs, their ids unknown until the handshake)
+  are dialled at start and again after their session ends or an attempt fails, with the same
+  backoff; not in ``forced-nostr`` mode (they are direct addresses).
 * An attempt with no answer within its bound (its task failed) counts as failed.
 
 Example:
@@ -81,6 +84,17 @@ class PeerState:
 
 
 @dataclass
+class StaticPeer:
+    """A configured peer, by URL."""
+
+    backoff: Backoff = field(default_factory=lambda: Backoff(base=0.25, cap=30.0))
+    deadline_ms: int | None = 0
+    dialling: bool = False
+    peer: bytes | None = None
+    """The node id its last session gave (its session's end schedules the next dial)."""
+
+
+@dataclass
 class PeerCore:
     """The dialling and admission rules of one node (see the module's docstring)."""
 
@@ -92,6 +106,24 @@ class PeerCore:
     attempt_ms: int = ATTEMPT_MS
     peers: dict[bytes, PeerState] = field(default_factory=dict)
     other_workspaces: dict[str, int] = field(default_factory=dict)
+    statics: dict[str, StaticPeer] = field(default_factory=dict)
+
+    def add_static(self, url: str) -> None:
+        """Dial ``url`` (a configured peer) at the next wake-up, and keep a session to it."""
+        self.statics.setdefault(url, StaticPeer())
+
+    def dialled_static(self, url: str, peer: bytes, *, ok: bool, now_ms: int) -> None:
+        """A configured peer's dial ended: ``ok`` with a session to ``peer`` (its end
+        schedules the next dial), or failed (the next after a backoff)."""
+        st = self.statics.get(url)
+        if st is None:
+            return
+        st.dialling = False
+        if ok:
+            st.backoff.reset()
+            st.peer, st.deadline_ms = peer, None
+        else:
+            st.deadline_ms = now_ms + self._delay(st.backoff)
 
     # --- what discovery says --------------------------------------------------------------
 
@@ -157,6 +189,9 @@ class PeerCore:
             p.deadline_ms = now_ms + self._delay(p.probe)
 
     def down(self, peer: bytes, *, now_ms: int) -> None:
+        for st in self.statics.values():
+            if st.peer == peer and not st.dialling and st.deadline_ms is None:
+                st.deadline_ms = now_ms + self._delay(st.backoff)
         p = self.peers.get(peer)
         if p is None:
             return
@@ -199,6 +234,14 @@ class PeerCore:
         """The attempts to make now (at most one per peer on its way at a time).
         ``nostr_of``: a peer's Nostr key from what else the node knows (its world record)."""
         out: list[Dial] = []
+        for url, st in sorted(self.statics.items()) if self.mode != "forced-nostr" else ():
+            if st.deadline_ms is None or now_ms < st.deadline_ms:
+                continue
+            if st.dialling:  # no answer within its bound
+                self.dialled_static(url, b"", ok=False, now_ms=now_ms)
+                continue
+            st.dialling, st.deadline_ms = True, now_ms + 2 * self.attempt_ms
+            out.append(Dial(b"", "primary", (url,), static=url))
         for pid, p in sorted(self.peers.items()):
             if p.deadline_ms is None or now_ms < p.deadline_ms:
                 continue
@@ -220,13 +263,17 @@ class PeerCore:
         return out
 
     def wake_at(self) -> int | None:
-        return min((p.deadline_ms for p in self.peers.values() if p.deadline_ms is not None),
-                   default=None)
+        statics = self.statics.values() if self.mode != "forced-nostr" else ()
+        return min((x.deadline_ms for x in (*self.peers.values(), *statics)
+                    if x.deadline_ms is not None), default=None)
 
     def clock_went_back(self, by_ms: int) -> None:
         for p in self.peers.values():
             if p.deadline_ms is not None:
                 p.deadline_ms -= by_ms
+        for st in self.statics.values():
+            if st.deadline_ms is not None:
+                st.deadline_ms -= by_ms
 
     # --- rules ------------------------------------------------------------------------------
 

@@ -1578,12 +1578,26 @@ class Node:
     @task("peer")
     async def _dial_task(self, d: Dial) -> None:
         """Carry out one :class:`Dial` of the node core and tell it how it went."""
-        ok, code = False, "NO_ROUTE"
+        ok, code, peer = False, "NO_ROUTE", d.peer
         try:
-            ok, code = await (self._dial_nostr(d) if d.lane == "nostr" else
-                              self._dial_primary(d))
+            if d.static:
+                ok, code, peer = await self._dial_static(d.static)
+            else:
+                ok, code = await (self._dial_nostr(d) if d.lane == "nostr" else
+                                  self._dial_primary(d))
         finally:
-            self._input(DialDone(peer=d.peer, ok=ok, code=code))
+            self._input(DialDone(peer=peer, ok=ok, code=code, static=d.static))
+
+    async def _dial_static(self, url: str) -> tuple[bool, str, bytes]:
+        """A configured peer: its id comes from the handshake."""
+        try:
+            s = await open_session(self._nursery, url, self._hs_config(),
+                                   timeout=self.config.handshake_timeout)
+        except P2PWorldError as e:
+            self._count(e.code)
+            return False, e.code, b""
+        self._peer(s.peer_id).via.add("static")
+        return await self._start_session(s.peer_id, s), "", s.peer_id
 
     async def _dial_nostr(self, d: Dial) -> tuple[bool, str]:
         lane = self.nostr.lane if self.nostr is not None else None
@@ -1859,28 +1873,6 @@ class Node:
             for s in list(self.sessions.values()):
                 await s.flush()
 
-    def _static_peers(self) -> None:
-        if self.transport_mode == "forced-nostr":
-            return  # static peers are direct addresses: not dialled in forced-Nostr mode
-        for url in self.config.peers:
-            self.sup.spawn(self._static_dial, url, key=url)
-
-    @task("peer", restart=True)
-    async def _static_dial(self, url: str) -> None:
-        backoff = Backoff(base=0.25, cap=30.0)
-        while True:
-            try:
-                s = await open_session(self._nursery, url, self._hs_config(),
-                                       timeout=self.config.handshake_timeout)
-            except P2PWorldError as e:
-                self._count(e.code)
-                await trio.sleep(backoff.next_delay(self._rng))
-                continue
-            backoff.reset()
-            self._peer(s.peer_id).via.add("static")
-            await self._run_owned(s)
-            await trio.sleep(backoff.next_delay(self._rng))
-
     async def _open_listeners(self) -> list[trio.SocketListener]:
         """One listener per configured interface (names resolve as for mDNS), all on one
         port: the first one's. A failure is one typed error naming the address."""
@@ -2076,7 +2068,9 @@ async def _open_node(config: NodeConfig, identity: NodeIdentity | None, home: No
                 sup.spawn(node._revocation_loop, key="revocations")
             if config.mdns:
                 await sup.start(node._discovery, key="mdns")
-            node._static_peers()
+            for url in config.peers:
+                node._peering.add_static(url)
+            node._wake.set()
             for url in config.rendezvous:
                 sup.spawn(node._rendezvous_loop, url, key=url)
             try:
