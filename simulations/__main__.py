@@ -12,15 +12,7 @@ import sys
 import time
 from typing import Any
 
-from p2pworld.testing.checkers import (
-    ANOMALIES,
-    check_auth,
-    check_bridge,
-    check_channel,
-    check_compute,
-    check_stores,
-    check_world,
-)
+from p2pworld.testing.checkers import ANOMALIES, check_all
 from simulations import scenarios
 from simulations.scenarios import EXTRA, HEAVY, NOT_YET, SCENARIOS
 from simulations.stores import SqliteStores
@@ -61,17 +53,7 @@ def _run_seed(name: str, seed: int) -> dict[str, Any]:
 
 
 def _results(sim: Any, ch: bytes, extra: dict[str, int], seed: int) -> dict[str, Any]:
-    anomalies = check_channel(sim, ch)
-    for k, v in check_world(sim).items():
-        anomalies[k] += v
-    for k, v in check_auth(sim, ch).items():
-        anomalies[k] += v
-    for k, v in check_compute(sim).items():
-        anomalies[k] += v
-    for k, v in check_bridge(sim).items():
-        anomalies[k] += v
-    for k, v in check_stores(sim).items():
-        anomalies[k] += v
+    anomalies = check_all(sim, ch)
     for k, v in extra.items():
         anomalies[k] += v
     lat = sorted(sim.stats.latencies)

@@ -168,3 +168,11 @@ def test_limits_in_the_prose_are_the_constants(pattern: str, const: str) -> None
     found = re.findall(" ".join(pattern.split()), text)
     assert found, f"docs/protocol.md no longer says {pattern!r}"
     assert all(amount(f) == resolve(const) for f in found), (found, const, resolve(const))
+
+
+def test_the_user_scenario_in_the_simulation_doc_runs() -> None:
+    """docs/simulation.md shows a user writing a scenario of their own: it runs as printed."""
+    text = (ROOT / "docs/simulation.md").read_text()
+    section = text.split("## Writing a scenario of your own", 1)[1]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    exec(compile(code, "docs/simulation.md", "exec"), {"__name__": "user_scenario"})

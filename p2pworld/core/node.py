@@ -74,6 +74,7 @@ from p2pworld.core.persist import (
     pace,
 )
 from p2pworld.effects import RefreshToken, Send, SendAll
+from p2pworld.errors import P2PWorldError
 from p2pworld.transport.candidate import Candidate
 from p2pworld.transport.peering import Keepalive
 from p2pworld.wire import Message, Ping, Pong
@@ -347,12 +348,17 @@ class NodeCore:
         have = {lk.target: lk.state for lk in w.author.view().links}
         fx: list[WorldEffect] = []
         for peer, state in sorted(changed.items()):
-            if state is None:
-                if peer in have:
-                    fx += w.drop_link(peer, now_ms=now_ms)
-            elif have.get(peer) != state:
-                fx += w.set_link(LinkInfo(target=peer, state=state, capabilities=("v1",)),
-                                 now_ms=now_ms)
+            try:
+                if state is None:
+                    if peer in have:
+                        fx += w.drop_link(peer, now_ms=now_ms)
+                elif have.get(peer) != state:
+                    fx += w.set_link(LinkInfo(target=peer, state=state, capabilities=("v1",)),
+                                     now_ms=now_ms)
+            except P2PWorldError:
+                # Best effort, as a session coming or going must not fail on its link: the
+                # next change of that link writes it again.
+                self.stats["links_not_written"] = self.stats.get("links_not_written", 0) + 1
         return self.cores.own_world(fx)
 
     def _nostr_of(self, peer: bytes, now_ms: int) -> bytes:

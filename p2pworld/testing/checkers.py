@@ -39,6 +39,16 @@ from p2pworld.log.state import Snapshot
 if TYPE_CHECKING:
     from p2pworld.testing.sim import Simulator
 
+def check_all(sim: Simulator, channel: bytes) -> dict[str, int]:
+    """Every checker over a finished run, summed per anomaly (all zero: nothing found)."""
+    out = check_channel(sim, channel)
+    for more in (check_world(sim), check_auth(sim, channel), check_compute(sim),
+                 check_bridge(sim), check_stores(sim)):
+        for k, v in more.items():
+            out[k] += v
+    return out
+
+
 ANOMALIES = ("lost_write", "duplicate", "poll_skip", "nonmonotonic", "inconsistent_offsets",
              "diverged", "unauthorized_accepted", "forged_visible", "forks_undetected",
              "replay_mismatch", "multiple_winners", "presence_collapsed", "writes_not_resumed",
