@@ -275,3 +275,22 @@ def test_an_undecodable_last_row_is_damage_not_a_torn_write(tmp_path: Path) -> N
     damaged.channels[ch].rows[3] = (row[0], row[1][:-5] + b"\x00" * 5)
     with pytest.raises(StoreCorrupt):
         damaged.load_channels()
+
+
+async def test_state_hash_is_the_api_s_and_log_verify_s(tmp_path: Path) -> None:
+    """``node.state_hash(channel)`` (issue 15: before, only the command line had it): equal on
+    two nodes at one head, and the hash ``p2pworld log verify`` prints from the store."""
+    cfg = {"workspace": "sh", "mdns": False, "keepalive": 1.0}
+    async with open_node(NodeConfig(home=tmp_path / "a", **cfg)) as a, \
+            open_node(NodeConfig(home=tmp_path / "b", peers=[a.url], **cfg)) as b:
+        rec = await a.open_channel("c")
+        await b.wait_channel("c", timeout=30)
+        for i in range(5):
+            await b.publish(rec.channel, b"m%d" % i, key=b"k%d" % i, timeout=30)
+        with trio.fail_after(30):
+            while b.head(rec.channel) != a.head(rec.channel):
+                await trio.sleep(0.02)
+        assert a.state_hash(rec.channel) == b.state_hash(rec.channel)
+        mine = a.state_hash(rec.channel)
+    rc, out = log_verify(tmp_path / "a" / "log.db", "--channel", rec.channel.hex())
+    assert rc == 0 and out["state_hash"] == mine.hex()

@@ -1019,6 +1019,13 @@ class Node:
     def head(self, channel: bytes) -> tuple[int, bytes]:
         return self.hub.head(channel)
 
+    def state_hash(self, channel: bytes) -> bytes:
+        """The hash of the channel's folded state at this node's head: equal on two nodes
+        at one head (``node.state_hash(ch) == other.state_hash(ch)``), and what ``p2pworld
+        log verify`` prints from the store. Raises ``UnknownChannel``."""
+        self._check_open()
+        return self.hub.log(channel).state.state_hash()
+
     async def wait_peers(self, count: int, *, timeout: float | None = None) -> None:
         """Wait until at least ``count`` peers have authenticated sessions. Typed timeout
         as :meth:`wait_channel`."""
