@@ -668,6 +668,48 @@ def _forged_visible(sim: Simulator, ch: bytes) -> int:
     return sum(1 for log in sim.final_logs(ch).values() for e in log if e.payload == b"FORGED")
 
 
+def provider_dies_mid_job(seed: int) -> Result:
+    """A provider dies for good (its machine is gone) while it holds an accepted job: the
+    requester's duties see it go stale, lapse the assignment once, and the job is done by
+    another provider. ``compute_stuck`` fires on a requester that leaves it with the dead
+    one; a run whose job did not end counts as ``compute_stuck`` too."""
+    sim = Simulator(seed, 4, stores=STORES)
+    rec = _compute_market(sim)
+    sim.channel = rec.channel  # type: ignore[attr-defined]
+    _post_requests(sim, rec.channel, 3, when=lambda i: 0.5 + i * 0.4,
+                   policies=["first", "lowest_price", "best_sla"], expires_ms=300_000)
+    victim: str | None = None
+    for _ in range(400):
+        sim.run(0.01 + 0.02 * sim.rng.random())
+        victim = _holder_of_an_accepted_job(sim, rec.channel)
+        if victim is not None:
+            break
+    if victim is not None:
+        sim.providers.discard(victim)
+        sim.retire(victim)  # no restart, no goodbye
+        sim.stats.reach("provider_died")
+    sim.run(90.0)  # presence goes stale, the assignment lapses, another provider takes it
+    req = sim.nodes["n0"]
+    log = req.cores.own_compute() if req.cores is not None else None
+    unfinished = 0
+    if log is not None and req.cores is not None and req.cores.compute is not None:
+        unfinished = sum(not r.terminal for r in req.cores.compute.state(log).requests.values())
+    return sim, rec.channel, {"compute_stuck": unfinished}
+
+
+def _holder_of_an_accepted_job(sim: Simulator, channel: bytes) -> str | None:
+    req = sim.nodes["n0"]
+    if req.cores is None or req.cores.compute is None:
+        return None
+    log = req.cores.own_compute()
+    if log is None:
+        return None
+    for _, r in sorted(req.cores.compute.state(log).requests.items()):
+        if r.phase in ("accepted", "processing") and r.accepted_by is not None:
+            return sim.name_of(r.accepted_by)
+    return None
+
+
 SCENARIOS: dict[str, Callable[[int], Result]] = {
     "steady": steady,
     "partition-heal": partition_heal,
@@ -680,6 +722,7 @@ SCENARIOS: dict[str, Callable[[int], Result]] = {
     "forged-presence": forged_presence,
     "token-expiry-storm": token_expiry_storm,
     "compute-contention": compute_contention,
+    "provider-dies-mid-job": provider_dies_mid_job,
     "bridge-outage": bridge_outage,
     "retention-burst-restart": retention_burst_restart,
     "large-entries-catch-up": large_entries_catch_up,

@@ -299,3 +299,31 @@ def test_bridge_duplicate_catches_a_bridge_that_re_signs_on_retry(
     monkeypatch.setattr(Outbox, "due", resigning)
     monkeypatch.setattr(SimNostr, "drain", drain)
     assert check_bridge(bridge_outage(1)[0])["duplicate"] > 0
+
+
+def test_compute_stuck_catches_a_requester_that_waits_for_a_dead_provider(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """provider-dies-mid-job (issue 15, M4): with the requester's stale-assignee lapse
+    removed (the old fault: a job held by a provider that died stays with it), the job never
+    ends and the checker fires; with the real core it ends on another provider."""
+    from p2pworld.compute.core import ComputeCore
+    from p2pworld.testing import check_compute
+    from simulations.scenarios import provider_dies_mid_job
+
+    def stuck(seed: int) -> int:
+        sim, _, extra = provider_dies_mid_job(seed)
+        assert sim.stats.reached.get("provider_died") == 1
+        try:
+            return check_compute(sim)["compute_stuck"] + extra["compute_stuck"]
+        finally:
+            sim.close()
+
+    assert sum(stuck(s) for s in range(2)) == 0
+    real = ComputeCore.drive
+
+    def never_lapses_a_stale_assignee(self: ComputeCore, log: Any, **kw: Any) -> Any:
+        return [i for i in real(self, log, **kw) if b"/lapse/" not in i.key or
+                b"assignee_stale" not in i.payload]
+
+    monkeypatch.setattr(ComputeCore, "drive", never_lapses_a_stale_assignee)
+    assert sum(stuck(s) for s in range(2)) > 0
