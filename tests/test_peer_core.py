@@ -208,3 +208,31 @@ def test_configured_peers_are_dialled_and_dialled_again_after_their_session() ->
     forced = _core(mode="forced-nostr")
     forced.add_static("ws://10.0.0.1:7/")
     assert forced.due(now_ms=0) == [] and forced.wake_at() is None
+
+
+def test_a_peer_first_seen_on_nostr_moves_to_the_direct_lane_when_a_route_appears() -> None:
+    """The demo's order of events (a relay's presence event before the mDNS record): two
+    primary attempts with no route, the Nostr lane, then the mDNS record. Before, the probe
+    that came due with no direct route stopped the probing for good, and the demo's nodes
+    stayed on relays (its channel forbids them: nothing was delivered)."""
+    pc = _core()
+    nostr_only = Candidate(node_id=HIGH, workspace="lab", versions=(1,), addresses=(), port=0,
+                           source="nostr", nostr=NOSTR)
+    pc.seen("nostr:x", nostr_only, now_ms=0)
+    (d,) = pc.due(now_ms=0)
+    pc.dialled(HIGH, ok=False, code="NO_ROUTE", now_ms=1)
+    t = pc.wake_at()
+    assert t is not None
+    (d,) = pc.due(now_ms=t)
+    pc.dialled(HIGH, ok=False, code="NO_ROUTE", now_ms=t)
+    (d,) = pc.due(now_ms=t)
+    assert d.lane == "nostr"
+    pc.up(HIGH, "nostr", initiator=True, now_ms=t + 5)
+    pc.dialled(HIGH, ok=True, now_ms=t + 5)
+    probe_at = pc.wake_at()
+    assert probe_at is not None
+    assert pc.due(now_ms=probe_at) == []  # no direct route yet...
+    assert pc.wake_at() is not None  # ...but it keeps probing
+    pc.seen("mdns:y", _cand(HIGH), now_ms=probe_at + 10)
+    (d,) = pc.due(now_ms=probe_at + 10)  # at once
+    assert d.lane == "primary" and d.probe and d.urls

@@ -139,12 +139,15 @@ class PeerCore:
         p = self.peers.get(c.node_id)
         if p is None:
             p = self.peers[c.node_id] = PeerState()
-        fresh = not p.candidates
+        fresh, new_record = not p.candidates, key not in p.candidates
         p.candidates[key] = c
         if c.nostr:
             p.nostr = c.nostr
         if fresh and p.lane is None and p.dialling is None:
             self._schedule(c.node_id, p, now_ms)
+        elif new_record and p.lane == "nostr" and p.dialling is None and c.urls() and \
+                self.mode == "primary-with-fallback":
+            p.deadline_ms = now_ms  # a direct route for a peer reached over Nostr: probe it
 
     def gone(self, key: str, peer: bytes | None = None) -> None:
         """Record ``key`` no longer lists ``peer`` (None: any peer)."""
@@ -251,11 +254,16 @@ class PeerCore:
                     continue
             d = self._next_dial(pid, p, nostr_of)
             if d is None:
-                # No candidate left (not dialled again), or no way on the lane due (no Nostr
-                # key yet): look again after a backoff.
+                # No candidate left (not dialled again); no way on the lane due (no Nostr
+                # key yet: look again after a backoff); on the Nostr lane, no direct route
+                # known yet (probe again later: a discovery record may bring one).
                 p.next_lane = "primary"
-                p.deadline_ms = None if not p.candidates or p.lane is not None else \
-                    now_ms + self._delay(p.backoff)
+                if p.lane == "nostr" and self.mode == "primary-with-fallback":
+                    p.deadline_ms = now_ms + self._delay(p.probe)
+                elif not p.candidates or p.lane is not None:
+                    p.deadline_ms = None
+                else:
+                    p.deadline_ms = now_ms + self._delay(p.backoff)
                 continue
             p.dialling = d
             p.deadline_ms = now_ms + self.attempt_ms * (len(d.urls) + len(d.relays) + 1)
