@@ -1681,10 +1681,19 @@ class Node:
         return False, code
 
     async def _start_session(self, pid: bytes, s: Session) -> bool:
+        """Run the session; True once it is adopted (or another to the peer is up). Before,
+        a session closed unadopted (its task failed at once) counted as a success, and a
+        configured peer was never dialled again (the scope-injection test of
+        ``_run_session``); a task that never ran is closed after a handshake's time."""
         self.sup.spawn(self._run_session, s, key=pid.hex())
-        while pid not in self.sessions and not s.closed.is_set():
-            await self._peers_changed.wait()
-        return True
+        with trio.move_on_after(self.config.handshake_timeout):
+            while pid not in self.sessions and not s.closed.is_set():
+                await self._peers_changed.wait()
+            # Closed before it was adopted (refused, or its task failed): no session, unless
+            # another one to the peer is up.
+            return pid in self.sessions
+        await s.aclose(SessionClosed("its session task never ran"))
+        return False
 
     # --- rendezvous -------------------------------------------------------------------------
 
