@@ -3,33 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import os
+import sys
 from collections.abc import Awaitable, Callable
 
 import trio
-
-_STDIN = bytearray()
 
 
 async def stdin_line() -> str:
     """The next line of stdin ("" at its end), read in a thread the command can walk away
     from: Ctrl-C (or any cancellation) ends the command at once even while stdin is an open
-    pipe nobody writes to. The thread reads the file descriptor itself (``os.read``), not
-    ``sys.stdin``: a thread left blocked in ``sys.stdin.readline`` holds the buffered
-    reader's lock, and the interpreter's shutdown could wait on it for ever (the Ctrl-C test
-    timed out now and then). A function, not an async generator: a generator left suspended
-    in a read when its command is cancelled is finalized later, outside trio."""
-    while b"\n" not in _STDIN:
-        chunk = await trio.to_thread.run_sync(os.read, 0, 65536, abandon_on_cancel=True)
-        if not chunk:
-            rest = bytes(_STDIN)
-            _STDIN.clear()
-            return rest.decode("utf-8", errors="replace")
-        _STDIN.extend(chunk)
-    end = _STDIN.index(b"\n") + 1
-    line = bytes(_STDIN[:end])
-    del _STDIN[:end]
-    return line.decode("utf-8", errors="replace")
+    pipe nobody writes to (``trio.wrap_file`` waits for its thread, so the read would hold
+    the exit). A function, not an async generator: a generator left suspended in a read when
+    its command is cancelled is finalized later, outside trio."""
+    return await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
 
 
 def run_until_interrupted(run: Callable[[argparse.Namespace], Awaitable[int]],

@@ -1680,19 +1680,13 @@ class Node:
             return await self._start_session(pid, s), ""
         return False, code
 
-    async def _start_session(self, pid: bytes, s: Session) -> bool:
-        """Run the session; True once it is adopted (or another to the peer is up). Before,
-        a session closed unadopted (its task failed at once) counted as a success, and a
-        configured peer was never dialled again (the scope-injection test of
-        ``_run_session``); a task that never ran is closed after a handshake's time."""
+    async def _start_session(self, pid: bytes, s: Session) -> bool:  # adopted (or another up)
         self.sup.spawn(self._run_session, s, key=pid.hex())
         with trio.move_on_after(self.config.handshake_timeout):
             while pid not in self.sessions and not s.closed.is_set():
                 await self._peers_changed.wait()
-            # Closed before it was adopted (refused, or its task failed): no session, unless
-            # another one to the peer is up.
             return pid in self.sessions
-        await s.aclose(SessionClosed("its session task never ran"))
+        await s.aclose(SessionClosed("its session task never ran"))  # after a handshake time
         return False
 
     # --- rendezvous -------------------------------------------------------------------------
