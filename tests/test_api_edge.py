@@ -4,8 +4,10 @@ that says so, typed timeouts, and the small things users tripped over."""
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -212,6 +214,51 @@ def test_p2pworld_node_stops_on_ctrl_c_while_stdin_is_an_open_pipe(tmp_path: Pat
         for f in (proc.stdin, proc.stdout):
             if f is not None:
                 f.close()
+
+
+def test_a_signal_cancels_the_command_instead_of_raising_where_it_lands() -> None:
+    """18438c0: Ctrl-C raised ``KeyboardInterrupt`` at whatever line was running. Landing
+    between two ``async with`` entries it corrupted trio's nursery stack (exit status 1);
+    landing in cleanup code it was lost and the node ran on (the open-pipe test above
+    failed 3 runs in 4 under load). Now the signal cancels the command: the line after the
+    signal still runs, the command ends at its next checkpoint with status 0."""
+    from p2pworld.cli.common import run_until_interrupted
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        reached: list[str] = []
+
+        async def run(_: object, sig: signal.Signals = sig, reached: list[str] = reached
+                      ) -> int:
+            signal.raise_signal(sig)
+            reached.append("after the signal")  # 18438c0: KeyboardInterrupt came before this
+            await trio.sleep_forever()
+            return 3
+
+        assert run_until_interrupted(run, argparse.Namespace()) == 0
+        assert reached == ["after the signal"], sig
+
+
+def test_p2pworld_node_ends_cleanly_on_a_signal_at_any_moment(tmp_path: Path) -> None:
+    """Ctrl-C or SIGTERM at random moments of a running node (real processes): status 0
+    every time, within a bound generous for a loaded machine. 18438c0 failed about one try
+    in 20 under CPU load (a corrupted nursery stack, or a node that ignored the signal)."""
+    rng = random.Random(os.getpid())
+    for i in range(12):
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "p2pworld.cli.main", "node", "--home", str(tmp_path / "a"),
+             "--no-mdns", "--json"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE, text=True, cwd=ROOT)
+        try:
+            assert proc.stdout is not None
+            assert json.loads(proc.stdout.readline())["event"] == "up"
+            time.sleep(rng.uniform(0, 0.3))
+            proc.send_signal(signal.SIGTERM if i % 3 == 2 else signal.SIGINT)
+            _, err = proc.communicate(timeout=30)
+            assert proc.returncode == 0, (i, err[-2000:])
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
 
 
 async def test_a_workspace_in_any_language_meets_over_mdns(tmp_path: Path) -> None:

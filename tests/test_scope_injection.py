@@ -335,11 +335,16 @@ async def _trigger(w: World, plan: Plan) -> None:
             await a.request_compute(b"job", needs=("echo",))
     elif plan.trigger == "big":
         await until(lambda: w.b.node_id in a.sessions, "a Nostr-lane session", 60)
-        with as_victim():
-            try:
-                await a.publish(w.channel, bytes(20_000), key=b"big", timeout=10)
-            except P2PWorldError:
-                pass  # the session broke under it: an indeterminate outcome, resubmitted
+        # Until a frame of many parts has gone out: the channel's record may not have reached
+        # the victim yet (UNKNOWN_CHANNEL), and the session may break under the publish (an
+        # indeterminate outcome, resubmitted with the same key).
+        with as_victim(), trio.move_on_after(60):
+            while not w.extra.get("calls"):
+                try:
+                    await a.publish(w.channel, bytes(20_000), key=b"big", timeout=10)
+                    break
+                except P2PWorldError:
+                    await trio.sleep(0.2)
     elif plan.trigger == "disk-full":
         own = await a.open_channel("mine")
         db = a.store.db
@@ -383,6 +388,7 @@ async def test_an_injected_failure_ends_only_its_scope(name: str, tmp_path: Path
                 return
             a = w.a
             assert a is not None, w.a_error
+            w.extra["calls"] = calls
             await _trigger(w, plan)
             await until(lambda: len(calls) >= 1, f"{name} to be called", 60)
             await until(lambda: a.health()["scopes"][plan.scope]["failures"] >= 1,

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 
 import trio
@@ -18,15 +20,27 @@ async def stdin_line() -> str:
     return await trio.to_thread.run_sync(sys.stdin.readline, abandon_on_cancel=True)
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+"""What ends a command cleanly: Ctrl-C, and the operator's ``kill`` / ``docker stop``."""
+
+
 def run_until_interrupted(run: Callable[[argparse.Namespace], Awaitable[int]],
                           args: argparse.Namespace) -> int:
-    """``trio.run(run, args)``; Ctrl-C ends it quietly with status 0."""
+    """``trio.run(run, args)``; Ctrl-C or SIGTERM ends it quietly with status 0.
+
+    The signals arrive as messages (``trio.open_signal_receiver``) and cancel the command,
+    so its nurseries and the node close in order. Trio's default raises
+    ``KeyboardInterrupt`` at whatever line is running, which could land between two
+    ``async with`` entries (trio then reports a corrupted nursery stack) or inside code that
+    cleans up and waits: a node then ignored Ctrl-C for good. A second signal while the
+    command is closing falls back to that default (press Ctrl-C again to force the exit).
+    """
     from p2pworld.errors import P2PWorldError
 
     rc = 0
     try:
         try:
-            rc = trio.run(run, args)
+            rc = trio.run(_until_signalled, run, args)
         except* KeyboardInterrupt:
             pass
     except BaseExceptionGroup as g:
@@ -36,3 +50,38 @@ def run_until_interrupted(run: Callable[[argparse.Namespace], Awaitable[int]],
             raise typed[0] from None
         raise
     return rc
+
+
+async def _until_signalled(run: Callable[[argparse.Namespace], Awaitable[int]],
+                           args: argparse.Namespace) -> int:
+    """``await run(args)``, cancelled by the first of :data:`STOP_SIGNALS` (status 0)."""
+    if threading.current_thread() is not threading.main_thread():
+        return await run(args)  # signals reach only the main thread: nothing to receive
+    rc = 0
+    failed: list[BaseException] = []
+    async with trio.open_nursery() as nursery:
+        async def command() -> None:
+            nonlocal rc
+            try:
+                rc = await run(args)
+            except BaseException as e:  # noqa: BLE001 - re-raised below, outside this nursery
+                if _only_cancelled(e):
+                    raise  # the signal's cancellation, absorbed by this nursery
+                failed.append(e)
+            nursery.cancel_scope.cancel()
+
+        nursery.start_soon(command)
+        # Open until the first signal: a second one gets trio's KeyboardInterrupt.
+        with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+                break
+    if failed:
+        raise failed[0]
+    return rc
+
+
+def _only_cancelled(e: BaseException) -> bool:
+    if isinstance(e, BaseExceptionGroup):
+        return all(_only_cancelled(x) for x in e.exceptions)
+    return isinstance(e, trio.Cancelled)
