@@ -270,7 +270,7 @@ CLI_TASKS = {"p2pworld.cli.node_cmd:" + f for f in (
     "_follow", "_send", "_await_job", "_serve_jobs", "_watch", "_notices", "_commands")} | {
     "p2pworld.cli.demo_node:" + f for f in (
         "_watch_peers", "_reader", "_writer", "compute_round", "_watch_world")} | {
-    "p2pworld.cli.demo:_read_child"}
+    "p2pworld.cli.demo:_read_child", "p2pworld.cli.common:_command"}
 """Injected by the server and command-line tests below."""
 
 
@@ -592,6 +592,22 @@ async def test_the_command_loop_failing_ends_p2pworld_node_typed(
         or "NodeFailed" in repr(got.value)
     os.close(wfd)
     fake_stdin.close()
+
+
+def test_a_failed_command_leaves_the_signal_wrapper_as_itself() -> None:
+    """The wrapper that turns Ctrl-C into a cancellation neither swallows a failure (as
+    status 0) nor wraps a command's own error in a group."""
+    from p2pworld.cli.common import run_until_interrupted
+
+    async def run(_: object) -> int:
+        raise ValueError("the command's own")
+
+    with pytest.raises(ValueError, match="the command's own"):
+        run_until_interrupted(run, argparse.Namespace())
+    with injected("p2pworld.cli.common:_command"), as_victim():
+        with pytest.raises(BaseExceptionGroup) as got:
+            run_until_interrupted(run, argparse.Namespace())
+    assert got.group_contains(Injected)
 
 
 @pytest.mark.parametrize("fn", ["_watch_peers", "_reader", "_writer", "compute_round",

@@ -10,6 +10,8 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from p2pworld.io.scopes import spawn_in, task
+
 
 async def stdin_line() -> str:
     """The next line of stdin ("" at its end), read in a thread the command can walk away
@@ -57,20 +59,10 @@ async def _until_signalled(run: Callable[[argparse.Namespace], Awaitable[int]],
     """``await run(args)``, cancelled by the first of :data:`STOP_SIGNALS` (status 0)."""
     if threading.current_thread() is not threading.main_thread():
         return await run(args)  # signals reach only the main thread: nothing to receive
-    rc = 0
+    rc: list[int] = []
     failed: list[BaseException] = []
     async with trio.open_nursery() as nursery:
-        async def command() -> None:
-            nonlocal rc
-            try:
-                rc = await run(args)
-            except BaseException as e:  # noqa: BLE001 - re-raised below, outside this nursery
-                if _only_cancelled(e):
-                    raise  # the signal's cancellation, absorbed by this nursery
-                failed.append(e)
-            nursery.cancel_scope.cancel()
-
-        nursery.start_soon(command)
+        spawn_in(nursery, _command, run, args, rc, failed, nursery.cancel_scope)
         # Open until the first signal: a second one gets trio's KeyboardInterrupt.
         with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
             async for _ in signals:
@@ -78,7 +70,21 @@ async def _until_signalled(run: Callable[[argparse.Namespace], Awaitable[int]],
                 break
     if failed:
         raise failed[0]
-    return rc
+    return rc[0] if rc else 0
+
+
+@task("node", boundary=False)
+async def _command(run: Callable[[argparse.Namespace], Awaitable[int]], args: argparse.Namespace,
+                   rc: list[int], failed: list[BaseException], done: trio.CancelScope) -> None:
+    """The command itself: its status into ``rc``; its failure into ``failed`` (raised by
+    :func:`_until_signalled` outside the nursery, so it leaves as itself)."""
+    try:
+        rc.append(await run(args))
+    except BaseException as e:  # noqa: BLE001 - re-raised by the caller, outside the nursery
+        if _only_cancelled(e):
+            raise  # the signal's cancellation, absorbed by the caller's nursery
+        failed.append(e)
+    done.cancel()
 
 
 def _only_cancelled(e: BaseException) -> bool:
