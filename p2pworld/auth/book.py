@@ -8,7 +8,8 @@ typed :class:`~p2pworld.errors.Unauthorized` (``TokenExpired``, ``ScopeDenied``,
 that changes nothing. Validity is judged on the validating node's clock with a leeway.
 
 The scope each mutation needs is in :data:`REDUCER_SCOPES` (the seed's twelve reducers) and
-:func:`message_scope` (each mutating session message type of :data:`p2pworld.wire.MESSAGE_TYPES`).
+:func:`p2pworld.core.routes.message_scope` (each session message type of
+:data:`p2pworld.wire.MESSAGE_TYPES`, from the table :data:`p2pworld.core.routes.ROUTES`).
 
 Example:
     >>> from p2pworld.identity import Ed25519Signer

@@ -60,6 +60,7 @@ from p2pworld.errors import (
     PublishTimeout,
     RemoteProtocolError,
     Resequenced,
+    Unauthorized,
     UnknownChannel,
     WorkspaceMismatch,
     error_from_code,
@@ -104,6 +105,9 @@ if TYPE_CHECKING:
     import random
 
     from p2pworld.auth.book import TokenBook
+
+ScopeOf = Callable[..., str | None]
+"""``message_scope(msg_type, **fields)``: the scope a sender needs (:mod:`p2pworld.core.routes`)."""
 
 MAX_BATCH = 256
 """Most entries per ``ents`` message a sequencer sends."""
@@ -259,10 +263,12 @@ class ChannelHub(StartupExchange):
     """All channels of one node: sequencers for those it sequences, replicas for the rest."""
 
     def __init__(self, signer: Signer, *, workspace: str, rng: random.Random,
-                 auth: TokenBook | None = None) -> None:
+                 auth: TokenBook | None = None, message_scope: ScopeOf | None = None) -> None:
         self.signer = signer
         self.auth = auth
         """Token checks before every mutation (None: an open world without a control service)."""
+        self.message_scope = message_scope or _no_scopes
+        """The scope a sender of each message type needs (:mod:`p2pworld.core.routes`)."""
         self.validator: Callable[[ChannelLog, Submission, int], None] | None = None
         """Application rules a sequencer enforces before appending (compute assignment)."""
         self.workspace = workspace
@@ -482,7 +488,7 @@ class ChannelHub(StartupExchange):
                      participants: tuple[bytes, ...] = (), policy: ChannelPolicy | None = None,
                      authority_key: bytes | None = None) -> tuple[ChannelRecord, list[Effect]]:
         """``open_channel``: create (or reopen) a channel this node sequences."""
-        self._authorize(self.signer.public_key, "channel:open", now_ms)
+        self._authorize(self.signer.public_key, ChannelAnnounce, now_ms)
         if self.read_only is not None:
             raise self.read_only
         policy = policy or ChannelPolicy()
@@ -539,7 +545,7 @@ class ChannelHub(StartupExchange):
         if self.read_only is not None and channel in self.own:
             return req, [Resolved(req, self.read_only)]
         try:
-            self._authorize(self.signer.public_key, _scope(channel, kind), now_ms)
+            self._authorize(self.signer.public_key, Submit, now_ms, channel=channel, kind=kind)
         except P2PWorldError as e:
             return req, [Resolved(req, e)]
         if kind == "msg" and st.record.private:
@@ -625,7 +631,7 @@ class ChannelHub(StartupExchange):
             own.check.held.append((waiter, sub))
             return []
         try:
-            self._authorize(sub.sender_key, _scope(sub.channel, sub.kind), now_ms)
+            self._authorize(sub.sender_key, Submit, now_ms, channel=sub.channel, kind=sub.kind)
             check = self.validator
             log = own.seqr
             out = own.seqr.submit(sub, now_ms=now_ms, validate=None if check is None or
@@ -851,8 +857,8 @@ class ChannelHub(StartupExchange):
     def ack_message(self, channel: bytes, seq: int, *, now_ms: int | None = None
                     ) -> list[Effect]:
         """``ack_message``: record that this node consumed ``channel`` up to ``seq``."""
-        if now_ms is not None:
-            self._authorize(self.signer.public_key, f"channel:read:{channel.hex()}", now_ms)
+        if now_ms is not None and self.auth is not None:
+            self.auth.check(self.signer.public_key, f"channel:read:{channel.hex()}", now=now_ms / 1000)
         if self.read_only is not None:
             raise self.read_only
         log = self.log(channel)
@@ -1117,8 +1123,7 @@ class ChannelHub(StartupExchange):
             return self._receive(peer, msg, now_ms)
         except Forked as e:
             self._count(e.code, peer)
-            ch = bytes.fromhex(str(e.details.get("channel", ""))) if e.details.get(
-                "channel") else b""
+            ch = bytes.fromhex(str(e.details.get("channel") or ""))
             r = self.replicas.get(ch)
             fx: list[Effect] = [Notice(ch, e)] if ch else []
             if r is not None and r.fork_proof is not None:
@@ -1128,9 +1133,10 @@ class ChannelHub(StartupExchange):
             self._count(e.code, peer)
             return [PeerMisbehaved(peer, e)]
 
-    def _authorize(self, key: bytes, scope: str, now_ms: int) -> None:
-        """Raise a typed ``Unauthorized`` unless ``key``'s token covers ``scope`` now."""
-        if self.auth is not None:
+    def _authorize(self, key: bytes, msg_type: type[Message], now_ms: int,
+                   **fields: bytes | str) -> None:
+        """Raise a typed ``Unauthorized`` unless ``key``'s token covers ``msg_type``'s scope now."""
+        if self.auth is not None and (scope := self.message_scope(msg_type, **fields)):
             self.auth.check(key, scope, now=now_ms / 1000)
 
     def _count(self, code: str, peer: bytes, channel: bytes | None = None) -> None:
@@ -1146,9 +1152,8 @@ class ChannelHub(StartupExchange):
             return []
         if isinstance(msg, ChannelAnnounce):
             ch = msg.record.channel
-            if ch not in self.own and ch not in self.replicas:
-                # Learning a new channel is a mutation: its owner must hold channel:open now.
-                self._authorize(msg.record.owner_key, "channel:open", now_ms)
+            if ch not in self.own and ch not in self.replicas:  # learning a channel: a mutation
+                self._authorize(msg.record.owner_key, type(msg), now_ms, channel=ch)
             return self._on_announce(peer, msg.record, list(msg.epochs), now_ms)
         if isinstance(msg, Subscribe):
             return self._on_subscribe(peer, msg)
@@ -1163,25 +1168,23 @@ class ChannelHub(StartupExchange):
         if isinstance(msg, Entries):
             return self._on_entries(peer, msg)
         if isinstance(msg, EpochMsg):
-            if msg.change.channel not in self.own and msg.change.channel not in self.replicas:
+            ec, ch = msg.change, msg.change.channel
+            if ch not in self.own and ch not in self.replicas:
                 return []
-            own = self.own.get(msg.change.channel)
-            if own is not None and msg.change.epoch > own.seqr.state.epoch:
-                newer = self._newer_epochs(msg.change.channel,
-                                           [*own.seqr.state.epochs, msg.change])
-                return self._step_down(msg.change.channel, newer, now_ms) if newer else []
-            if msg.change.epoch > self.log(msg.change.channel).state.epoch:
-                # A new sequencer takes over: it must hold channel:open now.
-                self._authorize(msg.change.sequencer_key, "channel:open", now_ms)
-            return self._enter_epoch(peer, msg.change, list(msg.entries))
+            own = self.own.get(ch)
+            if own is not None and ec.epoch > own.seqr.state.epoch:
+                newer = self._newer_epochs(ch, [*own.seqr.state.epochs, ec])
+                return self._step_down(ch, newer, now_ms) if newer else []
+            if ec.epoch > self.log(ch).state.epoch:  # a new sequencer takes over: a mutation
+                self._authorize(ec.sequencer_key, type(msg), now_ms, channel=ch)
+            return self._enter_epoch(peer, ec, list(msg.entries))
         if isinstance(msg, SnapshotMsg):
             return self._on_snapshot(peer, msg)
         if isinstance(msg, Stored):
             return self._on_stored(peer, msg)
         if isinstance(msg, Tip):
             r = self.replicas.get(msg.channel)
-            if r is not None and msg.epoch == r.state.epoch and \
-                    self.sequencer_of(msg.channel) == peer:
+            if r is not None and msg.epoch == r.state.epoch and self.sequencer_of(msg.channel) == peer:
                 self.seen_head[msg.channel] = max(self.seen_head.get(msg.channel, 0), msg.seq)
             return []
         if isinstance(msg, SubscribeRefused):
@@ -1215,8 +1218,7 @@ class ChannelHub(StartupExchange):
                    outcome: PublishResult | P2PWorldError) -> list[Effect]:
         key = self._by_req.get(req)
         pend = self.outbox.get(key) if key else None
-        if key is None or pend is None or pend.req != req or pend.sent_to != peer or \
-                key[0] != channel:
+        if key is None or pend is None or pend.req != req or pend.sent_to != peer or key[0] != channel:
             return []
         if isinstance(outcome, PublishResult) and pend.want == "replicated" and \
                 outcome.strength != "replicated":
@@ -1273,8 +1275,7 @@ class ChannelHub(StartupExchange):
         seqr = own.seqr
         st = seqr.state
         if st.restricted and self.peers.get(peer) not in st.participants:
-            return [Send(peer, SubscribeRefused(msg.channel, NotParticipant.code,
-                                                "not a participant"))]
+            return [Send(peer, SubscribeRefused(msg.channel, NotParticipant.code, "not a participant"))]
         fx: list[Effect] = []
         after = msg.after
         newer = [ec for ec in st.epochs if ec.epoch > msg.epoch]
@@ -1387,10 +1388,9 @@ class ChannelHub(StartupExchange):
         return self._replicated_seq(own) if own else 0
 
 
-def _scope(channel: bytes, kind: str) -> str:
-    """``msg`` entries need ``channel:publish:<id>``; control entries (membership, close) need
-    ``channel:open``."""
-    return f"channel:publish:{channel.hex()}" if kind == "msg" else "channel:open"
+def _no_scopes(msg_type: type[Message], **fields: bytes | str) -> str | None:
+    """A hub that checks tokens but was given no message scopes refuses (fail closed)."""
+    raise Unauthorized(f"no scope known for {msg_type.TYPE!r}: no p2pworld.core.routes table")
 
 
 def _nonce(rng: random.Random) -> bytes:

@@ -23,12 +23,13 @@ from p2pworld.auth.book import TokenBook
 from p2pworld.channel.hub import ChannelHub, Effect, Notice
 from p2pworld.compute.core import ComputeCore
 from p2pworld.compute.state import REQUESTER_OPS, decode_event
-from p2pworld.effects import CloseSession, Dial, RefreshToken
-from p2pworld.errors import P2PWorldError
+from p2pworld.core.routes import ROUTES, message_scope
+from p2pworld.effects import CloseSession, Dial, PeerMisbehaved, RefreshToken
+from p2pworld.errors import P2PWorldError, RemoteProtocolError
 from p2pworld.identity import Signer, node_id, verify_raw
 from p2pworld.log.entry import Submission
 from p2pworld.log.sequencer import ChannelLog
-from p2pworld.wire import Message, WorldDigest, WorldGraft, WorldIHave, WorldPrune, WorldPush
+from p2pworld.wire import Message
 from p2pworld.world.core import WorldConfig, WorldCore, WorldEffect
 from p2pworld.world.records import Verifier
 
@@ -38,7 +39,8 @@ if TYPE_CHECKING:
 NodeEffect = Effect | WorldEffect | RefreshToken | CloseSession | Dial
 """Any effect a node's cores (and its node core) emit."""
 
-WORLD_MESSAGES = (WorldPush, WorldIHave, WorldGraft, WorldPrune, WorldDigest)
+WORLD_MESSAGES = tuple(t for t, r in ROUTES.items() if r.core == "world")
+"""The world core's messages (kept for importers; :data:`~p2pworld.core.routes.ROUTES` decides)."""
 
 
 @dataclass
@@ -130,9 +132,17 @@ class Cores:
         return out
 
     def receive(self, peer: bytes, msg: Message, *, now_ms: int) -> list[NodeEffect]:
-        if isinstance(msg, WORLD_MESSAGES):
+        """Hand ``msg`` to the core :data:`~p2pworld.core.routes.ROUTES` names (keepalive
+        messages are the node core's: nothing here); a type with no route is a typed refusal."""
+        route = ROUTES.get(type(msg))
+        if route is None:
+            err = RemoteProtocolError(f"no route for message type {type(msg).__name__}")
+            return [PeerMisbehaved(peer, err)]
+        if route.core == "world":
             return list[NodeEffect](self.world.receive(peer, msg, now_ms=now_ms))
-        return list(self.hub.receive(peer, msg, now_ms=now_ms))
+        if route.core == "hub":
+            return list(self.hub.receive(peer, msg, now_ms=now_ms))
+        return []
 
     def tick(self, *, now_ms: int) -> list[NodeEffect]:
         """The cores' timers: presence and gossip, and the channels' start-up exchange."""
@@ -146,7 +156,7 @@ def build_cores(signer: Signer, *, workspace: str, rng: random.Random, incarnati
                 auth: TokenBook | None = None) -> Cores:
     """Build a node's cores. ``incarnation`` must already be durably bumped for this run.
     ``auth``: the token book every mutation is checked against (None: an open world)."""
-    hub = ChannelHub(signer, workspace=workspace, rng=rng, auth=auth)
+    hub = ChannelHub(signer, workspace=workspace, rng=rng, auth=auth, message_scope=message_scope)
     world = WorldCore(signer, inc=incarnation, rng=rng, config=world_config, verifier=verifier,
                       stored=world_records, token=token, auth=auth)
     compute = ComputeCore(node_id(signer.public_key))
