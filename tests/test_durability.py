@@ -24,11 +24,13 @@ from p2pworld import NodeConfig, codec, open_node
 from p2pworld.channel.hub import Checkpoint
 from p2pworld.cli.main import main as cli_main
 from p2pworld.errors import StoreCorrupt, UnsupportedVersion
+from p2pworld.io.home import NodeHome
 from p2pworld.io.log_store import LogStore
-from p2pworld.testing import MemoryLogStore
+from p2pworld.testing import Acknowledged, MemoryLogStore
 from p2pworld.wire import Ack, Stored
 
 from .conftest import ROOT
+from .homes import check_homes
 from .netns import read_event
 
 
@@ -145,6 +147,11 @@ def test_kill_9_during_a_burst_loses_no_acknowledged_entry(tmp_path: Path) -> No
     assert len(chan.entries) >= max(acked)
     rc, out = log_verify(home / "log.db")
     assert rc == 0 and out["entries"] == len(chan.entries)
+    me = NodeHome(home).load().public_key
+    anomalies = check_homes({"seq": home}, chan.record.channel, [
+        Acknowledged(writer_key=me, key=b"k%d" % key, payload=b"payload %d" % key, seq=seq)
+        for seq, key in acked.items()])
+    assert {k: v for k, v in anomalies.items() if v} == {}
 
 
 @pytest.fixture(scope="module")

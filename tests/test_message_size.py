@@ -17,7 +17,9 @@ import trio
 
 from p2pworld import NodeConfig, P2PWorldError, open_node
 from p2pworld.log.entry import ChannelPolicy
+from p2pworld.testing import Acknowledged
 
+from .homes import check_homes
 from .test_node import collect
 
 MiB = 1 << 20
@@ -30,25 +32,39 @@ def cfg(tmp: Path, name: str, **kw) -> NodeConfig:  # type: ignore[no-untyped-de
 async def test_a_300_kB_message_reaches_every_replica_and_later_ones_follow(
         tmp_path: Path) -> None:
     """e2c769c: the sequencer acked it, the replica hit DECODE_ERROR for ever, lag read 0."""
+    acks: list[Acknowledged] = []
     with trio.fail_after(60):
         async with open_node(cfg(tmp_path, "a")) as a, \
                 open_node(cfg(tmp_path, "b", peers=[a.url])) as b:
+
+            async def publish(node, payload: bytes):  # type: ignore[no-untyped-def]
+                key = b"k%d" % len(acks)
+                r = await node.publish(chan.channel, payload, key=key)
+                acks.append(Acknowledged(writer_key=node.identity.public_key, key=key,
+                                         payload=payload, seq=r.seq))
+                return r
+
             await a.wait_peers(1)
             chan = await a.open_channel("big")
             await b.wait_channel("big")
-            await a.publish(chan.channel, b"x" * 300_000)
+            await publish(a, b"x" * 300_000)
             for i in range(3):
-                await a.publish(chan.channel, b"small %d" % i)
+                await publish(a, b"small %d" % i)
             got = await collect(b, chan.channel, 4)
             assert [len(m.payload) for m in got] == [300_000, 7, 7, 7]
             # A remote publish of the same size is acknowledged too (e2c769c: an
             # indeterminate PublishTimeout, and every later publish on the channel with it).
-            r = await b.publish(chan.channel, b"y" * 300_000)
+            r = await publish(b, b"y" * 300_000)
             assert r.seq == 5 and r.status == "appended"
-            r = await b.publish(chan.channel, b"after")
+            r = await publish(b, b"after")
             assert r.seq == 6
             (row,) = [c for c in b.health()["channels"] if c["name"] == "big"]
             assert row["lag"] == 0 and row["head_seq"] >= 5
+            while b.head(chan.channel) != a.head(chan.channel):
+                await trio.sleep(0.01)
+    # What both stores hold, checked as a simulation's are: every ack there, one history.
+    anomalies = check_homes({"a": tmp_path / "a", "b": tmp_path / "b"}, chan.channel, acks)
+    assert {k: v for k, v in anomalies.items() if v} == {}
 
 
 async def test_over_the_limit_is_refused_before_anything_is_written(tmp_path: Path) -> None:
@@ -120,20 +136,25 @@ async def test_an_oversized_submission_is_refused_alone_and_the_session_stays_up
 
 async def test_an_offline_replica_catches_up_on_fifty_one_mebibyte_messages(
         tmp_path: Path) -> None:
+    acks: list[Acknowledged] = []
     with trio.fail_after(180):
         async with open_node(cfg(tmp_path, "a")) as a:
             chan = await a.open_channel("backlog")
             async with open_node(cfg(tmp_path, "b", peers=[a.url])) as b:
                 await b.wait_channel("backlog")
             payloads = [bytes([i]) * MiB for i in range(50)]
-            for p in payloads:
-                await a.publish(chan.channel, p)
+            for i, p in enumerate(payloads):
+                r = await a.publish(chan.channel, p, key=b"m%d" % i)
+                acks.append(Acknowledged(writer_key=a.identity.public_key, key=b"m%d" % i,
+                                         payload=p, seq=r.seq))
             async with open_node(cfg(tmp_path, "b", peers=[a.url])) as b:
                 got = await collect(b, chan.channel, 50)
                 assert [m.payload for m in got] == payloads
                 assert b.head(chan.channel) == a.head(chan.channel)
                 # The sequencer paced the catch-up by what b reported stored.
                 assert a.health()["errors"].get("BACKPRESSURE", 0) == 0
+    anomalies = check_homes({"a": tmp_path / "a", "b": tmp_path / "b"}, chan.channel, acks)
+    assert {k: v for k, v in anomalies.items() if v} == {}
 
 
 async def test_lag_is_measured_against_the_head_the_sequencer_announced(

@@ -206,7 +206,7 @@ def _storm(seed: int) -> dict[str, int]:
 def test_unauthorized_accepted_catches_a_sequencer_that_skips_token_checks(
         monkeypatch: pytest.MonkeyPatch) -> None:
     assert _storm(1)["unauthorized_accepted"] == 0
-    monkeypatch.setattr(ChannelHub, "_authorize", lambda self, key, scope, now_ms: None)
+    monkeypatch.setattr(ChannelHub, "_authorize", lambda self, key, msg_type, now_ms, **_: None)
     assert _storm(1)["unauthorized_accepted"] > 0
 
 

@@ -23,9 +23,12 @@ import trio
 
 from p2pworld import NodeConfig, open_node
 from p2pworld.channel.hub import Notice, PublishResult, Resolved
+from p2pworld.io.home import NodeHome
+from p2pworld.testing import Acknowledged
 from p2pworld.wire import HeadReport
 
 from .conftest import ROOT
+from .homes import check_homes
 from .hubs import connect, disconnect, outcomes, run
 from .test_channel_features import publish, world
 
@@ -129,11 +132,12 @@ async def test_real_processes_the_old_sequencer_goes_away_and_returns(tmp_path: 
                 open_node(cfg(tmp_path / "c", peers=[b.url])) as c:
             first = _writer(a_home, [b.url, c.url], "r:m", 5, wait_s=60)
             assert first.stdout is not None
-            acks = 0
-            while acks < 5:  # read acks as they come, then kill -9 mid-wait
+            acks: list[dict] = []  # type: ignore[type-arg]
+            while len(acks) < 5:  # read acks as they come, then kill -9 mid-wait
                 line = await trio.to_thread.run_sync(first.stdout.readline)
                 assert line, first.stderr.read().decode()[-2000:] if first.stderr else ""
-                acks += json.loads(line).get("event") == "ack"
+                if json.loads(line).get("event") == "ack":
+                    acks.append(json.loads(line))
             os.killpg(first.pid, signal.SIGKILL)
             first.wait()
             for f in (first.stdout, first.stderr):
@@ -142,10 +146,10 @@ async def test_real_processes_the_old_sequencer_goes_away_and_returns(tmp_path: 
             chan = next(r.channel for r in b.channels() if r.name == "general")
             while min(b.head(chan)[0], c.head(chan)[0]) < 5:
                 await trio.sleep(0.05)
-            from p2pworld.io.home import NodeHome
             await b.recover(chan, NodeHome(a_home).load().signer,
                             NodeHome(tmp_path / "b").load().public_key)
-            assert (await c.publish(chan, b"from c")).seq == 6
+            from_c = await c.publish(chan, b"from c", key=b"from c")
+            assert from_c.seq == 6
             back = _writer(a_home, [b.url, c.url], "back", 1, wait_s=2.0)
             evs = await trio.to_thread.run_sync(_events, back)
             acked = [e for e in evs if e["event"] == "ack"]
@@ -156,6 +160,15 @@ async def test_real_processes_the_old_sequencer_goes_away_and_returns(tmp_path: 
                 await trio.sleep(0.05)
             assert b.head(chan) == c.head(chan)
             assert [m.payload for m in b.hub.entries(chan)][-2:] == [b"from c", b"back0"]
+            c_key = c.identity.public_key
+    # The three stores, checked as a simulation's are: every ack held, one history.
+    a_key = NodeHome(a_home).load().public_key
+    seen = [Acknowledged(writer_key=a_key, key=e["payload"].encode(),
+                         payload=e["payload"].encode(), seq=e["seq"], strength=e["strength"])
+            for e in [*acks, *acked]]
+    seen.append(Acknowledged(writer_key=c_key, key=b"from c", payload=b"from c", seq=6))
+    anomalies = check_homes({n: tmp_path / n for n in "abc"}, chan, seen)
+    assert {k: v for k, v in anomalies.items() if v} == {}
 
 
 def test_a_replica_that_enters_the_new_epoch_tells_the_old_sequencer() -> None:

@@ -31,10 +31,14 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from p2pworld.log.entry import hash_bytes
-from p2pworld.log.state import Snapshot
+from p2pworld.identity import Signer
+from p2pworld.log.entry import Entry, hash_bytes
+from p2pworld.log.state import ChannelState, Snapshot
+from p2pworld.log.verify import StoredChannel
 
 if TYPE_CHECKING:
     from p2pworld.testing.sim import Simulator
@@ -55,52 +59,77 @@ ANOMALIES = ("lost_write", "duplicate", "poll_skip", "nonmonotonic", "inconsiste
              "compute_stuck", "store_refused", "crashed")
 
 
-def check_channel(sim: Simulator, channel: bytes) -> dict[str, int]:
+@dataclass(frozen=True, kw_only=True)
+class Acknowledged:
+    """A publish its writer saw acknowledged: what a lost-write check holds a log to.
+
+    ``told``: the writer was told this ack no longer holds (a ``LostWrite`` notice of a
+    ``local`` ack, or its own machine is gone for good), so its absence is no anomaly."""
+
+    writer_key: bytes
+    key: bytes
+    payload: bytes
+    seq: int
+    strength: str = "local"
+    told: bool = False
+
+
+def check_logs(logs: Mapping[str, tuple[list[Entry], ChannelState]], acks: Iterable[Acknowledged],
+               *, reference: str | None = None, converged: bool = True) -> dict[str, int]:
+    """The log checks shared by simulated and real runs, over each node's copy of one
+    channel (its entries and folded state): ``lost_write`` and ``duplicate`` for the acks,
+    ``inconsistent_offsets`` across copies and, when every copy should be at one head by now
+    (``converged``), ``diverged``. ``reference``: the copy acks are checked against (default:
+    the longest)."""
     out = dict.fromkeys(ANOMALIES, 0)
+    if not logs:
+        return out
+    ref = reference if reference is not None else max(logs, key=lambda n: logs[n][1].seq)
+    ref_entries, ref_state = logs[ref]
+    first: dict[tuple[bytes, bytes], Acknowledged] = {}
+    for a in acks:
+        prev = first.setdefault((a.writer_key, a.key), a)
+        if prev.seq != a.seq and not prev.told:
+            out["duplicate"] += 1
+        rec = ref_state.idem.get((a.writer_key, a.key))
+        if (rec is None or rec.seq != a.seq or rec.payload_hash != hash_bytes(a.payload)) and \
+                not (a.told and a.strength == "local"):
+            out["lost_write"] += 1
+    keys = [(e.sender_key, e.idem_key) for e in ref_entries]
+    out["duplicate"] += len(keys) - len(set(keys))
+    by_seq: dict[int, set[bytes]] = {}
+    for entries, _ in logs.values():
+        for e in entries:
+            by_seq.setdefault(e.seq, set()).add(e.hash)
+    out["inconsistent_offsets"] = sum(1 for hs in by_seq.values() if len(hs) > 1)
+    if converged:
+        heads = {(st.seq, st.head_hash, st.state_hash()) for _, st in logs.values()}
+        out["diverged"] = len(heads) - 1
+    return out
+
+
+def check_channel(sim: Simulator, channel: bytes) -> dict[str, int]:
     up = {n: node for n, node in sim.nodes.items() if node.hub is not None and (
         channel in node.hub.own or channel in node.hub.replicas)}
     if not up:
-        return out
+        return dict.fromkeys(ANOMALIES, 0)
     # Reference: the node that sequences the channel now (else the longest log).
     ref = next((n for n, node in up.items() if channel in node.hub.own),  # type: ignore[union-attr]
-               max(up, key=lambda n: up[n].hub.log(channel).seq))  # type: ignore[union-attr]
-    ref_hub = up[ref].hub
-    assert ref_hub is not None
-    ref_state = ref_hub.state(channel)
-
-    # lost_write / duplicate (acks)
-    seen_keys: dict[tuple[str, bytes], int] = {}
+               None)
+    logs = {n: node.hub.log(channel) for n, node in up.items()}  # type: ignore[union-attr]
+    acks = []
     for a in sim.stats.acks:
-        if a.channel != channel:
-            continue
-        wkey = sim.any_node(a.writer).signer.public_key
-        prev = seen_keys.setdefault((a.writer, a.key), a.seq)
-        if prev != a.seq and not _excused(sim, a.writer, channel, prev):
-            out["duplicate"] += 1
-        rec = ref_state.idem.get((wkey, a.key))
-        if rec is None or rec.seq != a.seq or rec.payload_hash != hash_bytes(a.payload):
-            if a.strength == "local" and (a.writer, channel, a.seq) in sim.stats.lost_notices:
-                continue
-            if a.strength == "local" and sim.stats.lost_for_good.get(a.writer, -1.0) >= a.at:
+        if a.channel == channel:
+            told = (a.writer, channel, a.seq) in sim.stats.lost_notices or (
                 # A `local` ack survives the sequencer's crash and restart, not the permanent
                 # loss of its machine (an unplanned handoff); when the writer was on that
                 # machine too, there is no one left to tell.
-                continue
-            out["lost_write"] += 1
-
-    # duplicate (in the log) and inconsistent offsets
-    logs = {n: node.hub.log(channel) for n, node in up.items()}  # type: ignore[union-attr]
-    keys = [(e.sender_key, e.idem_key) for e in logs[ref].entries]
-    out["duplicate"] += len(keys) - len(set(keys))
-    by_seq: dict[int, set[bytes]] = {}
-    for log in logs.values():
-        for e in log.entries:
-            by_seq.setdefault(e.seq, set()).add(e.hash)
-    out["inconsistent_offsets"] = sum(1 for hs in by_seq.values() if len(hs) > 1)
-
-    # diverged: heads and state hashes after heal
-    heads = {(log.seq, log.head_hash, log.state.state_hash()) for log in logs.values()}
-    out["diverged"] = len(heads) - 1
+                sim.stats.lost_for_good.get(a.writer, -1.0) >= a.at)
+            acks.append(Acknowledged(writer_key=sim.any_node(a.writer).signer.public_key,
+                                     key=a.key, payload=a.payload, seq=a.seq,
+                                     strength=a.strength, told=told))
+    out = check_logs({n: (list(log.entries), log.state) for n, log in logs.items()}, acks,
+                     reference=ref)
 
     # poll_skip / nonmonotonic from what each node delivered, per incarnation
     for node in sim.nodes.values():
@@ -119,41 +148,51 @@ def check_channel(sim: Simulator, channel: bytes) -> dict[str, int]:
     # replay: the node's store replayed from zero, and from a mid snapshot plus the tail
     for n, node in up.items():
         stored = [c for c in node.store.load_channels() if c.record.channel == channel]
-        if not stored:
-            continue
-        c = stored[0]
-        full = c.base.copy()
-        full.replay(c.entries, c.epochs)
-        for ec in c.epochs:
-            if ec.epoch > full.epoch and ec.start_seq == full.seq:
-                full.apply_epoch(ec)
-        live = logs[n].state
-        if full.state_hash() != live.state_hash():
-            out["replay_mismatch"] += 1
-            continue
-        mid = len(c.entries) // 2
-        part = c.base.copy()
-        part.replay(c.entries[:mid], c.epochs)
-        snap = Snapshot.create(_snap_signer(sim, part.sequencer_key), part)
-        restored = snap.open(c.record)
-        restored.replay(c.entries[mid:], c.epochs)
-        for ec in c.epochs:
-            if ec.epoch > restored.epoch and ec.start_seq == restored.seq:
-                restored.apply_epoch(ec)
-        if restored.state_hash() != full.state_hash():
-            out["replay_mismatch"] += 1
+        if stored:
+            out["replay_mismatch"] += replay_mismatch(
+                stored[0], logs[n].state.state_hash(),
+                lambda key: _snap_signer(sim, key))
     return out
 
 
-def _excused(sim: Simulator, writer: str, channel: bytes, seq: int) -> bool:
-    return (writer, channel, seq) in sim.stats.lost_notices
+def replay(c: StoredChannel) -> ChannelState:
+    """A stored channel's state, replayed from its base through every entry and epoch."""
+    full = c.base.copy()
+    full.replay(c.entries, c.epochs)
+    for ec in c.epochs:
+        if ec.epoch > full.epoch and ec.start_seq == full.seq:
+            full.apply_epoch(ec)
+    return full
 
 
-def _snap_signer(sim: Simulator, key: bytes):  # type: ignore[no-untyped-def]
+def replay_mismatch(c: StoredChannel, live_hash: bytes,
+                    signer_of: Callable[[bytes], Signer | None]) -> int:
+    """1 if replaying the stored channel from its base, or from a snapshot taken half way
+    (signed by ``signer_of(sequencer key)``; skipped when that gives None) plus the tail, does
+    not give ``live_hash``, the state its node holds; else 0."""
+    full = replay(c)
+    if full.state_hash() != live_hash:
+        return 1
+    mid = len(c.entries) // 2
+    part = c.base.copy()
+    part.replay(c.entries[:mid], c.epochs)
+    signer = signer_of(part.sequencer_key)
+    if signer is None:
+        return 0
+    restored = Snapshot.create(signer, part).open(c.record)
+    restored.replay(c.entries[mid:], c.epochs)
+    for ec in c.epochs:
+        if ec.epoch > restored.epoch and ec.start_seq == restored.seq:
+            restored.apply_epoch(ec)
+    return int(restored.state_hash() != full.state_hash())
+
+
+def _snap_signer(sim: Simulator, key: bytes) -> Signer:
     for node in sim.nodes.values():
         if node.signer.public_key == key:
             return node.signer
-    for s in getattr(sim, "extra_signers", []):
+    extra: list[Signer] = getattr(sim, "extra_signers", [])
+    for s in extra:
         if s.public_key == key:
             return s
     raise LookupError("no signer for the snapshot's sequencer")

@@ -1,5 +1,6 @@
 """A node process that opens (or reopens) a channel, publishes, and reports as JSON lines:
-``{"event": "ack", "seq", "payload"}`` per publish (after its ack), every notice as
+``{"event": "ack", "seq", "payload", "strength"}`` per publish (after its ack; the payload is
+also its idempotency key), every notice as
 ``{"event": "notice", "code", "details"}``, ``{"event": "role"}`` at the end. For the
 real-process tests of a sequencer that goes away and comes back.
 
@@ -44,8 +45,11 @@ async def main(home: str, workspace: str, peers: str, prefix: str, count: int,
         want = "replicated" if prefix.startswith("r:") else "local"
         for i in range(count):
             payload = f"{prefix}{i}".encode()
-            res = await node.publish(rec.channel, payload, durability=want, timeout=30)
-            emit(event="ack", seq=res.seq, payload=payload.decode())
+            # The payload is its own idempotency key (the tests check the stores with it).
+            res = await node.publish(rec.channel, payload, key=payload, durability=want,
+                                     timeout=30)
+            emit(event="ack", seq=res.seq, payload=payload.decode(),
+                 strength=res.strength)
         await trio.sleep(wait_s)
         h = node.health()
         emit(event="role", role=[c["role"] for c in h["channels"] if c["name"] == "general"],
