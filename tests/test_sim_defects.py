@@ -10,7 +10,10 @@ from typing import Any
 import pytest
 
 from p2pworld.channel import hub
+from p2pworld.core.node import NodeCore
 from p2pworld.io import log_store
+from p2pworld.world.core import WorldCore
+from p2pworld.world.doc import LinkInfo
 from simulations.__main__ import run_seed
 
 
@@ -51,3 +54,34 @@ def test_a_rolled_back_store_without_the_start_up_exchange(
     monkeypatch.setattr(hub, "STARTUP_CHECK_MS", 0)
     found = anomalies("rolled-back-store", 0)
     assert found.get("lost_write", 0) >= 1 and found.get("inconsistent_offsets", 0) >= 1, found
+
+
+def test_a_session_that_ends_after_the_token_expired_with_the_old_link_write(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The old link write: a session coming or going wrote its link into this node's world
+    # document at once, and with the node's own token expired (a control outage longer than
+    # a token's life) the world core's check raised TokenExpired out of the session's input;
+    # in the runtime that ended the node.
+    assert anomalies("token-expiry-storm", 0) == {}
+
+    def old_may_update(self: WorldCore, now_ms: int) -> bool:
+        self._authorize(self.public_key, "world:join", now_ms)
+        return True
+
+    def old_write_links(self: NodeCore, changed: dict[bytes, str | None], now_ms: int
+                        ) -> list[Any]:
+        w = self.cores.world
+        have = {lk.target: lk.state for lk in w.author.view().links} if w.author else {}
+        fx: list[Any] = []
+        for peer, state in sorted(changed.items()):
+            if state is None and peer in have:
+                fx += w.drop_link(peer, now_ms=now_ms)
+            elif state is not None and have.get(peer) != state:
+                fx += w.set_link(LinkInfo(target=peer, state=state, capabilities=("v1",)),
+                                 now_ms=now_ms)
+        return fx
+
+    monkeypatch.setattr(WorldCore, "_may_update", old_may_update)
+    monkeypatch.setattr(NodeCore, "_write_links", old_write_links)
+    found = anomalies("token-expiry-storm", 0)
+    assert found.get("crashed", 0) >= 1, found
