@@ -45,6 +45,13 @@ class RefreshToken:
 
 
 @dataclass(frozen=True)
+class ProbeStore:
+    """Try a tiny write transaction on the node's store (it is full; see
+    :mod:`p2pworld.core.disk`); the executor answers with
+    :class:`~p2pworld.core.node.StoreProbed`. The node core says when."""
+
+
+@dataclass(frozen=True)
 class CloseSession:
     """End the session with ``peer`` (``reason``: an error code, counted): the node core
     found it dead (:class:`~p2pworld.transport.peering.Keepalive`). The peer is dialled

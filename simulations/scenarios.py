@@ -259,6 +259,38 @@ def retention_burst_restart(seed: int) -> Result:
     return sim, ch, {}
 
 
+def disk_full(seed: int) -> Result:
+    """Disks fill up under traffic: the sequencer's, then a replica's, then both at once,
+    each for a few seconds, and a node crashes while its disk is full. A full disk refuses
+    writes (typed ``STORE_FULL``, nothing acknowledged that is not on disk), puts its
+    channels back to what the disk holds, and resumes on its own once space is back (probe
+    writes); replicas take what they missed. ``writes_not_resumed``: no write acknowledged
+    after the last disk came back."""
+    sim, ch, _ = _setup(seed)
+    names = sorted(sim.nodes)
+    _traffic(sim, ch, seconds=1.0)
+    sim.run(1.0)
+    replica = sim.rng.choice(names[1:])
+    for full in (["n0"], [replica], ["n0", replica]):
+        for name in full:
+            sim.fill_disk(name)
+        _traffic(sim, ch, seconds=1.0 + sim.rng.random() * 2)
+        sim.run(0.5 + sim.rng.random())
+        if sim.rng.random() < 0.4:
+            victim = sim.rng.choice(full)
+            sim.crash(victim)
+            sim.run(0.2)
+            sim.restart(victim)
+        for name in full:
+            sim.fill_disk(name, False)
+        sim.run(2.0)
+    freed = sim.now
+    _traffic(sim, ch, seconds=1.0)
+    _settle(sim)
+    resumed = any(a.at > freed for a in sim.stats.acks)
+    return sim, ch, {"writes_not_resumed": 0 if resumed else 1}
+
+
 def large_entries_catch_up(seed: int) -> Result:
     """Payloads up to the channel's limit (1 MiB), and a replica cut off while 36-50 of them,
     and at least 36 MB, are written, then healed: the catch-up travels in bounded batches of
@@ -726,6 +758,7 @@ SCENARIOS: dict[str, Callable[[int], Result]] = {
     "bridge-outage": bridge_outage,
     "retention-burst-restart": retention_burst_restart,
     "large-entries-catch-up": large_entries_catch_up,
+    "disk-full": disk_full,
     "rolled-back-store": rolled_back_store,
 }
 

@@ -237,7 +237,6 @@ PLANS: dict[str, Plan] = {
     NODE + "_handle_incoming": Plan("mesh", "closed", "peer"),
     NODE + "_close_session": Plan("mesh", "closed", "peer", "close"),
     NODE + "_close_pipe": Plan("rendezvous", "closed", "peer", "close-pipe"),
-    NODE + "_store_probe": Plan("mesh", "restart", "node", "disk-full"),
     NODE + "_enqueue_rows": Plan("nostr", "closed", "request", "compute"),
     NODE + "_on_nostr_pipe": Plan("nostr", "closed", "peer", "nostr-dial-in"),
     NODE + "_on_relayed": Plan("rendezvous", "closed", "peer", "relay-dial-in"),
@@ -345,26 +344,6 @@ async def _trigger(w: World, plan: Plan) -> None:
                     break
                 except P2PWorldError:
                     await trio.sleep(0.2)
-    elif plan.trigger == "disk-full":
-        own = await a.open_channel("mine")
-        db = a.store.db
-        pages = db.execute("PRAGMA page_count").fetchone()[0]
-        db.execute(f"PRAGMA max_page_count={pages}")
-        with as_victim():
-            with pytest.raises(P2PWorldError) as full:
-                for i in range(50):  # fill what is left of the last pages
-                    await a.publish(own.channel, bytes(4000), key=b"fill%d" % i)
-        assert full.value.code == "STORE_FULL"
-        w.extra["own"] = own.channel
-
-
-async def _recovered(w: World, plan: Plan) -> None:
-    a = w.a
-    assert a is not None
-    if plan.trigger == "disk-full":
-        a.store.db.execute("PRAGMA max_page_count=1073741823")
-        await until(lambda: a.hub.read_only is None, "writes to resume", 30)
-        await publish_acked(a, w.extra["own"], b"after", b"after", timeout=30)
 
 
 @pytest.mark.parametrize("name", sorted(PLANS))
@@ -403,7 +382,6 @@ async def test_an_injected_failure_ends_only_its_scope(name: str, tmp_path: Path
             assert "Injected" in got[0].error.message
             if plan.outcome == "restart":
                 await until(lambda: len(calls) >= 2, f"{name} to be started again", 60)
-            await _recovered(w, plan)
             await w.publish_from_others("after")
             await w.publish_from_victim("victim-after")
             assert not w.a_error, w.a_error

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from p2pworld.channel import hub
+from p2pworld.core.disk import StoreProbe
 from p2pworld.core.node import NodeCore
 from p2pworld.io import log_store
 from p2pworld.world.core import WorldCore
@@ -85,3 +86,31 @@ def test_a_session_that_ends_after_the_token_expired_with_the_old_link_write(
     monkeypatch.setattr(NodeCore, "_write_links", old_write_links)
     found = anomalies("token-expiry-storm", 0)
     assert found.get("crashed", 0) >= 1, found
+
+
+def test_a_full_disk_is_survived_on_both_stores() -> None:
+    # The store-full recovery is the node core's (p2pworld.core.disk), run by both executors.
+    assert anomalies("disk-full", 0) == {}
+    assert anomalies("disk-full", 0, "sqlite") == {}
+
+
+def test_a_full_disk_that_keeps_in_memory_what_it_never_wrote(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without putting the channels back to what the disk holds, the node goes on from appends
+    # that never reached the disk: its later commits build on them and its store breaks.
+    monkeypatch.setattr(hub.ChannelHub, "restore", lambda self, channel, stored: [])
+    found = anomalies("disk-full", 0)
+    assert found.get("store_refused", 0) + found.get("crashed", 0) >= 1, found
+
+
+def test_a_full_disk_that_never_tries_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A read-only node that does not probe its store stays read-only once space is back.
+    start = StoreProbe.start
+
+    def never_again(self: StoreProbe, *, now_ms: int) -> bool:
+        self.interval_ms = 10**9
+        return start(self, now_ms=now_ms)
+
+    monkeypatch.setattr(StoreProbe, "start", never_again)
+    found = anomalies("disk-full", 0)
+    assert found.get("writes_not_resumed", 0) == 1, found

@@ -62,6 +62,7 @@ from dataclasses import dataclass, field
 from p2pworld.auth.schedule import TokenSchedule
 from p2pworld.channel.hub import Delivered, Outcomes, Resolved
 from p2pworld.core.cores import Cores, NodeEffect
+from p2pworld.core.disk import StoreProbe, store_full, writable_again
 from p2pworld.core.peers import PeerCore
 from p2pworld.core.persist import (
     BATCHES_IN_FLIGHT,
@@ -73,8 +74,9 @@ from p2pworld.core.persist import (
     leaves_at_once,
     pace,
 )
-from p2pworld.effects import RefreshToken, Send, SendAll
+from p2pworld.effects import ProbeStore, RefreshToken, Send, SendAll
 from p2pworld.errors import P2PWorldError
+from p2pworld.log.verify import StoredChannel
 from p2pworld.transport.candidate import Candidate
 from p2pworld.transport.peering import Keepalive
 from p2pworld.wire import Message, Ping, Pong
@@ -183,13 +185,29 @@ class TimerFired:
 
 @dataclass(frozen=True, kw_only=True)
 class CommitFailed:
-    """``commit`` did not reach the disk (it is full): its outbox rows wait for the next."""
+    """``commit`` did not reach the disk: its outbox rows wait for the next. With ``error``
+    (the disk is full: :class:`~p2pworld.errors.StoreFull`), the node goes read-only
+    (:func:`~p2pworld.core.disk.store_full`): ``on_disk`` is what the disk holds of each
+    channel the commit changed (:func:`~p2pworld.core.persist.persisted_channels`; None: not
+    stored), ``tail`` what was to follow the commit in its plan
+    (:func:`~p2pworld.core.persist.gated_tail`)."""
 
     commit: Commit
+    error: P2PWorldError | None = None
+    on_disk: tuple[tuple[bytes, StoredChannel | None], ...] = ()
+    tail: tuple[NodeEffect, ...] = ()
+
+
+@dataclass(frozen=True, kw_only=True)
+class StoreProbed:
+    """The answer to a :class:`~p2pworld.effects.ProbeStore`: the probe write committed
+    (``ok``: space is back) or the disk is still full."""
+
+    ok: bool
 
 
 Input = (Received | PeerUp | PeerDown | Called | Flush | TimerFired | CommitFailed
-         | TokenMinted | TokenRefused | CandidateSeen | CandidateGone | DialDone)
+         | StoreProbed | TokenMinted | TokenRefused | CandidateSeen | CandidateGone | DialDone)
 
 
 @dataclass(frozen=True)
@@ -229,6 +247,8 @@ class NodeCore:
     peers: PeerCore | None = None
     """Which peers to dial, on which lane, when; which session survives (None: the
     executor connects sessions itself, as unit tests do)."""
+    probe: StoreProbe = field(default_factory=StoreProbe)
+    """While the store is full: when to try a write again."""
     queue: list[NodeEffect] = field(default_factory=list)
     """Effects of inputs not yet taken by a flush."""
     pacing: tuple[Pace, int] | None = None
@@ -297,6 +317,13 @@ class NodeCore:
             self._peering(inp, now_ms)
         elif isinstance(inp, CommitFailed):
             self.persist.failed(inp.commit, now_ms=now_ms)
+            if inp.error is not None:
+                self.queue += store_full(c.hub, self.probe, inp.error, inp.on_disk, inp.tail,
+                                         now_ms=now_ms)
+        elif isinstance(inp, StoreProbed):
+            self.probe.probed(inp.ok, now_ms=now_ms)
+            if inp.ok:
+                self.queue += writable_again(c.hub)
         elif isinstance(inp, TokenMinted):
             self._minted(inp, now_ms)
         elif isinstance(inp, TokenRefused):
@@ -306,6 +333,8 @@ class NodeCore:
         elif isinstance(inp, TimerFired):
             if self.token is not None and self.token.take(now_ms=now_ms):
                 self.queue.append(RefreshToken())
+            if self.probe.take(now_ms=now_ms):
+                self.queue.append(ProbeStore())
             if k is not None:
                 self.queue += k.due(now_ms=now_ms)
             changed = self.links.take(now_ms=now_ms) if self.links is not None else None
@@ -404,7 +433,7 @@ class NodeCore:
             self.pacing = (self.pacing[0], self.pacing[1] - by_ms)
         if self.persist.lazy_since_ms is not None:
             self.persist.lazy_since_ms -= by_ms
-        for t in (self.token, self.keepalive, self.peers, self.links):
+        for t in (self.token, self.keepalive, self.peers, self.links, self.probe):
             if t is not None:
                 t.clock_went_back(by_ms)
 
@@ -415,7 +444,8 @@ class NodeCore:
         times = [] if timers is None else [timers]
         if self.pacing is not None:
             times.append(self.pacing[1])
-        for w in (self.persist, self.token, self.keepalive, self.peers, self.links):
+        for w in (self.persist, self.token, self.keepalive, self.peers, self.links,
+                  self.probe):
             t = w.wake_at() if w is not None else None
             if t is not None:
                 times.append(t)

@@ -186,6 +186,15 @@ def persisted_channels(commit: Commit) -> list[bytes]:
     return sorted({op.record.channel for op in commit.ops if isinstance(op, Persist)})
 
 
+def gated_tail(steps: Sequence[Step], i: int) -> tuple[NodeEffect, ...]:
+    """What follows the commit ``steps[i]`` in its plan and waits on it (refused with it when
+    it fails; nothing when it gates nothing)."""
+    step = steps[i]
+    if not isinstance(step, Commit) or not step.gates:
+        return ()
+    return tuple(e for s in steps[i + 1:] if isinstance(s, Carry) for e in s.effects)
+
+
 def refused_after(err: P2PWorldError, tail: Sequence[NodeEffect]) -> list[NodeEffect]:
     """The effects that followed a failed commit, with every acknowledgement that waited on
     it turned into a refusal, and nothing of what it held leaving the node."""

@@ -75,6 +75,7 @@ from p2pworld.core.node import (
     PeerUp,
     Plan,
     Received,
+    StoreProbed,
     TimerFired,
     TokenMinted,
     TokenRefused,
@@ -84,10 +85,18 @@ from p2pworld.core.persist import (
     Carry,
     Commit,
     Step,
+    gated_tail,
     persisted_channels,
-    refused_after,
 )
-from p2pworld.effects import CloseSession, Dial, PeerMisbehaved, RefreshToken, Send, SendAll
+from p2pworld.effects import (
+    CloseSession,
+    Dial,
+    PeerMisbehaved,
+    ProbeStore,
+    RefreshToken,
+    Send,
+    SendAll,
+)
 from p2pworld.errors import (
     AddressUnavailable,
     Backpressure,
@@ -409,13 +418,6 @@ MAX_PRE_HANDSHAKE = 128
 UPGRADE_TIMEOUT = 1.0
 """Seconds an incoming connection has to send its websocket upgrade request: a client sends
 it at once; anything else (no bytes, other bytes) is closed."""
-STORE_PROBE_S = 1.0
-"""While the disk is full, how often the node tries a write to learn that space is back."""
-LANE_MEMORY = 10_000
-"""Entries per channel whose receiving lane a node remembers (for ``ChannelMessage.lane``)."""
-LINGER_PASSES = 32
-"""Most scheduler passes the effect runner yields while work keeps arriving (batching)."""
-
 
 T = TypeVar("T")
 
@@ -437,6 +439,11 @@ def _lane(address: str) -> str:
 def _now_ms() -> int:
     return int(time.time() * 1000)
 
+
+LANE_MEMORY = 10_000
+"""Entries per channel whose receiving lane a node remembers (for ``ChannelMessage.lane``)."""
+LINGER_PASSES = 32
+"""Most scheduler passes the effect runner yields while work keeps arriving (batching)."""
 
 class Node:
     """A running p2pworld node. Create it with :func:`open_node`."""
@@ -1202,16 +1209,21 @@ class Node:
                 self._storing -= 1
                 self._maybe_idle()
 
-    async def _commit(self, commit: Commit, tail: list[NodeEffect]) -> bool:
-        """One transaction; on a full disk, the rest of the batch is carried out refused."""
+    async def _commit(self, commit: Commit, tail: tuple[NodeEffect, ...]) -> bool:
+        """One transaction. On a full disk, nothing of it is on disk: the node core is told
+        what the disk holds of its channels (it goes read-only, puts them back, and refuses
+        what waited on it). StoreError, an I/O error, ends the node: it leaves this task, a
+        node scope."""
         try:
             await trio.to_thread.run_sync(self.store.apply, commit.ops)
         except StoreFull as err:
-            # Nothing of it is on disk: undo it in memory and refuse what waited on it; the
-            # node goes on serving reads. (StoreError, an I/O error, ends the node: it leaves
-            # this task, a node scope.)
-            self.core.handle(CommitFailed(commit=commit), now_ms=_now_ms())
-            await self._store_full(err, commit, tail)
+            chans = persisted_channels(commit)
+            on_disk = await trio.to_thread.run_sync(
+                lambda: tuple((ch, self.store.load_channel(ch)) for ch in chans))
+            self._input(CommitFailed(commit=commit, error=err, on_disk=on_disk, tail=tail))
+            for ch in chans:
+                held = ch in self.hub.own or ch in self.hub.replicas
+                self._durable[ch] = self.hub.log(ch).seq if held else 0
             return False
         return True
 
@@ -1226,9 +1238,7 @@ class Node:
             if isinstance(step, Carry):
                 await self._effects_after_persist(list(step.effects))
                 continue
-            tail = [e for s in steps[i + 1:] if isinstance(s, Carry) for e in s.effects] \
-                if step.gates else []
-            if not await self._commit(step, tail) and step.gates:
+            if not await self._commit(step, gated_tail(steps, i)) and step.gates:
                 return
             self.trace("persist", [(x.channel, x.seq) for op in step.ops
                                    if isinstance(op, Persist) for x in op.entries])
@@ -1239,40 +1249,6 @@ class Node:
             except StoreFull:
                 # World documents are soft state (peers send them again): counted only.
                 self._count(StoreFull.code)
-
-    async def _store_full(self, err: StoreFull, commit: Commit,
-                          tail: list[NodeEffect]) -> None:
-        """A transaction failed on a full disk: enter read-only mode (the hub refuses new
-        writes), put every channel of the batch back to what the disk holds, and carry out
-        the rest of the batch with every ack turned into a refusal."""
-        first = self.hub.read_only is None
-        self.hub.read_only = err
-        if first:
-            self._notice(Notice(b"", err, scope="store", subject=str(self.store.path)))
-            self.sup.spawn(self._store_probe, key="store")
-        else:
-            self._count(err.code)
-        fx: list[NodeEffect] = []
-        for ch in persisted_channels(commit):
-            c = await trio.to_thread.run_sync(self.store.load_channel, ch)
-            fx += self.hub.restore(ch, None if c is None else (c.record, c.epochs, c.base,
-                                                                c.entries))
-            self._durable[ch] = self.hub.log(ch).seq if ch in self.hub.own or \
-                ch in self.hub.replicas else 0
-        await self._effects_after_persist(fx + refused_after(err, tail))
-
-    @task("node", restart=True)
-    async def _store_probe(self) -> None:
-        """While the disk is full, try a tiny write every STORE_PROBE_S; when it commits,
-        writes resume (replicas ask their sequencers for what they missed)."""
-        while self.hub.read_only is not None:
-            await trio.sleep(STORE_PROBE_S)
-            try:
-                await trio.to_thread.run_sync(self.store.probe)
-            except StoreFull:
-                continue
-            self._submit(self.hub.resume_writes())
-            self._count("STORE_WRITABLE_AGAIN")
 
     async def _effects_after_persist(self, fx: list[NodeEffect]) -> None:
         for e in fx:
@@ -1311,6 +1287,8 @@ class Node:
                 self._notice(e)
             elif isinstance(e, RefreshToken):
                 self.sup.spawn(self._fetch_token, key="token")
+            elif isinstance(e, ProbeStore):
+                self._input(StoreProbed(ok=await trio.to_thread.run_sync(self._probe)))
             elif isinstance(e, Dial):
                 self.sup.spawn(self._dial_task, e, key=e.peer.hex())
             elif isinstance(e, CloseSession):
@@ -1319,6 +1297,13 @@ class Node:
                     self._count(e.reason)
                     self.sup.spawn(self._close_session, s, SessionClosed(
                         f"session closed: {e.reason}"), key=e.peer.hex())
+
+    def _probe(self) -> bool:
+        try:
+            self.store.probe()
+        except StoreFull:
+            return False
+        return True
 
     def _resolved(self, e: Resolved) -> None:
         self.trace("resolved", e.req)

@@ -147,7 +147,11 @@ def check_channel(sim: Simulator, channel: bytes) -> dict[str, int]:
 
     # replay: the node's store replayed from zero, and from a mid snapshot plus the tail
     for n, node in up.items():
-        stored = [c for c in node.store.load_channels() if c.record.channel == channel]
+        stored = [c for c in node.store.load_channels(quarantine=True)
+                  if c.record.channel == channel]
+        # A store that no longer opens the channel whole (a node that built on what it
+        # never wrote) is refused, as it would be at the node's next start.
+        out["store_refused"] += int(channel in node.store.quarantined)
         if stored:
             out["replay_mismatch"] += replay_mismatch(
                 stored[0], logs[n].state.state_hash(),

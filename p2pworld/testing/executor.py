@@ -15,10 +15,18 @@ from typing import TYPE_CHECKING, Any
 
 from p2pworld import codec
 from p2pworld.channel.hub import Delivered, Notice, Outcomes, PublishResult, Resolved
-from p2pworld.core.node import Called, Flush, Input, Plan, TimerFired
-from p2pworld.core.persist import Commit
-from p2pworld.effects import CloseSession, Dial, PeerMisbehaved, RefreshToken, Send, SendAll
-from p2pworld.errors import P2PWorldError
+from p2pworld.core.node import Called, CommitFailed, Flush, Input, Plan, StoreProbed, TimerFired
+from p2pworld.core.persist import Commit, gated_tail, persisted_channels
+from p2pworld.effects import (
+    CloseSession,
+    Dial,
+    PeerMisbehaved,
+    ProbeStore,
+    RefreshToken,
+    Send,
+    SendAll,
+)
+from p2pworld.errors import P2PWorldError, StoreFull
 from p2pworld.log.entry import Entry
 from p2pworld.wire import Message
 from p2pworld.world.core import WorldChanged, WorldSave
@@ -80,12 +88,28 @@ class Executor:
     def _carry_plan(self, node: SimNode, plan: Plan) -> None:
         for e in plan.leave:
             self._effect(node, e)
-        for step in plan.steps:
+        for i, step in enumerate(plan.steps):
             if isinstance(step, Commit):
-                node.store.apply(step.ops)
+                if not self._commit(node, step, gated_tail(plan.steps, i)) and step.gates:
+                    return
             else:
                 for e in step.effects:
                     self._effect(node, e)
+
+    def _commit(self, node: SimNode, commit: Commit, tail: tuple[Any, ...]) -> bool:
+        """One durable write; on a full disk the core hears what the disk holds of the
+        commit's channels (as from the runtime's store task)."""
+        try:
+            node.store.apply(commit.ops)
+        except StoreFull as err:
+            assert node.core is not None
+            self.stats.reach("store_full")
+            on_disk = tuple((ch, node.store.load_channel(ch))
+                            for ch in persisted_channels(commit))
+            node.core.handle(CommitFailed(commit=commit, error=err, on_disk=on_disk,
+                                          tail=tail), now_ms=self.now_ms(node))
+            return False
+        return True
 
     def _wake_at(self, node: SimNode, wake_ms: int | None) -> None:
         """One timer per node, for the earliest wake-up its core asked for."""
@@ -131,6 +155,14 @@ class Executor:
             node.world_events.append(e.event)
         elif isinstance(e, RefreshToken):
             self._ask_token(node)
+        elif isinstance(e, ProbeStore):
+            try:
+                node.store.probe()
+                ok = True
+            except StoreFull:
+                ok = False
+            assert node.core is not None
+            node.core.handle(StoreProbed(ok=ok), now_ms=self.now_ms(node))
         elif isinstance(e, Dial):
             self._dial(node, e)
         elif isinstance(e, CloseSession):

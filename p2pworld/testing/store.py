@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from p2pworld import codec
 from p2pworld.channel.hub import Checkpoint, OutboxDone, OutboxPut, Persist, SaveCursor
 from p2pworld.core.persist import StoreEffect
-from p2pworld.errors import P2PWorldError, StoreCorrupt
+from p2pworld.errors import P2PWorldError, StoreCorrupt, StoreFull
 from p2pworld.io.log_store import (
     StoredChannel,
     decode_channel,
@@ -56,6 +56,9 @@ class MemoryLogStore:
         self.aside: list[tuple[bytes, bytes, P2PWorldError]] = []
         self.syncs = 0
         self.quarantined: dict[bytes, StoreCorrupt] = {}
+        self.full = False
+        """The disk is full (a fault): every write raises :class:`StoreFull`, nothing of it
+        written, as sqlite's ``SQLITE_FULL``; reads go on."""
 
     def write(self, batch: Iterable[Persist]) -> None:
         for w in batch:
@@ -87,6 +90,7 @@ class MemoryLogStore:
 
     def apply(self, ops: Iterable[StoreEffect]) -> None:
         """Same contract as :meth:`LogStore.apply`: the whole batch is one durable write."""
+        self.probe()
         for op in ops:
             if isinstance(op, Persist):
                 self.write([op])
@@ -100,6 +104,15 @@ class MemoryLogStore:
             else:
                 self.record_fork(op.channel, op.held, op.other)
         self.syncs += 1
+
+    def probe(self) -> None:
+        """A tiny write: raises :class:`StoreFull` while the disk is full."""
+        if self.full:
+            raise StoreFull("memory store: the disk is full (simulated)", path="memory")
+
+    def load_channel(self, channel: bytes) -> StoredChannel | None:
+        """One channel as it is stored (None: not stored)."""
+        return next((c for c in self.load_channels() if c.record.channel == channel), None)
 
     def save_cursor(self, checkpoint: Checkpoint) -> None:
         self.cursors[checkpoint.channel] = codec.encode_frame(checkpoint.to_wire())

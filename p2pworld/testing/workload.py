@@ -57,6 +57,19 @@ class Workload:
         self._carry(node, fx)
         return rec.channel
 
+    def fill_disk(self, name: str, full: bool = True) -> None:
+        """The node's disk fills up (``full=False``: space comes back): every write of its log
+        store fails with ``StoreFull`` and nothing of it is written, as when sqlite reports
+        ``SQLITE_FULL`` (the real stores get a size limit at their current size)."""
+        store = self.nodes[name].store
+        db = getattr(store, "db", None)
+        if db is None:
+            store.full = full
+        else:
+            pages = db.execute("PRAGMA page_count").fetchone()[0] if full else 1073741823
+            db.execute(f"PRAGMA max_page_count={pages}")
+        self.stats.reach("disk_full" if full else "disk_freed")
+
     def publish(self, writer: str, channel: bytes, payload: bytes, *, key: bytes,
                 want: str = "local") -> None:
         self.publish_many(writer, channel, [(key, payload)], want=want)
