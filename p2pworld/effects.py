@@ -52,6 +52,16 @@ class ProbeStore:
 
 
 @dataclass(frozen=True)
+class ConnectRendezvous:
+    """Connect to the rendezvous node ``url`` and keep the connection while it lasts
+    (register, learn peers, take relayed sessions); the executor answers with
+    :class:`~p2pworld.core.node.RendezvousEnded` when it ends. The node core says when
+    (:mod:`p2pworld.core.relays`)."""
+
+    url: str
+
+
+@dataclass(frozen=True)
 class CloseSession:
     """End the session with ``peer`` (``reason``: an error code, counted): the node core
     found it dead (:class:`~p2pworld.transport.peering.Keepalive`). The peer is dialled

@@ -240,7 +240,7 @@ PLANS: dict[str, Plan] = {
     NODE + "_enqueue_rows": Plan("nostr", "closed", "request", "compute"),
     NODE + "_on_nostr_pipe": Plan("nostr", "closed", "peer", "nostr-dial-in"),
     NODE + "_on_relayed": Plan("rendezvous", "closed", "peer", "relay-dial-in"),
-    NODE + "_rendezvous_loop": Plan("rendezvous", "restart", "relay"),
+    NODE + "_rendezvous": Plan("rendezvous", "restart", "relay"),
     NODE + "_discovery": Plan("mdns", "restart", "lane"),
     NODE + "_fetch_token": Plan("control", "closed", "request", "refresh"),
     NODE + "_revocation_loop": Plan("control", "restart", "request"),

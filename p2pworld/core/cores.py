@@ -24,7 +24,14 @@ from p2pworld.channel.hub import ChannelHub, Effect, Notice
 from p2pworld.compute.core import ComputeCore
 from p2pworld.compute.state import REQUESTER_OPS, decode_event
 from p2pworld.core.routes import ROUTES, message_scope
-from p2pworld.effects import CloseSession, Dial, PeerMisbehaved, ProbeStore, RefreshToken
+from p2pworld.effects import (
+    CloseSession,
+    ConnectRendezvous,
+    Dial,
+    PeerMisbehaved,
+    ProbeStore,
+    RefreshToken,
+)
 from p2pworld.errors import P2PWorldError, RemoteProtocolError
 from p2pworld.identity import Signer, node_id, verify_raw
 from p2pworld.log.entry import Submission
@@ -36,7 +43,8 @@ from p2pworld.world.records import Verifier
 if TYPE_CHECKING:
     import random
 
-NodeEffect = Effect | WorldEffect | RefreshToken | CloseSession | Dial | ProbeStore
+NodeEffect = (Effect | WorldEffect | RefreshToken | CloseSession | Dial | ProbeStore
+              | ConnectRendezvous)
 """Any effect a node's cores (and its node core) emit."""
 
 WORLD_MESSAGES = tuple(t for t, r in ROUTES.items() if r.core == "world")

@@ -60,7 +60,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from p2pworld.auth.schedule import TokenSchedule
-from p2pworld.channel.hub import Delivered, Outcomes, Resolved
+from p2pworld.channel.hub import Delivered, Notice, Outcomes, Resolved
 from p2pworld.core.cores import Cores, NodeEffect
 from p2pworld.core.disk import StoreProbe, store_full, writable_again
 from p2pworld.core.peers import PeerCore
@@ -74,7 +74,8 @@ from p2pworld.core.persist import (
     leaves_at_once,
     pace,
 )
-from p2pworld.effects import ProbeStore, RefreshToken, Send, SendAll
+from p2pworld.core.relays import RendezvousSchedule
+from p2pworld.effects import ConnectRendezvous, ProbeStore, RefreshToken, Send, SendAll
 from p2pworld.errors import P2PWorldError
 from p2pworld.log.verify import StoredChannel
 from p2pworld.transport.candidate import Candidate
@@ -199,6 +200,18 @@ class CommitFailed:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RendezvousEnded:
+    """The connection a :class:`~p2pworld.effects.ConnectRendezvous` asked for ended with
+    ``error`` (typed: closed, unreachable, refused; None: the task carrying it out failed,
+    and its scope's failure is already on the notices); ``registered``: it had
+    registered."""
+
+    url: str
+    error: P2PWorldError | None
+    registered: bool = False
+
+
+@dataclass(frozen=True, kw_only=True)
 class StoreProbed:
     """The answer to a :class:`~p2pworld.effects.ProbeStore`: the probe write committed
     (``ok``: space is back) or the disk is still full."""
@@ -207,7 +220,8 @@ class StoreProbed:
 
 
 Input = (Received | PeerUp | PeerDown | Called | Flush | TimerFired | CommitFailed
-         | StoreProbed | TokenMinted | TokenRefused | CandidateSeen | CandidateGone | DialDone)
+         | StoreProbed | RendezvousEnded | TokenMinted | TokenRefused | CandidateSeen
+         | CandidateGone | DialDone)
 
 
 @dataclass(frozen=True)
@@ -247,6 +261,8 @@ class NodeCore:
     peers: PeerCore | None = None
     """Which peers to dial, on which lane, when; which session survives (None: the
     executor connects sessions itself, as unit tests do)."""
+    rendezvous: RendezvousSchedule | None = None
+    """When to connect to each rendezvous node (None: none configured)."""
     probe: StoreProbe = field(default_factory=StoreProbe)
     """While the store is full: when to try a write again."""
     queue: list[NodeEffect] = field(default_factory=list)
@@ -320,6 +336,12 @@ class NodeCore:
             if inp.error is not None:
                 self.queue += store_full(c.hub, self.probe, inp.error, inp.on_disk, inp.tail,
                                          now_ms=now_ms)
+        elif isinstance(inp, RendezvousEnded):
+            if self.rendezvous is not None:
+                self.rendezvous.ended(inp.url, registered=inp.registered, now_ms=now_ms)
+            # The relay scope ended (its relayed sessions with it); it is connected again.
+            if inp.error is not None:
+                self.queue.append(Notice(b"", inp.error, scope="relay", subject=inp.url))
         elif isinstance(inp, StoreProbed):
             self.probe.probed(inp.ok, now_ms=now_ms)
             if inp.ok:
@@ -335,6 +357,8 @@ class NodeCore:
                 self.queue.append(RefreshToken())
             if self.probe.take(now_ms=now_ms):
                 self.queue.append(ProbeStore())
+            if self.rendezvous is not None:
+                self.queue += [ConnectRendezvous(u) for u in self.rendezvous.take(now_ms=now_ms)]
             if k is not None:
                 self.queue += k.due(now_ms=now_ms)
             changed = self.links.take(now_ms=now_ms) if self.links is not None else None
@@ -433,7 +457,8 @@ class NodeCore:
             self.pacing = (self.pacing[0], self.pacing[1] - by_ms)
         if self.persist.lazy_since_ms is not None:
             self.persist.lazy_since_ms -= by_ms
-        for t in (self.token, self.keepalive, self.peers, self.links, self.probe):
+        for t in (self.token, self.keepalive, self.peers, self.links, self.probe,
+                  self.rendezvous):
             if t is not None:
                 t.clock_went_back(by_ms)
 
@@ -445,7 +470,7 @@ class NodeCore:
         if self.pacing is not None:
             times.append(self.pacing[1])
         for w in (self.persist, self.token, self.keepalive, self.peers, self.links,
-                  self.probe):
+                  self.probe, self.rendezvous):
             t = w.wake_at() if w is not None else None
             if t is not None:
                 times.append(t)

@@ -75,6 +75,7 @@ from p2pworld.core.node import (
     PeerUp,
     Plan,
     Received,
+    RendezvousEnded,
     StoreProbed,
     TimerFired,
     TokenMinted,
@@ -88,8 +89,10 @@ from p2pworld.core.persist import (
     gated_tail,
     persisted_channels,
 )
+from p2pworld.core.relays import RendezvousSchedule
 from p2pworld.effects import (
     CloseSession,
+    ConnectRendezvous,
     Dial,
     PeerMisbehaved,
     ProbeStore,
@@ -136,7 +139,6 @@ from p2pworld.io.world_store import WorldStore
 from p2pworld.log.entry import ChannelPolicy, ChannelRecord, Entry
 from p2pworld.log.state import EpochChange
 from p2pworld.nostr.event import Event as NostrEvent
-from p2pworld.transport.backoff import Backoff
 from p2pworld.transport.candidate import Candidate, from_urls
 from p2pworld.transport.handshake import MAX_HANDSHAKE_BYTES, PROTOCOL_VERSIONS, HandshakeConfig
 from p2pworld.transport.peering import Keepalive
@@ -996,6 +998,8 @@ class Node:
         st["failures"] += 1
         st["last_error"], st["last_subject"] = f.error.code, f.key
         self._notice(Notice(b"", f.error, scope=f.scope, subject=f.key))
+        if f.task == f"{__name__}:Node._rendezvous":  # the core says when to connect again
+            self._input(RendezvousEnded(url=f.key, error=None))
         for x in f.args:
             # What the failed task held closes with it (a session, a relayed or Nostr pipe);
             # once: a closer that fails again is not retried for ever.
@@ -1287,6 +1291,8 @@ class Node:
                 self._notice(e)
             elif isinstance(e, RefreshToken):
                 self.sup.spawn(self._fetch_token, key="token")
+            elif isinstance(e, ConnectRendezvous):
+                self.sup.spawn(self._rendezvous, e.url, key=e.url)
             elif isinstance(e, ProbeStore):
                 self._input(StoreProbed(ok=await trio.to_thread.run_sync(self._probe)))
             elif isinstance(e, Dial):
@@ -1714,31 +1720,26 @@ class Node:
         self._peer(s.peer_id).via.add("rendezvous")
         await self._run_owned(s)
 
-    @task("relay", restart=True)
-    async def _rendezvous_loop(self, url: str) -> None:
-        backoff = Backoff(base=0.25, cap=30.0)
-        while True:
-            client = RendezvousClient(
-                url=url, signer=self.identity.signer, workspace=self.config.workspace,
-                direct_urls=lambda: self._direct_urls(url),
-                on_peers=self._on_rendezvous_peers,
-                on_incoming=lambda pipe: self.sup.spawn(self._on_relayed, url, pipe,
-                                                        key=pipe.peer.hex()))
-            self.rendezvous[url] = client
-            try:
-                await client.run(self._nursery)
-                err: P2PWorldError = RendezvousClosed(f"rendezvous connection to {url} closed",
-                                                      url=url)
-                if client.registered:
-                    backoff.reset()
-            except (OSError, trio.TooSlowError, trio_websocket.HandshakeError,
-                    trio_websocket.ConnectionClosed) as e:
-                err = RendezvousUnreachable(f"rendezvous {url} unreachable: {e}", url=url)
-            except P2PWorldError as e:
-                err = e
-            # The relay scope ended (its relayed sessions with it); it is dialled again.
-            self._notice(Notice(b"", err, scope="relay", subject=url))
-            await trio.sleep(backoff.next_delay(self._rng))
+    @task("relay")
+    async def _rendezvous(self, url: str) -> None:
+        """Carry out one :class:`ConnectRendezvous` until the connection ends, and tell the
+        node core how it ended (a failure of this task: :meth:`_on_scope_failure` does)."""
+        client = RendezvousClient(
+            url=url, signer=self.identity.signer, workspace=self.config.workspace,
+            direct_urls=lambda: self._direct_urls(url),
+            on_peers=self._on_rendezvous_peers,
+            on_incoming=lambda pipe: self.sup.spawn(self._on_relayed, url, pipe,
+                                                    key=pipe.peer.hex()))
+        self.rendezvous[url] = client
+        try:
+            await client.run(self._nursery)
+            err: P2PWorldError = RendezvousClosed(f"rendezvous {url} closed", url=url)
+        except (OSError, trio.TooSlowError, trio_websocket.HandshakeError,
+                trio_websocket.ConnectionClosed) as e:
+            err = RendezvousUnreachable(f"rendezvous {url} unreachable: {e}", url=url)
+        except P2PWorldError as e:
+            err = e
+        self._input(RendezvousEnded(url=url, error=err, registered=client.registered))
 
     @task("lane", restart=True)
     async def _discovery(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED
@@ -2065,9 +2066,8 @@ async def _open_node(config: NodeConfig, identity: NodeIdentity | None, home: No
                 await sup.start(node._discovery, key="mdns")
             for url in config.peers:
                 node._peering.add_static(url)
+            node.core.rendezvous = RendezvousSchedule.of(config.rendezvous, node._rng, _now_ms())
             node._wake.set()
-            for url in config.rendezvous:
-                sup.spawn(node._rendezvous_loop, url, key=url)
             try:
                 try:
                     yield node
