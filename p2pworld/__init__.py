@@ -79,6 +79,12 @@ _LAZY: dict[str, tuple[str, str]] = {
     "Ed25519Signer": ("p2pworld.identity", "Ed25519Signer"),
     "Member": ("p2pworld.world.core", "Member"),
     "Node": ("p2pworld.runtime.node", "Node"),
+    "AuthStatistics": ("p2pworld.runtime.statistics", "AuthStatistics"),
+    "ChannelStatistics": ("p2pworld.runtime.statistics", "ChannelStatistics"),
+    "NodeStatistics": ("p2pworld.runtime.statistics", "NodeStatistics"),
+    "PeerStatistics": ("p2pworld.runtime.statistics", "PeerStatistics"),
+    "TransportStatistics": ("p2pworld.runtime.statistics", "TransportStatistics"),
+    "WorldStatistics": ("p2pworld.runtime.statistics", "WorldStatistics"),
     "NodeConfig": ("p2pworld.runtime.node", "NodeConfig"),
     "NodeHome": ("p2pworld.io.home", "NodeHome"),
     "NodeIdentity": ("p2pworld.identity", "NodeIdentity"),
@@ -112,12 +118,26 @@ if TYPE_CHECKING:
         WorldSubscription,
         open_node,
     )
+    from p2pworld.runtime.statistics import (
+        AuthStatistics,
+        ChannelStatistics,
+        NodeStatistics,
+        PeerStatistics,
+        TransportStatistics,
+        WorldStatistics,
+    )
     from p2pworld.world.core import Member, WorldEvent
     from p2pworld.world.doc import CapabilityAd, NodeInfo
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuthStatistics",
+    "ChannelStatistics",
+    "NodeStatistics",
+    "PeerStatistics",
+    "TransportStatistics",
+    "WorldStatistics",
     "Checkpoint",
     "BridgeChange",
     "BridgeFeed",

@@ -139,6 +139,7 @@ from p2pworld.io.world_store import WorldStore
 from p2pworld.log.entry import ChannelPolicy, ChannelRecord, Entry
 from p2pworld.log.state import EpochChange
 from p2pworld.nostr.event import Event as NostrEvent
+from p2pworld.runtime.statistics import NodeStatistics, node_statistics
 from p2pworld.transport.candidate import Candidate, from_urls
 from p2pworld.transport.handshake import MAX_HANDSHAKE_BYTES, PROTOCOL_VERSIONS, HandshakeConfig
 from p2pworld.transport.peering import Keepalive
@@ -1044,73 +1045,13 @@ class Node:
                           lambda: self._peers_changed, timeout, f"{count} peers")
 
     def health(self) -> dict[str, Any]:
-        """Per peer and per channel: session state, lane, lag, last error (JSON-ready)."""
-        now = time.monotonic()
-        peers = []
-        keep, known = self.core.keepalive, self._peering.peers
-        for pid in sorted(set(self.peers) | set(known)):
-            s, p = self.sessions.get(pid), self._peer(pid)
-            peers.append({
-                "node_id": pid.hex(), "state": "connected" if s else p.state,
-                "lane": lane_of_address(s.address) if s else None,
-                "via": sorted(p.via), "address": p.address,
-                "since_s": round(now - p.since, 3) if p.since else None,
-                "rtt_ms": keep.rtt_ms.get(pid) if keep is not None else None,
-                "frames_in": s.frames_in if s else 0, "frames_out": s.frames_out if s else 0,
-                "handshakes": p.handshakes, "failures": p.failures,
-                "last_error": p.last_error or None,
-            })
-        chans = []
-        for rec in self.hub.records():
-            ch = rec.channel
-            log = self.hub.log(ch)
-            st = log.state
-            own = ch in self.hub.own
-            seqr = self.hub.sequencer_of(ch)
-            cp = self.hub.cursors.get(ch)
-            chans.append({
-                "channel": ch.hex(), "name": rec.name,
-                "role": "sequencer" if own else "replica",
-                "sequencer": seqr.hex(), "epoch": st.epoch,
-                "head_seq": log.seq, "head_hash": log.head_hash.hex(), "floor": log.floor,
-                "lane": "local" if own else (lane_of_address(self.sessions[seqr].address)
-                                             if seqr in self.sessions else None),
-                "lag": max(0, self.hub.seen_head.get(ch, log.seq) - log.seq),
-                "checkpoint": cp.seq if cp else None,
-                "private": rec.private, "closed": st.closed,
-                "participants": len(st.participants) if st.restricted else None,
-                "subscribers": len(self.hub.own[ch].subscribers) if own else 0,
-                "replicated_seq": self.hub.replicated_seq(ch) if own else None,
-                "last_error": self.hub.channel_errors.get(ch),
-            })
-        w = self.world
-        members = w.members(now_ms=_now_ms())
-        world = {"incarnation": w.inc, "members": len(members),
-                 "online": sum(m.state == "online" for m in members),
-                 "stale": sum(m.state == "stale" for m in members),
-                 "left": sum(m.state == "left" for m in members),
-                 "pruned_links": sum(len(x) for x in w.pruned.values()),
-                 "heartbeats_new": w.stats.hb_new, "heartbeats_dup": w.stats.hb_dup,
-                 "updates_new": w.stats.upd_new, "updates_dup": w.stats.upd_dup,
-                 "refused": dict(w.stats.refused)}
-        book = self.cores.auth
-        auth = {"enabled": book is not None, "control": self.config.control,
-                "token_expires": self.token_expires,
-                "refused": dict(book.refused) if book else {},
-                "refreshes": self.core.token.refreshes if self.core.token else 0,
-                **self.auth_stats}
-        transport = {"mode": self.transport_mode, **self.lanes.report(),
-                     "nostr": self.nostr.report() if self.nostr else None}
-        return {"node_id": self.node_id.hex(), "workspace": self.config.workspace,
-                "listen": self.url, "peers": peers, "channels": chans,
-                "writer_signatures": dict(self.hub.signing), "world": world,
-                "auth": auth, "transport": transport,
-                "scopes": {k: dict(v) for k, v in self.scope_stats.items()},
-                "other_workspaces": dict(self.other_workspaces),
-                "quarantined": {ch.hex(): {"code": e.code, "message": e.message,
-                                           "seq": e.details.get("seq")}
-                                for ch, e in sorted(self.hub.quarantined.items())},
-                "errors": {**self.errors, **self.hub.errors}}
+        """Per peer and per channel: session state, lane, lag, last error (JSON-ready): the
+        plain view of :meth:`statistics`."""
+        return self.statistics().as_dict()
+
+    def statistics(self) -> NodeStatistics:
+        """What this node can say about itself, typed (:mod:`p2pworld.runtime.statistics`)."""
+        return node_statistics(self, now_ms=_now_ms())
 
     # --- effects ----------------------------------------------------------------------------
 
