@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from p2pworld.effects import PeerMisbehaved, Send, SendAll
 
 if TYPE_CHECKING:
-    from p2pworld.channel.hub import Checkpoint, PublishResult
+    from p2pworld.channel.hub import Checkpoint
     from p2pworld.errors import P2PWorldError
     from p2pworld.log.entry import ChannelRecord, Entry, SignedHead, Submission
     from p2pworld.log.state import EpochChange, Snapshot
@@ -39,6 +39,17 @@ class Persist:
     head: SignedHead | None = None
     """The sequencer's signature over the head these entries end at (stored with the commit
     and checked against the last row on every open)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class PublishResult:
+    """An acknowledged publish: where the message sits in the channel and how safe it is."""
+
+    channel: bytes
+    seq: int
+    entry_hash: bytes
+    status: str  # "appended" or "duplicate"
+    strength: str  # "local" (fsynced by the sequencer) or "replicated" (also by k replicas)
 
 
 @dataclass(frozen=True)

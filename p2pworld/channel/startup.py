@@ -19,7 +19,8 @@ from p2pworld.log.replica import Replica
 from p2pworld.wire import MAX_RESTORE, HeadQuery, HeadReport, Restore, RestoreRequest
 
 if TYPE_CHECKING:
-    from p2pworld.channel.hub import _Own, _Waiter
+    from p2pworld.channel.hub import _Own
+    from p2pworld.channel.pending import _Waiter
     from p2pworld.identity import Signer
     from p2pworld.log.entry import Submission
     from p2pworld.log.sequencer import ChannelLog, Sequencer
