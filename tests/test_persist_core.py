@@ -162,3 +162,20 @@ def test_pace(queued: int, in_flight: int, batches: int) -> None:
         assert p.wait_ms == 0  # a lone publish never waits
     if p.wait_ms:
         assert queued < p.until_queued and p.wait_ms <= persist.BATCH_WAIT_MS
+
+
+def test_a_failed_commit_voids_the_commits_planned_before_it_and_only_those() -> None:
+    from p2pworld.core.persist import Commit, PersistCore
+    from p2pworld.errors import StoreFull
+
+    pc = PersistCore()
+    a, b = Commit((), pc.generation), Commit((), pc.generation)  # b planned behind a
+    full = StoreFull("full")
+    assert pc.voided(a) is None and pc.voided(b) is None
+    pc.failed(a, now_ms=0, error=full)
+    assert pc.voided(b) is full  # planned from what a's failure took back
+    c = Commit((), pc.generation)  # planned after the failure was handled
+    pc.failed(b, now_ms=0, error=full)  # b carried out as failed: voids nothing more
+    assert pc.voided(c) is None
+    pc.failed(c, now_ms=0)  # a commit that failed without an error (no disk refusal)
+    assert pc.voided(Commit((), pc.generation)) is None

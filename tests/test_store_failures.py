@@ -18,7 +18,9 @@ import fcntl
 import os
 import struct
 import subprocess
-from collections.abc import Iterator
+import threading
+import time
+from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -26,8 +28,11 @@ import pytest
 import trio
 
 from p2pworld import NodeConfig, P2PWorldError, open_node
+from p2pworld.channel.effects import Persist
 from p2pworld.io.log_store import LogStore
+from p2pworld.testing import Acknowledged
 
+from .homes import check_homes
 from .test_node import collect
 
 EXT4_IOC_SHUTDOWN = 0x8004587D
@@ -149,3 +154,71 @@ async def test_a_full_disk_refuses_writes_typed_and_keeps_serving_reads(tmp_path
             assert r.seq == len(acked) + 1
             got = await collect(b, chan.channel, r.seq)
             assert got[-1].payload == b"after"
+
+
+async def test_a_batch_planned_before_a_failed_commit_is_refused_not_written(
+        tmp_path: Path) -> None:
+    """Found by an adversarial run (full tmpfs, 150 kB and 50 B publishes): when a commit
+    failed for lack of space, the batch already planned behind it (its entries numbered after
+    the failed ones, which the failure took back) was written and acknowledged anyway: a
+    hole in the store, its seqs issued again once space returned (acknowledged writes
+    overwritten), or the channel refused at the next start.
+
+    Real sqlite: the big batch's commit is the one the disk refuses (a size limit at the
+    file's size, so sqlite itself reports SQLITE_FULL), once the small batch is planned behind
+    it; the limit is lifted as soon as that commit failed, so the small batch would fit."""
+    acks: list[Acknowledged] = []
+    home = tmp_path / "a"
+    with trio.fail_after(60):
+        async with open_node(cfg(home)) as a:
+            chan = await a.open_channel("c")
+            me = a.identity.public_key
+
+            async def publish(key: bytes, payload: bytes) -> P2PWorldError | None:
+                try:
+                    r = await a.publish(chan.channel, payload, key=key)
+                except P2PWorldError as e:
+                    return e
+                acks.append(Acknowledged(writer_key=me, key=key, payload=payload, seq=r.seq))
+                return None
+
+            assert await publish(b"first", b"first") is None
+            store, real_apply = a.store, a.store.apply
+            entered, armed = threading.Event(), [True]
+
+            def apply(ops: object) -> None:
+                if not armed or not any(isinstance(op, Persist) and op.entries
+                                        for op in ops):  # type: ignore[attr-defined]
+                    return real_apply(ops)
+                armed.clear()
+                entered.set()
+                deadline = time.monotonic() + 20
+                while a._storing < 2 and time.monotonic() < deadline:
+                    time.sleep(0.002)  # the small batch is planned and waits behind this one
+                pages = store.db.execute("PRAGMA page_count").fetchone()[0]
+                store.db.execute(f"PRAGMA max_page_count={pages}")
+                try:
+                    return real_apply(ops)
+                finally:
+                    store.db.execute("PRAGMA max_page_count=1073741823")
+
+            a.store.apply = apply  # type: ignore[method-assign]
+            async with trio.open_nursery() as n:
+                big: list[P2PWorldError | None] = []
+                n.start_soon(lambda: _into(big, publish(b"big", os.urandom(300_000))))
+                while not entered.is_set():
+                    await trio.sleep(0.001)
+                small = await publish(b"small", b"small")
+            assert big[0] is not None and big[0].code == "STORE_FULL"
+            # The small publish was planned on top of the big one: refused too, not written.
+            assert small is not None and small.code == "STORE_FULL", small
+            with trio.fail_after(30):  # space is back: the node takes writes again
+                while await publish(b"after", b"after") is not None:
+                    await trio.sleep(0.1)
+    assert [a.seq for a in acks] == [1, 2]  # "after" takes the seq nothing durable holds
+    found = check_homes({"a": home}, chan.channel, acks)
+    assert found == {}, found
+
+
+async def _into(out: list[P2PWorldError | None], aw: Awaitable[P2PWorldError | None]) -> None:
+    out.append(await aw)

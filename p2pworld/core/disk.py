@@ -76,12 +76,13 @@ class StoreProbe:
 
 
 def store_full(hub: ChannelHub, probe: StoreProbe, err: P2PWorldError,
-               on_disk: Sequence[tuple[bytes, StoredChannel | None]],
+               on_disk: Sequence[tuple[bytes, StoredChannel | P2PWorldError | None]],
                tail: Sequence[NodeEffect], *, now_ms: int) -> list[NodeEffect]:
     """A transaction did not commit for lack of space: read-only mode (a notice the first
     time, counted after), every channel it changed put back to ``on_disk`` (what the disk
-    holds of it, None: not stored), and ``tail`` (what was to follow the commit) carried out
-    with every acknowledgement turned into a refusal."""
+    holds of it; None: not stored; an error: the disk's copy is damaged, and the channel is
+    quarantined), and ``tail`` (what was to follow the commit) carried out with every
+    acknowledgement turned into a refusal."""
     hub.read_only = err
     fx: list[NodeEffect] = []
     if probe.start(now_ms=now_ms):
@@ -89,6 +90,10 @@ def store_full(hub: ChannelHub, probe: StoreProbe, err: P2PWorldError,
     else:
         hub.errors[err.code] = hub.errors.get(err.code, 0) + 1
     for ch, c in on_disk:
+        if isinstance(c, P2PWorldError):
+            hub.quarantine(ch, c)
+            fx.append(Notice(ch, c))
+            continue
         fx += hub.restore(ch, None if c is None else (c.record, c.epochs, c.base, c.entries))
     return fx + refused_after(err, tail)
 

@@ -195,7 +195,7 @@ class CommitFailed:
 
     commit: Commit
     error: P2PWorldError | None = None
-    on_disk: tuple[tuple[bytes, StoredChannel | None], ...] = ()
+    on_disk: tuple[tuple[bytes, StoredChannel | P2PWorldError | None], ...] = ()
     tail: tuple[NodeEffect, ...] = ()
 
 
@@ -332,7 +332,7 @@ class NodeCore:
         elif isinstance(inp, (CandidateSeen, CandidateGone, DialDone)):
             self._peering(inp, now_ms)
         elif isinstance(inp, CommitFailed):
-            self.persist.failed(inp.commit, now_ms=now_ms)
+            self.persist.failed(inp.commit, now_ms=now_ms, error=inp.error)
             if inp.error is not None:
                 self.queue += store_full(c.hub, self.probe, inp.error, inp.on_disk, inp.tail,
                                          now_ms=now_ms)

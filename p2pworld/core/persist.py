@@ -94,6 +94,9 @@ class Commit:
     """Write these durable effects in one transaction; what follows waits for it."""
 
     ops: tuple[StoreEffect, ...]
+    generation: int = 0
+    """The persist core's generation when it was planned: a commit planned before an earlier
+    one failed is void (:meth:`PersistCore.voided`)."""
 
     @property
     def gates(self) -> bool:
@@ -111,6 +114,10 @@ class PersistCore:
     lazy: list[StoreEffect] = field(default_factory=list)
     """Outbox rows not yet committed."""
     lazy_since_ms: int | None = None
+    generation: int = 0
+    """How many commits have failed: each failure voids every commit planned before it."""
+    failure: P2PWorldError | None = None
+    """Why the last commit failed."""
 
     def plan(self, fx: Iterable[NodeEffect], *, now_ms: int) -> list[Step]:
         fx = list(fx)
@@ -130,7 +137,7 @@ class PersistCore:
         steps.append(Carry(tuple(e for e in head if not isinstance(e, STORE_EFFECTS))))
         if gating:
             lazy = self._take_lazy().ops
-            steps.append(Commit(lazy + tuple(gating)))
+            steps.append(Commit(lazy + tuple(gating), self.generation))
             steps.append(Carry(tuple(e for e in tail if not isinstance(e, STORE_EFFECTS))))
         return [s for s in steps if not (isinstance(s, Carry) and not s.effects)]
 
@@ -146,8 +153,15 @@ class PersistCore:
         return None if not self.lazy or self.lazy_since_ms is None \
             else self.lazy_since_ms + LAZY_WRITE_MS
 
-    def failed(self, commit: Commit, *, now_ms: int) -> None:
-        """``commit`` did not reach the disk: its outbox rows wait for the next one."""
+    def failed(self, commit: Commit, *, now_ms: int, error: P2PWorldError | None = None
+               ) -> None:
+        """``commit`` did not reach the disk: its outbox rows wait for the next one. With
+        ``error`` (the disk refused it), every commit planned before now is void: it was
+        planned from the memory the failure puts back (entries the disk never got), so
+        writing it would acknowledge what follows a hole."""
+        if error is not None and commit.generation == self.generation:
+            self.generation += 1
+            self.failure = error
         rows = [op for op in commit.ops if isinstance(op, OUTBOX_EFFECTS)]
         self.lazy[:0] = rows
         if rows and self.lazy_since_ms is None:
@@ -158,9 +172,15 @@ class PersistCore:
         if self.lazy_since_ms is None:
             self.lazy_since_ms = now_ms
 
+    def voided(self, commit: Commit) -> P2PWorldError | None:
+        """Why ``commit`` must not be written (a commit planned before it failed), else None.
+        The executor carries a void commit out as a failed one (``CommitFailed`` with this
+        error)."""
+        return self.failure if commit.generation < self.generation else None
+
     def _take_lazy(self) -> Commit:
         lazy, self.lazy, self.lazy_since_ms = tuple(self.lazy), [], None
-        return Commit(lazy)
+        return Commit(lazy, self.generation)
 
 
 def leaves_at_once(e: NodeEffect) -> bool:

@@ -138,6 +138,7 @@ from p2pworld.io.session import (
 from p2pworld.io.world_store import WorldStore
 from p2pworld.log.entry import ChannelPolicy, ChannelRecord, Entry
 from p2pworld.log.state import EpochChange
+from p2pworld.log.verify import StoredChannel
 from p2pworld.nostr.event import Event as NostrEvent
 from p2pworld.runtime.statistics import NodeStatistics, node_statistics
 from p2pworld.transport.candidate import Candidate, from_urls
@@ -1155,22 +1156,31 @@ class Node:
                 self._maybe_idle()
 
     async def _commit(self, commit: Commit, tail: tuple[NodeEffect, ...]) -> bool:
-        """One transaction. On a full disk, nothing of it is on disk: the node core is told
-        what the disk holds of its channels (it goes read-only, puts them back, and refuses
-        what waited on it). StoreError, an I/O error, ends the node: it leaves this task, a
-        node scope."""
+        """One transaction. If the disk refuses it (full), or it was planned before a commit
+        that failed (void), nothing of it is written: the node core is told what the disk
+        holds of its channels (it goes read-only, puts them back, and refuses what waited on
+        it). StoreError, an I/O error, ends the node: it leaves this task, a node scope."""
+        err = self.core.persist.voided(commit)
         try:
-            await trio.to_thread.run_sync(self.store.apply, commit.ops)
-        except StoreFull as err:
-            chans = persisted_channels(commit)
-            on_disk = await trio.to_thread.run_sync(
-                lambda: tuple((ch, self.store.load_channel(ch)) for ch in chans))
-            self._input(CommitFailed(commit=commit, error=err, on_disk=on_disk, tail=tail))
-            for ch in chans:
-                held = ch in self.hub.own or ch in self.hub.replicas
-                self._durable[ch] = self.hub.log(ch).seq if held else 0
-            return False
-        return True
+            if err is None:
+                await trio.to_thread.run_sync(self.store.apply, commit.ops)
+                return True
+        except StoreFull as e:
+            err = e
+        chans = persisted_channels(commit)
+        on_disk = await trio.to_thread.run_sync(
+            lambda: tuple((ch, self._on_disk(ch)) for ch in chans))
+        self._input(CommitFailed(commit=commit, error=err, on_disk=on_disk, tail=tail))
+        for ch in chans:
+            held = ch in self.hub.own or ch in self.hub.replicas
+            self._durable[ch] = self.hub.log(ch).seq if held else 0
+        return False
+
+    def _on_disk(self, channel: bytes) -> StoredChannel | StoreCorrupt | None:
+        try:
+            return self.store.load_channel(channel)
+        except StoreCorrupt as e:
+            return e
 
     def _maybe_idle(self) -> None:
         if not self._running and not self._storing and not self.core.persist.lazy:

@@ -26,7 +26,7 @@ from p2pworld.effects import (
     Send,
     SendAll,
 )
-from p2pworld.errors import P2PWorldError, StoreFull
+from p2pworld.errors import P2PWorldError, StoreCorrupt, StoreFull
 from p2pworld.log.entry import Entry
 from p2pworld.wire import Message
 from p2pworld.world.core import WorldChanged, WorldSave
@@ -99,17 +99,19 @@ class Executor:
     def _commit(self, node: SimNode, commit: Commit, tail: tuple[Any, ...]) -> bool:
         """One durable write; on a full disk the core hears what the disk holds of the
         commit's channels (as from the runtime's store task)."""
+        assert node.core is not None
+        err = node.core.persist.voided(commit)
         try:
-            node.store.apply(commit.ops)
-        except StoreFull as err:
-            assert node.core is not None
-            self.stats.reach("store_full")
-            on_disk = tuple((ch, node.store.load_channel(ch))
-                            for ch in persisted_channels(commit))
-            node.core.handle(CommitFailed(commit=commit, error=err, on_disk=on_disk,
-                                          tail=tail), now_ms=self.now_ms(node))
-            return False
-        return True
+            if err is None:
+                node.store.apply(commit.ops)
+                return True
+        except StoreFull as e:
+            err = e
+        self.stats.reach("store_full")
+        on_disk = tuple((ch, _on_disk(node.store, ch)) for ch in persisted_channels(commit))
+        node.core.handle(CommitFailed(commit=commit, error=err, on_disk=on_disk, tail=tail),
+                         now_ms=self.now_ms(node))
+        return False
 
     def _wake_at(self, node: SimNode, wake_ms: int | None) -> None:
         """One timer per node, for the earliest wake-up its core asked for."""
@@ -199,6 +201,13 @@ class Executor:
                                        out.status, self.now))
         elif out.code == "CONFLICT":
             self.stats.reach("conflict")
+
+
+def _on_disk(store: Any, channel: bytes) -> Any:
+    try:
+        return store.load_channel(channel)
+    except StoreCorrupt as e:
+        return e
 
 
 def _sent_at(e: Entry) -> float | None:
