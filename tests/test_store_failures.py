@@ -14,6 +14,7 @@ and a tmpfs small enough to fill.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import struct
@@ -222,3 +223,23 @@ async def test_a_batch_planned_before_a_failed_commit_is_refused_not_written(
 
 async def _into(out: list[P2PWorldError | None], aw: Awaitable[P2PWorldError | None]) -> None:
     out.append(await aw)
+
+
+async def test_a_node_started_on_a_full_disk_fails_typed(tmp_path: Path) -> None:
+    """Found by an adversarial run: a fresh home on a full disk gave an untyped
+    ``OSError: [Errno 28]`` out of ``open_node`` (from writing the home's lock file), and
+    the lock file stayed open."""
+    with small_tmpfs(tmp_path, 2048) as mnt:
+        with contextlib.suppress(OSError):  # fill it
+            with open(mnt / "filler", "wb") as f:
+                while True:
+                    f.write(bytes(4096))
+                    f.flush()
+        with pytest.raises(P2PWorldError) as err:
+            async with open_node(cfg(mnt / "fresh")):
+                pass
+        assert err.value.code in ("STORE_FULL", "IDENTITY_ERROR"), err.value
+        assert str(mnt) in err.value.message
+        os.unlink(mnt / "filler")  # space is back: the same home starts
+        async with open_node(cfg(mnt / "fresh")) as a:
+            assert (await a.publish((await a.open_channel("c")).channel, b"x")).seq == 1

@@ -20,6 +20,7 @@ Example:
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 import secrets
@@ -27,7 +28,7 @@ import socket
 from pathlib import Path
 
 from p2pworld import codec
-from p2pworld.errors import DecodeError, IdentityError
+from p2pworld.errors import DecodeError, IdentityError, P2PWorldError, StoreFull
 from p2pworld.identity import Ed25519Signer, NodeIdentity
 from p2pworld.nostr.keys import NostrKey, check_mnemonic, mnemonic_from_entropy
 
@@ -67,6 +68,13 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o600) -> None:
         os.close(dfd)
 
 
+def _home_error(path: Path, what: str, e: OSError) -> P2PWorldError:
+    """A typed error for the home's own files: a full disk is ``StoreFull``."""
+    if e.errno == errno.ENOSPC:
+        return StoreFull(f"{path}: {what}: the disk is full", path=str(path))
+    return IdentityError(f"{path}: {what}: {e}", path=str(path))
+
+
 class NodeHome:
     """A node's home directory. ``~`` is expanded (``Path("~/p2pw")`` is the user's, never a
     directory named ``~`` in the working directory)."""
@@ -80,8 +88,11 @@ class NodeHome:
         nodes on one home would share one identity and one log. Raises
         :class:`IdentityError` naming the holder if another process holds it. Released by
         :meth:`unlock` (or when the process ends, whatever way it ends)."""
-        self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
+            fd = os.open(self.path / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+        except OSError as e:
+            raise _home_error(self.path, "cannot create the home's lock file", e) from None
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -93,8 +104,12 @@ class NodeHome:
             os.close(fd)
             raise IdentityError(f"{self.path}: cannot lock the home: {e}",
                                 path=str(self.path)) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        try:
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        except OSError as e:
+            os.close(fd)  # the lock goes with it
+            raise _home_error(self.path, "cannot write the home's lock file", e) from None
         self._lock = fd
 
     def unlock(self) -> None:
