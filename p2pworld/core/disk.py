@@ -83,12 +83,15 @@ def store_full(hub: ChannelHub, probe: StoreProbe, err: P2PWorldError,
     holds of it; None: not stored; an error: the disk's copy is damaged, and the channel is
     quarantined), and ``tail`` (what was to follow the commit) carried out with every
     acknowledgement turned into a refusal."""
-    hub.read_only = err
     fx: list[NodeEffect] = []
     if probe.start(now_ms=now_ms):
         fx.append(Notice(b"", err, scope="store", subject=str(err.details.get("path", ""))))
     else:
         hub.errors[err.code] = hub.errors.get(err.code, 0) + 1
+    # What writers are told (remote ones in a nack): the refusal, not this node's file paths.
+    err = type(err)("this node's disk is full: writes are refused until space returns",
+                    **{k: v for k, v in err.details.items() if k != "path"})
+    hub.read_only = err
     for ch, c in on_disk:
         if isinstance(c, P2PWorldError):
             hub.quarantine(ch, c)
