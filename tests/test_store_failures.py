@@ -243,3 +243,18 @@ async def test_a_node_started_on_a_full_disk_fails_typed(tmp_path: Path) -> None
         os.unlink(mnt / "filler")  # space is back: the same home starts
         async with open_node(cfg(mnt / "fresh")) as a:
             assert (await a.publish((await a.open_channel("c")).channel, b"x")).seq == 1
+
+
+async def test_a_channel_opened_as_the_disk_fills_is_refused_typed(tmp_path: Path) -> None:
+    """Found by an adversarial run: ``open_channel`` returned the record of a channel whose
+    record the full disk refused (``channels()`` did not list it; publishing on it gave
+    ``UNKNOWN_CHANNEL``)."""
+    async with open_node(cfg(tmp_path / "a")) as a:
+        await a.open_channel("first")
+        db = a.store.db
+        db.execute(f"PRAGMA max_page_count={db.execute('PRAGMA page_count').fetchone()[0]}")
+        with pytest.raises(P2PWorldError) as full:
+            for i in range(200):  # until a record does not fit in the pages left
+                await a.open_channel(f"c{i}", policy=None)
+        assert full.value.code == "STORE_FULL"
+        assert [r.name for r in a.channels()] == ["first", *[f"c{j}" for j in range(i)]]

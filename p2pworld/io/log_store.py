@@ -574,3 +574,18 @@ def decode_channel(row: ChannelRow, rows: Iterable[tuple[int, bytes, bytes]]
         raise check.problem
     assert check.stored is not None
     return check.stored
+
+
+def stored_or_damaged(store: Any, channels: list[bytes]
+                      ) -> tuple[tuple[bytes, StoredChannel | StoreCorrupt | None], ...]:
+    """What ``store`` (this or the simulator's memory store) holds of each channel, after a
+    transaction that did not commit: the channel as ``load_channel`` gives it (None: not
+    stored), or the damage found, as a value (the node quarantines that channel and goes
+    on)."""
+    out: list[tuple[bytes, StoredChannel | StoreCorrupt | None]] = []
+    for ch in channels:
+        try:
+            out.append((ch, store.load_channel(ch)))
+        except StoreCorrupt as e:
+            out.append((ch, e))
+    return tuple(out)

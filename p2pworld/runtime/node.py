@@ -122,10 +122,7 @@ from p2pworld.errors import (
 from p2pworld.identity import NodeIdentity, Signer, blake2b256, short_id
 from p2pworld.io.home import NodeHome
 from p2pworld.io.http import http_json
-from p2pworld.io.log_store import (
-    LogStore,
-    load_into,
-)
+from p2pworld.io.log_store import LogStore, load_into, stored_or_damaged
 from p2pworld.io.nostr_lane import NostrPipe
 from p2pworld.io.nostr_service import BridgeFeed, NostrService
 from p2pworld.io.scopes import SCOPES, Failure, Supervisor, spawn_in, task
@@ -138,7 +135,6 @@ from p2pworld.io.session import (
 from p2pworld.io.world_store import WorldStore
 from p2pworld.log.entry import ChannelPolicy, ChannelRecord, Entry
 from p2pworld.log.state import EpochChange
-from p2pworld.log.verify import StoredChannel
 from p2pworld.nostr.event import Event as NostrEvent
 from p2pworld.runtime.statistics import NodeStatistics, node_statistics
 from p2pworld.transport.candidate import Candidate, from_urls
@@ -604,6 +600,8 @@ class Node:
                                         authority_key=authority_key)
         self._submit(fx)
         await self._settle()
+        if self.hub.read_only is not None and rec.channel not in self.hub.own:
+            raise self.hub.read_only  # its record never reached the disk
         return rec
 
     def channels(self) -> list[ChannelRecord]:
@@ -1156,10 +1154,8 @@ class Node:
                 self._maybe_idle()
 
     async def _commit(self, commit: Commit, tail: tuple[NodeEffect, ...]) -> bool:
-        """One transaction. If the disk refuses it (full), or it was planned before a commit
-        that failed (void), nothing of it is written: the node core is told what the disk
-        holds of its channels (it goes read-only, puts them back, and refuses what waited on
-        it). StoreError, an I/O error, ends the node: it leaves this task, a node scope."""
+        """One transaction; refused (a full disk) or void (planned before one that failed), the
+        core hears what the disk holds. StoreError (I/O) ends the node: a node scope."""
         err = self.core.persist.voided(commit)
         try:
             if err is None:
@@ -1167,20 +1163,11 @@ class Node:
                 return True
         except StoreFull as e:
             err = e
-        chans = persisted_channels(commit)
-        on_disk = await trio.to_thread.run_sync(
-            lambda: tuple((ch, self._on_disk(ch)) for ch in chans))
+        # (What this node delivered is durable, so the put-back leaves ``_durable`` true.)
+        on_disk = await trio.to_thread.run_sync(stored_or_damaged, self.store,
+                                                persisted_channels(commit))
         self._input(CommitFailed(commit=commit, error=err, on_disk=on_disk, tail=tail))
-        for ch in chans:
-            held = ch in self.hub.own or ch in self.hub.replicas
-            self._durable[ch] = self.hub.log(ch).seq if held else 0
         return False
-
-    def _on_disk(self, channel: bytes) -> StoredChannel | StoreCorrupt | None:
-        try:
-            return self.store.load_channel(channel)
-        except StoreCorrupt as e:
-            return e
 
     def _maybe_idle(self) -> None:
         if not self._running and not self._storing and not self.core.persist.lazy:

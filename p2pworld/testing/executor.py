@@ -26,7 +26,8 @@ from p2pworld.effects import (
     Send,
     SendAll,
 )
-from p2pworld.errors import P2PWorldError, StoreCorrupt, StoreFull
+from p2pworld.errors import P2PWorldError, StoreFull
+from p2pworld.io.log_store import stored_or_damaged
 from p2pworld.log.entry import Entry
 from p2pworld.wire import Message
 from p2pworld.world.core import WorldChanged, WorldSave
@@ -108,7 +109,7 @@ class Executor:
         except StoreFull as e:
             err = e
         self.stats.reach("store_full")
-        on_disk = tuple((ch, _on_disk(node.store, ch)) for ch in persisted_channels(commit))
+        on_disk = stored_or_damaged(node.store, persisted_channels(commit))
         node.core.handle(CommitFailed(commit=commit, error=err, on_disk=on_disk, tail=tail),
                          now_ms=self.now_ms(node))
         return False
@@ -201,13 +202,6 @@ class Executor:
                                        out.status, self.now))
         elif out.code == "CONFLICT":
             self.stats.reach("conflict")
-
-
-def _on_disk(store: Any, channel: bytes) -> Any:
-    try:
-        return store.load_channel(channel)
-    except StoreCorrupt as e:
-        return e
 
 
 def _sent_at(e: Entry) -> float | None:
