@@ -179,3 +179,45 @@ def test_a_failed_commit_voids_the_commits_planned_before_it_and_only_those() ->
     assert pc.voided(c) is None
     pc.failed(c, now_ms=0)  # a commit that failed without an error (no disk refusal)
     assert pc.voided(Commit((), pc.generation)) is None
+
+
+def test_a_catch_up_read_behind_a_failed_commit_sends_nothing_the_disk_never_got() -> None:
+    """Found by an adversarial run (a full disk under load, a replica subscribing): a
+    replica's catch-up, read from the sequencer's memory while the commit of those entries
+    was on its way, left after that commit failed; the sequencer then numbered other entries
+    at those seqs, and the replica held a fork."""
+    import random
+
+    from p2pworld.core.cores import build_cores
+    from p2pworld.core.node import Called, CommitFailed, Flush, NodeCore, PeerUp, Received
+    from p2pworld.identity import Ed25519Signer, node_id
+    from p2pworld.wire import Subscribe
+
+    cores = build_cores(Ed25519Signer(bytes(32)), workspace="lab", rng=random.Random(0),
+                        incarnation=1)
+    core = NodeCore(cores, first_tick_ms=0)
+    peer_key = Ed25519Signer(bytes([7]) * 32).public_key
+    peer = node_id(peer_key)
+    rec, fx = cores.hub.open_channel("c", now_ms=0)
+    core.handle(Called(effects=tuple(fx)), now_ms=0)
+    core.handle(PeerUp(peer=peer, key=peer_key), now_ms=0)
+    core.handle(Flush(), now_ms=0)  # the record's commit (taken as done)
+    _, fx = cores.hub.publish(rec.channel, b"x", idem_key=b"k", now_ms=1)
+    core.handle(Called(effects=tuple(fx)), now_ms=1)
+    a = core.handle(Flush(), now_ms=1)  # entry 1's commit, on its way to the disk
+    (commit,) = [s for s in a.steps if isinstance(s, Commit)]
+    # The replica subscribes meanwhile: its catch-up is read from memory (entry 1).
+    core.handle(Received(peer=peer, messages=(Subscribe(rec.channel, 0),)), now_ms=2)
+    b = core.handle(Flush(), now_ms=2)
+    sent = [e for s in b.steps if isinstance(s, Carry) for e in core.persist.carried(s)]
+    assert any(isinstance(m, Entries) for e in sent for m in _messages(e))  # before: sent
+    core.handle(CommitFailed(commit=commit, error=StoreFull("full"), on_disk=(
+        (rec.channel, None),)), now_ms=3)
+    after = [e for s in b.steps if isinstance(s, Carry) for e in core.persist.carried(s)]
+    assert not any(isinstance(m, Entries) for e in after for m in _messages(e))
+
+
+def _messages(e: Any) -> list[Any]:
+    if isinstance(e, Send):
+        return [e.message]
+    return list(getattr(e, "messages", ()))

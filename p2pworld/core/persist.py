@@ -87,6 +87,9 @@ class Carry:
     """Carry out these effects, in order (none of them is durable)."""
 
     effects: tuple[NodeEffect, ...]
+    generation: int = 0
+    """As :attr:`Commit.generation`: planned before a commit that failed, it is carried out
+    as what follows a failed commit (:meth:`PersistCore.carried`)."""
 
 
 @dataclass(frozen=True)
@@ -134,11 +137,13 @@ class PersistCore:
         if self.lazy and any(isinstance(r.outcome, PublishTimeout) for r in outcomes(fx)):
             steps.append(self._take_lazy())
         head, tail = (fx[:first], fx[first:]) if first is not None else (fx, [])
-        steps.append(Carry(tuple(e for e in head if not isinstance(e, STORE_EFFECTS))))
+        steps.append(Carry(tuple(e for e in head if not isinstance(e, STORE_EFFECTS)),
+                           self.generation))
         if gating:
             lazy = self._take_lazy().ops
             steps.append(Commit(lazy + tuple(gating), self.generation))
-            steps.append(Carry(tuple(e for e in tail if not isinstance(e, STORE_EFFECTS))))
+            steps.append(Carry(tuple(e for e in tail if not isinstance(e, STORE_EFFECTS)),
+                               self.generation))
         return [s for s in steps if not (isinstance(s, Carry) and not s.effects)]
 
     def idle(self, *, now_ms: int) -> Commit | None:
@@ -177,6 +182,15 @@ class PersistCore:
         The executor carries a void commit out as a failed one (``CommitFailed`` with this
         error)."""
         return self.failure if commit.generation < self.generation else None
+
+    def carried(self, step: Carry) -> tuple[NodeEffect, ...]:
+        """What to carry out of ``step``: its effects; or, planned before a commit that
+        failed, those with every acknowledgement refused and nothing of what the failure
+        took back leaving the node (a catch-up read from memory would send entries the disk
+        never got: a fork at the replica)."""
+        if step.generation >= self.generation or self.failure is None:
+            return step.effects
+        return tuple(refused_after(self.failure, step.effects))
 
     def _take_lazy(self) -> Commit:
         lazy, self.lazy, self.lazy_since_ms = tuple(self.lazy), [], None

@@ -1178,7 +1178,7 @@ class Node:
         # The order is the node core's (p2pworld.core.persist): this only carries it out.
         for i, step in enumerate(steps):
             if isinstance(step, Carry):
-                await self._effects_after_persist(list(step.effects))
+                await self._effects_after_persist(list(self.core.persist.carried(step)))
                 continue
             if not await self._commit(step, gated_tail(steps, i)) and step.gates:
                 return

@@ -94,7 +94,7 @@ class Executor:
                 if not self._commit(node, step, gated_tail(plan.steps, i)) and step.gates:
                     return
             else:
-                for e in step.effects:
+                for e in node.core.persist.carried(step) if node.core else step.effects:
                     self._effect(node, e)
 
     def _commit(self, node: SimNode, commit: Commit, tail: tuple[Any, ...]) -> bool:
