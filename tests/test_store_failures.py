@@ -142,6 +142,11 @@ async def test_a_full_disk_refuses_writes_typed_and_keeps_serving_reads(tmp_path
             with pytest.raises(P2PWorldError) as again:
                 await a.publish(chan.channel, b"more")
             assert again.value.code == "STORE_FULL"
+            # A remote writer is told the disk is full, not where a's files are.
+            with pytest.raises(P2PWorldError) as remote:
+                await b.publish(chan.channel, b"from b", timeout=20)
+            assert remote.value.code == "STORE_FULL", remote.value
+            assert str(mnt) not in remote.value.message
             # Space comes back: writes resume on their own (the node probes).
             subprocess.run(["mount", "-o", "remount,size=8m", str(mnt)], check=True)
             with trio.fail_after(30):
