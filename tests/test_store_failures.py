@@ -250,6 +250,31 @@ async def test_a_node_started_on_a_full_disk_fails_typed(tmp_path: Path) -> None
             assert (await a.publish((await a.open_channel("c")).channel, b"x")).seq == 1
 
 
+async def test_an_existing_home_on_a_full_disk_fails_store_full(tmp_path: Path) -> None:
+    """Found by an adversarial run: a home that already held a log, opened again once its
+    disk was full, failed with ``STORE_ERROR`` ("disk I/O error": sqlite reports growing the
+    WAL index on a full disk as ``SQLITE_IOERR_SHMSIZE``), so an operator was told the disk
+    was failing when it was only full. It is ``STORE_FULL``, and the home starts again, with
+    what it held, once space is back."""
+    with small_tmpfs(tmp_path, 2048) as mnt:
+        async with open_node(cfg(mnt / "home")) as a:
+            ch = (await a.open_channel("c")).channel
+            await a.publish(ch, b"kept")
+        with contextlib.suppress(OSError):  # fill it
+            with open(mnt / "filler", "wb") as f:
+                while True:
+                    f.write(bytes(4096))
+                    f.flush()
+        with pytest.raises(P2PWorldError) as err:
+            async with open_node(cfg(mnt / "home")):
+                pass
+        assert err.value.code == "STORE_FULL", err.value
+        assert str(mnt) in err.value.message
+        os.unlink(mnt / "filler")
+        async with open_node(cfg(mnt / "home")) as a:
+            assert (await a.publish(ch, b"again")).seq == 2
+
+
 async def test_a_channel_opened_as_the_disk_fills_is_refused_typed(tmp_path: Path) -> None:
     """Found by an adversarial run: ``open_channel`` returned the record of a channel whose
     record the full disk refused (``channels()`` did not list it; publishing on it gave

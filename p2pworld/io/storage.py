@@ -10,6 +10,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -23,7 +24,9 @@ def store_failure(path: Path | str, e: sqlite3.Error) -> P2PWorldError:
     file (``details["path"]``)."""
     code = getattr(e, "sqlite_errorcode", None)
     base = code & 0xFF if isinstance(code, int) else None
-    if base == sqlite3.SQLITE_FULL:
+    if base == sqlite3.SQLITE_FULL or (base == sqlite3.SQLITE_IOERR and _no_space(path)):
+        # sqlite reports some writes on a full disk as I/O errors: growing the WAL index
+        # (``SQLITE_IOERR_SHMSIZE``, the first thing an existing home does on open) is one.
         return StoreFull(f"{path}: {e}", path=str(path))
     if base in _IO:
         return StoreError(f"{path}: {e}", path=str(path), sqlite=code)
@@ -31,6 +34,18 @@ def store_failure(path: Path | str, e: sqlite3.Error) -> P2PWorldError:
     # file that is not a database) means the file is not what this build wrote.
     return StoreCorrupt(f"{path}: {e}", path=str(path), sqlite=code)
 
+
+def _no_space(path: Path | str) -> bool:
+    """Whether the file system holding ``path`` has (next to) no space left for us."""
+    try:
+        st = os.statvfs(Path(path).parent)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < _FULL_BELOW
+
+
+_FULL_BELOW = 64 * 1024
+"""Free bytes under which a file system counts as full (a few sqlite pages)."""
 
 _IO = {sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY,
        sqlite3.SQLITE_PERM, sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED,
