@@ -157,6 +157,91 @@ def test_every_mutating_message_is_refused_without_a_valid_token(kind: str, case
     assert probe() == before
 
 
+READ_CASES: dict[str, tuple[Callable[[Ed25519Signer], bytes | None], float, str | None]] = {
+    # case -> (X's token, when the receiver learned it, the refusal or None: subscribed)
+    **{c: (t, NOW, EXPECTED[c]) for c, t in BAD_TOKENS.items() if c != "expired"},
+    "expired_within_grace": (BAD_TOKENS["expired"], NOW - 3650, None),
+    "expired_past_grace": (lambda s: token(s, iat=NOW - 4 * 3600, exp=NOW - 3 * 3600),
+                           NOW - 3 * 3600 - 60, "TOKEN_EXPIRED"),
+    "valid": (lambda s: token(s), NOW, None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(READ_CASES))
+def test_a_subscriber_needs_the_channels_read_scope(case: str) -> None:
+    """Found by a review of the routes: a subscription was checked for nothing but a
+    restricted channel's participants, so a node whose token was revoked, or that held no
+    ``channel:read`` scope, read every new entry of any open channel. The sequencer checks
+    the subscriber's read scope, with the membership grace (reads go on through a control
+    outage, never after revocation), and refuses typed: no entries, no subscriber kept."""
+    from p2pworld.wire import Subscribe, SubscribeRefused
+    receiver = cores(R, token(R))
+    book = receiver.auth
+    assert book is not None
+    rec, _ = receiver.hub.open_channel("mine", now_ms=NOW * 1000)
+    receiver.hub.publish(rec.channel, b"secret", idem_key=b"k", now_ms=NOW * 1000)
+    receiver.hub.flush(now_ms=NOW * 1000)
+    make, learned_at, want = READ_CASES[case]
+    tok = make(X)
+    if tok is not None:
+        try:
+            book.learn(tok, now=learned_at, node_key=X.public_key)
+        except Unauthorized:
+            assert case == "another_nodes"
+    book.revoke(tokens=frozenset({b"R" * 16}))
+    peer = node_id(X.public_key)
+    receiver.peer_up(peer, X.public_key, now_ms=NOW * 1000)
+    fx = receiver.receive(peer, Subscribe(rec.channel, 0, bytes(32), 1), now_ms=NOW * 1000)
+    fx += receiver.hub.flush(now_ms=NOW * 1000 + 1)
+    sent = [e.message for e in fx if isinstance(e, Send) and e.peer == peer]
+    refusals = [m.code for m in sent if isinstance(m, SubscribeRefused)]
+    subscribed = peer in receiver.hub.own[rec.channel].subscribers
+    if want is None:
+        assert subscribed and not refusals, sent
+    else:
+        assert not subscribed and refusals in ([want], ["UNAUTHORIZED"]), sent
+        assert not [m for m in sent if not isinstance(m, SubscribeRefused)], sent
+
+
+@pytest.mark.parametrize("via", ["epoch", "head_report", "announce"])
+@pytest.mark.parametrize("case", sorted(BAD_TOKENS))
+def test_a_sequencer_does_not_step_down_for_a_new_sequencer_without_a_valid_token(
+        via: str, case: str) -> None:
+    """Found by a review of the routes: a replica refused a new epoch whose sequencer held
+    no valid ``channel:open``, but the channel's own sequencer, handed the same signed
+    recovery (in an epoch message, a start-up head report or an announce), stepped down to
+    it: the channel then had no sequencer any replica would follow. Every way to a step-down
+    checks the new sequencer's token, as a replica does; with a valid one it steps down."""
+    from p2pworld.wire import HeadReport
+    receiver = cores(R, token(R))
+    book = receiver.auth
+    assert book is not None
+    rec, _ = receiver.hub.open_channel("mine", now_ms=NOW * 1000)
+    bad = BAD_TOKENS[case](X)
+    if bad is not None:
+        try:
+            book.learn(bad, now=NOW - 3650 if case == "expired" else NOW,
+                       node_key=X.public_key)
+        except Unauthorized:
+            assert case == "another_nodes"
+    book.revoke(tokens=frozenset({b"R" * 16}))
+    # The channel's authority (here R's own key, held elsewhere too) signed a recovery
+    # that makes X the sequencer.
+    ec = EpochChange.create(R, channel=rec.channel, epoch=2, sequencer_key=X.public_key,
+                            start_seq=0, start_hash=receiver.hub.log(rec.channel).head_hash,
+                            reason="recovery")
+    msg: Message = {"epoch": EpochMsg(ec),
+                    "head_report": HeadReport(rec.channel, 2, 0, ec.start_hash, (ec,), None),
+                    "announce": ChannelAnnounce(rec, (ec,))}[via]
+    receiver.peer_up(node_id(X.public_key), X.public_key, now_ms=NOW * 1000)
+    fx = receiver.receive(node_id(X.public_key), msg, now_ms=NOW * 1000)
+    assert rec.channel in receiver.hub.own, f"stepped down for X with a {case} token"
+    assert set(refused(fx)) <= {EXPECTED[case], "UNAUTHORIZED"} and refused(fx)
+    book.learn(token(X), now=NOW, node_key=X.public_key)
+    receiver.receive(node_id(X.public_key), msg, now_ms=NOW * 1000)
+    assert rec.channel not in receiver.hub.own  # a valid token: it steps down
+
+
 @pytest.mark.parametrize("kind", sorted(c.TYPE for c in message_types(mutating=True)))
 def test_the_same_messages_pass_with_a_valid_token(kind: str) -> None:
     receiver = cores(R, token(R))

@@ -25,6 +25,7 @@ from p2pworld.wire import (
     Ping,
     Pong,
     Submit,
+    Subscribe,
     WorldDigest,
     WorldGraft,
     WorldIHave,
@@ -57,7 +58,8 @@ def test_keepalive_is_the_node_s_world_gossip_the_world_s_the_rest_the_hub_s() -
 def test_scopes_belong_to_mutating_types_and_every_route_says_why() -> None:
     for t, r in ROUTES.items():
         assert r.why.strip(), t
-        if r.scope is not None or r.control_scope is not None:
+        if (r.scope is not None or r.control_scope is not None) and t is not Subscribe:
+            # A subscription mutates nothing but is a read of a scoped channel.
             assert t.MUTATES, f"{t.TYPE} has a scope but does not mutate"
     unscoped = [t for t in MESSAGE_TYPES.values() if t.MUTATES and ROUTES[t].scope is None]
     assert unscoped == [WorldPush] and "per record" in ROUTES[WorldPush].why
@@ -66,6 +68,8 @@ def test_scopes_belong_to_mutating_types_and_every_route_says_why() -> None:
 def test_message_scopes_are_the_reducers_scopes() -> None:
     # The local reducer and the message it sends need the same scope.
     assert message_scope(ChannelAnnounce, channel=CHANNEL) == scope_for("open_channel")
+    assert message_scope(Subscribe, channel=CHANNEL) == \
+        scope_for("ack_message", channel=CHANNEL)  # reading a channel: its read scope
     assert message_scope(Submit, channel=CHANNEL) == \
         scope_for("publish_message", channel=CHANNEL)
     assert message_scope(Submit, channel=CHANNEL, kind="ctl") == scope_for("close_channel")
@@ -136,7 +140,7 @@ def test_no_module_but_the_table_spells_a_routed_scope() -> None:
     # ``p2pworld/auth`` is the token vocabulary (the reducers' scopes and the scopes a control
     # service grants by default): API-side, not routing.
     scopes = _routed_scope_literals()
-    assert scopes == {"channel:open", "channel:publish:"}
+    assert scopes == {"channel:open", "channel:publish:", "channel:read:"}
     bad = []
     for module, path in layout.source_files().items():
         rel = path.relative_to(layout.ROOT).as_posix()

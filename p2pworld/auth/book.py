@@ -148,6 +148,14 @@ class TokenBook:
             return e
         return None
 
+    def check_reducer(self, node_key: bytes, reducer: str, *, now: float,
+                      **fields: bytes) -> Claims:
+        """:meth:`check` for one of the seed's reducers (:data:`REDUCER_SCOPES`), its scope
+        filled from ``fields`` (bytes as hex): ``check_reducer(k, "ack_message", now=t,
+        channel=ch)`` checks ``channel:read:<ch hex>``."""
+        scope = REDUCER_SCOPES[reducer].format(**{k: v.hex() for k, v in fields.items()})
+        return self.check(node_key, scope, now=now)
+
     def check_heartbeat(self, node_key: bytes, *, now: float) -> None:
         """Heartbeats are allowed under the membership grace: a token that expired less than
         ``grace_s`` ago still lets its node beat (never after revocation)."""

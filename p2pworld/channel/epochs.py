@@ -64,6 +64,8 @@ class EpochChanges:
         def _announce(self, channel: bytes, only: bytes | None = None) -> list[Effect]: ...
         def _answer(self, waiter: _Waiter, res: PublishResult) -> list[Effect]: ...
         def _count(self, code: str, peer: bytes, channel: bytes | None = None) -> None: ...
+        def _authorize(self, key: bytes, msg_type: type[EpochMsg], now_ms: int, *,
+                       grace: bool = False, **fields: bytes | str) -> None: ...
         def _pending_for(self, channel: bytes) -> list[_Pending]: ...
         def _refuse(self, waiter: _Waiter, channel: bytes, e: P2PWorldError
                     ) -> list[Effect]: ...
@@ -196,7 +198,11 @@ class EpochChanges:
         with its own key to the new sequencer; a writer here that already held an ack for it
         gets ``LostWrite`` now and a ``RESEQUENCED`` notice with the new seq later; publishes
         still waiting are answered by the new sequencer; remote writers still waiting get
-        ``NOT_SEQUENCER`` and resubmit from their outboxes."""
+        ``NOT_SEQUENCER`` and resubmit from their outboxes. Raises ``Unauthorized`` (and
+        changes nothing) if the newest sequencer's token does not cover ``channel:open``."""
+        # The sequencer it would follow must hold the scope a replica checks before it
+        # follows a new epoch (an Unauthorized refusal: nothing changes here).
+        self._authorize(newer[-1].sequencer_key, EpochMsg, now_ms, channel=channel)
         own = self.own[channel]
         seqr = own.seqr
         first = newer[0]

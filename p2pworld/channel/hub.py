@@ -48,18 +48,17 @@ from p2pworld.channel.epochs import (  # re-exported: the limits of an epoch mes
 )
 from p2pworld.channel.pending import _Pending, _Waiter
 from p2pworld.channel.startup import StartupExchange
+from p2pworld.channel.subscriptions import Subscriptions
 from p2pworld.codec import Value
 from p2pworld.effects import PeerMisbehaved, Send
 from p2pworld.errors import (
     ChainBroken,
     ChannelError,
-    CheckpointMismatch,
     CheckpointTooOld,
     Fenced,
     Forked,
     KeyUnavailable,
     LocalProtocolError,
-    NotParticipant,
     NotSequencer,
     P2PWorldError,
     PayloadTooLarge,
@@ -215,6 +214,11 @@ class _Own:
     check: _Check | None = None
     """Set while the channel, loaded from disk, is not yet checked against peers."""
 
+    def subscribe(self, peer: bytes, after: int) -> _Flow:
+        """``peer`` subscribes from ``after``: its catch-up window starts there."""
+        self.subscribers[peer] = flow = _Flow(sent=after, acked=after)
+        return flow
+
 
 @dataclass
 class _Check:
@@ -233,7 +237,7 @@ class _Check:
     subs: list[tuple[bytes, Subscribe]] = field(default_factory=list)
 
 
-class ChannelHub(StartupExchange, EpochChanges):
+class ChannelHub(StartupExchange, EpochChanges, Subscriptions):
     """All channels of one node: sequencers for those it sequences, replicas for the rest."""
 
     def __init__(self, signer: Signer, *, workspace: str, rng: random.Random,
@@ -731,7 +735,8 @@ class ChannelHub(StartupExchange, EpochChanges):
                     ) -> list[Effect]:
         """``ack_message``: record that this node consumed ``channel`` up to ``seq``."""
         if now_ms is not None and self.auth is not None:
-            self.auth.check(self.signer.public_key, f"channel:read:{channel.hex()}", now=now_ms / 1000)
+            self.auth.check_reducer(self.signer.public_key, "ack_message", now=now_ms / 1000,
+                                    channel=channel)
         if self.read_only is not None:
             raise self.read_only
         log = self.log(channel)
@@ -894,11 +899,12 @@ class ChannelHub(StartupExchange, EpochChanges):
             self._count(e.code, peer)
             return [PeerMisbehaved(peer, e)]
 
-    def _authorize(self, key: bytes, msg_type: type[Message], now_ms: int,
-                   **fields: bytes | str) -> None:
-        """Raise a typed ``Unauthorized`` unless ``key``'s token covers ``msg_type``'s scope now."""
+    def _authorize(self, key: bytes, msg_type: type[Message], now_ms: int, *,
+                   grace: bool = False, **fields: bytes | str) -> None:
+        """Raise a typed ``Unauthorized`` unless ``key``'s token covers ``msg_type``'s scope now
+        (``grace``: or expired within the membership grace, never revoked)."""
         if self.auth is not None and (scope := self.message_scope(msg_type, **fields)):
-            self.auth.check(key, scope, now=now_ms / 1000)
+            self.auth.check(key, scope, now=now_ms / 1000, grace=grace)
 
     def _count(self, code: str, peer: bytes, channel: bytes | None = None) -> None:
         self.errors[code] = self.errors.get(code, 0) + 1
@@ -917,7 +923,7 @@ class ChannelHub(StartupExchange, EpochChanges):
                 self._authorize(msg.record.owner_key, type(msg), now_ms, channel=ch)
             return self._on_announce(peer, msg.record, list(msg.epochs), now_ms)
         if isinstance(msg, Subscribe):
-            return self._on_subscribe(peer, msg)
+            return self._read_refused(peer, msg.channel, now_ms) or self._on_subscribe(peer, msg)
         if isinstance(msg, HeadQuery):
             return [Send(peer, self._head_report(peer, msg.channel))]
         if isinstance(msg, HeadReport):
@@ -1024,53 +1030,6 @@ class ChannelHub(StartupExchange, EpochChanges):
             fx += self._subscribe(rec.channel, target)
             for pend in self._pending_for(rec.channel):
                 fx += self._send_pending(pend)
-        return fx
-
-    def _on_subscribe(self, peer: bytes, msg: Subscribe) -> list[Effect]:
-        own = self.own.get(msg.channel)
-        if own is None:
-            return []
-        if own.check is not None:
-            own.check.subs.append((peer, msg))  # answered once this log is checked
-            return []
-        seqr = own.seqr
-        st = seqr.state
-        if st.restricted and self.peers.get(peer) not in st.participants:
-            return [Send(peer, SubscribeRefused(msg.channel, NotParticipant.code, "not a participant"))]
-        fx: list[Effect] = []
-        after = msg.after
-        newer = [ec for ec in st.epochs if ec.epoch > msg.epoch]
-        checked = False
-        if newer and after > newer[0].start_seq:
-            # The subscriber holds old-epoch entries past the change (a recovery cut them):
-            # the epoch message makes it truncate them and report the lost ones.
-            first = newer.pop(0)
-            fx.append(Send(peer, EpochMsg(first, ())))
-            after, checked = first.start_seq, True
-        if after > seqr.seq:
-            return [Send(peer, SubscribeRefused(msg.channel, CheckpointMismatch.code,
-                                                "cursor is ahead of the log"))]
-        if after < seqr.floor:
-            fx.append(Send(peer, SnapshotMsg(msg.channel, seqr.snapshot())))
-            after = seqr.floor
-        elif not checked and seqr.hash_at(after) != msg.after_hash:
-            return [Send(peer, SubscribeRefused(msg.channel, CheckpointMismatch.code,
-                                                "cursor hash does not match the log"))]
-        for ec in newer:
-            if ec.start_seq >= after:
-                old = [e for e in seqr.read_bounded(after, count=min(
-                    MAX_EPOCH_CATCHUP, ec.start_seq - after), size=EPOCH_CATCHUP_BYTES)]
-                fx.append(Send(peer, EpochMsg(ec, tuple(old))))
-                if after + len(old) < ec.start_seq:
-                    # Part of the way only (bounded): the subscriber holds this part aside
-                    # and subscribes again from its end for the next one.
-                    return fx
-                after = ec.start_seq
-        own.subscribers[peer] = _Flow(sent=after, acked=after)
-        if after < seqr.seq:
-            fx.append(Send(peer, Tip(msg.channel, st.epoch, seqr.seq)))
-            own.subscribers[peer].tip = seqr.seq
-        self._dirty.add(msg.channel)
         return fx
 
     def _on_entries(self, peer: bytes, msg: Entries) -> list[Effect]:

@@ -78,7 +78,10 @@ ROUTES: Mapping[type[Message], Route] = {
     ChannelAnnounce: Route(
         "hub", "channel:open", "learning a channel this node holds no copy of: its owner "
         f"must hold the scope; an announce of a known channel is {_SIGNED}"),
-    Subscribe: Route("hub", None, "a read: restricted channels admit participants only"),
+    Subscribe: Route(
+        "hub", "channel:read:{channel}", "a read: the subscriber must hold the scope "
+        "(refused with a SubscribeRefused naming the token's fault); restricted channels "
+        "also admit participants only"),
     SubscribeRefused: Route("hub", None, "an answer: a notice, nothing shared changes"),
     SnapshotMsg: Route("hub", None, f"from the channel's sequencer only; {_SIGNED}"),
     EpochMsg: Route(

@@ -1,0 +1,99 @@
+"""Subscriptions to channels this node sequences, a part of
+:class:`~p2pworld.channel.hub.ChannelHub` (a mixin: the state is the hub's).
+
+A replica subscribes with its cursor (``after``, its hash and epoch). The sequencer first
+checks the subscriber's read scope (``channel:read:<id>``, :mod:`p2pworld.core.routes`) and,
+for a restricted channel, that it is a participant; then it brings the subscriber to the
+current epoch (epoch messages with the entries before each start, bounded), a snapshot if the
+cursor is below its floor, and opens its catch-up window. Every refusal is a typed
+``SubscribeRefused``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from p2pworld.channel.epochs import EPOCH_CATCHUP_BYTES, MAX_EPOCH_CATCHUP
+from p2pworld.effects import Send
+from p2pworld.errors import CheckpointMismatch, NotParticipant, Unauthorized
+from p2pworld.wire import EpochMsg, Message, SnapshotMsg, Subscribe, SubscribeRefused, Tip
+
+if TYPE_CHECKING:
+    from p2pworld.channel.effects import Effect
+    from p2pworld.channel.hub import _Own
+
+
+class Subscriptions:
+    """The subscription methods of the channel hub."""
+
+    if TYPE_CHECKING:  # the hub's state and methods these use
+        own: dict[bytes, _Own]
+        peers: dict[bytes, bytes]
+        _dirty: set[bytes]
+
+        def _authorize(self, key: bytes, msg_type: type[Message], now_ms: int, *,
+                       grace: bool = False, **fields: bytes | str) -> None: ...
+        def _count(self, code: str, peer: bytes, channel: bytes | None = None) -> None: ...
+
+    def _read_refused(self, peer: bytes, channel: bytes, now_ms: int) -> list[Effect]:
+        """A subscriber to a channel this node sequences must hold its read scope (valid, or
+        expired within the membership grace; never revoked): else the typed refusal it is
+        sent, and it gets no entries."""
+        if channel not in self.own:
+            return []
+        try:
+            # Reads go on through a control outage: a token that expired within the
+            # membership grace still reads (never a revoked one), as sessions are admitted.
+            self._authorize(self.peers.get(peer, b""), Subscribe, now_ms, grace=True,
+                            channel=channel)
+        except Unauthorized as e:
+            self._count(e.code, peer, channel)
+            return [Send(peer, SubscribeRefused(channel, e.code, e.message[:200]))]
+        return []
+
+    def _on_subscribe(self, peer: bytes, msg: Subscribe) -> list[Effect]:
+        own = self.own.get(msg.channel)
+        if own is None:
+            return []
+        if own.check is not None:
+            own.check.subs.append((peer, msg))  # answered once this log is checked
+            return []
+        seqr = own.seqr
+        st = seqr.state
+        if st.restricted and self.peers.get(peer) not in st.participants:
+            return [Send(peer, SubscribeRefused(msg.channel, NotParticipant.code, "not a participant"))]
+        fx: list[Effect] = []
+        after = msg.after
+        newer = [ec for ec in st.epochs if ec.epoch > msg.epoch]
+        checked = False
+        if newer and after > newer[0].start_seq:
+            # The subscriber holds old-epoch entries past the change (a recovery cut them):
+            # the epoch message makes it truncate them and report the lost ones.
+            first = newer.pop(0)
+            fx.append(Send(peer, EpochMsg(first, ())))
+            after, checked = first.start_seq, True
+        if after > seqr.seq:
+            return [Send(peer, SubscribeRefused(msg.channel, CheckpointMismatch.code,
+                                                "cursor is ahead of the log"))]
+        if after < seqr.floor:
+            fx.append(Send(peer, SnapshotMsg(msg.channel, seqr.snapshot())))
+            after = seqr.floor
+        elif not checked and seqr.hash_at(after) != msg.after_hash:
+            return [Send(peer, SubscribeRefused(msg.channel, CheckpointMismatch.code,
+                                                "cursor hash does not match the log"))]
+        for ec in newer:
+            if ec.start_seq >= after:
+                old = [e for e in seqr.read_bounded(after, count=min(
+                    MAX_EPOCH_CATCHUP, ec.start_seq - after), size=EPOCH_CATCHUP_BYTES)]
+                fx.append(Send(peer, EpochMsg(ec, tuple(old))))
+                if after + len(old) < ec.start_seq:
+                    # Part of the way only (bounded): the subscriber holds this part aside
+                    # and subscribes again from its end for the next one.
+                    return fx
+                after = ec.start_seq
+        flow = own.subscribe(peer, after)
+        if after < seqr.seq:
+            fx.append(Send(peer, Tip(msg.channel, st.epoch, seqr.seq)))
+            flow.tip = seqr.seq
+        self._dirty.add(msg.channel)
+        return fx
