@@ -34,7 +34,7 @@ test: $(STAMP) $(RELAY_STAMP)
 	@# fails the target; the simulations' summary is printed after the suite's.
 	@( $(BIN)/python -m simulations run --scenario all --seeds 0:18 --twice 3 --brief && \
 	   $(BIN)/python -m simulations run --scenario all --seeds 0:2 --stores sqlite \
-	     --heavy-seeds 1 --brief ) > .simulations.log 2>&1 & sims=$$!; \
+	     --store-latency 0.002 --heavy-seeds 1 --brief ) > .simulations.log 2>&1 & sims=$$!; \
 	$(BIN)/python -m pytest -q --durations=15; tests=$$?; \
 	wait $$sims; simulations=$$?; cat .simulations.log; \
 	echo "make test: pytest exit $$tests, simulations exit $$simulations"; \
@@ -44,7 +44,8 @@ test: $(STAMP) $(RELAY_STAMP)
 # real sqlite stores.
 soak: $(STAMP)
 	$(BIN)/python -m simulations run --scenario all --seeds 0:2000 --heavy-seeds 100 --brief
-	$(BIN)/python -m simulations run --scenario all --seeds 0:200 --stores sqlite --brief
+	$(BIN)/python -m simulations run --scenario all --seeds 0:200 --stores sqlite \
+	  --store-latency 0.002 --brief
 
 # A local Nostr relay on 127.0.0.1:7777 for `p2pworld demo --relay ws://127.0.0.1:7777`
 # (foreground; Ctrl-C stops it). Its storage lives in .relay-data/.

@@ -173,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="the nodes' stores: in memory, or the real sqlite stores (a crash "
                         "reopens the file as committed); with sqlite only anomalies and "
                         "determinism are checked (few seeds: not every fault is reached)")
+    r.add_argument("--store-latency", type=float, default=0.0,
+                   help="seconds each commit takes (0: instant); the node core plans on "
+                        "meanwhile and the next plan waits for the store, as in the runtime")
     r.add_argument("--twice", type=int, default=None,
                    help="run only the first N seeds of each scenario a second time for the "
                         "determinism check (default: every seed)")
@@ -181,6 +184,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--brief", action="store_true",
                    help="one summary line (what make test prints), exit code as usual")
     args = ap.parse_args(argv)
+    scenarios.STORE_LATENCY = args.store_latency
     a, b = (int(x) for x in args.seeds.split(":"))
     seeds = range(a, b)
     names = list(SCENARIOS) if args.scenario == "all" else [args.scenario]

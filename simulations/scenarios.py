@@ -29,11 +29,15 @@ Result = tuple[Simulator, bytes, dict[str, int]]
 
 STORES: StoreFactory | None = None
 """Set by the runner for ``--stores sqlite``: every scenario's nodes run the real stores."""
+STORE_LATENCY: float = 0.0
+"""Set by the runner for ``--store-latency S``: every commit takes about that long (seconds)."""
 
 
 def _setup(seed: int, nodes: int = 4, policy: ChannelPolicy | None = None,
-           nostr: bool = False) -> tuple[Simulator, bytes, Ed25519Signer]:
-    sim = Simulator(seed, nodes, nostr=nostr, stores=STORES)
+           nostr: bool = False, store_latency: float = 0.0
+           ) -> tuple[Simulator, bytes, Ed25519Signer]:
+    sim = Simulator(seed, nodes, nostr=nostr, stores=STORES,
+                    store_latency=max(store_latency, STORE_LATENCY))
     authority = Ed25519Signer(bytes([seed % 251 + 1]) * 32)
     sim.extra_signers = [authority]  # type: ignore[attr-defined]
     ch = sim.open_channel("n0", "sim", policy=policy or ChannelPolicy(replication=1),
@@ -44,8 +48,9 @@ def _setup(seed: int, nodes: int = 4, policy: ChannelPolicy | None = None,
 
 
 def _traffic(sim: Simulator, ch: bytes, *, seconds: float, rate: float = 20.0,
-             replicated_share: float = 0.3) -> None:
-    """Writers publish at random; some ask for replicated acks; some retry a key."""
+             replicated_share: float = 0.3, large_share: float = 0.0) -> None:
+    """Writers publish at random; some ask for replicated acks; some retry a key; a
+    ``large_share`` of them carries 20-150 kB."""
     n = int(seconds * rate)
     names = sorted(sim.nodes)
     writers: list[str] = []
@@ -61,6 +66,8 @@ def _traffic(sim: Simulator, ch: bytes, *, seconds: float, rate: float = 20.0,
         payload = b"m%d" % j
         if j != i and sim.rng.random() < 0.3:
             payload = b"other"
+        if large_share and sim.rng.random() < large_share:
+            payload += bytes(sim.rng.randrange(20_000, 150_000))
 
         def go(w: str = writer, k: bytes = key, p: bytes = payload, wn: str = want) -> None:
             sim.publish(w, ch, p, key=k, want=wn)
@@ -261,20 +268,24 @@ def retention_burst_restart(seed: int) -> Result:
 
 def disk_full(seed: int) -> Result:
     """Disks fill up under traffic: the sequencer's, then a replica's, then both at once,
-    each for a few seconds, and a node crashes while its disk is full. A full disk refuses
+    each for a few seconds (nearly full: small writes still fit, large ones do not), and a
+    node crashes while its disk is full. A full disk refuses
     writes (typed ``STORE_FULL``, nothing acknowledged that is not on disk), puts its
     channels back to what the disk holds, and resumes on its own once space is back (probe
     writes); replicas take what they missed. ``writes_not_resumed``: no write acknowledged
-    after the last disk came back."""
-    sim, ch, _ = _setup(seed)
+    after the last disk came back. Commits take 1.5-4.5 ms, so the node core plans the next
+    batch while one is on its way, as in the runtime."""
+    sim, ch, _ = _setup(seed, store_latency=0.003)
     names = sorted(sim.nodes)
     _traffic(sim, ch, seconds=1.0)
     sim.run(1.0)
     replica = sim.rng.choice(names[1:])
     for full in (["n0"], [replica], ["n0", replica]):
         for name in full:
-            sim.fill_disk(name)
-        _traffic(sim, ch, seconds=1.0 + sim.rng.random() * 2)
+            # Nearly full: a large write is refused while a small one behind it still fits
+            # (with a store latency, the small one may be planned before the refusal).
+            sim.fill_disk(name, room=sim.rng.choice([0, 16_384, 65_536]))
+        _traffic(sim, ch, seconds=1.0 + sim.rng.random() * 2, large_share=0.15)
         sim.run(0.5 + sim.rng.random())
         if sim.rng.random() < 0.4:
             victim = sim.rng.choice(full)
@@ -506,7 +517,7 @@ def token_expiry_storm(seed: int) -> Result:
     membership grace), writes must resume within two refresh intervals after the service
     returns, and the revoked node must hold no new session."""
     ttl = 30.0
-    sim = Simulator(seed, 4, auth=True, token_ttl=ttl, stores=STORES)
+    sim = Simulator(seed, 4, auth=True, token_ttl=ttl, stores=STORES, store_latency=STORE_LATENCY)
     ch = sim.open_channel("n0", "sim", policy=ChannelPolicy(replication=1))
     sim.channel = ch  # type: ignore[attr-defined]
     names = sorted(sim.nodes)
@@ -610,7 +621,7 @@ def compute_contention(seed: int) -> Result:
     resets and resubmissions: duplicates), partitions, provider rejections, and crashes and
     restarts of the requester and of providers. At most one assignee per request, ever, and
     every request ends terminal or open or with a live assignee."""
-    sim = Simulator(seed, 4, stores=STORES)
+    sim = Simulator(seed, 4, stores=STORES, store_latency=STORE_LATENCY)
     sim.reject_rate = 0.2
     sim.greedy = {"n3"}
     rec = _compute_market(sim)
@@ -658,7 +669,7 @@ def bridge_outage(seed: int) -> Result:
     back to direct after the heal. Meanwhile the compute requester's NIP-90 mirror keeps
     writing to its bridge outbox. Nothing acknowledged is lost; after the relays recover,
     every mirrored event is on every relay exactly once (``check_bridge``)."""
-    sim = Simulator(seed, 4, nostr=True, stores=STORES)
+    sim = Simulator(seed, 4, nostr=True, stores=STORES, store_latency=STORE_LATENCY)
     nostr = sim.nostr
     assert nostr is not None
     authority = Ed25519Signer(bytes([seed % 251 + 1]) * 32)
@@ -705,7 +716,7 @@ def provider_dies_mid_job(seed: int) -> Result:
     requester's duties see it go stale, lapse the assignment once, and the job is done by
     another provider. ``compute_stuck`` fires on a requester that leaves it with the dead
     one; a run whose job did not end counts as ``compute_stuck`` too."""
-    sim = Simulator(seed, 4, stores=STORES)
+    sim = Simulator(seed, 4, stores=STORES, store_latency=STORE_LATENCY)
     rec = _compute_market(sim)
     sim.channel = rec.channel  # type: ignore[attr-defined]
     _post_requests(sim, rec.channel, 3, when=lambda i: 0.5 + i * 0.4,

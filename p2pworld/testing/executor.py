@@ -3,8 +3,9 @@ against the simulated network, clock and store, with the node's own cores decidi
 
 The runtime (:mod:`p2pworld.runtime.node`) and this executor drive the same node core
 (:mod:`p2pworld.core.node`): an input in, a plan out, carried out in its order (submissions
-first, then the steps), and one timer for the plan's wake-up. Neither decides: a commit here
-is instant, and a crash between events loses exactly what no commit held.
+first, then the steps), and one timer for the plan's wake-up. Neither decides. A commit here
+is instant, or (``store_latency``) takes a while, with later plans queued behind it as in the
+runtime's store task; a crash loses exactly what no commit held.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ from p2pworld.wire import Message
 from p2pworld.world.core import WorldChanged, WorldSave
 
 if TYPE_CHECKING:
+    import random
+
     from p2pworld.testing.nostr_sim import SimNostr
     from p2pworld.testing.sim import SimNode, Stats
 
@@ -55,11 +58,14 @@ class Executor:
     """The effect-carrying half of :class:`~p2pworld.testing.sim.Simulator`."""
 
     now: float
+    store_latency: float
     stats: Stats
     nostr: SimNostr | None
     sessions: set[frozenset[str]]
 
     if TYPE_CHECKING:
+        rng: random.Random
+
         def now_ms(self, node: SimNode) -> int: ...
         def at(self, delay: float, fn: Callable[[], None]) -> None: ...
         def _record(self, *parts: Any) -> None: ...
@@ -77,9 +83,14 @@ class Executor:
         core = node.core
         if core is None:
             return
+        if node.store_jobs and isinstance(inp, (Flush, TimerFired)):
+            # The effect runner is blocked handing a plan to the busy store: it flushes
+            # (or runs the due timers) once the store takes that plan.
+            node.timer_due = node.timer_due or isinstance(inp, TimerFired)
+            return
         plan = core.handle(inp if inp is not None else Called(effects=tuple(fx)),
                            now_ms=self.now_ms(node))
-        while True:
+        while not node.store_jobs:
             self._carry_plan(node, plan)
             if plan.empty and not plan.ready:
                 break
@@ -89,13 +100,65 @@ class Executor:
     def _carry_plan(self, node: SimNode, plan: Plan) -> None:
         for e in plan.leave:
             self._effect(node, e)
-        for i, step in enumerate(plan.steps):
+        if self.store_latency <= 0:
+            self._carry_steps(node, plan.steps, 0)
+        elif plan.steps:
+            # As the runtime hands the steps to its store task: in order, behind the plans
+            # already waiting; the core plans on meanwhile.
+            node.store_jobs.append(plan.steps)
+            if not node.store_busy:
+                self._next_store_job(node)
+
+    def _carry_steps(self, node: SimNode, steps: tuple[Any, ...], start: int) -> bool:
+        """Carry out ``steps`` from ``start``. With a store latency, a commit stops this and
+        the rest follows once it is done: True when it stopped so."""
+        for i in range(start, len(steps)):
+            step = steps[i]
             if isinstance(step, Commit):
-                if not self._commit(node, step, gated_tail(plan.steps, i)) and step.gates:
-                    return
+                if self.store_latency > 0:
+                    self._commit_later(node, steps, i)
+                    return True
+                if not self._commit(node, step, gated_tail(steps, i)) and step.gates:
+                    return False
             else:
                 for e in node.core.persist.carried(step) if node.core else step.effects:
                     self._effect(node, e)
+        return False
+
+    def _next_store_job(self, node: SimNode) -> None:
+        """The store takes the oldest waiting plan's steps (one at a time, as the runtime's
+        store task)."""
+        while node.store_jobs:
+            node.store_busy = True
+            steps = node.store_jobs.pop(0)
+            self.at(0, lambda: self._unblocked(node))
+            if self._carry_steps(node, steps, 0):
+                return
+        node.store_busy = False
+
+    def _unblocked(self, node: SimNode) -> None:
+        """The store took the plan the effect runner was handing it: the runner goes on."""
+        due, node.timer_due = node.timer_due, False
+        self._carry(node, [], inp=TimerFired() if due else Flush())
+
+    def _commit_later(self, node: SimNode, steps: tuple[Any, ...], i: int) -> None:
+        """The commit ``steps[i]`` lands after the store latency (a crash before loses it);
+        then the core flushes what it planned meanwhile."""
+        gen = node.incarnation
+
+        def done() -> None:
+            if not node.up or node.incarnation != gen:
+                return  # the process died with the commit on its way
+            step = steps[i]
+            ok = self._commit(node, step, gated_tail(steps, i))
+            if not ((ok or not step.gates) and self._carry_steps(node, steps, i + 1)):
+                self._next_store_job(node)
+            if ok:
+                return
+            # The core heard of the failure (an input): the runner wakes and flushes.
+            self._carry(node, [], inp=Flush())
+
+        self.at(self.store_latency * (0.5 + self.rng.random()), done)
 
     def _commit(self, node: SimNode, commit: Commit, tail: tuple[Any, ...]) -> bool:
         """One durable write; on a full disk the core hears what the disk holds of the

@@ -97,6 +97,12 @@ class SimNode:
     wake_timer: float | None = None
     """When the node's one timer fires (simulated time), for its core's earliest wake-up."""
     store_generation: int = 0
+    store_jobs: list[tuple[Any, ...]] = field(default_factory=list)
+    """Plans' steps waiting for the node's store, oldest first (with a store latency)."""
+    store_busy: bool = False
+    """A commit is on its way to the store (with a store latency)."""
+    timer_due: bool = False
+    """The node's timer fired while its effect runner was blocked on the store."""
     token_exp: float = 0.0
     """When the node's token expires, as its claims say (0: it has none)."""
 
@@ -145,7 +151,7 @@ class Simulator(Executor, SimControl, Workload, SimNetwork):
                  world: bool = True, world_config: WorldConfig | None = None,
                  tick: float = 0.25, auth: bool = False, token_ttl: float = 60.0,
                  joined: set[str] | None = None, nostr: bool = False,
-                 stores: StoreFactory | None = None) -> None:
+                 stores: StoreFactory | None = None, store_latency: float = 0.0) -> None:
         """``degree``: each node links to about that many random others (default: full
         mesh). ``world``: nodes join the world at boot and tick every ``tick`` seconds.
         ``auth``: a simulated control service mints ``token_ttl``-second tokens; every core
@@ -159,9 +165,13 @@ class Simulator(Executor, SimControl, Workload, SimNetwork):
         (:class:`~p2pworld.testing.nostr_sim.SimNostr`). ``stores``: opens each node's log
         and world stores (:class:`StoreFactory`; default: in memory); with the real
         sqlite stores (``simulations.stores.SqliteStores``) a crash reopens the file as
-        committed, and :meth:`destroy_store` opens a new, empty one."""
+        committed, and :meth:`destroy_store` opens a new, empty one. ``store_latency``: how
+        long a commit takes (seconds, each drawn from 0.5-1.5 times it), during which the
+        node core goes on planning and later plans queue behind it, as in the runtime's
+        store task; 0: every commit is instant."""
         self.seed = seed
         self.stores = stores
+        self.store_latency = store_latency
         self.rng = random.Random(seed)
         self.now = 0.0
         self.latency = latency
@@ -426,6 +436,8 @@ class Simulator(Executor, SimControl, Workload, SimNetwork):
         node.cores = None
         node.core = None
         node.pending.clear()
+        node.store_jobs.clear()  # commits on their way are lost with the process
+        node.store_busy = node.timer_due = False
         node.store = node.store.crash()
         self.stats.reach("crash")
         self._record("crash", name)

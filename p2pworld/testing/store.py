@@ -57,8 +57,10 @@ class MemoryLogStore:
         self.syncs = 0
         self.quarantined: dict[bytes, StoreCorrupt] = {}
         self.full = False
-        """The disk is full (a fault): every write raises :class:`StoreFull`, nothing of it
-        written, as sqlite's ``SQLITE_FULL``; reads go on."""
+        """The disk is full (a fault): a write larger than :attr:`room` raises
+        :class:`StoreFull`, nothing of it written, as sqlite's ``SQLITE_FULL``; reads go on."""
+        self.room = 0
+        """While :attr:`full`: bytes of entries the disk still takes (smaller writes fit)."""
 
     def write(self, batch: Iterable[Persist]) -> None:
         for w in batch:
@@ -90,7 +92,13 @@ class MemoryLogStore:
 
     def apply(self, ops: Iterable[StoreEffect]) -> None:
         """Same contract as :meth:`LogStore.apply`: the whole batch is one durable write."""
-        self.probe()
+        ops = list(ops)
+        if self.full:
+            size = sum(len(e.payload) + 200 for op in ops if isinstance(op, Persist)
+                       for e in op.entries)
+            if size > self.room or not size:
+                self.probe()
+            self.room -= size
         for op in ops:
             if isinstance(op, Persist):
                 self.write([op])

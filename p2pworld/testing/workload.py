@@ -57,16 +57,18 @@ class Workload:
         self._carry(node, fx)
         return rec.channel
 
-    def fill_disk(self, name: str, full: bool = True) -> None:
-        """The node's disk fills up (``full=False``: space comes back): every write of its log
-        store fails with ``StoreFull`` and nothing of it is written, as when sqlite reports
-        ``SQLITE_FULL`` (the real stores get a size limit at their current size)."""
+    def fill_disk(self, name: str, full: bool = True, *, room: int = 0) -> None:
+        """The node's disk fills up (``full=False``: space comes back): a write of its log
+        store that needs more than ``room`` bytes fails with ``StoreFull`` and nothing of it
+        is written, as when sqlite reports ``SQLITE_FULL``; smaller writes fit until the room
+        is used (the real stores get a size limit of their current size plus the room)."""
         store = self.nodes[name].store
         db = getattr(store, "db", None)
         if db is None:
-            store.full = full
+            store.full, store.room = full, room
         else:
-            pages = db.execute("PRAGMA page_count").fetchone()[0] if full else 1073741823
+            pages = (db.execute("PRAGMA page_count").fetchone()[0] + room // 4096 if full
+                     else 1073741823)
             db.execute(f"PRAGMA max_page_count={pages}")
         self.stats.reach("disk_full" if full else "disk_freed")
 
