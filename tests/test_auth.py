@@ -94,6 +94,20 @@ EXPECTED = {"missing": "UNAUTHORIZED", "expired": "TOKEN_EXPIRED",
             "another_nodes": "UNAUTHORIZED"}
 
 
+def learn_bad(book: TokenBook, case: str, tok: bytes | None, *, at: float | None = None
+              ) -> None:
+    """The receiver learned X's token through a handshake while it was still good (an
+    expired token at its issue time, a revoked one before its revocation); another node's
+    token is refused even then."""
+    if tok is None:
+        return
+    try:
+        book.learn(tok, now=at if at is not None else NOW - 3650 if case == "expired" else NOW,
+                   node_key=X.public_key)
+    except Unauthorized:
+        assert case == "another_nodes"
+
+
 def build(kind: str, receiver: Cores, author_token: bytes | None) -> tuple[Message, Callable[
         [], object]]:
     """A valid message of each mutating type whose author is X, and a probe of the
@@ -139,14 +153,8 @@ def test_every_mutating_message_is_refused_without_a_valid_token(kind: str, case
     book = receiver.auth
     assert book is not None
     bad = BAD_TOKENS[case](X)
-    if bad is not None and kind != "wpush":
-        # The receiver learned X's token through a handshake while it was still good (an
-        # expired token at its issue time, a revoked one before its revocation).
-        try:
-            book.learn(bad, now=NOW - 3650 if case == "expired" else NOW,
-                       node_key=X.public_key)
-        except Unauthorized:
-            assert case == "another_nodes"
+    if kind != "wpush":
+        learn_bad(book, case, bad)
     book.revoke(tokens=frozenset({b"R" * 16}))
     msg, probe = build(kind, receiver, bad)
     receiver.peer_up(node_id(X.public_key), X.public_key, now_ms=NOW * 1000)
@@ -182,12 +190,7 @@ def test_a_subscriber_needs_the_channels_read_scope(case: str) -> None:
     receiver.hub.publish(rec.channel, b"secret", idem_key=b"k", now_ms=NOW * 1000)
     receiver.hub.flush(now_ms=NOW * 1000)
     make, learned_at, want = READ_CASES[case]
-    tok = make(X)
-    if tok is not None:
-        try:
-            book.learn(tok, now=learned_at, node_key=X.public_key)
-        except Unauthorized:
-            assert case == "another_nodes"
+    learn_bad(book, case, make(X), at=learned_at)
     book.revoke(tokens=frozenset({b"R" * 16}))
     peer = node_id(X.public_key)
     receiver.peer_up(peer, X.public_key, now_ms=NOW * 1000)
@@ -217,13 +220,7 @@ def test_a_sequencer_does_not_step_down_for_a_new_sequencer_without_a_valid_toke
     book = receiver.auth
     assert book is not None
     rec, _ = receiver.hub.open_channel("mine", now_ms=NOW * 1000)
-    bad = BAD_TOKENS[case](X)
-    if bad is not None:
-        try:
-            book.learn(bad, now=NOW - 3650 if case == "expired" else NOW,
-                       node_key=X.public_key)
-        except Unauthorized:
-            assert case == "another_nodes"
+    learn_bad(book, case, BAD_TOKENS[case](X))
     book.revoke(tokens=frozenset({b"R" * 16}))
     # The channel's authority (here R's own key, held elsewhere too) signed a recovery
     # that makes X the sequencer.

@@ -230,16 +230,20 @@ async def _into(out: list[P2PWorldError | None], aw: Awaitable[P2PWorldError | N
     out.append(await aw)
 
 
+def fill(path: Path) -> None:
+    """Write ``path`` until its file system is full."""
+    with contextlib.suppress(OSError), open(path, "wb") as f:
+        while True:
+            f.write(bytes(4096))
+            f.flush()
+
+
 async def test_a_node_started_on_a_full_disk_fails_typed(tmp_path: Path) -> None:
     """Found by an adversarial run: a fresh home on a full disk gave an untyped
     ``OSError: [Errno 28]`` out of ``open_node`` (from writing the home's lock file), and
     the lock file stayed open."""
     with small_tmpfs(tmp_path, 2048) as mnt:
-        with contextlib.suppress(OSError):  # fill it
-            with open(mnt / "filler", "wb") as f:
-                while True:
-                    f.write(bytes(4096))
-                    f.flush()
+        fill(mnt / "filler")
         with pytest.raises(P2PWorldError) as err:
             async with open_node(cfg(mnt / "fresh")):
                 pass
@@ -260,11 +264,7 @@ async def test_an_existing_home_on_a_full_disk_fails_store_full(tmp_path: Path) 
         async with open_node(cfg(mnt / "home")) as a:
             ch = (await a.open_channel("c")).channel
             await a.publish(ch, b"kept")
-        with contextlib.suppress(OSError):  # fill it
-            with open(mnt / "filler", "wb") as f:
-                while True:
-                    f.write(bytes(4096))
-                    f.flush()
+        fill(mnt / "filler")
         with pytest.raises(P2PWorldError) as err:
             async with open_node(cfg(mnt / "home")):
                 pass
