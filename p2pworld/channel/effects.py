@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from p2pworld.effects import PeerMisbehaved, Send, SendAll
 
 if TYPE_CHECKING:
-    from p2pworld.channel.hub import Checkpoint
+    from p2pworld.channel.checkpoints import Checkpoint
     from p2pworld.errors import P2PWorldError
     from p2pworld.log.entry import ChannelRecord, Entry, SignedHead, Submission
     from p2pworld.log.state import EpochChange, Snapshot

@@ -24,9 +24,9 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from p2pworld import codec
+from p2pworld.channel.checkpoints import Checkpoint, Checkpoints  # Checkpoint: re-exported
 from p2pworld.channel.effects import (  # re-exported: the core's effects and values
     ChannelKnown as ChannelKnown,
     Delivered as Delivered,
@@ -46,10 +46,10 @@ from p2pworld.channel.epochs import (  # re-exported: the limits of an epoch mes
     MAX_EPOCH_CATCHUP as MAX_EPOCH_CATCHUP,
     EpochChanges,
 )
+from p2pworld.channel.membership import Membership
 from p2pworld.channel.pending import _Pending, _Waiter
 from p2pworld.channel.startup import StartupExchange
 from p2pworld.channel.subscriptions import Subscriptions
-from p2pworld.codec import Value
 from p2pworld.effects import PeerMisbehaved, Send
 from p2pworld.errors import (
     ChainBroken,
@@ -57,7 +57,6 @@ from p2pworld.errors import (
     CheckpointTooOld,
     Fenced,
     Forked,
-    KeyUnavailable,
     LocalProtocolError,
     NotSequencer,
     P2PWorldError,
@@ -71,7 +70,6 @@ from p2pworld.errors import (
     error_from_code,
 )
 from p2pworld.identity import Signer, node_id
-from p2pworld.log import channel_key
 from p2pworld.log.entry import (
     DEFAULT_MAX_PAYLOAD,
     MAX_CTL_PAYLOAD,
@@ -85,7 +83,7 @@ from p2pworld.log.entry import (
 )
 from p2pworld.log.replica import Replica
 from p2pworld.log.sequencer import ChannelLog, Sequencer
-from p2pworld.log.state import ChannelState, EpochChange, ctl_payload
+from p2pworld.log.state import ChannelState, EpochChange
 from p2pworld.wire import (
     Ack,
     ChannelAnnounce,
@@ -133,28 +131,6 @@ WRITER_WINDOW_BYTES = 16 << 20
 """Payload bytes a writer keeps sent and unanswered at once (at least one submission); the
 rest wait in the outbox, in order, for answers."""
 MINE_MEMORY = 8192
-
-
-@dataclass(frozen=True, kw_only=True)
-class Checkpoint:
-    """A durable cursor: this node has consumed ``channel`` up to ``seq`` (``ack_message``)."""
-
-    channel: bytes
-    epoch: int
-    seq: int
-    head_hash: bytes
-
-    def to_wire(self) -> dict[str, Value]:
-        return {"ch": self.channel, "epoch": self.epoch, "seq": self.seq, "head": self.head_hash}
-
-    @classmethod
-    def from_wire(cls, value: Any) -> Checkpoint:
-        w = "checkpoint"
-        m = codec.need_map(value, w)
-        return cls(channel=codec.bytes_field(m, "ch", w, size=16),
-                   epoch=codec.int_field(m, "epoch", w, lo=1), seq=codec.int_field(m, "seq", w),
-                   head_hash=codec.bytes_field(m, "head", w, size=32))
-
 
 
 # --- bookkeeping --------------------------------------------------------------------------
@@ -237,7 +213,7 @@ class _Check:
     subs: list[tuple[bytes, Subscribe]] = field(default_factory=list)
 
 
-class ChannelHub(StartupExchange, EpochChanges, Subscriptions):
+class ChannelHub(StartupExchange, EpochChanges, Subscriptions, Membership, Checkpoints):
     """All channels of one node: sequencers for those it sequences, replicas for the rest."""
 
     def __init__(self, signer: Signer, *, workspace: str, rng: random.Random,
@@ -316,6 +292,11 @@ class ChannelHub(StartupExchange, EpochChanges, Subscriptions):
     def idle(self) -> bool:
         """Nothing waits for :meth:`flush` (no queued publish, unsent submission or append)."""
         return not self._dirty and not self._unsigned and not self._unsent
+
+    @property
+    def flushable(self) -> bool:
+        """:meth:`flush` has work: not :attr:`idle`, or held submissions the window lets go."""
+        return not self.idle or (bool(self._held) and self._sent_bytes < WRITER_WINDOW_BYTES)
 
     # --- loading (from the store, at start) -------------------------------------------------
 
@@ -410,9 +391,6 @@ class ChannelHub(StartupExchange, EpochChanges, Subscriptions):
                                    limit=bound)
         self.outbox[(sub.channel, sub.idem_key)] = _Pending(sub, want, None)
         return None
-
-    def load_cursor(self, cp: Checkpoint) -> None:
-        self.cursors[cp.channel] = cp
 
     # --- queries ----------------------------------------------------------------------------
 
@@ -594,6 +572,9 @@ class ChannelHub(StartupExchange, EpochChanges, Subscriptions):
         self._sent_bytes += size
         return [Send(seq_peer, Submit(pend.req, pend.sub, pend.want))]
 
+    def _pending_for(self, channel: bytes) -> list[_Pending]:
+        return [p for k, p in sorted(self.outbox.items()) if k[0] == channel]
+
     def _release(self, req: int) -> None:
         """``req`` is no longer in flight."""
         self._by_req.pop(req, None)
@@ -628,129 +609,6 @@ class ChannelHub(StartupExchange, EpochChanges, Subscriptions):
         d = e.details
         return [Send(waiter.peer, Nack(waiter.peer_req, channel, e.code, e.message[:512],
                                        int(d.get("seq", 0)), bytes(d.get("entry_hash", b""))))]
-
-    # --- membership, lifecycle, keys --------------------------------------------------------
-
-    def add_participant(self, channel: bytes, member: bytes, *, now_ms: int
-                        ) -> tuple[int, list[Effect]]:
-        req, fx = self.publish(channel, ctl_payload("add", member=member),
-                               idem_key=b"add:" + member + _nonce(self.rng), now_ms=now_ms,
-                               kind="ctl")
-        if self.record(channel).private and channel in self.own:
-            # A fresh key wrapped for everyone, the new member included: members read what is
-            # sent after they join, not before.
-            _, more = self._rekey(channel, now_ms)
-            fx += more
-        if channel in self.own:
-            fx += self._announce(channel, only=node_id(member))
-        return req, fx
-
-    def remove_participant(self, channel: bytes, member: bytes, *, now_ms: int
-                           ) -> tuple[int, list[Effect]]:
-        req, fx = self.publish(channel, ctl_payload("remove", member=member),
-                               idem_key=b"rm:" + member + _nonce(self.rng), now_ms=now_ms,
-                               kind="ctl")
-        if self.record(channel).private and channel in self.own:
-            _, more = self._rekey(channel, now_ms, excluding=member)
-            fx += more
-        return req, fx
-
-    def close_channel(self, channel: bytes, *, now_ms: int) -> tuple[int, list[Effect]]:
-        """``close_channel``: no more appends; readers can still catch up."""
-        return self.publish(channel, ctl_payload("close"), idem_key=b"close", now_ms=now_ms,
-                            kind="ctl")
-
-    def _rekey(self, channel: bytes, now_ms: int, excluding: bytes | None = None
-               ) -> tuple[int, list[Effect]]:
-        st = self.state(channel)
-        key_id = max(st.keys, default=0) + 1
-        key = channel_key.new_key(self.rng)
-        members = sorted((st.participants | {st.record.owner_key}) - {excluding or b""})
-        wrapped = {node_id(m).hex(): channel_key.wrap(key, m, channel=channel, key_id=key_id,
-                                                      rng=self.rng) for m in members}
-        self._keys.setdefault(channel, {})[key_id] = key
-        return self.publish(channel, ctl_payload("rekey", key_id=key_id, wrapped=wrapped),
-                            idem_key=b"rekey:%d" % key_id, now_ms=now_ms, kind="ctl")
-
-    def channel_keys(self, channel: bytes) -> dict[int, bytes]:
-        """The channel keys this node can open (unwrapped lazily from the folded state)."""
-        st = self.state(channel)
-        have = self._keys.setdefault(channel, {})
-        me = self.node_id.hex()
-        for kid, wrapped in st.keys.items():
-            if kid not in have and me in wrapped and isinstance(self.signer,
-                                                                channel_key.KeyAgreement):
-                try:
-                    have[kid] = channel_key.unwrap(wrapped[me], self.signer, channel=channel,
-                                                   key_id=kid)
-                except KeyUnavailable:
-                    continue
-        return have
-
-    def _seal(self, channel: bytes, payload: bytes) -> bytes:
-        keys = self.channel_keys(channel)
-        if not keys:
-            raise KeyUnavailable("no channel key yet for this private channel")
-        kid = max(keys)
-        return channel_key.seal(keys[kid], payload, channel=channel, key_id=kid, rng=self.rng)
-
-    def open_payload(self, entry: Entry) -> bytes:
-        """The application payload of an entry (decrypted on private channels)."""
-        if entry.kind != "msg" or not self.record(entry.channel).private:
-            return entry.payload
-        return channel_key.open_sealed(self.channel_keys(entry.channel), entry.payload,
-                                       channel=entry.channel)
-
-    # --- epochs -----------------------------------------------------------------------------
-
-    def _pending_for(self, channel: bytes) -> list[_Pending]:
-        return [p for k, p in sorted(self.outbox.items()) if k[0] == channel]
-
-    def _subscribe(self, channel: bytes, peer: bytes) -> list[Effect]:
-        r = self.replicas[channel]
-        fx: list[Effect] = []
-        st = r.state
-        if st.epochs and st.epochs[-1].sequencer_key == self.peers.get(peer):
-            # The node we subscribe to may have missed the change that made it the sequencer
-            # (it was down or cut off when it was signed). Epoch changes are signed, so anyone
-            # can relay them: pass it on, with the entries up to its start that we hold.
-            ec = st.epochs[-1]
-            before: list[Entry] = []
-            size = 0
-            for e in reversed(r.entries):
-                if e.seq > ec.start_seq:
-                    continue
-                size += len(e.encoded)
-                if len(before) >= MAX_EPOCH_CATCHUP or (before and size > EPOCH_CATCHUP_BYTES):
-                    break
-                before.append(e)
-            fx.append(Send(peer, EpochMsg(ec, tuple(reversed(before)))))
-        seq, head = r.pending_head or (r.seq, r.head_hash)
-        fx.append(Send(peer, Subscribe(channel, seq, head, st.epoch)))
-        return fx
-
-    # --- checkpoints ------------------------------------------------------------------------
-
-    def ack_message(self, channel: bytes, seq: int, *, now_ms: int | None = None
-                    ) -> list[Effect]:
-        """``ack_message``: record that this node consumed ``channel`` up to ``seq``."""
-        if now_ms is not None and self.auth is not None:
-            self.auth.check_reducer(self.signer.public_key, "ack_message", now=now_ms / 1000,
-                                    channel=channel)
-        if self.read_only is not None:
-            raise self.read_only
-        log = self.log(channel)
-        h = log.hash_at(seq)
-        if h is None or seq > log.seq:
-            raise LocalProtocolError("can only acknowledge a held seq")
-        cp = Checkpoint(channel=channel, epoch=log.state.epoch, seq=seq, head_hash=h)
-        old = self.cursors.get(channel)
-        if old is not None and old.seq >= seq:
-            return []
-        self.cursors[channel] = cp
-        return [SaveCursor(cp)]
-
-    # --- stepping down (a newer epoch elsewhere) ----------------------------------------
 
     # --- flush ------------------------------------------------------------------------------
 
@@ -1111,10 +969,6 @@ class ChannelHub(StartupExchange, EpochChanges, Subscriptions):
 def _no_scopes(msg_type: type[Message], **fields: bytes | str) -> str | None:
     """A hub that checks tokens but was given no message scopes refuses (fail closed)."""
     raise Unauthorized(f"no scope known for {msg_type.TYPE!r}: no p2pworld.core.routes table")
-
-
-def _nonce(rng: random.Random) -> bytes:
-    return bytes(rng.getrandbits(8) for _ in range(8))
 
 
 __all__ = ["ChannelHub", "Checkpoint", "PublishResult", "ChannelError", "Effect"]

@@ -1,11 +1,12 @@
-"""Subscriptions to channels this node sequences, a part of
+"""Subscriptions: a replica's to its sequencer, and those a sequencer answers; a part of
 :class:`~p2pworld.channel.hub.ChannelHub` (a mixin: the state is the hub's).
 
-A replica subscribes with its cursor (``after``, its hash and epoch). The sequencer first
-checks the subscriber's read scope (``channel:read:<id>``, :mod:`p2pworld.core.routes`) and,
-for a restricted channel, that it is a participant; then it brings the subscriber to the
-current epoch (epoch messages with the entries before each start, bounded), a snapshot if the
-cursor is below its floor, and opens its catch-up window. Every refusal is a typed
+A replica subscribes with its cursor (``after``, its hash and epoch), relaying the epoch change
+that made that node the sequencer in case it missed it. The sequencer first checks the
+subscriber's read scope (``channel:read:<id>``, :mod:`p2pworld.core.routes`) and, for a
+restricted channel, that it is a participant; then it brings the subscriber to the current
+epoch (epoch messages with the entries before each start, bounded), a snapshot if the cursor
+is below its floor, and opens its catch-up window. Every refusal is a typed
 ``SubscribeRefused``.
 """
 
@@ -21,6 +22,8 @@ from p2pworld.wire import EpochMsg, Message, SnapshotMsg, Subscribe, SubscribeRe
 if TYPE_CHECKING:
     from p2pworld.channel.effects import Effect
     from p2pworld.channel.hub import _Own
+    from p2pworld.log.entry import Entry
+    from p2pworld.log.replica import Replica
 
 
 class Subscriptions:
@@ -28,12 +31,38 @@ class Subscriptions:
 
     if TYPE_CHECKING:  # the hub's state and methods these use
         own: dict[bytes, _Own]
+        replicas: dict[bytes, Replica]
         peers: dict[bytes, bytes]
         _dirty: set[bytes]
 
         def _authorize(self, key: bytes, msg_type: type[Message], now_ms: int, *,
                        grace: bool = False, **fields: bytes | str) -> None: ...
         def _count(self, code: str, peer: bytes, channel: bytes | None = None) -> None: ...
+
+    def _subscribe(self, channel: bytes, peer: bytes) -> list[Effect]:
+        """Subscribe this node's replica of ``channel`` to ``peer`` (its sequencer) from the
+        replica's cursor."""
+        r = self.replicas[channel]
+        fx: list[Effect] = []
+        st = r.state
+        if st.epochs and st.epochs[-1].sequencer_key == self.peers.get(peer):
+            # The node we subscribe to may have missed the change that made it the sequencer
+            # (it was down or cut off when it was signed). Epoch changes are signed, so anyone
+            # can relay them: pass it on, with the entries up to its start that we hold.
+            ec = st.epochs[-1]
+            before: list[Entry] = []
+            size = 0
+            for e in reversed(r.entries):
+                if e.seq > ec.start_seq:
+                    continue
+                size += len(e.encoded)
+                if len(before) >= MAX_EPOCH_CATCHUP or (before and size > EPOCH_CATCHUP_BYTES):
+                    break
+                before.append(e)
+            fx.append(Send(peer, EpochMsg(ec, tuple(reversed(before)))))
+        seq, head = r.pending_head or (r.seq, r.head_hash)
+        fx.append(Send(peer, Subscribe(channel, seq, head, st.epoch)))
+        return fx
 
     def _read_refused(self, peer: bytes, channel: bytes, now_ms: int) -> list[Effect]:
         """A subscriber to a channel this node sequences must hold its read scope (valid, or

@@ -49,7 +49,10 @@ Example:
     >>> core.handle(TimerFired(), now_ms=0).wake_at_ms is None  # alone, unjoined: nothing due
     True
     >>> _ = core.handle(Called(effects=tuple(cores.world.join(NodeInfo(), now_ms=0))), now_ms=0)
-    >>> core.handle(Flush(), now_ms=0).wake_at_ms  # announcing its new records
+    >>> plan = core.handle(Flush(), now_ms=0)  # its records, to persist and announce
+    >>> plan.empty, plan.wake_at_ms  # with work in it, a plan asks to be called again at once
+    (False, None)
+    >>> core.handle(Flush(), now_ms=0).wake_at_ms  # the last, empty one: the announcement
     500
     >>> core.handle(TimerFired(), now_ms=500).wake_at_ms  # then its next heartbeat
     5000
@@ -227,8 +230,10 @@ Input = (Received | PeerUp | PeerDown | Called | Flush | TimerFired | CommitFail
 @dataclass(frozen=True)
 class Plan:
     """What to carry out for one input, in this order: ``leave``, then ``steps`` (see the
-    module's docstring); then call again with :class:`TimerFired` at ``wake_at_ms`` (None: not
-    before another input), and with :class:`Flush` as soon as possible if ``ready``."""
+    module's docstring). A plan with work, or ``ready``, says: call again with :class:`Flush`
+    as soon as possible. The plan that ends that loop (empty, not ready) is the one after
+    which the executor sleeps, and only it carries ``wake_at_ms``: when to call with
+    :class:`TimerFired` (None: not before another input)."""
 
     leave: tuple[NodeEffect, ...] = ()
     steps: tuple[Step, ...] = ()
@@ -378,7 +383,8 @@ class NodeCore:
             return self._flush(now_ms)
         else:
             return self._flush(now_ms)
-        return Plan(wake_at_ms=self.wake_at(), ready=not self.idle)
+        ready = not self.idle
+        return Plan(wake_at_ms=None if ready else self.wake_at(), ready=ready)
 
     def _peering(self, inp: CandidateSeen | CandidateGone | DialDone, now_ms: int) -> None:
         if self.peers is None:
@@ -480,6 +486,9 @@ class NodeCore:
         """Whether the writer's queued publishes wait for company (the flush is held back
         while the pace stays the one it began waiting on, until its deadline)."""
         hub = self.cores.hub
+        if not hub.queued:
+            self.pacing = None  # nothing to pace (what pace says of an empty queue)
+            return False
         p = pace(queued=hub.queued, in_flight=hub.in_flight,
                  batches_in_flight=hub.batches_in_flight(BATCHES_IN_FLIGHT))
         if p.wait_ms and self.pacing is None:
@@ -492,6 +501,14 @@ class NodeCore:
         return False
 
     def _flush(self, now_ms: int) -> Plan:
+        if not self.queue and not self.cores.hub.flushable:
+            # Nothing queued: no batch to pace (what _waits says of an empty queue), only the
+            # lazy outbox's commit if it is due, and the wake-up.
+            self.pacing = None
+            lazy = self.persist.idle(now_ms=now_ms)
+            if lazy is not None:
+                return Plan((), (lazy,), None)
+            return Plan(wake_at_ms=self.wake_at())
         steps: list[Step] = []
         leave: list[NodeEffect] = []
         fx: list[NodeEffect] = []
@@ -511,7 +528,9 @@ class NodeCore:
             lazy = self.persist.idle(now_ms=now_ms)
             if lazy is not None:
                 steps.append(lazy)
-        return Plan(tuple(leave), tuple(steps), self.wake_at(), ready=False)
+        # The wake-up is the last plan's, the one after which the executor sleeps.
+        return Plan(tuple(leave), tuple(steps), None if leave or steps else self.wake_at(),
+                    ready=False)
 
 
     def _new_compute_entries(self, fx: list[NodeEffect], now_ms: int) -> None:

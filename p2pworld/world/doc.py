@@ -189,35 +189,61 @@ class DocView:
                 "links": [x.to_value() for x in self.links]}
 
 
-def read_view(doc: pycrdt.Doc[Any]) -> DocView:
-    """Check and type a document's contents (hostile: raises :class:`DecodeError`)."""
+def read_view(doc: pycrdt.Doc[Any], parsed: dict[bytes, Any] | None = None) -> DocView:
+    """Check and type a document's contents (hostile: raises :class:`DecodeError`).
+
+    ``parsed`` (optional, updated in place) maps each value's bytes to what they parsed to
+    last time: a value that did not change is not decoded again, so applying one change to a
+    document of many keys decodes that change only. Parsing is a function of the bytes, so
+    the cache holds nothing a refused update could leave half-applied.
+
+    Example:
+        >>> doc = pycrdt.Doc(client_id=1)
+        >>> doc["w"] = m = pycrdt.Map()
+        >>> m["node"] = codec.encode(NodeInfo(device="a").to_value())
+        >>> cache: dict[bytes, Any] = {}
+        >>> read_view(doc, cache).info.device, len(cache)
+        ('a', 1)
+    """
     raw = doc.get("w", type=pycrdt.Map).to_py()
     if not isinstance(raw, dict) or len(raw) > MAX_KEYS:
         raise DecodeError("world doc: too many keys")
     info = caps = None
     sessions: list[SessionInfo] = []
     links: list[LinkInfo] = []
+    seen: dict[bytes, Any] = {}
     for key in sorted(raw):
         val = raw[key]
         if not isinstance(val, (bytes, bytearray)):
             raise DecodeError("world doc: values must be CBOR bytes")
-        v = codec.decode(bytes(val))
+        val = bytes(val)
+        item = parsed.get(val) if parsed is not None else None
         if key == "node":
-            info = NodeInfo.from_value(v)
+            if not isinstance(item, NodeInfo):
+                item = NodeInfo.from_value(codec.decode(val))
+            info = item
         elif key == "caps":
-            caps = CapabilityAd.from_value(v)
+            if not isinstance(item, CapabilityAd):
+                item = CapabilityAd.from_value(codec.decode(val))
+            caps = item
         elif key.startswith("s:"):
-            s = SessionInfo.from_value(v)
-            if key != "s:" + s.session_id:
+            if not isinstance(item, SessionInfo):
+                item = SessionInfo.from_value(codec.decode(val))
+            if key != "s:" + item.session_id:
                 raise DecodeError("world doc: session key does not match its id")
-            sessions.append(s)
+            sessions.append(item)
         elif key.startswith("l:"):
-            lk = LinkInfo.from_value(v)
-            if key != "l:" + lk.target.hex():
+            if not isinstance(item, LinkInfo):
+                item = LinkInfo.from_value(codec.decode(val))
+            if key != "l:" + item.target.hex():
                 raise DecodeError("world doc: link key does not match its target")
-            links.append(lk)
+            links.append(item)
         else:
             raise DecodeError("world doc: unknown key")
+        seen[val] = item
+    if parsed is not None:
+        parsed.clear()
+        parsed.update(seen)
     return DocView(info=info, caps=caps, sessions=tuple(sessions), links=tuple(links))
 
 
@@ -242,6 +268,7 @@ class AuthorDoc:
         self.head = ZERO32
         self.base: DocUpdate | None = None
         self.deltas: list[DocUpdate] = []
+        self._parsed: dict[bytes, Any] = {}
 
     def start(self, view: DocView | None = None) -> DocUpdate:
         """Publish the incarnation's base (``seq=0``), carrying ``view`` over if given."""
@@ -296,7 +323,7 @@ class AuthorDoc:
         return base
 
     def view(self) -> DocView:
-        return read_view(self.doc)
+        return read_view(self.doc, self._parsed)
 
 
 def _entries(view: DocView) -> list[tuple[str, bytes]]:
@@ -325,6 +352,8 @@ class DocReplica:
     live: pycrdt.Doc[Any] | None = field(default=None, repr=False, compare=False)
     """The CRDT document of these records, kept between changes (an optimisation: rebuilt
     from the records whenever it is absent; the holder drops it to bound memory)."""
+    parsed: dict[bytes, Any] = field(default_factory=dict, repr=False, compare=False)
+    """Each current value's bytes and what they parsed to (see :func:`read_view`)."""
 
     @property
     def position(self) -> tuple[int, int]:
@@ -407,7 +436,7 @@ class DocReplica:
             if what == "apply":
                 for r in self.records():
                     doc.apply_update(r.data)
-        view = _apply_checked(doc, u.data)
+        view = _apply_checked(doc, u.data, self.parsed)
         if guard is not None:
             guard(self.view, view)
         if what == "replace":
@@ -452,9 +481,9 @@ class LiveDocs:
             self._order.pop(next(iter(self._order))).live = None
 
 
-def _apply_checked(doc: pycrdt.Doc[Any], data: bytes) -> DocView:
+def _apply_checked(doc: pycrdt.Doc[Any], data: bytes, parsed: dict[bytes, Any]) -> DocView:
     try:
         doc.apply_update(data)
     except Exception as e:  # noqa: BLE001 - pycrdt raises assorted types on bad updates
         raise DecodeError(f"world update: bad CRDT data ({type(e).__name__})") from None
-    return read_view(doc)
+    return read_view(doc, parsed)
