@@ -29,8 +29,6 @@ SIZE_ALLOWANCES: dict[str, tuple[int, str]] = {
                                   "exchange are parts of their own); the channel-speed issue "
                                   "(17) reshapes the writer queue and fan-out"),
     "p2pworld.channel.hub:ChannelHub": (751, "as above"),
-    "p2pworld.world.core": (727, "gossip, presence and ads in one core; split in issue 15, M5"),
-    "p2pworld.world.core:WorldCore": (576, "as above"),
     "p2pworld.wire": (681, "every message of every protocol; one module per noun once the "
                            "channel data path changes the wire (issue 17)"),
     "p2pworld.log.entry": (605, "records, policy, submissions, entries and signed heads: the "

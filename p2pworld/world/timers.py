@@ -16,8 +16,9 @@ from p2pworld.world.events import WorldChanged, WorldEffect, WorldEvent
 if TYPE_CHECKING:
     import random
 
-    from p2pworld.world.core import WorldConfig, WorldStats, _Missing, _Presence
+    from p2pworld.world.core import WorldConfig, WorldStats
     from p2pworld.world.doc import AuthorDoc
+    from p2pworld.world.gossip import _Missing, _Presence
 
 
 class WorldTimers:
