@@ -75,8 +75,8 @@ async def _run(home: Path, n: int, *, relays: list[str], transport: str = "prima
             lat.append(time.perf_counter() - s)
         out = _stats(lat, time.perf_counter() - t0)
         out["lane"] = b.health()["peers"][0]["lane"]
-        if a.nostr is not None:
-            out["bridge_pending"] = a.nostr.outbox.pending()
+        if a._nostr is not None:
+            out["bridge_pending"] = a._nostr.outbox.pending()
         return out
 
 

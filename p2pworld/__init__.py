@@ -66,15 +66,21 @@ _LAZY: dict[str, tuple[str, str]] = {
     "BridgeChange": ("p2pworld.io.nostr_service", "BridgeChange"),
     "BridgeFeed": ("p2pworld.io.nostr_service", "BridgeFeed"),
     "EpochChange": ("p2pworld.log.state", "EpochChange"),
-    "MessageCursor": ("p2pworld.runtime.node", "MessageCursor"),
-    "NodeSubscription": ("p2pworld.runtime.node", "NodeSubscription"),
-    "WorldSubscription": ("p2pworld.runtime.node", "WorldSubscription"),
+    "MessageCursor": ("p2pworld.runtime.feeds", "MessageCursor"),
+    "NodeSubscription": ("p2pworld.runtime.feeds", "NodeSubscription"),
+    "WorldSubscription": ("p2pworld.runtime.feeds", "WorldSubscription"),
+    "Channels": ("p2pworld.runtime.api", "Channels"),
+    "World": ("p2pworld.runtime.api", "World"),
+    "Compute": ("p2pworld.runtime.api", "Compute"),
+    "Bridge": ("p2pworld.runtime.api", "Bridge"),
+    "Peers": ("p2pworld.runtime.api", "Peers"),
+    "PeerInfo": ("p2pworld.runtime.api", "PeerInfo"),
     "AuthConfig": ("p2pworld.auth.book", "AuthConfig"),
     "CapabilityAd": ("p2pworld.world.doc", "CapabilityAd"),
-    "ChannelMessage": ("p2pworld.runtime.node", "ChannelMessage"),
+    "ChannelMessage": ("p2pworld.runtime.feeds", "ChannelMessage"),
     "ChannelRecord": ("p2pworld.log.entry", "ChannelRecord"),
-    "ComputeEvent": ("p2pworld.runtime.node", "ComputeEvent"),
-    "ComputeFeed": ("p2pworld.runtime.node", "ComputeFeed"),
+    "ComputeEvent": ("p2pworld.runtime.feeds", "ComputeEvent"),
+    "ComputeFeed": ("p2pworld.runtime.feeds", "ComputeFeed"),
     "ComputeRequest": ("p2pworld.compute.state", "Request"),
     "Ed25519Signer": ("p2pworld.identity", "Ed25519Signer"),
     "Member": ("p2pworld.world.core", "Member"),
@@ -85,7 +91,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "PeerStatistics": ("p2pworld.runtime.statistics", "PeerStatistics"),
     "TransportStatistics": ("p2pworld.runtime.statistics", "TransportStatistics"),
     "WorldStatistics": ("p2pworld.runtime.statistics", "WorldStatistics"),
-    "NodeConfig": ("p2pworld.runtime.node", "NodeConfig"),
+    "NodeConfig": ("p2pworld.runtime.config", "NodeConfig"),
     "NodeHome": ("p2pworld.io.home", "NodeHome"),
     "NodeIdentity": ("p2pworld.identity", "NodeIdentity"),
     "NodeInfo": ("p2pworld.world.doc", "NodeInfo"),
@@ -107,17 +113,17 @@ if TYPE_CHECKING:
     from p2pworld.io.nostr_service import BridgeChange, BridgeFeed
     from p2pworld.log.entry import ChannelRecord
     from p2pworld.log.state import EpochChange
-    from p2pworld.runtime.node import (
+    from p2pworld.runtime.api import Bridge, Channels, Compute, PeerInfo, Peers, World
+    from p2pworld.runtime.config import NodeConfig
+    from p2pworld.runtime.feeds import (
         ChannelMessage,
         ComputeEvent,
         ComputeFeed,
         MessageCursor,
-        Node,
-        NodeConfig,
         NodeSubscription,
         WorldSubscription,
-        open_node,
     )
+    from p2pworld.runtime.node import Node, open_node
     from p2pworld.runtime.statistics import (
         AuthStatistics,
         ChannelStatistics,
@@ -145,6 +151,12 @@ __all__ = [
     "MessageCursor",
     "NodeSubscription",
     "WorldSubscription",
+    "Channels",
+    "World",
+    "Compute",
+    "Bridge",
+    "Peers",
+    "PeerInfo",
     "AddressUnavailable",
     "AuthConfig",
     "CapabilityAd",

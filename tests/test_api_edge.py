@@ -169,9 +169,9 @@ async def test_a_status_set_by_the_application_stays(tmp_path: Path) -> None:
         with trio.fail_after(10):
             while (m := b.member(a.node_id)) is None or m.status != "busy":
                 await trio.sleep(0.05)
-        beats = b.world.stats.hb_new
+        beats = b._world.stats.hb_new
         with trio.fail_after(10):
-            while b.world.stats.hb_new < beats + 5:  # several automatic beats later
+            while b._world.stats.hb_new < beats + 5:  # several automatic beats later
                 await trio.sleep(0.05)
         m = b.member(a.node_id)
         assert m is not None and m.status == "busy"
@@ -190,7 +190,7 @@ async def test_a_channel_named_compute_is_an_ordinary_channel(tmp_path: Path) ->
         assert [m.payload for m in await collect(a, chan.channel, 1)] == [b"just a message"]
         # The node's own compute channel is another one, marked by its policy.
         ch, _ = await a.request_compute(b"job", needs=("echo",))
-        assert ch != chan.channel and a.hub.record(ch).policy.app == "compute"
+        assert ch != chan.channel and a._hub.record(ch).policy.app == "compute"
 
 
 def test_a_signal_cancels_the_command_instead_of_raising_where_it_lands() -> None:
@@ -259,3 +259,41 @@ async def _bounded(aw, seconds: float):  # type: ignore[no-untyped-def]
     """Await ``aw`` within ``seconds`` (the API as it was had no ``timeout=``)."""
     with trio.fail_after(seconds):
         return await aw
+
+
+async def test_a_node_has_no_public_mutable_attributes_and_its_parts_call_the_same(
+        tmp_path: Path) -> None:
+    """The node is a facade: every instance attribute is private, its public properties are
+    read-only (the transport mode excepted, settable by design), and each sub-API reaches
+    the same state as the flat method it replaces."""
+    from p2pworld import Bridge, Channels, Compute, Node, PeerInfo, Peers, World
+
+    async with open_node(cfg(tmp_path, "a")) as a:
+        assert [k for k in vars(a) if not k.startswith("_")] == []
+        settable = {n for n, v in vars(Node).items()
+                    if isinstance(v, property) and v.fset is not None}
+        assert settable == {"transport_mode"}
+        for name in ("config", "identity", "node_id", "closed", "listen_port", "channels",
+                     "world", "compute", "bridge", "peers"):
+            with pytest.raises(AttributeError):
+                setattr(a, name, None)
+        assert (type(a.channels), type(a.world), type(a.compute), type(a.bridge),
+                type(a.peers)) == (Channels, World, Compute, Bridge, Peers)
+        assert a.peers.known() == a.peers.connected() == []
+        rec = await a.channels.open("facade")
+        assert a.channels() == a.channels.known() == [rec]
+        res = await a.channels.publish(rec.channel, b"x", key=b"k")
+        assert (await a.publish(rec.channel, b"x", key=b"k")).status == "duplicate"
+        assert a.channels.head(rec.channel) == a.head(rec.channel) == (res.seq, res.entry_hash)
+        assert a.channels.state_hash(rec.channel) == a.state_hash(rec.channel)
+        assert a.channels.sequencer_of(rec.channel) == a.node_id
+        assert a.bridge.pending() == 0 and a.bridge.events("x") == []
+        async with open_node(cfg(tmp_path, "b", peers=[a.url])) as b:
+            await a.peers.wait(1, timeout=60)
+            got = a.peers.get(b.node_id)
+            assert isinstance(got, PeerInfo) and got.connected and got.lane == "direct"
+            assert [p.node_id for p in a.peers.connected()] == [b.node_id]
+            await b.world.wait_member(a.node_id, timeout=60)
+            assert [m.node_id for m in b.world.members()] == [m.node_id for m in b.members()]
+        a.peers.transport_mode = "primary-only"
+        assert a.transport_mode == a.peers.transport_mode == "primary-only"

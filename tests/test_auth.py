@@ -423,7 +423,7 @@ async def test_nodes_with_tokens_talk_and_a_node_without_one_is_refused(tmp_path
                 assert res.status == "appended"
                 assert a.health()["auth"]["enabled"] and b.token_expires
                 # A node without a token cannot even join its own world...
-                keys = a.cores.auth.config.keys  # type: ignore[union-attr]
+                keys = a._cores.auth.config.keys  # type: ignore[union-attr]
                 with pytest.raises(Unauthorized):
                     async with open_node(cfg(tmp_path, "c", auth=AuthConfig(keys=keys))):
                         pass
@@ -436,7 +436,7 @@ async def test_nodes_with_tokens_talk_and_a_node_without_one_is_refused(tmp_path
                                          peers=[a.url])) as d:
                     with trio.move_on_after(3):
                         await d.wait_peers(1)
-                    assert not d.sessions
+                    assert not d._sessions
                 assert a.health()["errors"].get("UNAUTHORIZED", 0) >= 1
             n.cancel_scope.cancel()
 

@@ -5,7 +5,12 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import os
+import queue
 import re
+import subprocess
+import sys
+import threading
 from functools import cache
 from typing import Any
 
@@ -23,6 +28,7 @@ BARE_FILE = re.compile(r"^[\w-]+\.py$")
 DOTTED = re.compile(r"^((?:p2pworld|discovery)(?:\.\w+)+)(\(\))?$")
 CLASS_ATTR = re.compile(r"^([A-Z]\w+)\.(\w+)(\(\))?$")
 NODE_ATTR = re.compile(r"^node\.(\w+)(\(\))?$")
+NODE_PART = re.compile(r"^node\.(channels|world|compute|bridge|peers)\.(\w+)(\(.*\))?$")
 HOME_FILES = {"node.key", "node.lock", "nostr.key"}  # files of a node home, not attributes
 
 
@@ -89,6 +95,13 @@ def problem(token: str) -> str | None:
         return None if any(has_attr(c, m.group(2)) for c in found) else "no such attribute"
     if token in HOME_FILES:
         return None
+    if m := NODE_PART.match(token):
+        import typing
+
+        from p2pworld import Node
+
+        part = typing.get_type_hints(getattr(Node, m.group(1)).fget)["return"]
+        return None if has_attr(part, m.group(2)) else f"{part.__name__} has no such attribute"
     if m := NODE_ATTR.match(token):
         from p2pworld import Node
 
@@ -103,6 +116,7 @@ def test_names_and_paths_in_the_docs_resolve() -> None:
 
 @pytest.mark.parametrize("token", ["p2pworld.testing.NoSuchThing", "p2pworld/no_such.py",
                                    "no_such_module.py", "node.no_such_method()",
+                                   "node.channels.no_such_method()",
                                    "NodeConfig.no_such_field"])
 def test_the_check_can_fail(token: str) -> None:
     assert problem(token)
@@ -176,3 +190,39 @@ def test_the_user_scenario_in_the_simulation_doc_runs() -> None:
     section = text.split("## Writing a scenario of your own", 1)[1]
     code = section.split("```python\n", 1)[1].split("```", 1)[0]
     exec(compile(code, "docs/simulation.md", "exec"), {"__name__": "user_scenario"})
+
+
+def test_the_readme_embedding_example_runs(tmp_path: Any) -> None:
+    """The README's ten lines, run as printed in a process of their own (``HOME`` in a
+    temporary directory): the publish is acknowledged and the message read back."""
+    text = (ROOT / "README.md").read_text()
+    code = text.split("## Embedding", 1)[1].split("```python\n", 1)[1].split("```", 1)[0]
+    proc = subprocess.Popen([sys.executable, "-c", code], cwd=tmp_path, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={**os.environ, "HOME": str(tmp_path), "PYTHONUNBUFFERED": "1"})
+    lines: queue.Queue[str] = queue.Queue()
+    out = proc.stdout
+    assert out is not None
+
+    def read() -> None:
+        for x in out:
+            lines.put(x)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    seen: list[str] = []
+    waited = 0
+    try:
+        while not any(re.match(r"^1 [0-9a-f]{8} b'hello'$", x) for x in seen):
+            try:
+                seen.append(lines.get(timeout=1).rstrip("\n"))
+            except queue.Empty:
+                waited += 1
+                exited = proc.poll() is not None and not reader.is_alive()
+                assert not exited and waited < 120, f"no message read back: {seen}"
+    finally:
+        proc.kill()
+        proc.wait()
+        reader.join(10)
+        out.close()
+    assert any("PublishResult(" in x and "seq=1" in x for x in seen), seen

@@ -61,7 +61,7 @@ async def test_ack_leaves_only_after_its_entry_is_persisted(tmp_path: Path) -> N
     check = SentAfterPersist(Ack)
     with trio.fail_after(30):
         async with open_node(cfg(tmp_path, "a")) as a:
-            a.tracer = check
+            a._tracer = check
             chan = await a.open_channel("general")
             async with open_node(cfg(tmp_path, "b", peers=[a.url])) as b:
                 await b.wait_channel("general")
@@ -80,7 +80,7 @@ async def test_replica_vouches_for_entries_only_after_they_are_persisted(tmp_pat
         async with open_node(cfg(tmp_path, "a")) as a:
             chan = await a.open_channel("general")
             async with open_node(cfg(tmp_path, "b", peers=[a.url])) as b:
-                b.tracer = check
+                b._tracer = check
                 await b.wait_channel("general")
                 await a.wait_peers(1)
                 async with trio.open_nursery() as n:

@@ -50,17 +50,24 @@ def _named_types(annotation: object) -> set[type]:
 
 
 def test_every_type_a_node_method_returns_is_exported() -> None:
-    from p2pworld import Node
+    """The node and each of its sub-APIs (``node.channels``, ``node.world``, ...): every
+    public method's and property's return type."""
+    from p2pworld import Bridge, Channels, Compute, Node, Peers, World
 
     exported = {getattr(p2pworld, n) for n in p2pworld.__all__}
-    missing = {}
-    for name, fn in inspect.getmembers(Node, predicate=inspect.isfunction):
-        if name.startswith("_"):
-            continue
-        hints = typing.get_type_hints(fn)
-        for t in _named_types(hints.get("return")):
-            if t not in exported:
-                missing.setdefault(f"{t.__module__}.{t.__qualname__}", []).append(name)
+    missing: dict[str, list[str]] = {}
+    for cls in (Node, Channels, World, Compute, Bridge, Peers):
+        for name, member in inspect.getmembers(cls):
+            if name.startswith("_") and name != "__call__":
+                continue
+            fn = member.fget if isinstance(member, property) else member
+            if not inspect.isfunction(fn):
+                continue
+            hints = typing.get_type_hints(fn)
+            for t in _named_types(hints.get("return")):
+                if t not in exported:
+                    missing.setdefault(f"{t.__module__}.{t.__qualname__}", []).append(
+                        f"{cls.__name__}.{name}")
     assert not missing, missing
 
 

@@ -37,7 +37,7 @@ async def test_a_stopped_peer_process_is_dropped_by_keepalive_and_rejoins(
                     await trio.sleep(0.05)
                 proc.send_signal(signal.SIGSTOP)
                 stopped = trio.current_time()
-                while a.sessions:
+                while a._sessions:
                     await trio.sleep(0.05)
                 silent_for = trio.current_time() - stopped
             assert a.health()["errors"].get("KEEPALIVE_TIMEOUT", 0) >= 1
@@ -45,7 +45,7 @@ async def test_a_stopped_peer_process_is_dropped_by_keepalive_and_rejoins(
             assert silent_for >= 1.0, silent_for
             proc.send_signal(signal.SIGCONT)
             with trio.fail_after(60):
-                while not a.sessions:
+                while not a._sessions:
                     await trio.sleep(0.05)
         finally:
             proc.send_signal(signal.SIGCONT)

@@ -81,12 +81,12 @@ async def test_over_the_limit_is_refused_before_anything_is_written(tmp_path: Pa
                 assert got.value.code == "PAYLOAD_TOO_LARGE"
                 assert got.value.details["limit"] == MiB
             # Nothing was written or sent: the log is empty, the outbox too, the nodes run.
-            assert a.head(chan.channel)[0] == 0 and b.hub.outbox == {}
+            assert a.head(chan.channel)[0] == 0 and b._hub.outbox == {}
             with contextlib.closing(sqlite3.connect(tmp_path / "b" / "log.db")) as db:
                 rows = db.execute("SELECT COUNT(*) FROM outbox").fetchone()
             assert rows == (0,)
             assert (await b.publish(chan.channel, b"fine")).seq == 1
-            assert a.hub.record(chan.channel).policy.max_payload == MiB  # recorded
+            assert a._hub.record(chan.channel).policy.max_payload == MiB  # recorded
 
 
 async def test_ten_megabytes_travel_when_the_channel_allows_them(tmp_path: Path) -> None:
@@ -120,17 +120,17 @@ async def test_an_oversized_submission_is_refused_alone_and_the_session_stays_up
             await b.wait_peers(1)
             chan = await a.open_channel("small")
             await b.wait_channel("small")
-            session = b.sessions[a.node_id]
+            session = b._sessions[a.node_id]
             # Bypass b's own check, as a writer of another build would.
             sub = Submission.create(b.identity.signer, channel=chan.channel, idem_key=b"big",
                                     payload=bytes(2 * MiB))
-            req = next(b.hub._reqs)
+            req = next(b._hub._reqs)
             ev = b._outcome_events[req] = trio.Event()
-            b._submit(b.hub._submit(req, sub, "local", 0))
+            b._submit(b._hub._submit(req, sub, "local", 0))
             await ev.wait()
             out = b._outcomes.pop(req)
             assert isinstance(out, P2PWorldError) and out.code == "PAYLOAD_TOO_LARGE"
-            assert b.sessions.get(a.node_id) is session and not session.closed.is_set()
+            assert b._sessions.get(a.node_id) is session and not session.closed.is_set()
             assert (await b.publish(chan.channel, b"ok")).seq == 1
 
 
@@ -167,8 +167,8 @@ async def test_lag_is_measured_against_the_head_the_sequencer_announced(
                 await a.publish(chan.channel, b"m%d" % i)
             async with open_node(cfg(tmp_path, "b", peers=[a.url])) as b:
                 await b.wait_channel("lagging")
-                b.hub.read_only = P2PWorldError("disk full for this test")
-                b.hub.read_only.code = "STORE_FULL"
+                b._hub.read_only = P2PWorldError("disk full for this test")
+                b._hub.read_only.code = "STORE_FULL"
                 for i in range(5):
                     await a.publish(chan.channel, b"n%d" % i)
                 while True:
@@ -178,7 +178,7 @@ async def test_lag_is_measured_against_the_head_the_sequencer_announced(
                         break
                     await trio.sleep(0.05)
                 assert row["head_seq"] < 10
-                b._submit(b.hub.resume_writes())
+                b._submit(b._hub.resume_writes())
                 got = await collect(b, chan.channel, 10)
                 assert [m.seq for m in got] == list(range(1, 11))
 

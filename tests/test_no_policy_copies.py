@@ -14,7 +14,8 @@ import pytest
 from . import layout
 
 SIMULATOR = {m: p for m, p in layout.modules_of({"simulator"}).items()}
-RUNTIME = layout.ROOT / "p2pworld/runtime/node.py"
+RUNTIME = sorted((layout.ROOT / "p2pworld/runtime").glob("*.py"))
+"""The trio executor: the node runtime and its API parts."""
 
 SHARED = {
     "NodeCore": "the node core (p2pworld.core.node: the writer's pacing, what must be on disk "
@@ -43,7 +44,8 @@ def names(path: layout.Path) -> set[str]:
 @pytest.mark.parametrize("name", sorted(SHARED))
 def test_both_executors_use_the_shared_core(name: str) -> None:
     sim = set().union(*(names(p) for p in SIMULATOR.values()))
-    assert name in names(RUNTIME), f"the runtime does not use {SHARED[name]}"
+    assert name in set().union(*(names(p) for p in RUNTIME)), \
+        f"the runtime does not use {SHARED[name]}"
     assert name in sim, f"the simulator does not use {SHARED[name]}"
 
 
@@ -52,7 +54,7 @@ IN_THE_CORE = {"pace", "PersistCore", "leaves_at_once", "batched", "refresh_afte
 """Decisions the node core makes: an executor that names one decides beside it."""
 
 
-@pytest.mark.parametrize("path", [RUNTIME, *SIMULATOR.values()], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [*RUNTIME, *SIMULATOR.values()], ids=lambda p: p.name)
 def test_executors_leave_the_core_s_decisions_to_it(path: layout.Path) -> None:
     assert not names(path) & IN_THE_CORE, path
 

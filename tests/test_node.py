@@ -39,7 +39,7 @@ async def exchange_ordered(a, b, channel: bytes, *, lane: str) -> None:  # type:
     """The channel test every lane must pass: two writers, 50 messages, one total order that
     keeps each writer's order, idempotent retry, explicit conflict; ``b`` reaches the
     sequencer ``a`` over ``lane``."""
-    rec = await b.wait_channel(a.hub.record(channel).name)
+    rec = await b.wait_channel(a._hub.record(channel).name)
     assert rec.channel == channel
 
     async def pub(node, who: str) -> None:  # type: ignore[no-untyped-def]
@@ -119,16 +119,16 @@ async def test_mdns_on_loopback_finds_peers_and_ignores_other_workspaces(tmp_pat
                 open_node(mk("c", "ws2")) as c:
             await a.wait_peers(1)
             await b.wait_peers(1)
-            assert set(a.sessions) == {b.node_id}
+            assert set(a._sessions) == {b.node_id}
             # No static peers were given: whoever dialled found the other through mDNS.
-            assert "mdns" in a.peers[b.node_id].via or "mdns" in b.peers[a.node_id].via
+            assert "mdns" in a._peers[b.node_id].via or "mdns" in b._peers[a.node_id].via
             chan = await a.open_channel("general")
             await b.wait_channel("general")
             await b.publish(chan.channel, b"over mdns")
             (m,) = await collect(a, chan.channel, 1)
             assert m.payload == b"over mdns"
             # c saw the others (other workspace) but never joined them.
-            assert not c.sessions and not a.peers.get(c.node_id)
+            assert not c._sessions and not a.peers.get(c.node_id)
 
 
 async def test_lost_session_is_re_established_and_traffic_resumes(tmp_path: Path) -> None:
@@ -138,14 +138,14 @@ async def test_lost_session_is_re_established_and_traffic_resumes(tmp_path: Path
                 chan = await a.open_channel("general")
                 await b.wait_channel("general")
                 await b.publish(chan.channel, b"before")
-                old = b.sessions[a.node_id]
+                old = b._sessions[a.node_id]
                 await old.aclose()
-                while b.sessions.get(a.node_id) in (None, old):
+                while b._sessions.get(a.node_id) in (None, old):
                     await b._peers_changed.wait()
                 await b.publish(chan.channel, b"after")
                 got = await collect(b, chan.channel, 2)
                 assert [m.payload for m in got] == [b"before", b"after"]
-                assert b.peers[a.node_id].handshakes >= 2
+                assert b._peers[a.node_id].handshakes >= 2
 
 
 async def test_handoff_private_channel_and_replicated_acks_over_real_sessions(
@@ -169,7 +169,7 @@ async def test_handoff_private_channel_and_replicated_acks_over_real_sessions(
                 got = await collect(c, chan.channel, 2)  # the rekey control entry + the message
                 assert [m.payload for m in got if m.kind == "msg"] == [b"hello"]
                 # On disk and on the wire the payload is ciphertext.
-                raw = a.hub.entries(chan.channel)[-1].payload
+                raw = a._hub.entries(chan.channel)[-1].payload
                 assert b"hello" not in raw
                 # Planned handoff to b; c keeps publishing through the new sequencer.
                 await a.handoff(chan.channel, b.identity.public_key)
@@ -179,4 +179,4 @@ async def test_handoff_private_channel_and_replicated_acks_over_real_sessions(
                 assert r2.seq == r.seq + 1
                 got = await collect(a, chan.channel, r2.seq)
                 assert got[-1].payload == b"after handoff"
-                assert {n.hub.state(chan.channel).epoch for n in (a, b, c)} == {2}
+                assert {n._hub.state(chan.channel).epoch for n in (a, b, c)} == {2}

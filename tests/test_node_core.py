@@ -310,3 +310,39 @@ def test_the_simulator_refreshes_tokens_through_the_node_core() -> None:
         assert node.core.token.refreshes >= 2, node.name
         assert node.core.token.expires_at > sim.now
     assert sim.stats.reached.get("token_refresh", 0) >= 6
+
+
+def test_a_revocation_ends_the_sessions_of_the_peers_it_revokes() -> None:
+    """A revocation list ends the sessions of peers whose latest token it revokes (before,
+    the book learned it and their sessions, and subscriptions, went on), and only theirs;
+    the revoked author drops out of the world digest."""
+    from p2pworld.auth.book import AuthConfig, TokenBook
+    from p2pworld.auth.token import Claims, mint
+    from p2pworld.effects import CloseSession
+    from p2pworld.identity import node_id
+
+    control = Ed25519Signer(b"c" * 32)
+    me, bad, good = (Ed25519Signer(bytes([i]) * 32) for i in (7, 8, 9))
+    book = TokenBook(AuthConfig(keys={"k1": control.public_key}))
+
+    def token(who: Ed25519Signer, jti: bytes) -> bytes:
+        return mint(Claims(org="o", user="u", device="d", session="s",
+                           node_key=who.public_key, nostr_pubkey=bytes(32),
+                           scopes=("world:write", "world:join"), issued_at=0,
+                           expires_at=10**9, token_id=jti), control, kid="k1")
+
+    for who, jti in ((me, b"m" * 16), (bad, b"b" * 16), (good, b"g" * 16)):
+        book.learn(token(who, jti), now=1, node_key=who.public_key)
+    cores = build_cores(me, workspace="lab", rng=random.Random(0), incarnation=1, auth=book,
+                        token=token(me, b"m" * 16))
+    core = NodeCore(cores, first_tick_ms=0)
+    for who in (bad, good):
+        core.handle(PeerUp(peer=node_id(who.public_key), key=who.public_key), now_ms=1_000)
+    core.handle(Flush(), now_ms=1_000)
+    plan = core.handle(node_core.RevocationsLearned(tokens=frozenset({b"b" * 16})),
+                       now_ms=2_000)
+    assert plan.ready
+    closed = [e for e in _objects(core.handle(Flush(), now_ms=2_000))
+              if isinstance(e, CloseSession)]
+    assert closed == [CloseSession(node_id(bad.public_key), "REVOKED")]
+    assert cores.world.revoked(bad.public_key) and not cores.world.revoked(good.public_key)

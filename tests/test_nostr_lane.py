@@ -91,8 +91,8 @@ async def test_mixed_mode_falls_back_to_nostr_and_returns_to_direct(tmp_path: Pa
             while not (b.health()["peers"] and b.health()["peers"][0]["lane"] == "nostr"):
                 await b._peers_changed.wait()
             # Whoever dialled it first tried the direct lane twice before the relay.
-            assert max(b.core.peers.peers[a.node_id].direct_failures,  # type: ignore[union-attr]
-                       a.core.peers.peers[b.node_id].direct_failures) >= 2  # type: ignore[union-attr]
+            assert max(b._core.peers.peers[a.node_id].direct_failures,  # type: ignore[union-attr]
+                       a._core.peers.peers[b.node_id].direct_failures) >= 2  # type: ignore[union-attr]
             r = await b.publish(open_ch.channel, b"via-nostr", key=b"k-n")
             assert r.seq == 21
             # The direct-only channel does not cross the relay: its publish stays
@@ -100,7 +100,7 @@ async def test_mixed_mode_falls_back_to_nostr_and_returns_to_direct(tmp_path: Pa
             from p2pworld.errors import PublishTimeout
             with pytest.raises(PublishTimeout):
                 await b.publish(closed_ch.channel, b"must-wait", key=b"k-d", timeout=3)
-            assert b.errors.get("LANE_FORBIDDEN_BY_CHANNEL_POLICY", 0) >= 1
+            assert b._errors.get("LANE_FORBIDDEN_BY_CHANNEL_POLICY", 0) >= 1
             # ... and the direct lane returns: traffic moves back, the outbox resubmits.
             proxy.restore()
             while b.health()["peers"][0]["lane"] != "direct":
@@ -130,7 +130,7 @@ async def test_primary_only_never_uses_the_relay_and_policy_only_narrows(
         tmp_path: Path) -> None:
     with real_relay(tmp_path / "relay") as url, trio.fail_after(60):
         async with open_node(cfg(tmp_path, "a", relays=[url], transport="primary-only")) as a:
-            assert a.nostr is not None and a.nostr.lane is None
+            assert a._nostr is not None and a._nostr.lane is None
             assert a.health()["transport"]["mode"] == "primary-only"
     # A policy without the Nostr lane turns the default mode into primary-only and refuses
     # forced-nostr outright: local config cannot widen it.
@@ -149,11 +149,11 @@ async def test_a_peers_nip65_relays_join_the_pool(tmp_path: Path) -> None:
                 open_node(cfg(tmp_path, "b", relays=[r1, r2], transport="forced-nostr")) as b:
             await a.wait_peers(1)
             await b.wait_peers(1)
-            assert a.nostr is not None
-            while not (r2 in a.nostr.pool.health
-                       and a.nostr.pool.health[r2].published_ok > 0):
+            assert a._nostr is not None
+            while not (r2 in a._nostr.pool.health
+                       and a._nostr.pool.health[r2].published_ok > 0):
                 await trio.sleep(0.05)
-            assert a.nostr.peer_relays[b.identity.nostr.public] == [r1, r2]
+            assert a._nostr.peer_relays[b.identity.nostr.public] == [r1, r2]
 
 
 async def test_a_dead_relay_does_not_slow_the_nostr_lane(tmp_path: Path) -> None:

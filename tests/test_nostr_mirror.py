@@ -24,7 +24,7 @@ def cfg(tmp: Path, name: str, **kw) -> NodeConfig:  # type: ignore[no-untyped-de
 
 
 async def drained(node) -> None:  # type: ignore[no-untyped-def]
-    while node.nostr.outbox.pending():
+    while node.bridge.pending():
         await trio.sleep(0.05)
 
 
@@ -72,7 +72,7 @@ async def test_ads_and_a_compute_round_appear_as_valid_nip89_nip90_events(
             assert result["content"] == "HELLO"
             # Every event carries the hash of the log entry it came from, and the mapping
             # holds both ways.
-            log = req.hub.log(ch)
+            log = req._hub.log(ch)
             hashes = {e.hash.hex() for e in log.read(0, 10_000)}
             for e in evs:
                 (h,) = [t[1] for t in e["tags"] if t[0] == "p2pworld-hash"]
@@ -98,7 +98,7 @@ async def test_relay_outage_loses_nothing_and_duplicates_nothing(tmp_path: Path)
             for i in range(5):
                 await a.advertise(CapabilityAd(tools=(f"t{i}",), job_kinds=("5001",),
                                                expires_ms=2**62))
-            assert a.nostr is not None and a.nostr.outbox.pending() >= 5
+            assert a._nostr is not None and a._nostr.outbox.pending() >= 5
             ids = a.bridge_events(f"ad:{a.node_id.hex()}")
             assert len(ids) == 5
             seen_due = set()
@@ -140,7 +140,7 @@ async def test_a_black_hole_relay_does_not_block_the_primary_lane(tmp_path: Path
                     with trio.fail_after(2.0):
                         r = await b.publish(chan.channel, f"m{i}".encode())
                     assert r.seq == i + 1
-                assert a.nostr is not None and a.nostr.outbox.pending() >= 30
+                assert a._nostr is not None and a._nostr.outbox.pending() >= 30
                 assert a.health()["transport"]["nostr"]["relays"][dead]["state"] != "connected"
 
 
@@ -177,8 +177,8 @@ async def test_bridge_events_need_the_bridge_publish_scope(tmp_path: Path) -> No
                 await a.enqueue_bridge_event(ev, source="x", entry_hash=b"")
             # Mirrors are refused the same way (and counted), never written.
             await a.advertise(AD)
-            assert a.errors.get("SCOPE_DENIED", 0) >= 1
-            assert a.nostr is not None and a.nostr.outbox.events_for(
+            assert a._errors.get("SCOPE_DENIED", 0) >= 1
+            assert a._nostr is not None and a._nostr.outbox.events_for(
                 f"ad:{a.node_id.hex()}") == []
 
 
@@ -197,8 +197,8 @@ async def test_the_control_policy_narrows_the_transport_mode(tmp_path: Path) -> 
         async with trio.open_nursery() as n:
             server = await n.start(serve_control, core, "127.0.0.1", 0)
             async with open_node(cfg(tmp_path, "a", control=server.url, relays=[relay])) as a:
-                assert a.policy is not None and a.transport_mode == "primary-only"
-                assert a.nostr is not None and a.nostr.lane is None
+                assert a._policy is not None and a.transport_mode == "primary-only"
+                assert a._nostr is not None and a._nostr.lane is None
             with pytest.raises(PolicyDenied):
                 async with open_node(cfg(tmp_path, "b", control=server.url, relays=[relay],
                                          transport="forced-nostr")):

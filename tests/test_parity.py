@@ -31,11 +31,11 @@ import trio
 import trio.testing
 from trio_websocket import ConnectionClosed
 
-import p2pworld.runtime.node as runtime
 from p2pworld.channel.effects import OutboxDone, OutboxPut, Persist
 from p2pworld.core.persist import Commit
 from p2pworld.identity import NodeIdentity, node_id
 from p2pworld.io.session import relayed_session
+from p2pworld.runtime import edge
 from p2pworld.runtime.node import Node, NodeConfig, open_node
 from p2pworld.testing import Simulator
 from p2pworld.wire import Ack, Entries, Message, Nack, Stored, Submit, message_channel
@@ -258,7 +258,7 @@ async def _in_trio_thread(fn: Callable[..., Any], *args: Any, **_: Any) -> Any:
 
 async def run_runtime(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Recorder:
     rec = Recorder()
-    monkeypatch.setattr(runtime, "_now_ms", lambda: int(trio.current_time() * 1000))
+    monkeypatch.setattr(edge, "now_ms", lambda: int(trio.current_time() * 1000))  # its clock
     monkeypatch.setattr(trio.to_thread, "run_sync", _in_trio_thread)
     nodes: dict[str, Node] = {}
     scopes: dict[str, trio.CancelScope] = {}
@@ -291,13 +291,13 @@ async def run_runtime(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Recorder:
         with trio.CancelScope() as scope:
             scopes[name] = scope
             async with open_node(cfg, identity=idents[name]) as node:
-                apply = node.store.apply
+                apply = node._store.apply
 
                 def recording_apply(ops: Any) -> None:
                     apply(ops)
                     rec.commit(name, ops)
 
-                node.store.apply = recording_apply  # type: ignore[method-assign]
+                node._store.apply = recording_apply  # type: ignore[method-assign]
                 send = node._send
 
                 def recording_send(peer: bytes, msg: Message) -> None:
@@ -317,16 +317,16 @@ async def run_runtime(tmp: Path, monkeypatch: pytest.MonkeyPatch) -> Recorder:
             while True:
                 await trio.sleep(0.5)
                 done = all(
-                    (ch := rec.channel) == b"" or (ch in n.hub.replicas or ch in n.hub.own) and
-                    n.hub.log(ch).seq == seq for n in nodes.values())
+                    (ch := rec.channel) == b"" or (ch in n._hub.replicas or ch in n._hub.own) and
+                    n._hub.log(ch).seq == seq for n in nodes.values())
                 done = done and all(rec.seen(r, ("send", "n0", "stored", seq))
                                     for r in NAMES[1:] if seq and r in nodes)
-                if done and all(n.core.idle and not n._running and not n._storing
+                if done and all(n._core.idle and not n._running and not n._storing
                                 for n in nodes.values()):
                     return
         raise AssertionError(f"the runtime did not settle at seq {seq}: " + "; ".join(
-            f"{k}: {len(n.sessions)} sessions, idle {n.core.idle}, storing {n._storing}, "
-            f"errors {n.errors}" for k, n in nodes.items()))
+            f"{k}: {len(n._sessions)} sessions, idle {n._core.idle}, storing {n._storing}, "
+            f"errors {n._errors}" for k, n in nodes.items()))
 
     async with trio.open_nursery() as top:
         for name in NAMES:

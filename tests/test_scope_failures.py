@@ -32,6 +32,7 @@ from p2pworld import NodeConfig, open_node
 from p2pworld.auth.book import DEFAULT_SCOPES, AuthConfig
 from p2pworld.auth.control import ControlCore, ControlState, verify_revocations
 from p2pworld.auth.token import Claims, mint
+from p2pworld.core.node import RevocationsLearned
 from p2pworld.errors import P2PWorldError
 from p2pworld.identity import Ed25519Signer, NodeIdentity
 from p2pworld.io.http import http_json, serve_control
@@ -303,15 +304,39 @@ async def peer(tmp: Path, name: str, ident: NodeIdentity, seed_url: str,
         await stop.wait()
 
 
+async def revoke(ctl: Control, node: Node) -> None:
+    """The operator revokes ``node`` at the control service."""
+    status, _ = await http_json(ctl.url, "POST", "/v1/revoke", {"node": node.node_id.hex()},
+                                bearer=OP.hex())
+    assert status == 200
+
+
+@asynccontextmanager
+async def controlled_a(tmp_path: Path, n: trio.Nursery, *, ttl_s: int = 900
+                       ) -> AsyncIterator[tuple[Control, dict[str, bytes], Node]]:
+    """A control service and node A under it (its peers start with :func:`peer`); the
+    service stops when the block ends."""
+    core = control_core(ttl_s=ttl_s)
+    keys = core.state.public_keys()
+    ctl = Control(core)
+    await ctl.start(n)
+    try:
+        auth = AuthConfig(keys=dict(keys), leeway_s=LEEWAY)
+        async with running(cfg(tmp_path, "a", control=ctl.url, auth=auth)) as a:
+            yield ctl, keys, a
+    finally:
+        await ctl.stop()
+
+
 async def apply_revocations(node: Node, ctl: Control) -> None:
     """Do ``node``'s revocation poll now (it polls every 30 s, longer than a test should
     wait): fetch the signed list, verify it, apply it to the node's token book."""
     status, doc = await http_json(ctl.url, "GET", "/v1/revocations")
     assert status == 200
-    book = node.cores.auth
+    book = node._cores.auth
     assert book is not None
     toks, nodes = verify_revocations(doc, book.config.keys)
-    book.revoke(tokens=toks, nodes=nodes)
+    node._input(RevocationsLearned(tokens=toks, nodes=nodes))  # as the poll hands it over
 
 
 # --- this node's token expired or was revoked, then a peer session ends ---------------------
@@ -352,7 +377,7 @@ async def test_token_expired_then_a_peer_drops_the_node_survives_and_recovers(
                 await drain_notices(a)
 
                 stop_b.set()  # peer churn: B leaves, A's session to B ends
-                await until(lambda: b.node_id not in a.sessions, "A's session to B to end")
+                await until(lambda: b.node_id not in a._sessions, "A's session to B to end")
 
                 got = await notice_where(a, lambda x: x.error.code == "TOKEN_EXPIRED",
                                          "with code TOKEN_EXPIRED")
@@ -361,7 +386,7 @@ async def test_token_expired_then_a_peer_drops_the_node_survives_and_recovers(
                             "TOKEN_EXPIRED to be counted in A's health()", 5)
                 h = a.health()
                 assert h["node_id"] == a.node_id.hex()
-                assert c.node_id in a.sessions, "reads go on: A's other session stays up"
+                assert c.node_id in a._sessions, "reads go on: A's other session stays up"
 
                 # The control service returns on the same port: A refreshes and writes again.
                 await ctl.start(n)
@@ -374,15 +399,10 @@ async def test_token_expired_then_a_peer_drops_the_node_survives_and_recovers(
 
 
 async def test_revoked_then_a_peer_drops_the_node_survives(tmp_path: Path) -> None:
-    core = control_core()
-    keys = core.state.public_keys()
     stop_b, stop_c = trio.Event(), trio.Event()
     with trio.fail_after(40):
         async with trio.open_nursery() as n:
-            ctl = Control(core)
-            await ctl.start(n)
-            auth = AuthConfig(keys=dict(keys), leeway_s=LEEWAY)
-            async with running(cfg(tmp_path, "a", control=ctl.url, auth=auth)) as a:
+            async with controlled_a(tmp_path, n) as (ctl, keys, a):
                 b = await n.start(peer, tmp_path, "b", identity(21), a.url, keys, stop_b)
                 c = await n.start(peer, tmp_path, "c", identity(22), a.url, keys, stop_c)
                 with trio.fail_after(15):
@@ -392,9 +412,7 @@ async def test_revoked_then_a_peer_drops_the_node_survives(tmp_path: Path) -> No
                     await a.wait_channel("sequenced-by-c")
                 await publish_acked(a, chan.channel, b"before", b"before")
 
-                status, _ = await http_json(ctl.url, "POST", "/v1/revoke",
-                                            {"node": a.node_id.hex()}, bearer=OP.hex())
-                assert status == 200
+                await revoke(ctl, a)
                 await apply_revocations(a, ctl)
                 # Heartbeats are refused (and counted in the world refusals) from now on, so
                 # the peer drop's refusal is looked for in health()["errors"] only.
@@ -402,7 +420,7 @@ async def test_revoked_then_a_peer_drops_the_node_survives(tmp_path: Path) -> No
                 await drain_notices(a)
 
                 stop_b.set()
-                await until(lambda: b.node_id not in a.sessions, "A's session to B to end")
+                await until(lambda: b.node_id not in a._sessions, "A's session to B to end")
 
                 got = await notice_where(a, lambda x: x.error.code == "REVOKED",
                                          "with code REVOKED")
@@ -410,8 +428,33 @@ async def test_revoked_then_a_peer_drops_the_node_survives(tmp_path: Path) -> No
                 await until(lambda: a.health()["errors"].get("REVOKED", 0) > before,
                             "REVOKED to be counted in A's health()['errors']", 5)
                 assert a.health()["node_id"] == a.node_id.hex()
-            stop_c.set()
-            await ctl.stop()
+                stop_c.set()
+
+
+async def test_a_revoked_subscriber_reads_nothing_new(tmp_path: Path) -> None:
+    """Before, a revocation ended no session: a revoked node kept its subscription and read
+    every entry published after. Now the sequencer ends the revoked node's session when it
+    applies the list (``REVOKED``, counted), and the redial is refused at admission."""
+    stop_b = trio.Event()
+    with trio.fail_after(60):
+        async with trio.open_nursery() as n:
+            async with controlled_a(tmp_path, n) as (ctl, keys, a):
+                b = await n.start(peer, tmp_path, "b", identity(21), a.url, keys, stop_b)
+                with trio.fail_after(15):
+                    await a.wait_peers(1)
+                chan = await a.open_channel("read-by-b")
+                await publish_acked(a, chan.channel, b"before", b"before")
+                await until(lambda: b._hub.head(chan.channel)[0] >= 1 if
+                            b._hub.find("read-by-b") else False, "B to read the first entry")
+                await revoke(ctl, b)
+                await apply_revocations(a, ctl)
+                await until(lambda: b.node_id not in a._sessions, "A to end B's session")
+                await publish_acked(a, chan.channel, b"after", b"after")
+                await trio.sleep(3)  # B redials (refused) and would catch up on a session
+                assert b._hub.head(chan.channel)[0] == 1
+                assert b.node_id not in a._sessions
+                assert a.health()["errors"].get("REVOKED", 0) >= 1
+                stop_b.set()
 
 
 @pytest.mark.parametrize("why", ["expired", "revoked"])
@@ -487,7 +530,7 @@ async def test_rendezvous_connection_closed_under_a_relayed_session(tmp_path: Pa
                 with trio.fail_after(10):
                     await a.wait_channel("sequenced-by-b")
                 await publish_acked(a, chan.channel, b"before", b"before")
-                a_dialled = a.sessions[b.node_id].initiator
+                a_dialled = a._sessions[b.node_id].initiator
                 victim = a if a_dialled == (side == "initiator") else b
                 before = dict(victim.health()["errors"])
                 await drain_notices(victim)
@@ -521,7 +564,7 @@ async def test_rendezvous_server_stopped_under_a_relayed_session(tmp_path: Path)
                 await drain_notices(b)
 
                 await rv.stop()
-                await until(lambda: b.node_id not in a.sessions and a.node_id not in b.sessions,
+                await until(lambda: b.node_id not in a._sessions and a.node_id not in b._sessions,
                             "the relayed session to end", 15)
                 for x in (a, b):
                     await reported(x, before[x], "the stopped rendezvous")

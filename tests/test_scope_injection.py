@@ -297,13 +297,13 @@ async def _trigger(w: World, plan: Plan) -> None:
     elif plan.trigger == "refresh":
         # The token's refresh comes due now (the node core says when; it asks again later
         # whatever became of this ask).
-        assert a.core.token is not None
-        a.core.token.due_ms = 0
+        assert a._core.token is not None
+        a._core.token.due_ms = 0
         a._wake.set()
     elif plan.trigger == "close":
         with as_victim():
-            s = a.sessions[w.b.node_id]
-            a.sup.spawn(a._close_session, s, SessionClosed("closed by the test"),
+            s = a._sessions[w.b.node_id]
+            a._sup.spawn(a._close_session, s, SessionClosed("closed by the test"),
                         key=w.b.node_id.hex())
     elif plan.trigger == "nostr-dial-in":
         # Whichever side dialled first, the victim also takes a pipe opened to it.
@@ -322,18 +322,18 @@ async def _trigger(w: World, plan: Plan) -> None:
         relays = tuple(c.relay for c in known[a.node_id].candidates.values() if c.relay)
         await w.b._dial_primary(Dial(a.node_id, "primary", relays=relays))
     elif plan.trigger == "close-pipe":
-        await until(lambda: w.b.node_id in a.sessions, "a relayed session", 30)
+        await until(lambda: w.b.node_id in a._sessions, "a relayed session", 30)
         with as_victim():
-            pipe = a.sessions[w.b.node_id].ws
-            a.sup.spawn(a._close_pipe, pipe, key=w.b.node_id.hex())
+            pipe = a._sessions[w.b.node_id].ws
+            a._sup.spawn(a._close_pipe, pipe, key=w.b.node_id.hex())
     elif plan.trigger == "drop":
-        await w.b.sessions[a.node_id].aclose(SessionClosed("closed by the peer"))
+        await w.b._sessions[a.node_id].aclose(SessionClosed("closed by the peer"))
     elif plan.trigger == "compute":
         await a.advertise(CapabilityAd(tools=("echo",)))
         with as_victim():
             await a.request_compute(b"job", needs=("echo",))
     elif plan.trigger == "big":
-        await until(lambda: w.b.node_id in a.sessions, "a Nostr-lane session", 60)
+        await until(lambda: w.b.node_id in a._sessions, "a Nostr-lane session", 60)
         # Until a frame of many parts has gone out: the channel's record may not have reached
         # the victim yet (UNKNOWN_CHANNEL), and the session may break under the publish (an
         # indeterminate outcome, resubmitted with the same key).

@@ -131,3 +131,20 @@ def test_a_nearly_full_disk_without_voiding_what_was_planned_behind_a_refused_co
     monkeypatch.setattr(PersistCore, "carried", lambda self, step: step.effects)
     found = anomalies("disk-full", 0, stores)
     assert found.get("lost_write", 0) >= 1, found
+
+
+def test_a_revocation_that_ends_no_session(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The old revocation: the token book learned the list, but the sessions of the revoked
+    # node stayed up, and with them its subscriptions: it kept reading every new entry.
+    from p2pworld.auth.book import TokenBook
+
+    assert anomalies("token-expiry-storm", 0) == {}
+    real = TokenBook.revoke
+
+    def old_revoke(self: TokenBook, **kw: Any) -> set[bytes]:
+        real(self, **kw)
+        return set()
+
+    monkeypatch.setattr(TokenBook, "revoke", old_revoke)
+    found = anomalies("token-expiry-storm", 0)
+    assert found.get("revoked_read", 0) >= 1, found

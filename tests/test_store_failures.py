@@ -189,7 +189,7 @@ async def test_a_batch_planned_before_a_failed_commit_is_refused_not_written(
                 return None
 
             assert await publish(b"first", b"first") is None
-            store, real_apply = a.store, a.store.apply
+            store, real_apply = a._store, a._store.apply
             entered, armed = threading.Event(), [True]
 
             def apply(ops: object) -> None:
@@ -208,7 +208,7 @@ async def test_a_batch_planned_before_a_failed_commit_is_refused_not_written(
                 finally:
                     store.db.execute("PRAGMA max_page_count=1073741823")
 
-            a.store.apply = apply  # type: ignore[method-assign]
+            a._store.apply = apply  # type: ignore[method-assign]
             async with trio.open_nursery() as n:
                 big: list[P2PWorldError | None] = []
                 n.start_soon(lambda: _into(big, publish(b"big", os.urandom(300_000))))
@@ -281,7 +281,7 @@ async def test_a_channel_opened_as_the_disk_fills_is_refused_typed(tmp_path: Pat
     ``UNKNOWN_CHANNEL``)."""
     async with open_node(cfg(tmp_path / "a")) as a:
         await a.open_channel("first")
-        db = a.store.db
+        db = a._store.db
         db.execute(f"PRAGMA max_page_count={db.execute('PRAGMA page_count').fetchone()[0]}")
         with pytest.raises(P2PWorldError) as full:
             for i in range(200):  # until a record does not fit in the pages left

@@ -159,7 +159,7 @@ async def test_real_processes_the_old_sequencer_goes_away_and_returns(tmp_path: 
             while min(b.head(chan)[0], c.head(chan)[0]) < 7:
                 await trio.sleep(0.05)
             assert b.head(chan) == c.head(chan)
-            assert [m.payload for m in b.hub.entries(chan)][-2:] == [b"from c", b"back0"]
+            assert [m.payload for m in b._hub.entries(chan)][-2:] == [b"from c", b"back0"]
             c_key = c.identity.public_key
     # The three stores, checked as a simulation's are: every ack held, one history.
     a_key = NodeHome(a_home).load().public_key

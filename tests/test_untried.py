@@ -62,7 +62,7 @@ async def test_a_publish_with_an_expired_token_is_refused_typed(tmp_path: Path) 
                         with pytest.raises(P2PWorldError) as got:
                             await a.publish(target, b"late", timeout=10)
                         assert got.value.code == "TOKEN_EXPIRED", got.value
-                    assert a.hub.outbox == {}  # nothing queued for later
+                    assert a._hub.outbox == {}  # nothing queued for later
                     r = await b.publish(chan.channel, b"fine")
                     assert r.seq == 1 and a.health()["node_id"]
             n.cancel_scope.cancel()

@@ -367,7 +367,7 @@ async def test_nodes_see_presence_ads_and_departure(tmp_path: Path) -> None:
                 assert b.health()["world"]["members"] >= 3
             # b's record survives b's restart; b comes back as a new incarnation.
             async with open_node(cfg(tmp_path, "b", peers=[a.url])) as b2:
-                assert b2.world.inc == 2
+                assert b2._world.inc == 2
                 await a.wait_member(b2.node_id)
                 while (m := a.member(b2.node_id)) is None or m.position[0] != 2:
                     await a._world_changed.wait()

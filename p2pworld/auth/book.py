@@ -171,10 +171,13 @@ class TokenBook:
             raise TokenExpired("token not valid yet", iat=claims.issued_at)
 
     def revoke(self, *, tokens: frozenset[bytes] = frozenset(),
-               nodes: frozenset[bytes] = frozenset()) -> None:
-        """Apply a (verified) revocation list: from now on these tokens and nodes fail."""
+               nodes: frozenset[bytes] = frozenset()) -> set[bytes]:
+        """Apply a (verified) revocation list: from now on these tokens and nodes fail.
+        Returns the node keys whose latest token is revoked now (their sessions end)."""
         self.revoked_tokens |= tokens
         self.revoked_nodes |= nodes
+        return {k for k, (_, c) in self.tokens.items()
+                if c.token_id in self.revoked_tokens or c.node_id in self.revoked_nodes}
 
     def own(self, node_key: bytes) -> bytes | None:
         held = self.tokens.get(node_key)

@@ -17,7 +17,6 @@ from typing import Any
 
 import trio
 
-from p2pworld.core.lanes import lane_of_address
 from p2pworld.errors import Conflict, P2PWorldError
 from p2pworld.io.scopes import spawn_in, task
 from p2pworld.runtime.node import Node, NodeConfig, open_node
@@ -39,16 +38,15 @@ async def _wait_stdin_closed() -> None:
 async def _watch_peers(node: Node) -> None:
     seen: set[bytes] = set()
     while True:
-        now = set(node.sessions)
-        for pid in sorted(now - seen):
-            s = node.sessions.get(pid)
+        now = {p.node_id: p for p in node.peers.connected()}
+        for pid in sorted(now.keys() - seen):
+            p = now[pid]
             emit({"event": "peer", "node": node.node_id.hex(), "peer": pid.hex(), "up": True,
-                  "via": sorted(node.peers[pid].via),
-                  "lane": lane_of_address(s.address) if s else None})
-        for pid in sorted(seen - now):
+                  "via": list(p.via), "lane": p.lane})
+        for pid in sorted(seen - now.keys()):
             emit({"event": "peer", "node": node.node_id.hex(), "peer": pid.hex(), "up": False})
-        seen = now
-        await node._peers_changed.wait()
+        seen = set(now)
+        await node.peers.changed()
 
 
 def _now_ms() -> int:
@@ -60,7 +58,7 @@ async def _until(node: Node, cond: Any, timeout: float) -> bool:
     with trio.move_on_after(timeout):
         while not cond():
             with trio.move_on_after(0.2):
-                await node._world_changed.wait()
+                await node.world.changed()
         return True
     return False
 
@@ -68,7 +66,7 @@ async def _until(node: Node, cond: Any, timeout: float) -> bool:
 async def world_round(node: Node, idx: int, timeout: float) -> dict[str, int]:
     """Presence and capability ads, live: every other node's ad appears here, then its
     update, then it expires (by this node's clock)."""
-    others = set(node.sessions)
+    others = {p.node_id for p in node.peers.connected()}
     out = {"world_members": 0, "ads_seen": 0, "ads_updated": 0, "ads_expired": 0}
     with trio.move_on_after(timeout):
         for pid in sorted(others):
@@ -98,7 +96,7 @@ async def compute_round(node: Node, idx: int, timeout: float) -> dict[str, int]:
     """Node 0 requests a job; the others offer; one is assigned, accepts and returns the
     result; the others try to accept too and get an explicit conflict naming the assignee."""
     out = {"compute_rounds": 0, "compute_winners": 0, "compute_conflicts": 0}
-    others = set(node.sessions)
+    others = {p.node_id for p in node.peers.connected()}
     await node.advertise(CapabilityAd(tools=("echo",), job_kinds=("5001",),
                                       expires_ms=_now_ms() + 600_000))
     with trio.move_on_after(timeout):
@@ -143,9 +141,8 @@ async def compute_round(node: Node, idx: int, timeout: float) -> dict[str, int]:
 
 async def _bridge_report(node: Node, timeout: float) -> dict[str, Any]:
     """Wait (bounded) for the mirror lane to drain, then report it."""
-    assert node.nostr is not None
     with trio.move_on_after(timeout):
-        while node.nostr.outbox.pending():
+        while node.bridge.pending():
             await trio.sleep(0.1)
     t = node.health()["transport"]
     bridge = t["nostr"]["bridge"]
@@ -245,16 +242,16 @@ async def run(args: argparse.Namespace) -> int:
             # A session may come from the peer's dial before our own browser saw the peer;
             # report discovery only as it is observed, waiting (bounded) for the browser.
             with trio.move_on_after(10):
-                while any("mdns" not in node.peers[p].via for p in node.sessions) \
+                while any("mdns" not in p.via for p in node.peers.connected()) \
                         and not args.no_mdns:
                     await trio.sleep(0.1)
         head = node.head(ch)[1].hex() if ch else None
         bridge = await _bridge_report(node, args.timeout) if args.relay else {}
         emit({
             "event": "result", "node": me, "index": idx, "status": status,
-            "discovered_mdns": sorted(p.node_id.hex() for p in node.peers.values()
+            "discovered_mdns": sorted(p.node_id.hex() for p in node.peers.known()
                                       if "mdns" in p.via),
-            "sessions": sorted(pid.hex() for pid in node.sessions),
+            "sessions": sorted(p.node_id.hex() for p in node.peers.connected()),
             "delivered": len(delivered),
             "in_order": delivered == list(range(1, m + 1)),
             "head_hash": head, "publish_errors": publish_errors,

@@ -32,7 +32,7 @@ from p2pworld.errors import P2PWorldError
 from p2pworld.identity import short_id
 from p2pworld.io.home import default_home
 from p2pworld.io.scopes import Supervisor, task
-from p2pworld.runtime.node import Node, NodeConfig, open_node
+from p2pworld.runtime.node import Node, NodeConfig, PeerInfo, open_node
 from p2pworld.world.doc import CapabilityAd
 
 
@@ -90,7 +90,7 @@ async def _follow(node: Node, name: str, out: _Out) -> None:
 @task("request")
 async def _send(node: Node, name: str, text: str, out: _Out) -> None:
     rec = await node.wait_channel(name)
-    if node.hub.sequencer_of(rec.channel) != node.node_id:
+    if node.channels.sequencer_of(rec.channel) != node.node_id:
         await node.wait_peers(1)
     try:
         res = await node.publish(rec.channel, text.encode())
@@ -102,19 +102,20 @@ async def _send(node: Node, name: str, text: str, out: _Out) -> None:
 
 @task("node", restart=True)
 async def _watch(node: Node, out: _Out) -> None:
-    seen: set[bytes] = set()
+    seen: dict[bytes, PeerInfo] = {}
     while True:
-        now = set(node.sessions)
-        for pid in sorted(now - seen):
-            s = node.sessions[pid]
-            out("peer", f"session up {short_id(pid)} at {s.address} "
-                f"via {','.join(sorted(node.peers[pid].via)) or 'incoming'}",
-                peer=pid.hex(), up=True)
-        for pid in sorted(seen - now):
+        now = {p.node_id: p for p in node.peers.connected()}
+        for pid in sorted(now.keys() - seen.keys()):
+            p = now[pid]
+            out("peer", f"session up {short_id(pid)} at {p.address} "
+                f"via {','.join(p.via) or 'incoming'}", peer=pid.hex(), up=True)
+        for pid in sorted(seen.keys() - now.keys()):
+            gone = node.peers.get(pid)
             out("peer", f"session down {short_id(pid)} "
-                f"({node.peers[pid].last_error or 'closed'})", peer=pid.hex(), up=False)
+                f"({gone.last_error if gone and gone.last_error else 'closed'})",
+                peer=pid.hex(), up=False)
         seen = now
-        await node._peers_changed.wait()
+        await node.peers.changed()
 
 
 @task("node", restart=True)

@@ -60,7 +60,9 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from p2pworld.auth.schedule import TokenSchedule
 from p2pworld.channel.hub import Delivered, Notice, Outcomes, Resolved
@@ -78,7 +80,14 @@ from p2pworld.core.persist import (
     pace,
 )
 from p2pworld.core.relays import RendezvousSchedule
-from p2pworld.effects import ConnectRendezvous, ProbeStore, RefreshToken, Send, SendAll
+from p2pworld.effects import (
+    CloseSession,
+    ConnectRendezvous,
+    ProbeStore,
+    RefreshToken,
+    Send,
+    SendAll,
+)
 from p2pworld.errors import P2PWorldError
 from p2pworld.log.verify import StoredChannel
 from p2pworld.transport.candidate import Candidate
@@ -178,6 +187,16 @@ class TokenRefused:
 
 
 @dataclass(frozen=True, kw_only=True)
+class RevocationsLearned:
+    """A verified revocation list (token ids and node ids): from now on they fail every
+    check, and the sessions of peers whose token it revokes end (with them what those peers
+    read: subscriptions, gossip)."""
+
+    tokens: frozenset[bytes] = frozenset()
+    nodes: frozenset[bytes] = frozenset()
+
+
+@dataclass(frozen=True, kw_only=True)
 class Flush:
     """The executor can take a batch now."""
 
@@ -223,8 +242,8 @@ class StoreProbed:
 
 
 Input = (Received | PeerUp | PeerDown | Called | Flush | TimerFired | CommitFailed
-         | StoreProbed | RendezvousEnded | TokenMinted | TokenRefused | CandidateSeen
-         | CandidateGone | DialDone)
+         | StoreProbed | RendezvousEnded | TokenMinted | TokenRefused | RevocationsLearned
+         | CandidateSeen | CandidateGone | DialDone)
 
 
 @dataclass(frozen=True)
@@ -301,90 +320,111 @@ class NodeCore:
         if self._last_now_ms is not None and now_ms < self._last_now_ms:
             self._clock_went_back(self._last_now_ms - now_ms)
         self._last_now_ms = now_ms
-        c = self.cores
-        k = self.keepalive
-        if isinstance(inp, Received):
-            if k is not None:
-                k.heard(inp.peer, now_ms=now_ms)
-            for m in inp.messages:
-                if isinstance(m, Ping):
-                    self.queue.append(Send(inp.peer, Pong(m.n)))
-                elif isinstance(m, Pong):
-                    if k is not None:
-                        k.pong(inp.peer, m.n, now_ms=now_ms)
-                else:
-                    self.queue += c.receive(inp.peer, m, now_ms=now_ms)
-        elif isinstance(inp, Called):
-            self.queue += inp.effects
-        elif isinstance(inp, PeerUp):
-            if k is not None:
-                k.up(inp.peer, now_ms=now_ms)
-            if self.links is not None:
-                self.links.up(inp.peer, "nostr" if inp.lane == "nostr" else "direct",
-                              now_ms=now_ms)
-            if self.peers is not None:
-                self.peers.up(inp.peer, inp.lane, initiator=inp.initiator, now_ms=now_ms)
-                self.peers.learned_nostr(inp.peer, inp.nostr)
-            self.queue += c.peer_up(inp.peer, inp.key, now_ms=now_ms)
-        elif isinstance(inp, PeerDown):
-            if k is not None:
-                k.down(inp.peer)
-            if self.links is not None:
-                self.links.down(inp.peer, now_ms=now_ms)
-            if self.peers is not None:
-                self.peers.down(inp.peer, now_ms=now_ms)
-            self.queue += c.peer_down(inp.peer)
-        elif isinstance(inp, (CandidateSeen, CandidateGone, DialDone)):
-            self._peering(inp, now_ms)
-        elif isinstance(inp, CommitFailed):
-            self.persist.failed(inp.commit, now_ms=now_ms, error=inp.error)
-            if inp.error is not None:
-                self.queue += store_full(c.hub, self.probe, inp.error, inp.on_disk, inp.tail,
-                                         now_ms=now_ms)
-        elif isinstance(inp, RendezvousEnded):
-            if self.rendezvous is not None:
-                self.rendezvous.ended(inp.url, registered=inp.registered, now_ms=now_ms)
-            # The relay scope ended (its relayed sessions with it); it is connected again.
-            if inp.error is not None:
-                self.queue.append(Notice(b"", inp.error, scope="relay", subject=inp.url))
-        elif isinstance(inp, StoreProbed):
-            self.probe.probed(inp.ok, now_ms=now_ms)
-            if inp.ok:
-                self.queue += writable_again(c.hub)
-        elif isinstance(inp, TokenMinted):
-            self._minted(inp, now_ms)
-        elif isinstance(inp, TokenRefused):
-            if self.token is not None:
-                self.token.failed(now_ms=now_ms)
-            self.stats["token_refused"] = self.stats.get("token_refused", 0) + 1
-        elif isinstance(inp, TimerFired):
-            if self.token is not None and self.token.take(now_ms=now_ms):
-                self.queue.append(RefreshToken())
-            if self.probe.take(now_ms=now_ms):
-                self.queue.append(ProbeStore())
-            if self.rendezvous is not None:
-                self.queue += [ConnectRendezvous(u) for u in self.rendezvous.take(now_ms=now_ms)]
-            if k is not None:
-                self.queue += k.due(now_ms=now_ms)
-            changed = self.links.take(now_ms=now_ms) if self.links is not None else None
-            if changed:
-                self.queue += self._write_links(changed, now_ms)
-            if self.peers is not None:
-                self.queue += self.peers.due(now_ms=now_ms, nostr_of=lambda pid: self._nostr_of(
-                    pid, now_ms))
-            due = self.timers_at()
-            if due is not None and now_ms >= due:
-                self.stats["timer_runs"] += 1
-                self._started = True
-                self.queue += c.tick(now_ms=now_ms)
-                if self.poll_at_ms is not None and now_ms >= self.poll_at_ms:
-                    self.queue += c.drive_compute(now_ms=now_ms)
-                    self.poll_at_ms = now_ms + self.tick_ms if c.compute_open() else None
-            return self._flush(now_ms)
-        else:
-            return self._flush(now_ms)
+        on = _HANDLERS.get(type(inp))
+        if on is None:
+            raise TypeError(f"not a node-core input: {type(inp).__name__}")
+        plan = on(self, inp, now_ms)
+        if plan is not None:
+            return plan
+        # An event only queues: the executor flushes when it can take a batch.
         ready = not self.idle
         return Plan(wake_at_ms=None if ready else self.wake_at(), ready=ready)
+
+    def _on_received(self, inp: Received, now_ms: int) -> None:
+        k = self.keepalive
+        if k is not None:
+            k.heard(inp.peer, now_ms=now_ms)
+        for m in inp.messages:
+            if isinstance(m, Ping):
+                self.queue.append(Send(inp.peer, Pong(m.n)))
+            elif isinstance(m, Pong):
+                if k is not None:
+                    k.pong(inp.peer, m.n, now_ms=now_ms)
+            else:
+                self.queue += self.cores.receive(inp.peer, m, now_ms=now_ms)
+
+    def _on_called(self, inp: Called, now_ms: int) -> None:
+        self.queue += inp.effects
+
+    def _on_peer_up(self, inp: PeerUp, now_ms: int) -> None:
+        if self.keepalive is not None:
+            self.keepalive.up(inp.peer, now_ms=now_ms)
+        if self.links is not None:
+            self.links.up(inp.peer, "nostr" if inp.lane == "nostr" else "direct",
+                          now_ms=now_ms)
+        if self.peers is not None:
+            self.peers.up(inp.peer, inp.lane, initiator=inp.initiator, now_ms=now_ms)
+            self.peers.learned_nostr(inp.peer, inp.nostr)
+        self.queue += self.cores.peer_up(inp.peer, inp.key, now_ms=now_ms)
+
+    def _on_peer_down(self, inp: PeerDown, now_ms: int) -> None:
+        if self.keepalive is not None:
+            self.keepalive.down(inp.peer)
+        if self.links is not None:
+            self.links.down(inp.peer, now_ms=now_ms)
+        if self.peers is not None:
+            self.peers.down(inp.peer, now_ms=now_ms)
+        self.queue += self.cores.peer_down(inp.peer)
+
+    def _on_commit_failed(self, inp: CommitFailed, now_ms: int) -> None:
+        self.persist.failed(inp.commit, now_ms=now_ms, error=inp.error)
+        if inp.error is not None:
+            self.queue += store_full(self.cores.hub, self.probe, inp.error, inp.on_disk,
+                                     inp.tail, now_ms=now_ms)
+
+    def _on_rendezvous_ended(self, inp: RendezvousEnded, now_ms: int) -> None:
+        if self.rendezvous is not None:
+            self.rendezvous.ended(inp.url, registered=inp.registered, now_ms=now_ms)
+        # The relay scope ended (its relayed sessions with it); it is connected again.
+        if inp.error is not None:
+            self.queue.append(Notice(b"", inp.error, scope="relay", subject=inp.url))
+
+    def _on_store_probed(self, inp: StoreProbed, now_ms: int) -> None:
+        self.probe.probed(inp.ok, now_ms=now_ms)
+        if inp.ok:
+            self.queue += writable_again(self.cores.hub)
+
+    def _on_revocations(self, inp: RevocationsLearned, now_ms: int) -> None:
+        c = self.cores
+        if c.auth is not None:
+            revoked = c.auth.revoke(tokens=inp.tokens, nodes=inp.nodes)
+            c.world.revocations_learned()
+            self.queue += [CloseSession(pid, "REVOKED") for pid, key in
+                           sorted(c.hub.peers.items()) if key in revoked]
+
+    def _on_token_refused(self, inp: TokenRefused, now_ms: int) -> None:
+        if self.token is not None:
+            self.token.failed(now_ms=now_ms)
+        self.stats["token_refused"] = self.stats.get("token_refused", 0) + 1
+
+    def _on_flush(self, inp: Flush, now_ms: int) -> Plan:
+        return self._flush(now_ms)
+
+    def _on_timer(self, inp: TimerFired, now_ms: int) -> Plan:
+        c, k = self.cores, self.keepalive
+        if self.token is not None and self.token.take(now_ms=now_ms):
+            self.queue.append(RefreshToken())
+        if self.probe.take(now_ms=now_ms):
+            self.queue.append(ProbeStore())
+        if self.rendezvous is not None:
+            self.queue += [ConnectRendezvous(u) for u in self.rendezvous.take(now_ms=now_ms)]
+        if k is not None:
+            self.queue += k.due(now_ms=now_ms)
+        changed = self.links.take(now_ms=now_ms) if self.links is not None else None
+        if changed:
+            self.queue += self._write_links(changed, now_ms)
+        if self.peers is not None:
+            self.queue += self.peers.due(now_ms=now_ms, nostr_of=lambda pid: self._nostr_of(
+                pid, now_ms))
+        due = self.timers_at()
+        if due is not None and now_ms >= due:
+            self.stats["timer_runs"] += 1
+            self._started = True
+            self.queue += c.tick(now_ms=now_ms)
+            if self.poll_at_ms is not None and now_ms >= self.poll_at_ms:
+                self.queue += c.drive_compute(now_ms=now_ms)
+                self.poll_at_ms = now_ms + self.tick_ms if c.compute_open() else None
+        return self._flush(now_ms)
 
     def _peering(self, inp: CandidateSeen | CandidateGone | DialDone, now_ms: int) -> None:
         if self.peers is None:
@@ -539,6 +579,19 @@ class NodeCore:
         if self.poll_at_ms is None and any(isinstance(e, Delivered) and e.entries and
                                            self.cores.is_own_compute(e.channel) for e in fx):
             self.poll_at_ms = now_ms + self.tick_ms
+
+
+_HANDLERS: dict[type, Callable[[NodeCore, Any, int], Plan | None]] = {
+    Received: NodeCore._on_received, Called: NodeCore._on_called,
+    PeerUp: NodeCore._on_peer_up, PeerDown: NodeCore._on_peer_down,
+    CandidateSeen: NodeCore._peering, CandidateGone: NodeCore._peering,
+    DialDone: NodeCore._peering, CommitFailed: NodeCore._on_commit_failed,
+    RendezvousEnded: NodeCore._on_rendezvous_ended, StoreProbed: NodeCore._on_store_probed,
+    TokenMinted: NodeCore._minted, RevocationsLearned: NodeCore._on_revocations,
+    TokenRefused: NodeCore._on_token_refused, TimerFired: NodeCore._on_timer,
+    Flush: NodeCore._on_flush,
+}
+"""How each input is handled (by its exact type: inputs are final, frozen values)."""
 
 
 def batched(fx: list[NodeEffect]) -> list[NodeEffect]:

@@ -153,9 +153,9 @@ def node_statistics(node: Node, *, now_ms: int) -> NodeStatistics:
     the node's clock, for member presence."""
     now = time.monotonic()
     peers = []
-    keep, known, hub = node.core.keepalive, node._peering.peers, node.hub
-    for pid in sorted(set(node.peers) | set(known)):
-        s, p = node.sessions.get(pid), node._peer(pid)
+    keep, known, hub = node._core.keepalive, node._peering.peers, node._hub
+    for pid in sorted(set(node._peers) | set(known)):
+        s, p = node._sessions.get(pid), node._peer(pid)
         peers.append(PeerStatistics(
             node_id=pid.hex(), state="connected" if s else p.state,
             lane=lane_of_address(s.address) if s else None, via=sorted(p.via),
@@ -175,15 +175,15 @@ def node_statistics(node: Node, *, now_ms: int) -> NodeStatistics:
             channel=ch.hex(), name=rec.name, role="sequencer" if own else "replica",
             sequencer=seqr.hex(), epoch=st.epoch, head_seq=log.seq,
             head_hash=log.head_hash.hex(), floor=log.floor,
-            lane="local" if own else (lane_of_address(node.sessions[seqr].address)
-                                      if seqr in node.sessions else None),
+            lane="local" if own else (lane_of_address(node._sessions[seqr].address)
+                                      if seqr in node._sessions else None),
             lag=max(0, hub.seen_head.get(ch, log.seq) - log.seq),
             checkpoint=cp.seq if cp else None, private=rec.private, closed=st.closed,
             participants=len(st.participants) if st.restricted else None,
             subscribers=len(hub.own[ch].subscribers) if own else 0,
             replicated_seq=hub.replicated_seq(ch) if own else None,
             last_error=hub.channel_errors.get(ch)))
-    w = node.world
+    w = node._world
     members = w.members(now_ms=now_ms)
     world = WorldStatistics(
         incarnation=w.inc, members=len(members),
@@ -193,28 +193,28 @@ def node_statistics(node: Node, *, now_ms: int) -> NodeStatistics:
         pruned_links=sum(len(x) for x in w.pruned.values()),
         heartbeats_new=w.stats.hb_new, heartbeats_dup=w.stats.hb_dup,
         updates_new=w.stats.upd_new, updates_dup=w.stats.upd_dup, refused=dict(w.stats.refused))
-    book = node.cores.auth
+    book = node._cores.auth
     auth = AuthStatistics(
         enabled=book is not None, control=node.config.control,
         token_expires=node.token_expires, refused=dict(book.refused) if book else {},
-        refreshes=node.core.token.refreshes if node.core.token else 0,
-        refresh_failures=node.auth_stats["refresh_failures"],
-        revocation_polls=node.auth_stats["revocation_polls"])
-    lanes = node.lanes.report()
+        refreshes=node._core.token.refreshes if node._core.token else 0,
+        refresh_failures=node._auth_stats["refresh_failures"],
+        revocation_polls=node._auth_stats["revocation_polls"])
+    lanes = node._lanes.report()
     transport = TransportStatistics(
         mode=node.transport_mode, delivered=lanes["delivered"],
         fallback_ratio=lanes["fallback_ratio"], alert_threshold=lanes["alert_threshold"],
-        alert=lanes["alert"], nostr=node.nostr.report() if node.nostr else None)
+        alert=lanes["alert"], nostr=node._nostr.report() if node._nostr else None)
     return NodeStatistics(
         node_id=node.node_id.hex(), workspace=node.config.workspace, listen=node.url,
         peers=peers, channels=chans, writer_signatures=dict(hub.signing), world=world,
         auth=auth, transport=transport,
-        scopes={k: dict(v) for k, v in node.scope_stats.items()},
+        scopes={k: dict(v) for k, v in node._scope_stats.items()},
         other_workspaces=dict(node.other_workspaces),
         quarantined={ch.hex(): {"code": e.code, "message": e.message,
                                 "seq": e.details.get("seq")}
                      for ch, e in sorted(hub.quarantined.items())},
-        errors={**node.errors, **hub.errors})
+        errors={**node._errors, **hub.errors})
 
 
 __all__ = ["AuthStatistics", "ChannelStatistics", "NodeStatistics", "PeerStatistics",

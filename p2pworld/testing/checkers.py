@@ -56,7 +56,7 @@ def check_all(sim: Simulator, channel: bytes) -> dict[str, int]:
 ANOMALIES = ("lost_write", "duplicate", "poll_skip", "nonmonotonic", "inconsistent_offsets",
              "diverged", "unauthorized_accepted", "forged_visible", "forks_undetected",
              "replay_mismatch", "multiple_winners", "presence_collapsed", "writes_not_resumed",
-             "compute_stuck", "store_refused", "crashed")
+             "compute_stuck", "store_refused", "crashed", "revoked_read")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -255,6 +255,15 @@ def check_auth(sim: Simulator, channel: bytes) -> dict[str, int]:
             # the leeway on the sequencer's clock.
             if not any(iat <= t <= min(exp + leeway, end) for iat, exp in windows):
                 out["unauthorized_accepted"] += 1
+    # ``revoked_read``: a revoked node that keeps running read entries sequenced after every
+    # node had polled the revocation (its sessions end then, with what it subscribed to).
+    sequenced = {e.hash: e.sequencer_time / 1000 for log in sim.final_logs(channel).values()
+                 for e in log}
+    for name, at in sim.revoked_at.items():
+        cutoff = at + sim.REVOCATION_POLL + 2.0
+        for _, _, h in sim.any_node(name).delivered.get(channel, []):
+            if sequenced.get(h, 0.0) > cutoff:
+                out["revoked_read"] += 1
     return out
 
 

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from p2pworld.auth.book import DEFAULT_SCOPES
 from p2pworld.auth.token import Claims, mint
-from p2pworld.core.node import TokenMinted, TokenRefused
+from p2pworld.core.node import RevocationsLearned, TokenMinted, TokenRefused
 from p2pworld.world.doc import NodeInfo
 
 if TYPE_CHECKING:
@@ -101,6 +101,6 @@ class SimControl:
 
             def apply(node: SimNode = node) -> None:
                 if node.cores is not None and node.cores.auth is not None:
-                    node.cores.auth.revoke(nodes=frozenset({nid}))
+                    self._carry(node, [], inp=RevocationsLearned(nodes=frozenset({nid})))
 
             self.at(self.rng.random() * self.REVOCATION_POLL, apply)

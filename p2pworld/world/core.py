@@ -217,12 +217,14 @@ class WorldCore(OwnDocument, Gossip, WorldTimers):
         rep = self.replicas.get(key)
         view = rep.view if rep else DocView()
         p = self.presence.get(nid) or _Presence()
-        state = p.state
+        state, reason = p.state, p.reason
         if nid == self.node_id and self.author is not None:
             state = "left" if self._left else "online"
+        elif self.revoked(key):
+            state, reason = "left", "revoked"
         return Member(node_id=nid, public_key=key, state=state,
                       status=p.hb.status if p.hb else (view.info.status if view.info else ""),
-                      last_seen_ms=p.last_seen_ms if p.hb else None, reason=p.reason,
+                      last_seen_ms=p.last_seen_ms if p.hb else None, reason=reason,
                       info=view.info, caps=view.caps, sessions=view.sessions,
                       links=view.links, position=rep.position if rep else (0, 0))
 
@@ -237,9 +239,27 @@ class WorldCore(OwnDocument, Gossip, WorldTimers):
                 and match(m.caps)]
 
     def positions(self) -> dict[bytes, tuple[int, int]]:
-        """Document positions by node id (the anti-entropy digest's contents)."""
+        """Document positions by node id (the anti-entropy digest's contents). A revoked
+        author is out of them: its records are refused from the moment each node learns the
+        revocation, so its document stays as each node last accepted it, and no node tries
+        to repair that."""
         return {nid: self.replicas[k].position for nid, k in sorted(self.keys.items())
-                if k in self.replicas and self.replicas[k].base is not None}
+                if k in self.replicas and self.replicas[k].base is not None
+                and not self.revoked(k)}
+
+    def revoked(self, key: bytes) -> bool:
+        """Whether the author ``key`` is revoked (its node, or its latest token)."""
+        book = self.auth
+        if book is None or not (book.revoked_nodes or book.revoked_tokens):
+            return False
+        held = book.tokens.get(key)
+        return node_id(key) in book.revoked_nodes or (
+            held is not None and held[1].token_id in book.revoked_tokens)
+
+    def revocations_learned(self) -> None:
+        """A revocation list was applied to the token book: the digest is computed anew
+        (revoked authors are out of it)."""
+        self._digest = None
 
     def state_hash(self) -> bytes:
         """Hash of every replica's position and contents: equal on converged nodes."""
