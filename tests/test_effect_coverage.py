@@ -10,6 +10,8 @@ import typing
 
 from p2pworld.core.cores import NodeEffect
 from p2pworld.core.persist import STORE_EFFECTS
+from p2pworld.runtime.node import CARRIERS as runtime_carriers
+from p2pworld.testing.executor import CARRIERS as sim_carriers
 
 from . import layout
 
@@ -24,17 +26,23 @@ NOT_SIMULATED = {
 """Effects the simulator does not carry out, each with its reason (may only shrink)."""
 
 
-def handled(path: layout.Path) -> set[str]:
-    """The classes a module dispatches on: the second argument of every ``isinstance``."""
-    out: set[str] = set()
-    for n in ast.walk(ast.parse(path.read_text())):
-        if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and \
-                n.func.id == "isinstance" and len(n.args) == 2:
-            arg = n.args[1]
-            for x in arg.elts if isinstance(arg, ast.Tuple) else [arg]:
-                if isinstance(x, ast.Name):
-                    out.add(x.id)
-    return out
+def handled(carriers: dict[type, object]) -> set[str]:
+    """The effects an executor's table carries out."""
+    return {t.__name__ for t in carriers}
+
+
+def test_the_executors_dispatch_by_table_only() -> None:
+    """Neither executor picks an effect's handling by an ``isinstance`` chain: each has one
+    table, by exact type (what is not in it is not carried out, and the tests above see it)."""
+    for path in (RUNTIME, SIMULATOR):
+        named = set()
+        for n in ast.walk(ast.parse(path.read_text())):
+            if isinstance(n, ast.Call) and isinstance(n.func, ast.Name) and \
+                    n.func.id == "isinstance" and len(n.args) == 2:
+                arg = n.args[1]
+                named |= {x.id for x in (arg.elts if isinstance(arg, ast.Tuple) else [arg])
+                          if isinstance(x, ast.Name)}
+        assert not named & loose_effects(), (path.name, named & loose_effects())
 
 
 def loose_effects() -> set[str]:
@@ -43,11 +51,11 @@ def loose_effects() -> set[str]:
 
 
 def test_the_runtime_carries_out_every_effect() -> None:
-    assert loose_effects() - handled(RUNTIME) == set()
+    assert loose_effects() - handled(runtime_carriers) == set()
 
 
 def test_the_simulator_carries_out_every_effect_it_models() -> None:
-    assert loose_effects() - handled(SIMULATOR) == set(NOT_SIMULATED)
+    assert loose_effects() - handled(sim_carriers) == set(NOT_SIMULATED)
 
 
 def test_the_exceptions_name_real_effects() -> None:

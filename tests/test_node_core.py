@@ -346,3 +346,43 @@ def test_a_revocation_ends_the_sessions_of_the_peers_it_revokes() -> None:
               if isinstance(e, CloseSession)]
     assert closed == [CloseSession(node_id(bad.public_key), "REVOKED")]
     assert cores.world.revoked(bad.public_key) and not cores.world.revoked(good.public_key)
+
+
+def test_a_channel_without_the_fallback_stays_off_the_nostr_lane() -> None:
+    """The node core holds back what may not cross the Nostr lane (before, each executor
+    checked it at its socket: a decision no seed saw the same way twice). A channel's traffic
+    to a peer on the Nostr lane is held unless its policy allows the fallback; pings cross; a
+    peer on a direct lane gets both."""
+    from p2pworld.log.entry import ChannelPolicy
+    from p2pworld.wire import Subscribe
+
+    core = _core()
+    hub = core.cores.hub
+    closed, fx = hub.open_channel("closed", now_ms=0)
+    allowed, fx2 = hub.open_channel("open", now_ms=0,
+                                    policy=ChannelPolicy(nostr_fallback=True))
+    core.handle(Called(effects=(*fx, *fx2)), now_ms=0)
+    core.handle(Flush(), now_ms=0)
+    lane, direct = b"n" * 32, b"d" * 32
+    core.handle(PeerUp(peer=lane, key=lane, lane="nostr"), now_ms=1)
+    core.handle(PeerUp(peer=direct, key=direct), now_ms=1)
+    core.handle(Flush(), now_ms=1)  # (the announce of "closed" is held back from the lane)
+    held = hub.errors["LANE_FORBIDDEN_BY_CHANNEL_POLICY"]
+    msgs = (Subscribe(channel=closed.channel, after=0), Subscribe(channel=allowed.channel,
+                                                                  after=0), Ping(5))
+    core.handle(Called(effects=tuple(Send(p, m) for p in (lane, direct) for m in msgs)),
+                now_ms=2)
+    sent: dict[bytes, list[Any]] = {}
+    for e in _objects(core.handle(Flush(), now_ms=2)):
+        if isinstance(e, (Send, SendAll)):
+            sent.setdefault(e.peer, []).extend(_messages(e))
+    assert sent[lane] == list(msgs[1:])
+    assert sent[direct] == list(msgs)
+    assert hub.errors["LANE_FORBIDDEN_BY_CHANNEL_POLICY"] == held + 1
+    # Once the peer's session is direct again, the channel's traffic goes to it.
+    core.handle(PeerDown(peer=lane), now_ms=3)
+    core.handle(PeerUp(peer=lane, key=lane), now_ms=3)
+    core.handle(Flush(), now_ms=3)
+    core.handle(Called(effects=(Send(lane, msgs[0]),)), now_ms=4)
+    assert [m for e in _objects(core.handle(Flush(), now_ms=4))
+            if isinstance(e, (Send, SendAll)) for m in _messages(e)] == [msgs[0]]

@@ -100,7 +100,7 @@ async def test_mixed_mode_falls_back_to_nostr_and_returns_to_direct(tmp_path: Pa
             from p2pworld.errors import PublishTimeout
             with pytest.raises(PublishTimeout):
                 await b.publish(closed_ch.channel, b"must-wait", key=b"k-d", timeout=3)
-            assert b._errors.get("LANE_FORBIDDEN_BY_CHANNEL_POLICY", 0) >= 1
+            assert b.statistics().errors.get("LANE_FORBIDDEN_BY_CHANNEL_POLICY", 0) >= 1
             # ... and the direct lane returns: traffic moves back, the outbox resubmits.
             proxy.restore()
             while b.health()["peers"][0]["lane"] != "direct":

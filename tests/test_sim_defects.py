@@ -11,7 +11,6 @@ import pytest
 
 from p2pworld.channel import hub
 from p2pworld.core.disk import StoreProbe
-from p2pworld.core.node import NodeCore
 from p2pworld.core.persist import PersistCore
 from p2pworld.io import log_store
 from p2pworld.world.core import WorldCore
@@ -70,9 +69,9 @@ def test_a_session_that_ends_after_the_token_expired_with_the_old_link_write(
         self._authorize(self.public_key, "world:join", now_ms)
         return True
 
-    def old_write_links(self: NodeCore, changed: dict[bytes, str | None], now_ms: int
+    def old_write_links(self: WorldCore, changed: dict[bytes, str | None], *, now_ms: int
                         ) -> list[Any]:
-        w = self.cores.world
+        w = self
         have = {lk.target: lk.state for lk in w.author.view().links} if w.author else {}
         fx: list[Any] = []
         for peer, state in sorted(changed.items()):
@@ -84,7 +83,7 @@ def test_a_session_that_ends_after_the_token_expired_with_the_old_link_write(
         return fx
 
     monkeypatch.setattr(WorldCore, "_may_update", old_may_update)
-    monkeypatch.setattr(NodeCore, "_write_links", old_write_links)
+    monkeypatch.setattr(WorldCore, "write_links", old_write_links)
     found = anomalies("token-expiry-storm", 0)
     assert found.get("crashed", 0) >= 1, found
 

@@ -161,6 +161,25 @@ def pair() -> tuple[WorldCore, WorldCore]:
     return a, b
 
 
+def test_settled_link_changes_are_one_update() -> None:
+    """The links that settled together are written as one signed update (before: one per
+    link, each gossiped to the workspace); a link as it stands is not written again, and a
+    peer, seeing the update, reads the same links."""
+    a, b = pair()
+    p, q = b"p" * 32, b"q" * 32
+    seq = a.author.seq if a.author else 0
+    fx = a.write_links({p: "direct", q: "nostr"}, now_ms=10)
+    assert a.author is not None and a.author.seq == seq + 1
+    assert {(lk.target, lk.state) for lk in a.author.view().links} == {(p, "direct"),
+                                                                     (q, "nostr")}
+    assert a.write_links({p: "direct"}, now_ms=11) == [] and a.author.seq == seq + 1
+    a.write_links({p: None, q: "direct"}, now_ms=12)
+    assert a.author.seq == seq + 2
+    assert [(lk.target, lk.state) for lk in a.author.view().links] == [(q, "direct")]
+    assert a.write_links({p: None}, now_ms=13) == []
+    assert fx
+
+
 def deliver(fx: list, src: WorldCore, dst: WorldCore, now_ms: int) -> list:  # type: ignore[type-arg]
     out = []
     for e in fx:

@@ -33,6 +33,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from p2pworld.effects import Send, SendAll
 from p2pworld.errors import LocalProtocolError, P2PWorldError, PolicyDenied
 from p2pworld.wire import Message, message_channel
 
@@ -88,6 +89,76 @@ def nostr_may_carry(hub: ChannelHub, msg: Message) -> bool:
         return hub.record(ch).policy.nostr_fallback
     except P2PWorldError:
         return True
+
+
+def held_back(fx: list[Any], nostr_peers: set[bytes], hub: ChannelHub) -> list[Any]:
+    """``fx`` without the messages that may not cross the Nostr lane to the peers in
+    ``nostr_peers`` (:func:`nostr_may_carry`); each held back counts as
+    ``LANE_FORBIDDEN_BY_CHANNEL_POLICY`` in ``hub.errors``. The peer resumes from its
+    checkpoint when a direct lane returns; a writer's submission stays in its outbox.
+
+    Example (a ping is no channel's traffic: it may cross; the hub is not asked)::
+
+        >>> from p2pworld.effects import Send
+        >>> from p2pworld.wire import Ping
+        >>> held_back([Send(b"p", Ping(1))], {b"p"}, hub=None)  # type: ignore[arg-type]
+        [Send(peer=b'p', message=Ping(n=1))]
+    """
+    out = []
+    for e in fx:
+        if isinstance(e, (Send, SendAll)) and e.peer in nostr_peers:
+            msgs = (e.message,) if isinstance(e, Send) else e.messages
+            kept = tuple(m for m in msgs if nostr_may_carry(hub, m))
+            if len(kept) < len(msgs):
+                code = "LANE_FORBIDDEN_BY_CHANNEL_POLICY"
+                hub.errors[code] = hub.errors.get(code, 0) + len(msgs) - len(kept)
+                if not kept:
+                    continue
+                e = Send(e.peer, kept[0]) if isinstance(e, Send) else SendAll(e.peer, kept)
+        out.append(e)
+    return out
+
+
+LANE_MEMORY = 10_000
+"""Entries per channel whose receiving lane a node remembers (for ``ChannelMessage.lane``)."""
+
+
+class LaneLedger:
+    """Which lane each of a channel's recent entries reached this node by (``local``,
+    ``direct``, ``relay`` or ``nostr``; at most :data:`LANE_MEMORY` per channel).
+
+    Example:
+        >>> book = LaneLedger()
+        >>> book.delivered(b"c", [1, 2], "nostr")
+        >>> book.lane_of(b"c", 2, now="direct"), book.lane_of(b"c", 3, now="direct")
+        ('nostr', 'direct')
+        >>> book.lane_of(b"c", 1, now=None), LaneLedger().lane_of(b"d", 5, now="relay")
+        ('nostr', 'relay')
+    """
+
+    def __init__(self) -> None:
+        self.seen: dict[bytes, dict[int, str]] = {}
+        self.top: dict[bytes, int] = {}
+        """The highest seq in ``seen`` per channel, or the head loaded from disk."""
+
+    def loaded(self, channel: bytes, head: int) -> None:
+        """``channel``'s entries up to ``head`` were on disk at start: their lane is unknown."""
+        self.top[channel] = head
+
+    def delivered(self, channel: bytes, seqs: list[int], lane: str) -> None:
+        seen = self.seen.setdefault(channel, {})
+        for seq in seqs:
+            seen[seq] = lane
+        if seqs:
+            self.top[channel] = max(self.top.get(channel, 0), max(seqs))
+        while len(seen) > LANE_MEMORY:
+            del seen[next(iter(seen))]
+
+    def lane_of(self, channel: bytes, seq: int, *, now: str | None) -> str | None:
+        """The lane entry ``seq`` came by; one newer than any delivered (read from the log
+        before its delivery was carried out) came by the lane the channel uses ``now``."""
+        lane = self.seen.get(channel, {}).get(seq)
+        return now if lane is None and seq > self.top.get(channel, 0) else lane
 
 
 def lane_of_address(address: str) -> str:

@@ -68,6 +68,7 @@ from p2pworld.auth.schedule import TokenSchedule
 from p2pworld.channel.hub import Delivered, Notice, Outcomes, Resolved
 from p2pworld.core.cores import Cores, NodeEffect
 from p2pworld.core.disk import StoreProbe, store_full, writable_again
+from p2pworld.core.lanes import held_back
 from p2pworld.core.peers import PeerCore
 from p2pworld.core.persist import (
     BATCHES_IN_FLIGHT,
@@ -93,8 +94,6 @@ from p2pworld.log.verify import StoredChannel
 from p2pworld.transport.candidate import Candidate
 from p2pworld.transport.peering import Keepalive
 from p2pworld.wire import Message, Ping, Pong
-from p2pworld.world.doc import LinkInfo
-from p2pworld.world.events import WorldEffect
 from p2pworld.world.links import LinkUpdates
 
 TICK_MS = 250
@@ -293,6 +292,8 @@ class NodeCore:
     """Effects of inputs not yet taken by a flush."""
     pacing: tuple[Pace, int] | None = None
     """The pace a flush is waiting on, and until when."""
+    nostr_peers: set[bytes] = field(default_factory=set, init=False)
+    """Peers on the Nostr lane: what they are sent passes :func:`~p2pworld.core.lanes.held_back`."""
     poll_at_ms: int | None = field(default=None, init=False)
     """When the compute duties run next (None: no request is open)."""
     stats: dict[str, int] = field(default_factory=lambda: {"inputs": 0, "flushes": 0,
@@ -355,6 +356,7 @@ class NodeCore:
         if self.peers is not None:
             self.peers.up(inp.peer, inp.lane, initiator=inp.initiator, now_ms=now_ms)
             self.peers.learned_nostr(inp.peer, inp.nostr)
+        (self.nostr_peers.add if inp.lane == "nostr" else self.nostr_peers.discard)(inp.peer)
         self.queue += self.cores.peer_up(inp.peer, inp.key, now_ms=now_ms)
 
     def _on_peer_down(self, inp: PeerDown, now_ms: int) -> None:
@@ -364,6 +366,7 @@ class NodeCore:
             self.links.down(inp.peer, now_ms=now_ms)
         if self.peers is not None:
             self.peers.down(inp.peer, now_ms=now_ms)
+        self.nostr_peers.discard(inp.peer)
         self.queue += self.cores.peer_down(inp.peer)
 
     def _on_commit_failed(self, inp: CommitFailed, now_ms: int) -> None:
@@ -410,9 +413,8 @@ class NodeCore:
             self.queue += [ConnectRendezvous(u) for u in self.rendezvous.take(now_ms=now_ms)]
         if k is not None:
             self.queue += k.due(now_ms=now_ms)
-        changed = self.links.take(now_ms=now_ms) if self.links is not None else None
-        if changed:
-            self.queue += self._write_links(changed, now_ms)
+        if self.links is not None and (changed := self.links.take(now_ms=now_ms)):
+            self.queue += c.own_world(c.world.write_links(changed, now_ms=now_ms))
         if self.peers is not None:
             self.queue += self.peers.due(now_ms=now_ms, nostr_of=lambda pid: self._nostr_of(
                 pid, now_ms))
@@ -437,28 +439,6 @@ class NodeCore:
             self.peers.dialled_static(inp.static, inp.peer, ok=inp.ok, now_ms=now_ms)
         else:
             self.peers.dialled(inp.peer, ok=inp.ok, code=inp.code, now_ms=now_ms)
-
-    def _write_links(self, changed: dict[bytes, str | None], now_ms: int) -> list[NodeEffect]:
-        """The net link changes that settled, written to this node's own document (a link
-        as it already stands is not written again)."""
-        w = self.cores.world
-        if w.author is None:
-            return []
-        have = {lk.target: lk.state for lk in w.author.view().links}
-        fx: list[WorldEffect] = []
-        for peer, state in sorted(changed.items()):
-            try:
-                if state is None:
-                    if peer in have:
-                        fx += w.drop_link(peer, now_ms=now_ms)
-                elif have.get(peer) != state:
-                    fx += w.set_link(LinkInfo(target=peer, state=state, capabilities=("v1",)),
-                                     now_ms=now_ms)
-            except P2PWorldError:
-                # Best effort, as a session coming or going must not fail on its link: the
-                # next change of that link writes it again.
-                self.stats["links_not_written"] = self.stats.get("links_not_written", 0) + 1
-        return self.cores.own_world(fx)
 
     def _nostr_of(self, peer: bytes, now_ms: int) -> bytes:
         """A peer's Nostr key from its world record (empty if it has none)."""
@@ -561,6 +541,8 @@ class NodeCore:
             self.stats["flushes"] += 1
             rest: list[NodeEffect] = []
             self._new_compute_entries(fx, now_ms)
+            if self.nostr_peers:
+                fx = held_back(fx, self.nostr_peers, self.cores.hub)
             for e in batched(fx):
                 (leave if leaves_at_once(e) else rest).append(e)
             steps = self.persist.plan(rest, now_ms=now_ms) if rest else []

@@ -45,7 +45,7 @@ class ChannelMessage:
     lane: str | None = None
     """How this node received the entry: ``direct``, ``relay`` (rendezvous), ``nostr``, or
     ``local`` (this node sequenced it); None when it arrived before this node's last start
-    (or beyond the last :data:`LANE_MEMORY` entries of the channel)."""
+    (or beyond the last :data:`~p2pworld.core.lanes.LANE_MEMORY` entries of the channel)."""
 
     @classmethod
     def from_entry(cls, e: Entry, node: Node) -> ChannelMessage:

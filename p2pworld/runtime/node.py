@@ -24,7 +24,7 @@ import random
 import secrets
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,8 +55,8 @@ from p2pworld.compute.state import Request as ComputeRequest
 from p2pworld.core.cores import Cores, NodeEffect, build_cores
 from p2pworld.core.lanes import (
     LaneCounters,
+    LaneLedger,
     lane_of_address,
-    nostr_may_carry,
     resolve_mode,
 )
 from p2pworld.core.mirror import compute_mirror_rows, handler_event
@@ -191,8 +191,6 @@ def _lane(address: str) -> str:
     return "nostr" if address.startswith("nostr:") else "primary"
 
 
-LANE_MEMORY = 10_000
-"""Entries per channel whose receiving lane a node remembers (for ``ChannelMessage.lane``)."""
 LINGER_PASSES = 32
 """Most scheduler passes the effect runner yields while work keeps arriving (batching)."""
 
@@ -268,8 +266,7 @@ class Node:
             attempt_ms=round(config.handshake_timeout * 1000))
         self._lanes = LaneCounters(alert_at=config.fallback_alert)
         self._mirror_req: dict[str, str] = {}
-        self._lanes_seen: dict[bytes, dict[int, str]] = {}
-        self._lanes_top: dict[bytes, int] = {}  # highest seq in _lanes_seen (O(1) lane_of)
+        self._lane_ledger = LaneLedger()
         self._pre_handshake: dict[trio.CancelScope, None] = {}
         """Incoming connections that have not finished their handshake, oldest first."""
         self._closing: weakref.WeakSet[Session | RelayPipe | NostrPipe] = weakref.WeakSet()
@@ -277,7 +274,6 @@ class Node:
         self._durable: dict[bytes, int] = {}
         """Per channel, the highest seq known to be on this node's disk: what readers see
         (an entry appended in memory is not read before its transaction committed)."""
-        self._loaded_heads: dict[bytes, int] = {}
         """Channel heads loaded from disk at start (entries up to them came before)."""
         self._channels_api, self._world_api = Channels(self), World(self)
         self._compute_api, self._bridge_api, self._peers_api = Compute(self), Bridge(self), \
@@ -574,18 +570,12 @@ class Node:
             self._maybe_idle()
 
     async def _carry_plan(self, plan: Plan) -> None:
-        for e in plan.leave:
-            self._send_effect(e)
+        for e in plan.leave:  # writer submissions: Send / SendAll
+            CARRIERS[type(e)](self, e)
         if plan.steps:
             self._storing += 1
             await self._jobs_send.send(plan.steps)
 
-    def _send_effect(self, e: NodeEffect) -> None:
-        if isinstance(e, SendAll):
-            for m in e.messages:
-                self._send(e.peer, m)
-        elif isinstance(e, Send):
-            self._send(e.peer, e.message)
 
     @task("node", restart=True)
     async def _timeouts(self) -> None:
@@ -655,53 +645,69 @@ class Node:
 
     async def _effects_after_persist(self, fx: list[NodeEffect]) -> None:
         for e in fx:
-            if isinstance(e, (Send, SendAll)):
-                self._send_effect(e)
-            elif isinstance(e, Outcomes):
-                for r in e.items:
-                    self._resolved(r)
-            elif isinstance(e, Delivered):
-                if e.entries:
-                    self._durable[e.channel] = max(self._durable.get(e.channel, 0),
-                                                   e.entries[-1].seq)
-                self._on_delivered(e)
-                self._mirror_compute(e)
-                self._any_delivered.set()
-                self._any_delivered = trio.Event()
-                ev = self._changed.pop(e.channel, None)
-                if ev is not None:
-                    ev.set()
-            elif isinstance(e, Resolved):
-                self._resolved(e)
-            elif isinstance(e, ChannelKnown):
-                self._channels_changed.set()
-                self._channels_changed = trio.Event()
-            elif isinstance(e, WorldChanged):
-                self._world_changed.set()
-                self._world_changed = trio.Event()
-            elif isinstance(e, WorldSave):
-                self._world_saves[e.author] = e.records
-            elif isinstance(e, PeerMisbehaved):
-                self._count(e.error.code)
-                p = self._peers.get(e.peer)
-                if p is not None:
-                    p.last_error = e.error.code
-            elif isinstance(e, Notice):
-                self._notice(e)
-            elif isinstance(e, RefreshToken):
-                self._sup.spawn(self._fetch_token, key="token")
-            elif isinstance(e, ConnectRendezvous):
-                self._sup.spawn(self._rendezvous, e.url, key=e.url)
-            elif isinstance(e, ProbeStore):
-                self._input(StoreProbed(ok=await trio.to_thread.run_sync(self._probe)))
-            elif isinstance(e, Dial):
-                self._sup.spawn(self._dial_task, e, key=e.peer.hex())
-            elif isinstance(e, CloseSession):
-                s = self._sessions.get(e.peer)
-                if s is not None:
-                    self._count(e.reason)
-                    self._sup.spawn(self._close_session, s, SessionClosed(
-                        f"session closed: {e.reason}"), key=e.peer.hex())
+            carry = CARRIERS.get(type(e))
+            if carry is not None and (pending := carry(self, e)) is not None:
+                await pending
+
+    # One method per effect the cores plan (CARRIERS): carrying out, never deciding.
+
+    def _carry_send(self, e: Send) -> None:
+        self._send(e.peer, e.message)
+
+    def _carry_send_all(self, e: SendAll) -> None:
+        for m in e.messages:
+            self._send(e.peer, m)
+
+    def _carry_outcomes(self, e: Outcomes) -> None:
+        for r in e.items:
+            self._resolved(r)
+
+    def _carry_delivered(self, e: Delivered) -> None:
+        if e.entries:
+            self._durable[e.channel] = max(self._durable.get(e.channel, 0), e.entries[-1].seq)
+        self._on_delivered(e)
+        self._mirror_compute(e)
+        self._any_delivered.set()
+        self._any_delivered = trio.Event()
+        ev = self._changed.pop(e.channel, None)
+        if ev is not None:
+            ev.set()
+
+    def _carry_channel_known(self, e: ChannelKnown) -> None:
+        self._channels_changed.set()
+        self._channels_changed = trio.Event()
+
+    def _carry_world_changed(self, e: WorldChanged) -> None:
+        self._world_changed.set()
+        self._world_changed = trio.Event()
+
+    def _carry_world_save(self, e: WorldSave) -> None:
+        self._world_saves[e.author] = e.records
+
+    def _carry_misbehaved(self, e: PeerMisbehaved) -> None:
+        self._count(e.error.code)
+        p = self._peers.get(e.peer)
+        if p is not None:
+            p.last_error = e.error.code
+
+    def _carry_refresh(self, e: RefreshToken) -> None:
+        self._sup.spawn(self._fetch_token, key="token")
+
+    def _carry_rendezvous(self, e: ConnectRendezvous) -> None:
+        self._sup.spawn(self._rendezvous, e.url, key=e.url)
+
+    async def _carry_probe(self, e: ProbeStore) -> None:
+        self._input(StoreProbed(ok=await trio.to_thread.run_sync(self._probe)))
+
+    def _carry_dial(self, e: Dial) -> None:
+        self._sup.spawn(self._dial_task, e, key=e.peer.hex())
+
+    def _carry_close(self, e: CloseSession) -> None:
+        s = self._sessions.get(e.peer)
+        if s is not None:
+            self._count(e.reason)
+            self._sup.spawn(self._close_session, s,
+                            SessionClosed(f"session closed: {e.reason}"), key=e.peer.hex())
 
     def _probe(self) -> bool:
         try:
@@ -725,11 +731,6 @@ class Node:
         s = self._sessions.get(peer)
         if s is None:
             return
-        if s.address.startswith("nostr:") and not nostr_may_carry(self._hub, msg):
-            # Per-channel policy: this channel's traffic never goes through relays. The peer
-            # resumes from its checkpoint when a direct lane returns.
-            self._count("LANE_FORBIDDEN_BY_CHANNEL_POLICY")
-            return
         self.trace("send", msg)
         try:
             s.send_nowait(msg)
@@ -744,20 +745,17 @@ class Node:
         self._errors[code] = self._errors.get(code, 0) + 1
 
     def _on_delivered(self, e: Delivered) -> None:
-        if e.channel in self._hub.own:
-            lane = "local"
-        else:
-            s = self._sessions.get(self._hub.sequencer_of(e.channel))
-            lane = lane_of_address(s.address) if s else "direct"
+        lane = self._lane_now(e.channel) or "direct"
+        if lane != "local":
             self._lanes.count(lane, len(e.entries))
-        seen = self._lanes_seen.setdefault(e.channel, {})
-        for x in e.entries:
-            seen[x.seq] = lane
-        if e.entries:
-            top = self._lanes_top.get(e.channel, 0)
-            self._lanes_top[e.channel] = max(top, max(x.seq for x in e.entries))
-        while len(seen) > LANE_MEMORY:
-            del seen[next(iter(seen))]
+        self._lane_ledger.delivered(e.channel, [x.seq for x in e.entries], lane)
+
+    def _lane_now(self, channel: bytes) -> str | None:
+        """The lane ``channel``'s entries reach this node by now (None: no session)."""
+        if channel in self._hub.own:
+            return "local"
+        s = self._sessions.get(self._hub.sequencer_of(channel))
+        return lane_of_address(s.address) if s else None
 
     def _readable_seq(self, channel: bytes) -> int:
         """Readers see entries up to here: on disk, and still in the log."""
@@ -766,21 +764,7 @@ class Node:
     def lane_of(self, channel: bytes, seq: int) -> str | None:
         """The lane this node received entry ``seq`` of ``channel`` by (see
         :attr:`ChannelMessage.lane`)."""
-        seen = self._lanes_seen.get(channel, {})
-        lane = seen.get(seq)
-        if lane is None and seq > self._lane_floor(channel, seen):
-            # Read from the log before its Delivered effect was carried out: it came by the
-            # lane the channel uses now.
-            if channel in self._hub.own:
-                return "local"
-            s = self._sessions.get(self._hub.sequencer_of(channel))
-            return lane_of_address(s.address) if s else None
-        return lane
-
-    def _lane_floor(self, channel: bytes, seen: dict[int, str]) -> int:
-        if seen:
-            return self._lanes_top.get(channel, 0)
-        return self._loaded_heads.get(channel, 0)
+        return self._lane_ledger.lane_of(channel, seq, now=self._lane_now(channel))
 
     def _mirror_compute(self, e: Delivered) -> None:
         """Mirror this node's own compute channel as NIP-90 events (policy-gated)."""
@@ -1620,8 +1604,8 @@ async def _open_node(config: NodeConfig, identity: NodeIdentity | None, home: No
             for n in load_into(node._hub, store, loaded):
                 node._notice(n)
             for c in loaded:
-                node._loaded_heads[c.record.channel] = node._hub.log(c.record.channel).seq
-                node._durable[c.record.channel] = node._loaded_heads[c.record.channel]
+                head = node._durable[c.record.channel] = node._hub.log(c.record.channel).seq
+                node._lane_ledger.loaded(c.record.channel, head)
             await node._serve()
             sup = node._sup
             sup.spawn(node._effect_runner, key="effects")
@@ -1678,6 +1662,20 @@ def _leaves(e: BaseException) -> list[BaseException]:
     if isinstance(e, BaseExceptionGroup):
         return [x for sub in e.exceptions for x in _leaves(sub)]
     return [e]
+
+
+CARRIERS: dict[type, Callable[[Node, Any], Awaitable[None] | None]] = {
+    Send: Node._carry_send, SendAll: Node._carry_send_all, Outcomes: Node._carry_outcomes,
+    Resolved: Node._resolved, Delivered: Node._carry_delivered,
+    ChannelKnown: Node._carry_channel_known, WorldChanged: Node._carry_world_changed,
+    WorldSave: Node._carry_world_save, PeerMisbehaved: Node._carry_misbehaved,
+    Notice: Node._notice, RefreshToken: Node._carry_refresh,
+    ConnectRendezvous: Node._carry_rendezvous, ProbeStore: Node._carry_probe,
+    Dial: Node._carry_dial, CloseSession: Node._carry_close,
+}
+"""How the trio executor carries out each effect the cores plan, by its exact type (the
+simulator's is :data:`p2pworld.testing.executor.CARRIERS`); an async carrier is awaited in the
+store task's order."""
 
 
 __all__ = ["Node", "NodeConfig", "ChannelMessage", "PeerInfo", "open_node", "short_id",

@@ -15,7 +15,6 @@ import random
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from p2pworld.core.lanes import nostr_may_carry
 from p2pworld.core.node import CandidateSeen, DialDone, PeerDown, PeerUp, Received
 from p2pworld.effects import Dial
 from p2pworld.errors import RemoteProtocolError
@@ -187,12 +186,6 @@ class SimNetwork:
             self._disconnect(src.name, dst.name)
             return
         lane = self.nostr.lane.get(pair, "direct") if self.nostr is not None else "direct"
-        if lane == "nostr" and src.hub is not None and \
-                len(allowed := tuple(m for m in msgs if nostr_may_carry(src.hub, m))) < len(msgs):
-            self.stats.reach("lane_forbidden")
-            msgs = allowed
-        if not msgs:
-            return
         gen = self._session_gen[pair]
         # The session's own framing: a message larger than a frame travels in parts.
         for frame in _PACKER.pack([encode_message(m) for m in msgs]):

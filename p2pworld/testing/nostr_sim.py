@@ -9,8 +9,8 @@
   out of order (relays are not FIFO with each other). A frame no relay accepted closes the pipe
   (a session reset, as in :class:`~p2pworld.io.nostr_lane.NostrPipe`); a part every relay lost
   leaves a gap that closes the pipe after :data:`~p2pworld.nostr.lane_frames.GAP_TIMEOUT_S`.
-* **Which messages may cross** is :func:`~p2pworld.core.lanes.nostr_may_carry`, the
-  node's own rule; lane precedence is the node's: direct, a direct retry, then Nostr, and back
+* **Which messages may cross** is the node core's rule (:func:`~p2pworld.core.lanes.held_back`
+  on every flush); lane precedence is the node's: direct, a direct retry, then Nostr, and back
   to direct as soon as it answers.
 * **Mirrors** are built by :func:`~p2pworld.core.mirror.compute_mirror_rows` (the node's
   code) and written to a real :class:`~p2pworld.io.nostr_outbox.Outbox` (sqlite in memory: each

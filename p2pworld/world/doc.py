@@ -314,6 +314,11 @@ class AuthorDoc:
     def drop_link(self, target: bytes) -> DocUpdate:
         return self._change({}, ("l:" + target.hex(),))
 
+    def set_links(self, links: list[LinkInfo], drops: list[bytes]) -> DocUpdate:
+        """Several links set and dropped in one delta."""
+        return self._change({"l:" + lk.target.hex(): codec.encode(lk.to_value()) for lk in links},
+                            tuple("l:" + t.hex() for t in drops))
+
     def compact(self) -> DocUpdate:
         """A signed base at the current position replacing the deltas (sent to newcomers)."""
         base = DocUpdate.create(self.signer, inc=self.inc, seq=self.seq, kind="base",

@@ -129,6 +129,28 @@ class OwnDocument:
             return []
         return self._own(a.drop_link(target), now_ms)
 
+    def write_links(self, changed: dict[bytes, str | None], *,
+                    now_ms: int) -> list[WorldEffect]:
+        """The net link changes that settled (peer -> ``direct`` / ``nostr``, or None: gone;
+        :class:`~p2pworld.world.links.LinkUpdates`), in one delta; a link as it already
+        stands is not written again. Best effort, as :meth:`set_link`."""
+        a = self.author
+        if a is None or not changed:
+            return []
+        have = {lk.target: lk.state for lk in a.view().links}
+        sets = [LinkInfo(target=p, state=st, capabilities=("v1",))
+                for p, st in sorted(changed.items()) if st is not None and have.get(p) != st]
+        drops = [p for p, st in sorted(changed.items()) if st is None and p in have]
+        if not (sets or drops) or not self._may_update(now_ms):
+            return []
+        try:
+            return self._own(a.set_links(sets, drops), now_ms)
+        except P2PWorldError as e:
+            # A session coming or going must not fail on its link: the next change of a
+            # link writes it again.
+            self.stats.refuse(e.code)
+            return []
+
     def _may_update(self, now_ms: int) -> bool:
         try:
             self._authorize(self.public_key, "world:join", now_ms)
