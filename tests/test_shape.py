@@ -20,11 +20,11 @@ SLACK = 20
 
 SIZE_ALLOWANCES: dict[str, tuple[int, str]] = {
     # module or module:Class -> (lines when listed, reason)
-    "p2pworld.runtime.node": (1686, "the runtime's tasks (sessions, discovery, lanes, the "
+    "p2pworld.runtime.node": (1665, "the runtime's tasks (sessions, discovery, lanes, the "
                                     "effect runner and store task) in one class, and the flat "
                                     "API methods kept one release as delegations to the "
                                     "sub-APIs (runtime/api.py)"),
-    "p2pworld.runtime.node:Node": (1288, "as above"),
+    "p2pworld.runtime.node:Node": (1254, "as above"),
     "p2pworld.core.node": (639, "the node core's inputs, plan and one handler per input; the "
                                 "lane, keepalive, token, peer and persist decisions are cores "
                                 "of their own"),
@@ -42,10 +42,12 @@ SIZE_ALLOWANCES: dict[str, tuple[int, str]] = {
 
 SHELL_UNITS = {"p2pworld.io", "p2pworld.runtime", "discovery"}
 NOT_THE_NODE = {"p2pworld.testing", "p2pworld.cli"}
-SHELL_SHARE_CEILING = 0.35
+SHELL_SHARE_CEILING = 0.32
 """39.4% when the test landed, 38.8% once the persist core took the data path's ordering and
-pacing, 37.3% once the node core took the flush, the timers and the batching; issue 15
-brings it to 0.20 (lower this as decisions move)."""
+pacing, 37.3% once the node core took the flush, the timers and the batching, 31.1% once the
+lane rule, the lane ledger, the relay pool's book, NIP-11 parsing, the control service's
+answers and the executors' effect tables moved; issue 15 brings it to 0.20 (lower this as
+decisions move)."""
 
 
 def sizes() -> dict[str, int]:

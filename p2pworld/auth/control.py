@@ -53,7 +53,7 @@ from typing import Any
 from p2pworld import codec
 from p2pworld.auth.book import DEFAULT_SCOPES
 from p2pworld.auth.token import Claims, mint
-from p2pworld.errors import DecodeError, P2PWorldError
+from p2pworld.errors import DecodeError, P2PWorldError, Unauthorized, error_from_code
 from p2pworld.identity import Ed25519Signer, Signer, blake2b256, node_id, verify
 
 TOKEN_REQUEST_DOMAIN = "p2pworld/token-request/v1"
@@ -198,6 +198,47 @@ def token_request(node: Signer, *, at: int, nostr: bytes | None = None) -> dict[
     if nostr is not None:
         out["nostr"] = nostr.hex()
     return out
+
+
+def published_keys(status: int, doc: Any) -> dict[str, bytes] | None:
+    """The signing keys from a ``GET /v1/keys`` answer (None: not answered with 200).
+    Raises :class:`~p2pworld.errors.Unauthorized` on a malformed list.
+
+    Example:
+        >>> published_keys(200, {"keys": [{"kid": "k1", "public_key": "41"}]})
+        {'k1': b'A'}
+        >>> published_keys(503, {}) is None
+        True
+    """
+    if status != 200:
+        return None
+    try:
+        return {str(k["kid"]): bytes.fromhex(k["public_key"]) for k in doc["keys"]}
+    except (KeyError, TypeError, ValueError, AttributeError):
+        raise Unauthorized("control service published malformed keys") from None
+
+
+def minted_token(status: int, out: Any) -> tuple[bytes, float]:
+    """The token and its expiry from a ``POST /v1/token`` answer. Raises the error the
+    service named (:func:`~p2pworld.errors.error_from_code`; ``Unauthorized`` by default) or
+    ``Unauthorized`` on a malformed answer.
+
+    Example:
+        >>> minted_token(200, {"token": "4142", "expires_at": 60})
+        (b'AB', 60.0)
+        >>> minted_token(403, {"error": "REVOKED"})
+        Traceback (most recent call last):
+        ...
+        p2pworld.errors.Revoked: control service refused a token (403)
+    """
+    if status != 200 or not isinstance(out, dict) or "token" not in out:
+        err = out.get("error", "UNAUTHORIZED") if isinstance(out, dict) else "UNAUTHORIZED"
+        raise error_from_code(str(err) or "UNAUTHORIZED",
+                              f"control service refused a token ({status})")
+    try:
+        return bytes.fromhex(out["token"]), float(out.get("expires_at", 0))
+    except (TypeError, ValueError):
+        raise Unauthorized("control service answered a malformed token") from None
 
 
 class ControlCore:

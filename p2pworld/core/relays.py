@@ -81,3 +81,25 @@ class RendezvousSchedule:
 
     def clock_went_back(self, by_ms: int) -> None:
         self.due = {u: t - by_ms for u, t in self.due.items()}
+
+
+def announced_urls(url: str, host: str, relay: str, *,
+                   public_urls: list[str] | None) -> list[str]:
+    """Where this node tells rendezvous node ``relay`` that peers may reach it directly:
+    ``public_urls`` when configured, else its listen ``url`` (on ``host``), unless that is
+    loopback and the rendezvous is not (a remote peer would dial its own loopback).
+
+    Example:
+        >>> me = "ws://127.0.0.1:7000/"
+        >>> announced_urls(me, "127.0.0.1", "ws://10.0.0.2:9", public_urls=None)
+        []
+        >>> announced_urls(me, "127.0.0.1", "ws://localhost:9", public_urls=None)
+        ['ws://127.0.0.1:7000/']
+        >>> announced_urls(me, "127.0.0.1", "ws://10.0.0.2:9", public_urls=["wss://me"])
+        ['wss://me']
+    """
+    if public_urls is not None:
+        return list(public_urls)
+    loop = host.startswith("127.") or host == "::1"
+    relay_loop = "//127." in relay or "//localhost" in relay or "//[::1]" in relay
+    return [url] if not loop or relay_loop else []

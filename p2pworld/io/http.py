@@ -153,6 +153,34 @@ async def _respond(stream: trio.SocketStream, conn: h11.Connection, status: int,
     await stream.send_all(conn.send(h11.EndOfMessage()))
 
 
+async def http_exchange(host: str, port: int, request: h11.Request, data: bytes = b"", *,
+                        max_body: int) -> tuple[int, bytes, bool]:
+    """One HTTP/1.1 request on a connection of its own (the caller bounds the time): the
+    answer's status, its body, and whether the body ended as the message says (False: the
+    connection closed first). A body over ``max_body`` raises ``P2PWorldError``; headers over
+    16 KiB, ``h11.ProtocolError``; the network, ``OSError`` or trio's stream errors."""
+    stream = await trio.open_tcp_stream(host, port)
+    async with stream:
+        conn = h11.Connection(h11.CLIENT)
+        await stream.send_all(conn.send(request) or b"")
+        if data:
+            await stream.send_all(conn.send(h11.Data(data=data)) or b"")
+        await stream.send_all(conn.send(h11.EndOfMessage()) or b"")
+        status, body = 0, b""
+        while True:
+            ev = conn.next_event()
+            if ev is h11.NEED_DATA:
+                conn.receive_data(await stream.receive_some(16384))
+            elif isinstance(ev, h11.Response):
+                status = ev.status_code
+            elif isinstance(ev, h11.Data):
+                body += ev.data
+                if len(body) > max_body:
+                    raise P2PWorldError("HTTP answer too large")
+            elif isinstance(ev, (h11.EndOfMessage, h11.ConnectionClosed)):
+                return status, body, isinstance(ev, h11.EndOfMessage)
+
+
 async def http_json(base: str, method: str, path: str, body: Any = None, *,
                     bearer: str | None = None, timeout: float = 10.0) -> tuple[int, Any]:
     """One JSON request to ``base`` (``http://host:port``). Network failures raise
@@ -167,27 +195,9 @@ async def http_json(base: str, method: str, path: str, body: Any = None, *,
         headers.append(("authorization", f"Bearer {bearer}"))
     try:
         with trio.fail_after(timeout):
-            stream = await trio.open_tcp_stream(u.hostname, u.port)
-            async with stream:
-                conn = h11.Connection(h11.CLIENT)
-                await stream.send_all(conn.send(h11.Request(method=method, target=path,
-                                                            headers=headers)))
-                await stream.send_all(conn.send(h11.Data(data=data)) or b"")
-                await stream.send_all(conn.send(h11.EndOfMessage()) or b"")
-                status, out = 0, b""
-                while True:
-                    ev = conn.next_event()
-                    if ev is h11.NEED_DATA:
-                        conn.receive_data(await stream.receive_some(16384))
-                        continue
-                    if isinstance(ev, h11.Response):
-                        status = ev.status_code
-                    elif isinstance(ev, h11.Data):
-                        out += ev.data
-                        if len(out) > 4 * MAX_BODY:
-                            raise P2PWorldError("control answer too large")
-                    elif isinstance(ev, (h11.EndOfMessage, h11.ConnectionClosed)):
-                        break
+            status, out, _ = await http_exchange(
+                u.hostname, u.port, h11.Request(method=method, target=path, headers=headers),
+                data, max_body=4 * MAX_BODY)
     except (OSError, trio.TooSlowError, trio.BrokenResourceError) as e:
         raise SessionClosed(f"control service unreachable: {e}") from None
     except h11.ProtocolError as e:

@@ -39,7 +39,6 @@ import trio
 from trio_websocket import CloseReason, ConnectionClosed
 
 from p2pworld.errors import DecodeError, NostrError
-from p2pworld.io.nip11 import RelayLimits
 from p2pworld.io.nostr_relay import RelayPool
 from p2pworld.io.scopes import spawn_in, task
 from p2pworld.nostr import nip44
@@ -62,6 +61,7 @@ from p2pworld.nostr.lane_frames import (
     part_size_for,
     split,
 )
+from p2pworld.nostr.limits import RelayLimits
 
 
 def part_size_of(limits: RelayLimits | None) -> int:

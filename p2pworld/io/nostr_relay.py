@@ -3,8 +3,10 @@ bounded queues, subscriptions resumed after a reconnect, per-relay health, NIP-4
 
 Nothing here waits on a relay while holding anything else up: each relay has its own task and
 a bounded outgoing queue (a full queue drops the publish for that relay and counts it), and
-``publish`` waits for ``OK`` answers only up to its timeout. Every relay message is checked by
-:func:`~p2pworld.nostr.event.parse_relay_message` before it is used.
+``publish`` waits for ``OK`` answers only up to its timeout. Every relay message goes to the
+pool's :class:`~p2pworld.nostr.pool.PoolBook` (pure: it parses and checks the message, matches
+an ``OK`` to its publish, deduplicates events, counts each relay's health); this shell carries
+out what the book says.
 
 Limits: the first time a relay's websocket is up, the pool fetches its NIP-11 document
 (:func:`~p2pworld.io.nip11.fetch_limits`, bounded) and keeps its limits in
@@ -30,14 +32,12 @@ import random
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 import trio
 import trio_websocket
 
-from p2pworld.errors import NostrError
 from p2pworld.io.nip11 import FETCH_TIMEOUT_S, RelayLimits, fetch_limits
 from p2pworld.io.scopes import Failure, Supervisor, spawn_in, task
 from p2pworld.io.session import close_websocket
@@ -48,9 +48,16 @@ from p2pworld.nostr.event import (
     client_close,
     client_event,
     client_req,
-    parse_relay_message,
 )
 from p2pworld.nostr.keys import NostrKey
+from p2pworld.nostr.pool import (
+    Answered,
+    AuthAsked,
+    Deliver,
+    Ok,
+    PoolBook,
+    RelayHealth,
+)
 from p2pworld.transport.backoff import Backoff
 
 SEND_QUEUE = 256
@@ -58,40 +65,6 @@ _CONNECTION_ERRORS = (OSError, trio.TooSlowError, trio_websocket.HandshakeError,
                       trio_websocket.ConnectionClosed, trio_websocket.ConnectionRejected,
                       trio_websocket.ConnectionTimeout, trio.BrokenResourceError)
 """How a relay connection ends without being anyone's bug: counted in its health, redialled."""
-MAX_RELAYS = 32
-RESUME_MARGIN_S = 10
-GIFT_WRAP_MARGIN_S = 2 * 24 * 3600
-
-
-@dataclass(frozen=True)
-class Ok:
-    ok: bool
-    message: str
-    prefix: str
-
-
-@dataclass
-class RelayHealth:
-    url: str
-    state: str = "connecting"
-    connects: int = 0
-    failures: int = 0
-    last_error: str = ""
-    published_ok: int = 0
-    published_refused: int = 0
-    dropped: int = 0
-    rate_limited: int = 0
-    notices: int = 0
-    authed: bool = False
-
-
-@dataclass
-class _Sub:
-    filters: list[dict[str, Any]]
-    out: trio.MemorySendChannel[Event]
-    backdated: bool
-    newest: int = 0
-    seen: set[str] = field(default_factory=set)
 
 
 class Subscription:
@@ -118,14 +91,15 @@ class Subscription:
 
 
 class RelayPool:
-    """Connections to several relays (start with :func:`open_relay_pool`)."""
+    """Connections to several relays (start with :func:`open_relay_pool`); what the pool
+    knows and decides is its :class:`~p2pworld.nostr.pool.PoolBook`."""
 
     def __init__(self, urls: list[str], *, key: NostrKey | None = None,
                  rng: random.Random | None = None,
                  limits_of: Callable[[str], Awaitable[RelayLimits | None]] = fetch_limits
                  ) -> None:
-        self.urls = list(dict.fromkeys(urls))
-        self.configured = list(self.urls)
+        self.book = PoolBook(urls)
+        self.configured = list(self.book.urls)
         """The relays the pool was started with (not those added later)."""
         self.limits: dict[str, RelayLimits | None] = {}
         """Each relay's NIP-11 limits, once learned (None: it published no usable document)."""
@@ -133,28 +107,31 @@ class RelayPool:
         self._learned = {u: trio.Event() for u in self.urls}
         self.key = key
         self.rng = rng or random.SystemRandom()
-        self.health = {u: RelayHealth(u) for u in self.urls}
         self._queues: dict[str, tuple[trio.MemorySendChannel[str],
                                       trio.MemoryReceiveChannel[str]]] = {
             u: trio.open_memory_channel[str](SEND_QUEUE) for u in self.urls}
-        self._oks: dict[tuple[str, str], tuple[trio.Event, list[Ok]]] = {}
-        self._subs: dict[str, _Sub] = {}
+        self._answered: dict[tuple[str, str], trio.Event] = {}
+        self._first: dict[str, trio.Event] = {}
+        """Publishes waiting for the first relay to accept: event id -> wake-up."""
+        self._outs: dict[str, trio.MemorySendChannel[Event]] = {}
         self._ids = itertools.count(1)
         self._nursery: trio.Nursery | None = None
         self._sup: Supervisor | None = None
-        self._any: dict[str, tuple[trio.Event, list[int]]] = {}
-        """Publishes waiting for the first relay to accept: event id -> (wake-up, answers
-        still missing)."""
+
+    @property
+    def urls(self) -> list[str]:
+        return self.book.urls
+
+    @property
+    def health(self) -> dict[str, RelayHealth]:
+        return self.book.health
 
     def add_relay(self, url: str) -> bool:
         """Connect to one more relay (a peer's NIP-65 relay) while running; at most
-        :data:`MAX_RELAYS` in all. False if not added (known, full, not ``ws(s)://``, or the
-        pool is not running)."""
-        if (url in self.health or self._nursery is None or len(self.urls) >= MAX_RELAYS
-                or not url.startswith(("ws://", "wss://")) or len(url) > 256):
+        :data:`~p2pworld.nostr.pool.MAX_RELAYS` in all. False if not added (known, full, not
+        ``ws(s)://``, or the pool is not running)."""
+        if self._nursery is None or not self.book.add(url):
             return False
-        self.urls.append(url)
-        self.health[url] = RelayHealth(url)
         self._learned[url] = trio.Event()
         self._queues[url] = trio.open_memory_channel[str](SEND_QUEUE)
         self._spawn(url)
@@ -193,38 +170,32 @@ class RelayPool:
         no answer in time, or not sent). ``OK true`` and ``duplicate:`` both mean the relay
         has it. ``until_any``: return as soon as one relay has it (the others keep the event
         and answer later, unrecorded): a dead relay then costs nothing while another works."""
-        waits = {}
-        accepted = trio.Event()
         msg = client_event(ev)
-        targets = [u for u in self.urls if relays is None or u in relays]
+        targets = self.book.targets(relays)
+        waits = []
         for u in targets:
-            done = trio.Event()
-            self._oks[(u, ev.id)] = (done, [])
-            waits[u] = done
+            self.book.sending(u, ev.id)
             try:
                 self._queues[u][0].send_nowait(msg)
             except trio.WouldBlock:
-                self.health[u].dropped += 1
-                del self._oks[(u, ev.id)]
-                waits.pop(u)
-        out: dict[str, Ok | None] = {}
+                self.book.not_sent(u, ev.id)
+                continue
+            waits.append(self._answered.setdefault((u, ev.id), trio.Event()))
+        first = trio.Event()
         try:
             with trio.move_on_after(timeout):
                 if until_any:
-                    self._any[ev.id] = (accepted, [len(waits)])
-                    try:
-                        if waits:
-                            await accepted.wait()
-                    finally:
-                        self._any.pop(ev.id, None)
+                    self._first[ev.id] = first
+                    self.book.until_any(ev.id, len(waits))
+                    await (first.wait() if waits else trio.lowlevel.checkpoint())
                 else:
-                    for done in waits.values():
+                    for done in waits:
                         await done.wait()
-        finally:  # also when cancelled: leave nothing behind in _oks
+        finally:  # also when cancelled: leave nothing behind
+            self._first.pop(ev.id, None)
             for u in targets:
-                entry = self._oks.pop((u, ev.id), None)
-                out[u] = entry[1][0] if entry and entry[1] else None
-        return out
+                self._answered.pop((u, ev.id), None)
+        return {u: self.book.answer(u, ev.id) for u in targets}
 
     def subscribe(self, *filters: dict[str, Any], backdated: bool = False,
                   buffer: int = 1024) -> Subscription:
@@ -233,16 +204,18 @@ class RelayPool:
         (leaving it sends ``CLOSE``)."""
         sub_id = f"p2pw{next(self._ids)}"
         send, recv = trio.open_memory_channel[Event](buffer)
-        self._subs[sub_id] = _Sub(list(filters), send, backdated)
+        self.book.subscribe(sub_id, list(filters), backdated=backdated)
+        self._outs[sub_id] = send
         for u in self.urls:
             try:
                 self._queues[u][0].send_nowait(client_req(sub_id, *filters))
             except trio.WouldBlock:
-                self.health[u].dropped += 1
+                self.book.not_sent(u)
         return Subscription(self, sub_id, recv)
 
     def _close(self, sub_id: str) -> None:
-        if self._subs.pop(sub_id, None) is None:
+        self._outs.pop(sub_id, None)
+        if not self.book.unsubscribe(sub_id):
             return
         for u in self.urls:
             try:
@@ -306,8 +279,8 @@ class RelayPool:
             await self._learn_limits(url)
         h.state, h.connects = "connected", h.connects + 1
         backoff.reset()
-        for sub_id, sub in list(self._subs.items()):
-            await ws.send_message(client_req(sub_id, *self._resume(sub)))
+        for sub_id in list(self.book.subs):
+            await ws.send_message(client_req(sub_id, *self.book.resume(sub_id)))
         async with trio.open_nursery() as n:
             spawn_in(n, self._writer, url, ws)
             await self._reader(url, ws)
@@ -321,12 +294,6 @@ class RelayPool:
         self.limits[url] = lim
         self._learned[url].set()
 
-    def _resume(self, sub: _Sub) -> list[dict[str, Any]]:
-        if not sub.newest:
-            return sub.filters
-        margin = GIFT_WRAP_MARGIN_S if sub.backdated else RESUME_MARGIN_S
-        return [{**f, "since": max(0, sub.newest - margin)} for f in sub.filters]
-
     @task("relay", boundary=False)
     async def _writer(self, url: str, ws: trio_websocket.WebSocketConnection) -> None:
         recv = self._queues[url][1]
@@ -337,62 +304,47 @@ class RelayPool:
                 return  # the reader sees the close too, and the connection ends
 
     async def _reader(self, url: str, ws: trio_websocket.WebSocketConnection) -> None:
-        h = self.health[url]
         while True:
             try:
                 text = await ws.get_message()
             except trio_websocket.ConnectionClosed:
                 return
-            try:
-                m = parse_relay_message(text if isinstance(text, str) else text.decode())
-            except (NostrError, UnicodeDecodeError):
-                h.last_error = "NOSTR_INVALID"
-                continue
-            if m.type == "OK":
-                ok = Ok(m.ok, m.message, m.prefix)
-                if m.ok or m.prefix == "duplicate":
-                    h.published_ok += 1
-                else:
-                    h.published_refused += 1
-                    if m.prefix == "rate-limited":
-                        h.rate_limited += 1
-                key = (url, m.event_id)
-                if not m.event_id:
-                    # A relay that could not read the event's id answers in order: the
-                    # oldest unanswered publish on this relay is the one it refused.
-                    key = next((k for k, v in self._oks.items() if k[0] == url and not v[1]),
-                               key)
-                entry = self._oks.get(key)
-                if entry is not None and not entry[1]:
-                    entry[1].append(ok)
-                    entry[0].set()
-                    first = self._any.get(key[1])
-                    if first is not None:
-                        first[1][0] -= 1
-                        if ok.ok or ok.prefix == "duplicate" or first[1][0] <= 0:
-                            first[0].set()
-            elif m.type == "EVENT" and m.event is not None:
-                sub = self._subs.get(m.sub)
-                if sub is None or m.event.id in sub.seen:
-                    continue
-                sub.seen.add(m.event.id)
-                sub.newest = max(sub.newest, m.event.created_at)
-                try:
-                    sub.out.send_nowait(m.event)
-                except trio.WouldBlock:
-                    h.dropped += 1
-                except trio.BrokenResourceError:
-                    self._subs.pop(m.sub, None)
-            elif m.type == "AUTH" and self.key is not None:
-                ev = auth_event(self.key, relay=url, challenge=m.message,
-                                created_at=int(time.time()),
-                                aux=self.rng.getrandbits(256).to_bytes(32, "big"))
-                await ws.send_message(client_auth(ev))
-                h.authed = True
-            elif m.type == "NOTICE":
-                h.notices += 1
-            elif m.type == "CLOSED":
-                h.last_error = m.message[:100]
+            act = self.book.receive(url, text)
+            carry = _CARRY.get(type(act))
+            if carry is not None:
+                await carry(self, url, ws, act)
+
+    async def _answered_now(self, url: str, ws: object, a: Answered) -> None:
+        done = self._answered.get((url, a.event_id))
+        if done is not None:
+            done.set()
+        first = self._first.get(a.event_id)
+        if a.first and first is not None:
+            first.set()
+
+    async def _deliver(self, url: str, ws: object, d: Deliver) -> None:
+        out = self._outs.get(d.sub)
+        try:
+            if out is not None:
+                out.send_nowait(d.event)
+        except trio.WouldBlock:
+            self.health[url].dropped += 1
+        except trio.BrokenResourceError:
+            self._close(d.sub)
+
+    async def _auth(self, url: str, ws: trio_websocket.WebSocketConnection,
+                    a: AuthAsked) -> None:
+        if self.key is None:
+            return
+        ev = auth_event(self.key, relay=url, challenge=a.challenge, created_at=int(time.time()),
+                        aux=self.rng.getrandbits(256).to_bytes(32, "big"))
+        await ws.send_message(client_auth(ev))
+        self.health[url].authed = True
+
+
+_CARRY: dict[type, Callable[[RelayPool, str, Any, Any], Awaitable[None]]] = {
+    Answered: RelayPool._answered_now, Deliver: RelayPool._deliver, AuthAsked: RelayPool._auth}
+"""How the pool carries out what its book says of a relay message."""
 
 
 @asynccontextmanager

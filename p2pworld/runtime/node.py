@@ -37,7 +37,13 @@ from discovery.mdns import Found, Lost, MdnsDiscovery, resolve_interfaces
 from discovery.rendezvous_client import RelayPipe, RendezvousClient
 from p2pworld import codec
 from p2pworld.auth.book import AuthConfig, TokenBook
-from p2pworld.auth.control import token_request, verify_policy, verify_revocations
+from p2pworld.auth.control import (
+    minted_token,
+    published_keys,
+    token_request,
+    verify_policy,
+    verify_revocations,
+)
 from p2pworld.auth.schedule import TokenSchedule
 from p2pworld.channel.hub import (
     ChannelHub,
@@ -88,7 +94,7 @@ from p2pworld.core.persist import (
     gated_tail,
     persisted_channels,
 )
-from p2pworld.core.relays import RendezvousSchedule
+from p2pworld.core.relays import RendezvousSchedule, announced_urls
 from p2pworld.effects import (
     CloseSession,
     ConnectRendezvous,
@@ -114,7 +120,6 @@ from p2pworld.errors import (
     StoreFull,
     Unauthorized,
     WaitTimeout,
-    error_from_code,
 )
 from p2pworld.identity import NodeIdentity, Signer, blake2b256, short_id
 from p2pworld.io.home import NodeHome
@@ -1065,15 +1070,6 @@ class Node:
 
     # --- rendezvous -------------------------------------------------------------------------
 
-    def _direct_urls(self, relay: str) -> list[str]:
-        """Where peers may reach us directly: our listen URL, unless it is loopback and the
-        rendezvous is not (a remote peer would dial its own loopback)."""
-        if self._config.public_urls is not None:
-            return list(self._config.public_urls)
-        loop = self._listen_host.startswith("127.") or self._listen_host == "::1"
-        relay_loop = "//127." in relay or "//localhost" in relay or "//[::1]" in relay
-        return [self.url] if not loop or relay_loop else []
-
     def _on_rendezvous_peers(self, relay: str, regs: list[Registration]) -> None:
         key = f"rv:{relay}"
         listed = set()
@@ -1109,7 +1105,8 @@ class Node:
         node core how it ended (a failure of this task: :meth:`_on_scope_failure` does)."""
         client = RendezvousClient(
             url=url, signer=self._identity.signer, workspace=self._config.workspace,
-            direct_urls=lambda: self._direct_urls(url),
+            direct_urls=lambda: announced_urls(self.url, self._listen_host, url,
+                                               public_urls=self._config.public_urls),
             on_peers=self._on_rendezvous_peers,
             on_incoming=lambda pipe: self._sup.spawn(self._on_relayed, url, pipe,
                                                     key=pipe.peer.hex()))
@@ -1166,23 +1163,11 @@ class Node:
 
     async def _ask_token(self) -> TokenMinted:
         assert self._config.control is not None
-        keys: dict[str, bytes] | None = None
-        status, doc = await http_json(self._config.control, "GET", "/v1/keys")
-        if status == 200:
-            try:
-                keys = {k["kid"]: bytes.fromhex(k["public_key"]) for k in doc["keys"]}
-            except (KeyError, TypeError, ValueError):
-                raise Unauthorized("control service published malformed keys") from None
-        status, out = await http_json(self._config.control, "POST", "/v1/token",
-                                      token_request(self._identity.signer, at=int(time.time()),
-                                                    nostr=self._identity.nostr.public))
-        if status != 200 or not isinstance(out, dict) or "token" not in out:
-            err = out.get("error", "UNAUTHORIZED") if isinstance(out, dict) else "UNAUTHORIZED"
-            raise error_from_code(str(err), f"control service refused a token ({status})")
-        try:
-            raw, exp = bytes.fromhex(out["token"]), float(out.get("expires_at", 0))
-        except (TypeError, ValueError):
-            raise Unauthorized("control service answered a malformed token") from None
+        keys = published_keys(*await http_json(self._config.control, "GET", "/v1/keys"))
+        raw, exp = minted_token(*await http_json(
+            self._config.control, "POST", "/v1/token",
+            token_request(self._identity.signer, at=int(time.time()),
+                          nostr=self._identity.nostr.public)))
         return TokenMinted(token=raw, expires_at=exp, keys=keys)
 
     @task("request", restart=True)
@@ -1495,19 +1480,15 @@ async def _bootstrap_auth(config: NodeConfig, ident: NodeIdentity, auth: AuthCon
         try:
             if auth is None:
                 status, out = await http_json(config.control, "GET", "/v1/keys")
-                if status != 200:
+                keys = published_keys(status, out)
+                if keys is None:
                     raise Unauthorized(f"control service keys: HTTP {status}")
-                auth = AuthConfig(keys={k["kid"]: bytes.fromhex(k["public_key"])
-                                        for k in out["keys"]})
-            status, out = await http_json(config.control, "POST", "/v1/token",
-                                          token_request(ident.signer, at=int(time.time()),
-                                                        nostr=ident.nostr.public))
-            if status != 200:
-                err = out.get("error", "UNAUTHORIZED") if isinstance(out, dict) else ""
-                raise error_from_code(str(err) or "UNAUTHORIZED",
-                                      f"control service refused a token (HTTP {status})")
-            return auth, bytes.fromhex(out["token"])
-        except (SessionClosed, KeyError, TypeError, ValueError):
+                auth = AuthConfig(keys=keys)
+            token, _ = minted_token(*await http_json(
+                config.control, "POST", "/v1/token",
+                token_request(ident.signer, at=int(time.time()), nostr=ident.nostr.public)))
+            return auth, token
+        except SessionClosed:
             if time.monotonic() > deadline:
                 raise Unauthorized("no token: the control service is unreachable") from None
             await trio.sleep(0.5)
