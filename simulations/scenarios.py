@@ -16,6 +16,7 @@ import pycrdt
 from p2pworld import codec
 from p2pworld.compute.core import COMPUTE_APP, COMPUTE_CHANNEL
 from p2pworld.compute.state import encode_event
+from p2pworld.core.calls import Advertise, OpenChannel, Publish
 from p2pworld.identity import Ed25519Signer
 from p2pworld.log.entry import ChannelPolicy, ChannelRecord, Submission
 from p2pworld.log.sequencer import Sequencer
@@ -590,12 +591,12 @@ def _compute_market(sim: Simulator, policy: ChannelPolicy | None = None) -> Chan
     for name in sorted(sim.providers):
         node = sim.nodes[name]
         assert node.world is not None
-        sim._carry(node, node.world.advertise(PROVIDER_AD, now_ms=sim.now_ms(node)))
+        sim._calls(node, [Advertise(ad=PROVIDER_AD)])
     req = sim.nodes["n0"]
     assert req.hub is not None
-    rec, fx = req.hub.open_channel(COMPUTE_CHANNEL, now_ms=sim.now_ms(req),
-                                   policy=replace(policy or ChannelPolicy(), app=COMPUTE_APP))
-    sim._carry(req, fx)
+    [rec] = sim._calls(req, [OpenChannel(name=COMPUTE_CHANNEL, policy=replace(
+        policy or ChannelPolicy(), app=COMPUTE_APP))])
+    assert isinstance(rec, ChannelRecord)
     return rec
 
 
@@ -608,11 +609,10 @@ def _post_requests(sim: Simulator, channel: bytes, count: int, *,
             if n.hub is None:
                 return
             now = sim.now_ms(n)
-            _, fx = n.hub.publish(channel, encode_event(
+            sim._calls(n, [Publish(channel=channel, payload=encode_event(
                 "request", rid=f"r{i}", kind="5001", job=b"job%d" % i,
                 policy=policies[i % len(policies)], price=0, sla_ms=0, needs=["echo"],
-                expires=now + expires_ms), idem_key=b"r%d/request" % i, now_ms=now)
-            sim._carry(n, fx)
+                expires=now + expires_ms), idem_key=b"r%d/request" % i)])
             sim.stats.reach("compute_contention")
 
         sim.at(when(i), post)

@@ -32,6 +32,8 @@ SHARED = {
     "CandidateSeen": "discovery candidates as node-core inputs",
     "Keepalive": "pings and dead sessions (p2pworld.transport.peering, in the node core)",
     "op_key": "compute idempotency keys (p2pworld.compute.keys)",
+    "Publish": "API calls as node-core inputs (p2pworld.core.calls)",
+    "OpenChannel": "API calls as node-core inputs (p2pworld.core.calls)",
 }
 
 
@@ -89,3 +91,40 @@ def test_the_copy_check_can_fail() -> None:
            'delay = ttl * (0.8 - 0.1 * rng.random())\n'
            'ops = [op for e in fx if (op := durable_op(e)) is not None]\n')
     assert len(copies(old)) == 4
+
+
+CALL_METHODS = {"open_channel", "publish", "add_participant", "remove_participant",
+                "close_channel", "handoff", "recover", "ack_message", "join", "advertise",
+                "heartbeat", "set_session", "leave"}
+"""The cores' API methods: an executor reaches them only through the node core's call
+inputs (p2pworld.core.calls), so both make the same calls the same way."""
+SCENARIOS = sorted((layout.ROOT / "simulations").glob("*.py"))
+
+
+def direct_calls(source: str) -> list[str]:
+    """Calls of the cores' API methods on a hub or a world core (``hub.publish(...)``)."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute) and \
+                node.func.attr in CALL_METHODS:
+            recv = node.func.value
+            name = recv.attr if isinstance(recv, ast.Attribute) else \
+                recv.id if isinstance(recv, ast.Name) else ""
+            facade = isinstance(recv, ast.Attribute) and isinstance(recv.value, ast.Name) \
+                and recv.value.id == "self" and name == "world"  # Node.world: the sub-API
+            if name.lstrip("_") in ("hub", "world") and not facade:
+                found.append(f"line {node.lineno}: {name}.{node.func.attr}")
+    return found
+
+
+@pytest.mark.parametrize("path", [*RUNTIME, *SIMULATOR.values(), *SCENARIOS],
+                         ids=lambda p: p.name)
+def test_api_calls_reach_the_cores_as_inputs(path: layout.Path) -> None:
+    assert not direct_calls(path.read_text()), path
+
+
+def test_the_direct_call_check_can_fail() -> None:
+    old = ("req, fx = self._hub.publish(ch, b'', idem_key=k, now_ms=0)\n"
+           "fx = node.world.advertise(ad, now_ms=0)\n"
+           "await self._node.channels.publish(ch, b'')\n")
+    assert len(direct_calls(old)) == 2

@@ -386,3 +386,30 @@ def test_a_channel_without_the_fallback_stays_off_the_nostr_lane() -> None:
     core.handle(Called(effects=(Send(lane, msgs[0]),)), now_ms=4)
     assert [m for e in _objects(core.handle(Flush(), now_ms=4))
             if isinstance(e, (Send, SendAll)) for m in _messages(e)] == [msgs[0]]
+
+
+def test_api_calls_are_inputs_with_their_result_in_the_plan() -> None:
+    """An API call is a frozen, keyword-only input: the core runs it, its plan carries what
+    it returns and only queues its effects; a refused call raises, typed, and queues
+    nothing."""
+    from p2pworld.core import calls
+    from p2pworld.errors import UnknownChannel
+
+    for t in calls.CALLS:
+        assert node_core._HANDLERS[t] == NodeCore._on_call, t
+        assert t.__dataclass_params__.frozen, t  # type: ignore[attr-defined]
+    core = _core()
+    rec = core.handle(calls.OpenChannel(name="c"), now_ms=0).result
+    assert rec.name == "c" and rec.channel in core.cores.hub.own
+    plan = core.handle(calls.Publish(channel=rec.channel, payload=b"x", idem_key=b"k"),
+                       now_ms=0)
+    assert plan.empty and plan.ready and isinstance(plan.result, int)
+    queued = core.queued
+    with pytest.raises(UnknownChannel):
+        core.handle(calls.Publish(channel=b"\0" * 16, payload=b"x", idem_key=b"k2"),
+                    now_ms=0)
+    assert core.queued == queued
+    with pytest.raises(TypeError):
+        calls.Publish(rec.channel, b"x", b"k")  # type: ignore[misc]
+    steps = core.handle(Flush(), now_ms=0).steps
+    assert any(isinstance(s, Commit) for s in steps)

@@ -10,9 +10,9 @@ on disk before what (:class:`~p2pworld.core.persist.PersistCore`), when the core
 and how effects are grouped into batches.
 
 **Inputs** are frozen, keyword-only values. Events (:class:`Received`, :class:`PeerUp`,
-:class:`PeerDown`, :class:`Called`) only queue work: their plan is empty and ``ready`` says
-that a batch waits. :class:`Flush` (the executor can take a batch now) and :class:`TimerFired`
-(a wake-up the last plan asked for came due) return the batch.
+:class:`PeerDown`, an API call of :mod:`p2pworld.core.calls`) only queue work: their plan is
+empty and ``ready`` says that a batch waits. :class:`Flush` (the executor can take a batch
+now) and :class:`TimerFired` (a wake-up the last plan asked for came due) return the batch.
 
 **A plan** is ``leave`` (writer submissions: they may go ahead of earlier batches still on
 their way to disk), then ``steps`` in order (:class:`~p2pworld.core.persist.Carry` and
@@ -66,6 +66,7 @@ from typing import Any
 
 from p2pworld.auth.schedule import TokenSchedule
 from p2pworld.channel.hub import Delivered, Notice, Outcomes, Resolved
+from p2pworld.core.calls import CALLS, Call
 from p2pworld.core.cores import Cores, NodeEffect
 from p2pworld.core.disk import StoreProbe, store_full, writable_again
 from p2pworld.core.lanes import held_back
@@ -161,8 +162,8 @@ class PeerDown:
 
 @dataclass(frozen=True, kw_only=True)
 class Called:
-    """An API call ran on the cores and returned its result to the caller; these are the
-    effects it asked for."""
+    """Effects a caller computed on the cores itself (tests and scripted faults; the API's
+    calls are inputs of their own, :mod:`p2pworld.core.calls`)."""
 
     effects: tuple[NodeEffect, ...]
 
@@ -240,7 +241,7 @@ class StoreProbed:
     ok: bool
 
 
-Input = (Received | PeerUp | PeerDown | Called | Flush | TimerFired | CommitFailed
+Input = (Received | PeerUp | PeerDown | Call | Called | Flush | TimerFired | CommitFailed
          | StoreProbed | RendezvousEnded | TokenMinted | TokenRefused | RevocationsLearned
          | CandidateSeen | CandidateGone | DialDone)
 
@@ -251,12 +252,14 @@ class Plan:
     module's docstring). A plan with work, or ``ready``, says: call again with :class:`Flush`
     as soon as possible. The plan that ends that loop (empty, not ready) is the one after
     which the executor sleeps, and only it carries ``wake_at_ms``: when to call with
-    :class:`TimerFired` (None: not before another input)."""
+    :class:`TimerFired` (None: not before another input). ``result``: what an API call
+    (:mod:`p2pworld.core.calls`) returns."""
 
     leave: tuple[NodeEffect, ...] = ()
     steps: tuple[Step, ...] = ()
     wake_at_ms: int | None = None
     ready: bool = False
+    result: Any = None
 
     @property
     def empty(self) -> bool:
@@ -346,6 +349,12 @@ class NodeCore:
 
     def _on_called(self, inp: Called, now_ms: int) -> None:
         self.queue += inp.effects
+
+    def _on_call(self, inp: Call, now_ms: int) -> Plan:
+        result, fx = inp.apply(self.cores, now_ms)
+        self.queue += fx
+        ready = not self.idle
+        return Plan(wake_at_ms=None if ready else self.wake_at(), ready=ready, result=result)
 
     def _on_peer_up(self, inp: PeerUp, now_ms: int) -> None:
         if self.keepalive is not None:
@@ -571,7 +580,7 @@ _HANDLERS: dict[type, Callable[[NodeCore, Any, int], Plan | None]] = {
     RendezvousEnded: NodeCore._on_rendezvous_ended, StoreProbed: NodeCore._on_store_probed,
     TokenMinted: NodeCore._minted, RevocationsLearned: NodeCore._on_revocations,
     TokenRefused: NodeCore._on_token_refused, TimerFired: NodeCore._on_timer,
-    Flush: NodeCore._on_flush,
+    Flush: NodeCore._on_flush, **{t: NodeCore._on_call for t in CALLS},
 }
 """How each input is handled (by its exact type: inputs are final, frozen values)."""
 

@@ -30,6 +30,17 @@ from p2pworld.channel.hub import ChannelHub, Checkpoint, PublishResult
 from p2pworld.compute.core import COMPUTE_CHANNEL, compute_policy
 from p2pworld.compute.keys import op_key
 from p2pworld.compute.state import Request as ComputeRequest, encode_event
+from p2pworld.core.calls import (
+    AckMessage,
+    AddParticipant,
+    Advertise,
+    CloseChannel,
+    Handoff,
+    Heartbeat,
+    Publish,
+    Recover,
+    RemoveParticipant,
+)
 from p2pworld.core.lanes import lane_of_address
 from p2pworld.errors import Conflict, InvalidArgument, LocalProtocolError
 from p2pworld.identity import Signer
@@ -163,35 +174,35 @@ class Channels(_Part):
                 # the rekey entry is on its way. Wait for the channel to move, then try again.
                 while not self._hub.channel_keys(channel):
                     await self._node._changed_event(channel).wait()
-        req, fx = self._hub.publish(channel, payload, idem_key=key, now_ms=edge.now_ms(),
-                                          want=durability)
-        return await self._node._await_outcome(req, fx, timeout, key)
+        req = self._node._call(Publish(channel=channel, payload=payload, idem_key=key,
+                                       want=durability))
+        return await self._node._await_outcome(req, timeout, key)
 
     async def add_participant(self, channel: bytes, member: bytes,
                               timeout: float = 10.0) -> PublishResult:
         """Owner only: add a member (a sequenced control entry; private channels rekey)."""
         self._node._check_open()
-        req, fx = self._hub.add_participant(channel, member, now_ms=edge.now_ms())
-        return await self._node._await_outcome(req, fx, timeout, b"")
+        req = self._node._call(AddParticipant(channel=channel, member=member))
+        return await self._node._await_outcome(req, timeout, b"")
 
     async def remove_participant(self, channel: bytes, member: bytes,
                                  timeout: float = 10.0) -> PublishResult:
         """Owner only: remove a member; on private channels the key is rotated."""
         self._node._check_open()
-        req, fx = self._hub.remove_participant(channel, member, now_ms=edge.now_ms())
-        return await self._node._await_outcome(req, fx, timeout, b"")
+        req = self._node._call(RemoveParticipant(channel=channel, member=member))
+        return await self._node._await_outcome(req, timeout, b"")
 
     async def close(self, channel: bytes, timeout: float = 10.0) -> PublishResult:
         """``close_channel`` (owner only): no more appends; readers can still catch up."""
         self._node._check_open()
-        req, fx = self._hub.close_channel(channel, now_ms=edge.now_ms())
-        return await self._node._await_outcome(req, fx, timeout, b"")
+        req = self._node._call(CloseChannel(channel=channel))
+        return await self._node._await_outcome(req, timeout, b"")
 
     async def handoff(self, channel: bytes, next_sequencer: bytes) -> EpochChange:
         """Planned handoff of a channel this node sequences to ``next_sequencer`` (a key)."""
         self._node._check_open()
-        ec, fx = self._hub.handoff(channel, next_sequencer, now_ms=edge.now_ms())
-        self._node._submit(fx)
+        ec: EpochChange = self._node._call(Handoff(channel=channel,
+                                                   next_sequencer=next_sequencer))
         await self._node._settle()
         return ec
 
@@ -199,15 +210,15 @@ class Channels(_Part):
                       new_sequencer: bytes) -> EpochChange:
         """Unplanned handoff, signed by the channel's authority key (see ``docs/``)."""
         self._node._check_open()
-        ec, fx = self._hub.recover(channel, authority, new_sequencer, now_ms=edge.now_ms())
-        self._node._submit(fx)
+        ec: EpochChange = self._node._call(Recover(channel=channel, authority=authority,
+                                                   new_sequencer=new_sequencer))
         await self._node._settle()
         return ec
 
     async def ack(self, channel: bytes, seq: int) -> Checkpoint | None:
         """``ack_message``: durably record that this node consumed ``channel`` up to ``seq``."""
         self._node._check_open()
-        self._node._submit(self._hub.ack_message(channel, seq, now_ms=edge.now_ms()))
+        self._node._call(AckMessage(channel=channel, seq=seq))
         await self._node._settle()
         return self._hub.cursors.get(channel)
 
@@ -261,7 +272,7 @@ class World(_Part):
         """``advertise_capabilities``: publish (replace) this node's capability ad (and, with
         relays, mirror it as NIP-89 handler information)."""
         self._node._check_open()
-        self._node._submit(self._node._world.advertise(ad, now_ms=edge.now_ms()))
+        self._node._call(Advertise(ad=ad))
         await self._node._settle()
         await self._node._mirror_ad(ad)
 
@@ -269,7 +280,7 @@ class World(_Part):
         """``heartbeat``: beat now (the node also beats every ``world.heartbeat_ms``);
         ``status`` is ``online`` or ``busy``."""
         self._node._check_open()
-        self._node._submit(self._node._world.heartbeat(now_ms=edge.now_ms(), status=status))
+        self._node._call(Heartbeat(status=status))
         await self._node._settle()
 
     def members(self) -> list[Member]:

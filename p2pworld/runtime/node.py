@@ -24,7 +24,7 @@ import random
 import secrets
 import time
 import weakref
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,7 +50,6 @@ from p2pworld.channel.hub import (
     ChannelKnown,
     Checkpoint,
     Delivered,
-    Effect,
     Notice,
     Outcomes,
     Persist,
@@ -58,6 +57,7 @@ from p2pworld.channel.hub import (
     Resolved,
 )
 from p2pworld.compute.state import Request as ComputeRequest
+from p2pworld.core.calls import Advertise, Call, Join, Leave, OpenChannel, SetSession
 from p2pworld.core.cores import Cores, NodeEffect, build_cores
 from p2pworld.core.lanes import (
     LaneCounters,
@@ -67,7 +67,6 @@ from p2pworld.core.lanes import (
 )
 from p2pworld.core.mirror import compute_mirror_rows, handler_event
 from p2pworld.core.node import (
-    Called,
     CandidateGone,
     CandidateSeen,
     CommitFailed,
@@ -377,10 +376,9 @@ class Node:
                             policy: ChannelPolicy | None = None,
                             authority_key: bytes | None = None) -> ChannelRecord:
         self._check_open()
-        rec, fx = self._hub.open_channel(name, now_ms=edge.now_ms(), private=private,
-                                        participants=participants, policy=policy,
-                                        authority_key=authority_key)
-        self._submit(fx)
+        rec: ChannelRecord = self._call(OpenChannel(
+            name=name, private=private, participants=participants, policy=policy,
+            authority_key=authority_key))
         await self._settle()
         if self._hub.read_only is not None and rec.channel not in self._hub.own:
             raise self._hub.read_only  # its record never reached the disk
@@ -416,10 +414,8 @@ class Node:
             ev.set()
         self._notices_send.close()
 
-    async def _await_outcome(self, req: int, fx: list[Effect], timeout: float,
-                             key: bytes) -> PublishResult:
+    async def _await_outcome(self, req: int, timeout: float, key: bytes) -> PublishResult:
         ev = self._outcome_events[req] = trio.Event()
-        self._submit(fx)
         # One shared timer task instead of a cancel scope per publish (see _timeouts).
         deadline = trio.current_time() + timeout
         heapq.heappush(self._deadlines, (deadline, req))
@@ -516,10 +512,12 @@ class Node:
 
     # --- effects ----------------------------------------------------------------------------
 
-    def _submit(self, fx: Sequence[NodeEffect]) -> None:
-        """An API call's (or a task's) effects go to the node core; the effect runner
-        flushes them."""
-        self._input(Called(effects=tuple(fx)))
+    def _call(self, call: Call) -> Any:
+        """An API call, handed to the node core (:mod:`p2pworld.core.calls`): what it
+        returns; its effects wait for the effect runner's flush. A refusal raises, typed."""
+        plan = self._core.handle(call, now_ms=edge.now_ms())
+        self._wake.set()
+        return plan.result
 
     def _input(self, inp: Input) -> None:
         self._core.handle(inp, now_ms=edge.now_ms())
@@ -1195,10 +1193,10 @@ class Node:
                         version=__version__, region=cfg.region)
         self._session_id = secrets.token_hex(8)
         self._session_start = now
-        self._submit(self._world.join(info, now_ms=now, session=SessionInfo(
+        self._call(Join(info=info, session=SessionInfo(
             session_id=self._session_id, workspace=cfg.workspace, started_ms=now)))
         if cfg.capabilities is not None:
-            self._submit(self._world.advertise(cfg.capabilities, now_ms=now))
+            self._call(Advertise(ad=cfg.capabilities))
         await self._settle()
 
     async def _start_nostr(self) -> None:
@@ -1222,12 +1220,11 @@ class Node:
         if self._nostr is not None:
             await self._nostr.goodbye()
         with trio.move_on_after(1.0):
-            now = edge.now_ms()
-            self._submit(self._cores.own_world(self._world.set_session(SessionInfo(
+            self._call(SetSession(session=SessionInfo(
                 session_id=self._session_id, workspace=self._config.workspace,
-                started_ms=self._session_start, ended_ms=now), now_ms=now)))
+                started_ms=self._session_start, ended_ms=edge.now_ms())))
             try:
-                self._submit(self._world.leave(now_ms=now))
+                self._call(Leave())
             except P2PWorldError as e:
                 # No goodbye without a valid token (expired, revoked): peers see this node
                 # go stale instead. Leaving still succeeds.

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from p2pworld.auth.book import DEFAULT_SCOPES
 from p2pworld.auth.token import Claims, mint
+from p2pworld.core.calls import Join
 from p2pworld.core.node import RevocationsLearned, TokenMinted, TokenRefused
 from p2pworld.world.doc import NodeInfo
 
@@ -47,6 +48,7 @@ class SimControl:
         def at(self, delay: float, fn: Callable[[], None]) -> None: ...
         def blocked_pairs(self) -> set[tuple[str, str]]: ...
         def _carry(self, node: SimNode, fx: list[Any], *, inp: Input | None = None) -> None: ...
+        def _calls(self, node: SimNode, calls: list[Join]) -> list[Any]: ...
 
     def _mint(self, node: SimNode) -> bytes | None:
         """A token from the control service (its clock is true time), if it is reachable."""
@@ -85,8 +87,7 @@ class SimControl:
         if first and self.world_on:
             # The runtime's start waits for a first token (``_bootstrap_auth``); a node
             # booted while the service was away joins now.
-            self._carry(node, node.cores.world.join(NodeInfo(device=node.name),
-                                                    now_ms=self.now_ms(node)))
+            self._calls(node, [Join(info=NodeInfo(device=node.name))])
         self.stats.reach("token_refresh")
 
     REVOCATION_POLL = 30.0

@@ -10,12 +10,13 @@ runtime's store task; a crash loses exactly what no commit held.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from p2pworld import codec
 from p2pworld.channel.hub import Delivered, Notice, Outcomes, PublishResult, Resolved
+from p2pworld.core.calls import Call
 from p2pworld.core.node import Called, CommitFailed, Flush, Input, Plan, StoreProbed, TimerFired
 from p2pworld.core.persist import Commit, gated_tail, persisted_channels
 from p2pworld.effects import (
@@ -96,6 +97,18 @@ class Executor:
                 break
             plan = core.handle(Flush(), now_ms=self.now_ms(node))
         self._wake_at(node, plan.wake_at_ms)
+
+    def _calls(self, node: SimNode, calls: Sequence[Call]) -> list[Any]:
+        """API calls (the workload's), handed to the node core as the runtime's API hands
+        them (:mod:`p2pworld.core.calls`), then flushed: what each returned. A refused call
+        raises, typed, and the calls after it are not made."""
+        core = node.core
+        if core is None:
+            return []
+        try:
+            return [core.handle(c, now_ms=self.now_ms(node)).result for c in calls]
+        finally:
+            self._carry(node, [], inp=Flush())
 
     def _carry_plan(self, node: SimNode, plan: Plan) -> None:
         for e in plan.leave:

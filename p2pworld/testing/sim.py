@@ -37,6 +37,7 @@ from p2pworld.channel.hub import (
 )
 from p2pworld.compute.keys import op_key
 from p2pworld.compute.state import encode_event
+from p2pworld.core.calls import Call, Join, Publish
 from p2pworld.core.cores import Cores, build_cores
 from p2pworld.core.node import CandidateGone, NodeCore
 from p2pworld.core.peers import PeerCore
@@ -316,8 +317,7 @@ class Simulator(Executor, SimControl, Workload, SimNetwork):
         if self.world_on:
             if (not self.auth or node.token) and (self.joined is None or
                                                   node.name in self.joined):
-                self._carry(node, cores.world.join(NodeInfo(device=node.name),
-                                                   now_ms=self.now_ms(node)))
+                self._calls(node, [Join(info=NodeInfo(device=node.name))])
             self.at(self.rng.random() * self.tick_interval, lambda: self._tick(node, gen))
         if self.auth:
             node.core.token = TokenSchedule(rng)
@@ -349,7 +349,7 @@ class Simulator(Executor, SimControl, Workload, SimNetwork):
         if self.measure_staleness:
             self._staleness(node)
         if node.name in self.providers:
-            self._carry(node, self._provide(node))
+            self._calls(node, self._provide(node))
         if self.nostr is not None:
             self.nostr.drain(node)
         self.at(self.tick_interval, lambda: self._tick(node, gen))
@@ -380,7 +380,7 @@ class Simulator(Executor, SimControl, Workload, SimNetwork):
             if born is not None:
                 self.stats.staleness.append(self.now - born)
 
-    def _provide(self, node: SimNode) -> list[Any]:
+    def _provide(self, node: SimNode) -> list[Call]:
         """A simple provider application: offer on every eligible request, accept when
         assigned, return a result on the next tick. Duplicated submissions are idempotent
         (the node's own keys, :func:`~p2pworld.compute.keys.op_key`); refusals are expected
@@ -389,14 +389,13 @@ class Simulator(Executor, SimControl, Workload, SimNetwork):
         assert cores is not None and cores.compute is not None
         now = self.now_ms(node)
         me = node.signer_id
-        fx: list[Any] = []
+        fx: list[Call] = []
         ad_owner = cores.world.member(me, now_ms=now)
         for ch, r in cores.compute.eligible(cores.compute_logs(), ad_owner.caps
                                             if ad_owner else None, now_ms=now):
-            fx += cores.hub.publish(ch, encode_event("offer", rid=r.rid, price=node.index,
-                                                     sla_ms=0),
-                                    idem_key=op_key(r.rid, "offer", by=me),
-                                    now_ms=now)[1]
+            fx.append(Publish(channel=ch, payload=encode_event("offer", rid=r.rid,
+                                                               price=node.index, sla_ms=0),
+                              idem_key=op_key(r.rid, "offer", by=me)))
             self.stats.reach("compute_offer")
         for log in cores.compute_logs():
             st = cores.compute.state(log)
@@ -405,23 +404,22 @@ class Simulator(Executor, SimControl, Workload, SimNetwork):
                         not r.terminal and any(o.provider == me for o in r.offers):
                     # A greedy (or confused) provider tries to take a job assigned to
                     # someone else: the sequencer must refuse it with a Conflict.
-                    fx += cores.hub.publish(log.record.channel, encode_event(
+                    fx.append(Publish(channel=log.record.channel, payload=encode_event(
                         "accept", rid=rid, attempt=r.attempt),
-                        idem_key=op_key(rid, "accept", by=me, attempt=r.attempt),
-                        now_ms=now)[1]
+                        idem_key=op_key(rid, "accept", by=me, attempt=r.attempt)))
                     self.stats.reach("compute_grab")
                 if r.assignee != me or r.terminal:
                     continue
                 if r.phase == "assigned":
                     op, extra = ("reject", {"reason": "busy"}) if \
                         self.rng.random() < self.reject_rate else ("accept", {})
-                    fx += cores.hub.publish(log.record.channel, encode_event(
+                    fx.append(Publish(channel=log.record.channel, payload=encode_event(
                         op, rid=rid, attempt=r.attempt, **extra),
-                        idem_key=op_key(rid, op, by=me, attempt=r.attempt), now_ms=now)[1]
+                        idem_key=op_key(rid, op, by=me, attempt=r.attempt)))
                 elif r.phase in ("accepted", "processing"):
-                    fx += cores.hub.publish(log.record.channel, encode_event(
+                    fx.append(Publish(channel=log.record.channel, payload=encode_event(
                         "result", rid=rid, status="success", data=b"done"),
-                        idem_key=op_key(rid, "result", by=me), now_ms=now)[1]
+                        idem_key=op_key(rid, "result", by=me)))
         return fx
 
     def crash(self, name: str) -> None:

@@ -4,9 +4,11 @@ back), and the questions it asks (has a channel or the world converged?)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from p2pworld import codec
+from p2pworld.core.calls import Call, Handoff, OpenChannel, Publish, Recover
 from p2pworld.core.node import Input, Received
 from p2pworld.errors import P2PWorldError
 from p2pworld.log.entry import ChannelPolicy
@@ -44,6 +46,7 @@ class Workload:
         def any_node(self, name: str) -> SimNode: ...
         def _by_id(self) -> dict[bytes, SimNode]: ...
         def _carry(self, node: SimNode, fx: list[Any], *, inp: Input | None = None) -> None: ...
+        def _calls(self, node: SimNode, calls: Sequence[Call]) -> list[Any]: ...
         def _disconnect(self, a: str, b: str) -> None: ...
         def _transmit(self, a: str, b: str, frame: bytes, gen: int) -> None: ...
 
@@ -51,11 +54,9 @@ class Workload:
                      authority: Signer | None = None) -> bytes:
         node = self.nodes[owner]
         assert node.hub is not None
-        rec, fx = node.hub.open_channel(name, now_ms=self.now_ms(node), policy=policy,
-                                        authority_key=authority.public_key if authority
-                                        else None)
-        self._carry(node, fx)
-        return rec.channel
+        [rec] = self._calls(node, [OpenChannel(
+            name=name, policy=policy, authority_key=authority.public_key if authority else None)])
+        return bytes(rec.channel)
 
     def fill_disk(self, name: str, full: bool = True, *, room: int = 0) -> None:
         """The node's disk fills up (``full=False``: space comes back): a write of its log
@@ -82,40 +83,36 @@ class Workload:
         effect runner): one flush takes them all, as in the runtime. ``items``: (key,
         payload) pairs."""
         node = self.nodes[writer]
-        if node.hub is None:
+        if node.core is None:
             return
-        fx: list[Any] = []
         for key, payload in items:
             # A retry of the same payload under the same key sends the same bytes.
             stamped = self._stamped.setdefault((writer, channel, key, payload), codec.encode(
                 {"t": int(self.now * 1e6), "p": payload}))
             try:
-                req, more = node.hub.publish(channel, stamped, idem_key=key,
-                                             now_ms=self.now_ms(node), want=want)
+                req = node.core.handle(Publish(channel=channel, payload=stamped, idem_key=key,
+                                               want=want), now_ms=self.now_ms(node)).result
             except P2PWorldError as e:
                 self.stats.outcomes[e.code] = self.stats.outcomes.get(e.code, 0) + 1
                 continue
             node.pending[req] = (channel, key, stamped, self.now)
-            fx += more
-        self._carry(node, fx)
+        self._calls(node, [])  # one flush takes them all
 
     def handoff(self, owner: str, channel: bytes, to: str) -> None:
         node = self.nodes[owner]
         if node.hub is None or channel not in node.hub.own:
             return
-        _, fx = node.hub.handoff(channel, self.nodes[to].signer.public_key,
-                                 now_ms=self.now_ms(node))
+        self._calls(node, [Handoff(channel=channel,
+                                   next_sequencer=self.nodes[to].signer.public_key)])
         self.stats.reach("handoff")
-        self._carry(node, fx)
 
     def recover(self, at: str, channel: bytes, authority: Signer) -> None:
         node = self.nodes[at]
         if node.hub is None:
             return
-        _, fx = node.hub.recover(channel, authority, node.signer.public_key,
-                                 now_ms=self.now_ms(node))
+        self._calls(node, [Recover(channel=channel, authority=authority,
+                                   new_sequencer=node.signer.public_key)])
         self.stats.reach("handoff")
-        self._carry(node, fx)
 
     def partition(self, side: set[str], *, one_way: bool = False,
                   silent: bool = False) -> None:

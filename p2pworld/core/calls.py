@@ -1,0 +1,199 @@
+"""API calls as node-core inputs (pure): what an application (or the simulator's workload) asks
+of a node, as frozen, keyword-only values.
+
+Both executors hand these to :meth:`~p2pworld.core.node.NodeCore.handle` the same way: the
+trio runtime's API (:mod:`p2pworld.runtime.api`) and the simulator's workload
+(:mod:`p2pworld.testing.workload`). The call runs in the core; its plan carries what it
+returns (:attr:`~p2pworld.core.node.Plan.result`: a publish's request number, a channel's
+record, an epoch change) and, like every event, only queues its effects for the next flush.
+A refused call raises its typed error out of ``handle`` and changes nothing.
+
+Example:
+    >>> import random
+    >>> from p2pworld.core.cores import build_cores
+    >>> from p2pworld.core.node import Flush, NodeCore
+    >>> from p2pworld.identity import Ed25519Signer
+    >>> core = NodeCore(build_cores(Ed25519Signer(bytes(32)), workspace="lab",
+    ...                             rng=random.Random(0), incarnation=1))
+    >>> rec = core.handle(OpenChannel(name="notes"), now_ms=0).result
+    >>> plan = core.handle(Publish(channel=rec.channel, payload=b"hi", idem_key=b"k1"),
+    ...                    now_ms=0)
+    >>> plan.result, plan.ready  # its request number; a batch waits for the flush
+    (1, True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from p2pworld.log.entry import ChannelPolicy
+from p2pworld.world.doc import CapabilityAd, NodeInfo, SessionInfo
+
+if TYPE_CHECKING:
+    from p2pworld.core.cores import Cores, NodeEffect
+    from p2pworld.identity import Signer
+
+
+class Call:
+    """An API call (every call below is one)."""
+
+    def apply(self, c: Cores, now_ms: int) -> tuple[Any, Sequence[NodeEffect]]:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True, kw_only=True)
+class OpenChannel(Call):
+    """``open_channel``: create (or reopen) a channel this node sequences; the result is its
+    :class:`~p2pworld.log.entry.ChannelRecord`."""
+
+    name: str
+    private: bool = False
+    participants: tuple[bytes, ...] = ()
+    policy: ChannelPolicy | None = None
+    authority_key: bytes | None = None
+
+    def apply(self, c: Cores, now_ms: int) -> tuple[Any, Sequence[NodeEffect]]:
+        return c.hub.open_channel(self.name, now_ms=now_ms, private=self.private,
+                                  participants=self.participants, policy=self.policy,
+                                  authority_key=self.authority_key)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Publish(Call):
+    """``publish_message``; the result is its request number (its outcome comes later as a
+    :class:`~p2pworld.channel.hub.Resolved`)."""
+
+    channel: bytes
+    payload: bytes
+    idem_key: bytes
+    want: str = "local"
+
+    def apply(self, c: Cores, now_ms: int) -> tuple[Any, Sequence[NodeEffect]]:
+        return c.hub.publish(self.channel, self.payload, idem_key=self.idem_key,
+                             now_ms=now_ms, want=self.want)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AddParticipant(Call):
+    """Owner only: add ``member`` (a sequenced control entry); the result: a request
+    number."""
+
+    channel: bytes
+    member: bytes
+
+    def apply(self, c: Cores, now_ms: int) -> tuple[Any, Sequence[NodeEffect]]:
+        return c.hub.add_participant(self.channel, self.member, now_ms=now_ms)
+
+
+@dataclass(frozen=True, kw_only=True)
+class RemoveParticipant(Call):
+    """Owner only: remove ``member`` (private channels rekey); the result: a request
+    number."""
+
+    channel: bytes
+    member: bytes
+
+    def apply(self, c: Cores, now_ms: int) -> tuple[Any, Sequence[NodeEffect]]:
+        return c.hub.remove_participant(self.channel, self.member, now_ms=now_ms)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CloseChannel(Call):
+    """``close_channel`` (owner only); the result: a request number."""
+
+    channel: bytes
+
+    def apply(self, c: Cores, now_ms: int) -> tuple[Any, Sequence[NodeEffect]]:
+        return c.hub.close_channel(self.channel, now_ms=now_ms)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Handoff(Call):
+    """Planned handoff to ``next_sequencer`` (a key); the result: the epoch change."""
+
+    channel: bytes
+    next_sequencer: bytes
+
+    def apply(self, c: Cores, now_ms: int) -> tuple[Any, Sequence[NodeEffect]]:
+        return c.hub.handoff(self.channel, self.next_sequencer, now_ms=now_ms)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Recover(Call):
+    """Unplanned handoff signed by the channel's ``authority``; the result: the epoch
+    change."""
+
+    channel: bytes
+    authority: Signer
+    new_sequencer: bytes
+
+    def apply(self, c: Cores, now_ms: int) -> tuple[Any, Sequence[NodeEffect]]:
+        return c.hub.recover(self.channel, self.authority, self.new_sequencer, now_ms=now_ms)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AckMessage(Call):
+    """``ack_message``: this node consumed ``channel`` up to ``seq``."""
+
+    channel: bytes
+    seq: int
+
+    def apply(self, c: Cores, now_ms: int) -> tuple[Any, Sequence[NodeEffect]]:
+        return None, c.hub.ack_message(self.channel, self.seq, now_ms=now_ms)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Join(Call):
+    """Join the world with this node's info (and its session)."""
+
+    info: NodeInfo
+    session: SessionInfo | None = None
+
+    def apply(self, c: Cores, now_ms: int) -> tuple[Any, Sequence[NodeEffect]]:
+        return None, c.world.join(self.info, now_ms=now_ms, session=self.session)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Advertise(Call):
+    """``advertise``: publish this node's capability ad."""
+
+    ad: CapabilityAd
+
+    def apply(self, c: Cores, now_ms: int) -> tuple[Any, Sequence[NodeEffect]]:
+        return None, c.world.advertise(self.ad, now_ms=now_ms)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Heartbeat(Call):
+    """``heartbeat``: an explicit beat; ``status`` stays for the automatic beats."""
+
+    status: str = "online"
+
+    def apply(self, c: Cores, now_ms: int) -> tuple[Any, Sequence[NodeEffect]]:
+        return None, c.world.heartbeat(now_ms=now_ms, status=self.status)
+
+
+@dataclass(frozen=True, kw_only=True)
+class SetSession(Call):
+    """This node's session in its world document (best effort, as a link)."""
+
+    session: SessionInfo
+
+    def apply(self, c: Cores, now_ms: int) -> tuple[Any, Sequence[NodeEffect]]:
+        return None, c.own_world(c.world.set_session(self.session, now_ms=now_ms))
+
+
+@dataclass(frozen=True, kw_only=True)
+class Leave(Call):
+    """Leave the world: peers see ``left`` at once."""
+
+    def apply(self, c: Cores, now_ms: int) -> tuple[Any, Sequence[NodeEffect]]:
+        return None, c.world.leave(now_ms=now_ms)
+
+
+CALLS: tuple[type[Call], ...] = (OpenChannel, Publish, AddParticipant, RemoveParticipant,
+                                 CloseChannel, Handoff, Recover, AckMessage, Join, Advertise,
+                                 Heartbeat, SetSession, Leave)
+"""Every API call the node core takes."""
