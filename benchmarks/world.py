@@ -34,6 +34,7 @@ import sys
 import time
 from typing import Any
 
+from p2pworld.core.calls import Advertise
 from p2pworld.identity import Ed25519Signer
 from p2pworld.testing.sim import SimNode, Simulator
 from p2pworld.wire import Message
@@ -73,8 +74,7 @@ def reach(n: int, seed: int = 1) -> dict[str, Any]:
     d0 = sum(w.stats.upd_dup for w in worlds)  # type: ignore[union-attr]
     start = sim.now
     assert src.world is not None
-    sim._carry(src, src.world.advertise(CapabilityAd(tools=("bench",), expires_ms=2**62),
-                                        now_ms=sim.now_ms(src)))
+    sim._calls(src, [Advertise(ad=CapabilityAd(tools=("bench",), expires_ms=2**62))])
     target = src.world.replicas[key].position
 
     def observe(dst: SimNode, frm: SimNode, _m: Message) -> None:
@@ -140,6 +140,7 @@ def encoded_size(w: WorldCore) -> int:
 
 RSS_CHILD = r"""
 import random, sys
+from p2pworld.core.calls import Advertise
 from p2pworld.identity import Ed25519Signer
 from p2pworld.wire import WorldPush
 from p2pworld.world.core import WorldCore

@@ -41,10 +41,37 @@ Value = Any
 """A value of the canonical data model (see module docs)."""
 
 
+_LEAVES = frozenset({type(None), bool, bytes, str})
+
+
 def _check(value: Value, depth: int, *, where: str, max_items: int = MAX_ITEMS) -> None:
+    """Raise unless ``value`` is in the data model: nested at most :data:`MAX_DEPTH` deep,
+    integers in 64 bits, arrays and maps of at most ``max_items``, text map keys. (Leaves of
+    the exact plain types are checked inline, without a call each: decoded values are made of
+    them, so the walk costs about one call per container.)"""
     if depth > MAX_DEPTH:
         raise _err(where, "nesting too deep", limit=MAX_DEPTH)
-    if value is None or isinstance(value, (bool, bytes, str)):
+    t = type(value)
+    if t in _LEAVES:
+        return
+    if t is list or t is dict:
+        if len(value) > max_items:
+            raise _err(where, "array too long" if t is list else "map too large",
+                       limit=max_items)
+        inner = depth + 1
+        if t is dict:
+            for key in value:
+                # (Checked before the values, as sorted map keys come first in the bytes.)
+                if type(key) is not str and not isinstance(key, str):
+                    raise _err(where, "map key is not a text string")
+        for item in value.values() if t is dict else value:
+            it = type(item)
+            if inner <= MAX_DEPTH and (it in _LEAVES or (
+                    it is int and _INT_MIN <= item <= _INT_MAX)):
+                continue
+            _check(item, inner, where=where, max_items=max_items)
+        return
+    if isinstance(value, (bool, bytes, str)):
         return
     if isinstance(value, int):
         if not _INT_MIN <= value <= _INT_MAX:

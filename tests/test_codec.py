@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cbor2
 import pytest
 from hypothesis import given, strategies as st
@@ -89,3 +91,58 @@ def test_decoder_fuzz_raises_only_typed_errors(raw: bytes) -> None:
         codec.decode_frame(raw)
     except (DecodeError, UnsupportedVersion):
         pass
+
+
+def _reference_check(value: object, depth: int, max_items: int) -> None:
+    """The data-model walk as first written (one call per value), for the differential test
+    of the faster walk."""
+    if depth > codec.MAX_DEPTH:
+        raise DecodeError("nesting too deep")
+    if value is None or isinstance(value, (bool, bytes, str)):
+        return
+    if isinstance(value, int):
+        if not -(1 << 63) <= value <= (1 << 64) - 1:
+            raise DecodeError("integer out of range")
+        return
+    if isinstance(value, list):
+        if len(value) > max_items:
+            raise DecodeError("array too long")
+        for item in value:
+            _reference_check(item, depth + 1, max_items)
+        return
+    if isinstance(value, dict):
+        if len(value) > max_items:
+            raise DecodeError("map too large")
+        for key, item in value.items():
+            if not isinstance(key, str):
+                raise DecodeError("map key is not a text string")
+            _reference_check(item, depth + 1, max_items)
+        return
+    raise DecodeError("not in the data model")
+
+
+_ANY_LEAF = st.one_of(st.none(), st.booleans(), st.binary(max_size=4), st.text(max_size=4),
+                      st.integers(min_value=-(1 << 70), max_value=1 << 70), st.floats(),
+                      st.tuples(st.integers()), st.just(frozenset()))
+_ANY_KEY = st.one_of(st.text(max_size=3), st.integers(0, 3), st.none(), st.booleans())
+
+
+@given(st.recursive(_ANY_LEAF, lambda kids: st.one_of(
+    st.lists(kids, max_size=5), st.dictionaries(_ANY_KEY, kids, max_size=4)),
+    max_leaves=60), st.integers(1, 6))
+def test_the_data_model_walk_agrees_with_its_reference(v: object, max_items: int) -> None:
+    """The walk :func:`codec.decode` runs accepts exactly what the one-call-per-value walk
+    accepted, at every depth (values nested past MAX_DEPTH included) and item bound."""
+    def verdict(check: Callable[[object], None], value: object) -> bool:
+        try:
+            check(value)
+        except DecodeError:
+            return False
+        return True
+
+    deep: object = v
+    for _ in range(codec.MAX_DEPTH - 1):
+        deep = [deep]
+    for value in (v, deep, [deep], {"k": [deep]}):
+        assert verdict(lambda x: codec.check_decoded(x, max_items=max_items), value) == \
+            verdict(lambda x: _reference_check(x, 0, max_items), value)

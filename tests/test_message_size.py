@@ -16,6 +16,7 @@ import pytest
 import trio
 
 from p2pworld import NodeConfig, P2PWorldError, open_node
+from p2pworld.core.node import Called
 from p2pworld.log.entry import ChannelPolicy
 from p2pworld.testing import Acknowledged
 
@@ -126,7 +127,7 @@ async def test_an_oversized_submission_is_refused_alone_and_the_session_stays_up
                                     payload=bytes(2 * MiB))
             req = next(b._hub._reqs)
             ev = b._outcome_events[req] = trio.Event()
-            b._submit(b._hub._submit(req, sub, "local", 0))
+            b._input(Called(effects=tuple(b._hub._submit(req, sub, "local", 0))))
             await ev.wait()
             out = b._outcomes.pop(req)
             assert isinstance(out, P2PWorldError) and out.code == "PAYLOAD_TOO_LARGE"
@@ -178,7 +179,7 @@ async def test_lag_is_measured_against_the_head_the_sequencer_announced(
                         break
                     await trio.sleep(0.05)
                 assert row["head_seq"] < 10
-                b._submit(b._hub.resume_writes())
+                b._input(Called(effects=tuple(b._hub.resume_writes())))
                 got = await collect(b, chan.channel, 10)
                 assert [m.seq for m in got] == list(range(1, 11))
 

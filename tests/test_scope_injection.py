@@ -37,6 +37,7 @@ import trio
 
 from p2pworld import NodeConfig, open_node
 from p2pworld.auth.book import AuthConfig
+from p2pworld.core.node import Called
 from p2pworld.effects import Dial
 from p2pworld.errors import NodeFailed, P2PWorldError, SessionClosed
 from p2pworld.io.scopes import TASKS
@@ -293,7 +294,7 @@ async def _trigger(w: World, plan: Plan) -> None:
         # One attempt as the node core plans them (here to a peer already connected: the
         # session it opens is not kept).
         peer = w.others[0]
-        a._submit([Dial(peer.node_id, "primary", (peer.url,))])
+        a._input(Called(effects=(Dial(peer.node_id, "primary", (peer.url,)),)))
     elif plan.trigger == "refresh":
         # The token's refresh comes due now (the node core says when; it asks again later
         # whatever became of this ask).
