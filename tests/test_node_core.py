@@ -413,3 +413,28 @@ def test_api_calls_are_inputs_with_their_result_in_the_plan() -> None:
         calls.Publish(rec.channel, b"x", b"k")  # type: ignore[misc]
     steps = core.handle(Flush(), now_ms=0).steps
     assert any(isinstance(s, Commit) for s in steps)
+
+
+def test_deliveries_are_counted_by_lane_in_the_core() -> None:
+    """Which lane a delivery came by (the fallback ratio's figures, ``ChannelMessage.lane``)
+    is the node core's (before, each executor counted it its own way: the simulator by its
+    link table, the runtime by the session's address)."""
+    from types import SimpleNamespace
+
+    from p2pworld.core.lanes import LaneBook
+
+    seq_of = {b"c1": b"r", b"c2": b"n", b"c3": b"gone"}
+    hub: Any = SimpleNamespace(own={b"mine"}, sequencer_of=seq_of.__getitem__)
+    book = LaneBook()
+    book.up(b"r", "relay")
+    book.up(b"n", "nostr")
+    book.delivered(hub, b"c1", [1, 2])
+    book.delivered(hub, b"c2", [1])
+    book.delivered(hub, b"c3", [1])  # its sequencer's session is gone: counted as direct
+    book.delivered(hub, b"mine", [1, 2, 3])  # this node's own: not traffic
+    assert book.counters.delivered == {"direct": 1, "relay": 2, "nostr": 1}
+    assert book.counters.fallback_ratio == 0.25
+    assert [book.lane_of(hub, b"c1", 2), book.lane_of(hub, b"mine", 3),
+            book.lane_of(hub, b"c2", 9)] == ["relay", "local", "nostr"]
+    book.down(b"n")
+    assert book.lane_of(hub, b"c2", 10) is None and book.lane_of(hub, b"c2", 1) == "nostr"

@@ -191,3 +191,47 @@ class LaneCounters:
         r = self.fallback_ratio
         return {"delivered": dict(self.delivered), "fallback_ratio": round(r, 6),
                 "alert_threshold": self.alert_at, "alert": r > self.alert_at}
+
+
+@dataclass
+class LaneBook:
+    """This node's lanes (pure): which lane each peer's session is on (``direct``, ``relay``
+    or ``nostr``), what may cross the Nostr lane (:func:`held_back`), and which lane each
+    delivery came by (:class:`LaneCounters`, :class:`LaneLedger`). The node core keeps it;
+    both executors read it.
+
+    Example:
+        >>> book = LaneBook()
+        >>> book.up(b"p", "nostr"); sorted(book.nostr_peers)
+        [b'p']
+        >>> book.down(b"p"); book.nostr_peers
+        set()
+    """
+
+    counters: LaneCounters = field(default_factory=LaneCounters)
+    ledger: LaneLedger = field(default_factory=LaneLedger)
+    via: dict[bytes, str] = field(default_factory=dict)
+    nostr_peers: set[bytes] = field(default_factory=set)
+
+    def up(self, peer: bytes, via: str) -> None:
+        self.via[peer] = via
+        (self.nostr_peers.add if via == "nostr" else self.nostr_peers.discard)(peer)
+
+    def down(self, peer: bytes) -> None:
+        self.via.pop(peer, None)
+        self.nostr_peers.discard(peer)
+
+    def now(self, hub: ChannelHub, channel: bytes) -> str | None:
+        """The lane ``channel``'s entries reach this node by now (None: no session)."""
+        return "local" if channel in hub.own else self.via.get(hub.sequencer_of(channel))
+
+    def delivered(self, hub: ChannelHub, channel: bytes, seqs: list[int]) -> None:
+        """Entries ``seqs`` of ``channel`` were delivered: counted by the lane they came by
+        (an entry this node sequences is not traffic)."""
+        lane = self.now(hub, channel) or "direct"
+        if lane != "local":
+            self.counters.count(lane, len(seqs))
+        self.ledger.delivered(channel, seqs, lane)
+
+    def lane_of(self, hub: ChannelHub, channel: bytes, seq: int) -> str | None:
+        return self.ledger.lane_of(channel, seq, now=self.now(hub, channel))

@@ -69,11 +69,12 @@ from p2pworld.channel.hub import Delivered, Notice, Outcomes, Resolved
 from p2pworld.core.calls import CALLS, Call
 from p2pworld.core.cores import Cores, NodeEffect
 from p2pworld.core.disk import StoreProbe, store_full, writable_again
-from p2pworld.core.lanes import held_back
+from p2pworld.core.lanes import LaneBook, held_back
 from p2pworld.core.peers import PeerCore
 from p2pworld.core.persist import (
     BATCHES_IN_FLIGHT,
     GATING_EFFECTS,
+    Carry,
     Commit,
     Pace,
     PersistCore,
@@ -114,12 +115,14 @@ class Received:
 @dataclass(frozen=True, kw_only=True)
 class PeerUp:
     """A session with ``peer`` (node id) is up; ``key`` is its authenticated public key,
-    ``lane`` its lane (``primary`` or ``nostr``), ``initiator`` whether this node dialled it,
-    ``nostr`` the Nostr key the peer attests (empty if none)."""
+    ``lane`` its lane (``primary`` or ``nostr``) and ``via`` which primary one (``direct`` or
+    ``relay``: rendezvous-relayed), ``initiator`` whether this node dialled it, ``nostr`` the
+    Nostr key the peer attests (empty if none)."""
 
     peer: bytes
     key: bytes
     lane: str = "primary"
+    via: str = "direct"
     initiator: bool = False
     nostr: bytes = b""
 
@@ -295,8 +298,8 @@ class NodeCore:
     """Effects of inputs not yet taken by a flush."""
     pacing: tuple[Pace, int] | None = None
     """The pace a flush is waiting on, and until when."""
-    nostr_peers: set[bytes] = field(default_factory=set, init=False)
-    """Peers on the Nostr lane: what they are sent passes :func:`~p2pworld.core.lanes.held_back`."""
+    lanes: LaneBook = field(default_factory=LaneBook)
+    """Each peer's lane, what may cross the Nostr lane, the lane of each delivery."""
     poll_at_ms: int | None = field(default=None, init=False)
     """When the compute duties run next (None: no request is open)."""
     stats: dict[str, int] = field(default_factory=lambda: {"inputs": 0, "flushes": 0,
@@ -365,7 +368,7 @@ class NodeCore:
         if self.peers is not None:
             self.peers.up(inp.peer, inp.lane, initiator=inp.initiator, now_ms=now_ms)
             self.peers.learned_nostr(inp.peer, inp.nostr)
-        (self.nostr_peers.add if inp.lane == "nostr" else self.nostr_peers.discard)(inp.peer)
+        self.lanes.up(inp.peer, "nostr" if inp.lane == "nostr" else inp.via)
         self.queue += self.cores.peer_up(inp.peer, inp.key, now_ms=now_ms)
 
     def _on_peer_down(self, inp: PeerDown, now_ms: int) -> None:
@@ -375,7 +378,7 @@ class NodeCore:
             self.links.down(inp.peer, now_ms=now_ms)
         if self.peers is not None:
             self.peers.down(inp.peer, now_ms=now_ms)
-        self.nostr_peers.discard(inp.peer)
+        self.lanes.down(inp.peer)
         self.queue += self.cores.peer_down(inp.peer)
 
     def _on_commit_failed(self, inp: CommitFailed, now_ms: int) -> None:
@@ -408,9 +411,6 @@ class NodeCore:
         if self.token is not None:
             self.token.failed(now_ms=now_ms)
         self.stats["token_refused"] = self.stats.get("token_refused", 0) + 1
-
-    def _on_flush(self, inp: Flush, now_ms: int) -> Plan:
-        return self._flush(now_ms)
 
     def _on_timer(self, inp: TimerFired, now_ms: int) -> Plan:
         c, k = self.cores, self.keepalive
@@ -550,8 +550,8 @@ class NodeCore:
             self.stats["flushes"] += 1
             rest: list[NodeEffect] = []
             self._new_compute_entries(fx, now_ms)
-            if self.nostr_peers:
-                fx = held_back(fx, self.nostr_peers, self.cores.hub)
+            if self.lanes.nostr_peers:
+                fx = held_back(fx, self.lanes.nostr_peers, self.cores.hub)
             for e in batched(fx):
                 (leave if leaves_at_once(e) else rest).append(e)
             steps = self.persist.plan(rest, now_ms=now_ms) if rest else []
@@ -563,6 +563,14 @@ class NodeCore:
         return Plan(tuple(leave), tuple(steps), None if leave or steps else self.wake_at(),
                     ready=False)
 
+    def carried(self, step: Carry) -> tuple[NodeEffect, ...]:
+        """What an executor carries out of ``step`` (:meth:`PersistCore.carried`); each
+        delivery in it is counted by the lane it came by as it is carried."""
+        fx = self.persist.carried(step)
+        for e in fx:
+            if type(e) is Delivered and e.entries:
+                self.lanes.delivered(self.cores.hub, e.channel, [x.seq for x in e.entries])
+        return fx
 
     def _new_compute_entries(self, fx: list[NodeEffect], now_ms: int) -> None:
         """A new entry on this node's own compute channel (a request, an offer, an accept)
@@ -580,7 +588,7 @@ _HANDLERS: dict[type, Callable[[NodeCore, Any, int], Plan | None]] = {
     RendezvousEnded: NodeCore._on_rendezvous_ended, StoreProbed: NodeCore._on_store_probed,
     TokenMinted: NodeCore._minted, RevocationsLearned: NodeCore._on_revocations,
     TokenRefused: NodeCore._on_token_refused, TimerFired: NodeCore._on_timer,
-    Flush: NodeCore._on_flush, **{t: NodeCore._on_call for t in CALLS},
+    Flush: lambda core, _, now_ms: core._flush(now_ms), **{t: NodeCore._on_call for t in CALLS},
 }
 """How each input is handled (by its exact type: inputs are final, frozen values)."""
 

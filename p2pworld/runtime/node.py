@@ -60,8 +60,8 @@ from p2pworld.compute.state import Request as ComputeRequest
 from p2pworld.core.calls import Advertise, Call, Join, Leave, OpenChannel, SetSession
 from p2pworld.core.cores import Cores, NodeEffect, build_cores
 from p2pworld.core.lanes import (
+    LaneBook,
     LaneCounters,
-    LaneLedger,
     lane_of_address,
     resolve_mode,
 )
@@ -232,7 +232,8 @@ class Node:
         self._idle = trio.Event()
         self._jobs_send, self._jobs_recv = trio.open_memory_channel[tuple[Step, ...]](0)
         self._core = NodeCore(self._cores, first_tick_ms=edge.now_ms(), keepalive=Keepalive(
-            interval_ms=round(config.keepalive * 1000)), links=LinkUpdates())
+            interval_ms=round(config.keepalive * 1000)), links=LinkUpdates(),
+            lanes=LaneBook(counters=LaneCounters(alert_at=config.fallback_alert)))
         """The node core: every input goes through it, and the effect runner and store task
         carry out its plans (:mod:`p2pworld.core.node`)."""
         self._wake_at: int | None = None  # the latest plan's wake-up (node clock, ms)
@@ -268,9 +269,7 @@ class Node:
             mode="primary-only" if not config.relays else config.transport,
             grace_ms=round(config.dial_grace * 1000),
             attempt_ms=round(config.handshake_timeout * 1000))
-        self._lanes = LaneCounters(alert_at=config.fallback_alert)
         self._mirror_req: dict[str, str] = {}
-        self._lane_ledger = LaneLedger()
         self._pre_handshake: dict[trio.CancelScope, None] = {}
         """Incoming connections that have not finished their handshake, oldest first."""
         self._closing: weakref.WeakSet[Session | RelayPipe | NostrPipe] = weakref.WeakSet()
@@ -632,7 +631,7 @@ class Node:
         # The order is the node core's (p2pworld.core.persist): this only carries it out.
         for i, step in enumerate(steps):
             if isinstance(step, Carry):
-                await self._effects_after_persist(list(self._core.persist.carried(step)))
+                await self._effects_after_persist(list(self._core.carried(step)))
                 continue
             if not await self._commit(step, gated_tail(steps, i)) and step.gates:
                 return
@@ -668,7 +667,6 @@ class Node:
     def _carry_delivered(self, e: Delivered) -> None:
         if e.entries:
             self._durable[e.channel] = max(self._durable.get(e.channel, 0), e.entries[-1].seq)
-        self._on_delivered(e)
         self._mirror_compute(e)
         self._any_delivered.set()
         self._any_delivered = trio.Event()
@@ -747,19 +745,6 @@ class Node:
     def _count(self, code: str) -> None:
         self._errors[code] = self._errors.get(code, 0) + 1
 
-    def _on_delivered(self, e: Delivered) -> None:
-        lane = self._lane_now(e.channel) or "direct"
-        if lane != "local":
-            self._lanes.count(lane, len(e.entries))
-        self._lane_ledger.delivered(e.channel, [x.seq for x in e.entries], lane)
-
-    def _lane_now(self, channel: bytes) -> str | None:
-        """The lane ``channel``'s entries reach this node by now (None: no session)."""
-        if channel in self._hub.own:
-            return "local"
-        s = self._sessions.get(self._hub.sequencer_of(channel))
-        return lane_of_address(s.address) if s else None
-
     def _readable_seq(self, channel: bytes) -> int:
         """Readers see entries up to here: on disk, and still in the log."""
         return min(self._hub.log(channel).seq, self._durable.get(channel, 0))
@@ -767,7 +752,7 @@ class Node:
     def lane_of(self, channel: bytes, seq: int) -> str | None:
         """The lane this node received entry ``seq`` of ``channel`` by (see
         :attr:`ChannelMessage.lane`)."""
-        return self._lane_ledger.lane_of(channel, seq, now=self._lane_now(channel))
+        return self._core.lanes.lane_of(self._hub, channel, seq)
 
     def _mirror_compute(self, e: Delivered) -> None:
         """Mirror this node's own compute channel as NIP-90 events (policy-gated)."""
@@ -831,7 +816,8 @@ class Node:
         p.handshakes += 1
         self._peers_changed.set()
         self._peers_changed = trio.Event()
-        self._input(PeerUp(peer=pid, key=s.result.peer_key, lane=lane, initiator=s.initiator,
+        self._input(PeerUp(peer=pid, key=s.result.peer_key, lane=lane,
+                           via=lane_of_address(s.address), initiator=s.initiator,
                            nostr=s.result.peer_attestation.nostr_pubkey))
         return True
 
@@ -1583,7 +1569,7 @@ async def _open_node(config: NodeConfig, identity: NodeIdentity | None, home: No
                 node._notice(n)
             for c in loaded:
                 head = node._durable[c.record.channel] = node._hub.log(c.record.channel).seq
-                node._lane_ledger.loaded(c.record.channel, head)
+                node._core.lanes.ledger.loaded(c.record.channel, head)
             await node._serve()
             sup = node._sup
             sup.spawn(node._effect_runner, key="effects")

@@ -200,7 +200,7 @@ def node_statistics(node: Node, *, now_ms: int) -> NodeStatistics:
         refreshes=node._core.token.refreshes if node._core.token else 0,
         refresh_failures=node._auth_stats["refresh_failures"],
         revocation_polls=node._auth_stats["revocation_polls"])
-    lanes = node._lanes.report()
+    lanes = node._core.lanes.counters.report()
     transport = TransportStatistics(
         mode=node.transport_mode, delivered=lanes["delivered"],
         fallback_ratio=lanes["fallback_ratio"], alert_threshold=lanes["alert_threshold"],

@@ -134,7 +134,7 @@ class Executor:
                 if not self._commit(node, step, gated_tail(steps, i)) and step.gates:
                     return False
             else:
-                for e in node.core.persist.carried(step) if node.core else step.effects:
+                for e in node.core.carried(step) if node.core else step.effects:
                     self._effect(node, e)
         return False
 

@@ -95,7 +95,8 @@ class SimNostr:
         self.lane: dict[frozenset[str], str] = {}
         self._tx: dict[tuple[str, str], int] = {}
         self._rx: dict[tuple[str, str], Reassembler] = {}
-        self.lanes = LaneCounters()
+        self._past = LaneCounters()
+        """The lanes counted by nodes' cores that have since crashed."""
         self._conv_keys: dict[tuple[str, str], bytes] = {}
 
     # --- per node ------------------------------------------------------------------------
@@ -112,18 +113,29 @@ class SimNostr:
         # Memory is gone after a crash; the outbox (durable) tells the mirror what it sent.
         self.requests[node.name] = self.outboxes[node.name].first_events("compute:")
 
+    def crashed(self, node: SimNode) -> None:
+        """``node`` crashed: what its core counted stays in :attr:`lanes`."""
+        if node.core is not None:
+            for lane, n in node.core.lanes.counters.delivered.items():
+                self._past.count(lane, n)
+
+    @property
+    def lanes(self) -> LaneCounters:
+        """Deliveries by lane, counted by every node's core (crashed ones included)."""
+        out = LaneCounters()
+        for c in [self._past, *(n.core.lanes.counters for n in self.sim.nodes.values()
+                                if n.core is not None)]:
+            for lane, k in c.delivered.items():
+                out.count(lane, k)
+        return out
+
     def aux(self) -> bytes:
         return self.sim.rng.getrandbits(256).to_bytes(32, "big")
 
     def delivered(self, node: SimNode, e: Delivered) -> None:
-        """Count the lane a delivery came by, and mirror it (the node's code)."""
-        sim, hub, cores = self.sim, node.hub, node.cores
-        assert hub is not None and cores is not None
-        if e.channel not in hub.own:
-            seqr = sim.name_of(hub.sequencer_of(e.channel))
-            pair = frozenset((node.name, seqr)) if seqr else None
-            self.lanes.count(self.lane.get(pair, "direct") if pair else "direct",
-                             len(e.entries))
+        """Mirror a delivery (the node's code; the node core counted its lane)."""
+        sim, cores = self.sim, node.cores
+        assert cores is not None
         rows = compute_mirror_rows(cores, self.keys[node.name], e.channel, e.entries,
                                    now_ms=sim.now_ms(node), aux=self.aux,
                                    requests=self.requests[node.name])

@@ -431,6 +431,8 @@ class Simulator(Executor, SimControl, Workload, SimNetwork):
         for other in sorted(self.nodes):
             if frozenset((name, other)) in self.sessions:
                 self._disconnect(name, other)
+        if self.nostr is not None:
+            self.nostr.crashed(node)
         node.cores = None
         node.core = None
         node.pending.clear()
