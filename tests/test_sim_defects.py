@@ -9,10 +9,9 @@ from typing import Any
 
 import pytest
 
-from p2pworld.channel import hub
+from p2pworld.channel import hub, writes
 from p2pworld.core.disk import StoreProbe
 from p2pworld.core.persist import PersistCore
-from p2pworld.io import log_store
 from p2pworld.world.core import WorldCore
 from p2pworld.world.doc import LinkInfo
 from simulations.__main__ import run_seed
@@ -32,8 +31,8 @@ def test_retention_burst_on_the_real_store_with_the_old_write_order(
         _, proof = real_rows(w, floor)
         return list(w.entries), proof
 
-    real_rows = log_store.written_rows
-    monkeypatch.setattr(log_store, "written_rows", old_rows)
+    real_rows = writes.written_rows
+    monkeypatch.setattr(writes, "written_rows", old_rows)
     found = anomalies("retention-burst-restart", 0, "sqlite")
     assert found.get("store_refused", 0) >= 1, found
 

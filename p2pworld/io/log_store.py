@@ -58,6 +58,7 @@ from p2pworld.channel.hub import (
     RecordFork,
     SaveCursor,
 )
+from p2pworld.channel.writes import write_plan, written_rows
 from p2pworld.core.persist import StoreEffect
 from p2pworld.errors import (
     DecodeError,
@@ -86,30 +87,6 @@ REPAIR_HINT = "run `p2pworld log repair` on it (rebuilds the indexes, then verif
 _TABLES = {"channels", "entries", "cursors", "outbox", "forks"}
 """Tables every store of format 2 and later has (``outbox_aside`` came later: created when
 missing)."""
-
-
-def written_rows(w: Persist, floor: int) -> tuple[list[Entry], bytes | None]:
-    """What one :class:`~p2pworld.channel.hub.Persist` puts into a channel whose floor is
-    ``floor`` (after the write):
-    the entries above the floor (a burst larger than retention in one commit drops its own
-    oldest entries, never rows the floor has passed), and the base proof when the write moves
-    the base. Shared by every store implementation."""
-    entries = [e for e in w.entries if e.seq > floor]
-    proof = None
-    if w.base is not None and (w.floor > 0 or w.snapshot is not None):
-        digest = (w.snapshot.state_hash if w.snapshot is not None
-                  else ChannelState.decode(w.base).state_hash())
-        proof = base_proof(w.snapshot, digest)
-    return entries, proof
-
-
-def head_signature(w: Persist, last: Entry | None) -> bytes | None:
-    """The signed head to store with a write that ends at ``last`` (None: it came without one,
-    or the one it came with is not at ``last``)."""
-    h = w.head
-    if h is None or last is None or (h.seq, h.head_hash) != (last.seq, last.hash):
-        return None
-    return codec.encode_frame(h.to_wire())
 
 
 def sqlite_check(db: sqlite3.Connection, *, full: bool) -> str | None:
@@ -253,38 +230,34 @@ class LogStore:
         self.apply(batch)
 
     def _write_one(self, w: Persist) -> None:
+        """Carry out :func:`~p2pworld.channel.writes.write_plan` (this store decides
+        nothing of what a write changes)."""
         ch = w.record.channel
-        epochs = codec.encode_frame([e.to_wire() for e in w.epochs])
         row = self.db.execute("SELECT floor FROM channels WHERE ch=?", (ch,)).fetchone()
-        floor = w.floor if w.base is not None or row is None else int(row[0])
-        entries, proof = written_rows(w, floor)
-        if row is None:
-            base = w.base if w.base is not None else ChannelState.genesis(w.record).encode()
+        p = write_plan(w, stored_floor=None if row is None else int(row[0]))
+        if p.record is not None:
             self.db.execute("INSERT INTO channels(ch, record, epochs, base, floor, base_proof, "
                             "head_seq) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            (ch, codec.encode_frame(w.record.to_wire()), epochs, base, floor,
-                             proof, floor))
+                            (ch, p.record, p.epochs, p.base, p.floor, p.proof, p.floor))
         else:
-            self.db.execute("UPDATE channels SET epochs=? WHERE ch=?", (epochs, ch))
-            if w.base is not None:
-                self.db.execute("UPDATE channels SET base=?, floor=?, base_proof=? WHERE ch=?",
-                                (w.base, w.floor, proof, ch))
-                self.db.execute("DELETE FROM entries WHERE ch=? AND seq<=?", (ch, w.floor))
-        if w.truncate_after is not None:
-            self.db.execute("DELETE FROM entries WHERE ch=? AND seq>?", (ch, w.truncate_after))
+            self.db.execute("UPDATE channels SET epochs=? WHERE ch=?", (p.epochs, ch))
+        if p.drop_through is not None:
+            self.db.execute("UPDATE channels SET base=?, floor=?, base_proof=? WHERE ch=?",
+                            (p.base, p.floor, p.proof, ch))
+            self.db.execute("DELETE FROM entries WHERE ch=? AND seq<=?", (ch, p.drop_through))
+        if p.keep_through is not None:
+            self.db.execute("DELETE FROM entries WHERE ch=? AND seq>?", (ch, p.keep_through))
         self.db.executemany(
             "INSERT OR REPLACE INTO entries VALUES (?, ?, ?, ?)",
-            [(e.channel, e.seq, e.hash, e.to_frame()) for e in entries])
-        if entries:
-            last = entries[-1]
-            self.db.execute("UPDATE channels SET head_seq=?, head_hash=?, head_sig=? "
-                            "WHERE ch=?", (last.seq, last.hash, head_signature(w, last), ch))
-        elif w.base is not None or w.truncate_after is not None:
+            [(e.channel, e.seq, e.hash, e.to_frame()) for e in p.rows])
+        head: tuple[int, bytes | None, bytes | None] | None = p.head
+        if head is None and p.head_from_rows:
             top = self.db.execute("SELECT seq, hash FROM entries WHERE ch=? ORDER BY seq DESC "
                                   "LIMIT 1", (ch,)).fetchone()
-            self.db.execute("UPDATE channels SET head_seq=?, head_hash=?, head_sig=NULL "
-                            "WHERE ch=?", (top[0] if top else floor, top[1] if top else None,
-                                           ch))
+            head = (top[0], top[1], None) if top else (p.floor, None, None)
+        if head is not None:
+            self.db.execute("UPDATE channels SET head_seq=?, head_hash=?, head_sig=? "
+                            "WHERE ch=?", (*head, ch))
 
     def apply(self, ops: Iterable[StoreEffect]) -> None:
         """Every durable effect of one batch (the cores' own effects: ``Persist``,

@@ -2,9 +2,8 @@
 
 Every :meth:`write` is one durable transaction (as a committed sqlite transaction with
 ``synchronous=FULL`` is): :meth:`crash` keeps exactly what was written. Rows, the stored head
-and the base proof are computed by the same helpers as the sqlite store's
-(:func:`~p2pworld.io.log_store.written_rows`, :func:`~p2pworld.io.log_store.head_signature`) and
-loading runs the same check (:func:`~p2pworld.log.verify.check_channel`).
+and the base proof are what :func:`~p2pworld.channel.writes.write_plan` says, as for the
+sqlite store, and loading runs the same check (:func:`~p2pworld.log.verify.check_channel`).
 
 Example:
     >>> store = MemoryLogStore()
@@ -20,16 +19,11 @@ from dataclasses import dataclass, field
 
 from p2pworld import codec
 from p2pworld.channel.hub import Checkpoint, OutboxDone, OutboxPut, Persist, SaveCursor
+from p2pworld.channel.writes import write_plan
 from p2pworld.core.persist import StoreEffect
 from p2pworld.errors import P2PWorldError, StoreCorrupt, StoreFull
-from p2pworld.io.log_store import (
-    StoredChannel,
-    decode_channel,
-    head_signature,
-    written_rows,
-)
+from p2pworld.io.log_store import StoredChannel, decode_channel
 from p2pworld.log.entry import MAX_ENTRY_BYTES, Entry, Submission
-from p2pworld.log.state import ChannelState
 from p2pworld.log.verify import ChannelRow
 
 
@@ -64,30 +58,27 @@ class MemoryLogStore:
 
     def write(self, batch: Iterable[Persist]) -> None:
         for w in batch:
-            ch = w.record.channel
-            epochs = codec.encode_frame([e.to_wire() for e in w.epochs])
-            c = self.channels.get(ch)
-            floor = w.floor if w.base is not None or c is None else c.floor
-            entries, proof = written_rows(w, floor)
+            # What the write changes is write_plan's (the sqlite store runs the same plan).
+            c = self.channels.get(w.record.channel)
+            p = write_plan(w, stored_floor=None if c is None else c.floor)
             if c is None:
-                base = w.base if w.base is not None else ChannelState.genesis(w.record).encode()
-                c = self.channels[ch] = _Channel(codec.encode_frame(w.record.to_wire()), epochs,
-                                                 base, floor, proof, (floor, None, None))
-            else:
-                c.epochs = epochs
-                if w.base is not None:
-                    c.base, c.floor, c.base_proof = w.base, w.floor, proof
-                    c.rows = {s: r for s, r in c.rows.items() if s > w.floor}
-            if w.truncate_after is not None:
-                c.rows = {s: r for s, r in c.rows.items() if s <= w.truncate_after}
-            for e in entries:
+                assert p.record is not None and p.base is not None
+                c = self.channels[w.record.channel] = _Channel(
+                    p.record, p.epochs, p.base, p.floor, p.proof, (p.floor, None, None))
+            c.epochs = p.epochs
+            if p.drop_through is not None:
+                assert p.base is not None
+                c.base, c.floor, c.base_proof = p.base, p.floor, p.proof
+                c.rows = {s: r for s, r in c.rows.items() if s > p.drop_through}
+            if p.keep_through is not None:
+                c.rows = {s: r for s, r in c.rows.items() if s <= p.keep_through}
+            for e in p.rows:
                 c.rows[e.seq] = (e.hash, e.to_frame())
-            if entries:
-                last = entries[-1]
-                c.head = (last.seq, last.hash, head_signature(w, last))
-            elif w.base is not None or w.truncate_after is not None:
+            if p.head is not None:
+                c.head = p.head
+            elif p.head_from_rows:
                 top = max(c.rows, default=None)
-                c.head = (top, c.rows[top][0], None) if top is not None else (floor, None, None)
+                c.head = (top, c.rows[top][0], None) if top is not None else (p.floor, None, None)
         self.syncs += 1
 
     def apply(self, ops: Iterable[StoreEffect]) -> None:
