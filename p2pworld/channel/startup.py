@@ -72,8 +72,13 @@ class StartupExchange:
     def wake_at(self) -> int | None:
         """When :meth:`tick` next has something to do: a start-up exchange to begin (at once)
         or to end at its bound (None: none is running)."""
-        return min((0 if o.check.deadline is None else o.check.deadline
-                    for o in self.own.values() if o.check is not None), default=None)
+        best = None
+        for o in self.own.values():
+            if o.check is not None:
+                d = 0 if o.check.deadline is None else o.check.deadline
+                if best is None or d < best:
+                    best = d
+        return best
 
     def clock_went_back(self, by_ms: int) -> None:
         """This node's clock was set back by ``by_ms``: the start-up exchanges' bounds move

@@ -115,8 +115,8 @@ class Cores:
 
     def wake_at(self) -> int | None:
         """When the world's or the channels' timers next have something to do."""
-        return min((t for t in (self.world.wake_at(), self.hub.wake_at()) if t is not None),
-                   default=None)
+        a, b = self.world.wake_at(), self.hub.wake_at()
+        return b if a is None else a if b is None or a <= b else b
 
     def clock_went_back(self, by_ms: int) -> None:
         self.world.clock_went_back(by_ms)

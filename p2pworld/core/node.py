@@ -500,16 +500,15 @@ class NodeCore:
     def wake_at(self) -> int | None:
         """The earliest wake-up this core needs: the pacing deadline, the lazy outbox's own
         commit, the cores' next timer run (None: none before an input)."""
-        timers = self.timers_at()
-        times = [] if timers is None else [timers]
-        if self.pacing is not None:
-            times.append(self.pacing[1])
+        best = self.timers_at()
+        if self.pacing is not None and (best is None or self.pacing[1] < best):
+            best = self.pacing[1]
         for w in (self.persist, self.token, self.keepalive, self.peers, self.links,
                   self.probe, self.rendezvous):
             t = w.wake_at() if w is not None else None
-            if t is not None:
-                times.append(t)
-        return min(times, default=None)
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
 
     def _waits(self, now_ms: int) -> bool:
         """Whether the writer's queued publishes wait for company (the flush is held back

@@ -271,9 +271,14 @@ class PeerCore:
         return out
 
     def wake_at(self) -> int | None:
-        statics = self.statics.values() if self.mode != "forced-nostr" else ()
-        return min((x.deadline_ms for x in (*self.peers.values(), *statics)
-                    if x.deadline_ms is not None), default=None)
+        best = None
+        for group in (self.peers.values(),
+                      self.statics.values() if self.mode != "forced-nostr" else ()):
+            for x in group:
+                d = x.deadline_ms
+                if d is not None and (best is None or d < best):
+                    best = d
+        return best
 
     def clock_went_back(self, by_ms: int) -> None:
         for p in self.peers.values():

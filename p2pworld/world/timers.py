@@ -102,14 +102,14 @@ class WorldTimers:
         """When :meth:`tick` next has something to do (None: nothing before an input): a
         heartbeat, an announcement of recent records, a graft, a digest pull, a member that
         may go stale."""
-        t = [x for x in (self._stale_at, self._missing_at) if x is not None]
-        if self.author is not None and not self._left:
-            t.append(self._next_hb)
-        if self._recent:
-            t.append(self._next_ihave)
-        if self.peers:
-            t.append(self._next_pull)
-        return min(t, default=None)
+        best = self._stale_at
+        for t in (self._missing_at,
+                  self._next_hb if self.author is not None and not self._left else None,
+                  self._next_ihave if self._recent else None,
+                  self._next_pull if self.peers else None):
+            if t is not None and (best is None or t < best):
+                best = t
+        return best
 
     def clock_went_back(self, by_ms: int) -> None:
         """This node's clock was set back by ``by_ms``: its timers and the age of what it
