@@ -135,6 +135,38 @@ async def test_arguments_are_checked_at_the_api_edge(tmp_path: Path) -> None:
     assert cfg_err.value.code == "INVALID_ARGUMENT"
 
 
+async def test_what_a_call_acknowledges_loads_again_after_a_restart(tmp_path: Path) -> None:
+    """Found by an adversarial run: a 65-byte key, a negative retention or replication, a
+    100,000-character name were accepted and acknowledged, and the next start quarantined
+    the channel (every acknowledged entry unreadable); a policy field of the wrong type ended
+    the whole node (a TypeError in its effect runner); ``timeout="1"`` raised a bare
+    TypeError after the entry was written; ``key=b""`` meant "no key". Each is now refused,
+    typed, before anything is queued, and the node goes on serving."""
+    from p2pworld.errors import InvalidArgument
+    from p2pworld.log.entry import ChannelPolicy
+
+    async with open_node(cfg(tmp_path, "a")) as a:
+        ch = (await a.channels.open("good")).channel
+        await a.channels.publish(ch, b"first", key=b"k1")
+        for kw in ({"key": b"k" * 65}, {"key": b""}, {"key": b"k2", "timeout": "1"},
+                   {"key": b"k3", "timeout": float("nan")}):
+            with pytest.raises(InvalidArgument):
+                await a.channels.publish(ch, b"refused", **kw)  # type: ignore[arg-type]
+        for name, policy in (("r", ChannelPolicy(retention=-1)),
+                             ("k", ChannelPolicy(replication=-5)),
+                             ("t", ChannelPolicy(retention="x")),  # type: ignore[arg-type]
+                             ("d", {}), ("n" * 100_000, None), ("\ud800", None), ("", None)):
+            with pytest.raises(InvalidArgument):
+                await a.channels.open(name, policy=policy)  # type: ignore[arg-type]
+        assert a.channels.head(ch)[0] == 1
+        assert [r.name for r in a.channels.known()] == ["good"]
+        await a.channels.publish(ch, b"second", key=b"k4")  # still serving
+    async with open_node(cfg(tmp_path, "a")) as a:
+        assert [r.name for r in a.channels.known()] == ["good"]
+        assert a.statistics().quarantined == {}
+        assert [m.payload for m in await collect(a, ch, 2)] == [b"first", b"second"]
+
+
 async def test_waits_take_a_timeout_and_raise_typed(tmp_path: Path) -> None:
     """e2c769c: no timeout=, and trio.TooSlowError from the caller's own bound."""
     async with open_node(cfg(tmp_path, "a")) as a:

@@ -438,3 +438,23 @@ def test_deliveries_are_counted_by_lane_in_the_core() -> None:
             book.lane_of(hub, b"c2", 9)] == ["relay", "local", "nostr"]
     book.down(b"n")
     assert book.lane_of(hub, b"c2", 10) is None and book.lane_of(hub, b"c2", 1) == "nostr"
+
+
+def test_a_send_behind_a_commit_is_held_back_if_its_peer_moved_to_the_nostr_lane() -> None:
+    """Found by an adversarial review: the lane rule ran when a batch was planned, so a send
+    carried after its commit (entries to a subscriber) went out over a Nostr session that
+    came up while the commit was on disk. The rule runs again as each step is carried."""
+    from p2pworld.core.persist import Carry
+    from p2pworld.wire import Subscribe
+
+    core = _core()
+    rec, fx = core.cores.hub.open_channel("closed", now_ms=0)
+    core.handle(Called(effects=tuple(fx)), now_ms=0)
+    core.handle(Flush(), now_ms=0)
+    peer = b"p" * 32
+    step = Carry((Send(peer, Subscribe(channel=rec.channel, after=0)), Send(peer, Ping(1))), 0)
+    core.handle(PeerUp(peer=peer, key=peer), now_ms=1)
+    assert len(core.carried(step)) == 2  # direct: both go
+    core.handle(PeerDown(peer=peer), now_ms=2)
+    core.handle(PeerUp(peer=peer, key=peer, lane="nostr"), now_ms=2)
+    assert [e.message for e in core.carried(step)] == [Ping(1)]  # type: ignore[attr-defined]

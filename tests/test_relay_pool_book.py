@@ -129,3 +129,19 @@ def test_relays_are_bounded_and_checked() -> None:
         book.add(f"ws://r{i}")
     assert len(book.urls) == MAX_RELAYS and not book.add("ws://one-too-many")
     assert book.targets(["wss://secure", "ws://unknown"]) == ["wss://secure"]
+
+
+def test_text_that_is_not_utf8_is_dropped_and_answers_to_nothing_are_not_counted() -> None:
+    """Found by an adversarial run: an event or an AUTH challenge holding a lone surrogate
+    (valid JSON: ``"\\ud800"``) raised UnicodeEncodeError out of the book (the connection
+    ended as an internal error, and a relay serving it again kept it in that loop); OKs for
+    events nobody published here counted as published."""
+    book = PoolBook([R1])
+    book.subscribe("s", [{"kinds": [1]}])
+    e = ev(1).to_dict()
+    bad = json.dumps(["EVENT", "s", {**e, "content": "\ud800"}])
+    assert book.receive(R1, bad) is None and book.health[R1].last_error == "NOSTR_INVALID"
+    assert book.receive(R1, json.dumps(["AUTH", "\udc00chal"])) is None
+    assert book.receive(R1, ok(ids[3], True)) is None
+    assert book.receive(R1, ok("", False, "invalid: x")) is None
+    assert (book.health[R1].published_ok, book.health[R1].published_refused) == (0, 0)

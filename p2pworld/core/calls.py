@@ -6,7 +6,10 @@ trio runtime's API (:mod:`p2pworld.runtime.api`) and the simulator's workload
 (:mod:`p2pworld.testing.workload`). The call runs in the core; its plan carries what it
 returns (:attr:`~p2pworld.core.node.Plan.result`: a publish's request number, a channel's
 record, an epoch change) and, like every event, only queues its effects for the next flush.
-A refused call raises its typed error out of ``handle`` and changes nothing.
+A refused call raises its typed error out of ``handle`` and changes nothing. A call whose
+arguments could not be stored and loaded back (a type, a range, text that is not UTF-8) is
+refused when it is made (:class:`~p2pworld.errors.InvalidArgument`): what a node
+acknowledges must load again after a restart.
 
 Example:
     >>> import random
@@ -28,12 +31,44 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from p2pworld.log.entry import ChannelPolicy
+from p2pworld import codec
+from p2pworld.errors import InvalidArgument, P2PWorldError
+from p2pworld.log.entry import MAX_IDEM_KEY, MAX_NAME, MAX_PARTICIPANTS, ChannelPolicy
 from p2pworld.world.doc import CapabilityAd, NodeInfo, SessionInfo
 
 if TYPE_CHECKING:
     from p2pworld.core.cores import Cores, NodeEffect
     from p2pworld.identity import Signer
+
+
+def _need(ok: bool, arg: str, what: str) -> None:
+    if not ok:
+        raise InvalidArgument(f"{arg} must be {what}", arg=arg)
+
+
+def _key(value: object, arg: str) -> None:
+    _need(isinstance(value, bytes) and type(value) is bytes and len(value) == 32, arg,
+          "a 32-byte key")
+
+
+def _text(value: object, arg: str, max_len: int) -> None:
+    try:
+        ok = type(value) is str and len(value) <= max_len and bool(value.encode("utf-8"))
+    except UnicodeEncodeError:
+        ok = False
+    _need(ok, arg, f"text of 1..{max_len} characters, valid UTF-8")
+
+
+def _policy(policy: object) -> None:
+    """A policy that is stored as given: it must load back the same."""
+    _need(policy is None or isinstance(policy, ChannelPolicy), "policy", "a ChannelPolicy")
+    if not isinstance(policy, ChannelPolicy):
+        return
+    try:
+        same = ChannelPolicy.from_wire(codec.decode(codec.encode(policy.to_wire()))) == policy
+    except (P2PWorldError, TypeError, ValueError) as e:
+        raise InvalidArgument(f"policy does not load back: {e}", arg="policy") from None
+    _need(same, "policy", "a ChannelPolicy of the documented types (bool fields, int counts)")
 
 
 class Call:
@@ -54,6 +89,18 @@ class OpenChannel(Call):
     policy: ChannelPolicy | None = None
     authority_key: bytes | None = None
 
+    def __post_init__(self) -> None:
+        _text(self.name, "name", MAX_NAME)
+        _need(type(self.private) is bool, "private", "True or False")
+        _need(isinstance(self.participants, (tuple, list)) and
+              len(self.participants) <= MAX_PARTICIPANTS, "participants",
+              f"a tuple of at most {MAX_PARTICIPANTS} keys")
+        for p in self.participants:
+            _key(p, "participants")
+        if self.authority_key is not None:
+            _key(self.authority_key, "authority_key")
+        _policy(self.policy)
+
     def apply(self, c: Cores, now_ms: int) -> tuple[Any, Sequence[NodeEffect]]:
         return c.hub.open_channel(self.name, now_ms=now_ms, private=self.private,
                                   participants=self.participants, policy=self.policy,
@@ -69,6 +116,13 @@ class Publish(Call):
     payload: bytes
     idem_key: bytes
     want: str = "local"
+
+    def __post_init__(self) -> None:
+        _need(type(self.channel) is bytes, "channel", "bytes")
+        _need(type(self.payload) is bytes, "payload", "bytes")
+        _need(type(self.idem_key) is bytes and 1 <= len(self.idem_key) <= MAX_IDEM_KEY,
+              "key", f"1..{MAX_IDEM_KEY} bytes")
+        _need(self.want in ("local", "replicated"), "durability", "'local' or 'replicated'")
 
     def apply(self, c: Cores, now_ms: int) -> tuple[Any, Sequence[NodeEffect]]:
         return c.hub.publish(self.channel, self.payload, idem_key=self.idem_key,

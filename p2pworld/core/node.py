@@ -563,9 +563,11 @@ class NodeCore:
                     ready=False)
 
     def carried(self, step: Carry) -> tuple[NodeEffect, ...]:
-        """What an executor carries out of ``step`` (:meth:`PersistCore.carried`); each
-        delivery in it is counted by the lane it came by as it is carried."""
+        """What an executor carries out of ``step`` (:meth:`PersistCore.carried`): sends pass
+        :func:`held_back` again (a session may have moved lanes since), deliveries count."""
         fx = self.persist.carried(step)
+        if self.lanes.nostr_peers:
+            fx = tuple(held_back(list(fx), self.lanes.nostr_peers, self.cores.hub))
         for e in fx:
             if type(e) is Delivered and e.entries:
                 self.lanes.delivered(self.cores.hub, e.channel, [x.seq for x in e.entries])

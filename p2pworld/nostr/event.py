@@ -115,9 +115,13 @@ def _loads(text: str) -> Any:
     if len(text.encode("utf-8", "surrogatepass")) > MAX_EVENT_BYTES:
         raise NostrError("message too large")
     try:
-        return json.loads(text)
-    except (ValueError, RecursionError):
-        raise NostrError("not JSON") from None
+        value = json.loads(text)
+        # JSON may escape a lone surrogate ("\\ud800"): no UTF-8 string holds one, so no event
+        # id or signature can be computed over it (and a reply would not encode).
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except (ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
+        raise NostrError("not JSON, or text that is not UTF-8") from None
+    return value
 
 
 def auth_event(key: NostrKey, *, relay: str, challenge: str, created_at: int,

@@ -189,18 +189,18 @@ class PoolBook:
         return None
 
     def _ok(self, url: str, h: RelayHealth, ok: Ok, event_id: str) -> Answered | None:
+        key = (url, event_id)
+        if not event_id:
+            # Answered in order: the oldest publish still pending on this relay.
+            key = next((k for k, v in self.pending.items() if k[0] == url and v is None), key)
+        if key not in self.pending or self.pending[key] is not None:
+            return None  # an answer to nothing pending here: not counted
         took = ok.ok or ok.prefix == "duplicate"
         if took:
             h.published_ok += 1
         else:
             h.published_refused += 1
             h.rate_limited += ok.prefix == "rate-limited"
-        key = (url, event_id)
-        if not event_id:
-            # Answered in order: the oldest publish still pending on this relay.
-            key = next((k for k, v in self.pending.items() if k[0] == url and v is None), key)
-        if key not in self.pending or self.pending[key] is not None:
-            return None
         self.pending[key] = ok
         left = self._any.get(key[1])
         if left is not None:

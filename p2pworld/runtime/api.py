@@ -49,7 +49,7 @@ from p2pworld.log.entry import ChannelPolicy, ChannelRecord
 from p2pworld.log.state import EpochChange
 from p2pworld.nostr.event import Event as NostrEvent
 from p2pworld.runtime import edge
-from p2pworld.runtime.edge import need
+from p2pworld.runtime.edge import need, need_timeout
 from p2pworld.runtime.feeds import ComputeFeed, MessageCursor, NodeSubscription, WorldSubscription
 from p2pworld.world.core import Member
 from p2pworld.world.doc import CapabilityAd
@@ -116,6 +116,8 @@ class Channels(_Part):
         Names starting with ``~`` are the library's own (``InvalidArgument``).
         """
         need(name, str, "name")
+        if policy is not None:
+            need(policy, ChannelPolicy, "policy")
         if name.startswith("~") or (policy is not None and policy.app):
             raise InvalidArgument("channel names starting with '~' and policy.app are the "
                                   "library's own", arg="name")
@@ -162,11 +164,13 @@ class Channels(_Part):
         self._node._check_open()
         need(channel, bytes, "channel")
         need(payload, bytes, "payload")
+        need_timeout(timeout)
         if key is not None:
             need(key, bytes, "key")
         if durability not in ("local", "replicated"):
             raise InvalidArgument("durability is 'local' or 'replicated'", arg="durability")
-        key = key or self._node._key_prefix + next(self._node._key_counter).to_bytes(8, "big")
+        if key is None:
+            key = self._node._key_prefix + next(self._node._key_counter).to_bytes(8, "big")
         if self._hub.record(channel).private and channel not in self._hub.own and \
                 not self._hub.channel_keys(channel):
             with trio.move_on_after(timeout):
@@ -182,6 +186,7 @@ class Channels(_Part):
                               timeout: float = 10.0) -> PublishResult:
         """Owner only: add a member (a sequenced control entry; private channels rekey)."""
         self._node._check_open()
+        need_timeout(timeout)
         req = self._node._call(AddParticipant(channel=channel, member=member))
         return await self._node._await_outcome(req, timeout, b"")
 
@@ -189,12 +194,14 @@ class Channels(_Part):
                                  timeout: float = 10.0) -> PublishResult:
         """Owner only: remove a member; on private channels the key is rotated."""
         self._node._check_open()
+        need_timeout(timeout)
         req = self._node._call(RemoveParticipant(channel=channel, member=member))
         return await self._node._await_outcome(req, timeout, b"")
 
     async def close(self, channel: bytes, timeout: float = 10.0) -> PublishResult:
         """``close_channel`` (owner only): no more appends; readers can still catch up."""
         self._node._check_open()
+        need_timeout(timeout)
         req = self._node._call(CloseChannel(channel=channel))
         return await self._node._await_outcome(req, timeout, b"")
 
