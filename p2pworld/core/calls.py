@@ -137,6 +137,10 @@ class AddParticipant(Call):
     channel: bytes
     member: bytes
 
+    def __post_init__(self) -> None:
+        _need(type(self.channel) is bytes, "channel", "bytes")
+        _key(self.member, "member")
+
     def apply(self, c: Cores, now_ms: int) -> tuple[Any, Sequence[NodeEffect]]:
         return c.hub.add_participant(self.channel, self.member, now_ms=now_ms)
 
@@ -148,6 +152,10 @@ class RemoveParticipant(Call):
 
     channel: bytes
     member: bytes
+
+    def __post_init__(self) -> None:
+        _need(type(self.channel) is bytes, "channel", "bytes")
+        _key(self.member, "member")
 
     def apply(self, c: Cores, now_ms: int) -> tuple[Any, Sequence[NodeEffect]]:
         return c.hub.remove_participant(self.channel, self.member, now_ms=now_ms)
@@ -169,6 +177,10 @@ class Handoff(Call):
 
     channel: bytes
     next_sequencer: bytes
+
+    def __post_init__(self) -> None:
+        _need(type(self.channel) is bytes, "channel", "bytes")
+        _key(self.next_sequencer, "next_sequencer")
 
     def apply(self, c: Cores, now_ms: int) -> tuple[Any, Sequence[NodeEffect]]:
         return c.hub.handoff(self.channel, self.next_sequencer, now_ms=now_ms)
@@ -193,6 +205,10 @@ class AckMessage(Call):
 
     channel: bytes
     seq: int
+
+    def __post_init__(self) -> None:
+        _need(type(self.channel) is bytes, "channel", "bytes")
+        _need(type(self.seq) is int and self.seq >= 0, "seq", "an int of 0 or more")
 
     def apply(self, c: Cores, now_ms: int) -> tuple[Any, Sequence[NodeEffect]]:
         return None, c.hub.ack_message(self.channel, self.seq, now_ms=now_ms)
