@@ -145,3 +145,18 @@ def test_text_that_is_not_utf8_is_dropped_and_answers_to_nothing_are_not_counted
     assert book.receive(R1, ok(ids[3], True)) is None
     assert book.receive(R1, ok("", False, "invalid: x")) is None
     assert (book.health[R1].published_ok, book.health[R1].published_refused) == (0, 0)
+
+
+def test_the_ids_a_subscription_remembers_are_bounded(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Found by an adversarial review: every delivered id was kept for the life of the
+    subscription, so a relay streaming distinct events grew the pool without bound."""
+    from p2pworld.nostr import pool
+
+    monkeypatch.setattr(pool, "MAX_SEEN", 3)
+    book = PoolBook([R1])
+    book.subscribe("s", [{"kinds": [1]}])
+    events = [ev(i) for i in range(5)]
+    for e in events:
+        assert isinstance(book.receive(R1, json.dumps(["EVENT", "s", e.to_dict()])), Deliver)
+    assert list(book.subs["s"].seen) == [e.id for e in events[2:]]
+    assert book.receive(R1, json.dumps(["EVENT", "s", events[4].to_dict()])) is None

@@ -207,6 +207,8 @@ class RelayPool:
         self.book.subscribe(sub_id, list(filters), backdated=backdated)
         self._outs[sub_id] = send
         for u in self.urls:
+            if self.health[u].state != "connected":
+                continue  # its connection sends every subscription's REQ when it is up
             try:
                 self._queues[u][0].send_nowait(client_req(sub_id, *filters))
             except trio.WouldBlock:

@@ -11,7 +11,9 @@ subscription, answer an ``AUTH`` challenge.
   answers with an empty one, in order: it answers the oldest publish still pending on it.
   A publish that waits for the first relay to have it (``until_any``) wakes on the first such
   answer, or once every relay it went to has answered.
-* **Subscriptions** are deduplicated by event id across relays, and resume after a reconnect
+* **Subscriptions** are deduplicated by event id across relays (the last :data:`MAX_SEEN` ids
+  of each: a relay cannot grow the pool's memory without bound; an event older than that
+  window delivered again is delivered again), and resume after a reconnect
   with ``since`` = the newest ``created_at`` seen minus :data:`RESUME_MARGIN_S`
   (:data:`GIFT_WRAP_MARGIN_S` for NIP-59 gift wraps, which backdate ``created_at``).
 * **Relays** are at most :data:`MAX_RELAYS`, ``ws://`` or ``wss://``, their URL at most 256
@@ -41,6 +43,8 @@ from p2pworld.nostr.event import Event, parse_relay_message
 MAX_RELAYS = 32
 RESUME_MARGIN_S = 10
 GIFT_WRAP_MARGIN_S = 2 * 24 * 3600
+MAX_SEEN = 65_536
+"""Event ids a subscription remembers for deduplication (the most recent)."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +105,8 @@ class _Sub:
     filters: list[dict[str, Any]]
     backdated: bool
     newest: int = 0
-    seen: set[str] = field(default_factory=set)
+    seen: dict[str, None] = field(default_factory=dict)
+    """The ids delivered, oldest first (at most :data:`MAX_SEEN`)."""
 
 
 class PoolBook:
@@ -177,7 +182,9 @@ class PoolBook:
             sub = self.subs.get(m.sub)
             if sub is None or m.event.id in sub.seen:
                 return None
-            sub.seen.add(m.event.id)
+            sub.seen[m.event.id] = None
+            if len(sub.seen) > MAX_SEEN:
+                del sub.seen[next(iter(sub.seen))]
             sub.newest = max(sub.newest, m.event.created_at)
             return Deliver(m.sub, m.event)
         if m.type == "AUTH":
