@@ -130,32 +130,28 @@ class Publish(Call):
 
 
 @dataclass(frozen=True, kw_only=True)
-class AddParticipant(Call):
-    """Owner only: add ``member`` (a sequenced control entry); the result: a request
-    number."""
-
+class _Membership(Call):
     channel: bytes
     member: bytes
 
     def __post_init__(self) -> None:
         _need(type(self.channel) is bytes, "channel", "bytes")
         _key(self.member, "member")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AddParticipant(_Membership):
+    """Owner only: add ``member`` (a sequenced control entry); the result: a request
+    number."""
 
     def apply(self, c: Cores, now_ms: int) -> tuple[Any, Sequence[NodeEffect]]:
         return c.hub.add_participant(self.channel, self.member, now_ms=now_ms)
 
 
 @dataclass(frozen=True, kw_only=True)
-class RemoveParticipant(Call):
+class RemoveParticipant(_Membership):
     """Owner only: remove ``member`` (private channels rekey); the result: a request
     number."""
-
-    channel: bytes
-    member: bytes
-
-    def __post_init__(self) -> None:
-        _need(type(self.channel) is bytes, "channel", "bytes")
-        _key(self.member, "member")
 
     def apply(self, c: Cores, now_ms: int) -> tuple[Any, Sequence[NodeEffect]]:
         return c.hub.remove_participant(self.channel, self.member, now_ms=now_ms)
