@@ -179,6 +179,12 @@ class TokenBook:
         return {k for k, (_, c) in self.tokens.items()
                 if c.token_id in self.revoked_tokens or c.node_id in self.revoked_nodes}
 
+    def expires(self, node_key: bytes, raw: bytes | None) -> int | None:
+        """When ``raw``, the latest token held for ``node_key``, expires (unix s); None when
+        the latest token held is another one, or there is none."""
+        held = self.tokens.get(node_key)
+        return held[1].expires_at if held is not None and held[0] == raw else None
+
     def own(self, node_key: bytes) -> bytes | None:
         held = self.tokens.get(node_key)
         return held[0] if held else None

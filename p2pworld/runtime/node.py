@@ -26,7 +26,6 @@ import time
 import weakref
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -58,6 +57,7 @@ from p2pworld.channel.hub import (
 )
 from p2pworld.compute.state import Request as ComputeRequest
 from p2pworld.core.calls import Advertise, Call, Join, Leave, OpenChannel, SetSession
+from p2pworld.core.config_check import check_config
 from p2pworld.core.cores import Cores, NodeEffect, build_cores
 from p2pworld.core.lanes import (
     LaneBook,
@@ -85,6 +85,8 @@ from p2pworld.core.node import (
     TokenMinted,
     TokenRefused,
 )
+from p2pworld.core.outcomes import leaving_error, publish_outcome
+from p2pworld.core.peer_book import PeerBook, PeerRecord, PreHandshake, session_refusal
 from p2pworld.core.peers import PeerCore
 from p2pworld.core.persist import (
     Carry,
@@ -94,6 +96,7 @@ from p2pworld.core.persist import (
     persisted_channels,
 )
 from p2pworld.core.relays import RendezvousSchedule, announced_urls
+from p2pworld.core.scope_book import ScopeBook
 from p2pworld.effects import (
     CloseSession,
     ConnectRendezvous,
@@ -111,7 +114,6 @@ from p2pworld.errors import (
     InvalidArgument,
     NodeClosed,
     P2PWorldError,
-    PublishTimeout,
     RendezvousClosed,
     RendezvousUnreachable,
     SessionClosed,
@@ -140,7 +142,6 @@ from p2pworld.nostr.event import Event as NostrEvent
 from p2pworld.runtime import edge
 from p2pworld.runtime.api import Bridge, Channels, Compute, PeerInfo, Peers, World
 from p2pworld.runtime.config import NodeConfig
-from p2pworld.runtime.edge import need
 from p2pworld.runtime.feeds import (  # re-exported: what the node's reads return
     ChannelMessage,
     ComputeEvent,
@@ -163,22 +164,6 @@ from p2pworld.world.core import (
 )
 from p2pworld.world.doc import CapabilityAd, NodeInfo, SessionInfo
 from p2pworld.world.links import LinkUpdates
-
-
-@dataclass
-class _PeerRecord:
-    """What this node knows of a peer (mutable; :class:`~p2pworld.runtime.api.PeerInfo` is
-    the public snapshot)."""
-
-    node_id: bytes
-    state: str = "discovered"  # discovered | connecting | connected | backoff
-    via: set[str] = field(default_factory=set)
-    address: str = ""
-    since: float = 0.0
-    last_error: str = ""
-    handshakes: int = 0
-    failures: int = 0
-
 
 MAX_PRE_HANDSHAKE = 128
 """Incoming connections waiting for their handshake at once; beyond, the oldest is closed
@@ -243,10 +228,12 @@ class Node:
         self._nursery = nursery
         self._sup = Supervisor(nursery, on_failure=self._on_scope_failure, rng=self._rng)
         """Every background task of this node starts through it (``p2pworld.io.scopes``)."""
-        self._scope_stats: dict[str, dict[str, Any]] = {
-            s: {"failures": 0, "last_error": None, "last_subject": None} for s in SCOPES}
+        self._scopes = ScopeBook.of(SCOPES, weakref.WeakSet())
+        """Failed scopes by kind, and what they held that is being closed."""
+        self._scope_stats = self._scopes.stats
         self._sessions: dict[bytes, Session] = {}
-        self._peers: dict[bytes, _PeerRecord] = {}
+        self._peer_book = PeerBook()
+        self._peers = self._peer_book.records
         self._wake = trio.Event()
         self._changed: dict[bytes, trio.Event] = {}
         self._outcomes: dict[int, PublishResult | P2PWorldError] = {}
@@ -270,10 +257,8 @@ class Node:
             grace_ms=round(config.dial_grace * 1000),
             attempt_ms=round(config.handshake_timeout * 1000))
         self._mirror_req: dict[str, str] = {}
-        self._pre_handshake: dict[trio.CancelScope, None] = {}
+        self._pre_handshake = PreHandshake[trio.CancelScope](limit=MAX_PRE_HANDSHAKE)
         """Incoming connections that have not finished their handshake, oldest first."""
-        self._closing: weakref.WeakSet[Session | RelayPipe | NostrPipe] = weakref.WeakSet()
-        """Objects a failed scope held that are being closed (see _on_scope_failure)."""
         self._durable: dict[bytes, int] = {}
         """Per channel, the highest seq known to be on this node's disk: what readers see
         (an entry appended in memory is not read before its transaction committed)."""
@@ -362,9 +347,8 @@ class Node:
     @property
     def token_expires(self) -> int | None:
         """When this node's current token expires (unix s; None: no token)."""
-        book, tok = self._cores.auth, self.token
-        held = book.tokens.get(self._identity.public_key) if book is not None else None
-        return held[1].expires_at if held is not None and held[0] == tok else None
+        book = self._cores.auth
+        return None if book is None else book.expires(self._identity.public_key, self.token)
 
     @property
     def url(self) -> str:
@@ -424,16 +408,8 @@ class Node:
             await ev.wait()
         finally:
             self._outcome_events.pop(req, None)
-        out = self._outcomes.pop(req, None)
-        if out is None and self._closed is not None:
-            raise PublishTimeout("the node stopped before an answer came; resubmit with the "
-                                 "same key", key=key.hex(), node_closed=True)
-        if out is None:
-            raise PublishTimeout(f"no answer within {timeout} s; resubmit with the same key",
-                                 key=key.hex())
-        if isinstance(out, P2PWorldError):
-            raise out
-        return out
+        return publish_outcome(self._outcomes.pop(req, None), closed=self._closed is not None,
+                               timeout=timeout, key=key)
 
     # --- world state ---------------------------------------------------------------------
 
@@ -467,31 +443,20 @@ class Node:
         """A scope ended with an error (see :mod:`p2pworld.io.scopes`): count it, tell the
         application, and close what the scope holds (a session of the failed peer task
         closes itself on the way out)."""
-        st = self._scope_stats[f.scope]
-        st["failures"] += 1
-        st["last_error"], st["last_subject"] = f.error.code, f.key
+        self._scopes.failed(f.scope, code=f.error.code, subject=f.key)
         self._notice(Notice(b"", f.error, scope=f.scope, subject=f.key))
         if f.task == f"{__name__}:Node._rendezvous":  # the core says when to connect again
             self._input(RendezvousEnded(url=f.key, error=None))
-        for x in f.args:
-            # What the failed task held closes with it (a session, a relayed or Nostr pipe);
-            # once: a closer that fails again is not retried for ever.
-            if not isinstance(x, (Session, RelayPipe, NostrPipe)) or x in self._closing:
-                continue
-            self._closing.add(x)
+        # What the failed task held closes with it (a session, a relayed or Nostr pipe), once.
+        for x in self._scopes.to_close(f.args, (Session, RelayPipe, NostrPipe)):
             if isinstance(x, Session):
                 if x.close_reason is None:
                     x.close_reason = f.error
                 self._sup.spawn(self._close_session, x, f.error, key=f.key)
-            elif isinstance(x, (RelayPipe, NostrPipe)):
+            else:
                 self._sup.spawn(self._close_pipe, x, key=f.key)
-        if f.scope == "peer" and f.key:
-            try:
-                p = self._peers.get(bytes.fromhex(f.key))
-            except ValueError:
-                p = None
-            if p is not None:
-                p.last_error, p.failures = f.error.code, p.failures + 1
+        if f.scope == "peer":
+            self._peer_book.scope_failed(f.key, f.error.code)
 
     async def _settle(self) -> None:
         """Wait until the effect runner has carried out everything queued so far."""
@@ -687,9 +652,7 @@ class Node:
 
     def _carry_misbehaved(self, e: PeerMisbehaved) -> None:
         self._count(e.error.code)
-        p = self._peers.get(e.peer)
-        if p is not None:
-            p.last_error = e.error.code
+        self._peer_book.refused(e.peer, e.error.code)
 
     def _carry_refresh(self, e: RefreshToken) -> None:
         self._sup.spawn(self._fetch_token, key="token")
@@ -792,11 +755,8 @@ class Node:
                                token=self.token, versions=PROTOCOL_VERSIONS,
                                expected_peer=expected)
 
-    def _peer(self, pid: bytes) -> _PeerRecord:
-        p = self._peers.get(pid)
-        if p is None:
-            p = self._peers[pid] = _PeerRecord(pid)
-        return p
+    def _peer(self, pid: bytes) -> PeerRecord:
+        return self._peer_book.record(pid)
 
     def _adopt(self, s: Session) -> bool:
         """Keep one session per peer: the one dialled by the node with the lower id."""
@@ -811,9 +771,7 @@ class Node:
                            SessionClosed("replaced by a preferred session"), key=pid.hex())
             self._forget(pid, old)
         self._sessions[pid] = s
-        p = self._peer(pid)
-        p.state, p.address, p.since, p.last_error = "connected", s.address, time.monotonic(), ""
-        p.handshakes += 1
+        self._peer_book.connected(pid, address=s.address, since=time.monotonic())
         self._peers_changed.set()
         self._peers_changed = trio.Event()
         self._input(PeerUp(peer=pid, key=s.result.peer_key, lane=lane,
@@ -825,20 +783,11 @@ class Node:
         if self._sessions.get(pid) is s:
             del self._sessions[pid]
             self._input(PeerDown(peer=pid))
-            p = self._peer(pid)
-            p.state = "backoff"
-            if s.close_reason is not None and s.close_reason.code != SessionClosed.code:
-                p.last_error = s.close_reason.code
-                self._count(s.close_reason.code)
+            counted = self._peer_book.down(pid, s.close_reason)
+            if counted:
+                self._count(counted)
             self._peers_changed.set()
             self._peers_changed = trio.Event()
-
-    def _check_peer_token(self, s: Session) -> P2PWorldError | None:
-        """Direct calls are checked in the session handshake (``TokenBook.admit``)."""
-        book, r = self._cores.auth, s.result
-        return None if book is None else book.admit(
-            r.peer_token or b"", now=time.time(), node_key=r.peer_key,
-            nostr_pubkey=r.peer_attestation.nostr_pubkey)
 
     @task("peer")
     async def _close_session(self, s: Session, reason: P2PWorldError) -> None:
@@ -870,11 +819,8 @@ class Node:
             await s.aclose()
 
     async def _session_body(self, s: Session) -> None:
-        refused = self._check_peer_token(s)
-        if refused is None and s.address.startswith("nostr:") and (
-                s.address != f"nostr:{s.result.peer_attestation.nostr_pubkey.hex()}"):
-            # The pipe's Nostr key must be the one the peer's node key attests.
-            refused = Unauthorized("Nostr lane key is not the one the peer attests")
+        refused = session_refusal(self._cores.auth, s.result, address=s.address,
+                                  now=time.time())
         if refused is not None:
             self._count(refused.code)
             self._peer(s.peer_id).last_error = refused.code
@@ -896,10 +842,8 @@ class Node:
         handshake size only, then the session. At most MAX_PRE_HANDSHAKE connections wait
         for their handshake at once; beyond, the oldest is closed."""
         scope = trio.CancelScope()
-        self._pre_handshake[scope] = None
-        if len(self._pre_handshake) > MAX_PRE_HANDSHAKE:
-            oldest = next(iter(self._pre_handshake))
-            del self._pre_handshake[oldest]
+        oldest = self._pre_handshake.add(scope)
+        if oldest is not None:
             oldest.cancel()
             self._count("PRE_HANDSHAKE_EVICTED")
         try:
@@ -907,10 +851,10 @@ class Node:
                 async with trio.open_nursery() as conn:
                     await self._incoming_session(stream, conn, scope)
                     conn.cancel_scope.cancel()
-            if scope.cancelled_caught and scope not in self._pre_handshake:
+            if scope.cancelled_caught and self._pre_handshake.evicted(scope):
                 return  # evicted (counted above)
         finally:
-            self._pre_handshake.pop(scope, None)
+            self._pre_handshake.done(scope)
             await trio.aclose_forcefully(stream)
 
     async def _incoming_session(self, stream: trio.SocketStream, conn: trio.Nursery,
@@ -935,7 +879,7 @@ class Node:
             return
         except trio_websocket.ConnectionClosed:
             return
-        self._pre_handshake.pop(scope, None)  # authenticated: no longer evictable
+        self._pre_handshake.done(scope)  # authenticated: no longer evictable
         await self._run_owned(s)
 
     def _on_candidate(self, key: str, c: Candidate) -> None:
@@ -973,8 +917,7 @@ class Node:
         lane = self._nostr.lane if self._nostr is not None else None
         if lane is None:
             return False, "NOSTR_LANE_FAILED"
-        p = self._peer(d.peer)
-        p.state = "connecting"
+        self._peer_book.connecting(d.peer)
         try:
             pipe = await lane.open_pipe(d.nostr)
             s = await relayed_session(pipe, self._hs_config(expected=d.peer), initiator=True,
@@ -982,10 +925,10 @@ class Node:
                                       timeout=self._config.handshake_timeout)
         except (P2PWorldError, trio_websocket.ConnectionClosed) as e:
             code = getattr(e, "code", "NOSTR_LANE_FAILED")
-            p.last_error, p.failures = code, p.failures + 1
+            self._peer_book.failed(d.peer, code)
             self._count(code)
             return False, code
-        p.via.add("nostr")
+        self._peer(d.peer).via.add("nostr")
         return await self._start_session(d.peer, s), ""
 
     def _nostr_pipe_opened(self, pipe: NostrPipe) -> None:
@@ -1014,14 +957,15 @@ class Node:
 
     async def _dial_primary(self, d: Dial) -> tuple[bool, str]:
         """Each URL in the order given, then a relayed session through each rendezvous."""
-        p, pid, code = self._peer(d.peer), d.peer, "NO_ROUTE"
+        pid, code = d.peer, "NO_ROUTE"
         for url in d.urls:
-            p.state = "connecting"
+            self._peer_book.connecting(pid)
             try:
                 s = await open_session(self._nursery, url, self._hs_config(expected=pid),
                                        timeout=self._config.handshake_timeout)
             except P2PWorldError as e:
-                code, p.last_error, p.failures = e.code, e.code, p.failures + 1
+                code = e.code
+                self._peer_book.failed(pid, code)
                 self._count(e.code)
                 continue
             return await self._start_session(pid, s), ""
@@ -1029,7 +973,7 @@ class Node:
             client = self._rv_clients.get(relay)
             if client is None or not client.connected.is_set():
                 continue
-            p.state = "connecting"
+            self._peer_book.connecting(pid)
             try:
                 pipe = await client.open_pipe(pid)
                 s = await relayed_session(pipe, self._hs_config(expected=pid), initiator=True,
@@ -1037,7 +981,7 @@ class Node:
                                           timeout=self._config.handshake_timeout)
             except (P2PWorldError, trio_websocket.ConnectionClosed) as e:
                 code = getattr(e, "code", "RELAY_FAILED")
-                p.last_error, p.failures = code, p.failures + 1
+                self._peer_book.failed(pid, code)
                 self._count(code)
                 continue
             return await self._start_session(pid, s), ""
@@ -1501,20 +1445,7 @@ def _checked(config: NodeConfig) -> NodeConfig:
     """The configuration as the node runs it (``~`` expanded), its types checked."""
     if not isinstance(config, NodeConfig):
         raise InvalidArgument("open_node takes a NodeConfig", arg="config")
-    need(config.home, (str, Path), "NodeConfig.home")
-    need(config.workspace, str, "NodeConfig.workspace")
-    need(config.port, int, "NodeConfig.port")
-    for name in ("interfaces", "peers", "rendezvous", "relays"):
-        v = getattr(config, name)
-        if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v):
-            raise InvalidArgument(f"NodeConfig.{name} must be a list of strings", arg=name)
-    if not config.workspace or len(config.workspace.encode()) > 128:
-        raise InvalidArgument("NodeConfig.workspace must be 1..128 bytes of UTF-8",
-                              arg="workspace")
-    if not isinstance(config.startup_check_s, (int, float)) or not \
-            0 <= config.startup_check_s <= 600:
-        raise InvalidArgument("NodeConfig.startup_check_s must be 0..600 seconds",
-                              arg="startup_check_s")
+    check_config(config)
     return dataclasses.replace(config, home=Path(config.home).expanduser())
 
 
@@ -1613,19 +1544,10 @@ async def _one_error(caller: list[BaseException]) -> AsyncIterator[None]:
     try:
         yield
     except BaseExceptionGroup as g:
-        leaves = _leaves(g)
-        if caller and any(x is caller[0] for x in leaves):
-            raise caller[0] from None
-        typed = [x for x in leaves if isinstance(x, P2PWorldError)]
-        if typed and all(isinstance(x, (P2PWorldError, trio.Cancelled)) for x in leaves):
-            raise typed[0] from g
-        raise
-
-
-def _leaves(e: BaseException) -> list[BaseException]:
-    if isinstance(e, BaseExceptionGroup):
-        return [x for sub in e.exceptions for x in _leaves(sub)]
-    return [e]
+        out = leaving_error(g, caller, (trio.Cancelled,))
+        if out is None:
+            raise
+        raise out from (None if out in caller else g)
 
 
 CARRIERS: dict[type, Callable[[Node, Any], Awaitable[None] | None]] = {
