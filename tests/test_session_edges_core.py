@@ -157,3 +157,26 @@ def test_a_good_config_passes() -> None:
     from pathlib import Path
     check_config(SimpleNamespace(**{**GOOD, "home": Path("/tmp/a"), "peers": ("ws://h:1/",),
                                     "workspace": "é" * 64, "startup_check_s": 600}))
+
+
+@given(st.lists(st.tuples(st.floats(0, 100), st.booleans()), max_size=60))
+def test_publish_deadlines_come_due_in_order_and_once(ops: list[tuple[float, bool]]) -> None:
+    import math
+
+    from p2pworld.core.outcomes import Deadlines
+    waits, pending, seen = Deadlines(), {}, []
+    now = 0.0
+    for i, (t, advance) in enumerate(ops):
+        if advance:
+            now = max(now, t)
+            got = waits.due(now)
+            assert got == sorted(got, key=lambda r: (pending[r], r))
+            assert all(pending[r] <= now for r in got)
+            seen += got
+        else:
+            others = [v for k, v in pending.items() if k not in seen]
+            pending[i] = now + t
+            # Earliest: strictly before every other wait (a tie goes to the older request).
+            assert waits.add(now + t, i) == all(now + t < v for v in others)
+    rest = waits.due(math.inf)
+    assert sorted(seen + rest) == sorted(pending) and waits.next_at() == math.inf

@@ -39,7 +39,7 @@ from __future__ import annotations
 
 import base64
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
 from p2pworld.compute.state import NIP90_STATUS, decode_event
@@ -60,6 +60,8 @@ RELAY_LIST_KIND = 10002
 PRESENCE_TTL_S = 90
 PRESENCE_EVERY_S = 30
 MAX_RELAYS = 8
+MIRRORS = ("presence", "capabilities", "compute")
+"""Every mirror a node can publish (``NodeConfig.mirror`` picks among them)."""
 
 
 def workspace_tag(workspace: str) -> str:
@@ -177,16 +179,20 @@ def compute_events(key: NostrKey, *, event: dict[str, Any], rid_link: str, entry
 
 def compute_mirror_rows(cores: Cores, key: NostrKey, channel: bytes, entries: Sequence[Entry],
                         *, now_ms: int, aux: Callable[[], bytes],
-                        requests: dict[str, str]) -> list[tuple[Event, str, bytes]]:
+                        requests: dict[str, str], mirror: Collection[str] = MIRRORS,
+                        ) -> list[tuple[Event, str, bytes]]:
     """The bridge rows (event, p2pworld id, entry hash) for entries delivered on ``channel``:
-    only this node's own compute channel, only if its policy has ``nostr_mirror``.
+    only when the node mirrors ``compute`` (``NodeConfig.mirror``), only this node's own
+    compute channel, only if its policy has ``nostr_mirror``.
     ``requests`` maps a request's p2pworld id to its mirrored job request's event id (filled
     here as requests go by, so feedback can reference them). ``created_at`` is the entry's
     sequencer time, so a restart that delivers the entry again builds the same row identity
     (the outbox refuses a second event for one ``(id, entry hash, kind)``)."""
     comp = cores.compute
+    if "compute" not in mirror or comp is None:
+        return []
     rec = cores.hub.record(channel)
-    if comp is None or not (comp.is_compute(rec) and rec.owner_key == cores.hub.signer.public_key
+    if not (comp.is_compute(rec) and rec.owner_key == cores.hub.signer.public_key
                             and rec.policy.nostr_mirror):
         return []
     state = comp.state(cores.hub.log(channel))

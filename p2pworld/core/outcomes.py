@@ -4,11 +4,17 @@
   refusal); no answer within its timeout, or the node stopped first, is a
   :class:`~p2pworld.errors.PublishTimeout` that says to resubmit with the same key (the
   outcome is unknown: it may yet be sequenced, and the key makes a retry safe).
+* :class:`Deadlines`: when each waiting publish times out; one timer for all of them.
 * :func:`leaving_error`: what leaves ``open_node`` when its tasks end with a group of
   errors: the application's own exception unchanged; else the node's one typed error (the
   failure that ended it) when every other leaf is typed or a cancellation; else the group.
 
 Example:
+    >>> waits = Deadlines()
+    >>> waits.add(5.0, 1), waits.add(9.0, 2), waits.add(2.0, 3)  # True: a new earliest
+    (True, False, True)
+    >>> waits.due(6.0), waits.next_at()
+    ([3, 1], 9.0)
     >>> from p2pworld.errors import StoreError
     >>> publish_outcome(None, closed=False, timeout=2.0, key=b"k")
     Traceback (most recent call last):
@@ -23,6 +29,9 @@ Example:
 
 from __future__ import annotations
 
+import heapq
+import math
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from p2pworld.errors import P2PWorldError, PublishTimeout
@@ -43,6 +52,30 @@ def publish_outcome(out: PublishResult | P2PWorldError | None, *, closed: bool,
     if isinstance(out, P2PWorldError):
         raise out
     return out
+
+
+@dataclass
+class Deadlines:
+    """Publish waits by deadline (the executor's clock, seconds), earliest first."""
+
+    heap: list[tuple[float, int]] = field(default_factory=list)
+
+    def add(self, at: float, req: int) -> bool:
+        """Request ``req`` times out at ``at``: whether it is now the earliest (the timer
+        must wake sooner)."""
+        heapq.heappush(self.heap, (at, req))
+        return self.heap[0][1] == req
+
+    def next_at(self) -> float:
+        """When the timer must wake next (infinity: nothing waits)."""
+        return self.heap[0][0] if self.heap else math.inf
+
+    def due(self, now: float) -> list[int]:
+        """The requests whose deadline has passed, taken out, earliest first."""
+        out = []
+        while self.heap and self.heap[0][0] <= now:
+            out.append(heapq.heappop(self.heap)[1])
+        return out
 
 
 def leaves(e: BaseException) -> list[BaseException]:
@@ -67,4 +100,4 @@ def leaving_error(group: BaseExceptionGroup[BaseException], caller: list[BaseExc
     return None
 
 
-__all__ = ["leaves", "leaving_error", "publish_outcome"]
+__all__ = ["Deadlines", "leaves", "leaving_error", "publish_outcome"]

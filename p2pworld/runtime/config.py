@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from p2pworld.auth.book import AuthConfig
+from p2pworld.core.mirror import MIRRORS
 from p2pworld.world.core import WorldConfig
 from p2pworld.world.doc import CapabilityAd
 
@@ -68,7 +69,7 @@ class NodeConfig:
     transport: str = "primary-with-fallback"
     """``primary-only``, ``primary-with-fallback`` or ``forced-nostr``; the control service's
     policy may narrow it further (never widen it)."""
-    mirror: tuple[str, ...] = ("presence", "capabilities", "compute")
+    mirror: tuple[str, ...] = MIRRORS
     """Which mirrors this node publishes to its relays (compute entries only for channels whose
     policy has ``nostr_mirror``)."""
     fallback_alert: float = 0.05

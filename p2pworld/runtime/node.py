@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import heapq
 import itertools
 import math
 import random
@@ -85,7 +84,7 @@ from p2pworld.core.node import (
     TokenMinted,
     TokenRefused,
 )
-from p2pworld.core.outcomes import leaving_error, publish_outcome
+from p2pworld.core.outcomes import Deadlines, leaving_error, publish_outcome
 from p2pworld.core.peer_book import PeerBook, PeerRecord, PreHandshake, session_refusal
 from p2pworld.core.peers import PeerCore
 from p2pworld.core.persist import (
@@ -238,7 +237,7 @@ class Node:
         self._changed: dict[bytes, trio.Event] = {}
         self._outcomes: dict[int, PublishResult | P2PWorldError] = {}
         self._outcome_events: dict[int, trio.Event] = {}
-        self._deadlines: list[tuple[float, int]] = []  # (trio time, req): publish timeouts
+        self._deadlines = Deadlines()  # publish timeouts, by trio time
         self._timer_scope = trio.CancelScope()
         self._key_prefix = secrets.token_bytes(8)
         self._key_counter = itertools.count()
@@ -400,9 +399,7 @@ class Node:
     async def _await_outcome(self, req: int, timeout: float, key: bytes) -> PublishResult:
         ev = self._outcome_events[req] = trio.Event()
         # One shared timer task instead of a cancel scope per publish (see _timeouts).
-        deadline = trio.current_time() + timeout
-        heapq.heappush(self._deadlines, (deadline, req))
-        if self._deadlines[0][1] == req:
+        if self._deadlines.add(trio.current_time() + timeout, req):
             self._timer_scope.cancel()
         try:
             await ev.wait()
@@ -550,13 +547,8 @@ class Node:
         A heap of deadlines and one sleeping task cost less than a cancel scope per publish."""
         while True:
             with trio.CancelScope() as self._timer_scope:
-                if self._deadlines:
-                    await trio.sleep_until(self._deadlines[0][0])
-                else:
-                    await trio.sleep_forever()
-            now = trio.current_time()
-            while self._deadlines and self._deadlines[0][0] <= now:
-                _, req = heapq.heappop(self._deadlines)
+                await trio.sleep_until(self._deadlines.next_at())
+            for req in self._deadlines.due(trio.current_time()):
                 ev = self._outcome_events.get(req)
                 if ev is not None:
                     ev.set()
@@ -720,10 +712,11 @@ class Node:
     def _mirror_compute(self, e: Delivered) -> None:
         """Mirror this node's own compute channel as NIP-90 events (policy-gated)."""
         svc = self._nostr
-        if svc is None or "compute" not in self._config.mirror:
+        if svc is None:
             return
         rows = compute_mirror_rows(self._cores, svc.key, e.channel, e.entries,
-                                   now_ms=edge.now_ms(), aux=svc.aux, requests=self._mirror_req)
+                                   now_ms=edge.now_ms(), aux=svc.aux, requests=self._mirror_req,
+                                   mirror=self._config.mirror)
         if rows:
             self._sup.spawn(self._enqueue_rows, rows, key="mirror")
 
