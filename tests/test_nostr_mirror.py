@@ -204,3 +204,24 @@ async def test_the_control_policy_narrows_the_transport_mode(tmp_path: Path) -> 
                                          transport="forced-nostr")):
                     pass
             n.cancel_scope.cancel()
+
+
+def test_which_mirrors_a_node_publishes_is_the_mirror_cores_answer() -> None:
+    """``NodeConfig.mirror`` gates each mirror in the mirror core (both executors run it):
+    no capability row without ``capabilities``; presence with ``presence`` or when the mode
+    is ``forced-nostr``."""
+    from p2pworld.core.mirror import ad_mirror_row, mirrors_presence
+    from p2pworld.nostr.keys import NostrKey
+
+    key, ad = NostrKey(b"\x05" * 32), CapabilityAd(tools=("search",), job_kinds=("5000",))
+    row = ad_mirror_row(key, mirror=("capabilities",), node=b"\x01" * 32, ad=ad,
+                        created_at=7, aux=bytes(32))
+    assert row is not None
+    ev, source, h = row
+    assert source == "ad:" + "01" * 32 and ev.kind == 31990 and ev.created_at == 7
+    assert ("k", "5000") in ev.tags and ("p2pworld-hash", h.hex()) in ev.tags
+    assert ad_mirror_row(key, mirror=("presence", "compute"), node=b"\x01" * 32, ad=ad,
+                         created_at=7, aux=bytes(32)) is None
+    assert mirrors_presence(("presence",), "primary-only")
+    assert mirrors_presence((), "forced-nostr")
+    assert not mirrors_presence(("compute",), "primary-with-fallback")

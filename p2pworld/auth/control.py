@@ -397,6 +397,28 @@ def verify_revocations(doc: dict[str, Any], keys: dict[str, bytes]
     return frozenset(tokens), frozenset(nodes)
 
 
+def published_revocations(status: int, doc: Any, keys: dict[str, bytes]
+                          ) -> tuple[frozenset[bytes], frozenset[bytes]] | None:
+    """The revoked tokens and nodes from a ``GET /v1/revocations`` answer (None: not
+    answered with 200). Raises :class:`~p2pworld.errors.DecodeError` on a malformed or
+    unsigned list.
+
+    Example:
+        >>> published_revocations(503, {}, {}) is None
+        True
+        >>> published_revocations(200, {"nodes": []}, {})
+        Traceback (most recent call last):
+        ...
+        p2pworld.errors.DecodeError: malformed revocation list: KeyError
+    """
+    if status != 200:
+        return None
+    try:
+        return verify_revocations(doc, keys)
+    except (KeyError, TypeError, ValueError) as e:
+        raise DecodeError(f"malformed revocation list: {type(e).__name__}") from None
+
+
 def verify_policy(doc: dict[str, Any], keys: dict[str, bytes]) -> dict[str, Any]:
     """Check a ``/v1/policy`` document against the service's published keys; returns the
     policy. Raises :class:`~p2pworld.errors.DecodeError` if it does not verify."""

@@ -42,6 +42,7 @@ import json
 from collections.abc import Callable, Collection, Sequence
 from typing import TYPE_CHECKING, Any
 
+from p2pworld import codec
 from p2pworld.compute.state import NIP90_STATUS, decode_event
 from p2pworld.errors import NostrError, P2PWorldError
 from p2pworld.identity import blake2b256
@@ -123,6 +124,24 @@ def handler_event(key: NostrKey, *, node: bytes, ad: CapabilityAd, record_hash: 
                         aux=aux, tags=[["d", node.hex()],
                                        *(["k", k] for k in ad.job_kinds if k.isdigit()),
                                        *_link(f"ad:{node.hex()}", record_hash)])
+
+
+def ad_mirror_row(key: NostrKey, *, mirror: Collection[str], node: bytes, ad: CapabilityAd,
+                  created_at: int, aux: bytes, name: str = "") -> tuple[Event, str, bytes] | None:
+    """The bridge row (event, p2pworld id, record hash) of this node's capability ad: its
+    NIP-89 handler information, when the node mirrors ``capabilities`` (None: it does not)."""
+    if "capabilities" not in mirror:
+        return None
+    h = blake2b256(codec.encode(ad.to_value()))
+    ev = handler_event(key, node=node, ad=ad, record_hash=h, created_at=created_at, aux=aux,
+                       name=name)
+    return ev, f"ad:{node.hex()}", h
+
+
+def mirrors_presence(mirror: Collection[str], mode: str) -> bool:
+    """Whether the node publishes presence to its relays: when it mirrors ``presence``, and
+    always in ``forced-nostr`` mode (its peers find it there)."""
+    return "presence" in mirror or mode == "forced-nostr"
 
 
 def _job_input(job: bytes) -> list[str]:

@@ -33,14 +33,13 @@ import trio_websocket
 
 from discovery.mdns import Found, Lost, MdnsDiscovery, resolve_interfaces
 from discovery.rendezvous_client import RelayPipe, RendezvousClient
-from p2pworld import codec
 from p2pworld.auth.book import AuthConfig, TokenBook
 from p2pworld.auth.control import (
     minted_token,
     published_keys,
+    published_revocations,
     token_request,
     verify_policy,
-    verify_revocations,
 )
 from p2pworld.auth.schedule import TokenSchedule
 from p2pworld.channel.hub import (
@@ -64,7 +63,7 @@ from p2pworld.core.lanes import (
     lane_of_address,
     resolve_mode,
 )
-from p2pworld.core.mirror import compute_mirror_rows, handler_event
+from p2pworld.core.mirror import ad_mirror_row, compute_mirror_rows, mirrors_presence
 from p2pworld.core.node import (
     CandidateGone,
     CandidateSeen,
@@ -121,7 +120,7 @@ from p2pworld.errors import (
     Unauthorized,
     WaitTimeout,
 )
-from p2pworld.identity import NodeIdentity, Signer, blake2b256, short_id
+from p2pworld.identity import NodeIdentity, Signer, short_id
 from p2pworld.io.home import NodeHome
 from p2pworld.io.http import http_json
 from p2pworld.io.log_store import LogStore, load_into, stored_or_damaged
@@ -730,14 +729,14 @@ class Node:
 
     async def _mirror_ad(self, ad: CapabilityAd) -> None:
         svc = self._nostr
-        if svc is None or "capabilities" not in self._config.mirror:
+        if svc is None:
             return
-        h = blake2b256(codec.encode(ad.to_value()))
-        ev = handler_event(svc.key, node=self._node_id, ad=ad, record_hash=h,
-                           created_at=int(time.time()), aux=svc.aux(),
-                           name=self._config.device)
+        row = ad_mirror_row(svc.key, mirror=self._config.mirror, node=self._node_id, ad=ad,
+                            created_at=int(time.time()), aux=svc.aux(), name=self._config.device)
+        if row is None:
+            return
         try:
-            await self.enqueue_bridge_event(ev, source=f"ad:{self._node_id.hex()}", entry_hash=h)
+            await self.enqueue_bridge_event(row[0], source=row[1], entry_hash=row[2])
         except P2PWorldError as err:
             self._count(err.code)
 
@@ -1094,18 +1093,19 @@ class Node:
     @task("request", restart=True)
     async def _revocation_loop(self) -> None:
         """Poll the control service's signed revocation list every 30 s."""
+        control, book = self._config.control, self._cores.auth
+        assert control is not None
+        assert book is not None  # a node with a control service has auth on
         while True:
             await trio.sleep(30)
             with trio.move_on_after(10):
                 try:
-                    status, doc = await http_json(self._config.control or "", "GET",
-                                                  "/v1/revocations")
-                    book = self._cores.auth
-                    if status == 200 and book is not None:
-                        toks, nodes = verify_revocations(doc, book.config.keys)
-                        self._input(RevocationsLearned(tokens=toks, nodes=nodes))
+                    revoked = published_revocations(
+                        *await http_json(control, "GET", "/v1/revocations"), book.config.keys)
+                    if revoked is not None:
+                        self._input(RevocationsLearned(tokens=revoked[0], nodes=revoked[1]))
                         self._auth_stats["revocation_polls"] += 1
-                except (P2PWorldError, KeyError, TypeError, ValueError):
+                except P2PWorldError:
                     self._auth_stats["refresh_failures"] += 1
 
     async def _join(self) -> None:
@@ -1129,7 +1129,7 @@ class Node:
             relays=self._config.relays, key=self._identity.nostr, node_id=self._node_id,
             workspace=self._config.workspace, home=self._config.home,
             lane=self.transport_mode != "primary-only",
-            presence="presence" in self._config.mirror or self.transport_mode == "forced-nostr",
+            presence=mirrors_presence(self._config.mirror, self.transport_mode),
             on_candidate=self._on_nostr_candidate, on_pipe=self._nostr_pipe_opened,
             status=lambda: "online", on_failure=self._on_scope_failure)
         self._nostr = svc
