@@ -193,6 +193,20 @@ class TokenBook:
         self.refused[e.code] = self.refused.get(e.code, 0) + 1
 
 
+def own_book(auth: AuthConfig | None, token: bytes | None, *, now: float, node_key: bytes,
+             nostr_pubkey: bytes) -> TokenBook | None:
+    """A node's token book, its own token learnt (None: an open world, no auth). A node
+    with auth on needs a valid token of its own to join its world: without one, or with
+    one that does not verify, this raises :class:`~p2pworld.errors.Unauthorized`."""
+    if auth is None:
+        return None
+    if not token:
+        raise Unauthorized("auth is on but this node has no token (set control or token)")
+    book = TokenBook(auth)
+    book.learn(token, now=now, node_key=node_key, nostr_pubkey=nostr_pubkey)
+    return book
+
+
 def token_id_of(raw: bytes) -> bytes:
     """The ``jti`` of a token without verifying it (for references); ``b""`` if malformed."""
     try:

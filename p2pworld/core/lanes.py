@@ -67,8 +67,11 @@ def policy_lanes(policy: dict[str, Any] | None) -> frozenset[str]:
     return frozenset(out)
 
 
-def resolve_mode(local: str, policy: dict[str, Any] | None) -> str:
-    """The effective mode: local config narrowed by the policy (never widened)."""
+def resolve_mode(local: str, policy: dict[str, Any] | None, *, relays: bool = True) -> str:
+    """The effective mode: local config narrowed by the policy (never widened); a node
+    with no relays (``relays=False``) has the primary lane only."""
+    if not relays:
+        return "primary-only"
     if local not in LANES_OF_MODE:
         raise LocalProtocolError(f"unknown transport mode {local!r}; one of {MODES}")
     lanes = LANES_OF_MODE[local] & policy_lanes(policy)

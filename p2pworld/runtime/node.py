@@ -33,7 +33,7 @@ import trio_websocket
 
 from discovery.mdns import Found, Lost, MdnsDiscovery, resolve_interfaces
 from discovery.rendezvous_client import RelayPipe, RendezvousClient
-from p2pworld.auth.book import AuthConfig, TokenBook
+from p2pworld.auth.book import AuthConfig, own_book
 from p2pworld.auth.control import (
     minted_token,
     published_keys,
@@ -194,16 +194,14 @@ class Node:
         self._store = store
         self._world_store = world_store
         self._rng = random.SystemRandom()
-        token = token or config.token
         self._auth_stats: dict[str, Any] = {"refresh_failures": 0, "revocation_polls": 0}
-        book = TokenBook(auth) if auth is not None else None
+        # (open_node checked the token: a node with auth on has a valid one.)
+        book = own_book(auth, token, now=time.time(), node_key=identity.public_key,
+                        nostr_pubkey=identity.nostr.public)
         self._cores: Cores = build_cores(identity.signer, workspace=config.workspace,
                                         rng=self._rng, incarnation=incarnation,
                                         world_records=world_records, world_config=config.world,
                                         auth=book, token=token or b"")
-        if book is not None and token:
-            book.learn(token, now=time.time(), node_key=identity.public_key,
-                       nostr_pubkey=identity.nostr.public)
         self._hub: ChannelHub = self._cores.hub
         self._world = self._cores.world
         self._world_changed = trio.Event()
@@ -251,7 +249,7 @@ class Node:
         self._policy: dict[str, Any] | None = None
         self._core.peers = PeerCore(
             me=self._node_id, workspace=config.workspace, rng=self._rng,
-            mode="primary-only" if not config.relays else config.transport,
+            mode=resolve_mode(config.transport, None, relays=bool(config.relays)),
             grace_ms=round(config.dial_grace * 1000),
             attempt_ms=round(config.handshake_timeout * 1000))
         self._mirror_req: dict[str, str] = {}
@@ -1379,15 +1377,13 @@ async def _transport_policy(config: NodeConfig, auth: AuthConfig | None
                             ) -> tuple[dict[str, Any] | None, str]:
     """The control service's signed policy (when there is one) and the effective transport
     mode: local config narrowed by the policy, never widened (raises ``PolicyDenied``)."""
-    if not config.relays:
-        return None, "primary-only"
     policy = None
-    if config.control is not None and auth is not None:
+    if config.relays and config.control is not None and auth is not None:
         with trio.move_on_after(config.handshake_timeout):
             status, doc = await http_json(config.control, "GET", "/v1/policy")
             if status == 200:
                 policy = verify_policy(doc, auth.keys)
-    return policy, resolve_mode(config.transport, policy)
+    return policy, resolve_mode(config.transport, policy, relays=bool(config.relays))
 
 
 async def _bootstrap_auth(config: NodeConfig, ident: NodeIdentity, auth: AuthConfig | None
@@ -1464,13 +1460,9 @@ async def _open_node(config: NodeConfig, identity: NodeIdentity | None, home: No
     if config.control is not None:
         auth, token = await _bootstrap_auth(config, ident, auth)
     policy, mode = await _transport_policy(config, auth)
-    if auth is not None:
-        # Fail here, typed, rather than from inside the node's nursery: a node with auth on
-        # needs a valid token of its own to join its world.
-        if not token:
-            raise Unauthorized("auth is on but this node has no token (set control or token)")
-        TokenBook(auth).learn(token, now=time.time(), node_key=ident.public_key,
-                              nostr_pubkey=ident.nostr.public)
+    # Fail here, typed, rather than from inside the node's nursery.
+    own_book(auth, token, now=time.time(), node_key=ident.public_key,
+             nostr_pubkey=ident.nostr.public)
     store = _log_store(home)
     world_store: WorldStore | None = None
     caller: list[BaseException] = []
