@@ -79,21 +79,17 @@ class ChannelMessage:
 
     @classmethod
     def from_entry(cls, e: Entry, node: EntryReader) -> ChannelMessage:
-        """The message of entry ``e`` as ``node`` reads it (see :meth:`opened`)."""
-        return cls.opened(e, node._hub, node.lane_of(e.channel, e.seq))
-
-    @classmethod
-    def opened(cls, e: Entry, hub: ChannelHub, lane: str | None) -> ChannelMessage:
-        """The message of entry ``e``, its payload opened by ``hub`` (a private channel's
-        payload this node cannot open stays sealed, ``readable=False``)."""
+        """The message of entry ``e`` as ``node`` reads it: its payload opened by the node's
+        hub (a private channel's payload this node cannot open stays sealed,
+        ``readable=False``), the lane it arrived by."""
         readable = True
         try:
-            payload = hub.open_payload(e)
+            payload = node._hub.open_payload(e)
         except P2PWorldError:
             payload, readable = e.payload, False
         return cls(channel=e.channel, seq=e.seq, sender=e.sender, payload=payload,
                    entry_hash=e.hash, sequencer_time_ms=e.sequencer_time, kind=e.kind,
-                   readable=readable, lane=lane)
+                   readable=readable, lane=node.lane_of(e.channel, e.seq))
 
 
 class ChannelCursor:
