@@ -11,6 +11,11 @@ arguments could not be stored and loaded back (a type, a range, text that is not
 refused when it is made (:class:`~p2pworld.errors.InvalidArgument`): what a node
 acknowledges must load again after a restart.
 
+The API's own checks, made before a call is built (:func:`need`, :func:`need_timeout`,
+:func:`check_channel_name`, :func:`publish_key`, :func:`check_cursor`,
+:func:`relays_configured`, :func:`authorize`), live here too: the runtime's parts
+(:mod:`p2pworld.runtime.api`) call them and decide nothing themselves.
+
 Example:
     >>> import random
     >>> from p2pworld.core.cores import build_cores
@@ -27,18 +32,23 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from p2pworld import codec
-from p2pworld.errors import InvalidArgument, P2PWorldError
+from p2pworld.auth.book import REDUCER_SCOPES
+from p2pworld.errors import InvalidArgument, LocalProtocolError, P2PWorldError
 from p2pworld.log.entry import MAX_IDEM_KEY, MAX_NAME, MAX_PARTICIPANTS, ChannelPolicy
 from p2pworld.world.doc import CapabilityAd, NodeInfo, SessionInfo
 
 if TYPE_CHECKING:
+    from p2pworld.auth.book import TokenBook
     from p2pworld.core.cores import Cores, NodeEffect
     from p2pworld.identity import Signer
+
+S = TypeVar("S")
 
 
 def _need(ok: bool, arg: str, what: str) -> None:
@@ -69,6 +79,115 @@ def _policy(policy: object) -> None:
     except (P2PWorldError, TypeError, ValueError) as e:
         raise InvalidArgument(f"policy does not load back: {e}", arg="policy") from None
     _need(same, "policy", "a ChannelPolicy of the documented types (bool fields, int counts)")
+
+
+def need(value: object, kind: type | tuple[type, ...], name: str) -> None:
+    """Type-check an argument at the API edge (a typed refusal, not an AttributeError
+    somewhere below).
+
+    >>> need(b"id", bytes, "channel")
+    >>> need("id", (bytes, int), "channel")
+    Traceback (most recent call last):
+    ...
+    p2pworld.errors.InvalidArgument: channel must be bytes or int, not str
+    """
+    if not isinstance(value, kind):
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        raise InvalidArgument(f"{name} must be {' or '.join(k.__name__ for k in kinds)}, "
+                              f"not {type(value).__name__}", arg=name)
+
+
+def need_timeout(value: object, name: str = "timeout") -> None:
+    """A timeout in seconds: a finite number above 0 (checked before anything is queued).
+
+    >>> need_timeout(2.5)
+    >>> need_timeout(float("inf"))
+    Traceback (most recent call last):
+    ...
+    p2pworld.errors.InvalidArgument: timeout must be a number of seconds above 0, not inf
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or \
+            not 0 < value < math.inf:
+        raise InvalidArgument(f"{name} must be a number of seconds above 0, not {value!r}",
+                              arg=name)
+
+
+def check_channel_name(name: str, policy: ChannelPolicy | None) -> None:
+    """``open_channel``'s own checks: ``name`` is text, ``policy`` a ChannelPolicy or None,
+    and names starting with ``~`` and ``policy.app`` are the library's own.
+
+    >>> check_channel_name("~compute", None)
+    Traceback (most recent call last):
+    ...
+    p2pworld.errors.InvalidArgument: channel names starting with '~' and policy.app are the library's own
+    """
+    need(name, str, "name")
+    if policy is not None:
+        need(policy, ChannelPolicy, "policy")
+    if name.startswith("~") or (policy is not None and policy.app):
+        raise InvalidArgument("channel names starting with '~' and policy.app are the "
+                              "library's own", arg="name")
+
+
+def publish_key(channel: object, payload: object, key: bytes | None, durability: object,
+                timeout: object, prefix: bytes, counter: Iterator[int]) -> bytes:
+    """Check a publish's arguments and return its idempotency key: ``key`` as given, or
+    (None) this node's next one, ``prefix`` and the next of ``counter`` as 8 bytes.
+
+    >>> import itertools
+    >>> publish_key(b"c", b"p", None, "local", 10.0, b"pre:", itertools.count(7))
+    b'pre:\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x07'
+    >>> publish_key(b"c", b"p", b"k", "quorum", 10.0, b"", itertools.count())
+    Traceback (most recent call last):
+    ...
+    p2pworld.errors.InvalidArgument: durability is 'local' or 'replicated'
+    """
+    # need() only on a refusal: a publish that passes makes no call for its type checks.
+    if not isinstance(channel, bytes):
+        need(channel, bytes, "channel")
+    if not isinstance(payload, bytes):
+        need(payload, bytes, "payload")
+    need_timeout(timeout)
+    if key is not None:
+        need(key, bytes, "key")
+    if durability not in ("local", "replicated"):
+        raise InvalidArgument("durability is 'local' or 'replicated'", arg="durability")
+    if key is None:
+        key = prefix + next(counter).to_bytes(8, "big")
+    return key
+
+
+def check_cursor(cursor: object) -> dict[bytes, int]:
+    """A compute feed's cursor: None (from the start) or a dict of channel id -> seq.
+
+    >>> check_cursor(None), check_cursor({b"c": 3})
+    ({}, {b'c': 3})
+    """
+    if cursor is not None and not (isinstance(cursor, dict) and all(
+            isinstance(k, bytes) and isinstance(v, int) for k, v in cursor.items())):
+        raise InvalidArgument("cursor is a dict of channel id -> seq", arg="cursor")
+    return cursor or {}
+
+
+def relays_configured(service: S | None) -> S:
+    """The node's Nostr service, refused (``LocalProtocolError``) when no relays are
+    configured.
+
+    >>> relays_configured(None)
+    Traceback (most recent call last):
+    ...
+    p2pworld.errors.LocalProtocolError: no Nostr relays configured (NodeConfig.relays)
+    """
+    if service is None:
+        raise LocalProtocolError("no Nostr relays configured (NodeConfig.relays)")
+    return service
+
+
+def authorize(book: TokenBook | None, node_key: bytes, reducer: str, *, now: float) -> None:
+    """Check that ``node_key``'s token covers ``reducer``'s scope (:data:`REDUCER_SCOPES`),
+    when the node checks tokens (a book; None: an open world, nothing to check)."""
+    if book is not None:
+        book.check(node_key, REDUCER_SCOPES[reducer], now=now)
 
 
 class Call:

@@ -20,16 +20,26 @@ from __future__ import annotations
 
 import secrets
 import time
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import trio
 
-from p2pworld.auth.book import REDUCER_SCOPES
 from p2pworld.channel.hub import ChannelHub, Checkpoint, PublishResult
-from p2pworld.compute.core import COMPUTE_CHANNEL, compute_policy
+from p2pworld.compute.core import COMPUTE_CHANNEL
 from p2pworld.compute.keys import op_key
 from p2pworld.compute.state import Request as ComputeRequest, encode_event
+from p2pworld.core.answers import (
+    attempt_of,
+    awaits_channel_key,
+    channel_ready,
+    compute_channel_policy,
+    conflict_details,
+    enough_peers,
+    member_ready,
+    outbox_of,
+    provider_ad,
+    request_ready,
+)
 from p2pworld.core.calls import (
     AckMessage,
     AddParticipant,
@@ -40,9 +50,14 @@ from p2pworld.core.calls import (
     Publish,
     Recover,
     RemoveParticipant,
+    authorize,
+    check_channel_name,
+    check_cursor,
+    publish_key,
+    relays_configured,
 )
-from p2pworld.core.lanes import lane_of_address
-from p2pworld.errors import Conflict, InvalidArgument, LocalProtocolError
+from p2pworld.core.statistics import PeerInfo, peer_info, peer_infos
+from p2pworld.errors import Conflict
 from p2pworld.identity import Signer
 from p2pworld.io.nostr_service import BridgeFeed
 from p2pworld.log.entry import ChannelPolicy, ChannelRecord
@@ -56,26 +71,6 @@ from p2pworld.world.doc import CapabilityAd
 
 if TYPE_CHECKING:
     from p2pworld.runtime.node import Node
-
-
-@dataclass(frozen=True, kw_only=True)
-class PeerInfo:
-    """One peer as this node knows it (a snapshot). ``state``: ``discovered``,
-    ``connecting``, ``connected`` or ``backoff``; ``lane`` (while ``connected``): ``direct``,
-    ``relay`` (through a rendezvous node) or ``nostr``; ``via``: how it was found (``mdns``,
-    ``static``, ``rendezvous``, ``nostr``); ``last_error``: the code that ended its last
-    session or dial."""
-
-    node_id: bytes
-    connected: bool
-    state: str
-    lane: str | None
-    address: str
-    via: tuple[str, ...]
-    since: float
-    last_error: str
-    handshakes: int
-    failures: int
 
 
 class _Part:
@@ -115,12 +110,7 @@ class Channels(_Part):
 
         Names starting with ``~`` are the library's own (``InvalidArgument``).
         """
-        need(name, str, "name")
-        if policy is not None:
-            need(policy, ChannelPolicy, "policy")
-        if name.startswith("~") or (policy is not None and policy.app):
-            raise InvalidArgument("channel names starting with '~' and policy.app are the "
-                                  "library's own", arg="name")
+        check_channel_name(name, policy)
         return await self._node._open_channel(name, private=private, participants=participants,
                                               policy=policy, authority_key=authority_key)
 
@@ -137,12 +127,8 @@ class Channels(_Part):
         peer). Raises :class:`~p2pworld.errors.WaitTimeout` after ``timeout`` seconds (None:
         no bound), :class:`~p2pworld.errors.NodeClosed` if the node stops meanwhile."""
         need(name, str, "name")
-
-        def found() -> ChannelRecord | None:
-            got = self._hub.find(name)
-            return got[0] if got else None
-
-        return await self._node._until(found, lambda: self._node._channels_changed, timeout,
+        return await self._node._until(lambda: channel_ready(self._hub, name),
+                                       lambda: self._node._channels_changed, timeout,
                                        f"channel {name!r}")
 
     async def publish(self, channel: bytes, payload: bytes, *, key: bytes | None = None,
@@ -161,26 +147,18 @@ class Channels(_Part):
                 returns; calling ``publish`` again with the same key is also safe.
             Conflict, NotSequencer, NotParticipant, ChannelClosed: the publish was refused.
         """
-        self._node._check_open()
-        need(channel, bytes, "channel")
-        need(payload, bytes, "payload")
-        need_timeout(timeout)
-        if key is not None:
-            need(key, bytes, "key")
-        if durability not in ("local", "replicated"):
-            raise InvalidArgument("durability is 'local' or 'replicated'", arg="durability")
-        if key is None:
-            key = self._node._key_prefix + next(self._node._key_counter).to_bytes(8, "big")
-        if self._hub.record(channel).private and channel not in self._hub.own and \
-                not self._hub.channel_keys(channel):
+        node = self._node
+        node._check_open()
+        key = publish_key(channel, payload, key, durability, timeout, node._key_prefix,
+                          node._key_counter)
+        if awaits_channel_key(self._hub, channel):
             with trio.move_on_after(timeout):
                 # A member that just learned of a private channel may not hold its key yet:
                 # the rekey entry is on its way. Wait for the channel to move, then try again.
                 while not self._hub.channel_keys(channel):
                     await self._node._changed_event(channel).wait()
-        req = self._node._call(Publish(channel=channel, payload=payload, idem_key=key,
-                                       want=durability))
-        return await self._node._await_outcome(req, timeout, key)
+        req = node._call(Publish(channel=channel, payload=payload, idem_key=key, want=durability))
+        return await node._await_outcome(req, timeout, key)
 
     async def add_participant(self, channel: bytes, member: bytes,
                               timeout: float = 10.0) -> PublishResult:
@@ -319,13 +297,8 @@ class World(_Part):
         """Wait until ``nid`` is known here in ``state`` (and, for ``online``, its document
         has arrived too: heartbeats may overtake it). Typed timeout as :meth:`Channels.wait`."""
         need(nid, bytes, "nid")
-
-        def ready() -> Member | None:
-            m = self.member(nid)
-            ok = m is not None and m.state == state and (state != "online" or m.info)
-            return m if ok else None
-
-        return await self._node._until(ready, lambda: self._node._world_changed, timeout,
+        return await self._node._until(lambda: member_ready(self.member(nid), state),
+                                       lambda: self._node._world_changed, timeout,
                                        f"member {nid.hex()[:16]} {state}")
 
 
@@ -338,11 +311,12 @@ class Compute(_Part):
     async def channel(self) -> ChannelRecord:
         """This node's compute channel (opened on first use): its requests live there, and
         this node, sequencing it, is the one writer that decides each assignment."""
-        log = self._node._cores.own_compute()
+        node = self._node
+        log = node._cores.own_compute()
         if log is not None:
             return log.record
-        return await self._node._open_channel(COMPUTE_CHANNEL, policy=compute_policy(
-            nostr_mirror="compute" in self._node._config.mirror and bool(self._node._config.relays)))
+        return await node._open_channel(COMPUTE_CHANNEL, policy=compute_channel_policy(
+            node._config.mirror, node._config.relays))
 
     async def request(self, job: bytes, *, kind: str = "5000",
                       needs: tuple[str, ...] = (), price: int = 0, sla_ms: int = 0,
@@ -368,9 +342,10 @@ class Compute(_Part):
         """The provider-scoped query: open requests this node's live ad satisfies."""
         cores = self._node._cores
         assert cores.compute is not None
-        me = self._node.world.member(self._node._node_id)
-        return cores.compute.eligible(cores.compute_logs(), me.caps if me else None,
-                                      now_ms=edge.now_ms())
+        now = edge.now_ms()
+        return cores.compute.eligible(cores.compute_logs(),
+                                      provider_ad(cores.world, self._node._node_id, now_ms=now),
+                                      now_ms=now)
 
     async def _compute_op(self, channel: bytes, rid: str, op: str, **fields: Any) -> PublishResult:
         key = op_key(rid, op, by=self._node._node_id, attempt=int(fields.get("attempt", 0)))
@@ -378,10 +353,7 @@ class Compute(_Part):
             return await self._node.channels.publish(channel, encode_event(op, rid=rid, **fields),
                                                      key=key)
         except Conflict as e:
-            r = self.get(channel, rid)
-            who = r.accepted_by or r.assignee if r else None
-            if who is not None:
-                e.details["assignee"] = who.hex()
+            e.details.update(conflict_details(self.get(channel, rid)))
             raise
 
     async def offer(self, channel: bytes, rid: str, *, price: int = 0,
@@ -392,14 +364,12 @@ class Compute(_Part):
 
     async def accept(self, channel: bytes, rid: str) -> PublishResult:
         """``accept_compute``: the assigned provider accepts (``Conflict`` for anyone else)."""
-        r = self.get(channel, rid)
-        attempt = r.attempt if r else 0
+        attempt = attempt_of(self.get(channel, rid))
         return await self._compute_op(channel, rid, "accept", attempt=attempt)
 
     async def reject(self, channel: bytes, rid: str, reason: str) -> PublishResult:
         """``reject_compute``: the assigned provider declines; the next offer is assigned."""
-        r = self.get(channel, rid)
-        attempt = r.attempt if r else 0
+        attempt = attempt_of(self.get(channel, rid))
         return await self._compute_op(channel, rid, "reject", attempt=attempt, reason=reason)
 
     async def complete(self, channel: bytes, rid: str, data: bytes, *,
@@ -430,10 +400,7 @@ class Compute(_Part):
                     await node.accept_compute(ev.channel, ev.request.rid)
                     await node.complete_compute(ev.channel, ev.request.rid, run(ev.request))
         """
-        if cursor is not None and not (isinstance(cursor, dict) and all(
-                isinstance(k, bytes) and isinstance(v, int) for k, v in cursor.items())):
-            raise InvalidArgument("cursor is a dict of channel id -> seq", arg="cursor")
-        return ComputeFeed(self._node, cursor or {})
+        return ComputeFeed(self._node, check_cursor(cursor))
 
     async def wait(self, channel: bytes, rid: str,
                    until: Any = lambda r: r.terminal, *,
@@ -441,12 +408,8 @@ class Compute(_Part):
         """Wait until the request satisfies ``until`` (default: a terminal phase). Typed
         timeout as :meth:`Channels.wait`."""
         need(channel, bytes, "channel")
-
-        def ready() -> ComputeRequest | None:
-            r = self.get(channel, rid)
-            return r if r is not None and until(r) else None
-
-        return await self._node._until(ready, lambda: self._node._changed_event(channel), timeout,
+        return await self._node._until(lambda: request_ready(self.get(channel, rid), until),
+                                       lambda: self._node._changed_event(channel), timeout,
                                        f"compute request {rid}")
 
 
@@ -465,31 +428,28 @@ class Bridge(_Part):
         Raises:
             LocalProtocolError: no relays configured. Unauthorized / ScopeDenied: no scope.
         """
-        if self._node._nostr is None:
-            raise LocalProtocolError("no Nostr relays configured (NodeConfig.relays)")
-        if self._node._cores.auth is not None:
-            self._node._cores.auth.check(self._node._identity.public_key, REDUCER_SCOPES[
-                "enqueue_nostr_bridge_event"], now=time.time())
-        return await self._node._nostr.enqueue(ev, source=source, entry_hash=entry_hash)
+        node = self._node
+        nostr = relays_configured(node._nostr)
+        authorize(node._cores.auth, node._identity.public_key, "enqueue_nostr_bridge_event",
+                  now=time.time())
+        return await nostr.enqueue(ev, source=source, entry_hash=entry_hash)
 
     def feed(self) -> BridgeFeed:
         """The bridge-adapter subscription: every outbox change (``due``, ``published``,
         ``retry``) from now on, per event and relay."""
-        if self._node._nostr is None:
-            raise LocalProtocolError("no Nostr relays configured (NodeConfig.relays)")
-        return self._node._nostr.feed()
+        return relays_configured(self._node._nostr).feed()
 
     def source(self, event_id: str) -> str | None:
         """The p2pworld id a bridged Nostr event mirrors (None: not one of ours)."""
-        return self._node._nostr.outbox.source_of(event_id) if self._node._nostr else None
+        return outbox_of(self._node._nostr).source_of(event_id)
 
     def pending(self) -> int:
         """Deliveries (event and relay) waiting to be published (0: no relays)."""
-        return self._node._nostr.outbox.pending() if self._node._nostr else 0
+        return outbox_of(self._node._nostr).pending()
 
     def events(self, source: str) -> list[str]:
         """The Nostr event ids mirroring a p2pworld id (oldest first)."""
-        return self._node._nostr.outbox.events_for(source) if self._node._nostr else []
+        return outbox_of(self._node._nostr).events_for(source)
 
 
 class Peers(_Part):
@@ -500,34 +460,25 @@ class Peers(_Part):
 
     def known(self) -> list[PeerInfo]:
         """Every peer this node knows (discovered, dialled or connected), by node id."""
-        return [self._info(pid) for pid in sorted(self._node._peers)]
+        node = self._node
+        return peer_infos(sorted(node._peers), node._peers, node._sessions)
 
     def connected(self) -> list[PeerInfo]:
         """The peers with an authenticated session now, by node id."""
-        return [self._info(pid) for pid in sorted(self._node._sessions)]
+        node = self._node
+        return peer_infos(sorted(node._sessions), node._peers, node._sessions)
 
     def get(self, node_id: bytes) -> PeerInfo | None:
         """What this node knows of one peer (None: nothing)."""
         need(node_id, bytes, "node_id")
-        known = node_id in self._node._peers or node_id in self._node._sessions
-        return self._info(node_id) if known else None
-
-    def _info(self, pid: bytes) -> PeerInfo:
         node = self._node
-        p, s = node._peers.get(pid), node._sessions.get(pid)
-        return PeerInfo(node_id=pid, connected=s is not None,
-                        state=p.state if p else "connected",
-                        lane=lane_of_address(s.address) if s else None,
-                        address=s.address if s else (p.address if p else ""),
-                        via=tuple(sorted(p.via)) if p else (), since=p.since if p else 0.0,
-                        last_error=p.last_error if p else "",
-                        handshakes=p.handshakes if p else 0, failures=p.failures if p else 0)
+        return peer_info(node_id, node._peers.get(node_id), node._sessions.get(node_id))
 
     async def wait(self, count: int, *, timeout: float | None = None) -> None:
         """Wait until at least ``count`` peers have authenticated sessions. Typed timeout
         as :meth:`Channels.wait`."""
         node = self._node
-        await node._until(lambda: True if len(node._sessions) >= count else None,
+        await node._until(lambda: enough_peers(node._sessions, count),
                           lambda: node._peers_changed, timeout, f"{count} peers")
 
     async def changed(self) -> None:
