@@ -8,8 +8,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
+from hypothesis import given, strategies as st
 
 from p2pworld.core.config_check import check_config
 from p2pworld.core.outcomes import leaves, leaving_error, publish_outcome

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from p2pworld.core.calls import need
 from p2pworld.errors import InvalidArgument
 
 LIST_FIELDS = ("interfaces", "peers", "rendezvous", "relays")
@@ -28,19 +29,14 @@ MAX_WORKSPACE_BYTES = 128
 MAX_STARTUP_CHECK_S = 600
 
 
-def _typed(value: object, ok: bool, kinds: str, name: str) -> None:
-    if not ok:
-        raise InvalidArgument(f"{name} must be {kinds}, not {type(value).__name__}", arg=name)
-
-
 def check_config(config: Any) -> None:
     """Raise :class:`~p2pworld.errors.InvalidArgument` for the first field that is not as
     ``NodeConfig`` documents it."""
-    home = config.home
-    _typed(home, isinstance(home, str) or hasattr(home, "__fspath__"), "str or Path",
-           "NodeConfig.home")
-    _typed(config.workspace, isinstance(config.workspace, str), "str", "NodeConfig.workspace")
-    _typed(config.port, isinstance(config.port, int), "int", "NodeConfig.port")
+    if not isinstance(config.home, str) and not hasattr(config.home, "__fspath__"):
+        raise InvalidArgument("NodeConfig.home must be str or Path, not "
+                              f"{type(config.home).__name__}", arg="NodeConfig.home")
+    need(config.workspace, str, "NodeConfig.workspace")
+    need(config.port, int, "NodeConfig.port")
     for name in LIST_FIELDS:
         v = getattr(config, name)
         if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v):
