@@ -8,7 +8,8 @@ Layout (see ``docs/protocol.md``, "Disk formats"):
 
 A home with neither file gets a new identity. A home with one of them, or with a file that is
 unreadable or corrupt, is an :class:`~p2pworld.errors.IdentityError`: a node never silently
-becomes somebody else.
+becomes somebody else. What the files hold and mean is :mod:`p2pworld.core.home_rules`'s;
+this shell does the file system work.
 
 Example:
     >>> import tempfile, pathlib
@@ -28,9 +29,24 @@ import socket
 from pathlib import Path
 
 from p2pworld import codec
-from p2pworld.errors import DecodeError, IdentityError, P2PWorldError, StoreFull
+from p2pworld.core.home_rules import (
+    LOCK_HOLDER_BYTES,
+    NODE_KEY_KIND,
+    NOSTR_KEY_KIND,
+    home_error,
+    home_in_use,
+    home_location,
+    identity_fields,
+    key_file_map,
+    lock_holder,
+    lock_text,
+    mnemonic_words,
+    node_key_frame,
+    nostr_key_frame,
+)
+from p2pworld.errors import IdentityError, P2PWorldError
 from p2pworld.identity import Ed25519Signer, NodeIdentity
-from p2pworld.nostr.keys import NostrKey, check_mnemonic, mnemonic_from_entropy
+from p2pworld.nostr.keys import NostrKey
 
 NODE_KEY_FILE = "node.key"
 NOSTR_KEY_FILE = "nostr.key"
@@ -39,12 +55,8 @@ LOCK_FILE = "node.lock"
 
 def default_home() -> Path:
     """``$P2PWORLD_HOME``, else ``$XDG_DATA_HOME/p2pworld``, else ``~/.local/share/p2pworld``."""
-    env = os.environ.get("P2PWORLD_HOME")
-    if env:
-        return Path(env)
-    xdg = os.environ.get("XDG_DATA_HOME")
-    base = Path(xdg) if xdg else Path.home() / ".local" / "share"
-    return base / "p2pworld"
+    base, parts = home_location(os.environ.get("P2PWORLD_HOME"), os.environ.get("XDG_DATA_HOME"))
+    return (Path.home() if base is None else Path(base)).joinpath(*parts)
 
 
 def write_atomic(path: Path, data: bytes, *, mode: int = 0o600) -> None:
@@ -70,9 +82,7 @@ def write_atomic(path: Path, data: bytes, *, mode: int = 0o600) -> None:
 
 def _home_error(path: Path, what: str, e: OSError) -> P2PWorldError:
     """A typed error for the home's own files: a full disk is ``StoreFull``."""
-    if e.errno == errno.ENOSPC:
-        return StoreFull(f"{path}: {what}: the disk is full", path=str(path))
-    return IdentityError(f"{path}: {what}: {e}", path=str(path))
+    return home_error(str(path), what, e, disk_full=e.errno == errno.ENOSPC)
 
 
 class NodeHome:
@@ -96,17 +106,16 @@ class NodeHome:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+            holder = lock_holder(os.pread(fd, LOCK_HOLDER_BYTES, 0))
             os.close(fd)
-            raise IdentityError(f"{self.path} is in use by {holder}: each node needs a home "
-                                "of its own", holder=holder, path=str(self.path)) from None
+            raise home_in_use(str(self.path), holder) from None
         except OSError as e:
             os.close(fd)
             raise IdentityError(f"{self.path}: cannot lock the home: {e}",
                                 path=str(self.path)) from None
         try:
             os.ftruncate(fd, 0)
-            os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+            os.pwrite(fd, lock_text(os.getpid(), socket.gethostname()), 0)
         except OSError as e:
             os.close(fd)  # the lock goes with it
             raise _home_error(self.path, "cannot write the home's lock file", e) from None
@@ -134,33 +143,19 @@ class NodeHome:
         """Write a new identity; ``mnemonic`` imports an existing NIP-06 identity."""
         if self.exists():
             raise IdentityError(f"{self.path} already holds an identity; refusing to replace it")
-        words = check_mnemonic(mnemonic) if mnemonic else mnemonic_from_entropy(secrets.token_bytes(16))
+        words = mnemonic_words(mnemonic, secrets.token_bytes(16))
         NostrKey.from_mnemonic(words, passphrase=passphrase, account=account)  # validate first
         self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_atomic(
-            self.nostr_key_path,
-            codec.encode_frame(
-                {"kind": "p2pworld-nostr-key", "mnemonic": words, "account": account,
-                 "passphrase": passphrase}
-            ),
-        )
-        write_atomic(
-            self.node_key_path,
-            codec.encode_frame({"kind": "p2pworld-node-key", "seed": secrets.token_bytes(32)}),
-        )
+        write_atomic(self.nostr_key_path,
+                     nostr_key_frame(words, account=account, passphrase=passphrase))
+        write_atomic(self.node_key_path, node_key_frame(secrets.token_bytes(32)))
         return self.load()
 
     def load(self) -> NodeIdentity:
         """Load the identity; every problem is an :class:`IdentityError` naming the file."""
-        node = self._read(self.node_key_path, "p2pworld-node-key")
-        nostr = self._read(self.nostr_key_path, "p2pworld-nostr-key")
-        try:
-            seed = codec.bytes_field(node, "seed", "node.key", size=32)
-            words = codec.str_field(nostr, "mnemonic", "nostr.key", max_len=1024)
-            account = codec.int_field(nostr, "account", "nostr.key", hi=2**31 - 1)
-            passphrase = codec.str_field(nostr, "passphrase", "nostr.key", max_len=1024)
-        except DecodeError as e:
-            raise IdentityError(f"corrupt key file: {e.message}") from None
+        node = self._read(self.node_key_path, NODE_KEY_KIND)
+        nostr = self._read(self.nostr_key_path, NOSTR_KEY_KIND)
+        seed, words, account, passphrase = identity_fields(node, nostr)
         signer = Ed25519Signer(seed)
         nostr_key = NostrKey.from_mnemonic(words, passphrase=passphrase, account=account)
         created = int(self.node_key_path.stat().st_mtime)
@@ -172,7 +167,7 @@ class NodeHome:
 
     def mnemonic(self) -> str:
         """The stored mnemonic (for backup / export)."""
-        m = self._read(self.nostr_key_path, "p2pworld-nostr-key")
+        m = self._read(self.nostr_key_path, NOSTR_KEY_KIND)
         return str(m.get("mnemonic", ""))
 
     def _read(self, path: Path, kind: str) -> dict[str, codec.Value]:
@@ -182,13 +177,7 @@ class NodeHome:
             raise IdentityError(f"{path} is missing (identity incomplete)") from None
         except OSError as e:
             raise IdentityError(f"{path} is unreadable: {e.strerror}") from None
-        try:
-            m = codec.need_map(codec.decode_frame(data, max_bytes=4096), path.name)
-        except DecodeError as e:
-            raise IdentityError(f"{path} is corrupt: {e.message}") from None
-        if m.get("kind") != kind:
-            raise IdentityError(f"{path} is not a {kind} file")
-        return m
+        return key_file_map(str(path), path.name, data, kind)
 
 
 __all__ = ["NodeHome", "default_home", "write_atomic"]

@@ -1,4 +1,6 @@
-"""What a failed sqlite call means, typed: shared by every store of a node.
+"""What a failed sqlite call means, typed: shared by every store of a node (the rule is
+:func:`p2pworld.core.sqlite_errors.sqlite_failure`; this shell reads the error's code and, for
+an I/O error, the free space of the file system).
 
 Example:
     >>> import sqlite3
@@ -14,7 +16,8 @@ import os
 import sqlite3
 from pathlib import Path
 
-from p2pworld.errors import P2PWorldError, StoreCorrupt, StoreError, StoreFull
+from p2pworld.core.sqlite_errors import no_space_left, sqlite_failure
+from p2pworld.errors import P2PWorldError
 
 
 def store_failure(path: Path | str, e: sqlite3.Error) -> P2PWorldError:
@@ -22,17 +25,8 @@ def store_failure(path: Path | str, e: sqlite3.Error) -> P2PWorldError:
     :class:`StoreFull`, damage is :class:`StoreCorrupt`, anything else (an I/O error such as
     EIO, a file that cannot be opened or written) is :class:`StoreError`. Each names the
     file (``details["path"]``)."""
-    code = getattr(e, "sqlite_errorcode", None)
-    base = code & 0xFF if isinstance(code, int) else None
-    if base == sqlite3.SQLITE_FULL or (base == sqlite3.SQLITE_IOERR and _no_space(path)):
-        # sqlite reports some writes on a full disk as I/O errors: growing the WAL index
-        # (``SQLITE_IOERR_SHMSIZE``, the first thing an existing home does on open) is one.
-        return StoreFull(f"{path}: {e}", path=str(path))
-    if base in _IO:
-        return StoreError(f"{path}: {e}", path=str(path), sqlite=code)
-    # Anything else sqlite reports on our own schema (damage, a missing table or column, a
-    # file that is not a database) means the file is not what this build wrote.
-    return StoreCorrupt(f"{path}: {e}", path=str(path), sqlite=code)
+    return sqlite_failure(str(path), str(e), getattr(e, "sqlite_errorcode", None),
+                          no_space=lambda: _no_space(path))
 
 
 def _no_space(path: Path | str) -> bool:
@@ -41,13 +35,4 @@ def _no_space(path: Path | str) -> bool:
         st = os.statvfs(Path(path).parent)
     except OSError:
         return False
-    return st.f_bavail * st.f_frsize < _FULL_BELOW
-
-
-_FULL_BELOW = 64 * 1024
-"""Free bytes under which a file system counts as full (a few sqlite pages)."""
-
-_IO = {sqlite3.SQLITE_IOERR, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_READONLY,
-       sqlite3.SQLITE_PERM, sqlite3.SQLITE_NOMEM, sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED,
-       sqlite3.SQLITE_NOLFS, sqlite3.SQLITE_AUTH}
-"""sqlite result codes of a store that cannot be read or written (not of a damaged one)."""
+    return no_space_left(st.f_bavail * st.f_frsize)

@@ -20,12 +20,10 @@ import sqlite3
 from pathlib import Path
 
 from p2pworld import codec
-from p2pworld.errors import P2PWorldError, StoreCorrupt, UnsupportedVersion
 from p2pworld.io.storage import store_failure
+from p2pworld.world.stored import FORMAT, format_statements, next_incarnation, world_records
 
-FORMAT = 1
-"""``meta.format`` of ``world.db``; another format is refused (a store written by a newer
-release is never misread by an older one after a rollback)."""
+__all__ = ["WorldStore", "MemoryWorldStore", "FORMAT"]
 
 
 class WorldStore:
@@ -46,12 +44,8 @@ class WorldStore:
                 CREATE TABLE IF NOT EXISTS docs(author BLOB PRIMARY KEY, records BLOB NOT NULL);
             """)
             row = self.db.execute("SELECT value FROM meta WHERE key='format'").fetchone()
-            if row is None:
-                # A new store, or one from before the format was recorded (the same layout).
-                self.db.execute("INSERT INTO meta VALUES ('format', ?)", (FORMAT,))
-            elif row[0] != FORMAT:
-                raise UnsupportedVersion(f"{self.path}: world store format {row[0]!r}; this "
-                                         f"build reads format {FORMAT}")
+            for sql, args in format_statements(str(self.path), row):
+                self.db.execute(sql, args)
         except sqlite3.Error as e:
             self.db.close()
             raise store_failure(self.path, e) from None
@@ -65,17 +59,15 @@ class WorldStore:
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.execute("BEGIN IMMEDIATE")
             row = self.db.execute("SELECT value FROM meta WHERE key='incarnation'").fetchone()
-            old = row[0] if row else 0
-            if not isinstance(old, int) or old < 0:
-                raise StoreCorrupt(f"{self.path}: bad incarnation counter")
-            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('incarnation', ?)", (old + 1,))
+            new = next_incarnation(str(self.path), row)
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES ('incarnation', ?)", (new,))
             self.db.execute("COMMIT")
             self.db.execute("PRAGMA synchronous=NORMAL")
         except sqlite3.Error as e:
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
             raise store_failure(self.path, e) from None
-        return old + 1
+        return new
 
     def save(self, author: bytes, records: tuple[bytes, ...]) -> None:
         self.save_many([(author, records)])
@@ -91,21 +83,14 @@ class WorldStore:
 
     def load(self) -> list[list[bytes]]:
         """Every author's records. A row that does not decode is skipped and counted (the
-        records are refetched from peers); each record is checked again by the world core."""
-        out = []
+        records are refetched from peers); each record is checked again by the world core
+        (:func:`~p2pworld.world.stored.world_records`)."""
         try:
             rows = self.db.execute("SELECT author, records FROM docs ORDER BY author").fetchall()
         except sqlite3.Error as e:
             raise store_failure(self.path, e) from None
-        for _author, blob in rows:
-            try:
-                recs = codec.decode_frame(bytes(blob), max_bytes=64 << 20, max_items=65536)
-                if not isinstance(recs, list) or not all(isinstance(r, bytes) for r in recs):
-                    raise StoreCorrupt("world row is not a list of records")
-            except (P2PWorldError, TypeError):
-                self.skipped += 1
-                continue
-            out.append(recs)
+        out, skipped = world_records(blob for _author, blob in rows)
+        self.skipped += skipped
         return out
 
     def close(self) -> None:
