@@ -6,7 +6,9 @@ project's h11 client (:func:`p2pworld.io.http.http_exchange`); the document is p
 Bounds: the answer is at most :data:`~p2pworld.nostr.limits.MAX_DOCUMENT` bytes (headers at
 most 16 KiB) and the whole exchange takes at most ``timeout`` seconds. Every failure (refused,
 timeout, not 200, a redirect, not JSON, wrong types, absurd values, too large) gives ``None``:
-the caller then assumes the defaults. Nothing here raises.
+the caller then assumes the defaults. Nothing here raises. What to ask and what an answer
+means are :func:`~p2pworld.nostr.limits.info_request` and
+:func:`~p2pworld.nostr.limits.limits_of_answer` (pure); this module carries out the exchange.
 
 ``wss://`` relays: there is no TLS helper in the project yet (the relay client speaks ``ws://``
 only), so :func:`fetch_limits` returns ``None`` for ``wss://`` URLs without connecting.
@@ -18,14 +20,20 @@ Example::
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 import h11
 import trio
 
 from p2pworld.errors import P2PWorldError
 from p2pworld.io.http import http_exchange
-from p2pworld.nostr.limits import MAX_DOCUMENT, MAX_LIMIT, RelayLimits, http_url, parse_limits
+from p2pworld.nostr.limits import (
+    MAX_DOCUMENT,
+    MAX_LIMIT,
+    RelayLimits,
+    http_url,
+    info_request,
+    limits_of_answer,
+    parse_limits,
+)
 
 FETCH_TIMEOUT_S = 3.0
 ACCEPT = "application/nostr+json"
@@ -34,27 +42,19 @@ ACCEPT = "application/nostr+json"
 async def fetch_limits(relay_url: str, *, timeout: float = FETCH_TIMEOUT_S) -> RelayLimits | None:
     """GET the relay's NIP-11 document and parse its limits; None on any failure (see the
     module docstring), and for ``wss://`` relays (no TLS helper yet). Never raises."""
-    url = http_url(relay_url)
-    if url is None:
+    ask = info_request(relay_url)
+    if ask is None:
         return None
-    try:
-        u = urlsplit(url)
-        host, port = u.hostname, u.port or 80
-    except ValueError:  # a port that is not a number, or out of range
-        return None
-    if u.scheme != "http" or not host:
-        return None  # https: no TLS helper in the project yet
-    target = (u.path or "/") + (f"?{u.query}" if u.query else "")
-    request = h11.Request(method="GET", target=target, headers=[
-        ("host", u.netloc), ("accept", ACCEPT), ("connection", "close")])
+    request = h11.Request(method="GET", target=ask.target, headers=[
+        ("host", ask.netloc), ("accept", ACCEPT), ("connection", "close")])
     with trio.move_on_after(timeout):
         try:
-            status, body, complete = await http_exchange(host, port, request,
+            status, body, complete = await http_exchange(ask.host, ask.port, request,
                                                          max_body=MAX_DOCUMENT)
         except (OSError, trio.BrokenResourceError, trio.ClosedResourceError,
                 h11.ProtocolError, ValueError, P2PWorldError):
             return None
-        return parse_limits(body) if status == 200 and complete else None
+        return limits_of_answer(status, body, complete=complete)
     return None
 
 

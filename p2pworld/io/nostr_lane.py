@@ -26,7 +26,10 @@ or if no relay accepts a frame. A closed pipe closes its session; the node redia
 from its checkpoints, as after any lost connection.
 
 The framing (:class:`LaneFrame`, :func:`split`, :class:`Reassembler`, :func:`part_size_for`) is
-pure, in :mod:`p2pworld.nostr.lane_frames`; :class:`NostrLane` is the trio shell.
+pure, in :mod:`p2pworld.nostr.lane_frames`; what the lane decides (which relays a frame goes
+to, whether a relay took it, what an incoming event means, which pipes waited too long on a
+gap) is its :class:`~p2pworld.nostr.lane_book.LaneBook` (pure); :class:`NostrLane` is the trio
+shell that carries out what the book says.
 """
 
 from __future__ import annotations
@@ -34,42 +37,37 @@ from __future__ import annotations
 import random
 import time
 from collections.abc import Callable
+from typing import Any
 
 import trio
 from trio_websocket import CloseReason, ConnectionClosed
 
-from p2pworld.errors import DecodeError, NostrError
 from p2pworld.io.nostr_relay import RelayPool
 from p2pworld.io.scopes import spawn_in, task
 from p2pworld.nostr import nip44
 from p2pworld.nostr.event import Event
 from p2pworld.nostr.keys import NostrKey
+from p2pworld.nostr.lane_book import (
+    Accept,
+    End,
+    Feed,
+    LaneBook,
+    check_frame,
+    lane_targets,
+    part_size_of,
+)
 from p2pworld.nostr.lane_frames import (
-    DEFAULT_MAX_CONTENT,
     DEFAULT_PART,
     EXPIRATION_S,
-    GAP_TIMEOUT_S,
     LANE_KIND,
-    MAX_INCOMING,
-    MAX_LANE_FRAME,
-    MAX_PEER_KEYS,
     OPEN_MAX_AGE_S,
     PIPE_QUEUE,
     SEND_WINDOW,
     LaneFrame,
-    Reassembler,
-    part_size_for,
     split,
 )
-from p2pworld.nostr.limits import RelayLimits
 
-
-def part_size_of(limits: RelayLimits | None) -> int:
-    """:func:`part_size_for` a relay's published limits (None: no NIP-11 document)."""
-    if limits is None:
-        return part_size_for(DEFAULT_MAX_CONTENT)
-    return part_size_for(limits.max_content_length or DEFAULT_MAX_CONTENT,
-                         limits.max_message_length)
+__all__ = ["NostrLane", "NostrPipe", "part_size_of"]
 
 
 class NostrPipe:
@@ -79,7 +77,7 @@ class NostrPipe:
         self.lane, self.peer, self.pipe_id, self.opener = lane, peer, pipe_id, opener
         self._send, self._recv = trio.open_memory_channel[bytes](PIPE_QUEUE)
         self._n = 0
-        self.rx = Reassembler()
+        self.rx = lane.book.opened((peer, pipe_id, opener))
         self.closed = False
 
     @property
@@ -100,9 +98,7 @@ class NostrPipe:
         (``ConnectionClosed``)."""
         if self.closed:
             raise ConnectionClosed(CloseReason(1000, "nostr pipe closed"))
-        if len(data) > MAX_LANE_FRAME:
-            raise NostrError("frame too large for the Nostr lane", size=len(data),
-                             limit=MAX_LANE_FRAME)
+        check_frame(data)
         targets = self.lane.targets(self.peer)
         parts = split(self.pipe_id, self.opener, self._n + 1, data,
                       part_size=self.lane.part_size(targets))
@@ -141,13 +137,7 @@ class NostrPipe:
                 await self.lane._publish(self.peer, LaneFrame(
                     self.pipe_id, self.opener, "close", self._n + 1))
 
-    def _feed(self, f: LaneFrame, now: float) -> None:
-        try:
-            frames = self.rx.feed(f, now=now)
-        except DecodeError:
-            self.lane.stats["bad_frames"] += 1
-            self._end()
-            return
+    def _feed(self, frames: list[bytes]) -> None:
         for data in frames:
             try:
                 self._send.send_nowait(data)
@@ -160,7 +150,9 @@ class NostrPipe:
     def _end(self) -> None:
         self.closed = True
         self._send.close()
-        self.lane.pipes.pop((self.peer, self.pipe_id, self.opener), None)
+        key = (self.peer, self.pipe_id, self.opener)
+        self.lane.pipes.pop(key, None)
+        self.lane.book.closed(key)
 
 
 class NostrLane:
@@ -179,19 +171,9 @@ class NostrLane:
         self.relays_of = relays_of or (lambda _: [])
         self.rng = rng or random.SystemRandom()
         self.pipes: dict[tuple[bytes, bytes, bool], NostrPipe] = {}
-        self._conv: dict[bytes, bytes] = {}
-        self.stats = {"frames_out": 0, "frames_in": 0, "bad_frames": 0, "refused": 0,
-                      "pipes_opened": 0, "pipes_accepted": 0, "gap_closed": 0,
-                      "refused_opens": 0}
+        self.book = LaneBook(key.secret)
+        self.stats = self.book.stats
         self.ready = trio.Event()
-
-    def _conv_key(self, peer: bytes) -> bytes:
-        k = self._conv.get(peer)
-        if k is None:
-            if len(self._conv) >= MAX_PEER_KEYS:
-                self._conv.clear()
-            k = self._conv[peer] = nip44.conversation_key(self.key.secret, peer)
-        return k
 
     async def open_pipe(self, peer: bytes) -> NostrPipe:
         """Open a pipe to ``peer`` (an x-only Nostr public key)."""
@@ -210,16 +192,7 @@ class NostrLane:
         theirs = self.relays_of(peer)
         for url in theirs:
             self.pool.add_relay(url)
-        wanted = {*self.pool.configured, *theirs}
-        out = []
-        for url in self.pool.urls:
-            if url in wanted:
-                try:
-                    part_size_of(self.pool.limits.get(url))
-                except NostrError:
-                    continue  # this relay could not carry any useful part
-                out.append(url)
-        return out
+        return lane_targets(self.pool.urls, {*self.pool.configured, *theirs}, self.pool.limits)
 
     def part_size(self, targets: list[str]) -> int:
         """The part size for a frame to ``targets``: the smallest any of them needs. A relay
@@ -233,17 +206,14 @@ class NostrLane:
         if targets is None:
             targets = self.targets(peer)
         now = int(time.time())
-        content = nip44.encrypt(f.encode(), self._conv_key(peer),
+        content = nip44.encrypt(f.encode(), self.book.conversation_key(peer),
                                 nonce=self.rng.getrandbits(256).to_bytes(32, "big"))
         ev = Event.create(self.key, kind=LANE_KIND, content=content,
                           tags=[["p", peer.hex()], ["expiration", str(now + EXPIRATION_S)]],
                           created_at=now, aux=self.rng.getrandbits(256).to_bytes(32, "big"))
         self.stats["frames_out"] += 1
         got = await self.pool.publish(ev, timeout=10.0, relays=targets, until_any=True)
-        if any(o is not None and (o.ok or o.prefix == "duplicate") for o in got.values()):
-            return True
-        self.stats["refused"] += 1
-        return False
+        return self.book.answered(got)
 
     @task("lane", restart=True)
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
@@ -254,40 +224,33 @@ class NostrLane:
             self.ready.set()
             task_status.started()
             async for ev in sub:
-                self._on_event(ev, n)
+                self._on_event(ev)
 
-    def _on_event(self, ev: Event, n: trio.Nursery) -> None:
-        try:
-            peer = bytes.fromhex(ev.pubkey)
-            f = LaneFrame.decode(nip44.decrypt(ev.content, self._conv_key(peer)))
-        except (DecodeError, NostrError, ValueError):
-            self.stats["bad_frames"] += 1
-            return
-        self.stats["frames_in"] += 1
-        now = time.time()
-        key = (peer, f.pipe, not f.opener)  # our side's view: we opened it iff it did not
-        pipe = self.pipes.get(key)
-        if pipe is None:
-            incoming = sum(1 for k in self.pipes if not k[2])
-            if incoming >= MAX_INCOMING:
-                self.stats["refused_opens"] += 1
-                return
-            if f.op == "open" and f.opener and ev.created_at >= now - OPEN_MAX_AGE_S:
-                pipe = self.pipes[key] = NostrPipe(self, peer, f.pipe, False)
-                self.stats["pipes_accepted"] += 1
-                self.on_incoming(pipe)
-            return
-        if f.op == "close":
-            pipe._end()
-        elif f.op == "data":
-            pipe._feed(f, now)
+    def _on_event(self, ev: Event) -> None:
+        act = self.book.read(ev, now=time.time())
+        carry = _CARRY.get(type(act))
+        if carry is not None:
+            carry(self, act)
+
+    def _accept(self, a: Accept) -> None:
+        peer, pipe_id, _ = a.key
+        pipe = self.pipes[a.key] = NostrPipe(self, peer, pipe_id, False)
+        self.on_incoming(pipe)
+
+    def _fed(self, f: Feed) -> None:
+        self.pipes[f.key]._feed(f.frames)
+
+    def _ended(self, e: End) -> None:
+        self.pipes[e.key]._end()
 
     @task("lane", boundary=False)
     async def _sweep(self) -> None:
         while True:
             await trio.sleep(1.0)
-            now = time.time()
-            for pipe in list(self.pipes.values()):
-                if pipe.rx.gap_since is not None and now - pipe.rx.gap_since > GAP_TIMEOUT_S:
-                    self.stats["gap_closed"] += 1
-                    pipe._end()
+            for key in self.book.overdue(time.time()):
+                self.pipes[key]._end()
+
+
+_CARRY: dict[type, Callable[[NostrLane, Any], None]] = {
+    Accept: NostrLane._accept, Feed: NostrLane._fed, End: NostrLane._ended}
+"""How the lane carries out what its book makes of an incoming event."""

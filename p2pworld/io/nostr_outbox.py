@@ -6,7 +6,9 @@ entry hash it mirrors (the mapping is kept both ways); ``mark`` (``mark_bridge_e
 records a relay's ``OK true`` or ``duplicate:``; an event stays due on a relay until then,
 retried with exponential backoff. :class:`Bridge` drains it into a
 :class:`~p2pworld.io.nostr_relay.RelayPool`; the relays' pace never reaches the caller of
-``enqueue`` (the primary lane), which only writes a row.
+``enqueue`` (the primary lane), which only writes a row. The format check, the retry schedule
+and how rows read back are :mod:`p2pworld.nostr.bridge_book` (pure); this module runs the
+statements.
 
 Example:
     >>> import tempfile, pathlib
@@ -29,12 +31,17 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from p2pworld.errors import NostrError, StoreCorrupt, UnsupportedVersion
+from p2pworld.errors import StoreCorrupt
+from p2pworld.nostr.bridge_book import (
+    FORMAT_VERSION,
+    RETRY_BASE_S,
+    RETRY_CAP_S,
+    check_format,
+    due_rows,
+    next_attempt,
+    source_of_row,
+)
 from p2pworld.nostr.event import Event
-
-FORMAT_VERSION = 1
-RETRY_BASE_S = 1.0
-RETRY_CAP_S = 300.0
 
 
 class Outbox:
@@ -50,13 +57,9 @@ class Outbox:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             version = self.db.execute("PRAGMA user_version").fetchone()[0]
-            if version > FORMAT_VERSION:
-                raise UnsupportedVersion(f"{path}: bridge outbox format {version} is newer "
-                                         f"than this build's {FORMAT_VERSION}")
-            if version < FORMAT_VERSION and self.db.execute(
-                    "SELECT name FROM sqlite_master WHERE name='events'").fetchone():
-                raise UnsupportedVersion(f"{path}: bridge outbox format {version} predates "
-                                         f"{FORMAT_VERSION}; publish or delete it first")
+            tables = self.db.execute(
+                "SELECT name FROM sqlite_master WHERE name='events'").fetchone()
+            check_format(path, version, has_events=tables is not None)
             self.db.executescript(f"""
                 CREATE TABLE IF NOT EXISTS events(id TEXT PRIMARY KEY, body TEXT NOT NULL,
                     source TEXT NOT NULL, entry_hash BLOB NOT NULL, kind INTEGER NOT NULL,
@@ -101,11 +104,10 @@ class Outbox:
                 return
             row = self.db.execute("SELECT attempts FROM deliveries WHERE id=? AND relay=?",
                                   (event_id, relay)).fetchone()
-            attempts = (row[0] if row else 0) + 1
-            delay = min(RETRY_CAP_S, RETRY_BASE_S * 2 ** min(attempts, 20))
+            attempts, next_at = next_attempt(row, now=now)
             self.db.execute("UPDATE deliveries SET attempts=?, next_at=?, last=? "
                             "WHERE id=? AND relay=? AND state='due'",
-                            (attempts, now + delay, message[:200], event_id, relay))
+                            (attempts, next_at, message[:200], event_id, relay))
 
     def due(self, *, now: float, limit: int = 256) -> list[tuple[Event, str]]:
         """Events due on some relay now (oldest first). Rows are re-checked like network
@@ -114,13 +116,7 @@ class Outbox:
             "SELECT e.body, d.relay FROM deliveries d JOIN events e ON e.id = d.id "
             "WHERE d.state='due' AND d.next_at <= ? ORDER BY e.enqueued, d.relay LIMIT ?",
             (now, limit)).fetchall()
-        out = []
-        for body, relay in rows:
-            try:
-                out.append((Event.from_json(body), relay))
-            except NostrError:
-                continue
-        return out
+        return due_rows(rows)
 
     def pending(self) -> int:
         return int(self.db.execute(
@@ -132,8 +128,8 @@ class Outbox:
 
     def source_of(self, event_id: str) -> str | None:
         """The p2pworld id an event mirrors (the mapping, one way)."""
-        row = self.db.execute("SELECT source FROM events WHERE id=?", (event_id,)).fetchone()
-        return str(row[0]) if row else None
+        return source_of_row(self.db.execute("SELECT source FROM events WHERE id=?",
+                                             (event_id,)).fetchone())
 
     def events_for(self, source: str) -> list[str]:
         """The Nostr event ids mirroring a p2pworld id (the mapping, the other way)."""
@@ -156,3 +152,6 @@ class Outbox:
 
     def close(self) -> None:
         self.db.close()
+
+
+__all__ = ["Outbox", "FORMAT_VERSION", "RETRY_BASE_S", "RETRY_CAP_S"]

@@ -5,8 +5,10 @@ Nothing here waits on a relay while holding anything else up: each relay has its
 a bounded outgoing queue (a full queue drops the publish for that relay and counts it), and
 ``publish`` waits for ``OK`` answers only up to its timeout. Every relay message goes to the
 pool's :class:`~p2pworld.nostr.pool.PoolBook` (pure: it parses and checks the message, matches
-an ``OK`` to its publish, deduplicates events, counts each relay's health); this shell carries
-out what the book says.
+an ``OK`` to its publish and says which waiting publish may return, deduplicates events, counts
+each relay's health; it also says where a relay is dialled and which relays a ``REQ`` or
+``CLOSE`` goes to); this shell carries out what the book says. The bridge's in-flight set and
+what an answer means for an outbox row are :mod:`p2pworld.nostr.bridge_book` (pure).
 
 Limits: the first time a relay's websocket is up, the pool fetches its NIP-11 document
 (:func:`~p2pworld.io.nip11.fetch_limits`, bounded) and keeps its limits in
@@ -33,7 +35,6 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from typing import Any
-from urllib.parse import urlsplit
 
 import trio
 import trio_websocket
@@ -41,6 +42,7 @@ import trio_websocket
 from p2pworld.io.nip11 import FETCH_TIMEOUT_S, RelayLimits, fetch_limits
 from p2pworld.io.scopes import Failure, Supervisor, spawn_in, task
 from p2pworld.io.session import close_websocket
+from p2pworld.nostr.bridge_book import InFlight, publish_result
 from p2pworld.nostr.event import (
     Event,
     auth_event,
@@ -57,6 +59,7 @@ from p2pworld.nostr.pool import (
     Ok,
     PoolBook,
     RelayHealth,
+    relay_dial,
 )
 from p2pworld.transport.backoff import Backoff
 
@@ -110,9 +113,8 @@ class RelayPool:
         self._queues: dict[str, tuple[trio.MemorySendChannel[str],
                                       trio.MemoryReceiveChannel[str]]] = {
             u: trio.open_memory_channel[str](SEND_QUEUE) for u in self.urls}
-        self._answered: dict[tuple[str, str], trio.Event] = {}
-        self._first: dict[str, trio.Event] = {}
-        """Publishes waiting for the first relay to accept: event id -> wake-up."""
+        self._waits: dict[int, trio.Event] = {}
+        """Publishes waiting for answers: the book's token -> wake-up."""
         self._outs: dict[str, trio.MemorySendChannel[Event]] = {}
         self._ids = itertools.count(1)
         self._nursery: trio.Nursery | None = None
@@ -130,7 +132,7 @@ class RelayPool:
         """Connect to one more relay (a peer's NIP-65 relay) while running; at most
         :data:`~p2pworld.nostr.pool.MAX_RELAYS` in all. False if not added (known, full, not
         ``ws(s)://``, or the pool is not running)."""
-        if self._nursery is None or not self.book.add(url):
+        if not self.book.add(url, running=self._nursery is not None):
             return False
         self._learned[url] = trio.Event()
         self._queues[url] = trio.open_memory_channel[str](SEND_QUEUE)
@@ -146,10 +148,7 @@ class RelayPool:
 
     def _failed(self, f: Failure) -> None:
         """A relay connection ended with an error (it is restarted)."""
-        h = self.health.get(f.key)
-        if h is not None:
-            h.failures += 1
-            h.last_error = f.error.code
+        self.book.failed(f.key, f.error.code)
 
     def _spawn(self, url: str) -> None:
         if self._sup is not None:
@@ -172,7 +171,7 @@ class RelayPool:
         and answer later, unrecorded): a dead relay then costs nothing while another works."""
         msg = client_event(ev)
         targets = self.book.targets(relays)
-        waits = []
+        sent = []
         for u in targets:
             self.book.sending(u, ev.id)
             try:
@@ -180,22 +179,18 @@ class RelayPool:
             except trio.WouldBlock:
                 self.book.not_sent(u, ev.id)
                 continue
-            waits.append(self._answered.setdefault((u, ev.id), trio.Event()))
-        first = trio.Event()
+            sent.append(u)
+        token, at_once = self.book.waiting(ev.id, sent, until_any=until_any)
+        done = self._waits[token] = trio.Event()
         try:
             with trio.move_on_after(timeout):
-                if until_any:
-                    self._first[ev.id] = first
-                    self.book.until_any(ev.id, len(waits))
-                    await (first.wait() if waits else trio.lowlevel.checkpoint())
-                else:
-                    for done in waits:
-                        await done.wait()
+                if not at_once:
+                    await done.wait()
         finally:  # also when cancelled: leave nothing behind
-            self._first.pop(ev.id, None)
-            for u in targets:
-                self._answered.pop((u, ev.id), None)
-        return {u: self.book.answer(u, ev.id) for u in targets}
+            del self._waits[token]
+            self.book.done(token)
+            answers = {u: self.book.answer(u, ev.id) for u in targets}
+        return answers
 
     def subscribe(self, *filters: dict[str, Any], backdated: bool = False,
                   buffer: int = 1024) -> Subscription:
@@ -206,9 +201,7 @@ class RelayPool:
         send, recv = trio.open_memory_channel[Event](buffer)
         self.book.subscribe(sub_id, list(filters), backdated=backdated)
         self._outs[sub_id] = send
-        for u in self.urls:
-            if self.health[u].state != "connected":
-                continue  # its connection sends every subscription's REQ when it is up
+        for u in self.book.live():  # the others send every subscription's REQ when they connect
             try:
                 self._queues[u][0].send_nowait(client_req(sub_id, *filters))
             except trio.WouldBlock:
@@ -217,9 +210,7 @@ class RelayPool:
 
     def _close(self, sub_id: str) -> None:
         self._outs.pop(sub_id, None)
-        if not self.book.unsubscribe(sub_id):
-            return
-        for u in self.urls:
+        for u in self.book.closing(sub_id):
             try:
                 self._queues[u][0].send_nowait(client_close(sub_id))
             except (trio.WouldBlock, trio.ClosedResourceError):
@@ -239,27 +230,22 @@ class RelayPool:
             except* _CONNECTION_ERRORS as eg:
                 # Raised inside a nursery, these come wrapped in an ExceptionGroup: except*
                 # takes them either way.
-                h.failures += 1
-                h.last_error = type(eg.exceptions[0]).__name__
+                self.book.failed(url, type(eg.exceptions[0]).__name__)
             h.state = "backoff"
             await trio.sleep(backoff.next_delay(self.rng))
 
     async def _connection(self, url: str, h: RelayHealth, backoff: Backoff) -> None:
-        u = urlsplit(url)
-        host, port = u.hostname or "", u.port or (443 if u.scheme == "wss" else 80)
-        if u.scheme != "ws":
-            raise OSError(f"unsupported relay URL {url!r} (ws:// only for now)")
+        to = relay_dial(url)  # OSError for a scheme the client does not speak
         # We own the TCP stream (so it is closed even if the websocket handshake is
         # cancelled half-way, which trio-websocket 0.12 would leak).
         with trio.fail_after(10):
-            stream = await trio.open_tcp_stream(host, port)
+            stream = await trio.open_tcp_stream(to.host, to.port)
         try:
             async with trio.open_nursery() as conn:
                 try:
                     with trio.fail_after(10):
                         ws = await trio_websocket.wrap_client_stream(
-                            conn, stream, host,
-                            (u.path or "/") + (f"?{u.query}" if u.query else ""),
+                            conn, stream, to.host, to.resource,
                             message_queue_size=64, max_message_size=1 << 20)
                     try:
                         await self._pump(url, h, backoff, ws)
@@ -317,12 +303,8 @@ class RelayPool:
                 await carry(self, url, ws, act)
 
     async def _answered_now(self, url: str, ws: object, a: Answered) -> None:
-        done = self._answered.get((url, a.event_id))
-        if done is not None:
-            done.set()
-        first = self._first.get(a.event_id)
-        if a.first and first is not None:
-            first.set()
+        for token in a.settles:  # the book's waits are the pool's, token for token
+            self._waits[token].set()
 
     async def _deliver(self, url: str, ws: object, d: Deliver) -> None:
         out = self._outs.get(d.sub)
@@ -375,7 +357,9 @@ class Bridge:
         self.outbox, self.pool, self.timeout, self.on_mark = outbox, pool, timeout, on_mark
         self.limiter = trio.CapacityLimiter(parallel)
         self.wake = trio.Event()
-        self.inflight: set[tuple[str, str]] = set()
+        self.book = InFlight()
+        self.inflight = self.book.keys
+        """The (event id, relay) publishes under way (the book's)."""
         self.on_failure: Callable[[Failure], None] = lambda f: None
         """Told when one publish ended with an error (its row stays due and is retried)."""
 
@@ -389,18 +373,15 @@ class Bridge:
             # Each publish is a request of its own: one that fails leaves its row due.
             sup = Supervisor(n, on_failure=self._failed)
             while True:
-                for ev, relay in self.outbox.due(now=time.time()):
-                    if (ev.id, relay) not in self.inflight:
-                        self.inflight.add((ev.id, relay))
-                        sup.spawn(self._one, ev, relay, key=relay)
+                for ev, relay in self.book.start(self.outbox.due(now=time.time())):
+                    sup.spawn(self._one, ev, relay, key=relay)
                 with trio.move_on_after(0.5):
                     await self.wake.wait()
                 self.wake = trio.Event()
 
     def _failed(self, f: Failure) -> None:
         """A publish failed: its row stays due, and the next scan publishes it again."""
-        if len(f.args) == 2 and isinstance(f.args[0], Event):
-            self.inflight.discard((f.args[0].id, f.args[1]))
+        self.book.failed(f.args)
         self.on_failure(f)
 
     @task("request")
@@ -409,11 +390,10 @@ class Bridge:
             async with self.limiter:
                 got = (await self.pool.publish(ev, timeout=self.timeout,
                                                relays=[relay])).get(relay)
-            ok = got is not None and (got.ok or got.prefix == "duplicate")
-            message = got.message if got else "no answer"
+            ok, message = publish_result(got)
             await trio.to_thread.run_sync(lambda: self.outbox.mark(
                 ev.id, relay, ok=ok, message=message, now=time.time()))
             if self.on_mark is not None:
                 self.on_mark(ev, relay, ok, message)
         finally:
-            self.inflight.discard((ev.id, relay))
+            self.book.done(ev.id, relay)

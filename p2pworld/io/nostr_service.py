@@ -12,6 +12,10 @@ is set. It owns
   bridge-adapter subscription (:meth:`feed`) streaming every outbox change;
 * discovery from relays: workspace presence events (NIP-38) and relay lists (NIP-65).
 
+What the relays' events and answers mean (which peers to dial, where they read, when presence
+is published again, how a delivery shows on the feed) is decided in
+:mod:`p2pworld.core.nostr_side` (pure); this shell subscribes, publishes and sleeps.
+
 Nothing the primary lane does waits on a relay: mirrors are rows written to the outbox (a
 thread, one sqlite transaction), and the bridge publishes them in its own tasks.
 
@@ -36,15 +40,17 @@ from typing import Any
 import trio
 
 from p2pworld.core.mirror import (
-    PRESENCE_EVERY_S,
     PRESENCE_KIND,
-    PRESENCE_TTL_S,
     RELAY_LIST_KIND,
-    parse_presence,
-    parse_relay_list,
     presence_event,
     relay_list_event,
     workspace_tag,
+)
+from p2pworld.core.nostr_side import (
+    RelayDiscovery,
+    mark_change,
+    presence_published,
+    presence_wait,
 )
 from p2pworld.io.nostr_lane import NostrLane, NostrPipe
 from p2pworld.io.nostr_outbox import Outbox
@@ -102,10 +108,11 @@ class NostrService:
         self.relays = list(self.pool.urls)
         self.outbox = Outbox(home / "bridge.db", relays=self.relays)
         self.bridge = Bridge(self.outbox, self.pool, on_mark=self._on_mark)
-        self.peer_relays: dict[bytes, list[str]] = {}
+        self.discovery = RelayDiscovery(key.public, node_id=node_id, workspace=workspace)
+        self.peer_relays = self.discovery.peer_relays
         self.lane: NostrLane | None = (
             NostrLane(self.pool, key, on_incoming=on_pipe, rng=self.rng,
-                      relays_of=lambda pk: self.peer_relays.get(pk, [])) if lane else None)
+                      relays_of=self.discovery.relays_of) if lane else None)
         self.on_candidate, self.status, self.presence = on_candidate, status, presence
         self.on_failure = on_failure or (lambda f: None)
         """Told of every relay connection, lane or request here that ended with an error."""
@@ -130,9 +137,9 @@ class NostrService:
         return fresh
 
     def _on_mark(self, ev: Event, relay: str, ok: bool, message: str) -> None:
-        self.stats["published" if ok else "failed"] += 1
-        self._emit(BridgeChange(ev.id, relay, "published" if ok else "retry",
-                                self.outbox.source_of(ev.id) or "", message))
+        counter, state, source = mark_change(ok, self.outbox.source_of(ev.id))
+        self.stats[counter] += 1
+        self._emit(BridgeChange(ev.id, relay, state, source, message))
 
     def _emit(self, change: BridgeChange) -> None:
         for ch in list(self._feeds):
@@ -191,28 +198,22 @@ class NostrService:
         flt = {"kinds": [PRESENCE_KIND, RELAY_LIST_KIND], "#t": [workspace_tag(self.workspace)]}
         async with self.pool.subscribe(flt) as sub:
             async for ev in sub:
-                pk = bytes.fromhex(ev.pubkey)
-                if pk == self.key.public:
-                    continue
-                if ev.kind == RELAY_LIST_KIND:
-                    self.peer_relays[pk] = parse_relay_list(ev)
-                    continue
-                nid = parse_presence(ev, self.workspace)
-                if nid is not None and nid != self.node_id and ev.content != "offline" \
-                        and ev.created_at + PRESENCE_TTL_S >= time.time():
-                    self.on_candidate(f"nostr:{ev.pubkey}", nid, pk)
+                peer = self.discovery.see(ev, now=time.time())
+                if peer is not None:
+                    self.on_candidate(peer.address, peer.node_id, peer.nostr)
 
     @task("lane", restart=True)
     async def _presence(self) -> None:
-        """Publish this node's presence every :data:`PRESENCE_EVERY_S` (replaceable)."""
+        """Publish this node's presence every :data:`~p2pworld.core.mirror.PRESENCE_EVERY_S`
+        (replaceable; every second until a relay took it)."""
         while True:
             ev = presence_event(self.key, node=self.node_id, workspace=self.workspace,
                                 status=self.status(), created_at=int(time.time()),
                                 aux=self.aux())
             got = await self.pool.publish(ev, timeout=5.0)
-            if any(o is not None and o.ok for o in got.values()):
+            if presence_published(got):
                 self.stats["presence_published"] += 1
-            await trio.sleep(PRESENCE_EVERY_S if self.stats["presence_published"] else 1.0)
+            await trio.sleep(presence_wait(self.stats["presence_published"]))
 
     async def goodbye(self) -> None:
         """Publish ``offline`` presence (best effort, bounded)."""
