@@ -12,6 +12,7 @@ decides is answered here:
   its starter (it failed before it started and is not restarted);
 * :func:`end_node`: a ``node`` task that is not restarted ends the node, as the store's own
   typed error or as :class:`~p2pworld.errors.NodeFailed`;
+* :class:`Starter`: when a boundary task's starter is told it started;
 * :class:`RestartSchedule`: how long a restarted task waits (jittered exponential backoff
   per task and key, afresh after a healthy run).
 
@@ -113,13 +114,19 @@ def info_of(fn: Callable[..., Any]) -> TaskInfo:
     Raises:
         LocalProtocolError: ``fn`` is not registered.
     """
-    while isinstance(fn, functools.partial):
-        fn = fn.func
+    fn = unwrapped(fn)
     fn = getattr(fn, "__func__", fn)
     got = TASKS.get(f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', '?')}")
     if got is None:
         raise LocalProtocolError(f"task {fn!r} is not registered with a scope (p2pworld.io.scopes)")
     return got
+
+
+def unwrapped(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The function a partial (of a partial, ...) calls; ``fn`` itself if it is none."""
+    while isinstance(fn, functools.partial):
+        fn = fn.func
+    return fn
 
 
 def typed(e: BaseException) -> P2PWorldError:
@@ -171,6 +178,38 @@ def end_node(info: TaskInfo, error: BaseException) -> None:
                      cause=err.code) from error
 
 
+class Starter:
+    """A boundary task's starter (``nursery.start``): told once, when the task reports it
+    started, or when a restartable task failed before it did (it does not hold up its starter:
+    it is reported, and keeps being retried in the background). A restart reports to nobody.
+
+    Example:
+        >>> told = []
+        >>> s = Starter(told.append)
+        >>> s.failed(); s.started_with("again"); s.started, told
+        (True, [None])
+    """
+
+    def __init__(self, release: Callable[[Any], object]) -> None:
+        self.started = False
+        self._release = release
+
+    def started_with(self, value: Any = None) -> None:
+        """The task reports it started (with ``value`` for its starter)."""
+        self.started = True
+        self._release(value)
+
+    def failed(self) -> None:
+        """The task failed and starts again: a starter still waiting goes on without it."""
+        if not self.started:
+            self.started_with(None)
+        self._release = _nobody
+
+
+def _nobody(value: Any) -> None:
+    """A restarted task's starter: nobody waits for it."""
+
+
 class RestartSchedule:
     """How long a failed task waits before it starts again: a jittered exponential backoff per
     ``(task, key)``, started afresh when the task ran longer than ``healthy_after``."""
@@ -192,5 +231,5 @@ class RestartSchedule:
 
 
 __all__ = ["Failure", "HEALTHY_AFTER", "RESTART_BASE", "RESTART_CAP", "RestartSchedule",
-           "SCOPES", "Scope", "TASKS", "TaskInfo", "end_node", "info_of", "restarts", "task",
-           "typed"]
+           "SCOPES", "Scope", "Starter", "TASKS", "TaskInfo", "end_node", "info_of", "restarts",
+           "task", "typed", "unwrapped"]

@@ -48,7 +48,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import random
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -64,12 +63,14 @@ from p2pworld.core.supervision import (
     Failure,
     RestartSchedule,
     Scope,
+    Starter,
     TaskInfo,
     end_node,
     info_of,
     restarts,
     task,
     typed,
+    unwrapped,
 )
 
 # The registry, the typed errors and the restart rules are the pure core's
@@ -145,19 +146,13 @@ class Supervisor:
     async def _boundary(self, info: TaskInfo, key: str, fn: Callable[..., Awaitable[Any]],
                         args: tuple[Any, ...],
                         task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-        started = False
+        starter = Starter(task_status.started)
 
         async def run() -> None:
-            nonlocal started
             if _takes_task_status(fn):
-                def ok(value: Any = None) -> None:
-                    nonlocal started
-                    started = True
-                    task_status.started(value)
-                await fn(*args, task_status=_Status(ok))
+                await fn(*args, task_status=_Status(starter.started_with))
             else:
-                started = True
-                task_status.started()
+                starter.started_with()
                 await fn(*args)
 
         while True:
@@ -167,20 +162,15 @@ class Supervisor:
                 return
             except Exception as e:  # noqa: BLE001 - the scope boundary (see the module docs)
                 # Raised here, typed, when it failed before it started and is not restarted.
-                restart = restarts(info, e, started=started, closed=self.closed)
+                restart = restarts(info, e, started=starter.started, closed=self.closed)
                 self._ended(info, key, e, restarting=restart, args=args)
                 if not restart:
                     end_node(info, e)
                     return
-            if not started:
-                # A restartable task that failed before it was ready does not hold up its
-                # starter: it is reported, and keeps being retried in the background.
-                started = True
-                task_status.started()
+            starter.failed()
             await trio.sleep(self._restarts.delay(info.name, key,
                                                   ran_for=trio.current_time() - t0,
                                                   rng=self.rng))
-            task_status = trio.TASK_STATUS_IGNORED
 
     def _ended(self, info: TaskInfo, key: str, e: BaseException, *, restarting: bool,
                args: tuple[Any, ...] = ()) -> None:
@@ -201,11 +191,8 @@ class _Status:
 def _takes_task_status(fn: Callable[..., Any]) -> bool:
     import inspect
 
-    target = fn
-    while isinstance(target, functools.partial):
-        target = target.func
     try:
-        return "task_status" in inspect.signature(target).parameters
+        return "task_status" in inspect.signature(unwrapped(fn)).parameters
     except (TypeError, ValueError):
         return False
 
