@@ -20,7 +20,7 @@ from pathlib import Path
 import trio
 
 from p2pworld.auth.control import ControlCore, ControlState
-from p2pworld.errors import P2PWorldError, StoreCorrupt
+from p2pworld.auth.control_rules import decode_state
 from p2pworld.io.home import write_atomic
 from p2pworld.io.http import ControlServer, serve_control
 from p2pworld.io.scopes import start_in
@@ -36,11 +36,7 @@ def load_or_init(home: Path, *, org: str = "default", ttl_s: int = 900,
     home.mkdir(parents=True, exist_ok=True)
     path = home / STATE_FILE
     if path.exists():
-        try:
-            st = ControlState.decode(path.read_bytes())
-        except (P2PWorldError, KeyError, TypeError, ValueError) as e:
-            raise StoreCorrupt(f"{path}: {e}") from None
-        return ControlCore(st), None
+        return ControlCore(decode_state(path.read_bytes(), str(path))), None
     secret = secrets.token_bytes(32)
     st = ControlState.create(org=org, operator_secret=secret, key=secrets.token_bytes(32),
                              ttl_s=ttl_s, open_enrollment=open_enrollment)

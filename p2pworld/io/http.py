@@ -22,17 +22,21 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlsplit
 
 import h11
 import trio
 
-from p2pworld import jsonbound
 from p2pworld.auth.control import ControlCore
-from p2pworld.errors import DecodeError, P2PWorldError, SessionClosed
+from p2pworld.auth.control_rules import (
+    MAX_ANSWER,
+    MAX_BODY,
+    control_answer,
+    control_reply,
+    control_request,
+)
+from p2pworld.errors import P2PWorldError, SessionClosed
 from p2pworld.io.scopes import Failure, Supervisor, spawn_in, task
-
-MAX_BODY = 64 * 1024
+from p2pworld.transport.http_rules import BoundedBody
 
 
 @dataclass
@@ -114,21 +118,10 @@ async def _serve_one(stream: trio.SocketStream, server: ControlServer,
         elif isinstance(ev, h11.ConnectionClosed):
             return
     server.requests += 1
-    bearer = None
-    for name, value in req.headers:
-        if name.lower() == b"authorization" and value.startswith(b"Bearer "):
-            bearer = value[7:].decode("ascii", "replace")
-    try:
-        # Size and nesting are checked before the parser runs (20,000 "[" used to end the
-        # service with a RecursionError).
-        parsed: Any = jsonbound.loads(body, max_bytes=MAX_BODY) if body else None
-    except DecodeError as e:
-        await _respond(stream, conn, 400, {"error": "BAD_JSON", "message": e.message})
-        return
-    path = req.target.decode("ascii", "replace").split("?", 1)[0]
-    status, out = server.core.handle(req.method.decode(), path, bearer=bearer, body=parsed,
-                                     now=int(time.time()), jti=secrets.token_bytes(16),
-                                     new_key=secrets.token_bytes(32), source=_source(stream))
+    # What the request means (credential, bounded JSON, path) is the core's answer.
+    status, out = control_answer(server.core, req.method, req.target, req.headers, body,
+                                 now=int(time.time()), jti=secrets.token_bytes(16),
+                                 new_key=secrets.token_bytes(32), source=_source(stream))
     if server.core.changed and save is not None:
         await trio.to_thread.run_sync(save, server.core)
         server.core.changed = False
@@ -162,11 +155,12 @@ async def http_exchange(host: str, port: int, request: h11.Request, data: bytes 
     stream = await trio.open_tcp_stream(host, port)
     async with stream:
         conn = h11.Connection(h11.CLIENT)
-        await stream.send_all(conn.send(request) or b"")
+        # h11's send returns the bytes of a request, a data or an end-of-message event.
+        await stream.send_all(conn.send(request))
         if data:
-            await stream.send_all(conn.send(h11.Data(data=data)) or b"")
-        await stream.send_all(conn.send(h11.EndOfMessage()) or b"")
-        status, body = 0, b""
+            await stream.send_all(conn.send(h11.Data(data=data)))
+        await stream.send_all(conn.send(h11.EndOfMessage()))
+        status, body = 0, BoundedBody(max_body)
         while True:
             ev = conn.next_event()
             if ev is h11.NEED_DATA:
@@ -174,35 +168,24 @@ async def http_exchange(host: str, port: int, request: h11.Request, data: bytes 
             elif isinstance(ev, h11.Response):
                 status = ev.status_code
             elif isinstance(ev, h11.Data):
-                body += ev.data
-                if len(body) > max_body:
-                    raise P2PWorldError("HTTP answer too large")
+                body.add(ev.data)
             elif isinstance(ev, (h11.EndOfMessage, h11.ConnectionClosed)):
-                return status, body, isinstance(ev, h11.EndOfMessage)
+                return status, body.data, isinstance(ev, h11.EndOfMessage)
 
 
 async def http_json(base: str, method: str, path: str, body: Any = None, *,
                     bearer: str | None = None, timeout: float = 10.0) -> tuple[int, Any]:
     """One JSON request to ``base`` (``http://host:port``). Network failures raise
     :class:`~p2pworld.errors.SessionClosed`; a malformed answer raises ``P2PWorldError``."""
-    u = urlsplit(base)
-    if u.scheme != "http" or not u.hostname or not u.port:
-        raise P2PWorldError(f"control URL must be http://host:port, not {base!r}")
-    data = b"" if body is None else json.dumps(body).encode()
-    headers = [("host", f"{u.hostname}:{u.port}"), ("content-length", str(len(data))),
-               ("content-type", "application/json"), ("connection", "close")]
-    if bearer:
-        headers.append(("authorization", f"Bearer {bearer}"))
+    req = control_request(base, method, path, body, bearer=bearer)
     try:
         with trio.fail_after(timeout):
             status, out, _ = await http_exchange(
-                u.hostname, u.port, h11.Request(method=method, target=path, headers=headers),
-                data, max_body=4 * MAX_BODY)
+                req.host, req.port,
+                h11.Request(method=req.method, target=req.target, headers=req.headers),
+                req.data, max_body=MAX_ANSWER)
     except (OSError, trio.TooSlowError, trio.BrokenResourceError) as e:
         raise SessionClosed(f"control service unreachable: {e}") from None
     except h11.ProtocolError as e:
         raise P2PWorldError(f"bad HTTP from the control service: {e}") from None
-    try:
-        return status, jsonbound.loads(out, max_bytes=4 * MAX_BODY) if out else None
-    except DecodeError:
-        raise P2PWorldError("control service answered with invalid JSON") from None
+    return status, control_reply(out)

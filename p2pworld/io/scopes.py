@@ -48,107 +48,33 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Literal, TypeVar
+from typing import Any
 
 import trio
 
-from p2pworld.errors import (
-    InternalError,
-    LocalProtocolError,
-    NodeFailed,
-    P2PWorldError,
-    StoreError,
+from p2pworld.core.supervision import (
+    HEALTHY_AFTER,
+    RESTART_BASE,
+    RESTART_CAP,
+    SCOPES,
+    TASKS,
+    Failure,
+    RestartSchedule,
+    Scope,
+    Starter,
+    TaskInfo,
+    end_node,
+    info_of,
+    restarts,
+    task,
+    typed,
+    unwrapped,
 )
-from p2pworld.transport.backoff import Backoff
 
-Scope = Literal["peer", "lane", "relay", "request", "node"]
-SCOPES: tuple[Scope, ...] = ("peer", "lane", "relay", "request", "node")
-
-RESTART_BASE = 0.5
-RESTART_CAP = 30.0
-HEALTHY_AFTER = 30.0
-"""A restarted task that ran this long before failing again starts its backoff afresh."""
-
-
-@dataclass(frozen=True)
-class TaskInfo:
-    """How a registered task is supervised."""
-
-    name: str
-    """``module:qualname``."""
-    scope: Scope
-    restart: bool = False
-    """Start it again (after a backoff) when it fails."""
-    boundary: bool = True
-    """Started through a :class:`Supervisor` (False: in its parent's own nursery)."""
-
-
-@dataclass(frozen=True)
-class Failure:
-    """One scope that ended with an error: what :class:`Supervisor` reports."""
-
-    scope: Scope
-    key: str
-    """Which one: a peer's node id (hex), a relay URL, a lane or request name."""
-    task: str
-    error: P2PWorldError
-    restarting: bool
-    args: tuple[Any, ...] = ()
-    """The task's arguments: what the scope holds (a session, a pipe), for its owner to
-    close."""
-
-
-TASKS: dict[str, TaskInfo] = {}
-"""Every registered task, by ``module:qualname``."""
-
-F = TypeVar("F", bound=Callable[..., Awaitable[Any]])
-
-
-def task(scope: Scope, *, restart: bool = False, boundary: bool = True) -> Callable[[F], F]:
-    """Register an async function or method as a task of ``scope``."""
-    if scope not in SCOPES:
-        raise LocalProtocolError(f"unknown scope {scope!r}")
-
-    def deco(fn: F) -> F:
-        name = f"{fn.__module__}:{fn.__qualname__}"
-        TASKS[name] = TaskInfo(name, scope, restart, boundary)
-        return fn
-
-    return deco
-
-
-def info_of(fn: Callable[..., Any]) -> TaskInfo:
-    """The registration of ``fn`` (a function, bound method or partial of one)."""
-    while isinstance(fn, functools.partial):
-        fn = fn.func
-    fn = getattr(fn, "__func__", fn)
-    got = TASKS.get(f"{getattr(fn, '__module__', '?')}:{getattr(fn, '__qualname__', '?')}")
-    if got is None:
-        raise LocalProtocolError(f"task {fn!r} is not registered with a scope (p2pworld.io.scopes)")
-    return got
-
-
-def typed(e: BaseException) -> P2PWorldError:
-    """The typed error an exception ends its scope with."""
-    leaves = list(_leaves(e))
-    typed_leaf = next((x for x in leaves if isinstance(x, P2PWorldError)), None)
-    if typed_leaf is not None:
-        return typed_leaf
-    leaf = leaves[0] if leaves else e
-    err = InternalError(f"{type(leaf).__name__}: {str(leaf)[:200]}",
-                        exception=type(leaf).__name__)
-    err.__cause__ = e
-    return err
-
-
-def _leaves(e: BaseException) -> list[BaseException]:
-    if isinstance(e, BaseExceptionGroup):
-        return [x for sub in e.exceptions for x in _leaves(sub)]
-    return [e]
+# The registry, the typed errors and the restart rules are the pure core's
+# (p2pworld.core.supervision); this module starts the tasks and contains their failures.
 
 
 def spawn_in(nursery: trio.Nursery, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
@@ -177,7 +103,8 @@ class Supervisor:
         self.on_failure = on_failure
         self.rng = rng or random.SystemRandom()
         self.failures = 0
-        self._backoff: dict[tuple[str, str], Backoff] = {}
+        self._restarts = RestartSchedule(base=RESTART_BASE, cap=RESTART_CAP,
+                                         healthy_after=HEALTHY_AFTER)
         self.closed = False
 
     def spawn(self, fn: Callable[..., Awaitable[Any]], *args: Any, key: str = "") -> None:
@@ -202,7 +129,7 @@ class Supervisor:
             await fn(*args)
         except Exception as e:  # noqa: BLE001 - the scope boundary (see the module docs)
             self._ended(info, key, e, restarting=False, args=args)
-            self._end_node(info, e)
+            end_node(info, e)
 
     @staticmethod
     async def contain_once(fn: Callable[..., Awaitable[Any]], *args: Any,
@@ -214,24 +141,18 @@ class Supervisor:
             await fn(*args)
         except Exception as e:  # noqa: BLE001 - the scope boundary (see the module docs)
             on_failure(Failure(info.scope, key, info.name, typed(e), False, args))
-            Supervisor._end_node(info, e)
+            end_node(info, e)
 
     async def _boundary(self, info: TaskInfo, key: str, fn: Callable[..., Awaitable[Any]],
                         args: tuple[Any, ...],
                         task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-        started = False
+        starter = Starter(task_status.started)
 
         async def run() -> None:
-            nonlocal started
             if _takes_task_status(fn):
-                def ok(value: Any = None) -> None:
-                    nonlocal started
-                    started = True
-                    task_status.started(value)
-                await fn(*args, task_status=_Status(ok))
+                await fn(*args, task_status=_Status(starter.started_with))
             else:
-                started = True
-                task_status.started()
+                starter.started_with()
                 await fn(*args)
 
         while True:
@@ -240,43 +161,21 @@ class Supervisor:
                 await run()
                 return
             except Exception as e:  # noqa: BLE001 - the scope boundary (see the module docs)
-                if not started and not info.restart:
-                    err = typed(e)
-                    if isinstance(err, InternalError):
-                        self._end_node(info, e)  # a node task's bug: the node does not start
-                    raise err from e
-                restart = info.restart and not self.closed
+                # Raised here, typed, when it failed before it started and is not restarted.
+                restart = restarts(info, e, started=starter.started, closed=self.closed)
                 self._ended(info, key, e, restarting=restart, args=args)
                 if not restart:
-                    self._end_node(info, e)
+                    end_node(info, e)
                     return
-            if not started:
-                # A restartable task that failed before it was ready does not hold up its
-                # starter: it is reported, and keeps being retried in the background.
-                started = True
-                task_status.started()
-            b = self._backoff.setdefault((info.name, key),
-                                         Backoff(base=RESTART_BASE, cap=RESTART_CAP))
-            if trio.current_time() - t0 > HEALTHY_AFTER:
-                b.reset()
-            await trio.sleep(b.next_delay(self.rng))
-            task_status = trio.TASK_STATUS_IGNORED
+            starter.failed()
+            await trio.sleep(self._restarts.delay(info.name, key,
+                                                  ran_for=trio.current_time() - t0,
+                                                  rng=self.rng))
 
     def _ended(self, info: TaskInfo, key: str, e: BaseException, *, restarting: bool,
                args: tuple[Any, ...] = ()) -> None:
         self.failures += 1
         self.on_failure(Failure(info.scope, key, info.name, typed(e), restarting, args))
-
-    @staticmethod
-    def _end_node(info: TaskInfo, e: Exception) -> None:
-        """A ``node`` task that is not restarted ends the node, typed."""
-        if info.scope != "node":
-            return
-        err = typed(e)
-        if isinstance(err, StoreError):
-            raise err
-        raise NodeFailed(f"{info.name} failed: {err.code}: {err.message}", task=info.name,
-                         cause=err.code) from e
 
 
 class _Status:
@@ -292,14 +191,11 @@ class _Status:
 def _takes_task_status(fn: Callable[..., Any]) -> bool:
     import inspect
 
-    target = fn
-    while isinstance(target, functools.partial):
-        target = target.func
     try:
-        return "task_status" in inspect.signature(target).parameters
+        return "task_status" in inspect.signature(unwrapped(fn)).parameters
     except (TypeError, ValueError):
         return False
 
 
-__all__ = ["Failure", "Scope", "Supervisor", "TaskInfo", "TASKS", "info_of", "spawn_in",
-           "start_in", "task", "typed"]
+__all__ = ["Failure", "SCOPES", "Scope", "Supervisor", "TaskInfo", "TASKS", "info_of",
+           "spawn_in", "start_in", "task", "typed"]

@@ -1,5 +1,7 @@
 """The session shell: runs the handshake core over a trio-websocket connection, then carries
-encrypted frames. One reader loop feeds the caller; one writer drains a bounded queue.
+encrypted frames. One reader loop feeds the caller; one writer sends what the bounded queue
+holds. What each message, close and send means is the session core's answer
+(:mod:`p2pworld.transport.link`); this module does the I/O.
 
 Example (see ``tests/test_session.py`` for a full run)::
 
@@ -14,36 +16,22 @@ from __future__ import annotations
 import random
 from collections.abc import Awaitable, Callable
 from typing import Protocol
-from urllib.parse import urlsplit
 
 import trio
 import trio_websocket
 from trio_websocket import ConnectionClosed, WebSocketRequest
 
-from p2pworld.errors import (
-    Backpressure,
-    HandshakeError,
-    HandshakeTimeout,
-    P2PWorldError,
-    RemoteProtocolError,
-    SessionClosed,
-)
+from p2pworld.errors import HandshakeError, HandshakeTimeout, P2PWorldError, SessionClosed
 from p2pworld.io.scopes import spawn_in, task
-from p2pworld.transport.frames import FramePacker, FrameReader
 from p2pworld.transport.handshake import (
     MAX_HANDSHAKE_BYTES,
-    Handshake,
     HandshakeConfig,
     HandshakeResult,
     Transport,
 )
-from p2pworld.wire import Message, encode_message
+from p2pworld.transport.link import SEND_QUEUE, SEND_QUEUE_BYTES, HandshakeRun, Link, ws_target
+from p2pworld.wire import Message
 
-SEND_QUEUE = 1024
-"""Messages queued for one session, at most."""
-SEND_QUEUE_BYTES = 64 << 20
-"""Encoded bytes queued for one session, at most (one message is always accepted when the
-queue is empty, whatever its size)."""
 _system_rng = random.SystemRandom()
 
 
@@ -59,29 +47,26 @@ class FramePipe(Protocol):
 
 async def _handshake(ws: FramePipe, config: HandshakeConfig, *, initiator: bool,
                      rng: random.Random, timeout: float) -> HandshakeResult:
-    hs = Handshake(config, initiator=initiator, rng=rng)
+    """Carry out the handshake core's steps (:class:`~p2pworld.transport.link.HandshakeRun`)
+    on ``ws``, within ``timeout``."""
+    run = HandshakeRun(config, initiator=initiator, rng=rng)
     try:
         with trio.fail_after(timeout):
-            if initiator:
-                await ws.send_message(hs.start())
-            while not hs.done:
-                data = await ws.get_message()
-                if not isinstance(data, bytes):
-                    raise HandshakeError("text frame during handshake")
-                try:
-                    out = hs.receive(data)
-                except HandshakeError:
-                    if hs.error is not None and not _is_refusal(hs.error):
-                        with trio.move_on_after(1):
-                            await ws.send_message(hs.refusal())
-                    raise
-                if out is not None:
+            for out in run.opening():
+                await ws.send_message(out)
+            while not run.done:
+                step = run.step(await ws.get_message())
+                for out in step.send:
                     await ws.send_message(out)
+                for refusal in step.refusal:
+                    with trio.move_on_after(1):
+                        await ws.send_message(refusal)
+                step.check()
     except trio.TooSlowError:
         raise HandshakeTimeout(f"handshake took longer than {timeout} s") from None
     except ConnectionClosed:
         raise HandshakeError("connection closed during handshake") from None
-    return hs.result
+    return run.result
 
 
 @task("request", boundary=False)
@@ -103,37 +88,56 @@ async def close_websocket(ws: FramePipe) -> None:
                 pass
 
 
-def _is_refusal(e: P2PWorldError) -> bool:
-    return e.code == "HANDSHAKE_REFUSED"
-
-
 class Session:
-    """An authenticated, encrypted session with one peer."""
+    """An authenticated, encrypted session with one peer: the pipe, a reader loop and a
+    writer task around the session core (:class:`~p2pworld.transport.link.Link`), which holds
+    the send queue, the counters and the close reason."""
 
     def __init__(self, ws: FramePipe, result: HandshakeResult, *, address: str) -> None:
         self.ws = ws
         self.result = result
-        self.transport: Transport = result.transport()
+        self.link = Link(result.transport(), max_messages=SEND_QUEUE,
+                         max_bytes=SEND_QUEUE_BYTES)
+        self.transport: Transport = self.link.transport
         self.address = address
         self.peer_id = result.peer_id
         self.closed = trio.Event()
-        self.close_reason: P2PWorldError | None = None
-        self._send, self._recv = trio.open_memory_channel[bytes](SEND_QUEUE)
-        self._queued_bytes = 0
-        self._packer = FramePacker()
-        self._frames_in = FrameReader()
-        self.messages_in = 0
-        self.messages_queued = 0
-        self.messages_out = 0
-        self.frames_in = 0
-        self.frames_out = 0
-        """When the last frame arrived (trio clock): parts of a large message count as
-        traffic for keepalive while the message is still incomplete."""
+        self._wake = trio.Event()
+        """Set when a message is queued: the writer takes everything queued."""
+
+    @property
+    def close_reason(self) -> P2PWorldError | None:
+        """Why the session ended (None while it runs, or when it ended for no reason given)."""
+        return self.link.close_reason
+
+    @close_reason.setter
+    def close_reason(self, reason: P2PWorldError | None) -> None:
+        self.link.close_reason = reason
+
+    @property
+    def messages_in(self) -> int:
+        return self.link.messages_in
+
+    @property
+    def messages_queued(self) -> int:
+        return self.link.messages_queued
+
+    @property
+    def messages_out(self) -> int:
+        return self.link.messages_out
+
+    @property
+    def frames_in(self) -> int:
+        return self.link.frames_in
+
+    @property
+    def frames_out(self) -> int:
+        return self.link.frames_out
 
     @property
     def messages_skipped(self) -> int:
         """Messages from the peer over the size bound, dropped without ending the session."""
-        return self._frames_in.skipped
+        return self.link.reader.skipped
 
     @property
     def initiator(self) -> bool:
@@ -141,26 +145,16 @@ class Session:
 
     def send_nowait(self, msg: Message) -> None:
         """Queue a message. Raises :class:`Backpressure` when the queue is full."""
-        if self.closed.is_set():
-            raise SessionClosed("session is closed")
         # Encoded now (the caller's view of the message is fixed); sealed by the writer,
         # which packs whatever is queued into as few frames as it can.
-        raw = encode_message(msg)
-        if self._queued_bytes and self._queued_bytes + len(raw) > SEND_QUEUE_BYTES:
-            raise Backpressure("session send queue is full", limit=SEND_QUEUE_BYTES,
-                               unit="bytes")
-        try:
-            self._send.send_nowait(raw)
-        except trio.WouldBlock:
-            raise Backpressure("session send queue is full", limit=SEND_QUEUE) from None
-        self._queued_bytes += len(raw)
-        self.messages_queued += 1
+        self.link.push(msg)
+        self._wake.set()
 
     async def flush(self) -> None:
         """Wait until every message queued so far was written to the socket (or the session
         ended)."""
-        target = self.messages_queued
-        while self.messages_out < target and not self.closed.is_set():
+        target = self.link.messages_queued
+        while not self.link.flushed(target):
             await trio.sleep(0.005)
 
     async def run(self, on_frame: Callable[[list[Message]], Awaitable[None] | None]) -> None:
@@ -173,58 +167,49 @@ class Session:
                 await self._reader(on_frame)
                 nursery.cancel_scope.cancel()
         finally:
+            self.link.closed = True
             self.closed.set()
             await close_websocket(self.ws)
 
     async def _reader(self, on_frame: Callable[[list[Message]], Awaitable[None] | None]) -> None:
+        link = self.link
         while True:
             try:
                 data = await self.ws.get_message()
             except ConnectionClosed:
-                self.close_reason = self.close_reason or SessionClosed("peer closed the session")
+                link.peer_closed()
                 return
-            try:
-                if not isinstance(data, bytes):
-                    raise RemoteProtocolError("text frame on a binary session")
-                msgs = self._frames_in.feed(self.transport.open(data))
-            except RemoteProtocolError as e:
-                self.close_reason = e
+            msgs = link.received(data)
+            if msgs is None:
                 return
-            self.frames_in += 1
-            self.messages_in += len(msgs)
             r = on_frame(msgs)
             if r is not None:
                 await r
 
     @task("peer", boundary=False)
     async def _writer(self) -> None:
-        async for first in self._recv:
+        link = self.link
+        while True:
+            await self._wake.wait()
+            self._wake = trio.Event()
             # Everything already queued leaves together (few seals, few websocket writes):
-            # under load, per-message costs become per-batch costs. A message larger than a
-            # frame leaves as consecutive parts.
-            batch = [first]
-            while True:
-                try:
-                    batch.append(self._recv.receive_nowait())
-                except trio.WouldBlock:
-                    break
-            self._queued_bytes -= sum(len(m) for m in batch)
+            # under load, per-message costs become per-batch costs.
+            count, frames = link.take()
             try:
-                for frame in self._packer.pack(batch):
-                    await self.ws.send_message(self.transport.seal(frame))
-                    self.frames_out += 1
+                for frame in frames:
+                    await self.ws.send_message(link.transport.seal(frame))
+                    link.frames_out += 1
             except ConnectionClosed:
                 return
             except P2PWorldError as e:
-                # The lane could not carry a frame (a relay refused it, the transport is
-                # spent): this session ends with that reason; the node redials.
-                self.close_reason = self.close_reason or e
+                # The lane could not carry a frame: the session ends, the node redials.
+                link.lane_failed(e)
                 await close_websocket(self.ws)
                 return
-            self.messages_out += len(batch)
+            link.sent(count)
 
     async def aclose(self, reason: P2PWorldError | None = None) -> None:
-        self.close_reason = self.close_reason or reason or SessionClosed("closed locally")
+        self.link.close(reason)
         self.closed.set()
         await close_websocket(self.ws)
 
@@ -236,19 +221,15 @@ async def open_session(nursery: trio.Nursery, url: str, config: HandshakeConfig,
     trio-websocket runs each connection's background reader in ``nursery``, which must
     outlive the session.
     """
-    u = urlsplit(url)
+    target = ws_target(url)
     try:
         with trio.fail_after(timeout):
-            if u.scheme != "ws" or not u.hostname:
-                raise OSError(f"not a ws:// URL: {url!r}")
             # We own the TCP stream: trio-websocket 0.12 leaks it when the server closes
             # during the HTTP upgrade (a dying proxy, an overloaded peer).
-            stream = await trio.open_tcp_stream(u.hostname, u.port or 80)
+            stream = await trio.open_tcp_stream(target.host, target.port)
             try:
                 ws = await trio_websocket.wrap_client_stream(
-                    nursery, stream, u.hostname,
-                    (u.path or "/") + (f"?{u.query}" if u.query else ""),
-                    message_queue_size=64,
+                    nursery, stream, target.host, target.resource, message_queue_size=64,
                     max_message_size=max(config.max_frame, MAX_HANDSHAKE_BYTES))
             except BaseException:
                 await trio.aclose_forcefully(stream)
