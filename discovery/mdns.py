@@ -4,7 +4,9 @@ Zeroconf runs its own threads (and an asyncio loop); this shell bridges them int
 callbacks hand candidates to trio through ``trio.from_thread`` with the run's token, and
 blocking zeroconf calls run in worker threads. Interfaces are always explicit: zeroconf is
 never started on "all interfaces". Closing unregisters the service, which sends goodbye
-packets so peers drop us at once.
+packets so peers drop us at once. What a record means (our own, malformed, a peer found or
+gone) and which addresses an interface list names are decided by the core
+:mod:`p2pworld.transport.mdns_records`.
 
 Example::
 
@@ -17,8 +19,7 @@ Example::
 from __future__ import annotations
 
 import socket
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Any
 
@@ -26,45 +27,35 @@ import ifaddr
 import trio
 from zeroconf import IPVersion, ServiceBrowser, ServiceInfo, ServiceStateChange, Zeroconf
 
-from p2pworld.errors import DecodeError, DiscoveryError
 from p2pworld.io.scopes import task
-from p2pworld.transport.candidate import SERVICE_TYPE, Candidate, build_txt, parse_txt
+from p2pworld.transport.candidate import SERVICE_TYPE, build_txt
+from p2pworld.transport.mdns_records import (
+    LOOKUP,
+    LOOKUP_TIMEOUT_MS,
+    Found,
+    Lookup,
+    Lost,
+    MdnsBrowse,
+    interface_addresses,
+    service_host,
+)
 
 EVENT_QUEUE = 256
 
 
-@dataclass(frozen=True)
-class Found:
-    service_name: str
-    candidate: Candidate
-
-
-@dataclass(frozen=True)
-class Lost:
-    service_name: str
+def _is_ipv4(name: str) -> bool:
+    """Whether the OS reads ``name`` as an IPv4 address."""
+    try:
+        socket.inet_aton(name)
+    except OSError:
+        return False
+    return True
 
 
 def resolve_interfaces(names: list[str]) -> list[str]:
-    """Map interface names (``eth0``) or IPv4 addresses to IPv4 addresses."""
-    out: list[str] = []
-    adapters = None
-    for name in names:
-        try:
-            socket.inet_aton(name)
-            out.append(name)
-            continue
-        except OSError:
-            pass
-        if adapters is None:
-            adapters = ifaddr.get_adapters()
-        ips = [ip.ip for a in adapters if a.nice_name == name or a.name == name
-               for ip in a.ips if isinstance(ip.ip, str)]
-        if not ips:
-            raise DiscoveryError(f"interface {name!r} has no IPv4 address")
-        out.extend(ips)
-    if not out:
-        raise DiscoveryError("no interface given: mDNS needs an explicit interface")
-    return out
+    """Map interface names (``eth0``) or IPv4 addresses to IPv4 addresses
+    (:func:`~p2pworld.transport.mdns_records.interface_addresses`)."""
+    return interface_addresses(names, is_address=_is_ipv4, adapters=ifaddr.get_adapters)
 
 
 class MdnsDiscovery:
@@ -77,14 +68,14 @@ class MdnsDiscovery:
         self.workspace = workspace
         self.port = port
         self.versions = versions
-        self.instance = f"p2pw-{node_id.hex()[:16]}.{SERVICE_TYPE}"
+        self._browse = MdnsBrowse(node_id)
+        self.instance = self._browse.instance
         self._send, self._recv = trio.open_memory_channel[Found | Lost](EVENT_QUEUE)
         self._zc: Zeroconf | None = None
         self._info: ServiceInfo | None = None
         self._browser: ServiceBrowser | None = None
         self._token: trio.lowlevel.TrioToken | None = None
         self.dropped = 0
-        self.malformed = 0
         self.registered = trio.Event()
 
     async def __aenter__(self) -> MdnsDiscovery:
@@ -97,7 +88,7 @@ class MdnsDiscovery:
             port=self.port,
             properties=build_txt(node_id=self.node_id, workspace=self.workspace,
                                  port=self.port, versions=self.versions),
-            server=f"p2pw-{self.node_id.hex()[:16]}.local.",
+            server=service_host(self.node_id),
         )
         self._browser = ServiceBrowser(self._zc, SERVICE_TYPE, handlers=[self._on_change])
         return self
@@ -133,28 +124,20 @@ class MdnsDiscovery:
 
     # --- zeroconf thread side ---------------------------------------------------------------
 
+    @property
+    def malformed(self) -> int:
+        """Browsed records whose TXT did not parse."""
+        return self._browse.malformed
+
     def _on_change(self, zeroconf: Zeroconf, service_type: str, name: str,
                    state_change: ServiceStateChange, **_: Any) -> None:
-        if name == self.instance:
-            return
-        if state_change is ServiceStateChange.Removed:
-            self._deliver(Lost(name))
-            return
-        info = zeroconf.get_service_info(service_type, name, timeout=3000)
-        if info is None:
-            return
-        try:
-            cand = parse_txt(dict(info.properties), addresses=info.parsed_addresses(),
-                             source="mdns")
-        except DecodeError:
-            self.malformed += 1
-            return
-        if cand.port != info.port:
-            cand = Candidate(node_id=cand.node_id, workspace=cand.workspace,
-                             versions=cand.versions, addresses=cand.addresses,
-                             port=info.port or cand.port, source="mdns")
-        if cand.node_id != self.node_id:
-            self._deliver(Found(name, cand))
+        removed = state_change is ServiceStateChange.Removed
+        events: Sequence[Found | Lost] | Lookup = self._browse.changed(name, removed=removed)
+        if events is LOOKUP:
+            events = self._browse.resolved(name, zeroconf.get_service_info(
+                service_type, name, timeout=LOOKUP_TIMEOUT_MS))
+        for event in events:
+            self._deliver(event)
 
     def _deliver(self, event: Found | Lost) -> None:
         token = self._token
@@ -173,3 +156,6 @@ class MdnsDiscovery:
             trio.from_thread.run_sync(put, trio_token=token)
         except trio.RunFinishedError:
             pass
+
+
+__all__ = ["EVENT_QUEUE", "Found", "Lost", "MdnsDiscovery", "resolve_interfaces"]
