@@ -18,8 +18,10 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import socket
 from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 
@@ -58,6 +60,15 @@ def resolve_interfaces(names: list[str]) -> list[str]:
     return interface_addresses(names, is_address=_is_ipv4, adapters=ifaddr.get_adapters)
 
 
+@dataclass(frozen=True)
+class _Running:
+    """What :meth:`MdnsDiscovery.__aenter__` started (and ``__aexit__`` stops)."""
+
+    zc: Zeroconf
+    info: ServiceInfo
+    browser: ServiceBrowser
+
+
 class MdnsDiscovery:
     """Advertise ``_p2pworld._tcp.local.`` on the given interfaces and browse for peers."""
 
@@ -71,18 +82,15 @@ class MdnsDiscovery:
         self._browse = MdnsBrowse(node_id)
         self.instance = self._browse.instance
         self._send, self._recv = trio.open_memory_channel[Found | Lost](EVENT_QUEUE)
-        self._zc: Zeroconf | None = None
-        self._info: ServiceInfo | None = None
-        self._browser: ServiceBrowser | None = None
-        self._token: trio.lowlevel.TrioToken | None = None
+        self._running: _Running | None = None
         self.dropped = 0
         self.registered = trio.Event()
 
     async def __aenter__(self) -> MdnsDiscovery:
-        self._token = trio.lowlevel.current_trio_token()
-        self._zc = await trio.to_thread.run_sync(
+        token = trio.lowlevel.current_trio_token()
+        zc = await trio.to_thread.run_sync(
             lambda: Zeroconf(interfaces=self.interfaces, ip_version=IPVersion.V4Only))
-        self._info = ServiceInfo(
+        info = ServiceInfo(
             SERVICE_TYPE, self.instance,
             addresses=[socket.inet_aton(a) for a in self.interfaces],
             port=self.port,
@@ -90,30 +98,31 @@ class MdnsDiscovery:
                                  port=self.port, versions=self.versions),
             server=service_host(self.node_id),
         )
-        self._browser = ServiceBrowser(self._zc, SERVICE_TYPE, handlers=[self._on_change])
+        # Browse callbacks run on zeroconf's thread and reach trio with this run's token.
+        browser = ServiceBrowser(zc, SERVICE_TYPE,
+                                 handlers=[functools.partial(self._on_change, token)])
+        self._running = _Running(zc, info, browser)
         return self
 
     @task("lane", boundary=False)
     async def register(self) -> None:
         """Announce this node (probing and announcing take about 1.6 s)."""
-        zc, info = self._zc, self._info
-        assert zc is not None and info is not None
-        await trio.to_thread.run_sync(zc.register_service, info)
+        running = self._running
+        assert running is not None
+        await trio.to_thread.run_sync(running.zc.register_service, running.info)
         self.registered.set()
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
                         tb: TracebackType | None) -> None:
-        zc = self._zc
-        self._zc = None
-        if zc is None:
+        running, self._running = self._running, None
+        if running is None:
             return
         with trio.CancelScope(shield=True):
             def shutdown() -> None:
-                if self._browser is not None:
-                    self._browser.cancel()
-                if self.registered.is_set() and self._info is not None:
-                    zc.unregister_service(self._info)  # goodbye packets
-                zc.close()
+                running.browser.cancel()
+                if self.registered.is_set():
+                    running.zc.unregister_service(running.info)  # goodbye packets
+                running.zc.close()
 
             await trio.to_thread.run_sync(shutdown)
         self._send.close()
@@ -129,21 +138,17 @@ class MdnsDiscovery:
         """Browsed records whose TXT did not parse."""
         return self._browse.malformed
 
-    def _on_change(self, zeroconf: Zeroconf, service_type: str, name: str,
-                   state_change: ServiceStateChange, **_: Any) -> None:
+    def _on_change(self, token: trio.lowlevel.TrioToken, zeroconf: Zeroconf, service_type: str,
+                   name: str, state_change: ServiceStateChange, **_: Any) -> None:
         removed = state_change is ServiceStateChange.Removed
         events: Sequence[Found | Lost] | Lookup = self._browse.changed(name, removed=removed)
         if events is LOOKUP:
             events = self._browse.resolved(name, zeroconf.get_service_info(
                 service_type, name, timeout=LOOKUP_TIMEOUT_MS))
         for event in events:
-            self._deliver(event)
+            self._deliver(token, event)
 
-    def _deliver(self, event: Found | Lost) -> None:
-        token = self._token
-        if token is None:
-            return
-
+    def _deliver(self, token: trio.lowlevel.TrioToken, event: Found | Lost) -> None:
         def put() -> None:
             try:
                 self._send.send_nowait(event)
