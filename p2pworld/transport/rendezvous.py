@@ -180,6 +180,7 @@ class RendezvousCore:
         reports with :meth:`count` (a full send queue, a failed connection task)."""
 
     def count(self, code: str) -> None:
+        """Count one error of ``code`` in :attr:`errors`."""
         self.errors[code] = self.errors.get(code, 0) + 1
 
     def connect(self, conn: int, *, nonce: bytes) -> tuple[_Conn, Out]:
@@ -216,7 +217,7 @@ class RendezvousCore:
 
     def receive(self, conn: int, data: dict[str, Value] | bytes, *, now_ms: int) -> Out:
         """Handle one frame from ``conn``. Raises :class:`RemoteProtocolError` for a frame
-        that should end the connection (the shell closes it)."""
+        that should end the connection (:meth:`frame` turns that into the end of it)."""
         c = self.conns.get(conn)
         if c is None:
             return []
