@@ -4,7 +4,9 @@ Zeroconf runs its own threads (and an asyncio loop); this shell bridges them int
 callbacks hand candidates to trio through ``trio.from_thread`` with the run's token, and
 blocking zeroconf calls run in worker threads. Interfaces are always explicit: zeroconf is
 never started on "all interfaces". Closing unregisters the service, which sends goodbye
-packets so peers drop us at once.
+packets so peers drop us at once. What a record means (our own, malformed, a peer found or
+gone) and which addresses an interface list names are decided by the core
+:mod:`p2pworld.transport.mdns_records`.
 
 Example::
 
@@ -16,8 +18,9 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import socket
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
@@ -26,45 +29,44 @@ import ifaddr
 import trio
 from zeroconf import IPVersion, ServiceBrowser, ServiceInfo, ServiceStateChange, Zeroconf
 
-from p2pworld.errors import DecodeError, DiscoveryError
 from p2pworld.io.scopes import task
-from p2pworld.transport.candidate import SERVICE_TYPE, Candidate, build_txt, parse_txt
+from p2pworld.transport.candidate import SERVICE_TYPE, build_txt
+from p2pworld.transport.mdns_records import (
+    LOOKUP,
+    LOOKUP_TIMEOUT_MS,
+    Found,
+    Lookup,
+    Lost,
+    MdnsBrowse,
+    interface_addresses,
+    service_host,
+)
 
 EVENT_QUEUE = 256
 
 
-@dataclass(frozen=True)
-class Found:
-    service_name: str
-    candidate: Candidate
-
-
-@dataclass(frozen=True)
-class Lost:
-    service_name: str
+def _is_ipv4(name: str) -> bool:
+    """Whether the OS reads ``name`` as an IPv4 address."""
+    try:
+        socket.inet_aton(name)
+    except OSError:
+        return False
+    return True
 
 
 def resolve_interfaces(names: list[str]) -> list[str]:
-    """Map interface names (``eth0``) or IPv4 addresses to IPv4 addresses."""
-    out: list[str] = []
-    adapters = None
-    for name in names:
-        try:
-            socket.inet_aton(name)
-            out.append(name)
-            continue
-        except OSError:
-            pass
-        if adapters is None:
-            adapters = ifaddr.get_adapters()
-        ips = [ip.ip for a in adapters if a.nice_name == name or a.name == name
-               for ip in a.ips if isinstance(ip.ip, str)]
-        if not ips:
-            raise DiscoveryError(f"interface {name!r} has no IPv4 address")
-        out.extend(ips)
-    if not out:
-        raise DiscoveryError("no interface given: mDNS needs an explicit interface")
-    return out
+    """Map interface names (``eth0``) or IPv4 addresses to IPv4 addresses
+    (:func:`~p2pworld.transport.mdns_records.interface_addresses`)."""
+    return interface_addresses(names, is_address=_is_ipv4, adapters=ifaddr.get_adapters)
+
+
+@dataclass(frozen=True)
+class _Running:
+    """What :meth:`MdnsDiscovery.__aenter__` started (and ``__aexit__`` stops)."""
+
+    zc: Zeroconf
+    info: ServiceInfo
+    browser: ServiceBrowser
 
 
 class MdnsDiscovery:
@@ -77,52 +79,50 @@ class MdnsDiscovery:
         self.workspace = workspace
         self.port = port
         self.versions = versions
-        self.instance = f"p2pw-{node_id.hex()[:16]}.{SERVICE_TYPE}"
+        self._browse = MdnsBrowse(node_id)
+        self.instance = self._browse.instance
         self._send, self._recv = trio.open_memory_channel[Found | Lost](EVENT_QUEUE)
-        self._zc: Zeroconf | None = None
-        self._info: ServiceInfo | None = None
-        self._browser: ServiceBrowser | None = None
-        self._token: trio.lowlevel.TrioToken | None = None
+        self._running: _Running | None = None
         self.dropped = 0
-        self.malformed = 0
         self.registered = trio.Event()
 
     async def __aenter__(self) -> MdnsDiscovery:
-        self._token = trio.lowlevel.current_trio_token()
-        self._zc = await trio.to_thread.run_sync(
+        token = trio.lowlevel.current_trio_token()
+        zc = await trio.to_thread.run_sync(
             lambda: Zeroconf(interfaces=self.interfaces, ip_version=IPVersion.V4Only))
-        self._info = ServiceInfo(
+        info = ServiceInfo(
             SERVICE_TYPE, self.instance,
             addresses=[socket.inet_aton(a) for a in self.interfaces],
             port=self.port,
             properties=build_txt(node_id=self.node_id, workspace=self.workspace,
                                  port=self.port, versions=self.versions),
-            server=f"p2pw-{self.node_id.hex()[:16]}.local.",
+            server=service_host(self.node_id),
         )
-        self._browser = ServiceBrowser(self._zc, SERVICE_TYPE, handlers=[self._on_change])
+        # Browse callbacks run on zeroconf's thread and reach trio with this run's token.
+        browser = ServiceBrowser(zc, SERVICE_TYPE,
+                                 handlers=[functools.partial(self._on_change, token)])
+        self._running = _Running(zc, info, browser)
         return self
 
     @task("lane", boundary=False)
     async def register(self) -> None:
         """Announce this node (probing and announcing take about 1.6 s)."""
-        zc, info = self._zc, self._info
-        assert zc is not None and info is not None
-        await trio.to_thread.run_sync(zc.register_service, info)
+        running = self._running
+        assert running is not None
+        await trio.to_thread.run_sync(running.zc.register_service, running.info)
         self.registered.set()
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
                         tb: TracebackType | None) -> None:
-        zc = self._zc
-        self._zc = None
-        if zc is None:
+        running, self._running = self._running, None
+        if running is None:
             return
         with trio.CancelScope(shield=True):
             def shutdown() -> None:
-                if self._browser is not None:
-                    self._browser.cancel()
-                if self.registered.is_set() and self._info is not None:
-                    zc.unregister_service(self._info)  # goodbye packets
-                zc.close()
+                running.browser.cancel()
+                if self.registered.is_set():
+                    running.zc.unregister_service(running.info)  # goodbye packets
+                running.zc.close()
 
             await trio.to_thread.run_sync(shutdown)
         self._send.close()
@@ -133,34 +133,22 @@ class MdnsDiscovery:
 
     # --- zeroconf thread side ---------------------------------------------------------------
 
-    def _on_change(self, zeroconf: Zeroconf, service_type: str, name: str,
-                   state_change: ServiceStateChange, **_: Any) -> None:
-        if name == self.instance:
-            return
-        if state_change is ServiceStateChange.Removed:
-            self._deliver(Lost(name))
-            return
-        info = zeroconf.get_service_info(service_type, name, timeout=3000)
-        if info is None:
-            return
-        try:
-            cand = parse_txt(dict(info.properties), addresses=info.parsed_addresses(),
-                             source="mdns")
-        except DecodeError:
-            self.malformed += 1
-            return
-        if cand.port != info.port:
-            cand = Candidate(node_id=cand.node_id, workspace=cand.workspace,
-                             versions=cand.versions, addresses=cand.addresses,
-                             port=info.port or cand.port, source="mdns")
-        if cand.node_id != self.node_id:
-            self._deliver(Found(name, cand))
+    @property
+    def malformed(self) -> int:
+        """Browsed records whose TXT did not parse."""
+        return self._browse.malformed
 
-    def _deliver(self, event: Found | Lost) -> None:
-        token = self._token
-        if token is None:
-            return
+    def _on_change(self, token: trio.lowlevel.TrioToken, zeroconf: Zeroconf, service_type: str,
+                   name: str, state_change: ServiceStateChange, **_: Any) -> None:
+        removed = state_change is ServiceStateChange.Removed
+        events: Sequence[Found | Lost] | Lookup = self._browse.changed(name, removed=removed)
+        if events is LOOKUP:
+            events = self._browse.resolved(name, zeroconf.get_service_info(
+                service_type, name, timeout=LOOKUP_TIMEOUT_MS))
+        for event in events:
+            self._deliver(token, event)
 
+    def _deliver(self, token: trio.lowlevel.TrioToken, event: Found | Lost) -> None:
         def put() -> None:
             try:
                 self._send.send_nowait(event)
@@ -173,3 +161,6 @@ class MdnsDiscovery:
             trio.from_thread.run_sync(put, trio_token=token)
         except trio.RunFinishedError:
             pass
+
+
+__all__ = ["EVENT_QUEUE", "Found", "Lost", "MdnsDiscovery", "resolve_interfaces"]

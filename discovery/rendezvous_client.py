@@ -6,28 +6,41 @@ ordinary p2pworld session *through* the rendezvous: :class:`RelayPipe` looks lik
 to the session code, and its frames travel inside ``rv.relay`` messages, already sealed by the
 session's end-to-end transport keys.
 
-Relay envelope (inside ``rv.relay.d``): canonical CBOR ``{c: pipe id, o: opened by the
-sender?, k: "open" | "data" | "close", d: bytes}``.
+What each message means, the relay envelope and the table of pipes are the client core's
+(:mod:`p2pworld.transport.rendezvous_client`); this shell connects, pumps frames and carries
+out the core's effects (:data:`CARRIERS`).
 """
 
 from __future__ import annotations
 
-import itertools
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
+from typing import Any
 
 import trio
 import trio_websocket
 from trio_websocket import CloseReason, ConnectionClosed
 
 from p2pworld import codec
-from p2pworld.errors import DecodeError, P2PWorldError
 from p2pworld.identity import Signer
 from p2pworld.io.scopes import spawn_in, task
 from p2pworld.io.session import close_websocket
-from p2pworld.transport.rendezvous import Registration, parse_message, register, verified_peers
+from p2pworld.transport.rendezvous import Registration, register, verified_peers
+from p2pworld.transport.rendezvous_client import (
+    MAX_MESSAGE_BYTES,
+    Closed,
+    Deliver,
+    Incoming,
+    Listed,
+    Nothing,
+    PipeKey,
+    RendezvousClientCore,
+    dial_target,
+    read_message,
+    refresh_interval_s,
+    relay_frame,
+)
 
 PIPE_QUEUE = 256
 
@@ -44,6 +57,7 @@ class RelayPipe:
         self.peer = peer
         self.pid = pid
         self.mine = mine
+        self.key: PipeKey = (peer, pid, mine)
         self._send, self._recv = trio.open_memory_channel[bytes](PIPE_QUEUE)
         self.closed = False
 
@@ -56,17 +70,15 @@ class RelayPipe:
     async def send_message(self, data: bytes) -> None:
         if self.closed:
             raise ConnectionClosed(CloseReason(1000, "relay closed"))
-        await self.client._relay(self.peer, {"c": self.pid, "o": self.mine, "k": "data",
-                                             "d": data})
+        await self.client._transmit(relay_frame(self.peer, self.pid, self.mine, "data", data))
 
     async def aclose(self) -> None:
         if not self.closed:
             self.closed = True
             self._send.close()
-            self.client.pipes.pop((self.peer, self.pid, self.mine), None)
+            self.client.core.drop(self.key)
             try:
-                await self.client._relay(self.peer, {"c": self.pid, "o": self.mine,
-                                                     "k": "close", "d": b""})
+                await self.client._transmit(relay_frame(self.peer, self.pid, self.mine, "close"))
             except (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError):
                 pass
 
@@ -82,7 +94,7 @@ class RelayPipe:
     def _remote_closed(self) -> None:
         self.closed = True
         self._send.close()
-        self.client.pipes.pop((self.peer, self.pid, self.mine), None)
+        self.client.core.drop(self.key)
 
 
 @dataclass
@@ -99,29 +111,39 @@ class RendezvousClient:
     scope (a failure there must not end this rendezvous connection)."""
     ttl_ms: int = 60_000
     connect_timeout: float = 10.0
-    pipes: dict[tuple[bytes, int, bool], RelayPipe] = field(default_factory=dict)
     connected: trio.Event = field(default_factory=trio.Event)
-    errors: dict[str, int] = field(default_factory=dict)
     registered: bool = False
     """This connection got past the challenge (registered at least once)."""
+    core: RendezvousClientCore[RelayPipe] = field(init=False)
     _ws: trio_websocket.WebSocketConnection | None = None
-    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+
+    def __post_init__(self) -> None:
+        self.core = RendezvousClientCore(self.workspace)
+
+    @property
+    def pipes(self) -> dict[PipeKey, RelayPipe]:
+        """The open relayed pipes (the core's table)."""
+        return self.core.pipes
+
+    @property
+    def errors(self) -> dict[str, int]:
+        """Relay envelopes that did not decode, by error code."""
+        return self.core.errors
 
     async def open_pipe(self, peer: bytes) -> RelayPipe:
         """Open a relayed connection to ``peer`` (then run the session handshake over it)."""
         if self._ws is None:
             raise ConnectionClosed(CloseReason(1001, "rendezvous not connected"))
-        pipe = RelayPipe(self, peer, next(self._ids), True)
-        self.pipes[(peer, pipe.pid, True)] = pipe
-        await self._relay(peer, {"c": pipe.pid, "o": True, "k": "open", "d": b""})
+        pipe = RelayPipe(self, peer, self.core.next_pid(), True)
+        self.core.add(pipe.key, pipe)
+        await self._transmit(relay_frame(peer, pipe.pid, True, "open"))
         return pipe
 
-    async def _relay(self, peer: bytes, env: dict[str, codec.Value]) -> None:
+    async def _transmit(self, frame: bytes) -> None:
         ws = self._ws
         if ws is None:
             raise ConnectionClosed(CloseReason(1001, "rendezvous not connected"))
-        await ws.send_message(codec.encode_frame({"t": "rv.relay", "to": peer,
-                                                  "d": codec.encode(env)}))
+        await ws.send_message(frame)
 
     async def run(self, nursery: trio.Nursery) -> None:
         """Connect, register, refresh, dispatch; returns when the connection ends (closed by
@@ -129,33 +151,28 @@ class RendezvousClient:
         connect, :class:`~p2pworld.errors.DecodeError` when the rendezvous misbehaves."""
         # A rendezvous that takes the TCP connection but never answers the upgrade (hung,
         # or its handler failed) must not hold this loop for trio-websocket's default 60 s.
-        u = urlsplit(self.url)
-        if u.scheme != "ws" or not u.hostname:
-            raise OSError(f"not a ws:// URL: {self.url!r}")
+        target = dial_target(self.url)
         with trio.fail_after(self.connect_timeout):
             # We own the TCP stream: trio-websocket 0.12 leaks it when the upgrade is cut
             # short (by this timeout, or by a rendezvous that closes half-way).
-            stream = await trio.open_tcp_stream(u.hostname, u.port or 80)
+            stream = await trio.open_tcp_stream(target.host, target.port)
             try:
                 ws = await trio_websocket.wrap_client_stream(
-                    nursery, stream, u.hostname,
-                    (u.path or "/") + (f"?{u.query}" if u.query else ""),
-                    message_queue_size=64, max_message_size=(1 << 20) + 8192)
+                    nursery, stream, target.host, target.resource,
+                    message_queue_size=64, max_message_size=MAX_MESSAGE_BYTES)
             except BaseException:
                 await trio.aclose_forcefully(stream)
                 raise
         try:
             try:
-                chal = parse_message(await _binary(ws))
+                nonce = self.core.challenged(read_message(await ws.get_message()))
             except ConnectionClosed:
                 return
-            if chal["t"] != "rv.chal":
-                raise DecodeError("rendezvous did not send a challenge")
             self._ws = ws
             # Both tasks end quietly when the connection closes (an exception raised in a
             # nursery comes out wrapped in an ExceptionGroup, which no caller expects).
             async with trio.open_nursery() as n:
-                spawn_in(n, self._refresh, ws, chal["nonce"])
+                spawn_in(n, self._refresh, ws, nonce)
                 self.connected.set()
                 self.registered = True
                 await self._read(ws)
@@ -175,53 +192,45 @@ class RendezvousClient:
                 await ws.send_message(codec.encode_frame(register(
                     self.signer, self.workspace, self.direct_urls(), nonce=nonce,
                     now_ms=_now_ms(), ttl_ms=self.ttl_ms)))
-                await trio.sleep(self.ttl_ms / 3000)
+                await trio.sleep(refresh_interval_s(self.ttl_ms))
         except ConnectionClosed:
             return
 
     async def _read(self, ws: trio_websocket.WebSocketConnection) -> None:
+        """Carry out what each message means until the connection closes or the rendezvous
+        says a newer connection of this node replaced this one."""
         try:
-            while True:
-                m = parse_message(await _binary(ws))
-                if m["t"] == "rv.peers":
-                    self.on_peers(self.url, verified_peers(m, workspace=self.workspace,
-                                                           now_ms=_now_ms()))
-                elif m["t"] == "rv.relay" and "from" in m:
-                    self._dispatch(m["from"], m["d"])
-                elif m["t"] == "rv.nope":
-                    for key, pipe in list(self.pipes.items()):
-                        if key[0] == m["to"]:
-                            pipe._remote_closed()
-                    if m["reason"] == "replaced":
-                        return
+            while not self.core.ended:
+                effect = self.core.receive(read_message(await ws.get_message()))
+                CARRIERS[type(effect)](self, effect)
         except ConnectionClosed:
             return
 
-    def _dispatch(self, peer: bytes, raw: bytes) -> None:
-        try:
-            env = codec.need_map(codec.decode(raw, max_bytes=(1 << 20) + 1024), "relay")
-            pid = codec.int_field(env, "c", "relay")
-            theirs = codec.field(env, "o", bool, "relay")
-            kind = codec.str_field(env, "k", "relay", max_len=8)
-            data = codec.bytes_field(env, "d", "relay")
-        except P2PWorldError as e:
-            self.errors[e.code] = self.errors.get(e.code, 0) + 1
-            return
-        key = (peer, pid, not theirs)  # the pipe as this side names it
-        pipe = self.pipes.get(key)
-        if kind == "open" and theirs and pipe is None:
-            if len(self.pipes) >= 1024:
-                return
-            pipe = self.pipes[key] = RelayPipe(self, peer, pid, False)
-            self.on_incoming(pipe)
-        elif kind == "data" and pipe is not None:
-            pipe._feed(data)
-        elif kind == "close" and pipe is not None:
+    def _listed(self, effect: Listed) -> None:
+        self.on_peers(self.url, verified_peers(effect.message, workspace=self.workspace,
+                                               now_ms=_now_ms()))
+
+    def _incoming(self, effect: Incoming) -> None:
+        pipe = RelayPipe(self, *effect.key)
+        self.core.add(effect.key, pipe)
+        self.on_incoming(pipe)
+
+    def _deliver(self, effect: Deliver[RelayPipe]) -> None:
+        effect.pipe._feed(effect.data)
+
+    def _closed(self, effect: Closed[RelayPipe]) -> None:
+        for pipe in effect.pipes:
             pipe._remote_closed()
 
+    def _nothing(self, effect: Nothing) -> None:
+        pass
 
-async def _binary(ws: trio_websocket.WebSocketConnection) -> bytes:
-    data = await ws.get_message()
-    if not isinstance(data, bytes):
-        raise DecodeError("text frame from the rendezvous")
-    return data
+
+CARRIERS: dict[type, Callable[[RendezvousClient, Any], None]] = {
+    Listed: RendezvousClient._listed,
+    Incoming: RendezvousClient._incoming,
+    Deliver: RendezvousClient._deliver,
+    Closed: RendezvousClient._closed,
+    Nothing: RendezvousClient._nothing,
+}
+"""How the shell carries out each effect of the client core (by exact type)."""

@@ -1,8 +1,9 @@
 """The rendezvous server shell: ``p2pworld rendezvous --listen HOST:PORT``.
 
 Pumps websocket connections into :class:`~p2pworld.transport.rendezvous.RendezvousCore` and carries out
-what it returns. One bounded send queue per connection: a client that cannot keep up is
-disconnected (it reconnects and re-registers), so one slow node never stalls the others.
+what it returns (the frames to queue, the connections to close; the core keeps the error
+tally). One bounded send queue per connection: a client that cannot keep up is disconnected
+(it reconnects and re-registers), so one slow node never stalls the others.
 
 Example::
 
@@ -24,7 +25,6 @@ import trio
 import trio_websocket
 
 from p2pworld import codec
-from p2pworld.errors import P2PWorldError
 from p2pworld.io.scopes import Failure, Supervisor, spawn_in, start_in, task
 from p2pworld.io.session import close_websocket
 from p2pworld.transport.rendezvous import MAX_RELAY_BYTES, Out, RendezvousCore
@@ -43,7 +43,6 @@ class RendezvousServer:
     port: int = 0
     queues: dict[int, trio.MemorySendChannel[bytes]] = field(default_factory=dict)
     sockets: dict[int, trio_websocket.WebSocketConnection] = field(default_factory=dict)
-    errors: dict[str, int] = field(default_factory=dict)
     connections_total: int = 0
     _nursery: trio.Nursery | None = None
     _sup: Supervisor | None = None
@@ -52,6 +51,11 @@ class RendezvousServer:
     @property
     def url(self) -> str:
         return f"ws://{self.host}:{self.port}/"
+
+    @property
+    def errors(self) -> dict[str, int]:
+        """Error codes by count (the core keeps the tally)."""
+        return self.core.errors
 
     def stats(self) -> dict[str, Any]:
         return {"connections": len(self.sockets), "connections_total": self.connections_total,
@@ -67,10 +71,10 @@ class RendezvousServer:
             try:
                 q.send_nowait(codec.encode_frame(msg))
             except trio.WouldBlock:
-                self.errors["BACKPRESSURE"] = self.errors.get("BACKPRESSURE", 0) + 1
+                self.core.count("BACKPRESSURE")
                 self._close(cid)
-            if msg.get("t") == "rv.nope" and msg.get("reason") == "replaced":
-                self._close(cid)
+        for cid in self.core.closes_after(out):
+            self._close(cid)
 
     def _close(self, cid: int) -> None:
         ws = self.sockets.get(cid)
@@ -78,7 +82,7 @@ class RendezvousServer:
             spawn_in(self._nursery, close_websocket, ws)
 
     def _failed(self, f: Failure) -> None:
-        self.errors[f.error.code] = self.errors.get(f.error.code, 0) + 1
+        self.core.count(f.error.code)
 
     @task("request")
     async def _handle(self, request: trio_websocket.WebSocketRequest) -> None:
@@ -88,24 +92,19 @@ class RendezvousServer:
         self.connections_total += 1
         send, recv = trio.open_memory_channel[bytes](SEND_QUEUE)
         self.queues[cid], self.sockets[cid] = send, ws
-        _, out = self.core.connect(cid, nonce=secrets.token_bytes(16))
-        self._deliver(out)
+        _, first = self.core.connect(cid, nonce=secrets.token_bytes(16))
+        out: Out | None = first
         try:
             async with trio.open_nursery() as conn:
                 spawn_in(conn, self._writer, ws, recv)
-                while True:
+                # The core ends the connection (None) on a frame it refuses.
+                while out is not None:
+                    self._deliver(out)
                     try:
                         data = await ws.get_message()
                     except trio_websocket.ConnectionClosed:
                         break
-                    try:
-                        if not isinstance(data, bytes):
-                            raise P2PWorldError("text frame")
-                        out = self.core.receive(cid, data, now_ms=_now_ms())
-                    except P2PWorldError as e:
-                        self.errors[e.code] = self.errors.get(e.code, 0) + 1
-                        break
-                    self._deliver(out)
+                    out = self.core.frame(cid, data, now_ms=_now_ms())
                 conn.cancel_scope.cancel()
         finally:
             self.queues.pop(cid, None)

@@ -175,7 +175,13 @@ class RendezvousCore:
         self.by_node: dict[tuple[str, bytes], int] = {}
         self.relayed_bytes = 0
         self.relayed_frames = 0
-        self.refused: dict[str, int] = {}
+        self.errors: dict[str, int] = {}
+        """Error codes by count: frames that ended their connection, and what the shell
+        reports with :meth:`count` (a full send queue, a failed connection task)."""
+
+    def count(self, code: str) -> None:
+        """Count one error of ``code`` in :attr:`errors`."""
+        self.errors[code] = self.errors.get(code, 0) + 1
 
     def connect(self, conn: int, *, nonce: bytes) -> tuple[_Conn, Out]:
         c = self.conns[conn] = _Conn(nonce)
@@ -190,9 +196,28 @@ class RendezvousCore:
             del self.by_node[key]
         return self._announce(c.reg.workspace)
 
+    def frame(self, conn: int, data: bytes | str, *, now_ms: int) -> Out | None:
+        """One websocket message from ``conn``: the frames to send, or ``None`` when the
+        connection must end (a text frame, or a frame :meth:`receive` refuses; its error
+        code is counted in :attr:`errors`).
+
+        Example:
+            >>> core = RendezvousCore()
+            >>> _ = core.connect(1, nonce=b"n" * 16)
+            >>> core.frame(1, "hello", now_ms=0) is None, core.errors
+            (True, {'P2PWORLD_ERROR': 1})
+        """
+        try:
+            if not isinstance(data, bytes):
+                raise P2PWorldError("text frame")
+            return self.receive(conn, data, now_ms=now_ms)
+        except P2PWorldError as e:
+            self.count(e.code)
+            return None
+
     def receive(self, conn: int, data: dict[str, Value] | bytes, *, now_ms: int) -> Out:
         """Handle one frame from ``conn``. Raises :class:`RemoteProtocolError` for a frame
-        that should end the connection (the shell closes it)."""
+        that should end the connection (:meth:`frame` turns that into the end of it)."""
         c = self.conns.get(conn)
         if c is None:
             return []
@@ -241,6 +266,19 @@ class RendezvousCore:
         for cid in dead:
             out += self.disconnect(cid)
         return dead, out
+
+    @staticmethod
+    def closes_after(out: Out) -> list[int]:
+        """The connections to close once ``out`` is queued: those told that a newer
+        connection of their node replaced them.
+
+        Example:
+            >>> RendezvousCore.closes_after([(1, {"t": "rv.nope", "to": b"", "reason": "replaced"}),
+            ...                              (2, {"t": "rv.peers", "recs": []})])
+            [1]
+        """
+        return [cid for cid, msg in out
+                if msg.get("t") == "rv.nope" and msg.get("reason") == "replaced"]
 
     def _announce(self, workspace: str) -> Out:
         conns = sorted(cid for (w, _n), cid in self.by_node.items() if w == workspace)
