@@ -30,6 +30,7 @@ from p2pworld.errors import DecodeError, LocalProtocolError, UnsupportedVersion
 
 FORMAT_VERSION = 1
 """Version byte that starts every frame and every disk record."""
+_VERSION_BYTE = bytes([FORMAT_VERSION])
 
 MAX_FRAME_BYTES = 1 << 20
 MAX_DEPTH = 16
@@ -259,7 +260,7 @@ def decode(data: bytes, *, max_bytes: int = MAX_FRAME_BYTES, max_items: int = MA
 
 def encode_frame(value: Value) -> bytes:
     """Version byte + canonical CBOR."""
-    return bytes([FORMAT_VERSION]) + encode(value)
+    return _VERSION_BYTE + encode(value)
 
 
 def decode_frame(data: bytes, *, max_bytes: int = MAX_FRAME_BYTES,
@@ -306,8 +307,14 @@ def record_map(raw: bytes, what: str, *, max_bytes: int, fields: set[str]
     return m
 
 
+_MISSING: Any = object()
+
+
 def field(m: dict[str, Value], key: str, typ: type | tuple[type, ...], what: str) -> Any:
     """``m[key]`` checked against ``typ`` (bool is never accepted as int)."""
+    v = m.get(key, _MISSING)
+    if type(v) is typ:
+        return v  # (the common case, decoded values being of the exact plain types)
     if key not in m:
         raise DecodeError(f"{what}: missing field {key!r}")
     v = m[key]
@@ -319,21 +326,27 @@ def field(m: dict[str, Value], key: str, typ: type | tuple[type, ...], what: str
 
 
 def bytes_field(m: dict[str, Value], key: str, what: str, *, size: int | None = None) -> bytes:
-    v: bytes = field(m, key, bytes, what)
+    v = m.get(key, _MISSING)
+    if type(v) is not bytes:
+        v = field(m, key, bytes, what)
     if size is not None and len(v) != size:
         raise DecodeError(f"{what}: field {key!r} must be {size} bytes")
     return v
 
 
 def str_field(m: dict[str, Value], key: str, what: str, *, max_len: int = 256) -> str:
-    v: str = field(m, key, str, what)
+    v = m.get(key, _MISSING)
+    if type(v) is not str:
+        v = field(m, key, str, what)
     if len(v) > max_len:
         raise DecodeError(f"{what}: field {key!r} too long")
     return v
 
 
 def int_field(m: dict[str, Value], key: str, what: str, *, lo: int = 0, hi: int = _INT_MAX) -> int:
-    v: int = field(m, key, int, what)
+    v = m.get(key, _MISSING)
+    if type(v) is not int:
+        v = field(m, key, int, what)
     if not lo <= v <= hi:
         raise DecodeError(f"{what}: field {key!r} out of range")
     return v
