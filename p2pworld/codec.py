@@ -326,7 +326,7 @@ def field(m: dict[str, Value], key: str, typ: type | tuple[type, ...], what: str
 
 
 def bytes_field(m: dict[str, Value], key: str, what: str, *, size: int | None = None) -> bytes:
-    v = m.get(key, _MISSING)
+    v: bytes = m.get(key, _MISSING)
     if type(v) is not bytes:
         v = field(m, key, bytes, what)
     if size is not None and len(v) != size:
@@ -335,7 +335,7 @@ def bytes_field(m: dict[str, Value], key: str, what: str, *, size: int | None = 
 
 
 def str_field(m: dict[str, Value], key: str, what: str, *, max_len: int = 256) -> str:
-    v = m.get(key, _MISSING)
+    v: str = m.get(key, _MISSING)
     if type(v) is not str:
         v = field(m, key, str, what)
     if len(v) > max_len:
@@ -344,7 +344,7 @@ def str_field(m: dict[str, Value], key: str, what: str, *, max_len: int = 256) -
 
 
 def int_field(m: dict[str, Value], key: str, what: str, *, lo: int = 0, hi: int = _INT_MAX) -> int:
-    v = m.get(key, _MISSING)
+    v: int = m.get(key, _MISSING)
     if type(v) is not int:
         v = field(m, key, int, what)
     if not lo <= v <= hi:

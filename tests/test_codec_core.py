@@ -4,8 +4,7 @@ gives the same answer as re-encoding canonically (``p2pworld/codec.py``)."""
 from __future__ import annotations
 
 import cbor2
-from hypothesis import given, settings
-from hypothesis import strategies as st
+from hypothesis import given, settings, strategies as st
 
 from p2pworld import codec
 from p2pworld.errors import DecodeError

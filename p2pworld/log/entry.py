@@ -28,11 +28,11 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from p2pworld import codec, identity
+from p2pworld import codec
 from p2pworld.codec import Value
 from p2pworld.errors import DecodeError, InvalidSignature, LocalProtocolError, UnsupportedVersion
 from p2pworld.identity import Signer, node_id, verify, verify_raw
-from p2pworld.log import merkle
+from p2pworld.log import merkle, verified
 
 CHANNEL_DOMAIN = "p2pworld/channel/v1"
 CHANNEL_ID_DOMAIN = "p2pworld/channel-id/v1"
@@ -302,43 +302,6 @@ class _VerifiedRoots:
 _VERIFIED_ROOTS = _VerifiedRoots()
 
 
-class _VerifiedSignatures:
-    """Single signatures already checked (a writer's lone submission, a sequencer's head), so
-    each costs one ed25519 verification however many times a process sees it (every replica
-    receives it; a catch-up sends it again). Keyed by the key, the hash of the signed bytes
-    and the signature; bounded (emptied when full); failures are remembered too. As with
-    :class:`_VerifiedRoots`, verification is a pure function of the key, so sharing it across
-    nodes in one process changes no outcome.
-
-    Example:
-        >>> from p2pworld.identity import Ed25519Signer
-        >>> w = Ed25519Signer(bytes(32))
-        >>> sig = w.sign(codec.tagged(HEAD_DOMAIN, {"seq": 1}))
-        >>> seen = _VerifiedSignatures()
-        >>> [seen.check(w.public_key, HEAD_DOMAIN, {"seq": n}, sig) for n in (1, 1, 2)]
-        [True, True, False]
-    """
-
-    LIMIT = 4096
-
-    def __init__(self) -> None:
-        self._seen: dict[tuple[bytes, bytes, bytes], bool] = {}
-
-    def check(self, key: bytes, domain: str, body: dict[str, Value], signature: bytes) -> bool:
-        message = codec.tagged(domain, body)
-        k = (key, hash_bytes(message), signature)
-        ok = self._seen.get(k)
-        if ok is None:
-            ok = identity.verify_raw(key, message, signature)
-            if len(self._seen) >= self.LIMIT:
-                self._seen = {}  # start over (one rebinding: safe from any thread)
-            self._seen[k] = ok
-        return ok
-
-
-_VERIFIED_SIGNATURES = _VerifiedSignatures()
-
-
 @dataclass(frozen=True, kw_only=True)
 class Submission:
     """What a writer asks the sequencer to append, signed by the writer (alone, or in a
@@ -380,8 +343,7 @@ class Submission:
 
     def verify(self) -> None:
         if self.proof is None:
-            if not _VERIFIED_SIGNATURES.check(self.sender_key, SUBMISSION_DOMAIN, self.body(),
-                                              self.signature):
+            if not verified.check(self.sender_key, SUBMISSION_DOMAIN, self.body(), self.signature):
                 raise InvalidSignature("writer signature does not verify")
             return
         p = self.proof
@@ -624,8 +586,7 @@ class SignedHead:
                    signature=sequencer.sign(codec.tagged(HEAD_DOMAIN, body)))
 
     def verify(self, sequencer_key: bytes) -> None:
-        if not _VERIFIED_SIGNATURES.check(sequencer_key, HEAD_DOMAIN, self.body(),
-                                          self.signature):
+        if not verified.check(sequencer_key, HEAD_DOMAIN, self.body(), self.signature):
             raise InvalidSignature("head signature does not verify")
 
     def to_wire(self) -> dict[str, Value]:
