@@ -123,28 +123,33 @@ class PersistCore:
     """Why the last commit failed."""
 
     def plan(self, fx: Iterable[NodeEffect], *, now_ms: int) -> list[Step]:
-        fx = list(fx)
+        # One pass: the outbox rows wait (lazy), the other durable effects go in one commit,
+        # the rest is carried before it (listed before the first of them) or after it.
         gating: list[StoreEffect] = []
-        first: int | None = None
-        for i, e in enumerate(fx):
-            if isinstance(e, OUTBOX_EFFECTS):
-                self._defer(e, now_ms)
-            elif isinstance(e, STORE_EFFECTS):
-                gating.append(e)
-                if first is None:
-                    first = i
+        head: list[NodeEffect] = []
+        tail: list[NodeEffect] = []
+        timeout = False
+        for e in fx:
+            if isinstance(e, STORE_EFFECTS):
+                if isinstance(e, OUTBOX_EFFECTS):
+                    self._defer(e, now_ms)
+                else:
+                    gating.append(e)
+                continue
+            (tail if gating else head).append(e)
+            if not timeout and isinstance(e, (Resolved, Outcomes)):
+                timeout = any(isinstance(r.outcome, PublishTimeout) for r in outcomes((e,)))
         steps: list[Step] = []
-        if self.lazy and any(isinstance(r.outcome, PublishTimeout) for r in outcomes(fx)):
+        if self.lazy and timeout:
             steps.append(self._take_lazy())
-        head, tail = (fx[:first], fx[first:]) if first is not None else (fx, [])
-        steps.append(Carry(tuple(e for e in head if not isinstance(e, STORE_EFFECTS)),
-                           self.generation))
+        if head:
+            steps.append(Carry(tuple(head), self.generation))
         if gating:
             lazy = self._take_lazy().ops
             steps.append(Commit(lazy + tuple(gating), self.generation))
-            steps.append(Carry(tuple(e for e in tail if not isinstance(e, STORE_EFFECTS)),
-                               self.generation))
-        return [s for s in steps if not (isinstance(s, Carry) and not s.effects)]
+            if tail:
+                steps.append(Carry(tuple(tail), self.generation))
+        return steps
 
     def idle(self, *, now_ms: int) -> Commit | None:
         """The outbox rows' own commit, once they have waited :data:`LAZY_WRITE_MS`."""

@@ -32,7 +32,7 @@ from p2pworld import codec
 from p2pworld.codec import Value
 from p2pworld.errors import DecodeError, InvalidSignature, LocalProtocolError, UnsupportedVersion
 from p2pworld.identity import Signer, node_id, verify, verify_raw
-from p2pworld.log import merkle
+from p2pworld.log import merkle, verified
 
 CHANNEL_DOMAIN = "p2pworld/channel/v1"
 CHANNEL_ID_DOMAIN = "p2pworld/channel-id/v1"
@@ -343,7 +343,7 @@ class Submission:
 
     def verify(self) -> None:
         if self.proof is None:
-            if not verify(self.sender_key, SUBMISSION_DOMAIN, self.body(), self.signature):
+            if not verified.check(self.sender_key, SUBMISSION_DOMAIN, self.body(), self.signature):
                 raise InvalidSignature("writer signature does not verify")
             return
         p = self.proof
@@ -586,7 +586,7 @@ class SignedHead:
                    signature=sequencer.sign(codec.tagged(HEAD_DOMAIN, body)))
 
     def verify(self, sequencer_key: bytes) -> None:
-        if not verify(sequencer_key, HEAD_DOMAIN, self.body(), self.signature):
+        if not verified.check(sequencer_key, HEAD_DOMAIN, self.body(), self.signature):
             raise InvalidSignature("head signature does not verify")
 
     def to_wire(self) -> dict[str, Value]:

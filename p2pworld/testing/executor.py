@@ -89,13 +89,16 @@ class Executor:
             # (or runs the due timers) once the store takes that plan.
             node.timer_due = node.timer_due or isinstance(inp, TimerFired)
             return
+        # (Simulated time stands still while an input is carried out: one clock reading.)
+        now_ms = self.now_ms(node)
         plan = core.handle(inp if inp is not None else Called(effects=tuple(fx)),
-                           now_ms=self.now_ms(node))
+                           now_ms=now_ms)
         while not node.store_jobs:
-            self._carry_plan(node, plan)
-            if plan.empty and not plan.ready:
+            if plan.leave or plan.steps:
+                self._carry_plan(node, plan)
+            elif not plan.ready:
                 break
-            plan = core.handle(Flush(), now_ms=self.now_ms(node))
+            plan = core.handle(_FLUSH, now_ms=now_ms)
         self._wake_at(node, plan.wake_at_ms)
 
     def _calls(self, node: SimNode, calls: Sequence[Call]) -> list[Any]:
@@ -108,7 +111,7 @@ class Executor:
         try:
             return [core.handle(c, now_ms=self.now_ms(node)).result for c in calls]
         finally:
-            self._carry(node, [], inp=Flush())
+            self._carry(node, [], inp=_FLUSH)
 
     def _carry_plan(self, node: SimNode, plan: Plan) -> None:
         for e in plan.leave:
@@ -127,7 +130,7 @@ class Executor:
         the rest follows once it is done: True when it stopped so."""
         for i in range(start, len(steps)):
             step = steps[i]
-            if isinstance(step, Commit):
+            if type(step) is Commit:
                 if self.store_latency > 0:
                     self._commit_later(node, steps, i)
                     return True
@@ -209,8 +212,9 @@ class Executor:
         self.at(at - self.now, fire)
 
     def _effect(self, node: SimNode, e: Any) -> None:
-        self._record("fx", node.name, type(e).__name__)
-        carry = CARRIERS.get(type(e))
+        t = type(e)
+        self._record("fx", node.name, t.__name__)
+        carry = CARRIERS.get(t)
         if carry is not None:
             carry(self, node, e)
 
@@ -307,6 +311,10 @@ CARRIERS: dict[type, Callable[[Executor, SimNode, Any], None]] = {
 """How the simulator carries out each effect the cores plan, by its exact type (the trio
 runtime's is :data:`p2pworld.runtime.node.CARRIERS`; what this one lacks is listed, with its
 reason, in ``tests/test_effect_coverage.py``)."""
+
+
+_FLUSH = Flush()
+"""The one :class:`Flush` input (inputs are frozen values: one serves every flush)."""
 
 
 def _sent_at(e: Entry) -> float | None:

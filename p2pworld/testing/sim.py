@@ -28,6 +28,7 @@ import itertools
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Protocol
 
 from p2pworld.auth.book import AuthConfig, TokenBook
@@ -119,7 +120,7 @@ class SimNode:
     def up(self) -> bool:
         return self.cores is not None
 
-    @property
+    @cached_property
     def signer_id(self) -> bytes:
         return node_id(self.signer.public_key)
 
@@ -252,12 +253,14 @@ class Simulator(Executor, SimControl, Workload, SimNetwork):
     # --- time ---------------------------------------------------------------------------
 
     def at(self, delay: float, fn: Callable[[], None]) -> None:
-        heapq.heappush(self._queue, (self.now + max(0.0, delay), next(self._counter), fn))
+        heapq.heappush(self._queue, (self.now + delay if delay > 0.0 else self.now,
+                                     next(self._counter), fn))
 
     def run(self, seconds: float) -> None:
         end = self.now + seconds
-        while self._queue and self._queue[0][0] <= end:
-            t, _, fn = heapq.heappop(self._queue)
+        queue, pop = self._queue, heapq.heappop
+        while queue and queue[0][0] <= end:
+            t, _, fn = pop(queue)
             self.now = t
             fn()
         self.now = end
