@@ -129,8 +129,10 @@ _KEY_ORDER: dict[tuple[Any, ...], tuple[str, ...]] = {}
 _KEY_ORDER_LIMIT = 4096
 
 
-class _NotPlain(Exception):
-    """The value holds something the fast encoder leaves to cbor2's canonical one."""
+_NotPlain = TypeError
+"""Raised (as ``TypeError("not plain")``) when a value holds something the fast encoder
+leaves to cbor2's canonical one; any TypeError on the way (an unhashable key set) means the
+same: the canonical encoder handles it, or raises as it always did."""
 
 
 def _canonical_key(key: str) -> tuple[int, bytes]:
@@ -143,7 +145,7 @@ def _canonical_key(key: str) -> tuple[int, bytes]:
 def _key_order(keys: tuple[Any, ...]) -> tuple[str, ...]:
     for k in keys:
         if type(k) is not str:
-            raise _NotPlain
+            raise _NotPlain("not plain")
     order = tuple(sorted(keys, key=_canonical_key))
     if len(_KEY_ORDER) >= _KEY_ORDER_LIMIT:
         _KEY_ORDER.clear()  # start over: the protocol's maps have a few hundred key sets
@@ -167,7 +169,7 @@ def _sorted_maps(value: Value) -> Value:
         return [x if type(x) in _PLAIN else _sorted_maps(x) for x in value]
     if t in _PLAIN:
         return value
-    raise _NotPlain
+    raise _NotPlain("not plain")
 
 
 def _in_canonical_order(value: Value) -> bool:
@@ -189,7 +191,7 @@ def _in_canonical_order(value: Value) -> bool:
         return True
     if t in _PLAIN:
         return True
-    raise _NotPlain
+    raise _NotPlain("not plain")
 
 
 def _canonical_dumps(value: Value) -> bytes:

@@ -42,12 +42,16 @@ SIZE_ALLOWANCES: dict[str, tuple[int, str]] = {
 
 SHELL_UNITS = {"p2pworld.io", "p2pworld.runtime", "discovery"}
 NOT_THE_NODE = {"p2pworld.testing", "p2pworld.cli"}
-SHELL_SHARE_CEILING = 0.31
+SHELL_SHARE_CEILING = 0.17
 """39.4% when the test landed, 38.8% once the persist core took the data path's ordering and
 pacing, 37.3% once the node core took the flush, the timers and the batching, 31.1% once the
 lane rule, the lane ledger, the relay pool's book, NIP-11 parsing, the control service's
 answers and the executors' effect tables moved, 30.4% with the lane book and the write plan;
-issue 15 brings it to 0.20 (lower this as decisions move)."""
+16.4% once the stores' rows and statements, the API's checks, statistics and feed cursors, the
+Nostr lane, pool and outbox books, the session link and supervision rules, the rendezvous
+client and mDNS records, and the runtime's session edges became cores. Issue 15 asked for at
+most 20%; the ceiling follows the share down (lower it as decisions move)."""
+ISSUE_15_TARGET = 0.20
 
 
 def sizes() -> dict[str, int]:
@@ -107,7 +111,8 @@ def shell_share() -> float:
 
 def test_decisions_move_out_of_the_shells() -> None:
     share = shell_share()
-    assert share <= SHELL_SHARE_CEILING, f"{share:.1%} of the decision points are in shells"
+    assert share <= SHELL_SHARE_CEILING <= ISSUE_15_TARGET, \
+        f"{share:.1%} of the decision points are in shells"
 
 
 def test_decision_points_are_counted() -> None:
