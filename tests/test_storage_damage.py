@@ -451,7 +451,7 @@ async def test_entries_left_without_their_channel_row_quarantine_that_channel(
 
 
 @pytest.mark.parametrize("damage", ["format_row", "cursor_row", "entries_table",
-                                    "text_channel_id"])
+                                    "text_channel_id", "text_channel_row_id"])
 async def test_the_node_and_log_verify_refuse_the_same_damaged_files(
         two_channels: tuple[Path, dict[str, bytes], dict[bytes, list[bytes]]],
         tmp_path: Path, damage: str) -> None:
@@ -462,7 +462,10 @@ async def test_the_node_and_log_verify_refuse_the_same_damaged_files(
            # A flipped byte in a record header can turn a blob into text (found by the
            # index-flip test: `TypeError: string argument without an encoding`).
            "text_channel_id": ("UPDATE entries SET ch='x' WHERE seq=5 AND ch=?",
-                               (ids["plain"],))}[damage]
+                               (ids["plain"],)),
+           # The same in a channel row: a bare TypeError from the store's load.
+           "text_channel_row_id": ("UPDATE channels SET ch='x' WHERE ch=?", (ids["plain"],))
+           }[damage]
     home = _edit(src, tmp_path / "a", sql)
     before = (home / "log.db").read_bytes()
     rc, _ = cli("verify", str(home / "log.db"), "--channel", ids["plain"].hex())

@@ -271,18 +271,19 @@ class LogStore:
         self.quarantined = load.quarantined
         try:
             rows = self.db.execute(select_channels(self.format) + " ORDER BY ch").fetchall()
-            known = {bytes(r[0]) for r in rows}
+            ids = [channel_id(str(self.path), r[0], what="a channel row with an id")
+                   for r in rows]
+            known = set(ids)
             entry_channels = [ch for (ch,) in self.db.execute(
                 "SELECT DISTINCT ch FROM entries").fetchall()]
             for ch, problem in orphans(str(self.path), known, entry_channels):
                 self._database_wide(problem)
                 load.damaged(ch, problem, report=damaged_report(ch, problem))
-            for r in rows:
-                check = self._check(r)
-                damage = load.checked(bytes(r[0]), check)
+            for ch, r in zip(ids, rows, strict=True):
+                damage = load.checked(ch, self._check(r))
                 if damage is not None:
                     self._database_wide(damage)
-                    load.damaged(bytes(r[0]), damage)
+                    load.damaged(ch, damage)
         except sqlite3.Error as e:
             raise store_failure(self.path, e) from None
         except UnicodeDecodeError as e:
