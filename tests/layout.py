@@ -43,7 +43,7 @@ ALIASES = {
 CORE_STDLIB = frozenset({
     "__future__", "abc", "base64", "binascii", "bisect", "collections", "collections.abc",
     "copy", "dataclasses", "enum", "functools", "hashlib", "heapq", "hmac", "ipaddress",
-    "itertools", "json", "math", "operator", "re", "string", "struct", "types", "typing",
+    "itertools", "json", "marshal", "math", "operator", "re", "string", "struct", "types", "typing",
     "unicodedata", "urllib.parse",
 })
 """Standard-library modules a core may import: computation only (no clock, no OS randomness,

@@ -186,6 +186,15 @@ def test_the_rules_hold_under_any_order_of_events(mode: str, me: bytes,
                 if d.probe:
                     assert p.lane == "nostr" and mode == "primary-with-fallback"
                 in_flight = True
+        # The remembered wake-up is the one the deadlines give after every event.
+        assert pc.wake_at() == _earliest_deadline(pc)
+
+
+def _earliest_deadline(pc: PeerCore) -> int | None:
+    ds = [p.deadline_ms for p in pc.peers.values() if p.deadline_ms is not None]
+    if pc.mode != "forced-nostr":
+        ds += [s.deadline_ms for s in pc.statics.values() if s.deadline_ms is not None]
+    return min(ds, default=None)
 
 
 def test_configured_peers_are_dialled_and_dialled_again_after_their_session() -> None:

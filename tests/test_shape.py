@@ -25,9 +25,6 @@ SIZE_ALLOWANCES: dict[str, tuple[int, str]] = {
                                     "API methods kept one release as delegations to the "
                                     "sub-APIs (runtime/api.py)"),
     "p2pworld.runtime.node:Node": (1197, "as above"),
-    "p2pworld.core.node": (639, "the node core's inputs, plan and one handler per input; the "
-                                "lane, keepalive, token, peer and persist decisions are cores "
-                                "of their own"),
     "p2pworld.channel.hub": (980, "writers (publish, signing, the outbox), fan-out and the "
                                   "peer protocol's routing in one class (membership, "
                                   "checkpoints, epochs, subscriptions and the start-up "

@@ -62,10 +62,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from p2pworld.auth.schedule import TokenSchedule
-from p2pworld.channel.hub import Delivered, Notice, Outcomes, Resolved
+from p2pworld.channel.hub import Delivered, Notice
 from p2pworld.core.calls import CALLS, Call
 from p2pworld.core.cores import Cores, NodeEffect
 from p2pworld.core.disk import StoreProbe, store_full, writable_again
@@ -73,12 +73,12 @@ from p2pworld.core.lanes import LaneBook, held_back
 from p2pworld.core.peers import PeerCore
 from p2pworld.core.persist import (
     BATCHES_IN_FLIGHT,
-    GATING_EFFECTS,
     Carry,
     Commit,
     Pace,
     PersistCore,
     Step,
+    batched,
     leaves_at_once,
     pace,
 )
@@ -89,7 +89,6 @@ from p2pworld.effects import (
     ProbeStore,
     RefreshToken,
     Send,
-    SendAll,
 )
 from p2pworld.errors import P2PWorldError
 from p2pworld.log.verify import StoredChannel
@@ -249,14 +248,13 @@ Input = (Received | PeerUp | PeerDown | Call | Called | Flush | TimerFired | Com
          | CandidateSeen | CandidateGone | DialDone)
 
 
-@dataclass(frozen=True)
-class Plan:
+class Plan(NamedTuple):
     """What to carry out for one input, in this order: ``leave``, then ``steps`` (see the
     module's docstring). A plan with work, or ``ready``, says: call again with :class:`Flush`
     as soon as possible. The plan that ends that loop (empty, not ready) is the one after
     which the executor sleeps, and only it carries ``wake_at_ms``: when to call with
     :class:`TimerFired` (None: not before another input). ``result``: what an API call
-    (:mod:`p2pworld.core.calls`) returns."""
+    (:mod:`p2pworld.core.calls`) returns. (A named tuple: it costs half a frozen dataclass.)"""
 
     leave: tuple[NodeEffect, ...] = ()
     steps: tuple[Step, ...] = ()
@@ -321,8 +319,10 @@ class NodeCore:
         """Nothing waits: no queued effect, no unflushed core work, no uncommitted row."""
         return not self.queue and self.cores.hub.idle and not self.persist.lazy
 
-    def handle(self, inp: Input, *, now_ms: int) -> Plan:
-        """Apply ``inp`` at ``now_ms`` (the node's clock) and say what to carry out."""
+    def handle(self, inp: Input, *, now_ms: int, flush: bool = False) -> Plan:
+        """Apply ``inp`` at ``now_ms`` (the node's clock) and say what to carry out.
+        ``flush``: an executor that would flush at once if the plan were ``ready`` gets the
+        flush's plan instead (the same as calling again with :class:`Flush`)."""
         self.stats["inputs"] += 1
         if self._last_now_ms is not None and now_ms < self._last_now_ms:
             self._clock_went_back(self._last_now_ms - now_ms)
@@ -335,6 +335,8 @@ class NodeCore:
             return plan
         # An event only queues: the executor flushes when it can take a batch.
         ready = not self.idle
+        if ready and flush:
+            return self._flush(now_ms)
         return Plan(wake_at_ms=None if ready else self.wake_at(), ready=ready)
 
     def _on_received(self, inp: Received, now_ms: int) -> None:
@@ -576,9 +578,13 @@ class NodeCore:
     def _new_compute_entries(self, fx: list[NodeEffect], now_ms: int) -> None:
         """A new entry on this node's own compute channel (a request, an offer, an accept)
         starts its duties' runs, at the next tick."""
-        if self.poll_at_ms is None and any(isinstance(e, Delivered) and e.entries and
-                                           self.cores.is_own_compute(e.channel) for e in fx):
-            self.poll_at_ms = now_ms + self.tick_ms
+        if self.poll_at_ms is not None or self.cores.compute is None:
+            return
+        own = self.cores.is_own_compute
+        for e in fx:
+            if type(e) is Delivered and e.entries and own(e.channel):
+                self.poll_at_ms = now_ms + self.tick_ms
+                return
 
 
 _HANDLERS: dict[type, Callable[[NodeCore, Any, int], Plan | None]] = {
@@ -592,48 +598,3 @@ _HANDLERS: dict[type, Callable[[NodeCore, Any, int], Plan | None]] = {
     Flush: lambda core, _, now_ms: core._flush(now_ms), **{t: NodeCore._on_call for t in CALLS},
 }
 """How each input is handled (by its exact type: inputs are final, frozen values)."""
-
-
-def batched(fx: list[NodeEffect]) -> list[NodeEffect]:
-    """Group a flush's effects into batches: the sends to one peer into one
-    :class:`~p2pworld.effects.SendAll` (writer submissions apart, as they leave at once), the
-    outcomes into one :class:`~p2pworld.channel.hub.Outcomes`, each at its first member's
-    place. Groups never span a durable effect (a commit), so what the persist core orders
-    keeps its order.
-
-    Example:
-        >>> from p2pworld.wire import Ping
-        >>> [type(e).__name__ for e in batched([Send(b"a", Ping(1)), Send(b"a", Ping(2)),
-        ...                                     Send(b"b", Ping(3))])]
-        ['SendAll', 'Send']
-    """
-    out: list[NodeEffect | list[NodeEffect]] = []
-    sends: dict[tuple[bytes, bool], list[NodeEffect]] = {}
-    outcomes: list[NodeEffect] | None = None
-    for e in fx:
-        if isinstance(e, Send):
-            k = (e.peer, leaves_at_once(e))
-            group = sends.get(k)
-            if group is None:
-                group = sends[k] = []
-                out.append(group)
-            group.append(e)
-        elif isinstance(e, Resolved):
-            if outcomes is None:
-                outcomes = []
-                out.append(outcomes)
-            outcomes.append(e)
-        else:
-            if isinstance(e, GATING_EFFECTS):
-                sends, outcomes = {}, None
-            out.append(e)
-    return [_one(x) if isinstance(x, list) else x for x in out]
-
-
-def _one(group: list[NodeEffect]) -> NodeEffect:
-    if len(group) == 1:
-        return group[0]
-    first = group[0]
-    if isinstance(first, Send):
-        return SendAll(first.peer, tuple(e.message for e in group if isinstance(e, Send)))
-    return Outcomes(tuple(e for e in group if isinstance(e, Resolved)))

@@ -41,7 +41,7 @@ Example:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from p2pworld.effects import Dial
 from p2pworld.transport.backoff import Backoff
@@ -60,6 +60,8 @@ ATTEMPT_MS = 10_000
 MAX_OTHER_WORKSPACES = 64
 """Names of other workspaces remembered (sightings counted per name)."""
 
+
+_UNKNOWN: Any = object()
 
 @dataclass
 class PeerState:
@@ -107,14 +109,18 @@ class PeerCore:
     peers: dict[bytes, PeerState] = field(default_factory=dict)
     other_workspaces: dict[str, int] = field(default_factory=dict)
     statics: dict[str, StaticPeer] = field(default_factory=dict)
+    _wake: Any = field(default=_UNKNOWN, init=False, repr=False, compare=False)
+    """:meth:`wake_at`'s answer, until a method that moves a deadline runs."""
 
     def add_static(self, url: str) -> None:
         """Dial ``url`` (a configured peer) at the next wake-up, and keep a session to it."""
+        self._wake = _UNKNOWN
         self.statics.setdefault(url, StaticPeer())
 
     def dialled_static(self, url: str, peer: bytes, *, ok: bool, now_ms: int) -> None:
         """A configured peer's dial ended: ``ok`` with a session to ``peer`` (its end
         schedules the next dial), or failed (the next after a backoff)."""
+        self._wake = _UNKNOWN
         st = self.statics.get(url)
         if st is None:
             return
@@ -129,6 +135,7 @@ class PeerCore:
 
     def seen(self, key: str, c: Candidate, *, now_ms: int) -> None:
         """A discovery record ``key`` says ``c.node_id`` may be at ``c``."""
+        self._wake = _UNKNOWN
         if c.node_id == self.me:
             return
         if c.workspace != self.workspace:
@@ -180,6 +187,7 @@ class PeerCore:
                                 new_initiator=initiator)
 
     def up(self, peer: bytes, lane: str, *, initiator: bool, now_ms: int) -> None:
+        self._wake = _UNKNOWN
         p = self.peers.get(peer)
         if p is None:
             p = self.peers[peer] = PeerState()
@@ -192,6 +200,7 @@ class PeerCore:
             p.deadline_ms = now_ms + self._delay(p.probe)
 
     def down(self, peer: bytes, *, now_ms: int) -> None:
+        self._wake = _UNKNOWN
         for st in self.statics.values():
             if st.peer == peer and not st.dialling and st.deadline_ms is None:
                 st.deadline_ms = now_ms + self._delay(st.backoff)
@@ -204,6 +213,7 @@ class PeerCore:
 
     def dialled(self, peer: bytes, *, ok: bool, code: str = "", now_ms: int) -> None:
         """An attempt ended: ``ok`` if it opened a session (kept or not)."""
+        self._wake = _UNKNOWN
         p = self.peers.get(peer)
         if p is None or p.dialling is None:
             return
@@ -236,6 +246,7 @@ class PeerCore:
             ) -> list[Dial]:
         """The attempts to make now (at most one per peer on its way at a time).
         ``nostr_of``: a peer's Nostr key from what else the node knows (its world record)."""
+        self._wake = _UNKNOWN
         out: list[Dial] = []
         for url, st in sorted(self.statics.items()) if self.mode != "forced-nostr" else ():
             if st.deadline_ms is None or now_ms < st.deadline_ms:
@@ -271,6 +282,9 @@ class PeerCore:
         return out
 
     def wake_at(self) -> int | None:
+        """The earliest deadline of a peer or a configured peer (None: none)."""
+        if self._wake is not _UNKNOWN:
+            return self._wake  # type: ignore[no-any-return]
         best = None
         for group in (self.peers.values(),
                       self.statics.values() if self.mode != "forced-nostr" else ()):
@@ -278,9 +292,11 @@ class PeerCore:
                 d = x.deadline_ms
                 if d is not None and (best is None or d < best):
                     best = d
+        self._wake = best
         return best
 
     def clock_went_back(self, by_ms: int) -> None:
+        self._wake = _UNKNOWN
         for p in self.peers.values():
             if p.deadline_ms is not None:
                 p.deadline_ms -= by_ms

@@ -263,6 +263,51 @@ def _unbatched(fx: Iterable[NodeEffect]) -> list[NodeEffect]:
     return out
 
 
+def batched(fx: list[NodeEffect]) -> list[NodeEffect]:
+    """Group a flush's effects into batches: the sends to one peer into one
+    :class:`~p2pworld.effects.SendAll` (writer submissions apart, as they leave at once), the
+    outcomes into one :class:`~p2pworld.channel.hub.Outcomes`, each at its first member's
+    place. Groups never span a durable effect (a commit), so what the persist core orders
+    keeps its order.
+
+    Example:
+        >>> from p2pworld.wire import Ping
+        >>> [type(e).__name__ for e in batched([Send(b"a", Ping(1)), Send(b"a", Ping(2)),
+        ...                                     Send(b"b", Ping(3))])]
+        ['SendAll', 'Send']
+    """
+    out: list[NodeEffect | list[NodeEffect]] = []
+    sends: dict[tuple[bytes, bool], list[NodeEffect]] = {}
+    outcomes: list[NodeEffect] | None = None
+    for e in fx:
+        if isinstance(e, Send):
+            k = (e.peer, leaves_at_once(e))
+            group = sends.get(k)
+            if group is None:
+                group = sends[k] = []
+                out.append(group)
+            group.append(e)
+        elif isinstance(e, Resolved):
+            if outcomes is None:
+                outcomes = []
+                out.append(outcomes)
+            outcomes.append(e)
+        else:
+            if isinstance(e, GATING_EFFECTS):
+                sends, outcomes = {}, None
+            out.append(e)
+    return [_one(x) if isinstance(x, list) else x for x in out]
+
+
+def _one(group: list[NodeEffect]) -> NodeEffect:
+    if len(group) == 1:
+        return group[0]
+    first = group[0]
+    if isinstance(first, Send):
+        return SendAll(first.peer, tuple(e.message for e in group if isinstance(e, Send)))
+    return Outcomes(tuple(e for e in group if isinstance(e, Resolved)))
+
+
 @dataclass(frozen=True)
 class Pace:
     """Before a flush: wait up to ``wait_ms`` (0: flush now) for ``until_queued`` publishes.

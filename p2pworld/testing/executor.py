@@ -91,12 +91,16 @@ class Executor:
             return
         # (Simulated time stands still while an input is carried out: one clock reading.)
         now_ms = self.now_ms(node)
+        # Flushed at once unless the runner is blocked on the busy store (then it flushes
+        # once the store takes that plan); a plan with work is always carried out.
         plan = core.handle(inp if inp is not None else Called(effects=tuple(fx)),
-                           now_ms=now_ms)
-        while not node.store_jobs:
+                           now_ms=now_ms, flush=not node.store_jobs)
+        while True:
             if plan.leave or plan.steps:
                 self._carry_plan(node, plan)
             elif not plan.ready:
+                break
+            if node.store_jobs:
                 break
             plan = core.handle(_FLUSH, now_ms=now_ms)
         self._wake_at(node, plan.wake_at_ms)

@@ -34,6 +34,14 @@ HANDSHAKE_RTTS = 3
 """A dial takes this many one-way latencies (connect, handshake) before it answers."""
 
 
+MEMO_LIMIT = 4096
+MEMO_FRAME_BYTES = 16 * 1024
+"""Frames up to this size (at most :data:`MEMO_LIMIT` of them: 64 MiB at worst) whose
+decoding the network keeps, shared by every simulated node: decoding is a pure function of
+the bytes and messages are frozen values, so each node gets what its own decoding would give.
+It saves the N-fold work of a fan-out, as the verification memo does."""
+
+
 def _digest(frame: bytes) -> bytes:
     """What the trace records of a frame (hashing its repr cost more than the run itself for
     1 MiB entries)."""
@@ -62,6 +70,7 @@ class SimNetwork:
     _readers: dict[tuple[str, str, int], FrameReader]
     _session_gen: dict[frozenset[str], int]
     _ids: dict[bytes, SimNode]
+    _decoded: dict[bytes, tuple[Message, ...]]
 
     if TYPE_CHECKING:
         def at(self, delay: float, fn: Callable[[], None]) -> None: ...
@@ -208,6 +217,21 @@ class SimNetwork:
         self._fifo[key] = t
         self.at(t - self.now, functools.partial(self._deliver_frame, a, b, frame, gen))
 
+    def _feed(self, reader: FrameReader, frame: bytes) -> tuple[Message, ...]:
+        """``reader.feed(frame)``, decoded once per distinct small frame outside a
+        reassembly, per simulator (a frame that does not decode raises each time)."""
+        if reader.reassembling or len(frame) > MEMO_FRAME_BYTES:
+            return tuple(reader.feed(frame))
+        memo = self._decoded
+        got = memo.get(frame)
+        if got is None:
+            got = tuple(reader.feed(frame))
+            if got and not reader.reassembling:
+                if len(memo) >= MEMO_LIMIT:
+                    memo.clear()
+                memo[frame] = got
+        return got
+
     def _deliver_frame(self, src_name: str, dst_name: str, frame: bytes, gen: int) -> None:
         pair = frozenset((src_name, dst_name))
         src, dst = self.nodes.get(src_name), self.nodes.get(dst_name)
@@ -222,7 +246,7 @@ class SimNetwork:
                 del self._readers[k]  # an older session's
             reader = self._readers[(src_name, dst_name, gen)] = FrameReader()
         try:
-            msgs = reader.feed(frame)
+            msgs = self._feed(reader, frame)
         except RemoteProtocolError as e:
             # As the real session does: a frame that does not decode ends the session.
             self.stats.reach(f"session_error:{e.code}")
@@ -231,6 +255,6 @@ class SimNetwork:
         # A frame is one input, as in the runtime (its reader hands every message to the
         # cores before the effect runner carries out what they asked for).
         self._record("recv", dst.name, src.name, _digest(frame), len(msgs))
-        self._carry(dst, [], inp=Received(peer=src.signer_id, messages=tuple(msgs)))
+        self._carry(dst, [], inp=Received(peer=src.signer_id, messages=msgs))
         for m in msgs if self.observer is not None else ():
             self.observer(dst, src, m)  # type: ignore[misc]

@@ -60,6 +60,8 @@ class FramePacker:
     part_bytes: int = PART_BYTES
 
     def pack(self, encoded: list[bytes]) -> list[bytes]:
+        if len(encoded) == 1 and len(encoded[0]) <= self.part_bytes:
+            return [encoded[0]]  # the commonest frame: one message that fits
         frames: list[bytes] = []
         bundle: list[bytes] = []
         size = 0
