@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import trio
@@ -133,6 +134,59 @@ async def test_arguments_are_checked_at_the_api_edge(tmp_path: Path) -> None:
         async with open_node(NodeConfig(home=tmp_path / "b", interfaces="127.0.0.1")):  # type: ignore[arg-type]
             pass
     assert cfg_err.value.code == "INVALID_ARGUMENT"
+
+
+async def test_every_call_an_adversary_tried_refuses_a_wrong_argument_typed(
+        tmp_path: Path) -> None:
+    """Found by an adversarial run: ``channels.wait(timeout=nan)`` raised a ValueError from
+    trio, ``peers.wait("1")`` and ``world.heartbeat(12)`` a TypeError, ``world.advertise("x")``
+    and ``channels.head("c")`` an AttributeError, ``compute.request(object())`` a
+    CBOREncodeError; ``messages(after=-1)`` and ``peers.transport_mode = "bogus"`` were
+    accepted (the second stopped all dialling). Each is a typed ``INVALID_ARGUMENT`` now, and
+    the node goes on serving."""
+    from p2pworld.errors import InvalidArgument
+
+    async with open_node(cfg(tmp_path, "a")) as a:
+        ch = (await a.channels.open("good")).channel
+        mode = a.peers.transport_mode
+        calls: list[Any] = [
+            lambda: a.channels.wait("good", timeout=float("nan")),
+            lambda: a.channels.wait("good", timeout=-1),
+            lambda: a.peers.wait("1", timeout=1),
+            lambda: a.peers.wait(-1, timeout=1),
+            lambda: a.world.wait_member(bytes(32), timeout=float("inf")),
+            lambda: a.world.heartbeat(12),
+            lambda: a.world.heartbeat("asleep"),
+            lambda: a.world.advertise("x"),
+            lambda: a.compute.request(object()),
+            lambda: a.compute.request(b"job", kind=5000),
+            lambda: a.compute.request(b"job", needs="gpu"),
+            lambda: a.compute.request(b"job", price=-1),
+            lambda: a.compute.request(b"job", policy="cheapest"),
+            lambda: a.compute.request(b"job", policy_class="gratis"),
+            lambda: a.compute.request(b"job", expires_in=float("nan")),
+            lambda: a.channels.ack(ch, -1),
+        ]
+        for call in calls:
+            with pytest.raises(InvalidArgument):
+                await call()
+        sync: list[Any] = [
+            lambda: a.channels.head("c"),
+            lambda: a.channels.sequencer_of("c"),
+            lambda: a.channels.checkpoint("c"),
+            lambda: a.channels.lane_of(ch, "1"),
+            lambda: a.channels.state_hash("c"),
+            lambda: a.channels.messages(ch, after=-1),
+            lambda: a.channels.messages(ch, after="0"),
+            lambda: a.world.events(after=-1),
+            lambda: a.world.member("n"),
+            lambda: setattr(a.peers, "transport_mode", "bogus"),
+        ]
+        for call in sync:
+            with pytest.raises(InvalidArgument):
+                call()
+        assert a.peers.transport_mode == mode
+        assert (await a.channels.publish(ch, b"still serving")).seq == 1
 
 
 async def test_what_a_call_acknowledges_loads_again_after_a_restart(tmp_path: Path) -> None:

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from p2pworld import codec
 from p2pworld.auth.book import REDUCER_SCOPES
+from p2pworld.compute.state import MAX_JOB_BYTES, POLICIES
 from p2pworld.errors import InvalidArgument, LocalProtocolError, P2PWorldError
 from p2pworld.log.entry import MAX_IDEM_KEY, MAX_NAME, MAX_PARTICIPANTS, ChannelPolicy
 from p2pworld.world.doc import CapabilityAd, NodeInfo, SessionInfo
@@ -110,6 +111,61 @@ def need_timeout(value: object, name: str = "timeout") -> None:
             not 0 < value < math.inf:
         raise InvalidArgument(f"{name} must be a number of seconds above 0, not {value!r}",
                               arg=name)
+
+
+def need_count(value: object, name: str) -> None:
+    """A count or a position: an int of 0 or more (not a bool).
+
+    >>> need_count(3, "count")
+    >>> need_count(-1, "after")
+    Traceback (most recent call last):
+    ...
+    p2pworld.errors.InvalidArgument: after must be an int of 0 or more, not -1
+    """
+    if type(value) is not int or not 0 <= value < 1 << 62:
+        raise InvalidArgument(f"{name} must be an int of 0 or more, not {value!r:.40}",
+                              arg=name)
+
+
+def need_choice(value: object, choices: Sequence[str], name: str) -> None:
+    """One of ``choices`` (text).
+
+    >>> need_choice("busy", ("online", "busy"), "status")
+    >>> need_choice(12, ("online", "busy"), "status")
+    Traceback (most recent call last):
+    ...
+    p2pworld.errors.InvalidArgument: status must be one of online, busy, not 12
+    """
+    if type(value) is not str or value not in choices:
+        raise InvalidArgument(f"{name} must be one of {', '.join(choices)}, not {value!r:.40}",
+                              arg=name)
+
+
+def check_compute_request(job: object, *, kind: object, needs: object, price: object,
+                          sla_ms: object, policy: object, policy_class: object,
+                          expires_in: object) -> None:
+    """``request_compute``'s arguments, checked before anything is written (what a
+    provider's fold would refuse, refused here instead).
+
+    >>> check_compute_request(b"job", kind="5000", needs=("gpu",), price=0, sla_ms=0,
+    ...                       policy="first", policy_class="free", expires_in=300.0)
+    >>> check_compute_request(b"job", kind="5000", needs="gpu", price=0, sla_ms=0,
+    ...                       policy="first", policy_class="free", expires_in=300.0)
+    Traceback (most recent call last):
+    ...
+    p2pworld.errors.InvalidArgument: needs must be at most 32 texts of at most 128 characters
+    """
+    _need(type(job) is bytes and len(job) <= MAX_JOB_BYTES, "job",
+          f"bytes, at most {MAX_JOB_BYTES}")
+    _need(type(kind) is str and 0 < len(kind) <= 16, "kind", "a text of 1..16 characters")
+    _need(isinstance(needs, (tuple, list)) and len(needs) <= 32 and all(
+        type(x) is str and len(x) <= 128 for x in needs), "needs",
+        "at most 32 texts of at most 128 characters")
+    need_count(price, "price")
+    need_count(sla_ms, "sla_ms")
+    need_choice(policy, POLICIES, "policy")
+    need_choice(policy_class, ("free", "paid"), "policy_class")
+    need_timeout(expires_in, "expires_in")
 
 
 def check_channel_name(name: str, policy: ChannelPolicy | None) -> None:
@@ -346,6 +402,9 @@ class Advertise(Call):
 
     ad: CapabilityAd
 
+    def __post_init__(self) -> None:
+        need(self.ad, CapabilityAd, "ad")
+
     def apply(self, c: Cores, now_ms: int) -> tuple[Any, Sequence[NodeEffect]]:
         return None, c.world.advertise(self.ad, now_ms=now_ms)
 
@@ -355,6 +414,9 @@ class Heartbeat(Call):
     """``heartbeat``: an explicit beat; ``status`` stays for the automatic beats."""
 
     status: str = "online"
+
+    def __post_init__(self) -> None:
+        need_choice(self.status, ("online", "busy"), "status")
 
     def apply(self, c: Cores, now_ms: int) -> tuple[Any, Sequence[NodeEffect]]:
         return None, c.world.heartbeat(now_ms=now_ms, status=self.status)

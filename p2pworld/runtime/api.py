@@ -52,7 +52,9 @@ from p2pworld.core.calls import (
     RemoveParticipant,
     authorize,
     check_channel_name,
+    check_compute_request,
     check_cursor,
+    need_count,
     publish_key,
     relays_configured,
 )
@@ -208,6 +210,7 @@ class Channels(_Part):
         return self._hub.cursors.get(channel)
 
     def checkpoint(self, channel: bytes) -> Checkpoint | None:
+        need(channel, bytes, "channel")
         return self._hub.cursors.get(channel)
 
     def messages(self, channel: bytes, *, after: int = 0) -> MessageCursor:
@@ -218,6 +221,7 @@ class Channels(_Part):
         """
         self._node._check_open()
         need(channel, bytes, "channel")
+        need_count(after, "after")
         self._hub.record(channel)  # raises UnknownChannel now, not on first iteration
         return MessageCursor(self._node, channel, after)
 
@@ -228,15 +232,19 @@ class Channels(_Part):
 
     def sequencer_of(self, channel: bytes) -> bytes:
         """The node id of the channel's current sequencer, as this node knows it."""
+        need(channel, bytes, "channel")
         return self._hub.sequencer_of(channel)
 
     def lane_of(self, channel: bytes, seq: int) -> str | None:
         """The lane this node received entry ``seq`` of ``channel`` by (see
         :attr:`~p2pworld.runtime.feeds.ChannelMessage.lane`)."""
+        need(channel, bytes, "channel")
+        need_count(seq, "seq")
         return self._node.lane_of(channel, seq)
 
     def head(self, channel: bytes) -> tuple[int, bytes]:
         """The channel's head as this node holds it: ``(seq, entry hash)``."""
+        need(channel, bytes, "channel")
         return self._hub.head(channel)
 
     def state_hash(self, channel: bytes) -> bytes:
@@ -244,6 +252,7 @@ class Channels(_Part):
         at one head (``node.state_hash(ch) == other.state_hash(ch)``), and what ``p2pworld
         log verify`` prints from the store. Raises ``UnknownChannel``."""
         self._node._check_open()
+        need(channel, bytes, "channel")
         return self._hub.log(channel).state.state_hash()
 
 
@@ -273,6 +282,7 @@ class World(_Part):
         return self._node._world.members(now_ms=edge.now_ms())
 
     def member(self, nid: bytes) -> Member | None:
+        need(nid, bytes, "nid")
         return self._node._world.member(nid, now_ms=edge.now_ms())
 
     def query(self, match: Any) -> list[Member]:
@@ -282,6 +292,7 @@ class World(_Part):
     def events(self, *, after: int = 0) -> WorldSubscription:
         """The workspace-scoped subscription: ``joined`` / ``updated`` / ``stale`` / ``left``
         events after position ``after`` (``event.seq``), then live ones."""
+        need_count(after, "after")
         return WorldSubscription(self._node, after)
 
     async def changed(self) -> None:
@@ -325,6 +336,8 @@ class Compute(_Part):
         """``request_compute``: returns ``(channel, request id)``. ``needs``: tools, models or
         job kinds a provider's ad must list; ``policy``: ``first`` (default),
         ``lowest_price`` or ``best_sla``; ``policy_class="paid"`` waits for :meth:`paid`."""
+        check_compute_request(job, kind=kind, needs=needs, price=price, sla_ms=sla_ms,
+                              policy=policy, policy_class=policy_class, expires_in=expires_in)
         rec = await self.channel()
         rid = secrets.token_hex(8)
         await self._node.channels.publish(rec.channel, encode_event(
@@ -477,6 +490,7 @@ class Peers(_Part):
     async def wait(self, count: int, *, timeout: float | None = None) -> None:
         """Wait until at least ``count`` peers have authenticated sessions. Typed timeout
         as :meth:`Channels.wait`."""
+        need_count(count, "count")
         node = self._node
         await node._until(lambda: enough_peers(node._sessions, count),
                           lambda: node._peers_changed, timeout, f"{count} peers")

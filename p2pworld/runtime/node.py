@@ -54,10 +54,20 @@ from p2pworld.channel.hub import (
     Resolved,
 )
 from p2pworld.compute.state import Request as ComputeRequest
-from p2pworld.core.calls import Advertise, Call, Join, Leave, OpenChannel, SetSession
+from p2pworld.core.calls import (
+    Advertise,
+    Call,
+    Join,
+    Leave,
+    OpenChannel,
+    SetSession,
+    need_choice,
+    need_timeout,
+)
 from p2pworld.core.config_check import check_config
 from p2pworld.core.cores import Cores, NodeEffect, build_cores
 from p2pworld.core.lanes import (
+    MODES,
     LaneBook,
     LaneCounters,
     lane_of_address,
@@ -323,6 +333,7 @@ class Node:
 
     @transport_mode.setter
     def transport_mode(self, mode: str) -> None:
+        need_choice(mode, MODES, "transport_mode")
         self._peering.mode = mode
 
     @property
@@ -366,6 +377,8 @@ class Node:
     async def _until(self, cond: Callable[[], T | None], event: Callable[[], trio.Event],
                      timeout: float | None, what: str) -> T:
         """Wait until ``cond()`` gives a value, waking on ``event()``; typed timeout."""
+        if timeout is not None:
+            need_timeout(timeout)
         deadline = math.inf if timeout is None else trio.current_time() + timeout
         while True:
             self._check_open()
