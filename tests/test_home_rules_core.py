@@ -85,7 +85,7 @@ def test_a_bad_key_file_is_an_identity_error(data: bytes, message: str) -> None:
 
 
 def test_bad_fields_are_a_corrupt_key_file() -> None:
-    with pytest.raises(IdentityError, match="^corrupt key file: "):
+    with pytest.raises(IdentityError, match="^node.key is corrupt: "):
         identity_fields({"seed": b"short"}, {})
 
 

@@ -59,6 +59,45 @@ def test_existing_identity_is_never_replaced(tmp_path: Path) -> None:
         home.create()
 
 
+@pytest.mark.parametrize("which", ["node", "nostr"])
+def test_a_changed_bit_in_a_key_file_is_refused_naming_it_never_another_identity(
+        tmp_path: Path, which: str) -> None:
+    """Found by an adversarial run: junk in ``node.key`` raised ``UnsupportedVersion`` (not
+    an IdentityError, and naming no file), and 32 of the 64 single-bit flips of ``node.key``
+    (one of ``nostr.key``: its account number) started the node under another identity."""
+    home = NodeHome(tmp_path / "h")
+    ident = home.create()
+    f = home.node_key_path if which == "node" else home.nostr_key_path
+    good = f.read_bytes()
+    for i in range(len(good)):
+        for bit in range(8):
+            bad = bytearray(good)
+            bad[i] ^= 1 << bit
+            f.write_bytes(bytes(bad))
+            try:
+                got = home.load()
+            except IdentityError as e:
+                assert str(f) in e.message, e.message
+                continue
+            assert (got.node_id, got.nostr.public) == (ident.node_id, ident.nostr.public), \
+                f"byte {i} bit {bit}: another identity"
+    f.write_bytes(b"hello world")
+    with pytest.raises(IdentityError, match=f"{f.name} is corrupt"):
+        home.load()
+
+
+def test_a_key_file_from_before_gets_its_public_key_and_loads_the_same(tmp_path: Path) -> None:
+    from p2pworld.core.home_rules import node_key_frame
+
+    home = NodeHome(tmp_path / "h")
+    ident = home.create()
+    seed = codec.decode_frame(home.node_key_path.read_bytes())["seed"]
+    home.node_key_path.write_bytes(node_key_frame(seed))  # as written before (no key)
+    assert home.load().node_id == ident.node_id
+    assert codec.decode_frame(home.node_key_path.read_bytes())["public"] == \
+        ident.signer.public_key
+
+
 @pytest.mark.parametrize("damage", ["truncate", "garbage", "wrong_kind", "delete_one",
                                     "unreadable"])
 def test_corrupt_key_file_is_an_error_not_a_new_identity(tmp_path: Path, damage: str) -> None:

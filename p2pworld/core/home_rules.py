@@ -20,7 +20,13 @@ Example:
 from __future__ import annotations
 
 from p2pworld import codec
-from p2pworld.errors import DecodeError, IdentityError, P2PWorldError, StoreFull
+from p2pworld.errors import (
+    DecodeError,
+    IdentityError,
+    P2PWorldError,
+    StoreFull,
+    UnsupportedVersion,
+)
 from p2pworld.nostr.keys import check_mnemonic, mnemonic_from_entropy
 
 NODE_KEY_KIND = "p2pworld-node-key"
@@ -85,15 +91,48 @@ def mnemonic_words(mnemonic: str | None, entropy: bytes) -> str:
     return check_mnemonic(mnemonic) if mnemonic else mnemonic_from_entropy(entropy)
 
 
-def nostr_key_frame(words: str, *, account: int, passphrase: str) -> bytes:
-    """The contents of ``nostr.key``."""
-    return codec.encode_frame({"kind": NOSTR_KEY_KIND, "mnemonic": words, "account": account,
-                               "passphrase": passphrase})
+def nostr_key_frame(words: str, *, account: int, passphrase: str,
+                    public: bytes | None = None) -> bytes:
+    """The contents of ``nostr.key``; ``public``: the Nostr public key they derive (checked
+    on every load: a changed account number or passphrase is another key)."""
+    m: dict[str, codec.Value] = {"kind": NOSTR_KEY_KIND, "mnemonic": words,
+                                 "account": account, "passphrase": passphrase}
+    if public is not None:
+        m["public"] = public
+    return codec.encode_frame(m)
 
 
-def node_key_frame(seed: bytes) -> bytes:
-    """The contents of ``node.key``."""
-    return codec.encode_frame({"kind": NODE_KEY_KIND, "seed": seed})
+def node_key_frame(seed: bytes, *, public: bytes | None = None) -> bytes:
+    """The contents of ``node.key``; ``public``: the node key the seed derives (checked on
+    every load: a changed byte in the seed is another identity)."""
+    m: dict[str, codec.Value] = {"kind": NODE_KEY_KIND, "seed": seed}
+    if public is not None:
+        m["public"] = public
+    return codec.encode_frame(m)
+
+
+def same_public(path: str, m: dict[str, codec.Value], derived: bytes) -> bool:
+    """Whether the key file ``m`` (read from ``path``) must be written again with its public
+    key (a file written before the key was stored beside what derives it).
+
+    Example:
+        >>> m = {"public": bytes(32)}
+        >>> same_public("/h/node.key", m, bytes(32)), same_public("/h/node.key", {}, bytes(32))
+        (False, True)
+        >>> same_public("/h/node.key", m, bytes(31) + b"x")
+        Traceback (most recent call last):
+        ...
+        p2pworld.errors.IdentityError: /h/node.key is corrupt: not the key it was written with
+
+    Raises:
+        IdentityError: the stored public key is not the one the file derives.
+    """
+    stored = m.get("public")
+    if stored is None:
+        return True
+    if stored != derived:
+        raise IdentityError(f"{path} is corrupt: not the key it was written with", path=path)
+    return False
 
 
 def key_file_map(path: str, name: str, data: bytes, kind: str) -> dict[str, codec.Value]:
@@ -104,16 +143,18 @@ def key_file_map(path: str, name: str, data: bytes, kind: str) -> dict[str, code
     """
     try:
         m = codec.need_map(codec.decode_frame(data, max_bytes=MAX_KEY_FILE_BYTES), name)
-    except DecodeError as e:
-        raise IdentityError(f"{path} is corrupt: {e.message}") from None
+    except (DecodeError, UnsupportedVersion) as e:
+        raise IdentityError(f"{path} is corrupt: {e.message}", path=path) from None
     if m.get("kind") != kind:
         raise IdentityError(f"{path} is not a {kind} file")
     return m
 
 
-def identity_fields(node: dict[str, codec.Value], nostr: dict[str, codec.Value]
+def identity_fields(node: dict[str, codec.Value], nostr: dict[str, codec.Value], *,
+                    node_path: str = "node.key", nostr_path: str = "nostr.key"
                     ) -> tuple[bytes, str, int, str]:
-    """``(seed, mnemonic, account, passphrase)`` from the two key files' contents.
+    """``(seed, mnemonic, account, passphrase)`` from the two key files' contents (read
+    from ``node_path`` and ``nostr_path``).
 
     Example:
         >>> identity_fields({"seed": bytes(32)}, {"mnemonic": "w", "account": 0,
@@ -121,18 +162,24 @@ def identity_fields(node: dict[str, codec.Value], nostr: dict[str, codec.Value]
         ('w', 0, '')
 
     Raises:
-        IdentityError: a field missing or of the wrong type or size.
+        IdentityError: a field missing or of the wrong type or size (naming the file).
     """
+    path = node_path
     try:
         seed = codec.bytes_field(node, "seed", "node.key", size=32)
+        if node.get("public") is not None:
+            codec.bytes_field(node, "public", "node.key", size=32)
+        path = nostr_path
         words = codec.str_field(nostr, "mnemonic", "nostr.key", max_len=1024)
         account = codec.int_field(nostr, "account", "nostr.key", hi=2**31 - 1)
         passphrase = codec.str_field(nostr, "passphrase", "nostr.key", max_len=1024)
+        if nostr.get("public") is not None:
+            codec.bytes_field(nostr, "public", "nostr.key", size=32)
     except DecodeError as e:
-        raise IdentityError(f"corrupt key file: {e.message}") from None
+        raise IdentityError(f"{path} is corrupt: {e.message}", path=path) from None
     return seed, words, account, passphrase
 
 
 __all__ = ["home_location", "home_error", "lock_text", "lock_holder", "home_in_use",
-           "mnemonic_words", "nostr_key_frame", "node_key_frame", "key_file_map",
+           "mnemonic_words", "nostr_key_frame", "node_key_frame", "key_file_map", "same_public",
            "identity_fields", "NODE_KEY_KIND", "NOSTR_KEY_KIND"]

@@ -43,6 +43,7 @@ from p2pworld.core.home_rules import (
     mnemonic_words,
     node_key_frame,
     nostr_key_frame,
+    same_public,
 )
 from p2pworld.errors import IdentityError, P2PWorldError
 from p2pworld.identity import Ed25519Signer, NodeIdentity
@@ -144,20 +145,34 @@ class NodeHome:
         if self.exists():
             raise IdentityError(f"{self.path} already holds an identity; refusing to replace it")
         words = mnemonic_words(mnemonic, secrets.token_bytes(16))
-        NostrKey.from_mnemonic(words, passphrase=passphrase, account=account)  # validate first
+        nostr = NostrKey.from_mnemonic(words, passphrase=passphrase, account=account)  # checks
         self.path.mkdir(parents=True, exist_ok=True, mode=0o700)
-        write_atomic(self.nostr_key_path,
-                     nostr_key_frame(words, account=account, passphrase=passphrase))
-        write_atomic(self.node_key_path, node_key_frame(secrets.token_bytes(32)))
+        write_atomic(self.nostr_key_path, nostr_key_frame(
+            words, account=account, passphrase=passphrase, public=nostr.public))
+        seed = secrets.token_bytes(32)
+        write_atomic(self.node_key_path,
+                     node_key_frame(seed, public=Ed25519Signer(seed).public_key))
         return self.load()
 
     def load(self) -> NodeIdentity:
         """Load the identity; every problem is an :class:`IdentityError` naming the file."""
         node = self._read(self.node_key_path, NODE_KEY_KIND)
         nostr = self._read(self.nostr_key_path, NOSTR_KEY_KIND)
-        seed, words, account, passphrase = identity_fields(node, nostr)
+        seed, words, account, passphrase = identity_fields(
+            node, nostr, node_path=str(self.node_key_path), nostr_path=str(self.nostr_key_path))
         signer = Ed25519Signer(seed)
-        nostr_key = NostrKey.from_mnemonic(words, passphrase=passphrase, account=account)
+        try:
+            nostr_key = NostrKey.from_mnemonic(words, passphrase=passphrase, account=account)
+        except IdentityError as e:
+            raise IdentityError(f"{self.nostr_key_path} is corrupt: {e.message}",
+                                path=str(self.nostr_key_path)) from None
+        # Each file holds the public key it derives: a changed byte is refused, not another
+        # identity. A file from before that gets its key now.
+        if same_public(str(self.node_key_path), node, signer.public_key):
+            write_atomic(self.node_key_path, node_key_frame(seed, public=signer.public_key))
+        if same_public(str(self.nostr_key_path), nostr, nostr_key.public):
+            write_atomic(self.nostr_key_path, nostr_key_frame(
+                words, account=account, passphrase=passphrase, public=nostr_key.public))
         created = int(self.node_key_path.stat().st_mtime)
         return NodeIdentity.create(signer, nostr_key, created_at=created,
                                    aux=secrets.token_bytes(32))
