@@ -21,6 +21,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import fcntl
 import os
@@ -168,11 +169,13 @@ class NodeHome:
                                 path=str(self.nostr_key_path)) from None
         # Each file holds the public key it derives: a changed byte is refused, not another
         # identity. A file from before that gets its key now.
-        if same_public(str(self.node_key_path), node, signer.public_key):
-            write_atomic(self.node_key_path, node_key_frame(seed, public=signer.public_key))
-        if same_public(str(self.nostr_key_path), nostr, nostr_key.public):
-            write_atomic(self.nostr_key_path, nostr_key_frame(
-                words, account=account, passphrase=passphrase, public=nostr_key.public))
+        # (Best effort: a read-only home loads as it is.)
+        with contextlib.suppress(OSError):
+            if same_public(str(self.node_key_path), node, signer.public_key):
+                write_atomic(self.node_key_path, node_key_frame(seed, public=signer.public_key))
+            if same_public(str(self.nostr_key_path), nostr, nostr_key.public):
+                write_atomic(self.nostr_key_path, nostr_key_frame(
+                    words, account=account, passphrase=passphrase, public=nostr_key.public))
         created = int(self.node_key_path.stat().st_mtime)
         return NodeIdentity.create(signer, nostr_key, created_at=created,
                                    aux=secrets.token_bytes(32))
