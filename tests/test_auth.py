@@ -340,6 +340,24 @@ def control_core(**kw) -> ControlCore:  # type: ignore[no-untyped-def]
                                            key=bytes([5]) * 32, **kw))
 
 
+async def test_a_control_request_with_wrong_fields_is_told_which_in_words() -> None:
+    """Found by an adversarial run: ``POST /v1/token`` without ``node_key`` answered
+    ``BAD_REQUEST`` with Python's raw ``KeyError`` text (``"'node_key'"``); a field of the
+    wrong type or value answered with the interpreter's own wording."""
+    core = control_core()
+    async with trio.open_nursery() as n:
+        server = await n.start(serve_control, core, "127.0.0.1", 0)
+        for body, words in (({"at": now()}, "missing field 'node_key'"),
+                            ({"node_key": 12}, "field has the wrong type"),
+                            ({"node_key": "zz"}, "field has a bad value")):
+            status, out = await http_json(server.url, "POST", "/v1/token", body)
+            assert (status, out["error"]) == (400, "BAD_REQUEST"), out
+            assert words in out["message"], out
+        # And the service goes on.
+        assert (await http_json(server.url, "GET", "/v1/keys"))[0] == 200
+        n.cancel_scope.cancel()
+
+
 async def test_control_service_enrol_mint_revoke_rotate_over_http() -> None:
     core = control_core()
     async with trio.open_nursery() as n:

@@ -69,6 +69,24 @@ doubling with every lockout (at most an hour); other sources are not affected.""
 MAX_SOURCES = 4096
 
 
+def refusal_text(e: Exception) -> str:
+    """What a refused request is told, in words (not the interpreter's ``repr`` of a key).
+
+    Example:
+        >>> refusal_text(KeyError("node_key")), refusal_text(TypeError("x"))
+        ("missing field 'node_key'", 'a field has the wrong type: x')
+    """
+    if isinstance(e, P2PWorldError):
+        text = e.message
+    elif isinstance(e, KeyError):
+        text = f"missing field {str(e.args[0])[:64]!r}" if e.args else "missing field"
+    elif isinstance(e, TypeError):
+        text = f"a field has the wrong type: {e}"
+    else:
+        text = f"a field has a bad value: {e}"
+    return text[:200]
+
+
 @dataclass
 class OperatorThrottle:
     """Failed operator credentials by source (pure: the caller passes ``now``).
@@ -274,7 +292,7 @@ class ControlCore:
         except (P2PWorldError, KeyError, ValueError, TypeError) as e:
             code = getattr(e, "code", "BAD_REQUEST")
             self.refused[code] = self.refused.get(code, 0) + 1
-            return 400, {"error": code, "message": str(e)[:200]}
+            return 400, {"error": code, "message": refusal_text(e)}
 
     def _operator(self, bearer: str | None) -> bool:
         if not bearer:
