@@ -39,6 +39,7 @@ from p2pworld.errors import (
     LostWrite,
     NodeClosed,
     NodeFailed,
+    NotHandedOff,
     NotSequencer,
     P2PWorldError,
     PayloadTooLarge,
@@ -66,6 +67,7 @@ _LAZY: dict[str, tuple[str, str]] = {
     "BridgeChange": ("p2pworld.io.nostr_service", "BridgeChange"),
     "BridgeFeed": ("p2pworld.io.nostr_service", "BridgeFeed"),
     "EpochChange": ("p2pworld.log.state", "EpochChange"),
+    "HandoffReport": ("p2pworld.channel.handoffs", "HandoffReport"),
     "MessageCursor": ("p2pworld.runtime.feeds", "MessageCursor"),
     "NodeSubscription": ("p2pworld.runtime.feeds", "NodeSubscription"),
     "WorldSubscription": ("p2pworld.runtime.feeds", "WorldSubscription"),
@@ -106,6 +108,7 @@ _LAZY: dict[str, tuple[str, str]] = {
 
 if TYPE_CHECKING:
     from p2pworld.auth.book import AuthConfig
+    from p2pworld.channel.handoffs import HandoffReport
     from p2pworld.channel.hub import Checkpoint, Notice, PublishResult
     from p2pworld.compute.state import Request as ComputeRequest
     from p2pworld.identity import Ed25519Signer, NodeIdentity, Signer, node_id
@@ -148,6 +151,8 @@ __all__ = [
     "BridgeChange",
     "BridgeFeed",
     "EpochChange",
+    "HandoffReport",
+    "NotHandedOff",
     "MessageCursor",
     "NodeSubscription",
     "WorldSubscription",

@@ -292,6 +292,15 @@ class PayloadTooLarge(ChannelError):
     code = "PAYLOAD_TOO_LARGE"
 
 
+class NotHandedOff(ChannelError):
+    """A channel this node sequenced was not handed to a live replica as the node closed (no
+    replica was live, a closed channel, or the new sequencer did not confirm in time): writes
+    wait until this node returns, or its authority recovers the channel. ``details``:
+    ``reason``."""
+
+    code = "NOT_HANDED_OFF"
+
+
 class PublishTimeout(ChannelError):
     """The publish outcome is indeterminate: the lane died or timed out after sending."""
 

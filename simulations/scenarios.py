@@ -176,6 +176,41 @@ def sequencer_crash_and_handoff(seed: int) -> Result:
     return sim, ch, {}
 
 
+def sequencer_leaves_cleanly(seed: int) -> Result:
+    """The sequencer closes under traffic (``node.close()``) and never returns: it hands the
+    channel to a live replica at its head, writes go on at the new sequencer, and nothing
+    acknowledged is lost (no ``lost_for_good``: a clean close keeps every ack). In some runs
+    a replica is cut off first (it is not live: not chosen), in others a replica crashes
+    while the handoff is on its way and restarts. ``not_handed_off``: a survivor still
+    follows the closed node, or a close without crashes reported a channel not handed off;
+    ``writes_not_resumed``: no write was acknowledged after it."""
+    sim, ch, _ = _setup(seed)
+    _traffic(sim, ch, seconds=4)
+    sim.run(0.5 + sim.rng.random())
+    if sim.rng.random() < 0.4:
+        sim.partition({"n3"})
+    victim = sim.rng.choice(["n1", "n2"]) if sim.rng.random() < 0.3 else None
+    if victim is not None:
+        # A replica (perhaps the one chosen) crashes while the handoff is on its way.
+        sim.at(0.02 * sim.rng.random(), lambda: sim.crash(victim))
+    gone = sim.nodes["n0"].signer.public_key
+    report = sim.leave("n0")
+    left = sim.now
+    sim.run(1.0)
+    if victim is not None:
+        sim.restart(victim)
+    sim.run(3.0)
+    _settle(sim)
+    resumed = any(a.at > left for a in sim.stats.acks)
+    # Every survivor follows a live sequencer; with no crash, the close said so too (a new
+    # sequencer that crashed before confirming may take the channel after its restart).
+    stranded = [n for n, node in sorted(sim.nodes.items()) if node.hub is not None
+                and node.hub.state(ch).sequencer_key == gone]
+    unconfirmed = not report.complete and victim is None
+    return sim, ch, {"not_handed_off": int(bool(stranded) or unconfirmed),
+                     "writes_not_resumed": 0 if resumed else 1}
+
+
 def superseded_sequencer_returns(seed: int) -> Result:
     """The sequencer is cut off and goes on acknowledging its own writes; the authority
     starts a recovery epoch on the most complete replica of the other side; then the old
@@ -759,6 +794,7 @@ SCENARIOS: dict[str, Callable[[int], Result]] = {
     "steady": steady,
     "partition-heal": partition_heal,
     "sequencer-crash-and-handoff": sequencer_crash_and_handoff,
+    "sequencer-leaves-cleanly": sequencer_leaves_cleanly,
     "superseded-sequencer-returns": superseded_sequencer_returns,
     "stale-checkpoint-recovery": stale_checkpoint_recovery,
     "equivocating-sequencer": equivocating_sequencer,

@@ -88,6 +88,9 @@ async def _stop_and_call(tmp_path: Path, waiting: list[P2PWorldError]) -> None:
             outside.start_soon(reader)
             await trio.sleep(0.1)
     with trio.fail_after(5):
+        # The notices buffered before the stop are still read first: here the channel it
+        # could not hand off (no live replica) as it closed.
+        assert (await a.notices()).error.code == "NOT_HANDED_OFF"
         for call in (lambda: a.publish(chan.channel, b"two"),
                      lambda: a.wait_channel("general"), lambda: a.notices(),
                      lambda: a.open_channel("other"), lambda: a.ack(chan.channel, 1)):

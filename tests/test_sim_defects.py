@@ -146,3 +146,16 @@ def test_a_revocation_that_ends_no_session(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(TokenBook, "revoke", old_revoke)
     found = anomalies("token-expiry-storm", 0)
     assert found.get("revoked_read", 0) >= 1, found
+
+
+@pytest.mark.parametrize("stores", ["memory", "sqlite"])
+def test_a_sequencer_that_leaves_without_handing_off_strands_its_channel(
+        monkeypatch: pytest.MonkeyPatch, stores: str) -> None:
+    # The old close: the node said goodbye and went, and its channels kept naming it as
+    # their sequencer: read-only for ever (issue "Channels outlive their sequencer", M1).
+    assert anomalies("sequencer-leaves-cleanly", 0, stores) == {}
+    monkeypatch.setattr(hub.ChannelHub, "hand_off_all",
+                        lambda self, *, now_ms, timeout_ms=0: [])
+    found = anomalies("sequencer-leaves-cleanly", 0, stores)
+    assert found.get("not_handed_off", 0) == 1 and found.get("writes_not_resumed", 0) == 1, \
+        found

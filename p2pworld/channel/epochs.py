@@ -16,6 +16,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from p2pworld.channel.effects import (
+    ChannelKnown,
     Delivered,
     Effect,
     Notice,
@@ -24,9 +25,16 @@ from p2pworld.channel.effects import (
     Persist,
     PublishResult,
 )
+from p2pworld.channel.handoffs import HANDOFF_TIMEOUT_MS, Candidate, HandoffBook, choose
 from p2pworld.channel.pending import _Pending, _Waiter
 from p2pworld.effects import Send
-from p2pworld.errors import LocalProtocolError, LostWrite, NotSequencer, P2PWorldError
+from p2pworld.errors import (
+    LocalProtocolError,
+    LostWrite,
+    NotHandedOff,
+    NotSequencer,
+    P2PWorldError,
+)
 from p2pworld.identity import node_id
 from p2pworld.log.replica import Replica
 from p2pworld.log.state import ChannelState, EpochChange
@@ -52,6 +60,7 @@ class EpochChanges:
         replicas: dict[bytes, Replica]
         route: dict[bytes, bytes]
         peers: dict[bytes, bytes]
+        handoffs: HandoffBook
         outbox: dict[tuple[bytes, bytes], _Pending]
         _reacks: dict[tuple[bytes, bytes], int]
 
@@ -97,6 +106,64 @@ class EpochChanges:
                 size=EPOCH_CATCHUP_BYTES)))))
         fx += self._reroute(channel)
         return ec, fx
+
+    def hand_off_all(self, *, now_ms: int, timeout_ms: int = HANDOFF_TIMEOUT_MS
+                     ) -> list[Effect]:
+        """This node leaves: hand every open channel it sequences to a live replica
+        (:mod:`p2pworld.channel.handoffs`); a channel it cannot hand off gets a
+        :class:`NotHandedOff` notice now, one not confirmed in time at :meth:`expire_handoffs`.
+        """
+        book = self.handoffs
+        book.started = True
+        fx: list[Effect] = []
+        for ch in sorted(self.own):
+            seqr = self.own[ch].seqr
+            st = seqr.state
+            if st.closed or ch in book.pending or ch in book.handed:
+                continue
+            target = choose(self._handoff_candidates(ch), restricted=st.restricted,
+                            participants=st.participants)
+            if target is None:
+                fx += self._not_handed(ch, "no live replica to hand it to")
+                continue
+            try:
+                ec, more = self.handoff(ch, target.key, now_ms=now_ms)
+            except P2PWorldError as e:
+                fx += self._not_handed(ch, e.message)
+                continue
+            fx += more
+            book.start(ch, target.peer, epoch=ec.epoch, now_ms=now_ms, timeout_ms=timeout_ms)
+        return fx
+
+    def expire_handoffs(self, *, now_ms: int) -> list[Effect]:
+        """The handoffs not confirmed in time: a :class:`NotHandedOff` notice for each."""
+        fx: list[Effect] = []
+        for ch in self.handoffs.expire(now_ms=now_ms):
+            fx += self._not_handed(ch, self.handoffs.not_handed[ch], refuse=False)
+        return fx
+
+    def _handoff_candidates(self, channel: bytes) -> list[Candidate]:
+        """The live subscribers the channel's epoch message brings to its head (one further
+        behind could not sequence from where it stands)."""
+        own = self.own[channel]
+        seqr = own.seqr
+        out = []
+        for pid, flow in sorted(own.subscribers.items()):
+            key = self.peers.get(pid)
+            if key is None:
+                continue
+            after = max(flow.sent, seqr.floor)
+            catch_up = seqr.read_bounded(after, count=MAX_EPOCH_CATCHUP,
+                                         size=EPOCH_CATCHUP_BYTES)
+            if after + len(catch_up) >= seqr.seq:
+                out.append(Candidate(peer=pid, key=key, stored=flow.acked, sent=flow.sent))
+        return out
+
+    def _not_handed(self, channel: bytes, why: str, *, refuse: bool = True) -> list[Effect]:
+        if refuse:
+            self.handoffs.refuse(channel, why)
+        return [Notice(channel, NotHandedOff(f"channel not handed off: {why}", reason=why)),
+                ChannelKnown(self.log(channel).record)]
 
     def recover(self, channel: bytes, authority: Signer, new_sequencer: bytes, *,
                 now_ms: int) -> tuple[EpochChange, list[Effect]]:

@@ -46,6 +46,7 @@ from p2pworld.channel.epochs import (  # re-exported: the limits of an epoch mes
     MAX_EPOCH_CATCHUP as MAX_EPOCH_CATCHUP,
     EpochChanges,
 )
+from p2pworld.channel.handoffs import HandoffBook
 from p2pworld.channel.membership import Membership
 from p2pworld.channel.pending import _Pending, _Waiter
 from p2pworld.channel.startup import StartupExchange
@@ -219,8 +220,7 @@ class ChannelHub(StartupExchange, EpochChanges, Subscriptions, Membership, Check
     def __init__(self, signer: Signer, *, workspace: str, rng: random.Random,
                  auth: TokenBook | None = None, message_scope: ScopeOf | None = None) -> None:
         self.signer = signer
-        self.auth = auth
-        """Token checks before every mutation (None: an open world without a control service)."""
+        self.auth = auth  # token checks before every mutation (None: no control service)
         self.message_scope = message_scope or _no_scopes
         """The scope a sender of each message type needs (:mod:`p2pworld.core.routes`)."""
         self.validator: Callable[[ChannelLog, Submission, int], None] | None = None
@@ -240,8 +240,7 @@ class ChannelHub(StartupExchange, EpochChanges, Subscriptions, Membership, Check
         self._unsigned: list[_Unsigned] = []
         self._mine: dict[tuple[bytes, bytes], Submission] = {}
         """Recently signed submissions: our own entries coming back need no signature check."""
-        self.signing = {"batches": 0, "submissions": 0}
-        """Writer signatures made for remote channels, and the submissions they covered."""
+        self.signing = {"batches": 0, "submissions": 0}  # writer signatures, what they covered
         self._by_req: dict[int, tuple[bytes, bytes]] = {}
         self._req_bytes: dict[int, int] = {}
         self._sent_bytes = 0
@@ -255,8 +254,8 @@ class ChannelHub(StartupExchange, EpochChanges, Subscriptions, Membership, Check
         self.channel_errors: dict[bytes, str] = {}
         self.read_only: P2PWorldError | None = None
         self._reacks: dict[tuple[bytes, bytes], int] = {}
-        """Entries acknowledged here, lost when this node stepped down and resubmitted: the
-        seq each had (a ``RESEQUENCED`` notice follows the new ack)."""
+        """Acked here, lost at a step-down, resubmitted: the seq each had (``RESEQUENCED``)."""
+        self.handoffs = HandoffBook()  # the channels handed off as this node leaves
         self.startup_check_ms = STARTUP_CHECK_MS
         """How long a channel loaded from disk waits for its peers' heads (0: no check)."""
         self.quarantined: dict[bytes, P2PWorldError] = {}
@@ -870,7 +869,8 @@ class ChannelHub(StartupExchange, EpochChanges, Subscriptions, Membership, Check
         for ec in epochs:
             walk.check_epoch_change(ec)
             walk.epoch, walk.sequencer_key = ec.epoch, ec.sequencer_key
-        fx: list[Effect] = []
+        fx: list[Effect] = [ChannelKnown(rec)] if self.handoffs.announced(
+            rec.channel, peer, epoch=walk.epoch) else []
         own = self.own.get(rec.channel)
         if own is not None and walk.epoch > own.seqr.state.epoch:
             newer = [ec for ec in epochs if ec.epoch > own.seqr.state.epoch]

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from p2pworld import codec
 from p2pworld.auth.book import REDUCER_SCOPES
+from p2pworld.channel.handoffs import HANDOFF_TIMEOUT_MS
 from p2pworld.compute.state import MAX_JOB_BYTES, POLICIES
 from p2pworld.errors import InvalidArgument, LocalProtocolError, P2PWorldError
 from p2pworld.log.entry import MAX_IDEM_KEY, MAX_NAME, MAX_PARTICIPANTS, ChannelPolicy
@@ -358,6 +359,20 @@ class Handoff(Call):
 
 
 @dataclass(frozen=True, kw_only=True)
+class HandOffAll(Call):
+    """This node leaves: hand every channel it sequences to a live replica
+    (:mod:`p2pworld.channel.handoffs`), each confirmed within ``timeout_ms``."""
+
+    timeout_ms: int = HANDOFF_TIMEOUT_MS
+
+    def __post_init__(self) -> None:
+        need_count(self.timeout_ms, "timeout_ms")
+
+    def apply(self, c: Cores, now_ms: int) -> tuple[Any, Sequence[NodeEffect]]:
+        return None, c.hub.hand_off_all(now_ms=now_ms, timeout_ms=self.timeout_ms)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Recover(Call):
     """Unplanned handoff signed by the channel's ``authority``; the result: the epoch
     change."""
@@ -441,6 +456,6 @@ class Leave(Call):
 
 
 CALLS: tuple[type[Call], ...] = (OpenChannel, Publish, AddParticipant, RemoveParticipant,
-                                 CloseChannel, Handoff, Recover, AckMessage, Join, Advertise,
-                                 Heartbeat, SetSession, Leave)
+                                 CloseChannel, Handoff, HandOffAll, Recover, AckMessage, Join,
+                                 Advertise, Heartbeat, SetSession, Leave)
 """Every API call the node core takes."""

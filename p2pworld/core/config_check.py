@@ -27,6 +27,7 @@ LIST_FIELDS = ("interfaces", "peers", "rendezvous", "relays")
 """Fields that hold lists of strings (addresses, URLs)."""
 MAX_WORKSPACE_BYTES = 128
 MAX_STARTUP_CHECK_S = 600
+MAX_HANDOFF_S = 60
 
 
 def check_config(config: Any) -> None:
@@ -48,6 +49,10 @@ def check_config(config: Any) -> None:
     if not isinstance(s, (int, float)) or not 0 <= s <= MAX_STARTUP_CHECK_S:
         raise InvalidArgument("NodeConfig.startup_check_s must be 0..600 seconds",
                               arg="startup_check_s")
+    h = getattr(config, "handoff_timeout_s", 0.0)
+    if isinstance(h, bool) or not isinstance(h, (int, float)) or not 0 <= h <= MAX_HANDOFF_S:
+        raise InvalidArgument("NodeConfig.handoff_timeout_s must be 0..60 seconds",
+                              arg="handoff_timeout_s")
 
 
 __all__ = ["LIST_FIELDS", "check_config"]

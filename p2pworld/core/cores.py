@@ -114,13 +114,17 @@ class Cores:
         return self.compute.is_compute(rec) and rec.owner_key == self.hub.signer.public_key
 
     def wake_at(self) -> int | None:
-        """When the world's or the channels' timers next have something to do."""
+        """When the world's or the channels' timers next have something to do (a handoff's
+        bound among them)."""
         a, b = self.world.wake_at(), self.hub.wake_at()
-        return b if a is None else a if b is None or a <= b else b
+        best = b if a is None else a if b is None or a <= b else b
+        h = self.hub.handoffs.wake_at() if self.hub.handoffs.pending else None
+        return best if h is None or (best is not None and best <= h) else h
 
     def clock_went_back(self, by_ms: int) -> None:
         self.world.clock_went_back(by_ms)
         self.hub.clock_went_back(by_ms)
+        self.hub.handoffs.clock_went_back(by_ms)
 
     def peer_up(self, peer: bytes, key: bytes, *, now_ms: int) -> list[NodeEffect]:
         return [*self.hub.peer_up(peer, key), *self.world.peer_up(peer, key, now_ms=now_ms)]
@@ -153,8 +157,10 @@ class Cores:
         return []
 
     def tick(self, *, now_ms: int) -> list[NodeEffect]:
-        """The cores' timers: presence and gossip, and the channels' start-up exchange."""
-        return [*self.world.tick(now_ms=now_ms), *self.hub.tick(now_ms=now_ms)]
+        """The cores' timers: presence and gossip, the channels' start-up exchange, the
+        handoffs of a leaving node."""
+        return [*self.world.tick(now_ms=now_ms), *self.hub.tick(now_ms=now_ms),
+                *self.hub.expire_handoffs(now_ms=now_ms)]
 
 
 def build_cores(signer: Signer, *, workspace: str, rng: random.Random, incarnation: int,

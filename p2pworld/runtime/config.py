@@ -78,6 +78,9 @@ class NodeConfig:
     """How long a channel this node sequences, loaded from disk, waits for its peers' heads
     before acknowledging anything (a store that rolled back is found that way; with no answer
     the node goes on with a ``ROLLBACK_UNCHECKED`` notice). 0: no check."""
+    handoff_timeout_s: float = 5.0
+    """How long a node that closes waits for the live replicas it hands its channels to
+    (``docs/guarantees.md``, handoff on close). 0: no handoff."""
 
 
 __all__ = ["NodeConfig"]

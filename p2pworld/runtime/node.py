@@ -31,7 +31,7 @@ from typing import Any, TypeVar
 import trio
 import trio_websocket
 
-from discovery.mdns import Found, Lost, MdnsDiscovery, resolve_interfaces
+from discovery.mdns import Found, Lost, MdnsDiscovery
 from discovery.rendezvous_client import RelayPipe, RendezvousClient
 from p2pworld.auth.book import AuthConfig, own_book
 from p2pworld.auth.control import (
@@ -39,9 +39,9 @@ from p2pworld.auth.control import (
     published_keys,
     published_revocations,
     token_request,
-    verify_policy,
 )
 from p2pworld.auth.schedule import TokenSchedule
+from p2pworld.channel.handoffs import HandoffReport
 from p2pworld.channel.hub import (
     ChannelHub,
     ChannelKnown,
@@ -57,6 +57,7 @@ from p2pworld.compute.state import Request as ComputeRequest
 from p2pworld.core.calls import (
     Advertise,
     Call,
+    HandOffAll,
     Join,
     Leave,
     OpenChannel,
@@ -116,18 +117,14 @@ from p2pworld.effects import (
     SendAll,
 )
 from p2pworld.errors import (
-    AddressUnavailable,
     Backpressure,
-    DiscoveryError,
     InvalidArgument,
     NodeClosed,
     P2PWorldError,
     RendezvousClosed,
     RendezvousUnreachable,
     SessionClosed,
-    StoreCorrupt,
     StoreFull,
-    Unauthorized,
     WaitTimeout,
 )
 from p2pworld.identity import NodeIdentity, Signer, short_id
@@ -158,6 +155,7 @@ from p2pworld.runtime.feeds import (  # re-exported: what the node's reads retur
     NodeSubscription,
     WorldSubscription,
 )
+from p2pworld.runtime.startup import bootstrap_auth, log_store, open_listeners, transport_policy
 from p2pworld.runtime.statistics import NodeStatistics, node_statistics
 from p2pworld.transport.candidate import Candidate, from_urls
 from p2pworld.transport.handshake import MAX_HANDSHAKE_BYTES, PROTOCOL_VERSIONS, HandshakeConfig
@@ -1149,6 +1147,30 @@ class Node:
         if self._config.capabilities is not None:
             await self._mirror_ad(self._config.capabilities)
 
+    async def close(self) -> HandoffReport:
+        """Leave cleanly now, as the end of ``open_node`` does: hand every channel this node
+        sequences to a live replica (``docs/guarantees.md``, handoff on close), say goodbye,
+        stop (calls then raise ``NodeClosed``). Returns what was handed off, and to whom; a
+        channel that was not is also a ``NotHandedOff`` notice. Example::
+
+            report = await node.close()  # report.not_handed: channel id -> why
+        """
+        self._check_open()
+        report = await self._hand_off()
+        await self._leave()
+        self._close("the node was closed")
+        return report
+
+    async def _hand_off(self) -> HandoffReport:
+        """Hand off what this node sequences; the node core's timer bounds the wait."""
+        if self._config.handoff_timeout_s > 0:
+            self._call(HandOffAll(timeout_ms=int(self._config.handoff_timeout_s * 1000)))
+            await self._settle()
+            while not self._hub.handoffs.done:
+                self._check_open()
+                await self._channels_changed.wait()
+        return self._hub.handoffs.report()
+
     async def _leave(self) -> None:
         """Say goodbye: end the session and beat ``offline`` so peers see ``left`` at once."""
         if self._nostr is not None:
@@ -1167,38 +1189,12 @@ class Node:
             for s in list(self._sessions.values()):
                 await s.flush()
 
-    async def _open_listeners(self) -> list[trio.SocketListener]:
-        """One listener per configured interface (names resolve as for mDNS), all on one
-        port: the first one's. A failure is one typed error naming the address."""
-        try:
-            hosts = resolve_interfaces(self._config.interfaces or ["127.0.0.1"])
-        except DiscoveryError as e:
-            raise AddressUnavailable(e.message, address=",".join(self._config.interfaces)) \
-                from None
-        self._listen_host = hosts[0]
-        out: list[trio.SocketListener] = []
-        port = self._config.port
-        try:
-            for host in dict.fromkeys(hosts):
-                try:
-                    got = await trio.open_tcp_listeners(port, host=host)
-                except OSError as e:
-                    raise AddressUnavailable(f"cannot listen on {host}:{port}: {e}",
-                                             address=f"{host}:{port}") from None
-                out += got
-                port = got[0].socket.getsockname()[1]
-        except BaseException:
-            for lst in out:
-                await trio.aclose_forcefully(lst)
-            raise
-        return out
-
     async def _serve(self) -> None:
         self._listen_port = await self._sup.start(self._listen, key="listener")
 
     @task("node")
     async def _listen(self, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED) -> None:
-        listeners = await self._open_listeners()
+        self._listen_host, listeners = await open_listeners(self._config)
         try:
             task_status.started(listeners[0].socket.getsockname()[1])
             # Each connection is a peer scope of its own, contained where the listener
@@ -1386,43 +1382,6 @@ class Node:
         return await self.peers.wait(count, timeout=timeout)
 
 
-async def _transport_policy(config: NodeConfig, auth: AuthConfig | None
-                            ) -> tuple[dict[str, Any] | None, str]:
-    """The control service's signed policy (when there is one) and the effective transport
-    mode: local config narrowed by the policy, never widened (raises ``PolicyDenied``)."""
-    policy = None
-    if config.relays and config.control is not None and auth is not None:
-        with trio.move_on_after(config.handshake_timeout):
-            status, doc = await http_json(config.control, "GET", "/v1/policy")
-            if status == 200:
-                policy = verify_policy(doc, auth.keys)
-    return policy, resolve_mode(config.transport, policy, relays=bool(config.relays))
-
-
-async def _bootstrap_auth(config: NodeConfig, ident: NodeIdentity, auth: AuthConfig | None
-                          ) -> tuple[AuthConfig, bytes]:
-    """Fetch the control service's keys (unless given) and a first token, retrying for up to
-    ``handshake_timeout`` seconds. Raises ``Unauthorized`` (or ``SessionClosed``) if none."""
-    assert config.control is not None
-    deadline = time.monotonic() + config.handshake_timeout
-    while True:
-        try:
-            if auth is None:
-                status, out = await http_json(config.control, "GET", "/v1/keys")
-                keys = published_keys(status, out)
-                if keys is None:
-                    raise Unauthorized(f"control service keys: HTTP {status}")
-                auth = AuthConfig(keys=keys)
-            token, _ = minted_token(*await http_json(
-                config.control, "POST", "/v1/token",
-                token_request(ident.signer, at=int(time.time()), nostr=ident.nostr.public)))
-            return auth, token
-        except SessionClosed:
-            if time.monotonic() > deadline:
-                raise Unauthorized("no token: the control service is unreachable") from None
-            await trio.sleep(0.5)
-
-
 @asynccontextmanager
 async def open_node(config: NodeConfig, *, identity: NodeIdentity | None = None) -> AsyncIterator[Node]:
     """Start a node; leaving the block stops it (goodbyes sent, sessions closed).
@@ -1451,32 +1410,18 @@ def _checked(config: NodeConfig) -> NodeConfig:
     return dataclasses.replace(config, home=Path(config.home).expanduser())
 
 
-def _log_store(home: NodeHome) -> LogStore:
-    """The home's channel log. A home that has run before (its world store exists: it is
-    created after the log, on the first start) whose log is missing or empty lost every
-    acknowledged entry: refused, typed, instead of starting over with an empty log."""
-    path = home.path / "log.db"
-    world = home.path / "world.db"
-    empty = not path.exists() or path.stat().st_size == 0
-    if empty and world.exists() and world.stat().st_size > 0:
-        raise StoreCorrupt(f"{path} is missing or empty, but this home has run before "
-                           f"({world} exists): restore the log, or start a fresh home",
-                           path=str(path))
-    return LogStore(path)
-
-
 @asynccontextmanager
 async def _open_node(config: NodeConfig, identity: NodeIdentity | None, home: NodeHome
                      ) -> AsyncIterator[Node]:
     ident = identity or home.load_or_create()
     auth, token = config.auth, config.token
     if config.control is not None:
-        auth, token = await _bootstrap_auth(config, ident, auth)
-    policy, mode = await _transport_policy(config, auth)
+        auth, token = await bootstrap_auth(config, ident, auth)
+    policy, mode = await transport_policy(config, auth)
     # Fail here, typed, rather than from inside the node's nursery.
     own_book(auth, token, now=time.time(), node_key=ident.public_key,
              nostr_pubkey=ident.nostr.public)
-    store = _log_store(home)
+    store = log_store(home)
     world_store: WorldStore | None = None
     caller: list[BaseException] = []
     node_ref: list[Node] = []
@@ -1522,7 +1467,9 @@ async def _open_node(config: NodeConfig, identity: NodeIdentity | None, home: No
                 except BaseException as e:
                     caller.append(e)  # the application's own: it leaves unchanged
                     raise
-                await node._leave()
+                if node._closed is None:  # not closed by the application (node.close())
+                    await node._hand_off()
+                    await node._leave()
             finally:
                 node._sup.closed = True
                 node._close()

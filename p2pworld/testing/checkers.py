@@ -56,7 +56,7 @@ def check_all(sim: Simulator, channel: bytes) -> dict[str, int]:
 ANOMALIES = ("lost_write", "duplicate", "poll_skip", "nonmonotonic", "inconsistent_offsets",
              "diverged", "unauthorized_accepted", "forged_visible", "forks_undetected",
              "replay_mismatch", "multiple_winners", "presence_collapsed", "writes_not_resumed",
-             "compute_stuck", "store_refused", "crashed", "revoked_read")
+             "compute_stuck", "store_refused", "crashed", "revoked_read", "not_handed_off")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -192,7 +192,7 @@ def replay_mismatch(c: StoredChannel, live_hash: bytes,
 
 
 def _snap_signer(sim: Simulator, key: bytes) -> Signer:
-    for node in sim.nodes.values():
+    for node in [*sim.nodes.values(), *sim.retired.values()]:
         if node.signer.public_key == key:
             return node.signer
     extra: list[Signer] = getattr(sim, "extra_signers", [])

@@ -85,7 +85,7 @@ class SimControl:
         node.token = raw
         self._carry(node, [], inp=TokenMinted(token=raw, expires_at=node.token_exp))
         if first and self.world_on:
-            # The runtime's start waits for a first token (``_bootstrap_auth``); a node
+            # The runtime's start waits for a first token (``runtime.startup.bootstrap_auth``); a node
             # booted while the service was away joins now.
             self._calls(node, [Join(info=NodeInfo(device=node.name))])
         self.stats.reach("token_refresh")

@@ -8,7 +8,8 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from p2pworld import codec
-from p2pworld.core.calls import Call, Handoff, OpenChannel, Publish, Recover
+from p2pworld.channel.handoffs import HANDOFF_TIMEOUT_MS, HandoffReport
+from p2pworld.core.calls import Call, Handoff, HandOffAll, OpenChannel, Publish, Recover
 from p2pworld.core.node import Input, Received
 from p2pworld.errors import P2PWorldError
 from p2pworld.log.entry import ChannelPolicy
@@ -44,6 +45,7 @@ class Workload:
         def now_ms(self, node: SimNode) -> int: ...
         def run(self, seconds: float) -> None: ...
         def any_node(self, name: str) -> SimNode: ...
+        def retire(self, name: str) -> None: ...
         def _by_id(self) -> dict[bytes, SimNode]: ...
         def _carry(self, node: SimNode, fx: list[Any], *, inp: Input | None = None) -> None: ...
         def _calls(self, node: SimNode, calls: Sequence[Call]) -> list[Any]: ...
@@ -82,9 +84,9 @@ class Workload:
         """Publishes that arrive together (concurrent callers of one node in one pass of its
         effect runner): one flush takes them all, as in the runtime. ``items``: (key,
         payload) pairs."""
-        node = self.nodes[writer]
-        if node.core is None:
-            return
+        node = self.nodes.get(writer)
+        if node is None or node.core is None:
+            return  # down, or retired
         for key, payload in items:
             # A retry of the same payload under the same key sends the same bytes.
             stamped = self._stamped.setdefault((writer, channel, key, payload), codec.encode(
@@ -105,6 +107,23 @@ class Workload:
         self._calls(node, [Handoff(channel=channel,
                                    next_sequencer=self.nodes[to].signer.public_key)])
         self.stats.reach("handoff")
+
+    def leave(self, name: str, *, timeout_ms: int = HANDOFF_TIMEOUT_MS) -> HandoffReport:
+        """The node leaves cleanly and for good, as ``node.close()`` does: its node core hands
+        off what it sequences (the same call), simulated time runs until the core says every
+        handoff is confirmed or past its bound, and the node is retired."""
+        node = self.nodes[name]
+        if node.hub is None:
+            return HandoffReport()
+        self._calls(node, [HandOffAll(timeout_ms=timeout_ms)])
+        book = node.hub.handoffs
+        end = self.now + timeout_ms / 1000 + 1.0  # the core's bound ends it before this
+        while not book.done and node.hub is not None and self.now < end:
+            self.run(0.01)
+        report = book.report()
+        self.stats.reach("handed_off" if report.handed else "not_handed_off")
+        self.retire(name)
+        return report
 
     def recover(self, at: str, channel: bytes, authority: Signer) -> None:
         node = self.nodes[at]

@@ -1,0 +1,84 @@
+"""Channels outlive their sequencer's clean exit (issue "Channels outlive their sequencer",
+M1): a node that closes hands every channel it sequences to a live replica at its head,
+waits for the new sequencer to confirm, and says which it could not hand off. Real nodes
+over real sessions on loopback."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import trio
+
+from p2pworld import NodeClosed, NotHandedOff, open_node
+from p2pworld.log.entry import ChannelPolicy
+
+from .test_node import cfg, collect
+
+
+async def test_a_closing_sequencer_hands_its_channel_to_a_replica_and_writes_go_on(
+        tmp_path: Path) -> None:
+    """Before: the channel named the closed node as its sequencer for ever (read-only)."""
+    with trio.fail_after(60):
+        async with open_node(cfg(tmp_path, "b")) as b, \
+                open_node(cfg(tmp_path, "c", peers=[b.url])) as c:
+            async with open_node(cfg(tmp_path, "a", peers=[b.url, c.url])) as a:
+                await a.wait_peers(2)
+                chan = await a.open_channel("general", policy=ChannelPolicy(replication=2))
+                ch = chan.channel
+                await b.wait_channel("general")
+                await c.wait_channel("general")
+                for i in range(5):
+                    r = await a.publish(ch, b"m%d" % i, durability="replicated")
+                assert r.seq == 5 and r.strength == "replicated"
+                t0 = trio.current_time()
+                report = await a.close()
+                took = trio.current_time() - t0
+                assert report.complete, report
+                [(handed, to)] = report.handed.items()
+                assert handed == ch and to in (b.node_id, c.node_id)
+                with pytest.raises(NodeClosed):
+                    await a.publish(ch, b"after close")
+            # The new sequencer acknowledges; the other replica follows it.
+            new, other = (b, c) if to == b.node_id else (c, b)
+            assert new.channels.sequencer_of(ch) == new.node_id
+            r = await other.publish(ch, b"after the handoff", timeout=20)
+            assert r.seq == 6
+            got = await collect(new, ch, 6)
+            assert [m.payload for m in got] == [b"m0", b"m1", b"m2", b"m3", b"m4",
+                                                b"after the handoff"]
+            assert took < 10  # confirmed, not the end of the bound (5 s) plus leaving
+
+
+async def test_a_channel_with_no_live_replica_is_reported_and_noticed(tmp_path: Path) -> None:
+    with trio.fail_after(30):
+        async with open_node(cfg(tmp_path, "a")) as a:
+            ch = (await a.open_channel("alone")).channel
+            await a.publish(ch, b"only here")
+            report = await a.close()
+            assert not report.complete and set(report.not_handed) == {ch}
+            notice = await a.notices()
+            assert isinstance(notice.error, NotHandedOff) and notice.channel == ch
+        # It is still this node's channel when it comes back.
+        async with open_node(cfg(tmp_path, "a")) as a:
+            assert a.channels.sequencer_of(ch) == a.node_id
+            assert (await a.publish(ch, b"back")).seq == 2
+
+
+async def test_the_end_of_open_node_hands_off_too(tmp_path: Path) -> None:
+    with trio.fail_after(60):
+        async with open_node(cfg(tmp_path, "b")) as b:
+            async with open_node(cfg(tmp_path, "a", peers=[b.url])) as a:
+                await a.wait_peers(1)
+                ch = (await a.open_channel("general")).channel
+                await b.wait_channel("general")
+                await a.publish(ch, b"one")
+                await collect(b, ch, 1)  # b is a live replica at the head
+            assert b.channels.sequencer_of(ch) == b.node_id
+            assert (await b.publish(ch, b"two")).seq == 2
+            # Back again, the old sequencer follows the new one (the handoff was on its disk
+            # before it left): one sequencer, one history.
+            async with open_node(cfg(tmp_path, "a", peers=[b.url])) as a:
+                assert a.channels.sequencer_of(ch) == b.node_id
+                assert [m.payload for m in await collect(a, ch, 2)] == [b"one", b"two"]
+                assert (await a.publish(ch, b"three")).seq == 3
