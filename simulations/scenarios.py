@@ -181,8 +181,9 @@ def sequencer_leaves_cleanly(seed: int) -> Result:
     channel to a live replica at its head, writes go on at the new sequencer, and nothing
     acknowledged is lost (no ``lost_for_good``: a clean close keeps every ack). In some runs
     a replica is cut off first (it is not live: not chosen), in others a replica crashes
-    while the handoff is on its way and restarts. ``not_handed_off``: a survivor still
-    follows the closed node, or a close without crashes reported a channel not handed off;
+    while the handoff is on its way and restarts, or a second sequencer closes at once.
+    ``not_handed_off``: a survivor still follows a closed node, or a close without crashes
+    reported a channel not handed off;
     ``writes_not_resumed``: no write was acknowledged after it."""
     sim, ch, _ = _setup(seed)
     _traffic(sim, ch, seconds=4)
@@ -193,8 +194,17 @@ def sequencer_leaves_cleanly(seed: int) -> Result:
     if victim is not None:
         # A replica (perhaps the one chosen) crashes while the handoff is on its way.
         sim.at(0.02 * sim.rng.random(), lambda: sim.crash(victim))
-    gone = sim.nodes["n0"].signer.public_key
-    report = sim.leave("n0")
+    # Or a second sequencer, of a channel of its own, closes at the same moment: each may be
+    # handed the other's channel on its way out (it hands it on, never back).
+    both = victim is None and sim.rng.random() < 0.4
+    own2 = sim.open_channel("n1", "n1's") if both else None
+    if own2 is not None:
+        for name in ("n0", "n2", "n3"):
+            sim.publish(name, own2, b"first", key=b"first-" + name.encode())
+        sim.run(0.5)
+    leavers = ["n0", "n1"] if both else ["n0"]
+    gone = {sim.nodes[n].signer.public_key for n in leavers}
+    reports = sim.leave(*leavers)
     left = sim.now
     sim.run(1.0)
     if victim is not None:
@@ -205,8 +215,9 @@ def sequencer_leaves_cleanly(seed: int) -> Result:
     # Every survivor follows a live sequencer; with no crash, the close said so too (a new
     # sequencer that crashed before confirming may take the channel after its restart).
     stranded = [n for n, node in sorted(sim.nodes.items()) if node.hub is not None
-                and node.hub.state(ch).sequencer_key == gone]
-    unconfirmed = not report.complete and victim is None
+                for c in (ch, own2) if c is not None and c in node.hub.replicas
+                and node.hub.state(c).sequencer_key in gone]
+    unconfirmed = any(not r.complete for r in reports.values()) and victim is None
     return sim, ch, {"not_handed_off": int(bool(stranded) or unconfirmed),
                      "writes_not_resumed": 0 if resumed else 1}
 

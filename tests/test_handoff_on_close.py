@@ -82,3 +82,32 @@ async def test_the_end_of_open_node_hands_off_too(tmp_path: Path) -> None:
                 assert a.channels.sequencer_of(ch) == b.node_id
                 assert [m.payload for m in await collect(a, ch, 2)] == [b"one", b"two"]
                 assert (await a.publish(ch, b"three")).seq == 3
+
+
+async def test_two_sequencers_closing_at_once_leave_their_channels_to_the_one_that_stays(
+        tmp_path: Path) -> None:
+    """A channel handed to a node that is closing too is handed on, never back: without it,
+    each could take the other's channel on its way out and leave it stranded."""
+    with trio.fail_after(60):
+        async with open_node(cfg(tmp_path, "c")) as c:
+            async with open_node(cfg(tmp_path, "a", peers=[c.url])) as a, \
+                    open_node(cfg(tmp_path, "b", peers=[a.url, c.url])) as b:
+                await a.wait_peers(2)
+                await b.wait_peers(2)
+                ca = (await a.open_channel("from-a")).channel
+                cb = (await b.open_channel("from-b")).channel
+                for node, ch in ((a, ca), (b, cb)):
+                    await node.publish(ch, b"first")
+                for node, ch in ((b, ca), (c, ca), (a, cb), (c, cb)):
+                    await collect(node, ch, 1)  # every other node replicates both
+                reports = {}
+
+                async def close(name: str, node) -> None:  # type: ignore[no-untyped-def]
+                    reports[name] = await node.close()
+
+                async with trio.open_nursery() as n:
+                    n.start_soon(close, "a", a)
+                    n.start_soon(close, "b", b)
+            for ch in (ca, cb):
+                assert c.channels.sequencer_of(ch) == c.node_id, reports
+                assert (await c.publish(ch, b"second")).seq == 2

@@ -126,3 +126,15 @@ def test_an_unconfirmed_handoff_ends_at_its_bound_with_a_notice() -> None:
     assert isinstance(notice, Notice) and isinstance(notice.error, NotHandedOff)
     assert a.handoffs.done and not a.handoffs.report().complete
     assert node_id(b.signer.public_key) == b.node_id
+
+
+def test_a_channel_handed_over_while_leaving_waits_for_a_replica_within_its_bound() -> None:
+    book = HandoffBook(timeout_ms=1000)
+    book.started = True
+    assert book.seek(b"ch", now_ms=0) and not book.done
+    assert book.wake_at() == 100  # tried again soon, not at the end of the bound
+    assert book.seek(b"ch", now_ms=500) and book.wake_at() == 600
+    book.start(b"ch", b"t", epoch=3, now_ms=550, timeout_ms=1000)  # a replica came
+    assert b"ch" not in book.seeking and book.wake_at() == 1550
+    assert book.seek(b"other", now_ms=0)
+    assert not book.seek(b"other", now_ms=2000)  # past its bound: given up

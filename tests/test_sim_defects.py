@@ -159,3 +159,14 @@ def test_a_sequencer_that_leaves_without_handing_off_strands_its_channel(
     found = anomalies("sequencer-leaves-cleanly", 0, stores)
     assert found.get("not_handed_off", 0) == 1 and found.get("writes_not_resumed", 0) == 1, \
         found
+
+
+def test_two_sequencers_closing_at_once_without_handing_on_strand_a_channel(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without handing on a channel handed over while leaving, two sequencers closing at once
+    # could each take the other's channel out with them (seed 28 has both close).
+    from p2pworld.channel.epochs import EpochChanges
+
+    assert anomalies("sequencer-leaves-cleanly", 28) == {}
+    monkeypatch.setattr(EpochChanges, "_hand_on", lambda self, channel, now_ms: [])
+    assert anomalies("sequencer-leaves-cleanly", 28).get("not_handed_off", 0) == 1

@@ -25,7 +25,7 @@ from p2pworld.channel.effects import (
     Persist,
     PublishResult,
 )
-from p2pworld.channel.handoffs import HANDOFF_TIMEOUT_MS, Candidate, HandoffBook, choose
+from p2pworld.channel.handoffs import Candidate, HandoffBook, choose
 from p2pworld.channel.pending import _Pending, _Waiter
 from p2pworld.effects import Send
 from p2pworld.errors import (
@@ -107,24 +107,32 @@ class EpochChanges:
         fx += self._reroute(channel)
         return ec, fx
 
-    def hand_off_all(self, *, now_ms: int, timeout_ms: int = HANDOFF_TIMEOUT_MS
-                     ) -> list[Effect]:
+    def hand_off_all(self, *, now_ms: int, timeout_ms: int | None = None,
+                     seek: bool = False) -> list[Effect]:
         """This node leaves: hand every open channel it sequences to a live replica
         (:mod:`p2pworld.channel.handoffs`); a channel it cannot hand off gets a
         :class:`NotHandedOff` notice now, one not confirmed in time at :meth:`expire_handoffs`.
-        """
+        Called again (``seek``) for a channel handed to this node while it leaves: never back
+        to the node that just handed it here (it is leaving too), and, with no replica yet,
+        tried again until its bound. ``timeout_ms``: the bound of each (None: the one given
+        first, else ``handoffs.HANDOFF_TIMEOUT_MS``)."""
         book = self.handoffs
+        if timeout_ms is not None and not book.started:
+            book.timeout_ms = timeout_ms
         book.started = True
         fx: list[Effect] = []
         for ch in sorted(self.own):
             seqr = self.own[ch].seqr
             st = seqr.state
-            if st.closed or ch in book.pending or ch in book.handed:
+            if st.closed or ch in book.pending or ch in book.handed or ch in book.not_handed:
                 continue
-            target = choose(self._handoff_candidates(ch), restricted=st.restricted,
-                            participants=st.participants)
+            last = st.epochs[-1] if st.epochs else None
+            gave = last.signer_key if last is not None and last.reason == "handoff" else None
+            target = choose([c for c in self._handoff_candidates(ch) if c.key != gave],
+                            restricted=st.restricted, participants=st.participants)
             if target is None:
-                fx += self._not_handed(ch, "no live replica to hand it to")
+                if not ((seek or ch in book.seeking) and book.seek(ch, now_ms=now_ms)):
+                    fx += self._not_handed(ch, "no live replica to hand it to")
                 continue
             try:
                 ec, more = self.handoff(ch, target.key, now_ms=now_ms)
@@ -132,14 +140,24 @@ class EpochChanges:
                 fx += self._not_handed(ch, e.message)
                 continue
             fx += more
-            book.start(ch, target.peer, epoch=ec.epoch, now_ms=now_ms, timeout_ms=timeout_ms)
+            book.start(ch, target.peer, epoch=ec.epoch, now_ms=now_ms,
+                       timeout_ms=book.timeout_ms)
         return fx
+
+    def _hand_on(self, channel: bytes, now_ms: int) -> list[Effect]:
+        """A channel handed to this node while it leaves is handed on (not kept)."""
+        if self.handoffs.started and channel in self.own:
+            return self.hand_off_all(now_ms=now_ms, seek=True)
+        return []
 
     def expire_handoffs(self, *, now_ms: int) -> list[Effect]:
         """The handoffs not confirmed in time: a :class:`NotHandedOff` notice for each."""
+        book = self.handoffs
         fx: list[Effect] = []
-        for ch in self.handoffs.expire(now_ms=now_ms):
-            fx += self._not_handed(ch, self.handoffs.not_handed[ch], refuse=False)
+        for ch in book.expire(now_ms=now_ms):
+            fx += self._not_handed(ch, book.not_handed[ch], refuse=False)
+        if book.seeking and now_ms >= book.next_try_ms:
+            fx += self.hand_off_all(now_ms=now_ms, seek=True)
         return fx
 
     def _handoff_candidates(self, channel: bytes) -> list[Candidate]:

@@ -11,6 +11,9 @@ channel it sequences to one of its live replicas, so writes go on without it:
 * **Acknowledged** when the new sequencer announces the channel at the new epoch to this node
   (it does so as it takes over), within ``timeout_ms``
   (:data:`HANDOFF_TIMEOUT_MS` by default).
+* **Handed to a leaving node** (two nodes closing at once may hand their channels to each
+  other): it is handed on, never back to the node that just handed it over, as soon as a
+  replica has subscribed to it here, within the bound.
 * **What the application hears:** :class:`HandoffReport` (what ``close`` returns), and a
   :class:`~p2pworld.errors.NotHandedOff` notice for every channel not handed off.
 
@@ -33,6 +36,10 @@ from dataclasses import dataclass, field
 HANDOFF_TIMEOUT_MS = 5_000
 """How long a leaving node waits for its new sequencers to confirm (``NodeConfig``
 ``handoff_timeout_s`` sets it)."""
+SEEK_RETRY_MS = 100
+"""A channel handed to a node while it leaves, with no live replica yet to hand it on to
+(they subscribe to it as they learn of the change), is tried again this often, within the
+bound."""
 
 
 @dataclass(frozen=True)
@@ -86,20 +93,38 @@ class HandoffBook:
     """The handoffs of one leaving node: on their way, confirmed, or not made."""
 
     pending: dict[bytes, _Pending] = field(default_factory=dict)
+    seeking: dict[bytes, int] = field(default_factory=dict)
+    """Channels handed here while leaving, waiting for a replica: the bound of each."""
+    next_try_ms: int = 0
     handed: dict[bytes, bytes] = field(default_factory=dict)
     not_handed: dict[bytes, str] = field(default_factory=dict)
     started: bool = False
     """The node began leaving (a book that never started is not ``done``)."""
+    timeout_ms: int = HANDOFF_TIMEOUT_MS
+    """The bound of each handoff (the one the node's close asked for)."""
 
     def start(self, channel: bytes, target: bytes, *, epoch: int, now_ms: int,
               timeout_ms: int) -> None:
         """``channel`` was handed to ``target`` at ``epoch``; it confirms by ``timeout_ms``."""
         self.started = True
+        self.seeking.pop(channel, None)
         self.pending[channel] = _Pending(target, epoch, now_ms + timeout_ms)
+
+    def seek(self, channel: bytes, *, now_ms: int) -> bool:
+        """``channel`` was handed here while leaving and has no replica to go to yet: True
+        while it may wait for one (tried again in :data:`SEEK_RETRY_MS`), False once its
+        bound has passed."""
+        deadline = self.seeking.setdefault(channel, now_ms + self.timeout_ms)
+        if now_ms >= deadline:
+            del self.seeking[channel]
+            return False
+        self.next_try_ms = now_ms + SEEK_RETRY_MS
+        return True
 
     def refuse(self, channel: bytes, why: str) -> None:
         """``channel`` is not handed off, for ``why``."""
         self.started = True
+        self.seeking.pop(channel, None)
         self.not_handed[channel] = why
 
     def announced(self, channel: bytes, peer: bytes, *, epoch: int) -> bool:
@@ -121,16 +146,21 @@ class HandoffBook:
         return late
 
     def wake_at(self) -> int | None:
-        return min((p.deadline_ms for p in self.pending.values()), default=None)
+        best = min((p.deadline_ms for p in self.pending.values()), default=None)
+        if self.seeking and (best is None or self.next_try_ms < best):
+            best = self.next_try_ms
+        return best
 
     def clock_went_back(self, by_ms: int) -> None:
         for p in self.pending.values():
             p.deadline_ms -= by_ms
+        self.seeking = {ch: t - by_ms for ch, t in self.seeking.items()}
+        self.next_try_ms -= by_ms
 
     @property
     def done(self) -> bool:
         """The node began leaving and no handoff waits any more."""
-        return self.started and not self.pending
+        return self.started and not self.pending and not self.seeking
 
     def report(self) -> HandoffReport:
         return HandoffReport(dict(self.handed), dict(self.not_handed))

@@ -116,8 +116,7 @@ ScopeOf = Callable[..., str | None]
 MAX_BATCH = 256
 """Most entries per ``ents`` message a sequencer sends."""
 STARTUP_CHECK_MS = 2_000
-"""How long a sequencer that loaded a channel from disk waits for its peers' heads before it
-acknowledges anyway (with a ``RollbackUnchecked`` notice if none answered)."""
+"""How long a sequencer that loaded a channel waits for its peers' heads (then: acks)."""
 MAX_BATCH_BYTES = 1 << 20
 """Most encoded entry bytes per ``ents`` message (one larger entry travels alone)."""
 WINDOW_ENTRIES = 4096
@@ -801,7 +800,8 @@ class ChannelHub(StartupExchange, EpochChanges, Subscriptions, Membership, Check
                 return self._step_down(ch, newer, now_ms) if newer else []
             if ec.epoch > self.log(ch).state.epoch:  # a new sequencer takes over: a mutation
                 self._authorize(ec.sequencer_key, type(msg), now_ms, channel=ch)
-            return self._enter_epoch(peer, ec, list(msg.entries))
+            fx = self._enter_epoch(peer, ec, list(msg.entries))
+            return fx + self._hand_on(ch, now_ms)  # a leaving node hands on what it is handed
         if isinstance(msg, SnapshotMsg):
             return self._on_snapshot(peer, msg)
         if isinstance(msg, Stored):
@@ -975,6 +975,6 @@ __all__ = ["ChannelHub", "Checkpoint", "PublishResult", "ChannelError", "Effect"
 
 
 def _channel_of(msg: Message) -> bytes | None:
-    """The channel a message is about, for quarantine (None: about none). A submission is
-    answered as for any channel this node does not hold (a typed nack), so it is let by."""
+    """The channel a message is about, for quarantine (None: none; a submission passes: a
+    typed nack answers it as for any channel this node does not hold)."""
     return None if isinstance(msg, Submit) else message_channel(msg)

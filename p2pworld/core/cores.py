@@ -118,7 +118,8 @@ class Cores:
         bound among them)."""
         a, b = self.world.wake_at(), self.hub.wake_at()
         best = b if a is None else a if b is None or a <= b else b
-        h = self.hub.handoffs.wake_at() if self.hub.handoffs.pending else None
+        book = self.hub.handoffs
+        h = book.wake_at() if book.pending or book.seeking else None
         return best if h is None or (best is not None and best <= h) else h
 
     def clock_went_back(self, by_ms: int) -> None:

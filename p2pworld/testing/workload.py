@@ -108,22 +108,29 @@ class Workload:
                                    next_sequencer=self.nodes[to].signer.public_key)])
         self.stats.reach("handoff")
 
-    def leave(self, name: str, *, timeout_ms: int = HANDOFF_TIMEOUT_MS) -> HandoffReport:
-        """The node leaves cleanly and for good, as ``node.close()`` does: its node core hands
-        off what it sequences (the same call), simulated time runs until the core says every
-        handoff is confirmed or past its bound, and the node is retired."""
-        node = self.nodes[name]
-        if node.hub is None:
-            return HandoffReport()
-        self._calls(node, [HandOffAll(timeout_ms=timeout_ms)])
-        book = node.hub.handoffs
-        end = self.now + timeout_ms / 1000 + 1.0  # the core's bound ends it before this
-        while not book.done and node.hub is not None and self.now < end:
+    def leave(self, *names: str, timeout_ms: int = HANDOFF_TIMEOUT_MS
+              ) -> dict[str, HandoffReport]:
+        """The nodes leave cleanly, at once and for good, as ``node.close()`` does: each node
+        core hands off what it sequences (the same call), simulated time runs until each
+        core says every handoff is confirmed or past its bound, and the nodes are retired."""
+        leaving = [n for n in names if self.nodes[n].hub is not None]
+        for name in leaving:
+            self._calls(self.nodes[name], [HandOffAll(timeout_ms=timeout_ms)])
+        end = self.now + timeout_ms / 1000 + 1.0  # the cores' bound ends it before this
+
+        def waiting() -> bool:
+            return any((h := self.nodes[n].hub) is not None and not h.handoffs.done
+                       for n in leaving)
+
+        while waiting() and self.now < end:
             self.run(0.01)
-        report = book.report()
-        self.stats.reach("handed_off" if report.handed else "not_handed_off")
-        self.retire(name)
-        return report
+        out = {}
+        for name in leaving:
+            hub = self.nodes[name].hub
+            out[name] = hub.handoffs.report() if hub is not None else HandoffReport()
+            self.stats.reach("handed_off" if out[name].handed else "not_handed_off")
+            self.retire(name)
+        return out
 
     def recover(self, at: str, channel: bytes, authority: Signer) -> None:
         node = self.nodes[at]
