@@ -111,3 +111,47 @@ async def test_two_sequencers_closing_at_once_leave_their_channels_to_the_one_th
             for ch in (ca, cb):
                 assert c.channels.sequencer_of(ch) == c.node_id, reports
                 assert (await c.publish(ch, b"second")).seq == 2
+
+
+def test_p2pworld_node_hands_its_channels_off_on_sigterm(tmp_path: Path) -> None:
+    """Real processes. Before: a signal cancelled ``p2pworld node`` (the node's tasks with
+    it), so an operator's Ctrl-C, ``kill`` or ``docker stop`` never handed anything off."""
+    import json
+    import signal
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+
+    def node(name: str, *extra: str) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            [sys.executable, "-m", "p2pworld.cli.main", "node", "--home", str(tmp_path / name),
+             "--no-mdns", "--json", "--workspace", "sigterm", *extra],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            cwd=root)
+
+    def events(proc: subprocess.Popen[str], until: str) -> dict:  # type: ignore[type-arg]
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            ev = json.loads(line)
+            if ev["event"] == until:
+                return ev  # type: ignore[no-any-return]
+        raise AssertionError(f"no {until!r} event")
+
+    a = node("a", "--open", "general", "--send", "general", "hello")
+    b = None
+    try:
+        url = events(a, "up")["url"]
+        b = node("b", "--peer", url, "--follow", "general")
+        b_id = events(b, "up")["node"]
+        assert events(b, "message")  # b replicates the channel, at its head
+        a.send_signal(signal.SIGTERM)
+        closed = events(a, "closed")
+        assert list(closed["handed"].values()) == [b_id], closed
+        _, err = a.communicate(timeout=60)
+        assert a.returncode == 0, err[-2000:]
+    finally:
+        for p in (a, b):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.communicate()

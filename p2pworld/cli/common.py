@@ -24,6 +24,10 @@ async def stdin_line() -> str:
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 """What ends a command cleanly: Ctrl-C, and the operator's ``kill`` / ``docker stop``."""
+GRACE_S = 15.0
+"""How long a command that stops gracefully (it waits on ``args.stop_requested``, as
+``p2pworld node`` does to hand its channels off) has after the first signal before it is
+cancelled; a second signal cancels it at once."""
 
 
 def run_until_interrupted(run: Callable[[argparse.Namespace], Awaitable[int]],
@@ -61,11 +65,18 @@ async def _until_signalled(run: Callable[[argparse.Namespace], Awaitable[int]],
         return await run(args)  # signals reach only the main thread: nothing to receive
     rc: list[int] = []
     failed: list[BaseException] = []
+    stop = args.stop_requested = trio.Event()
     async with trio.open_nursery() as nursery:
         spawn_in(nursery, _command, run, args, rc, failed, nursery.cancel_scope)
-        # Open until the first signal: a second one gets trio's KeyboardInterrupt.
+        # Open until the signal that cancels: a later one gets trio's KeyboardInterrupt.
         with trio.open_signal_receiver(*STOP_SIGNALS) as signals:
             async for _ in signals:
+                if getattr(args, "graceful", False) and not stop.is_set():
+                    # The command ends itself (a node hands its channels off first), within
+                    # the grace period; a second signal cancels it.
+                    stop.set()
+                    nursery.cancel_scope.deadline = trio.current_time() + GRACE_S
+                    continue
                 nursery.cancel_scope.cancel()
                 break
     if failed:

@@ -254,26 +254,39 @@ async def run(args: argparse.Namespace) -> int:
                      rendezvous=args.rendezvous, public_urls=args.public_url,
                      control=args.control, relays=args.relay, transport=args.transport)
     out = _Out(args.json)
-    async with open_node(cfg) as node, trio.open_nursery() as nursery:
-        # A failed command (a follow, a send, a job) ends that command with an error line;
-        # only the command loop itself ends the process.
-        sup = Supervisor(nursery, on_failure=lambda f: out(
-            "error", f"{f.scope} {f.key}: {f.error.code}: {f.error.message}",
-            code=f.error.code, scope=f.scope))
-        out("up", f"node {node.node_id.hex()} workspace {cfg.workspace} at {node.url}",
-            node=node.node_id.hex(), url=node.url, workspace=cfg.workspace)
-        sup.spawn(_watch, node, out, key="peers")
-        for name in args.open:
-            rec = await node.open_channel(name)
-            out("open", f"{name} {rec.channel.hex()}", channel=rec.channel.hex(), name=name)
-        for name in args.follow:
-            sup.spawn(_follow, node, name, out, key=name)
-        for name, text in args.send:
-            sup.spawn(_send, node, name, text, out, key=name)
-        sup.spawn(_commands, node, sup, out, key="stdin")
-        sup.spawn(_notices, node, out, key="notices")
+    stop: trio.Event | None = getattr(args, "stop_requested", None)
+    async with open_node(cfg) as node:
+        async with trio.open_nursery() as nursery:
+            # A failed command (a follow, a send, a job) ends that command with an error
+            # line; only the command loop itself ends the process.
+            sup = Supervisor(nursery, on_failure=lambda f: out(
+                "error", f"{f.scope} {f.key}: {f.error.code}: {f.error.message}",
+                code=f.error.code, scope=f.scope))
+            out("up", f"node {node.node_id.hex()} workspace {cfg.workspace} at {node.url}",
+                node=node.node_id.hex(), url=node.url, workspace=cfg.workspace)
+            sup.spawn(_watch, node, out, key="peers")
+            for name in args.open:
+                rec = await node.open_channel(name)
+                out("open", f"{name} {rec.channel.hex()}", channel=rec.channel.hex(),
+                    name=name)
+            for name in args.follow:
+                sup.spawn(_follow, node, name, out, key=name)
+            for name, text in args.send:
+                sup.spawn(_send, node, name, text, out, key=name)
+            sup.spawn(_commands, node, sup, out, key="stdin")
+            sup.spawn(_notices, node, out, key="notices")
+            if stop is None:
+                return 0  # (run without signals: ends when its commands do)
+            await stop.wait()  # Ctrl-C or SIGTERM: close cleanly, handing channels off
+            nursery.cancel_scope.cancel()
+        report = await node.close()
+        out("closed", f"closed: {len(report.handed)} channel(s) handed off, "
+            f"{len(report.not_handed)} not", handed={c.hex(): n.hex() for c, n in
+                                                    report.handed.items()},
+            not_handed={c.hex(): why for c, why in report.not_handed.items()})
     return 0
 
 
 def main(args: argparse.Namespace) -> int:
+    args.graceful = True  # the first signal closes the node (handing off), the second cancels
     return run_until_interrupted(run, args)
