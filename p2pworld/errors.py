@@ -294,9 +294,9 @@ class PayloadTooLarge(ChannelError):
 
 class NotHandedOff(ChannelError):
     """A channel this node sequenced was not handed to a live replica as the node closed (no
-    replica was live, a closed channel, or the new sequencer did not confirm in time): writes
-    wait until this node returns, or its authority recovers the channel. ``details``:
-    ``reason``."""
+    replica was live, handoff is off, or the new sequencer did not confirm in time: then it
+    may still take the channel). Otherwise writes wait until this node returns, or its
+    authority recovers the channel. ``details``: ``reason``."""
 
     code = "NOT_HANDED_OFF"
 

@@ -155,3 +155,23 @@ def test_p2pworld_node_hands_its_channels_off_on_sigterm(tmp_path: Path) -> None
             if p is not None and p.poll() is None:
                 p.kill()
                 p.communicate()
+
+
+async def test_with_handoff_off_the_report_and_notices_say_nothing_was_handed(
+        tmp_path: Path) -> None:
+    """Found by an adversarial run: ``handoff_timeout_s=0`` reported ``complete`` (nothing
+    handed, nothing not handed) and sent no notice, while the channel stayed with the node
+    that left."""
+    with trio.fail_after(30):
+        async with open_node(cfg(tmp_path, "b")) as b:
+            async with open_node(cfg(tmp_path, "a", peers=[b.url],
+                                     handoff_timeout_s=0)) as a:
+                await a.wait_peers(1)
+                ch = (await a.open_channel("general")).channel
+                await b.wait_channel("general")
+                await a.publish(ch, b"one")
+                await collect(b, ch, 1)
+                report = await a.close()
+                assert not report.complete and "off" in report.not_handed[ch]
+                assert (await a.notices()).error.code == "NOT_HANDED_OFF"
+            assert b.channels.sequencer_of(ch) == a.node_id  # as the report says

@@ -128,6 +128,9 @@ class EpochChanges:
                 continue
             last = st.epochs[-1] if st.epochs else None
             gave = last.signer_key if last is not None and last.reason == "handoff" else None
+            if book.timeout_ms <= 0:
+                fx += self._not_handed(ch, "handoff is off (NodeConfig.handoff_timeout_s=0)")
+                continue
             target = choose([c for c in self._handoff_candidates(ch) if c.key != gave],
                             restricted=st.restricted, participants=st.participants)
             if target is None:

@@ -142,7 +142,7 @@ class HandoffBook:
         for ch in late:
             p = self.pending.pop(ch)
             self.not_handed[ch] = (f"the new sequencer ({p.target.hex()[:16]}) did not "
-                                   "confirm in time")
+                                   "confirm in time (it may still take the channel)")
         return late
 
     def wake_at(self) -> int | None:

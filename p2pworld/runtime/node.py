@@ -1162,13 +1162,13 @@ class Node:
         return report
 
     async def _hand_off(self) -> HandoffReport:
-        """Hand off what this node sequences; the node core's timer bounds the wait."""
-        if self._config.handoff_timeout_s > 0:
-            self._call(HandOffAll(timeout_ms=int(self._config.handoff_timeout_s * 1000)))
-            await self._settle()
-            while not self._hub.handoffs.done:
-                self._check_open()
-                await self._channels_changed.wait()
+        """Hand off what this node sequences; the node core's timer bounds the wait (0: off,
+        and the report says so)."""
+        self._call(HandOffAll(timeout_ms=math.ceil(self._config.handoff_timeout_s * 1000)))
+        await self._settle()
+        while not self._hub.handoffs.done:
+            self._check_open()
+            await self._channels_changed.wait()
         return self._hub.handoffs.report()
 
     async def _leave(self) -> None:
