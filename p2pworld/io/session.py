@@ -246,8 +246,11 @@ async def accept_session(request: WebSocketRequest, config: HandshakeConfig, *,
     """Accept an incoming connection and run the responder side of the handshake. Until the
     peer has authenticated, its messages are bounded by the size the request was opened
     with (a listener opens it with handshake size); then by ``config.max_frame``."""
-    ws = await request.accept()
-    remote = ws.remote
+    try:
+        ws = await request.accept()
+        remote = ws.remote  # getpeername: fails once the peer has reset the connection
+    except OSError as e:
+        raise SessionClosed(f"the peer left before its session began: {e}") from None
     address = f"{getattr(remote, 'address', '?')}:{getattr(remote, 'port', '?')}"
     s = await _session(ws, config, initiator=False, rng=rng, timeout=timeout,
                        address=address)
