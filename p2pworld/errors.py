@@ -301,6 +301,14 @@ class NotHandedOff(ChannelError):
     code = "NOT_HANDED_OFF"
 
 
+class NoQuorum(ChannelError):
+    """Too few of a majority channel's voters agreed: an election failed (refused by too many,
+    or not done within its bound), and nothing changed. ``details``: ``epoch``, ``votes``,
+    ``need``, ``voters``."""
+
+    code = "NO_QUORUM"
+
+
 class PublishTimeout(ChannelError):
     """The publish outcome is indeterminate: the lane died or timed out after sending."""
 

@@ -2,26 +2,26 @@
 
 Each message is a frozen dataclass with a wire name ``TYPE`` and a ``MUTATES`` flag (does
 accepting it change shared state?). :data:`MESSAGE_TYPES` is the one registry: the decoder
-uses it, and the auth tests iterate it so no mutation path can be forgotten.
-
-A session frame's plaintext is ``encode_frame({"t": TYPE, ...fields})``.
+uses it, and the auth tests iterate it so no mutation path can be forgotten. A session frame's
+plaintext is ``encode_frame({"t": TYPE, ...fields})``. The base class and the registry are
+:mod:`p2pworld.message`'s; the election messages are :mod:`p2pworld.wire_elections`'.
 
 Example:
-    >>> raw = encode_message(Ping(n=3))
-    >>> decode_message(raw)
+    >>> decode_message(encode_message(Ping(n=3)))
     Ping(n=3)
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
 
 from p2pworld import codec
 from p2pworld.codec import Value
 from p2pworld.errors import DecodeError
 from p2pworld.log.entry import ChannelRecord, Entry, SignedHead, Submission
 from p2pworld.log.state import EpochChange, Snapshot
+from p2pworld.message import MESSAGE_TYPES as MESSAGE_TYPES, Message as Message, message
+from p2pworld.wire_elections import VoteReply, VoteRequest, VotersWanted
 
 MAX_BATCH = 512
 """Most entries in one ``ents`` message."""
@@ -31,31 +31,6 @@ MAX_EPOCHS = 1024
 """Most epoch changes in one ``headr`` message."""
 MAX_EPOCH_ENTRIES = 4096
 """Most old-epoch entries in one ``epoch`` message."""
-
-
-class Message:
-    TYPE: ClassVar[str]
-    MUTATES: ClassVar[bool] = False
-    TYPED: ClassVar[bool] = False
-    """``parse`` checks the type and bounds of every field it reads and ignores the rest, so
-    decoding skips the generic data-model walk (``codec.decode(walk=False)``)."""
-
-    def fields(self) -> dict[str, Value]:
-        raise NotImplementedError
-
-    @classmethod
-    def parse(cls, m: dict[str, Value]) -> Message:
-        raise NotImplementedError
-
-
-MESSAGE_TYPES: dict[str, type[Message]] = {}
-
-
-def message(cls: type[Message]) -> type[Message]:
-    if cls.TYPE in MESSAGE_TYPES:
-        raise RuntimeError(f"duplicate message type {cls.TYPE}")
-    MESSAGE_TYPES[cls.TYPE] = cls
-    return cls
 
 
 @message
@@ -654,16 +629,14 @@ def _parse(value: Value) -> Message:
 
 def message_types(*, mutating: bool | None = None) -> list[type[Message]]:
     """Every registered message type (optionally only the mutating ones)."""
-    out = list(MESSAGE_TYPES.values())
-    if mutating is not None:
-        out = [c for c in out if c.MUTATES == mutating]
-    return out
+    return [c for c in MESSAGE_TYPES.values() if mutating is None or c.MUTATES == mutating]
 
 
 __all__ = ["Message", "MESSAGE_TYPES", "encode_message", "decode_message", "message_types",
            "Ping", "Pong", "ChannelAnnounce", "Subscribe", "SubscribeRefused", "SnapshotMsg",
-           "EpochMsg", "Stored", "Tip", "Entries", "Submit", "Ack", "Nack", "WorldPush", "WorldIHave",
-           "WorldGraft", "WorldPrune", "WorldDigest"]
+           "EpochMsg", "Stored", "Tip", "Entries", "Submit", "Ack", "Nack", "VoteRequest",
+           "VoteReply", "VotersWanted", "WorldPush", "WorldIHave", "WorldGraft", "WorldPrune",
+           "WorldDigest"]
 
 
 def message_channel(msg: Message) -> bytes | None:
@@ -679,3 +652,4 @@ def message_channel(msg: Message) -> bytes | None:
         return msg.submission.channel
     ch = getattr(msg, "channel", None)
     return ch if isinstance(ch, bytes) else None
+

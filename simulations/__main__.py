@@ -23,7 +23,7 @@ REACHED = ("partition", "loss", "duplication", "reorder", "crash", "clock_jump",
            "forged_entry", "forged_presence", "world_restart", "token_expired_refusal",
            "session_refused", "compute_offer", "compute_contention",
            "compute_grab", "nostr_lane", "lane_returned", "relay_drop", "relay_rate_limited",
-           "bridge_enqueued", "keepalive_timeout", "provider_died", "handed_off")
+           "bridge_enqueued", "keepalive_timeout", "provider_died", "handed_off", "elected")
 NOT_MODELED: dict[str, str] = {}
 
 

@@ -20,7 +20,7 @@ from p2pworld.core.calls import Advertise, OpenChannel, Publish
 from p2pworld.identity import Ed25519Signer
 from p2pworld.log.entry import ChannelPolicy, ChannelRecord, Submission
 from p2pworld.log.sequencer import Sequencer
-from p2pworld.log.state import ChannelState
+from p2pworld.log.state import ChannelState, EpochChange
 from p2pworld.testing.sim import Simulator, StoreFactory
 from p2pworld.wire import Entries, WorldPush
 from p2pworld.world.doc import CapabilityAd, NodeInfo
@@ -252,6 +252,70 @@ def superseded_sequencer_returns(seed: int) -> Result:
     sim.run(3.0)
     _settle(sim)
     return sim, ch, {}
+
+
+def elected_by_hand(seed: int) -> Result:
+    """The sequencer crashes for good, or is cut off and goes on acknowledging its own
+    writes; a voter starts an election by hand (``node.channels.elect``): the most complete
+    replica, or in some runs a random one first, or one that was cut off for a while just
+    before (refused as behind by a more complete voter, it gives up with ``NoQuorum``; then
+    the most complete one tries). Writes resume at the
+    winner; no ``replicated`` ack is lost; what the old sequencer acknowledged past the new
+    start reaches its writers as ``LostWrite`` once it is back and steps down.
+    ``not_elected``: no election won; ``writes_not_resumed``: no write acknowledged after."""
+    sim, ch, _ = _setup(seed)
+    _traffic(sim, ch, seconds=4)
+    sim.run(1.0 + sim.rng.random())
+    lagging = sim.rng.random() < 0.5
+    behind_first = lagging and sim.rng.random() < 0.7
+    if lagging:
+        sim.partition({"n3"})  # n3 misses what is sequenced now
+        sim.run(0.5)
+        sim.heal()
+    crash = sim.rng.random() < 0.5
+    if crash:
+        sim.crash("n0")
+    else:
+        sim.partition({"n0"})
+        for i in range(1 + sim.rng.randrange(4)):
+            sim.publish("n0", ch, b"away %d" % i, key=b"away%d" % i,
+                        want=sim.rng.choice(["local", "replicated"]))
+    sim.run(0.5)
+    live = [n for n in sorted(sim.nodes) if n != "n0" and sim.nodes[n].hub is not None]
+
+    def head(n: str) -> tuple[int, str]:
+        hub = sim.nodes[n].hub
+        return (hub.log(ch).seq if hub is not None else -1, n)
+
+    def won() -> bool:
+        return any((h := sim.nodes[n].hub) is not None and isinstance(
+            h.elections.outcomes.get(ch), EpochChange) for n in live)
+
+    best = max(live, key=head)
+    first = sim.rng.choice(live) if sim.rng.random() < 0.4 else best
+    if behind_first:
+        first = "n3"  # behind: refused by the others (the most complete one tries next)
+    sim.elect(first, ch)
+    sim.run(1.0)
+    if not won() and first != best:
+        sim.elect(best, ch)
+        sim.run(1.0)
+    elected = sim.now
+    sim.stats.reach("elected" if won() else "not_elected")
+    for i in range(3):
+        sim.publish(sim.rng.choice(live), ch, b"new %d" % i, key=b"new%d" % i)
+    sim.run(1.0)
+    if crash:
+        sim.destroy_store("n0")  # lost for good
+        sim.stats.lost_for_good["n0"] = sim.now
+    else:
+        sim.heal()
+        for i in range(2):
+            sim.publish("n0", ch, b"back %d" % i, key=b"back%d" % i)
+    sim.run(3.0)
+    _settle(sim)
+    resumed = any(a.at >= elected for a in sim.stats.acks)
+    return sim, ch, {"not_elected": 0 if won() else 1, "writes_not_resumed": 0 if resumed else 1}
 
 
 def stale_checkpoint_recovery(seed: int) -> Result:
@@ -807,6 +871,7 @@ SCENARIOS: dict[str, Callable[[int], Result]] = {
     "sequencer-crash-and-handoff": sequencer_crash_and_handoff,
     "sequencer-leaves-cleanly": sequencer_leaves_cleanly,
     "superseded-sequencer-returns": superseded_sequencer_returns,
+    "elected-by-hand": elected_by_hand,
     "stale-checkpoint-recovery": stale_checkpoint_recovery,
     "equivocating-sequencer": equivocating_sequencer,
     "churn": churn,

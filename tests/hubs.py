@@ -58,6 +58,7 @@ def restore(signer: Ed25519Signer, store: MemoryLogStore, n: int,
         h.load(c.record, c.epochs, c.base, c.entries, c.head)
     for sub, want in store.load_outbox():
         h.load_outbox(sub, want)
+    h.load_votes(store.load_votes())
     return h
 
 

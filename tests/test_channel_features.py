@@ -113,10 +113,12 @@ def test_replicated_ack_waits_for_k_replicas() -> None:
     seen = run(hubs, [("b", e) for e in fx], drop={"c"})
     assert outcomes(seen["b"]) == []
     assert hubs["a"].replicated_seq(rec.channel) == 0
-    # c comes back, catches up and reports what it stored: now the ack is replicated.
+    # c comes back, catches up, joins the voters when the sequencer asks (only voters count
+    # for replicated acks; b joined with its write) and reports what it stored: now the ack
+    # is replicated (seq 2 is c's voter entry).
     (out,) = outcomes(run(hubs, connect(hubs, "a", "c"))["b"])
     assert isinstance(out, PublishResult) and (out.seq, out.strength) == (1, "replicated")
-    assert hubs["a"].replicated_seq(rec.channel) == 1
+    assert hubs["a"].replicated_seq(rec.channel) == 2
     # A local-strength publish is answered at once, before any replica reports.
     (fast,) = publish(hubs, "b", rec.channel, b"y", b"2")
     assert isinstance(fast, PublishResult) and fast.strength == "local"

@@ -110,8 +110,9 @@ def test_a_full_disk_that_never_tries_again(monkeypatch: pytest.MonkeyPatch) -> 
         self.interval_ms = 10**9
         return start(self, now_ms=now_ms)
 
+    assert anomalies("disk-full", 2) == {}
     monkeypatch.setattr(StoreProbe, "start", never_again)
-    found = anomalies("disk-full", 0)
+    found = anomalies("disk-full", 2)
     assert found.get("writes_not_resumed", 0) == 1, found
 
 
@@ -124,10 +125,11 @@ def test_a_nearly_full_disk_without_voiding_what_was_planned_behind_a_refused_co
     # catch-up read from memory was sent too. Acknowledged writes were then overwritten when
     # the same seqs were issued again. Reachable only with the store latency the scenario
     # sets (with instant commits nothing is ever planned behind a commit).
-    assert anomalies("disk-full", 0, stores) == {}
+    seed = {"memory": 17, "sqlite": 21}[stores]  # seeds whose timing reaches it
+    assert anomalies("disk-full", seed, stores) == {}
     monkeypatch.setattr(PersistCore, "voided", lambda self, commit: None)
     monkeypatch.setattr(PersistCore, "carried", lambda self, step: step.effects)
-    found = anomalies("disk-full", 0, stores)
+    found = anomalies("disk-full", seed, stores)
     assert found.get("lost_write", 0) >= 1, found
 
 
@@ -170,3 +172,45 @@ def test_two_sequencers_closing_at_once_without_handing_on_strand_a_channel(
     assert anomalies("sequencer-leaves-cleanly", 28) == {}
     monkeypatch.setattr(EpochChanges, "_hand_on", lambda self, channel, now_ms: [])
     assert anomalies("sequencer-leaves-cleanly", 28).get("not_handed_off", 0) == 1
+
+
+def test_an_election_won_by_a_voter_behind_the_others_loses_replicated_acks(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without the up-to-date rule (a voter grants any candidate, and the epoch change's votes
+    # are not checked against its start), the voter that was cut off wins from its shorter
+    # log: the replicated acks it lacks are cut (seed 1 elects the voter that lagged).
+    from p2pworld.channel import elections
+    from p2pworld.log import state
+
+    assert anomalies("elected-by-hand", 1) == {}
+    real = elections.vote_refusal
+
+    def any_candidate(**kw: Any) -> str | None:
+        return real(**{**kw, "candidate_head": (1 << 60, 0)})
+
+    def unchecked(ec: Any, *, epoch: int, replication: int) -> None:
+        if ec.epoch <= epoch:
+            raise state.Unauthorized("an election must start a later epoch")
+
+    monkeypatch.setattr(elections, "vote_refusal", any_candidate)
+    monkeypatch.setattr(state, "check_election", unchecked)
+    found = anomalies("elected-by-hand", 1)
+    assert found.get("lost_replicated", 0) >= 1, found
+
+
+def test_a_superseded_sequencer_that_resubmits_without_telling_its_writers(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A sequencer that steps down after an election and resubmits what it acknowledged past
+    # the new start, but tells none of its writers: those acks are stale and lost silently.
+    from p2pworld.channel.epochs import EpochChanges
+
+    assert anomalies("elected-by-hand", 0) == {}
+    real = EpochChanges._requeue
+
+    def quiet(self: Any, *args: Any, **kw: Any) -> list[Any]:
+        return [e for e in real(self, *args, **kw)
+                if getattr(getattr(e, "error", None), "code", "") != "LOST_WRITE"]
+
+    monkeypatch.setattr(EpochChanges, "_requeue", quiet)
+    found = anomalies("elected-by-hand", 0)
+    assert found.get("stale_ack", 0) >= 1 and found.get("lost_write", 0) >= 1, found

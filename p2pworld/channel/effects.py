@@ -17,6 +17,7 @@ from p2pworld.effects import PeerMisbehaved, Send, SendAll
 if TYPE_CHECKING:
     from p2pworld.channel.checkpoints import Checkpoint
     from p2pworld.errors import P2PWorldError
+    from p2pworld.log.election import Vote
     from p2pworld.log.entry import ChannelRecord, Entry, SignedHead, Submission
     from p2pworld.log.state import EpochChange, Snapshot
 
@@ -113,6 +114,17 @@ class OutboxDone:
 
 
 @dataclass(frozen=True)
+class SaveVote:
+    """Make this node's vote in a channel's election durable before it is sent (what follows
+    waits for the commit): the epoch it voted in, for whom, and the head it promised to
+    fence older epochs at. ``withdrawn``: this node's own vote in an election it gave up
+    (it signed no epoch change, so nobody can use the vote; its fence is lifted)."""
+
+    vote: Vote
+    withdrawn: bool = False
+
+
+@dataclass(frozen=True)
 class RecordFork:
     channel: bytes
     held: Entry
@@ -120,4 +132,4 @@ class RecordFork:
 
 
 Effect = (Send | SendAll | Persist | Delivered | Resolved | Outcomes | ChannelKnown
-          | PeerMisbehaved | Notice | SaveCursor | OutboxPut | OutboxDone | RecordFork)
+          | PeerMisbehaved | Notice | SaveCursor | OutboxPut | OutboxDone | RecordFork | SaveVote)

@@ -34,6 +34,7 @@ from p2pworld.errors import (
     NotHandedOff,
     NotSequencer,
     P2PWorldError,
+    Unauthorized,
 )
 from p2pworld.identity import node_id
 from p2pworld.log.replica import Replica
@@ -273,10 +274,17 @@ class EpochChanges:
             for ec in sorted(epochs, key=lambda e: e.epoch):
                 walk.check_epoch_change(ec)
                 walk.epoch, walk.sequencer_key = ec.epoch, ec.sequencer_key
+            newer = [ec for ec in sorted(epochs, key=lambda e: e.epoch) if ec.epoch > st.epoch]
+            log = self.log(channel)
+            first = newer[0] if newer else None
+            if first is not None and first.reason == "election" and \
+                    log.floor <= first.start_seq <= log.seq and \
+                    first.voters != log.voters_at(first.start_seq):
+                raise Unauthorized("the election's voter set is not the channel's at its start")
         except P2PWorldError as e:
             self._count(e.code, b"", channel)
             return []
-        return [ec for ec in sorted(epochs, key=lambda e: e.epoch) if ec.epoch > st.epoch]
+        return newer
 
     def _step_down(self, channel: bytes, newer: list[EpochChange], now_ms: int
                    ) -> list[Effect]:
@@ -306,6 +314,7 @@ class EpochChanges:
         waiting: dict[int, list[_Waiter]] = {}
         for waiter, res in own.acks + own.replicated:
             waiting.setdefault(res.seq, []).append(waiter)
+        unwritten = {e.seq for e in unsynced}
         held = own.check.held if own.check is not None else []
         start = first.start_seq if on_history else seqr.seq
         lost = seqr.truncate(start) if seqr.seq > start else []
@@ -313,7 +322,10 @@ class EpochChanges:
         for ec in newer if on_history else []:
             if (st.seq, st.head_hash) != (ec.start_seq, ec.start_hash):
                 break  # further epochs arrive with the new sequencer's catch-up
-            st.apply_epoch(ec)
+            try:
+                st.apply_epoch(ec)
+            except Unauthorized:
+                break  # a later election's voter set is checked again on the catch-up
         base = seqr.base or st.copy()
         if st.sequencer_key == self.signer.public_key:
             # The epoch in force here still names this node: a replica all the same (it
@@ -349,6 +361,10 @@ class EpochChanges:
                     fx += self._refuse(w, channel, NotSequencer("this node stepped down"))
         for e in lost:
             holders: list[_Waiter | None] = [*waiting.get(e.seq, [])] or [None]
+            if holders != [None] and e.seq not in unwritten:
+                # Committed, so a local publish of it (a retry among them) may hold an ack
+                # while a replicated one still waits: told, at worst once too often.
+                fx += self._lost_notice(channel, e.submission(), e.seq)
             for holder in holders:
                 fx += self._requeue(channel, e.submission(), holder,
                                     e.seq if holder is None else None)
@@ -357,6 +373,17 @@ class EpochChanges:
         fx += self._reroute(channel)
         return fx
 
+    def _lost_notice(self, channel: bytes, sub: Submission, seq: int) -> list[Effect]:
+        """Acknowledged here at ``seq`` before this node learnt it was superseded: remember
+        it (``RESEQUENCED`` later) and tell this node's writer (``LostWrite``)."""
+        self._reacks[(channel, sub.idem_key)] = seq
+        if sub.sender_key != self.signer.public_key:
+            return []
+        return [Notice(channel, LostWrite(
+            f"entry {seq} was acknowledged by this node after a newer epoch began; "
+            "it is resubmitted with the same key", seq=seq,
+            idem_key=sub.idem_key.hex(), resubmitted=True))]
+
     def _requeue(self, channel: bytes, sub: Submission, waiter: _Waiter | None,
                  seq: int | None) -> list[Effect]:
         """Put a submission this node can no longer sequence into the outbox for the new
@@ -364,18 +391,11 @@ class EpochChanges:
         if waiter is not None and waiter.peer is not None:
             return self._refuse(waiter, channel, NotSequencer("this node stepped down"))
         key = (channel, sub.idem_key)
+        # Acknowledged at ``seq`` and cut: told even when a retry of it is queued already.
+        fx = self._lost_notice(channel, sub, seq) if waiter is None and seq is not None else []
         if key in self.outbox:
-            return []
-        fx: list[Effect] = []
+            return fx
         want = waiter.want if waiter is not None else "local"
-        if waiter is None and seq is not None:
-            # Acknowledged here before this node learnt it was superseded.
-            self._reacks[key] = seq
-            if sub.sender_key == self.signer.public_key:
-                fx.append(Notice(channel, LostWrite(
-                    f"entry {seq} was acknowledged by this node after a newer epoch began; "
-                    "it is resubmitted with the same key", seq=seq,
-                    idem_key=sub.idem_key.hex(), resubmitted=True)))
         self.outbox[key] = _Pending(sub, want, waiter.req if waiter is not None else None)
         fx.append(OutboxPut(sub, want))
         return fx

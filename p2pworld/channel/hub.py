@@ -40,7 +40,9 @@ from p2pworld.channel.effects import (  # re-exported: the core's effects and va
     RecordFork as RecordFork,
     Resolved as Resolved,
     SaveCursor as SaveCursor,
+    SaveVote as SaveVote,
 )
+from p2pworld.channel.elections import ElectionBook, Elections
 from p2pworld.channel.epochs import (  # re-exported: the limits of an epoch message
     EPOCH_CATCHUP_BYTES as EPOCH_CATCHUP_BYTES,
     MAX_EPOCH_CATCHUP as MAX_EPOCH_CATCHUP,
@@ -55,7 +57,6 @@ from p2pworld.effects import PeerMisbehaved, Send
 from p2pworld.errors import (
     ChainBroken,
     ChannelError,
-    CheckpointTooOld,
     Fenced,
     Forked,
     LocalProtocolError,
@@ -84,7 +85,7 @@ from p2pworld.log.entry import (
 )
 from p2pworld.log.replica import Replica
 from p2pworld.log.sequencer import ChannelLog, Sequencer
-from p2pworld.log.state import ChannelState, EpochChange
+from p2pworld.log.state import ChannelState, EpochChange, scope_kind
 from p2pworld.wire import (
     Ack,
     ChannelAnnounce,
@@ -102,6 +103,9 @@ from p2pworld.wire import (
     Subscribe,
     SubscribeRefused,
     Tip,
+    VoteReply,
+    VoteRequest,
+    VotersWanted,
     message_channel,
 )
 
@@ -213,7 +217,8 @@ class _Check:
     subs: list[tuple[bytes, Subscribe]] = field(default_factory=list)
 
 
-class ChannelHub(StartupExchange, EpochChanges, Subscriptions, Membership, Checkpoints):
+class ChannelHub(StartupExchange, EpochChanges, Elections, Subscriptions, Membership,
+                 Checkpoints):
     """All channels of one node: sequencers for those it sequences, replicas for the rest."""
 
     def __init__(self, signer: Signer, *, workspace: str, rng: random.Random,
@@ -255,6 +260,7 @@ class ChannelHub(StartupExchange, EpochChanges, Subscriptions, Membership, Check
         self._reacks: dict[tuple[bytes, bytes], int] = {}
         """Acked here, lost at a step-down, resubmitted: the seq each had (``RESEQUENCED``)."""
         self.handoffs = HandoffBook()  # the channels handed off as this node leaves
+        self.elections = ElectionBook()  # this node's votes and campaigns
         self.startup_check_ms = STARTUP_CHECK_MS
         """How long a channel loaded from disk waits for its peers' heads (0: no check)."""
         self.quarantined: dict[bytes, P2PWorldError] = {}
@@ -289,7 +295,7 @@ class ChannelHub(StartupExchange, EpochChanges, Subscriptions, Membership, Check
     @property
     def idle(self) -> bool:
         """Nothing waits for :meth:`flush` (no queued publish, unsent submission or append)."""
-        return not self._dirty and not self._unsigned and not self._unsent
+        return not (self._dirty or self._unsigned or self._unsent or self.elections.joining)
 
     @property
     def flushable(self) -> bool:
@@ -499,7 +505,8 @@ class ChannelHub(StartupExchange, EpochChanges, Subscriptions, Membership, Check
         if self.read_only is not None and channel in self.own:
             return req, [Resolved(req, self.read_only)]
         try:
-            self._authorize(self.signer.public_key, Submit, now_ms, channel=channel, kind=kind)
+            self._authorize(self.signer.public_key, Submit, now_ms, channel=channel,
+                            kind=scope_kind(kind, payload))
         except P2PWorldError as e:
             return req, [Resolved(req, e)]
         if kind == "msg" and st.record.private:
@@ -588,7 +595,8 @@ class ChannelHub(StartupExchange, EpochChanges, Subscriptions, Membership, Check
             own.check.held.append((waiter, sub))
             return []
         try:
-            self._authorize(sub.sender_key, Submit, now_ms, channel=sub.channel, kind=sub.kind)
+            self._authorize(sub.sender_key, Submit, now_ms, channel=sub.channel,
+                            kind=scope_kind(sub.kind, sub.payload))
             check = self.validator
             log = own.seqr
             out = own.seqr.submit(sub, now_ms=now_ms, validate=None if check is None or
@@ -612,7 +620,7 @@ class ChannelHub(StartupExchange, EpochChanges, Subscriptions, Membership, Check
 
     def flush(self, *, now_ms: int) -> list[Effect]:
         """Persist what was appended, then release acks and send batches to subscribers."""
-        fx: list[Effect] = []
+        fx: list[Effect] = self._join_voters(now_ms) if self.elections.joining else []
         if self._held and self._sent_bytes < WRITER_WINDOW_BYTES:
             held, self._held = self._held, []
             for pend in held:
@@ -647,6 +655,7 @@ class ChannelHub(StartupExchange, EpochChanges, Subscriptions, Membership, Check
                     continue
                 fx += self._answer(waiter, res)
             own.acks.clear()
+            fx += self._want_voters(ch) if own.replicated else []  # only voters count
             for peer in sorted(own.subscribers):
                 fx += self._catch_up(own, peer)
         self._dirty.clear()
@@ -659,14 +668,6 @@ class ChannelHub(StartupExchange, EpochChanges, Subscriptions, Membership, Check
             return [Send(waiter.peer, Ack(waiter.peer_req, res.channel, res.status, res.seq,
                                           res.entry_hash, res.strength))]
         return []
-
-    def _replicated_seq(self, own: _Own) -> int:
-        """Highest seq fsynced by at least k participants besides the sequencer."""
-        k = max(1, own.seqr.record.policy.replication)
-        st = own.seqr.state
-        counted = sorted((s for key, s in own.stored.items()
-                          if key != self.signer.public_key and st.may_write(key)), reverse=True)
-        return counted[k - 1] if len(counted) >= k else 0
 
     def _catch_up(self, own: _Own, peer: bytes) -> list[Effect]:
         """Send a subscriber what follows its cursor, in signed batches bounded by count and
@@ -700,7 +701,7 @@ class ChannelHub(StartupExchange, EpochChanges, Subscriptions, Membership, Check
 
     def peer_up(self, peer: bytes, peer_key: bytes) -> list[Effect]:
         self.peers[peer] = peer_key
-        fx: list[Effect] = []
+        fx: list[Effect] = self._ask_for_votes(peer)
         for ch in sorted(self.own):
             fx += self._announce(ch, only=peer)
             if self.own[ch].check is not None:
@@ -773,6 +774,10 @@ class ChannelHub(StartupExchange, EpochChanges, Subscriptions, Membership, Check
             # Its rows on disk are damaged: writing anything for it would build on them.
             self.errors["QUARANTINED"] = self.errors.get("QUARANTINED", 0) + 1
             return []
+        if isinstance(msg, VoteRequest):
+            return self._on_vote_request(peer, msg)
+        if isinstance(msg, (VoteReply, VotersWanted)):
+            return self._on_vote_reply(peer, msg, now_ms)
         if isinstance(msg, ChannelAnnounce):
             ch = msg.record.channel
             if ch not in self.own and ch not in self.replicas:  # learning a channel: a mutation
@@ -892,8 +897,8 @@ class ChannelHub(StartupExchange, EpochChanges, Subscriptions, Membership, Check
 
     def _on_entries(self, peer: bytes, msg: Entries) -> list[Effect]:
         r = self.replicas.get(msg.head.channel)
-        if r is None:
-            return []
+        if r is None or self.elections.fenced(r.channel, epoch=msg.head.epoch):
+            return []  # not known, or older than an epoch this node voted in (fencing)
         if msg.head.epoch == r.state.epoch:
             self.seen_head[r.channel] = max(self.seen_head.get(r.channel, 0), msg.head.seq)
         if self.read_only is not None:
@@ -916,55 +921,6 @@ class ChannelHub(StartupExchange, EpochChanges, Subscriptions, Membership, Check
                         head=head),
                 Delivered(ch, tuple(new)),
                 Send(peer, Stored(ch, r.state.epoch, r.seq, r.head_hash))]
-
-    def _on_snapshot(self, peer: bytes, msg: SnapshotMsg) -> list[Effect]:
-        r = self.replicas.get(msg.channel)
-        if r is None or msg.snapshot.seq <= r.seq or self.sequencer_of(msg.channel) != peer:
-            return []
-        fresh = Replica.from_snapshot(r.record, msg.snapshot)
-        self.replicas[msg.channel] = fresh
-        st = fresh.state
-        return [Persist(record=st.record, epochs=tuple(st.epochs), base=st.encode(),
-                        floor=st.seq, truncate_after=0, snapshot=msg.snapshot),
-                Notice(msg.channel, CheckpointTooOld(
-                    "cursor was older than retention; resumed from a snapshot",
-                    snapshot_seq=st.seq))]
-
-    def _on_stored(self, peer: bytes, msg: Stored) -> list[Effect]:
-        own = self.own.get(msg.channel)
-        key = self.peers.get(peer)
-        if own is None or key is None or msg.epoch != own.seqr.state.epoch:
-            return []
-        flow = own.subscribers.get(peer)
-        if flow is not None and msg.seq <= flow.sent:
-            # Flow control trusts the subscriber about its own progress (lying only slows it
-            # down); replicated acks below need the hash to match.
-            flow.stored(msg.seq)
-            # Room on this peer's window: every channel it is behind on may send more.
-            for ch, o in self.own.items():
-                f = o.subscribers.get(peer)
-                if f is not None and f.sent < o.seqr.seq:
-                    self._dirty.add(ch)
-        if own.seqr.hash_at(msg.seq) != msg.head_hash:
-            return []
-        own.stored[key] = max(own.stored.get(key, 0), msg.seq)
-        rseq = self._replicated_seq(own)
-        fx: list[Effect] = []
-        keep = []
-        for waiter, res in own.replicated:
-            if res.seq <= rseq:
-                fx += self._answer(waiter, PublishResult(
-                    channel=res.channel, seq=res.seq, entry_hash=res.entry_hash,
-                    status=res.status, strength="replicated"))
-            else:
-                keep.append((waiter, res))
-        own.replicated = keep
-        return fx
-
-    def replicated_seq(self, channel: bytes) -> int:
-        own = self.own.get(channel)
-        return self._replicated_seq(own) if own else 0
-
 
 def _no_scopes(msg_type: type[Message], **fields: bytes | str) -> str | None:
     """A hub that checks tokens but was given no message scopes refuses (fail closed)."""

@@ -25,8 +25,9 @@ from __future__ import annotations
 from typing import Any
 
 from p2pworld import codec
-from p2pworld.channel.effects import OutboxDone, OutboxPut, RecordFork, SaveCursor
+from p2pworld.channel.effects import OutboxDone, OutboxPut, RecordFork, SaveCursor, SaveVote
 from p2pworld.channel.writes import WritePlan
+from p2pworld.log.election import Vote
 from p2pworld.log.rows import top_head
 
 Statement = tuple[str, tuple[Any, ...]]
@@ -72,9 +73,13 @@ def head_statements(ch: bytes, p: WritePlan, top: tuple[Any, ...] | None) -> lis
     return []
 
 
-def effect_statement(op: SaveCursor | OutboxPut | OutboxDone | RecordFork) -> Statement:
+def effect_statement(op: SaveCursor | OutboxPut | OutboxDone | RecordFork | SaveVote
+                     ) -> Statement:
     """The one statement a durable effect other than a
     :class:`~p2pworld.channel.effects.Persist` needs."""
+    if isinstance(op, SaveVote):
+        return ("INSERT OR REPLACE INTO votes VALUES (?, ?)",
+                (op.vote.channel, vote_row(op)))
     if isinstance(op, SaveCursor):
         return ("INSERT OR REPLACE INTO cursors VALUES (?, ?)",
                 (op.checkpoint.channel, codec.encode_frame(op.checkpoint.to_wire())))
@@ -88,5 +93,16 @@ def effect_statement(op: SaveCursor | OutboxPut | OutboxDone | RecordFork) -> St
             (op.channel, op.held.seq, op.held.to_frame(), op.other.to_frame()))
 
 
-__all__ = ["Statement", "plan_statements", "head_statements", "effect_statement",
-           "INSERT_ENTRY", "SELECT_FLOOR", "SELECT_TOP"]
+def vote_row(op: SaveVote) -> bytes:
+    """A stored vote, as :func:`vote_from_row` reads it back."""
+    return codec.encode_frame({"vote": op.vote.to_wire(), "withdrawn": op.withdrawn})
+
+
+def vote_from_row(body: bytes) -> SaveVote:
+    """A stored vote (raises ``DecodeError`` on a row that is not one)."""
+    m = codec.need_map(codec.decode_frame(body), "stored vote")
+    return SaveVote(Vote.from_wire(m.get("vote")), codec.field(m, "withdrawn", bool, "stored vote"))
+
+
+__all__ = ["vote_row", "vote_from_row", "Statement", "plan_statements", "head_statements",
+           "effect_statement", "INSERT_ENTRY", "SELECT_FLOOR", "SELECT_TOP"]

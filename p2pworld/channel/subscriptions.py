@@ -14,16 +14,28 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from p2pworld.channel.effects import Notice, Persist, PublishResult
 from p2pworld.channel.epochs import EPOCH_CATCHUP_BYTES, MAX_EPOCH_CATCHUP
 from p2pworld.effects import Send
-from p2pworld.errors import CheckpointMismatch, NotParticipant, Unauthorized
-from p2pworld.wire import EpochMsg, Message, SnapshotMsg, Subscribe, SubscribeRefused, Tip
+from p2pworld.errors import CheckpointMismatch, CheckpointTooOld, NotParticipant, Unauthorized
+from p2pworld.log.replica import Replica
+from p2pworld.wire import (
+    EpochMsg,
+    Message,
+    SnapshotMsg,
+    Stored,
+    Subscribe,
+    SubscribeRefused,
+    Tip,
+)
 
 if TYPE_CHECKING:
     from p2pworld.channel.effects import Effect
+    from p2pworld.channel.elections import ElectionBook
     from p2pworld.channel.hub import _Own
+    from p2pworld.channel.pending import _Waiter
+    from p2pworld.identity import Signer
     from p2pworld.log.entry import Entry
-    from p2pworld.log.replica import Replica
 
 
 class Subscriptions:
@@ -34,6 +46,11 @@ class Subscriptions:
         replicas: dict[bytes, Replica]
         peers: dict[bytes, bytes]
         _dirty: set[bytes]
+        elections: ElectionBook
+        signer: Signer
+
+        def sequencer_of(self, channel: bytes) -> bytes: ...
+        def _answer(self, waiter: _Waiter, res: PublishResult) -> list[Effect]: ...
 
         def _authorize(self, key: bytes, msg_type: type[Message], now_ms: int, *,
                        grace: bool = False, **fields: bytes | str) -> None: ...
@@ -126,3 +143,61 @@ class Subscriptions:
             flow.tip = seqr.seq
         self._dirty.add(msg.channel)
         return fx
+
+    def _on_snapshot(self, peer: bytes, msg: SnapshotMsg) -> list[Effect]:
+        r = self.replicas.get(msg.channel)
+        if r is None or msg.snapshot.seq <= r.seq or self.sequencer_of(msg.channel) != peer:
+            return []
+        fresh = Replica.from_snapshot(r.record, msg.snapshot)
+        self.replicas[msg.channel] = fresh
+        st = fresh.state
+        return [Persist(record=st.record, epochs=tuple(st.epochs), base=st.encode(),
+                        floor=st.seq, truncate_after=0, snapshot=msg.snapshot),
+                Notice(msg.channel, CheckpointTooOld(
+                    "cursor was older than retention; resumed from a snapshot",
+                    snapshot_seq=st.seq))]
+
+    def _on_stored(self, peer: bytes, msg: Stored) -> list[Effect]:
+        own = self.own.get(msg.channel)
+        key = self.peers.get(peer)
+        if own is None or key is None or msg.epoch != own.seqr.state.epoch:
+            return []
+        flow = own.subscribers.get(peer)
+        if flow is not None and msg.seq <= flow.sent:
+            # Flow control trusts the subscriber about its own progress (lying only slows it
+            # down); replicated acks below need the hash to match.
+            flow.stored(msg.seq)
+            # Room on this peer's window: every channel it is behind on may send more.
+            for ch, o in self.own.items():
+                f = o.subscribers.get(peer)
+                if f is not None and f.sent < o.seqr.seq:
+                    self._dirty.add(ch)
+        if own.seqr.hash_at(msg.seq) != msg.head_hash:
+            return []
+        own.stored[key] = max(own.stored.get(key, 0), msg.seq)
+        rseq = self._replicated_seq(own)
+        fx: list[Effect] = []
+        keep = []
+        for waiter, res in own.replicated:
+            if res.seq <= rseq:
+                fx += self._answer(waiter, PublishResult(
+                    channel=res.channel, seq=res.seq, entry_hash=res.entry_hash,
+                    status=res.status, strength="replicated"))
+            else:
+                keep.append((waiter, res))
+        own.replicated = keep
+        return fx
+
+    def _replicated_seq(self, own: _Own) -> int:
+        """Highest seq fsynced by at least k participants besides the sequencer."""
+        k = max(1, own.seqr.record.policy.replication)
+        st = own.seqr.state
+        voters = st.ack_counters()
+        counted = sorted((s for key, s in own.stored.items() if key != self.signer.public_key
+                          and (st.may_write(key) if voters is None else key in voters)),
+                         reverse=True)
+        return counted[k - 1] if len(counted) >= k else 0
+
+    def replicated_seq(self, channel: bytes) -> int:
+        own = self.own.get(channel)
+        return self._replicated_seq(own) if own else 0

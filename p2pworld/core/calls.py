@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from p2pworld import codec
 from p2pworld.auth.book import REDUCER_SCOPES
+from p2pworld.channel.elections import ELECTION_TIMEOUT_MS
 from p2pworld.channel.handoffs import HANDOFF_TIMEOUT_MS
 from p2pworld.compute.state import MAX_JOB_BYTES, POLICIES
 from p2pworld.errors import InvalidArgument, LocalProtocolError, P2PWorldError
@@ -373,6 +374,23 @@ class HandOffAll(Call):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Elect(Call):
+    """Start an election to become ``channel``'s sequencer (a majority channel whose
+    sequencer is gone), bounded by ``timeout_ms``; its outcome lands in the hub's
+    ``elections.outcomes`` (the epoch change, or ``NoQuorum``)."""
+
+    channel: bytes
+    timeout_ms: int = ELECTION_TIMEOUT_MS
+
+    def __post_init__(self) -> None:
+        _need(type(self.channel) is bytes, "channel", "bytes")
+        need_count(self.timeout_ms, "timeout_ms")
+
+    def apply(self, c: Cores, now_ms: int) -> tuple[Any, Sequence[NodeEffect]]:
+        return None, c.hub.elect(self.channel, now_ms=now_ms, timeout_ms=self.timeout_ms)
+
+
+@dataclass(frozen=True, kw_only=True)
 class Recover(Call):
     """Unplanned handoff signed by the channel's ``authority``; the result: the epoch
     change."""
@@ -456,6 +474,7 @@ class Leave(Call):
 
 
 CALLS: tuple[type[Call], ...] = (OpenChannel, Publish, AddParticipant, RemoveParticipant,
-                                 CloseChannel, Handoff, HandOffAll, Recover, AckMessage, Join,
+                                 CloseChannel, Handoff, HandOffAll, Elect, Recover, AckMessage,
+                                 Join,
                                  Advertise, Heartbeat, SetSession, Leave)
 """Every API call the node core takes."""

@@ -115,17 +115,17 @@ class Cores:
 
     def wake_at(self) -> int | None:
         """When the world's or the channels' timers next have something to do (a handoff's
-        bound among them)."""
-        a, b = self.world.wake_at(), self.hub.wake_at()
-        best = b if a is None else a if b is None or a <= b else b
+        or an election's bound among them)."""
         book = self.hub.handoffs
-        h = book.wake_at() if book.pending or book.seeking else None
-        return best if h is None or (best is not None and best <= h) else h
+        times = [self.world.wake_at(), self.hub.wake_at(), self.hub.elections.wake_at(),
+                 book.wake_at() if book.pending or book.seeking else None]
+        return min((t for t in times if t is not None), default=None)
 
     def clock_went_back(self, by_ms: int) -> None:
         self.world.clock_went_back(by_ms)
         self.hub.clock_went_back(by_ms)
         self.hub.handoffs.clock_went_back(by_ms)
+        self.hub.elections.clock_went_back(by_ms)
 
     def peer_up(self, peer: bytes, key: bytes, *, now_ms: int) -> list[NodeEffect]:
         return [*self.hub.peer_up(peer, key), *self.world.peer_up(peer, key, now_ms=now_ms)]
@@ -159,9 +159,10 @@ class Cores:
 
     def tick(self, *, now_ms: int) -> list[NodeEffect]:
         """The cores' timers: presence and gossip, the channels' start-up exchange, the
-        handoffs of a leaving node."""
+        handoffs of a leaving node, the bounds of elections."""
         return [*self.world.tick(now_ms=now_ms), *self.hub.tick(now_ms=now_ms),
-                *self.hub.expire_handoffs(now_ms=now_ms)]
+                *self.hub.expire_handoffs(now_ms=now_ms),
+                *self.hub.expire_elections(now_ms=now_ms)]
 
 
 def build_cores(signer: Signer, *, workspace: str, rng: random.Random, incarnation: int,

@@ -58,6 +58,7 @@ from p2pworld.channel.hub import (
     RecordFork,
     Resolved,
     SaveCursor,
+    SaveVote,
 )
 from p2pworld.effects import Send, SendAll
 from p2pworld.errors import P2PWorldError, PublishTimeout
@@ -67,11 +68,11 @@ from p2pworld.wire import Ack, Entries, EpochMsg, Nack, Stored, Submit, Tip
 if TYPE_CHECKING:
     from p2pworld.core.cores import NodeEffect
 
-StoreEffect = Persist | SaveCursor | OutboxPut | OutboxDone | RecordFork
+StoreEffect = Persist | SaveCursor | OutboxPut | OutboxDone | RecordFork | SaveVote
 """The durable effects: what a store's ``apply`` takes, the one vocabulary at the store."""
-STORE_EFFECTS = (Persist, SaveCursor, OutboxPut, OutboxDone, RecordFork)
+STORE_EFFECTS = (Persist, SaveCursor, OutboxPut, OutboxDone, RecordFork, SaveVote)
 OUTBOX_EFFECTS = (OutboxPut, OutboxDone)
-GATING_EFFECTS = (Persist, SaveCursor, RecordFork)
+GATING_EFFECTS = (Persist, SaveCursor, RecordFork, SaveVote)
 """The durable effects that what follows them waits for."""
 
 LAZY_WRITE_MS = 20

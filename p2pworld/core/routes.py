@@ -47,6 +47,9 @@ from p2pworld.wire import (
     Subscribe,
     SubscribeRefused,
     Tip,
+    VoteReply,
+    VoteRequest,
+    VotersWanted,
     WorldDigest,
     WorldGraft,
     WorldIHave,
@@ -100,6 +103,11 @@ ROUTES: Mapping[type[Message], Route] = {
         control_scope="channel:open"),
     Ack: Route("hub", None, "an answer to this node's own submission"),
     Nack: Route("hub", None, "an answer to this node's own submission"),
+    VoteRequest: Route("hub", None, "an election: answered only to a voter of the channel, "
+                       "and what it yields is a signed vote, counted only by that voter"),
+    VoteReply: Route("hub", None, "an answer to this node's own election; the vote is signed"),
+    VotersWanted: Route("hub", None, "a hint from the channel's sequencer: this node submits "
+                        "its own signed voter entry, checked as any submission"),
     WorldPush: Route(
         "world", None, "records checked per record kind by the world core's own auth "
         "(document updates: world:join, and world:advertise when capabilities change; "

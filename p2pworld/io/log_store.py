@@ -57,6 +57,7 @@ from p2pworld.channel.hub import (
     Persist,
     RecordFork,
     SaveCursor,
+    SaveVote,
 )
 from p2pworld.channel.restore import aside_notices, load_cursors, load_stored, unsendable
 from p2pworld.channel.statements import (
@@ -66,6 +67,7 @@ from p2pworld.channel.statements import (
     effect_statement,
     head_statements,
     plan_statements,
+    vote_from_row,
 )
 from p2pworld.channel.writes import write_plan, written_rows
 from p2pworld.core.persist import StoreEffect
@@ -174,6 +176,7 @@ class LogStore:
                 held BLOB NOT NULL, other BLOB NOT NULL);
             CREATE TABLE IF NOT EXISTS outbox_aside(ch BLOB NOT NULL, key BLOB NOT NULL,
                 body BLOB NOT NULL, want TEXT NOT NULL, reason TEXT NOT NULL);
+            CREATE TABLE IF NOT EXISTS votes(ch BLOB PRIMARY KEY, body BLOB NOT NULL);
             """
         )
         with self.db:
@@ -325,6 +328,18 @@ class LogStore:
         except sqlite3.Error as e:
             raise store_failure(self.path, e) from None
 
+    def load_votes(self) -> list[SaveVote]:
+        """This node's durable votes, one per channel (none in a file made before elections,
+        opened read-only)."""
+        try:
+            if self.db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND "
+                               "name='votes'").fetchone() is None:
+                return []
+            return [vote_from_row(bytes(b)) for (b,) in self.db.execute("SELECT body FROM votes")]
+        except (sqlite3.DatabaseError, UnicodeDecodeError, P2PWorldError, TypeError,
+                ValueError) as e:
+            raise StoreCorrupt(f"{self.path}: votes unreadable: {e}", path=str(self.path)) from None
+
     def load_cursors(self) -> list[Checkpoint]:
         try:
             return [Checkpoint.from_wire(codec.decode_frame(bytes(b)))
@@ -388,6 +403,7 @@ def load_into(hub: ChannelHub, store: Any, loaded: list[StoredChannel]) -> list[
     :mod:`p2pworld.channel.restore`'s)."""
     notices = load_stored(hub, loaded, store.quarantined)
     load_cursors(hub, store.load_cursors(), store.quarantined)
+    hub.load_votes(store.load_votes())
     return notices + restore_outbox(store, hub)
 
 

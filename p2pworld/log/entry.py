@@ -30,9 +30,17 @@ from typing import Any
 
 from p2pworld import codec
 from p2pworld.codec import Value
-from p2pworld.errors import DecodeError, InvalidSignature, LocalProtocolError, UnsupportedVersion
+from p2pworld.errors import DecodeError, InvalidSignature, UnsupportedVersion
 from p2pworld.identity import Signer, node_id, verify, verify_raw
 from p2pworld.log import merkle, verified
+from p2pworld.log.policy import (  # re-exported: the policy is part of the record
+    DEFAULT_MAX_PAYLOAD as DEFAULT_MAX_PAYLOAD,
+    DEFAULT_MAX_VOTERS as DEFAULT_MAX_VOTERS,
+    FAILOVER_MODES as FAILOVER_MODES,
+    MAX_PAYLOAD_LIMIT as MAX_PAYLOAD_LIMIT,
+    MAX_VOTERS as MAX_VOTERS,
+    ChannelPolicy as ChannelPolicy,
+)
 
 CHANNEL_DOMAIN = "p2pworld/channel/v1"
 CHANNEL_ID_DOMAIN = "p2pworld/channel-id/v1"
@@ -44,10 +52,6 @@ HEAD_DOMAIN = "p2pworld/head/v1"
 GENESIS_HASH = bytes(32)
 """``prev_hash`` of the first entry of epoch 1."""
 
-DEFAULT_MAX_PAYLOAD = 1 << 20
-"""A channel's payload limit when its policy names none (1 MiB)."""
-MAX_PAYLOAD_LIMIT = 16 << 20
-"""The largest payload limit a channel policy may set (16 MiB)."""
 MAX_CTL_PAYLOAD = 1 << 18
 """Control entries (membership, rekey, close) are made by the library: 256 KiB covers a rekey
 wrapped for every one of MAX_PARTICIPANTS members (about 150 bytes each)."""
@@ -76,61 +80,6 @@ def channel_id_for(workspace: str, owner: bytes, name: str) -> bytes:
     """Channel ids are derived, so reopening a channel after a restart gives the same id."""
     return hash_bytes(codec.tagged(CHANNEL_ID_DOMAIN, {"ws": workspace, "owner": owner,
                                                        "name": name}))[:16]
-
-
-@dataclass(frozen=True, kw_only=True)
-class ChannelPolicy:
-    """Per-channel policy flags (part of the signed genesis record)."""
-
-    retention: int = 0
-    """Entries kept behind the head (0 = keep everything). Older ones live on as a snapshot."""
-    replication: int = 1
-    """``k``: participants (besides the sequencer) that must fsync an entry for a
-    ``replicated`` ack."""
-    nostr_mirror: bool = False
-    """The Nostr mirror lane may carry this channel's entries."""
-    nostr_fallback: bool = False
-    """The Nostr fallback lane may carry submissions when the direct lane is down."""
-    app: str = ""
-    """What the library uses the channel for (``"compute"``: a compute channel, whose entries
-    follow the compute rules). Empty for an application's own channels; a channel's name
-    never decides it."""
-    max_payload: int | None = None
-    """The largest application payload, in bytes (1 .. :data:`MAX_PAYLOAD_LIMIT`). None in a
-    record means :data:`DEFAULT_MAX_PAYLOAD`; ``open_channel`` always records the value, so
-    the sequencer and every replica apply the same one. Records made before the limit existed
-    carry no field and keep verifying byte for byte."""
-
-    def __post_init__(self) -> None:
-        if self.max_payload is not None and not 1 <= self.max_payload <= MAX_PAYLOAD_LIMIT:
-            raise LocalProtocolError(
-                f"max_payload must be 1..{MAX_PAYLOAD_LIMIT} bytes", limit=MAX_PAYLOAD_LIMIT)
-
-    @property
-    def payload_limit(self) -> int:
-        """The payload limit in force (the recorded one, else the default)."""
-        return DEFAULT_MAX_PAYLOAD if self.max_payload is None else self.max_payload
-
-    def to_wire(self) -> dict[str, Value]:
-        out: dict[str, Value] = {"retention": self.retention, "k": self.replication,
-                                 "mirror": self.nostr_mirror, "fallback": self.nostr_fallback}
-        if self.max_payload is not None:
-            out["max"] = self.max_payload
-        if self.app:
-            out["app"] = self.app
-        return out
-
-    @classmethod
-    def from_wire(cls, value: Any) -> ChannelPolicy:
-        w = "policy"
-        m = codec.need_map(value, w)
-        return cls(retention=codec.int_field(m, "retention", w, hi=2**40),
-                   replication=codec.int_field(m, "k", w, hi=64),
-                   nostr_mirror=codec.field(m, "mirror", bool, w),
-                   nostr_fallback=codec.field(m, "fallback", bool, w),
-                   max_payload=codec.int_field(m, "max", w, lo=1, hi=MAX_PAYLOAD_LIMIT)
-                   if "max" in m else None,
-                   app=codec.str_field(m, "app", w, max_len=16) if "app" in m else "")
 
 
 MAX_PARTICIPANTS = 1024

@@ -33,7 +33,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from p2pworld.errors import ChainBroken, Fenced, Forked, InvalidSignature, P2PWorldError
+from p2pworld.errors import (
+    ChainBroken,
+    Fenced,
+    Forked,
+    InvalidSignature,
+    P2PWorldError,
+    Unauthorized,
+)
 from p2pworld.log.entry import ChannelRecord, Entry, SignedHead, Submission, verified_batches
 from p2pworld.log.sequencer import ChannelLog
 from p2pworld.log.state import ChannelState, EpochChange, Snapshot
@@ -171,8 +178,10 @@ class Replica(ChannelLog):
             if held != ec.start_hash:
                 raise Forked("our history diverges from the epoch change's start",
                              seq=ec.start_seq)
+            if ec.reason == "election" and ec.voters != self.voters_at(ec.start_seq):
+                raise Unauthorized("the election's voter set is not the channel's at its start")
             if st.seq > ec.start_seq:
-                if ec.reason not in ("recovery", "rollback"):
+                if ec.reason not in ("recovery", "rollback", "election"):
                     raise ChainBroken("a handoff cannot start below our head")
                 lost = self.truncate(ec.start_seq)
         else:
@@ -201,6 +210,7 @@ class Replica(ChannelLog):
                 return []
             if trial.seq != ec.start_seq or trial.head_hash != ec.start_hash:
                 raise ChainBroken("catch-up does not reach the epoch change's start")
+            trial.check_voters(ec)
             for e in chain:
                 self.append(e)
         self.state.apply_epoch(ec)

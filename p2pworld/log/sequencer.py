@@ -139,6 +139,18 @@ class ChannelLog:
         self.base.floor = self.base.seq
         return drop
 
+    def voters_at(self, seq: int) -> tuple[bytes, ...]:
+        """The voter set folded at ``seq`` (at most the head, at least the floor): the
+        state's own unless a control entry after ``seq`` may have changed it."""
+        if not self.floor <= seq <= self.seq:
+            raise LocalProtocolError("no such prefix")
+        if all(e.kind != "ctl" for e in self.entries[seq - self.floor:]):
+            return self.state.voters
+        assert self.base is not None
+        st = self.base.copy()
+        st.replay(self.entries[: seq - self.floor], self.state.epochs)
+        return st.voters
+
     def truncate(self, seq: int) -> list[Entry]:
         """Drop entries after ``seq`` (a recovery epoch starts before them); returns them.
         The state is rebuilt from ``base``; the caller reports the lost entries."""

@@ -49,9 +49,11 @@ from p2pworld.errors import (
     Unauthorized,
 )
 from p2pworld.identity import Signer, node_id, verify
+from p2pworld.log.election import Vote, check_election, votes_from_wire, votes_to_wire
 from p2pworld.log.entry import (
     GENESIS_HASH,
     MAX_CTL_PAYLOAD,
+    MAX_VOTERS,
     ChannelRecord,
     Entry,
     Submission,
@@ -61,15 +63,20 @@ from p2pworld.log.entry import (
 STATE_DOMAIN = "p2pworld/channel-state/v1"
 EPOCH_DOMAIN = "p2pworld/epoch/v1"
 SNAPSHOT_DOMAIN = "p2pworld/snapshot/v1"
-CTL_OPS = ("add", "remove", "rekey", "close")
+CTL_OPS = ("add", "remove", "rekey", "close", "voter")
+EPOCH_REASONS = ("handoff", "recovery", "rollback", "election")
+VOTER_PAYLOAD = codec.encode({"op": "voter"})
+"""The payload of a ``voter`` control entry (any writer's: it joins the voters)."""
 MAX_STATE_BYTES = 256 << 20
 MAX_STATE_ITEMS = 1 << 22
 
 
 @dataclass(frozen=True, kw_only=True)
 class EpochChange:
-    """Moves the sequencer role: ``handoff`` (signed by the current sequencer) or ``recovery``
-    (signed by the channel's authority key: the sequencer is gone, or the channel forked).
+    """Moves the sequencer role: ``handoff`` (signed by the current sequencer), ``recovery``
+    (signed by the channel's authority key: the sequencer is gone, or the channel forked) or
+    ``election`` (signed by its winner, with a quorum of ``votes`` from the ``voters`` in force
+    at its start: :mod:`p2pworld.log.election`).
 
     The new epoch continues the chain after ``(start_seq, start_hash)``; entries of older
     epochs past ``start_seq`` are refused from then on (fencing).
@@ -83,17 +90,25 @@ class EpochChange:
     reason: str
     signer_key: bytes
     signature: bytes = b""
+    voters: tuple[bytes, ...] = ()
+    votes: tuple[Vote, ...] = ()
 
     def body(self) -> dict[str, Value]:
-        return {"ch": self.channel, "epoch": self.epoch, "seqr": self.sequencer_key,
-                "start": self.start_seq, "start_hash": self.start_hash, "reason": self.reason,
-                "by": self.signer_key}
+        out: dict[str, Value] = {
+            "ch": self.channel, "epoch": self.epoch, "seqr": self.sequencer_key,
+            "start": self.start_seq, "start_hash": self.start_hash, "reason": self.reason,
+            "by": self.signer_key}
+        if self.reason == "election":
+            out["elect"] = votes_to_wire(self.voters, self.votes)
+        return out
 
     @classmethod
     def create(cls, signer: Signer, *, channel: bytes, epoch: int, sequencer_key: bytes,
-               start_seq: int, start_hash: bytes, reason: str) -> EpochChange:
+               start_seq: int, start_hash: bytes, reason: str,
+               voters: tuple[bytes, ...] = (), votes: tuple[Vote, ...] = ()) -> EpochChange:
         ec = cls(channel=channel, epoch=epoch, sequencer_key=sequencer_key, start_seq=start_seq,
-                 start_hash=start_hash, reason=reason, signer_key=signer.public_key)
+                 start_hash=start_hash, reason=reason, signer_key=signer.public_key,
+                 voters=voters, votes=votes)
         from dataclasses import replace
 
         return replace(ec, signature=signer.sign(codec.tagged(EPOCH_DOMAIN, ec.body())))
@@ -110,9 +125,11 @@ class EpochChange:
         w = "epoch change"
         m = codec.need_map(value, w)
         reason = codec.str_field(m, "reason", w, max_len=16)
-        if reason not in ("handoff", "recovery", "rollback"):
+        if reason not in EPOCH_REASONS:
             raise DecodeError("epoch change: unknown reason")
-        return cls(channel=codec.bytes_field(m, "ch", w, size=16),
+        voters, votes = votes_from_wire(m.get("elect")) if reason == "election" else ((), ())
+        return cls(voters=voters, votes=votes,
+                   channel=codec.bytes_field(m, "ch", w, size=16),
                    epoch=codec.int_field(m, "epoch", w, lo=2),
                    sequencer_key=codec.bytes_field(m, "seqr", w, size=32),
                    start_seq=codec.int_field(m, "start", w),
@@ -144,6 +161,9 @@ class ChannelState:
     """Highest seq no longer held as an entry (retention); the log starts at ``floor + 1``."""
     idem: dict[tuple[bytes, bytes], IdemRecord] = field(default_factory=dict)
     epochs: list[EpochChange] = field(default_factory=list)
+    joined: set[bytes] = field(default_factory=set)
+    """Keys that joined a public majority channel's voters: the senders of its entries (a
+    writer's first entry, or a reader's ``voter`` entry), while the set had room."""
 
     @classmethod
     def genesis(cls, record: ChannelRecord) -> ChannelState:
@@ -161,7 +181,7 @@ class ChannelState:
                             participants=set(self.participants), closed=self.closed,
                             keys={k: dict(v) for k, v in self.keys.items()}, seq=self.seq,
                             head_hash=self.head_hash, floor=self.floor, idem={},
-                            epochs=list(self.epochs))
+                            epochs=list(self.epochs), joined=set(self.joined))
 
     @property
     def channel(self) -> bytes:
@@ -179,6 +199,34 @@ class ChannelState:
     def may_write(self, key: bytes) -> bool:
         return not self.restricted or key in self.participants
 
+    @property
+    def majority(self) -> bool:
+        """The channel fails over by election (:mod:`p2pworld.log.election`)."""
+        return self.record.policy.failover == "majority"
+
+    @property
+    def voters(self) -> tuple[bytes, ...]:
+        """Who votes in an election, sorted (empty unless :attr:`majority`): the owner; the
+        first participants by key up to the policy's bound on a restricted channel, else the
+        keys that joined (:attr:`joined`); and the policy's witness."""
+        pol = self.record.policy
+        if pol.failover != "majority":
+            return ()
+        owner = self.record.owner_key
+        if self.restricted:
+            chosen = {owner, *sorted(self.participants - {owner})[:pol.max_voters - 1]}
+        else:
+            chosen = {owner, *self.joined}
+        if pol.witness is not None:
+            chosen.add(pol.witness)
+        return tuple(sorted(chosen))
+
+    def ack_counters(self) -> set[bytes] | None:
+        """The keys whose stored cursors count for ``replicated`` acks: the voters on a
+        majority channel (so every election quorum meets each such ack), else None (any
+        writer)."""
+        return set(self.voters) if self.majority else None
+
     # --- validation and fold ----------------------------------------------------------------
 
     def check_submission(self, sub: Submission) -> None:
@@ -190,6 +238,8 @@ class ChannelState:
             raise PayloadTooLarge(f"payload of {len(sub.payload)} bytes is over the channel's "
                                   f"limit of {bound}", size=len(sub.payload), limit=bound)
         if sub.kind == "ctl":
+            if self._voter_op(sub.sender_key, sub.payload):
+                return
             if sub.sender_key != self.record.owner_key:
                 raise Unauthorized("only the channel owner may submit control entries")
             self._parse_ctl(sub.payload)
@@ -202,7 +252,11 @@ class ChannelState:
             raise ChainBroken("entry does not extend the head", seq=entry.seq)
         if entry.epoch != self.epoch:
             raise Fenced("entry of another epoch", epoch=entry.epoch)
-        if entry.kind == "ctl" and entry.sender_key == self.record.owner_key and not self.closed:
+        sender = entry.sender_key
+        if sender not in self.joined and sender != self.record.owner_key:
+            self._join(sender)  # a writer joins a public majority channel's voters
+        if entry.kind == "ctl" and entry.sender_key == self.record.owner_key and \
+                not self.closed:
             op = self._parse_ctl(entry.payload)
             if op["op"] == "add":
                 self.participants.add(op["member"])
@@ -242,6 +296,10 @@ class ChannelState:
             if ec.signer_key != self.sequencer_key or ec.sequencer_key != ec.signer_key \
                     or ec.epoch != self.epoch + 1:
                 raise Unauthorized("a rollback epoch is the current sequencer's own")
+        elif ec.reason == "election":
+            if not self.majority:
+                raise Unauthorized("this channel fails over by its authority key, not by vote")
+            check_election(ec, epoch=self.epoch, replication=self.record.policy.replication)
         elif ec.signer_key != self.record.authority_key or ec.epoch <= self.epoch:
             raise Unauthorized("a recovery must be signed by the channel's authority key")
 
@@ -249,9 +307,30 @@ class ChannelState:
         """Enter ``ec``'s epoch. The head must already be ``(start_seq, start_hash)``."""
         if (self.seq, self.head_hash) != (ec.start_seq, ec.start_hash):
             raise LocalProtocolError("truncate or catch up to the epoch start first")
+        self.check_voters(ec)
         self.epoch = ec.epoch
         self.sequencer_key = ec.sequencer_key
         self.epochs.append(ec)
+
+    def check_voters(self, ec: EpochChange) -> None:
+        """An election names the voter set this state (at its start) folds to; else
+        ``Unauthorized``: votes from another set prove nothing."""
+        if ec.reason == "election" and ec.voters != self.voters:
+            raise Unauthorized("the election's voter set is not the channel's at its start")
+
+    def _join(self, sender: bytes) -> None:
+        """Every sequenced entry of a writer (a ``voter`` entry, or any other) joins it to a
+        public majority channel's voters, while the set has room."""
+        pol = self.record.policy
+        if pol.failover == "majority" and not self.restricted and \
+                len(self.joined) + 1 < pol.max_voters:
+            self.joined.add(sender)
+
+    def _voter_op(self, sender: bytes, payload: bytes) -> bool:
+        """Is this a ``voter`` entry (a writer joining a majority channel's voters)?"""
+        if not self.majority or payload != VOTER_PAYLOAD:
+            return False
+        return self.may_write(sender)
 
     @staticmethod
     def _parse_ctl(payload: bytes) -> dict[str, Any]:
@@ -291,6 +370,7 @@ class ChannelState:
             "idem": [[s, k, r.seq, r.payload_hash, r.entry_hash]
                      for (s, k), r in sorted(self.idem.items())],
             "epochs": [ec.to_wire() for ec in self.epochs],
+            **({"joined": sorted(self.joined)} if self.joined else {}),
         }
 
     def state_hash(self) -> bytes:
@@ -327,6 +407,11 @@ class ChannelState:
             sender, key, seq, ph, eh = row
             st.idem[(bytes(sender), bytes(key))] = IdemRecord(int(seq), bytes(ph), bytes(eh))
         st.epochs = [EpochChange.from_wire(e) for e in codec.field(s, "epochs", list, w)]
+        joined = codec.field(s, "joined", list, w) if "joined" in s else []
+        if not all(type(k) is bytes and len(k) == 32 for k in joined) or \
+                len(joined) > MAX_VOTERS:
+            raise DecodeError("channel state: bad voter keys")
+        st.joined = set(joined)
         return st
 
 
@@ -385,6 +470,12 @@ class Snapshot:
                    state_hash=codec.bytes_field(m, "hash", w, size=32),
                    signer_key=codec.bytes_field(m, "by", w, size=32),
                    signature=codec.bytes_field(m, "sig", w, size=64))
+
+
+def scope_kind(kind: str, payload: bytes) -> str:
+    """The kind a submission's token scope is taken from: a ``voter`` entry joins with the
+    scope to publish (it is any writer's), other control entries need the owner's."""
+    return "msg" if kind == "ctl" and payload == VOTER_PAYLOAD else kind
 
 
 def ctl_payload(op: str, **fields: Value) -> bytes:

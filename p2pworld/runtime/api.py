@@ -18,6 +18,7 @@ Example::
 
 from __future__ import annotations
 
+import math
 import secrets
 import time
 from typing import TYPE_CHECKING, Any
@@ -45,6 +46,7 @@ from p2pworld.core.calls import (
     AddParticipant,
     Advertise,
     CloseChannel,
+    Elect,
     Handoff,
     Heartbeat,
     Publish,
@@ -59,7 +61,7 @@ from p2pworld.core.calls import (
     relays_configured,
 )
 from p2pworld.core.statistics import PeerInfo, peer_info, peer_infos
-from p2pworld.errors import Conflict
+from p2pworld.errors import Conflict, P2PWorldError
 from p2pworld.identity import Signer
 from p2pworld.io.nostr_service import BridgeFeed
 from p2pworld.log.entry import ChannelPolicy, ChannelRecord
@@ -201,6 +203,29 @@ class Channels(_Part):
                                                    new_sequencer=new_sequencer))
         await self._node._settle()
         return ec
+
+    async def elect(self, channel: bytes, *, timeout: float = 5.0) -> EpochChange:
+        """Become ``channel``'s sequencer by election: its sequencer is gone and this node is
+        one of its voters (a majority channel, the default; ``docs/guarantees.md``,
+        failover). Returns the signed epoch change once a quorum voted, within ``timeout``
+        seconds. Raises ``NoQuorum`` (nothing changed: refused by too many voters, or no
+        quorum in time), or at once when this node sequences it, is not a voter, or the
+        channel fails over by its authority key (``recover``). Example::
+
+            ec = await node.channels.elect(channel)  # ec.epoch, ec.start_seq
+        """
+        self._node._check_open()
+        need_timeout(timeout)
+        self._node._call(Elect(channel=channel, timeout_ms=math.ceil(timeout * 1000)))
+        await self._node._settle()
+        book = self._hub.elections
+        while channel in book.campaigns:
+            self._node._check_open()
+            await self._node._channels_changed.wait()
+        outcome = book.outcomes.pop(channel)
+        if isinstance(outcome, P2PWorldError):
+            raise outcome
+        return outcome
 
     async def ack(self, channel: bytes, seq: int) -> Checkpoint | None:
         """``ack_message``: durably record that this node consumed ``channel`` up to ``seq``."""

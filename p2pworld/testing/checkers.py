@@ -3,6 +3,13 @@
 * ``lost_write`` — an acknowledged publish missing (or different) at the end, unless its ack
   was ``local`` and the writer was told by a ``LostWrite`` notice (an unplanned handoff), or
   the writer's own machine was lost for good after the ack (nobody left to tell).
+* ``lost_replicated`` — a ``replicated`` ack missing at the end (also a ``lost_write``): no
+  notice excuses it, and no failover may lose it.
+* ``stale_ack`` — an ack missing at the end that was issued after a later epoch starting
+  below its seq was on a disk (a sequencer acknowledging past its supersession), and whose
+  writer was not told (``LostWrite``).
+* ``not_elected`` — an election a scenario expects to win (the old sequencer gone, a quorum
+  reachable) did not.
 * ``duplicate`` — one (writer, key) acknowledged at two seqs, or present twice in a log.
 * ``poll_skip`` — a node delivered seq n+2 after n (outside a snapshot catch-up).
 * ``nonmonotonic`` — a node delivered a seq at or below one it had delivered (outside a
@@ -56,7 +63,8 @@ def check_all(sim: Simulator, channel: bytes) -> dict[str, int]:
 ANOMALIES = ("lost_write", "duplicate", "poll_skip", "nonmonotonic", "inconsistent_offsets",
              "diverged", "unauthorized_accepted", "forged_visible", "forks_undetected",
              "replay_mismatch", "multiple_winners", "presence_collapsed", "writes_not_resumed",
-             "compute_stuck", "store_refused", "crashed", "revoked_read", "not_handed_off")
+             "compute_stuck", "store_refused", "crashed", "revoked_read", "not_handed_off",
+             "lost_replicated", "stale_ack", "not_elected")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,6 +103,7 @@ def check_logs(logs: Mapping[str, tuple[list[Entry], ChannelState]], acks: Itera
         if (rec is None or rec.seq != a.seq or rec.payload_hash != hash_bytes(a.payload)) and \
                 not (a.told and a.strength == "local"):
             out["lost_write"] += 1
+            out["lost_replicated"] += a.strength == "replicated"
     keys = [(e.sender_key, e.idem_key) for e in ref_entries]
     out["duplicate"] += len(keys) - len(set(keys))
     by_seq: dict[int, set[bytes]] = {}
@@ -130,6 +139,8 @@ def check_channel(sim: Simulator, channel: bytes) -> dict[str, int]:
                                      strength=a.strength, told=told))
     out = check_logs({n: (list(log.entries), log.state) for n, log in logs.items()}, acks,
                      reference=ref)
+    out["stale_ack"] = stale_acks(sim, channel, acks, logs[ref or max(
+        logs, key=lambda n: logs[n].seq)].state)
 
     # poll_skip / nonmonotonic from what each node delivered, per incarnation
     for node in sim.nodes.values():
@@ -157,6 +168,22 @@ def check_channel(sim: Simulator, channel: bytes) -> dict[str, int]:
                 stored[0], logs[n].state.state_hash(),
                 lambda key: _snap_signer(sim, key))
     return out
+
+
+def stale_acks(sim: Simulator, channel: bytes, acks: Iterable[Acknowledged],
+               final: ChannelState) -> int:
+    """``stale_ack`` (see the module docstring): the untold acks the final state lacks that
+    came after a later epoch starting below them was durable somewhere."""
+    times = [a.at for a in sim.stats.acks if a.channel == channel]
+    changes = [(start, at) for (ch, _), (start, at) in sim.stats.epochs.items()
+               if ch == channel]
+    n = 0
+    for a, at in zip(acks, times, strict=True):
+        rec = final.idem.get((a.writer_key, a.key))
+        if a.told or (rec is not None and rec.seq == a.seq):
+            continue
+        n += any(start < a.seq and signed <= at for start, signed in changes)
+    return n
 
 
 def replay(c: StoredChannel) -> ChannelState:

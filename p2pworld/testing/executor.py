@@ -188,6 +188,7 @@ class Executor:
         try:
             if err is None:
                 node.store.apply(commit.ops)
+                self._note_epochs(commit)
                 return True
         except StoreFull as e:
             err = e
@@ -196,6 +197,12 @@ class Executor:
         node.core.handle(CommitFailed(commit=commit, error=err, on_disk=on_disk, tail=tail),
                          now_ms=self.now_ms(node))
         return False
+
+    def _note_epochs(self, commit: Commit) -> None:
+        """When each epoch change was first on some disk (the checkers' ``stale_ack``)."""
+        for op in commit.ops:
+            for ec in getattr(op, "epochs", ()):
+                self.stats.epochs.setdefault((ec.channel, ec.epoch), (ec.start_seq, self.now))
 
     def _wake_at(self, node: SimNode, wake_ms: int | None) -> None:
         """One timer per node, for the earliest wake-up its core asked for."""

@@ -146,6 +146,8 @@ class Stats:
     """(node, channel): a channel the node's own store refused at a restart."""
     lost_for_good: dict[str, float] = field(default_factory=dict)
     """Nodes whose store was destroyed (the machine is gone), and when."""
+    epochs: dict[tuple[bytes, int], tuple[int, float]] = field(default_factory=dict)
+    """(channel, epoch) -> (its start seq, when it was first on a disk)."""
 
     def reach(self, what: str) -> None:
         self.reached[what] = self.reached.get(what, 0) + 1

@@ -18,7 +18,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from p2pworld import codec
-from p2pworld.channel.hub import Checkpoint, OutboxDone, OutboxPut, Persist, SaveCursor
+from p2pworld.channel.hub import Checkpoint, OutboxDone, OutboxPut, Persist, SaveCursor, SaveVote
+from p2pworld.channel.statements import vote_from_row, vote_row
 from p2pworld.channel.writes import write_plan
 from p2pworld.core.persist import StoreEffect
 from p2pworld.errors import P2PWorldError, StoreCorrupt, StoreFull
@@ -46,6 +47,7 @@ class MemoryLogStore:
         self.cursors: dict[bytes, bytes] = {}
         self.outbox: dict[tuple[bytes, bytes], tuple[bytes, str]] = {}
         self.forks: list[tuple[bytes, bytes, bytes]] = []
+        self.votes: dict[bytes, bytes] = {}
         self.outbox_aside: dict[tuple[bytes, bytes], tuple[bytes, str, str]] = {}
         self.aside: list[tuple[bytes, bytes, P2PWorldError]] = []
         self.syncs = 0
@@ -100,6 +102,8 @@ class MemoryLogStore:
                 self.outbox_put(op.submission, op.want)
             elif isinstance(op, OutboxDone):
                 self.outbox_done(op.channel, op.idem_key)
+            elif isinstance(op, SaveVote):
+                self.votes[op.vote.channel] = vote_row(op)
             else:
                 self.record_fork(op.channel, op.held, op.other)
         self.syncs += 1
@@ -143,6 +147,9 @@ class MemoryLogStore:
                     raise
                 self.quarantined[ch] = e
         return out
+
+    def load_votes(self) -> list[SaveVote]:
+        return [vote_from_row(b) for b in self.votes.values()]
 
     def load_cursors(self) -> list[Checkpoint]:
         return [Checkpoint.from_wire(codec.decode_frame(b)) for b in self.cursors.values()]

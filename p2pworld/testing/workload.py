@@ -8,8 +8,17 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from p2pworld import codec
+from p2pworld.channel.elections import ELECTION_TIMEOUT_MS
 from p2pworld.channel.handoffs import HANDOFF_TIMEOUT_MS, HandoffReport
-from p2pworld.core.calls import Call, Handoff, HandOffAll, OpenChannel, Publish, Recover
+from p2pworld.core.calls import (
+    Call,
+    Elect,
+    Handoff,
+    HandOffAll,
+    OpenChannel,
+    Publish,
+    Recover,
+)
 from p2pworld.core.node import Input, Received
 from p2pworld.errors import P2PWorldError
 from p2pworld.log.entry import ChannelPolicy
@@ -131,6 +140,21 @@ class Workload:
             self.stats.reach("handed_off" if out[name].handed else "not_handed_off")
             self.retire(name)
         return out
+
+    def elect(self, at: str, channel: bytes, *, timeout_ms: int = ELECTION_TIMEOUT_MS
+              ) -> None:
+        """A voter starts an election by hand, as ``node.channels.elect`` does (the same
+        call); its outcome is in the node's ``hub.elections.outcomes``. A call the core
+        refuses (not a voter, it sequences the channel) is counted, not raised."""
+        node = self.nodes[at]
+        if node.hub is None:
+            return
+        try:
+            self._calls(node, [Elect(channel=channel, timeout_ms=timeout_ms)])
+        except P2PWorldError as e:
+            self.stats.reach(f"elect_refused:{e.code}")
+            return
+        self.stats.reach("election")
 
     def recover(self, at: str, channel: bytes, authority: Signer) -> None:
         node = self.nodes[at]
