@@ -71,6 +71,33 @@ def test_a_returning_superseded_sequencer_steps_down_and_resubmits() -> None:
     assert sorted(payloads[4:]) == [b"at once", b"away 0", b"away 1"]
 
 
+def test_an_acknowledged_entry_cut_while_a_replicated_retry_of_it_waits_is_told() -> None:
+    # Before: when a stepping-down sequencer cut an entry it had acknowledged (local) while a
+    # retry of the same key with want="replicated" still waited on it, only the waiting
+    # retry was requeued: the first ack was lost silently (no LostWrite). Found by the
+    # elected-by-hand sweep (seeds 148, 184, 197).
+    hubs, keys = world()
+    rec, fx = hubs["a"].open_channel("retry", now_ms=0)
+    run(hubs, [("a", e) for e in fx])
+    publish(hubs, "a", rec.channel, b"kept", b"k0")
+    run(hubs, disconnect(hubs, "a", "b") + disconnect(hubs, "a", "c"))
+    away = {"a": hubs["a"]}
+    (first,) = publish(away, "a", rec.channel, b"away", b"away")
+    assert isinstance(first, PublishResult) and first.strength == "local"
+    # The same key again, now wanting a replicated ack: it waits (no replica reachable).
+    assert publish(away, "a", rec.channel, b"away", b"away", want="replicated") == []
+    others = {k: hubs[k] for k in "bc"}
+    _, fx = hubs["b"].recover(rec.channel, keys["a"], keys["b"].public_key, now_ms=9)
+    run(others, [("b", e) for e in fx])
+    seen = run(hubs, connect(hubs, "a", "b") + connect(hubs, "a", "c"))
+    lost = [e.error.details["seq"] for e in seen["a"]
+            if isinstance(e, Notice) and e.error.code == "LOST_WRITE"]
+    assert lost == [first.seq]
+    # The waiting retry is answered by the new sequencer, with the key it resubmits.
+    (again,) = [e.outcome for e in seen["a"] if isinstance(e, Resolved)]
+    assert isinstance(again, PublishResult)
+
+
 def cfg(home: Path, **kw) -> NodeConfig:  # type: ignore[no-untyped-def]
     # No handoff when a node leaves (it is gone as if it had crashed): what these tests try
     # is a sequencer coming back to its channels (docs/guarantees.md, a clean close).
