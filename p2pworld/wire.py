@@ -21,7 +21,7 @@ from p2pworld.errors import DecodeError
 from p2pworld.log.entry import ChannelRecord, Entry, SignedHead, Submission
 from p2pworld.log.state import EpochChange, Snapshot
 from p2pworld.message import MESSAGE_TYPES as MESSAGE_TYPES, Message as Message, message
-from p2pworld.wire_elections import VoteReply, VoteRequest, VotersWanted
+from p2pworld.wire_elections import VoteReply, VoteRequest, VotersWanted, VoteWithdrawn
 
 MAX_BATCH = 512
 """Most entries in one ``ents`` message."""
@@ -635,8 +635,8 @@ def message_types(*, mutating: bool | None = None) -> list[type[Message]]:
 __all__ = ["Message", "MESSAGE_TYPES", "encode_message", "decode_message", "message_types",
            "Ping", "Pong", "ChannelAnnounce", "Subscribe", "SubscribeRefused", "SnapshotMsg",
            "EpochMsg", "Stored", "Tip", "Entries", "Submit", "Ack", "Nack", "VoteRequest",
-           "VoteReply", "VotersWanted", "WorldPush", "WorldIHave", "WorldGraft", "WorldPrune",
-           "WorldDigest"]
+           "VoteReply", "VotersWanted", "VoteWithdrawn", "WorldPush", "WorldIHave",
+           "WorldGraft", "WorldPrune", "WorldDigest"]
 
 
 def message_channel(msg: Message) -> bytes | None:

@@ -64,6 +64,27 @@ class VotersWanted(Message):
 
 @message
 @dataclass(frozen=True)
+class VoteWithdrawn(Message):
+    """A candidate that gave up its election for ``epoch`` (it signed no epoch change, and
+    its withdrawal is on its disk) tells the voters that voted for it: their votes are of no
+    use to anyone, so they lift their fences (the session says who sends it)."""
+
+    TYPE = "unvote"
+    TYPED = True
+    channel: bytes
+    epoch: int
+
+    def fields(self) -> dict[str, Value]:
+        return {"ch": self.channel, "epoch": self.epoch}
+
+    @classmethod
+    def parse(cls, m: dict[str, Value]) -> VoteWithdrawn:
+        w = "vote withdrawn"
+        return cls(codec.bytes_field(m, "ch", w, size=16), codec.int_field(m, "epoch", w, lo=2))
+
+
+@message
+@dataclass(frozen=True)
 class VoteReply(Message):
     """A voter's answer: its signed ``vote`` (fsynced before it was sent), or None and why
     not (``reason``), with the latest epoch it voted in or holds (``seen``: a candidate

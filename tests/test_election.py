@@ -347,6 +347,35 @@ def test_a_fenced_voter_takes_no_entries_of_the_old_epoch_so_no_replicated_ack_f
     assert hubs["c"].errors.get("FENCED", 0) == 0  # refused quietly, no resubscribe loop
 
 
+def test_a_candidate_that_gives_up_lifts_the_fences_of_those_that_voted_for_it() -> None:
+    hubs, keys = {}, {}
+    for i, name in enumerate("abcd"):
+        hubs[name], keys[name] = hub(i + 1)
+    init = []
+    for x, y in itertools.combinations("abcd", 2):
+        init += connect(hubs, x, y)
+    run(hubs, init)
+    rec, fx = hubs["a"].open_channel("four", now_ms=0)
+    run(hubs, [("a", e) for e in fx])
+    ch = rec.channel
+    for name in "bcd":
+        _publish(hubs, name, ch, b"hello", b"hello-" + name.encode())
+    # b and c lose a; d does not (it refuses: in touch with the sequencer). c votes for b,
+    # which waits for a quorum of 3 that never comes and gives up at its bound.
+    run(hubs, disconnect(hubs, "a", "b") + disconnect(hubs, "a", "c"))
+    _elect(hubs, "b", ch)
+    assert hubs["c"].elections.fenced(ch, epoch=1)
+    run(hubs, [("b", e) for e in hubs["b"].expire_elections(now_ms=10 + 5_000)])
+    assert isinstance(hubs["b"].elections.outcomes[ch], NoQuorum)
+    # b withdrew (it signed nothing): c's vote for it is of no use, c's fence is lifted, and c
+    # follows a again when it reaches it.
+    assert not hubs["c"].elections.fenced(ch, epoch=1)
+    run(hubs, connect(hubs, "a", "c"))
+    (ok,) = _publish(hubs, "a", ch, b"on", b"on")
+    assert isinstance(ok, PublishResult)
+    assert hubs["c"].log(ch).seq == hubs["a"].log(ch).seq
+
+
 # --- real nodes over sockets -------------------------------------------------------------
 
 def _cfg(home, **kw):  # type: ignore[no-untyped-def]

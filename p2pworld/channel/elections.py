@@ -44,7 +44,7 @@ from p2pworld.errors import (
 from p2pworld.identity import node_id
 from p2pworld.log.election import Vote, quorum
 from p2pworld.log.state import VOTER_PAYLOAD, EpochChange
-from p2pworld.wire import EpochMsg, VoteReply, VoteRequest, VotersWanted
+from p2pworld.wire import EpochMsg, VoteReply, VoteRequest, VotersWanted, VoteWithdrawn
 
 if TYPE_CHECKING:
     from p2pworld.channel.hub import _Own
@@ -218,6 +218,13 @@ class Elections:
                                                  own.head_hash)))
         return fx
 
+    def _on_election(self, peer: bytes, msg: VoteRequest | VoteReply | VotersWanted
+                     | VoteWithdrawn, now_ms: int) -> list[Effect]:
+        """An election message from ``peer`` (the hub routes all four here)."""
+        if isinstance(msg, VoteRequest):
+            return self._on_vote_request(peer, msg)
+        return self._on_vote_reply(peer, msg, now_ms)
+
     def _on_vote_request(self, peer: bytes, msg: VoteRequest) -> list[Effect]:
         ch = msg.channel
         key = self.peers.get(peer)
@@ -263,13 +270,20 @@ class Elections:
                 fx.append(Send(pid, VotersWanted(channel)))
         return fx
 
-    def _on_vote_reply(self, peer: bytes, msg: VoteReply | VotersWanted, now_ms: int
-                       ) -> list[Effect]:
+    def _on_vote_reply(self, peer: bytes, msg: VoteReply | VotersWanted | VoteWithdrawn,
+                       now_ms: int) -> list[Effect]:
         ch = msg.channel
         if isinstance(msg, VotersWanted):
             if ch in self.replicas and self.sequencer_of(ch) == peer:
                 self.elections.joining.add(ch)  # the voter entry goes with the next flush
             return []
+        if isinstance(msg, VoteWithdrawn):
+            mine = self.elections.voted.get(ch)
+            if mine is None or mine.withdrawn or (mine.vote.epoch, mine.vote.candidate_key) != (
+                    msg.epoch, self.peers.get(peer)):
+                return []
+            self.elections.voted[ch] = SaveVote(mine.vote, withdrawn=True)
+            return [SaveVote(mine.vote, withdrawn=True)]  # the fence is lifted
         camp = self.elections.campaigns.get(ch)
         key = self.peers.get(peer)
         if camp is None or key is None or msg.epoch != camp.epoch or key not in camp.voters:
@@ -335,9 +349,12 @@ class Elections:
         mine = book.voted.get(channel)
         fx: list[Effect] = [ChannelKnown(self.log(channel).record)]
         if mine is not None and mine.vote == own:
-            # It signed no epoch change: nobody can use its own vote. Lift its fence.
+            # It signed no epoch change: nobody can use its own vote. Lift its fence, and
+            # (once that is on disk) tell the voters that voted for it to lift theirs.
             book.voted[channel] = SaveVote(own, withdrawn=True)
             fx.insert(0, SaveVote(own, withdrawn=True))
+            fx += [Send(node_id(k), VoteWithdrawn(channel, camp.epoch)) for k in sorted(
+                camp.votes) if k != self.signer.public_key and node_id(k) in self.peers]
         return fx
 
     def expire_elections(self, *, now_ms: int) -> list[Effect]:

@@ -106,6 +106,7 @@ from p2pworld.wire import (
     VoteReply,
     VoteRequest,
     VotersWanted,
+    VoteWithdrawn,
     message_channel,
 )
 
@@ -774,10 +775,8 @@ class ChannelHub(StartupExchange, EpochChanges, Elections, Subscriptions, Member
             # Its rows on disk are damaged: writing anything for it would build on them.
             self.errors["QUARANTINED"] = self.errors.get("QUARANTINED", 0) + 1
             return []
-        if isinstance(msg, VoteRequest):
-            return self._on_vote_request(peer, msg)
-        if isinstance(msg, (VoteReply, VotersWanted)):
-            return self._on_vote_reply(peer, msg, now_ms)
+        if isinstance(msg, (VoteRequest, VoteReply, VotersWanted, VoteWithdrawn)):
+            return self._on_election(peer, msg, now_ms)
         if isinstance(msg, ChannelAnnounce):
             ch = msg.record.channel
             if ch not in self.own and ch not in self.replicas:  # learning a channel: a mutation

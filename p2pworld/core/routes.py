@@ -50,6 +50,7 @@ from p2pworld.wire import (
     VoteReply,
     VoteRequest,
     VotersWanted,
+    VoteWithdrawn,
     WorldDigest,
     WorldGraft,
     WorldIHave,
@@ -106,6 +107,8 @@ ROUTES: Mapping[type[Message], Route] = {
     VoteRequest: Route("hub", None, "an election: answered only to a voter of the channel, "
                        "and what it yields is a signed vote, counted only by that voter"),
     VoteReply: Route("hub", None, "an answer to this node's own election; the vote is signed"),
+    VoteWithdrawn: Route("hub", None, "a candidate's own withdrawal (its session says who): "
+                         "only a vote for that candidate in that epoch is lifted"),
     VotersWanted: Route("hub", None, "a hint from the channel's sequencer: this node submits "
                         "its own signed voter entry, checked as any submission"),
     WorldPush: Route(
