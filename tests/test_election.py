@@ -400,10 +400,25 @@ async def test_real_nodes_elect_a_new_sequencer_when_the_old_one_is_gone(tmp_pat
                 await b.publish(ch, b"from b")  # a writer's first entry: a voter
                 await c.publish(ch, b"from c")
                 kept = await c.publish(ch, b"kept", durability="replicated")
-                # a is alive and c is in touch with it: the election is refused, typed.
-                with pytest.raises(NoQuorum) as refused:
-                    await b.channels.elect(ch, timeout=2)
-                assert refused.value.details["need"] == 2
+                # a is alive and c is in touch with it: the election is refused, typed, to
+                # every caller waiting on it (two at once: before, the second got KeyError).
+                from p2pworld.errors import InvalidArgument
+
+                with pytest.raises(InvalidArgument, match="timeout must be at most"):
+                    await b.channels.elect(ch, timeout=1e300)
+                outcomes: list[object] = []
+
+                async def try_elect() -> None:
+                    try:
+                        await b.channels.elect(ch, timeout=2)
+                    except NoQuorum as e:
+                        outcomes.append(e)
+
+                async with trio.open_nursery() as n:
+                    n.start_soon(try_elect)
+                    n.start_soon(try_elect)
+                assert len(outcomes) == 2 and outcomes[0] is outcomes[1]
+                assert outcomes[0].details["need"] == 2  # type: ignore[attr-defined]
                 gone = a.node_id
             # a is gone for good: b wins (c votes), writes resume on b, nothing is lost.
             while gone in b._hub.peers or gone in c._hub.peers:  # the sessions ended
@@ -418,3 +433,56 @@ async def test_real_nodes_elect_a_new_sequencer_when_the_old_one_is_gone(tmp_pat
             got = [e.payload for e in c._hub.entries(ch)]
             assert b"kept" in got and got[-1] == b"after"
             assert c._hub.log(ch).state.sequencer_key == ec.sequencer_key
+
+
+def _deliver(src, dst, msg):  # type: ignore[no-untyped-def]
+    from p2pworld.wire import decode_message, encode_message
+
+    return dst.receive(src.node_id, decode_message(encode_message(msg)), now_ms=10)
+
+
+def _sent(fx):  # type: ignore[no-untyped-def]
+    from p2pworld.effects import Send
+
+    return [e.message for e in fx if isinstance(e, Send)]
+
+
+def test_a_hostile_voter_cannot_push_the_epochs_out_of_range() -> None:
+    # Before: a vote request for epoch 2**64-1 was granted, and a refusal claiming that
+    # epoch was seen made the candidate campaign in 2**64; its vote then did not load from
+    # its own store at the next start (found by an adversarial test).
+    from p2pworld.wire import VoteReply, VoteRequest
+
+    hubs, keys, ch = _three()
+    stores = {n: MemoryLogStore() for n in hubs}
+    run(hubs, disconnect(hubs, "a", "b") + disconnect(hubs, "a", "c"))
+    b, c = hubs["b"], hubs["c"]
+    rc = c.log(ch)
+    (reply,) = _sent(_deliver(b, c, VoteRequest(ch, (1 << 64) - 1, 1, rc.seq, rc.head_hash)))
+    assert reply.vote is None and "too far ahead" in reply.reason
+    assert not c.elections.fenced(ch, epoch=1)
+    fx = c.elect(ch, now_ms=5)
+    fx += _deliver(b, c, VoteReply(ch, 2, None, "no", (1 << 64) - 1))
+    for e in fx:
+        if type(e).__name__ == "SaveVote":
+            stores["c"].apply([e])
+    assert c.elections.campaigns[ch].epoch == 2  # the claim was not followed
+    assert [v.vote.epoch for v in stores["c"].load_votes()] == [2]
+
+
+def test_a_candidate_that_voted_for_a_later_epoch_does_not_win_its_own() -> None:
+    # Before: c campaigned in epoch 2, granted b epoch 3, then b's delayed vote for c in
+    # epoch 2 arrived and c sequenced epoch 2, an epoch its own vote had fenced.
+    hubs, keys, ch = _three()
+    run(hubs, disconnect(hubs, "a", "b") + disconnect(hubs, "a", "c"))
+    b, c = hubs["b"], hubs["c"]
+    (req2,) = [m for m in _sent(c.elect(ch, now_ms=5)) if m.epoch == 2]
+    (late,) = _sent(_deliver(c, b, req2))
+    assert late.vote is not None
+    (req3,) = [m for m in _sent(b.elect(ch, now_ms=6)) if m.epoch == 3]
+    (grant3,) = _sent(_deliver(b, c, req3))
+    assert grant3.vote is not None
+    _deliver(b, c, late)
+    assert ch not in c.own and isinstance(c.elections.outcomes[ch], NoQuorum)
+    _deliver(c, b, grant3)
+    assert ch in b.own and b.log(ch).state.epoch == 3

@@ -56,6 +56,9 @@ if TYPE_CHECKING:
 
 ELECTION_TIMEOUT_MS = 5_000
 """How long a campaign waits for its votes by default."""
+MAX_EPOCH_JUMP = 1024
+"""How far past the epochs it knows a voter follows a candidate (a vote request, or a
+refusal's ``seen``): a hostile voter cannot push a channel's epochs out of range."""
 VOTER_KEY = b"p2pworld:voter"
 """The idempotency key of a node's ``voter`` entry (one per channel and node)."""
 
@@ -122,6 +125,8 @@ def vote_refusal(*, candidate: bytes, voters: tuple[bytes, ...], me: bytes, epoc
         return "not a voter of this channel"
     if epoch <= state_epoch:
         return "that epoch has begun"
+    if epoch > max(state_epoch, voted.vote.epoch if voted is not None else 0) + MAX_EPOCH_JUMP:
+        return "that epoch is too far ahead"
     if voted is not None and (voted.vote.epoch > epoch or (
             voted.vote.epoch == epoch and voted.vote.candidate_key != candidate)):
         return "this voter voted for another in that epoch or later"
@@ -289,7 +294,8 @@ class Elections:
         if camp is None or key is None or msg.epoch != camp.epoch or key not in camp.voters:
             return []
         v = msg.vote
-        if v is None and msg.seen >= camp.epoch and self.log(ch).state.epoch < msg.seen:
+        if v is None and camp.epoch <= msg.seen < camp.epoch + MAX_EPOCH_JUMP and \
+                self.log(ch).state.epoch < msg.seen:
             # That epoch is taken (this voter voted in it, or later): campaign again in the
             # next one, within the same bound.
             return self._campaign(ch, msg.seen + 1, camp.deadline_ms, now_ms)
@@ -313,6 +319,11 @@ class Elections:
         st = log.state
         if st.epoch >= camp.epoch or channel in self.own:
             return self._give_up(channel, "a newer epoch began during the election")
+        mine = book.voted.get(channel)
+        if mine is None or mine.vote.epoch != camp.epoch or \
+                mine.vote.candidate_key != self.signer.public_key:
+            # It voted for another in a later epoch meanwhile: that vote fences this one.
+            return self._give_up(channel, "this node voted for another in a later epoch")
         if len(camp.votes) >= camp.need and st.voters == camp.voters:
             del book.campaigns[channel]
             ec = EpochChange.create(

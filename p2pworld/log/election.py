@@ -141,7 +141,7 @@ def check_election(ec: EpochChange, *, epoch: int, replication: int) -> None:
             raise Unauthorized("a vote of another channel, epoch or candidate")
         if v.voter_key not in voters or v.voter_key in counted:
             raise Unauthorized("a vote from a non-voter, or two from one voter")
-        if v.head_seq > ec.start_seq:
+        if v.head_seq > ec.start_seq or v.head_epoch > epoch:
             raise Unauthorized("a voter's head is past the election's start")
         try:
             v.verify()

@@ -61,7 +61,7 @@ from p2pworld.core.calls import (
     relays_configured,
 )
 from p2pworld.core.statistics import PeerInfo, peer_info, peer_infos
-from p2pworld.errors import Conflict, P2PWorldError
+from p2pworld.errors import Conflict, InvalidArgument, P2PWorldError
 from p2pworld.identity import Signer
 from p2pworld.io.nostr_service import BridgeFeed
 from p2pworld.log.entry import ChannelPolicy, ChannelRecord
@@ -216,13 +216,15 @@ class Channels(_Part):
         """
         self._node._check_open()
         need_timeout(timeout)
+        if timeout > 3600:
+            raise InvalidArgument("timeout must be at most 3600 seconds", arg="timeout")
         self._node._call(Elect(channel=channel, timeout_ms=math.ceil(timeout * 1000)))
         await self._node._settle()
         book = self._hub.elections
         while channel in book.campaigns:
             self._node._check_open()
             await self._node._channels_changed.wait()
-        outcome = book.outcomes.pop(channel)
+        outcome = book.outcomes[channel]  # kept: every caller waiting on it gets it
         if isinstance(outcome, P2PWorldError):
             raise outcome
         return outcome
