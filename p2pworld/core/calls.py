@@ -373,6 +373,24 @@ class HandOffAll(Call):
         return None, c.hub.hand_off_all(now_ms=now_ms, timeout_ms=self.timeout_ms)
 
 
+MAX_ELECTION_TIMEOUT_S = 3600
+"""The longest bound an election may be given, in seconds."""
+
+
+def election_timeout_ms(timeout: object) -> int:
+    """The bound of an election asked for with ``timeout`` seconds (above 0, at most
+    :data:`MAX_ELECTION_TIMEOUT_S`), checked before anything is queued.
+
+    >>> election_timeout_ms(2.5)
+    2500
+    """
+    need_timeout(timeout)
+    assert isinstance(timeout, (int, float))
+    _need(timeout <= MAX_ELECTION_TIMEOUT_S, "timeout", f"at most {MAX_ELECTION_TIMEOUT_S} "
+          "seconds")
+    return math.ceil(timeout * 1000)
+
+
 @dataclass(frozen=True, kw_only=True)
 class Elect(Call):
     """Start an election to become ``channel``'s sequencer (a majority channel whose
@@ -385,6 +403,8 @@ class Elect(Call):
     def __post_init__(self) -> None:
         _need(type(self.channel) is bytes, "channel", "bytes")
         need_count(self.timeout_ms, "timeout_ms")
+        _need(self.timeout_ms <= MAX_ELECTION_TIMEOUT_S * 1000, "timeout_ms",
+              f"at most {MAX_ELECTION_TIMEOUT_S * 1000}")
 
     def apply(self, c: Cores, now_ms: int) -> tuple[Any, Sequence[NodeEffect]]:
         return None, c.hub.elect(self.channel, now_ms=now_ms, timeout_ms=self.timeout_ms)

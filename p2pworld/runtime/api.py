@@ -18,7 +18,6 @@ Example::
 
 from __future__ import annotations
 
-import math
 import secrets
 import time
 from typing import TYPE_CHECKING, Any
@@ -56,12 +55,13 @@ from p2pworld.core.calls import (
     check_channel_name,
     check_compute_request,
     check_cursor,
+    election_timeout_ms,
     need_count,
     publish_key,
     relays_configured,
 )
 from p2pworld.core.statistics import PeerInfo, peer_info, peer_infos
-from p2pworld.errors import Conflict, InvalidArgument, P2PWorldError
+from p2pworld.errors import Conflict, P2PWorldError
 from p2pworld.identity import Signer
 from p2pworld.io.nostr_service import BridgeFeed
 from p2pworld.log.entry import ChannelPolicy, ChannelRecord
@@ -215,10 +215,7 @@ class Channels(_Part):
             ec = await node.channels.elect(channel)  # ec.epoch, ec.start_seq
         """
         self._node._check_open()
-        need_timeout(timeout)
-        if timeout > 3600:
-            raise InvalidArgument("timeout must be at most 3600 seconds", arg="timeout")
-        self._node._call(Elect(channel=channel, timeout_ms=math.ceil(timeout * 1000)))
+        self._node._call(Elect(channel=channel, timeout_ms=election_timeout_ms(timeout)))
         await self._node._settle()
         book = self._hub.elections
         while channel in book.campaigns:
